@@ -1,0 +1,202 @@
+"""The researcher's door: networks, image sets, stimulus jobs, units, studies and their data."""
+import io
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.http import HttpResponse
+from django.utils.html import format_html, format_html_join
+
+from . import jobs
+from .export import write_export
+from .models import Condition, Exemplar, ImageSet, Network, Participant, Response, StimulusJob, Study, Unit
+
+THUMBNAILS_PER_ROLE = 9
+
+
+@admin.register(Network)
+class NetworkAdmin(admin.ModelAdmin):
+    list_display = ["name", "source", "weights", "created"]
+
+
+@admin.register(ImageSet)
+class ImageSetAdmin(admin.ModelAdmin):
+    list_display = ["name", "source", "path", "created"]
+
+
+@admin.register(StimulusJob)
+class StimulusJobAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "stage", "progress_percent", "attempts", "unit_count", "created", "finished"]
+    list_filter = ["status", "network"]
+    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "artifact", "summary",
+                       "created", "started", "finished"]
+    fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters", *readonly_fields]
+    actions = ["launch", "cancel"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(unit_total=Count("units"))
+
+    @admin.display(description="progress")
+    def progress_percent(self, job):
+        return f"{job.progress:.0f} %"
+
+    @admin.display(description="units imported", ordering="unit_total")
+    def unit_count(self, job):
+        return job.unit_total
+
+    @admin.display(description="error")
+    def error_text(self, job):
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", job.error) if job.error else "—"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            jobs.enqueue(obj)
+            messages.info(request, f"Job {obj.pk} queued; its progress shows in the job list.")
+
+    @admin.action(description="Launch (again) the selected jobs")
+    def launch(self, request, queryset):
+        for job in queryset.exclude(status=StimulusJob.Status.RUNNING):
+            StimulusJob.objects.filter(pk=job.pk).update(status=StimulusJob.Status.QUEUED, progress=0, stage="", error="")
+            jobs.enqueue(job)
+        messages.info(request, "Launched.")
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request, queryset):
+        n = queryset.filter(status__in=[StimulusJob.Status.QUEUED, StimulusJob.Status.RUNNING]).update(
+            status=StimulusJob.Status.CANCEL_REQUESTED)
+        messages.info(request, f"Asked {n} job(s) to stop.")
+
+
+class ExemplarInline(admin.TabularInline):
+    model = Exemplar
+    extra = 0
+    can_delete = False
+    fields = ["role", "position", "image"]
+    readonly_fields = fields
+
+
+def _thumbnails(unit, role):
+    images = [e.image for e in unit.exemplars.all() if e.role == role][:THUMBNAILS_PER_ROLE]
+    return format_html_join("", "<img src='/media/{}' width='40' height='40' style='margin:1px;image-rendering:pixelated'>",
+                            ((image,) for image in images))
+
+
+@admin.register(Unit)
+class UnitAdmin(admin.ModelAdmin):
+    list_display = ["key", "job", "basis", "explained_variance", "most_activating", "least_activating"]
+    list_filter = ["basis", "layer", "job"]
+    readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating"]
+    inlines = [ExemplarInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("exemplars")
+
+    @admin.display(description="explained variance")
+    def explained_variance(self, unit):
+        value = unit.measures.get("explained_variance_ratio")
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+    @admin.display(description="most activating")
+    def most_activating(self, unit):
+        return _thumbnails(unit, Exemplar.Role.REFERENCE_MAX)
+
+    @admin.display(description="least activating")
+    def least_activating(self, unit):
+        return _thumbnails(unit, Exemplar.Role.REFERENCE_MIN)
+
+
+class ConditionInline(admin.TabularInline):
+    model = Condition
+    extra = 1
+    fields = ["name", "job", "layer", "basis", "reference_type", "paradigm"]
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "status", "started", "completed", "participant_link"]
+    list_filter = ["status"]
+    prepopulated_fields = {"slug": ["title"]}
+    inlines = [ConditionInline]
+    actions = ["go_live", "pause", "close", "export_csv"]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "status", "seed"]}),
+        ("Texts (Markdown)", {"fields": ["consent_text", "instructions_text", "debrief_text"]}),
+        ("Trial plan", {"fields": ["n_practice", "practice_max_attempts", "practice_feedback", "n_main",
+                                   "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
+                                   "min_width", "min_height"]}),
+        ("Recruitment", {"fields": ["recruitment", "completion_url", "completion_code",
+                                    "participants_per_condition", "time_limit_minutes"]}),
+        ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            n_started=Count("participants"),
+            n_completed=Count("participants", filter=Q(participants__status=Participant.Status.COMPLETED)),
+        )
+
+    @admin.display(description="started", ordering="n_started")
+    def started(self, study):
+        return study.n_started
+
+    @admin.display(description="completed", ordering="n_completed")
+    def completed(self, study):
+        return study.n_completed
+
+    @admin.display(description="participant link")
+    def participant_link(self, study):
+        url = study.get_absolute_url()
+        return format_html("<a href='{}' target='_blank'>{}</a>", url, url)
+
+    def _set_status(self, request, queryset, status):
+        n = queryset.update(status=status)
+        messages.info(request, f"{n} study(ies) now {status}.")
+
+    @admin.action(description="Go live")
+    def go_live(self, request, queryset):
+        self._set_status(request, queryset, Study.Status.LIVE)
+
+    @admin.action(description="Pause")
+    def pause(self, request, queryset):
+        self._set_status(request, queryset, Study.Status.PAUSED)
+
+    @admin.action(description="Close")
+    def close(self, request, queryset):
+        self._set_status(request, queryset, Study.Status.CLOSED)
+
+    @admin.action(description="Export responses (CSV)")
+    def export_csv(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, "Export one study at a time.")
+            return None
+        study = queryset.get()
+        buffer = io.StringIO()
+        write_export(study, buffer, "csv")
+        response = HttpResponse(buffer.getvalue(), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
+        return response
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ["pseudonym", "study", "condition", "status", "answered", "trial_count", "started_at", "finished_at"]
+    list_filter = ["study", "status", "condition"]
+    # The token is the participant's credential: researchers never need to see it.
+    readonly_fields = [f.name for f in Participant._meta.fields if f.name not in ("id", "token")]
+    exclude = ["token"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["trial", "participant", "choice", "confidence", "correct", "rt_ms", "server_time"]
+    list_filter = ["participant__study", "correct"]
+    readonly_fields = [f.name for f in Response._meta.fields if f.name != "id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,196 @@
+"""The participant JSON API (docs/contracts.md, section 3). Views parse and respond; the decisions
+live in `participation`."""
+import json
+from datetime import datetime
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET, require_POST
+
+from . import participation
+from .models import Participant
+from .texts import render_markdown
+
+MAX_TRIALS_PER_REQUEST = 50
+MAX_BODY_BYTES = 16_384
+
+
+def error(code, detail, status):
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+class BadRequest(Exception):
+    def __init__(self, detail):
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _body(request):
+    if len(request.body) > MAX_BODY_BYTES:
+        raise BadRequest("The request body is too large.")
+    try:
+        data = json.loads(request.body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return data
+
+
+def _participant_view(method):
+    """Resolve the token, run the view, and turn domain and parse errors into JSON 4xx answers."""
+
+    def decorate(view):
+        @method
+        def wrapper(request, token, *args, **kwargs):
+            participant = get_object_or_404(Participant.objects.select_related("study", "condition"), token=token)
+            try:
+                return view(request, participant, *args, **kwargs)
+            except BadRequest as exc:
+                return error("bad_request", exc.detail, 400)
+            except participation.ParticipationError as exc:
+                return error(exc.code, exc.detail, exc.status)
+
+        wrapper.__name__ = view.__name__
+        return wrapper
+
+    return decorate
+
+
+def media_url(path):
+    return f"{settings.MEDIA_URL}{path}"
+
+
+def session_payload(participant):
+    study = participant.study
+    completion = None
+    if participant.status == Participant.Status.COMPLETED:
+        completion = {"url": study.completion_url, "code": study.completion_code}
+    return {
+        "phase": participation.phase(participant),
+        "study": {
+            "title": study.title,
+            "consent_html": render_markdown(study.consent_text),
+            "instructions_html": render_markdown(study.instructions_text),
+            "debrief_html": render_markdown(study.debrief_text),
+            "response_lock_ms": study.response_lock_ms,
+            "confidence": study.confidence,
+            "practice_feedback": study.practice_feedback,
+            "fullscreen": study.fullscreen,
+            "min_width": study.min_width,
+            "min_height": study.min_height,
+        },
+        "progress": {"answered": participant.answered, "total": participant.trial_count},
+        "completion": completion,
+    }
+
+
+def trial_payload(trial):
+    # Deliberately no kind, unit or answer key: catch trials must look like any main trial, and the
+    # correct query stays on the server.
+    return {
+        "id": trial.pk,
+        "position": trial.position,
+        "block": trial.block,
+        "attempt": trial.attempt,
+        "references_min": [media_url(p) for p in trial.references_min],
+        "references_max": [media_url(p) for p in trial.references_max],
+        "query_a": media_url(trial.query_a),
+        "query_b": media_url(trial.query_b),
+    }
+
+
+@_participant_view(require_GET)
+def session(request, participant):
+    return JsonResponse(session_payload(participant))
+
+
+@_participant_view(require_POST)
+def consent(request, participant):
+    data = _body(request)
+    if not isinstance(data.get("consent"), bool):
+        raise BadRequest("'consent' must be true or false.")
+    participation.give_consent(participant, data["consent"])
+    return JsonResponse(session_payload(participant))
+
+
+@_participant_view(require_POST)
+def instructions(request, participant):
+    data = _body(request)
+    reading_ms = data.get("reading_ms")
+    if not isinstance(reading_ms, (int, float)) or isinstance(reading_ms, bool) or reading_ms < 0:
+        raise BadRequest("'reading_ms' must be a non-negative number of milliseconds.")
+    participation.record_instructions(participant, float(reading_ms))
+    return JsonResponse(session_payload(participant))
+
+
+@_participant_view(require_GET)
+def trial_list(request, participant):
+    try:
+        limit = int(request.GET.get("limit", 10))
+    except ValueError:
+        raise BadRequest("'limit' must be an integer.") from None
+    if not 1 <= limit <= MAX_TRIALS_PER_REQUEST:
+        raise BadRequest(f"'limit' must be between 1 and {MAX_TRIALS_PER_REQUEST}.")
+    current = participation.phase(participant)
+    upcoming = participation.upcoming_trials(participant, limit) if current in ("practice", "main") else []
+    return JsonResponse({
+        "phase": current,
+        "trials": [trial_payload(t) for t in upcoming],
+        "remaining": participant.trial_count - participant.answered,
+    })
+
+
+def _parse_response(data):
+    trial = data.get("trial")
+    if not isinstance(trial, int) or isinstance(trial, bool):
+        raise BadRequest("'trial' must be the integer id of a trial.")
+    key = data.get("idempotency_key")
+    if not isinstance(key, str) or not 8 <= len(key) <= 64:
+        raise BadRequest("'idempotency_key' must be a string of 8 to 64 characters.")
+    choice = data.get("choice")
+    if choice not in ("a", "b"):
+        raise BadRequest("'choice' must be 'a' or 'b'.")
+    confidence = data.get("confidence")
+    if confidence is not None and (not isinstance(confidence, int) or isinstance(confidence, bool)
+                                   or not 1 <= confidence <= 3):
+        raise BadRequest("'confidence' must be 1, 2, 3 or null.")
+    rt_ms = data.get("rt_ms")
+    if not isinstance(rt_ms, (int, float)) or isinstance(rt_ms, bool) or not 0 <= rt_ms < 86_400_000:
+        raise BadRequest("'rt_ms' must be a non-negative number of milliseconds.")
+    client_time = data.get("client_time")
+    if client_time is not None:
+        try:
+            client_time = datetime.fromisoformat(str(client_time).replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest("'client_time' must be an ISO 8601 time.") from None
+    return trial, {"idempotency_key": key, "choice": choice, "confidence": confidence,
+                   "rt_ms": float(rt_ms), "client_time": client_time}
+
+
+@_participant_view(require_POST)
+def respond(request, participant):
+    trial_id, fields = _parse_response(_body(request))
+    if participant.study.confidence and fields["confidence"] is None:
+        raise BadRequest("This study asks for a confidence rating of 1, 2 or 3.")
+    response, created = participation.record_response(participant, trial_id, **fields)
+    payload = {
+        "stored": True,
+        "phase": participation.phase(participant),
+        "remaining": participant.trial_count - participant.answered,
+        "practice_repeat": created and participant.practice_attempts > (response.trial.attempt or 1),
+    }
+    if response.trial.block == "practice" and participant.study.practice_feedback:
+        payload["correct"] = response.correct
+    return JsonResponse(payload, status=201 if created else 200)
+
+
+@_participant_view(require_POST)
+def questionnaire(request, participant):
+    data = _body(request)
+    answers = data.get("answers")
+    if not isinstance(answers, dict):
+        raise BadRequest("'answers' must be an object.")
+    participation.finish(participant, answers)
+    return JsonResponse({"phase": "done", "completion": session_payload(participant)["completion"]})

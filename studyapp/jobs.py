@@ -1,0 +1,135 @@
+"""Running a stimulus job: the job row → a pipeline config → an artifact → Unit rows.
+
+Called by the Celery task (a GPU worker) and, in the embedded default with no broker, in process.
+"""
+import logging
+import shutil
+import threading
+import time
+import traceback
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from .artifacts import artifact_dir, import_artifact
+from .models import StimulusJob
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 0.5
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def pipeline_config(job):
+    from stimuli.config import StimulusConfig
+
+    network = job.network
+    image_set = job.image_set
+    values = {
+        "network": network.name if network.source != network.Source.CHECKPOINT else network.checkpoint,
+        "dataset": "digits" if image_set.source == image_set.Source.BUILTIN else image_set.path,
+        "layers": [job.layer],
+        "bases": job.basis_list,
+        "n_units": job.n_units,
+        "seed": job.seed,
+        **job.parameters,
+    }
+    if network.source == network.Source.TORCHVISION and network.weights:
+        values["weights"] = network.weights
+    if network.source == network.Source.CHECKPOINT:
+        values["architecture"] = job.parameters.get("architecture", network.name)
+    return StimulusConfig.from_dict(values)
+
+
+class ProgressReporter:
+    """Writes the stage and percentage to the job row at most every PROGRESS_INTERVAL_S, and stops the
+    pipeline when a researcher has asked to cancel."""
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+        self.last_write = 0.0
+        self.last_stage = None
+
+    def __call__(self, stage, fraction):
+        now = time.monotonic()
+        if stage == self.last_stage and fraction < 1.0 and now - self.last_write < PROGRESS_INTERVAL_S:
+            return
+        self.last_stage, self.last_write = stage, now
+        StimulusJob.objects.filter(pk=self.job_id).update(stage=stage, progress=round(100 * min(max(fraction, 0), 1), 1))
+        status = StimulusJob.objects.filter(pk=self.job_id).values_list("status", flat=True).first()
+        if status == StimulusJob.Status.CANCEL_REQUESTED:
+            raise JobCancelled()
+
+
+def _claim(job_id):
+    """Mark the job running; None when it is finished or cancelled (a redelivered message after a
+    completed run does nothing)."""
+    with transaction.atomic():
+        job = StimulusJob.objects.select_for_update().get(pk=job_id)
+        if job.status in (StimulusJob.Status.SUCCEEDED, StimulusJob.Status.CANCELLED):
+            return None
+        if job.status == StimulusJob.Status.CANCEL_REQUESTED:
+            _finish(job, StimulusJob.Status.CANCELLED)
+            return None
+        job.status = StimulusJob.Status.RUNNING
+        job.attempts += 1
+        job.started = job.started or timezone.now()
+        job.error = ""
+        job.save(update_fields=["status", "attempts", "started", "error"])
+        return job
+
+
+def _finish(job, status, error=""):
+    StimulusJob.objects.filter(pk=job.pk).update(status=status, error=error, finished=timezone.now(),
+                                                 progress=100.0 if status == StimulusJob.Status.SUCCEEDED else job.progress)
+
+
+def run_job(job_id):
+    """Generate (unless a complete artifact is already in place from an earlier attempt) and import."""
+    from stimuli import pipeline
+
+    job = _claim(job_id)
+    if job is None:
+        return None
+    out_dir = artifact_dir(job)
+    try:
+        if not (out_dir / "manifest.json").exists():
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            pipeline.run(pipeline_config(job), out_dir, progress=ProgressReporter(job.pk))
+        StimulusJob.objects.filter(pk=job.pk).update(stage="import")
+        n_units = import_artifact(job, out_dir)
+    except JobCancelled:
+        _finish(job, StimulusJob.Status.CANCELLED)
+        log.info("stimulus job %s cancelled", job.pk)
+        return None
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        _finish(job, StimulusJob.Status.FAILED, error=f"{detail}\n\n{traceback.format_exc()[-4000:]}")
+        log.exception("stimulus job %s failed", job.pk)
+        raise
+    _finish(job, StimulusJob.Status.SUCCEEDED)
+    log.info("stimulus job %s imported %d units", job.pk, n_units)
+    return n_units
+
+
+def enqueue(job):
+    """Send the job to the GPU queue; with no broker configured, run it on a background thread so the
+    admin page that launched it can show its progress."""
+    from .tasks import generate_stimuli
+
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        generate_stimuli.delay(job.pk)
+        return
+
+    def run_in_process():
+        try:
+            generate_stimuli.apply(args=[job.pk])
+        finally:
+            close_old_connections()
+
+    threading.Thread(target=run_in_process, name=f"stimulus-job-{job.pk}", daemon=True).start()

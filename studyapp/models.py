@@ -1,0 +1,336 @@
+"""The study platform's data: what a researcher configures, what the stimulus workers produce, and what
+participants answer. Invariants that matter for the data (one response per trial, one participation per
+recruitment id, value ranges) are database constraints, not only form validation."""
+import secrets
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from . import texts
+
+
+class Network(models.Model):
+    class Source(models.TextChoices):
+        BUILTIN = "builtin", "Built-in demo network"
+        TORCHVISION = "torchvision", "torchvision architecture with its weights"
+        CHECKPOINT = "checkpoint", "Local checkpoint"
+
+    name = models.CharField(max_length=100, unique=True, help_text="'demo' or a torchvision name, e.g. resnet18")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.BUILTIN)
+    weights = models.CharField(max_length=100, blank=True, help_text="torchvision weights enum, e.g. IMAGENET1K_V1")
+    checkpoint = models.CharField(max_length=500, blank=True, help_text="path of a state dict or TorchScript file")
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class ImageSet(models.Model):
+    class Source(models.TextChoices):
+        BUILTIN = "builtin", "Built-in handwritten digits"
+        FOLDER = "folder", "Image folder (class sub-folders)"
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.BUILTIN)
+    path = models.CharField(max_length=500, blank=True, help_text="folder in ImageFolder layout")
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class StimulusJob(models.Model):
+    """One run of the stimulus pipeline: a network's layer turned into units in several bases."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCEL_REQUESTED = "cancel_requested", "cancel requested"
+        CANCELLED = "cancelled"
+
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="jobs")
+    image_set = models.ForeignKey(ImageSet, on_delete=models.PROTECT, related_name="jobs")
+    layer = models.CharField(max_length=200)
+    bases = models.CharField(max_length=200, default="neuron,pca,nmf", help_text="comma-separated")
+    n_units = models.PositiveIntegerField(default=6, validators=[MinValueValidator(1)])
+    seed = models.IntegerField(default=0)
+    parameters = models.JSONField(default=dict, blank=True, help_text="further pipeline parameters")
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.FloatField(default=0.0, help_text="percent of the current stage")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
+    summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=100), name="job_progress_range"),
+        ]
+
+    def __str__(self):
+        return f"{self.network} {self.layer} [{self.bases}] #{self.pk}"
+
+    @property
+    def basis_list(self):
+        return [b.strip() for b in self.bases.split(",") if b.strip()]
+
+
+class Unit(models.Model):
+    """A unit of a layer in one basis: a neuron, a principal component or a sparse-code atom."""
+
+    job = models.ForeignKey(StimulusJob, on_delete=models.CASCADE, related_name="units")
+    layer = models.CharField(max_length=200)
+    basis = models.CharField(max_length=40)
+    index = models.PositiveIntegerField()
+    measures = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["job", "layer", "basis", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "layer", "basis", "index"], name="unique_unit_per_job"),
+        ]
+
+    def __str__(self):
+        return self.key
+
+    @property
+    def key(self):
+        return f"{self.layer}:{self.basis}:{self.index}"
+
+
+class Exemplar(models.Model):
+    class Role(models.TextChoices):
+        REFERENCE_MAX = "reference_max", "maximally activating reference"
+        REFERENCE_MIN = "reference_min", "minimally activating reference"
+        QUERY_MAX = "query_max", "query from the top band"
+        QUERY_MIN = "query_min", "query from the bottom band"
+        STRIP = "strip", "ordered strip"
+
+    unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="exemplars")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    position = models.PositiveIntegerField()
+    image = models.CharField(max_length=300, help_text="path under MEDIA_ROOT")
+
+    class Meta:
+        ordering = ["unit", "role", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["unit", "role", "position"], name="unique_exemplar_slot"),
+        ]
+
+    def __str__(self):
+        return f"{self.unit} {self.role}[{self.position}]"
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        LIVE = "live"
+        PAUSED = "paused"
+        CLOSED = "closed"
+
+    class Recruitment(models.TextChoices):
+        PROLIFIC = "prolific", "Prolific"
+        MTURK = "mturk", "Amazon Mechanical Turk"
+        LINK = "link", "Plain link"
+
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    seed = models.IntegerField(default=0, help_text="trial lists are drawn from this seed and the participant")
+
+    consent_text = models.TextField(blank=True, default=texts.DEFAULT_CONSENT, help_text="Markdown")
+    instructions_text = models.TextField(blank=True, default=texts.DEFAULT_INSTRUCTIONS, help_text="Markdown")
+    debrief_text = models.TextField(blank=True, default=texts.DEFAULT_DEBRIEF, help_text="Markdown")
+
+    n_practice = models.PositiveIntegerField(default=5)
+    practice_max_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
+    practice_feedback = models.BooleanField(default=True)
+    n_main = models.PositiveIntegerField(default=18, help_text="main trials, catch trials included")
+    catch_ratio = models.FloatField(
+        default=1 / 9, validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="share of main trials whose query is a reference image",
+    )
+    response_lock_ms = models.PositiveIntegerField(default=1500)
+    confidence = models.BooleanField(default=True, help_text="six buttons (query × confidence 1–3) or two")
+    fullscreen = models.BooleanField(default=True)
+    min_width = models.PositiveIntegerField(default=800)
+    min_height = models.PositiveIntegerField(default=600)
+
+    recruitment = models.CharField(max_length=10, choices=Recruitment.choices, default=Recruitment.LINK)
+    completion_url = models.URLField(blank=True, help_text="where a participant goes when done")
+    completion_code = models.CharField(max_length=100, blank=True)
+    participants_per_condition = models.PositiveIntegerField(default=30)
+    time_limit_minutes = models.PositiveIntegerField(
+        default=60, help_text="a participant slot is released after this long without finishing",
+    )
+
+    min_catch_accuracy = models.FloatField(default=0.8, validators=[MinValueValidator(0), MaxValueValidator(1)])
+    min_instructions_seconds = models.FloatField(default=15.0)
+
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        constraints = [
+            models.CheckConstraint(condition=Q(catch_ratio__gte=0) & Q(catch_ratio__lte=0.5), name="catch_ratio_range"),
+        ]
+
+    def __str__(self):
+        return self.title
+
+    def get_absolute_url(self):
+        return reverse("studyapp:landing", args=[self.slug])
+
+
+class Condition(models.Model):
+    """One arm of a study: units of one basis of one layer, shown with one kind of references."""
+
+    class ReferenceType(models.TextChoices):
+        NATURAL = "natural", "9 + 9 natural references"
+        MAX_ONLY = "max_only", "maximally activating references only"
+        NONE = "none", "no references (chance baseline)"
+
+    class Paradigm(models.TextChoices):
+        REFERENCE_2AFC = "reference_2afc", "reference 2AFC"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
+    name = models.CharField(max_length=100)
+    job = models.ForeignKey(StimulusJob, on_delete=models.PROTECT, related_name="conditions")
+    layer = models.CharField(max_length=200)
+    basis = models.CharField(max_length=40)
+    reference_type = models.CharField(max_length=20, choices=ReferenceType.choices, default=ReferenceType.NATURAL)
+    paradigm = models.CharField(max_length=20, choices=Paradigm.choices, default=Paradigm.REFERENCE_2AFC)
+
+    class Meta:
+        ordering = ["study", "pk"]
+        constraints = [models.UniqueConstraint(fields=["study", "name"], name="unique_condition_name")]
+
+    def __str__(self):
+        return self.name
+
+    def units(self):
+        return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
+
+
+def new_token():
+    return secrets.token_urlsafe(24)
+
+
+class Participant(models.Model):
+    """One participation in a study. The trial list is stored at start; `answered` counts the answered
+    prefix of it, so "the first unanswered trial" is the one at that position."""
+
+    class Status(models.TextChoices):
+        STARTED = "started"
+        COMPLETED = "completed"
+        RETURNED = "returned"
+        TIMED_OUT = "timed_out", "timed out"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="participants")
+    token = models.CharField(max_length=64, unique=True, default=new_token)
+    external_id_hash = models.CharField(max_length=64, null=True, blank=True)
+    recruitment = models.CharField(max_length=10, choices=Study.Recruitment.choices)
+    recruitment_info = models.JSONField(default=dict, blank=True, help_text="study/session ids, never the person's id")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
+    seed = models.BigIntegerField()
+
+    consented_at = models.DateTimeField(null=True, blank=True)
+    instructions_ms = models.FloatField(null=True, blank=True)
+    answered = models.PositiveIntegerField(default=0)
+    practice_end = models.PositiveIntegerField(default=0, help_text="position of the first main trial")
+    trial_count = models.PositiveIntegerField(default=0)
+    practice_attempts = models.PositiveIntegerField(default=1)
+    questionnaire = models.JSONField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["study", "started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id_hash"], name="one_participation_per_recruitment_id",
+                condition=Q(external_id_hash__isnull=False),
+            ),
+            models.CheckConstraint(condition=Q(answered__lte=models.F("trial_count")), name="answered_within_trials"),
+        ]
+
+    def __str__(self):
+        return f"{self.study.slug}/{self.pk}"
+
+    @property
+    def pseudonym(self):
+        return f"P{self.pk:05d}"
+
+
+class Trial(models.Model):
+    class Block(models.TextChoices):
+        PRACTICE = "practice"
+        MAIN = "main"
+
+    class Kind(models.TextChoices):
+        PRACTICE = "practice"
+        MAIN = "main"
+        CATCH = "catch"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="trials")
+    position = models.PositiveIntegerField()
+    block = models.CharField(max_length=10, choices=Block.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="trials")
+    # Image paths under MEDIA_ROOT, fixed when the trial list is built so that serving a trial is a lookup.
+    references_min = models.JSONField(default=list)
+    references_max = models.JSONField(default=list)
+    query_a = models.CharField(max_length=300)
+    query_b = models.CharField(max_length=300)
+    correct_query = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
+
+    class Meta:
+        ordering = ["participant", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "position"], name="unique_trial_position"),
+            models.CheckConstraint(condition=Q(correct_query__in=["a", "b"]), name="trial_correct_query_ab"),
+        ]
+
+    def __str__(self):
+        return f"{self.participant} #{self.position} ({self.kind})"
+
+
+class Response(models.Model):
+    trial = models.OneToOneField(Trial, on_delete=models.CASCADE, related_name="response")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="responses")
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    choice = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
+    confidence = models.PositiveSmallIntegerField(null=True, blank=True)
+    correct = models.BooleanField()
+    rt_ms = models.FloatField()
+    client_time = models.DateTimeField(null=True, blank=True)
+    server_time = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["participant", "trial__position"]
+        constraints = [
+            models.CheckConstraint(condition=Q(choice__in=["a", "b"]), name="response_choice_ab"),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | (Q(confidence__gte=1) & Q(confidence__lte=3)),
+                name="response_confidence_range",
+            ),
+            models.CheckConstraint(condition=Q(rt_ms__gte=0), name="response_rt_nonnegative"),
+        ]
+
+    def __str__(self):
+        return f"{self.trial}: {self.choice}"

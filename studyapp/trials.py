@@ -1,0 +1,121 @@
+"""Building a participant's trial list from a condition's units and a seed.
+
+Pure functions over plain data so the plan can be tested without a database: a unit is a mapping with
+its id and its exemplar image lists (as the stimulus artifact orders them), and a trial is a
+`TrialSpec`. The layout follows Borowski et al. (2021): 9 minimally and 9 maximally activating
+references, two queries (one from the top activation band, one from the bottom), the correct side drawn
+at random; a catch trial's queries are reference images themselves, so answering it needs attention only.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+REFERENCE_TYPES = ("natural", "max_only", "none")
+
+
+@dataclass(frozen=True)
+class UnitExemplars:
+    unit_id: int
+    references_max: list
+    references_min: list
+    queries_max: list
+    queries_min: list
+
+
+@dataclass
+class TrialSpec:
+    block: str  # practice | main
+    kind: str  # practice | main | catch
+    unit_id: int
+    query_a: str
+    query_b: str
+    correct_query: str  # a | b
+    references_max: list = field(default_factory=list)
+    references_min: list = field(default_factory=list)
+    attempt: int | None = None
+
+
+def _shown_references(unit, reference_type):
+    if reference_type == "natural":
+        return list(unit.references_max), list(unit.references_min)
+    if reference_type == "max_only":
+        return list(unit.references_max), []
+    if reference_type == "none":
+        return [], []
+    raise ValueError(f"unknown reference type {reference_type!r}; expected one of {REFERENCE_TYPES}")
+
+
+def _trial(rng, unit, block, kind, query_max, query_min, reference_type, attempt=None):
+    refs_max, refs_min = _shown_references(unit, reference_type)
+    if rng.random() < 0.5:
+        query_a, query_b, correct = query_max, query_min, "a"
+    else:
+        query_a, query_b, correct = query_min, query_max, "b"
+    return TrialSpec(
+        block=block, kind=kind, unit_id=unit.unit_id, query_a=query_a, query_b=query_b,
+        correct_query=correct, references_max=refs_max, references_min=refs_min, attempt=attempt,
+    )
+
+
+def _check_units(units):
+    if not units:
+        raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
+    for unit in units:
+        if not unit.queries_max or not unit.queries_min or len(unit.queries_max) != len(unit.queries_min):
+            raise ValueError(f"unit {unit.unit_id} needs paired, non-empty query lists")
+        if not unit.references_max or not unit.references_min:
+            raise ValueError(f"unit {unit.unit_id} has no reference images")
+
+
+def practice_trials(units, n, reference_type, rng, attempt=1):
+    """Easy trials: the most extreme query pair of each unit (queries come most extreme first)."""
+    _check_units(units)
+    order = rng.permutation(len(units))
+    trials = []
+    for i in range(n):
+        unit = units[order[i % len(units)]]
+        trials.append(_trial(rng, unit, "practice", "practice", unit.queries_max[0], unit.queries_min[0],
+                             reference_type, attempt=attempt))
+    return trials
+
+
+def main_trials(units, n, catch_ratio, reference_type, rng):
+    """`n` main trials spread evenly over the units, about `catch_ratio` of them catch trials, shuffled.
+
+    Each unit's query pairs are used without replacement until they run out, so a participant sees a
+    pair twice only when the plan asks for more trials than the artifact holds."""
+    _check_units(units)
+    n_catch = int(round(n * catch_ratio))
+    unit_order = np.concatenate([rng.permutation(len(units)) for _ in range(n // len(units) + 1)])[:n]
+    pair_orders = {u.unit_id: list(rng.permutation(len(u.queries_max))) for u in units}
+    catch_slots = set(rng.choice(n, size=n_catch, replace=False).tolist()) if n_catch else set()
+    trials = []
+    for slot, unit_index in enumerate(unit_order):
+        unit = units[unit_index]
+        if slot in catch_slots:
+            # Catch queries come from the references the participant sees; with no references shown
+            # the maximal reference still has the highest activation, so the answer key stays valid.
+            query_max = unit.references_max[int(rng.integers(len(unit.references_max)))]
+            query_min = unit.references_min[int(rng.integers(len(unit.references_min)))]
+            trials.append(_trial(rng, unit, "main", "catch", query_max, query_min, reference_type))
+            continue
+        pairs = pair_orders[unit.unit_id]
+        if not pairs:
+            pairs.extend(rng.permutation(len(unit.queries_max)).tolist())
+        pair = pairs.pop(0)
+        trials.append(_trial(rng, unit, "main", "main", unit.queries_max[pair], unit.queries_min[pair],
+                             reference_type))
+    return trials
+
+
+def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, seed):
+    """The whole list a participant starts with: one practice attempt, then the main block."""
+    rng = np.random.default_rng(seed)
+    practice = practice_trials(units, n_practice, reference_type, rng, attempt=1) if n_practice else []
+    return practice + main_trials(units, n_main, catch_ratio, reference_type, rng)
+
+
+def repeat_practice(units, *, n_practice, reference_type, seed, attempt):
+    """A fresh practice block for attempt `attempt`, drawn from its own stream of the participant's seed."""
+    rng = np.random.default_rng([seed, attempt])
+    return practice_trials(units, n_practice, reference_type, rng, attempt=attempt)

@@ -1,0 +1,29 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from . import api, views
+
+app_name = "studyapp"
+
+participant_api = [
+    path("session", api.session, name="api-session"),
+    path("consent", api.consent, name="api-consent"),
+    path("instructions", api.instructions, name="api-instructions"),
+    path("trials", api.trial_list, name="api-trials"),
+    path("responses", api.respond, name="api-responses"),
+    path("questionnaire", api.questionnaire, name="api-questionnaire"),
+]
+
+studyapp_patterns = [
+    path("s/<slug:slug>/", views.landing, name="landing"),
+    path("s/<slug:slug>/start", views.start, name="start"),
+    path("p/<str:token>/", views.experiment, name="experiment"),
+    path("api/p/<str:token>/", include(participant_api)),
+    re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.+)$", views.media, name="media"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include((studyapp_patterns, "studyapp"))),
+]

@@ -1,0 +1,70 @@
+"""Participant pages: the landing page behind the recruitment link, and the page that runs the
+jsPsych experiment. The landing page starts nothing on GET, so a chat app's link preview cannot
+consume a participation."""
+from django.conf import settings
+from django.http import Http404
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django.views.static import serve
+
+from . import participation
+from .models import Participant, Study
+from .recruitment import parse_arrival
+
+RESUME_COOKIE = "studyapp_resume_{}"
+RECRUITMENT_FIELDS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")
+# The media files are content-addressed: a name never points at other bytes, so caches may keep them.
+MEDIA_CACHE_SECONDS = 365 * 24 * 3600
+
+
+def _unavailable(request, study, title, message, status):
+    return render(request, "studyapp/message.html", {"study": study, "title": title, "message": message},
+                  status=status)
+
+
+@require_GET
+def landing(request, slug):
+    study = get_object_or_404(Study, slug=slug)
+    if study.status != Study.Status.LIVE and not request.user.is_staff:
+        return _unavailable(request, study, "Not open", "This study is not accepting participants at the moment.", 403)
+    resume = None
+    token = request.COOKIES.get(RESUME_COOKIE.format(study.pk))
+    if token:
+        resume = Participant.objects.filter(token=token, study=study, status=Participant.Status.STARTED).first()
+    hidden = {k: request.GET[k] for k in RECRUITMENT_FIELDS if request.GET.get(k)}
+    return render(request, "studyapp/landing.html", {"study": study, "hidden": hidden, "resume": resume})
+
+
+@require_POST
+def start(request, slug):
+    study = get_object_or_404(Study, slug=slug)
+    try:
+        arrival = parse_arrival(request.POST)
+        participant = participation.start(study, arrival, request.META.get("HTTP_USER_AGENT", ""))
+    except ValueError as exc:
+        return _unavailable(request, study, "Link not valid", f"The study link is not valid: {exc}.", 400)
+    except participation.AlreadyParticipated:
+        return _unavailable(request, study, "Thank you", "You have already taken part in this study, so you "
+                            "cannot take part again. Thank you for your interest.", 403)
+    except participation.ParticipationError as exc:
+        return _unavailable(request, study, "Not available", exc.detail, exc.status)
+    response = redirect("studyapp:experiment", token=participant.token)
+    response.set_cookie(RESUME_COOKIE.format(study.pk), participant.token, max_age=7 * 24 * 3600,
+                        httponly=True, samesite="Lax")
+    return response
+
+
+@require_GET
+def experiment(request, token):
+    participant = get_object_or_404(Participant.objects.select_related("study"), token=token)
+    config = {"token": participant.token, "api_base": f"/api/p/{participant.token}/", "csrf_token": get_token(request)}
+    return render(request, "studyapp/experiment.html", {"study": participant.study, "config": config})
+
+
+def media(request, path):
+    if not settings.SERVE_MEDIA:
+        raise Http404("media are served by the proxy")
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Cache-Control"] = f"public, max-age={MEDIA_CACHE_SECONDS}, immutable"
+    return response

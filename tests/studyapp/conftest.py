@@ -1,0 +1,58 @@
+"""Factories for the web app's tests: a stimulus job with units and exemplar rows made directly (the
+stimulus pipeline has tests of its own), and a live study over them."""
+import hashlib
+import itertools
+
+import pytest
+
+from studyapp.models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study, Unit
+
+_counter = itertools.count()
+
+
+def image_name(job, basis, index, role, i):
+    """Content-addressed-looking names, as the artifact has: nothing in a name tells its role."""
+    digest = hashlib.sha256(f"{job.pk}-{basis}-{index}-{role}-{i}".encode()).hexdigest()[:20]
+    return f"artifacts/job-{job.pk}/images/{digest}.png"
+
+
+def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2"):
+    n = next(_counter)
+    network = Network.objects.create(name=f"net{n}")
+    image_set = ImageSet.objects.create(name=f"images{n}")
+    job = StimulusJob.objects.create(network=network, image_set=image_set, layer=layer, bases=",".join(bases),
+                                     status=StimulusJob.Status.SUCCEEDED)
+    rows = []
+    for basis in bases:
+        for index in range(n_units):
+            unit = Unit.objects.create(job=job, layer=layer, basis=basis, index=index)
+            lists = {
+                Exemplar.Role.REFERENCE_MAX: [image_name(job, basis, index, "rmax", i) for i in range(9)],
+                Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],
+                Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_queries)],
+                Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_queries)],
+            }
+            for role, images in lists.items():
+                rows += [Exemplar(unit=unit, role=role, position=i, image=img) for i, img in enumerate(images)]
+    Exemplar.objects.bulk_create(rows)
+    return job
+
+
+def make_study(job=None, slug=None, **fields):
+    job = job or make_job()
+    defaults = {"title": "Test study", "status": Study.Status.LIVE, "n_practice": 3, "n_main": 9,
+                "catch_ratio": 1 / 9, "participants_per_condition": 10}
+    study = Study.objects.create(slug=slug or f"study{next(_counter)}", **{**defaults, **fields})
+    for basis in job.basis_list:
+        Condition.objects.create(study=study, name=basis, job=job, layer=job.layer, basis=basis)
+    return study
+
+
+@pytest.fixture
+def job(db):
+    return make_job()
+
+
+@pytest.fixture
+def study(job):
+    return make_study(job)

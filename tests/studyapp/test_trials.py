@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from studyapp.trials import UnitExemplars, build_trial_list, main_trials, repeat_practice
+
+
+def units(n=3, n_queries=5):
+    return [
+        UnitExemplars(
+            unit_id=u,
+            references_max=[f"u{u}-rmax{i}" for i in range(9)],
+            references_min=[f"u{u}-rmin{i}" for i in range(9)],
+            queries_max=[f"u{u}-qmax{i}" for i in range(n_queries)],
+            queries_min=[f"u{u}-qmin{i}" for i in range(n_queries)],
+        )
+        for u in range(n)
+    ]
+
+
+def correct_and_wrong(trial):
+    return (trial.query_a, trial.query_b) if trial.correct_query == "a" else (trial.query_b, trial.query_a)
+
+
+def test_plan_has_practice_then_main_with_the_requested_catch_share():
+    specs = build_trial_list(units(), n_practice=5, n_main=18, catch_ratio=1 / 9, reference_type="natural", seed=1)
+    assert [s.block for s in specs] == ["practice"] * 5 + ["main"] * 18
+    assert sum(s.kind == "catch" for s in specs) == 2
+    assert all(s.attempt == 1 for s in specs[:5]) and all(s.attempt is None for s in specs[5:])
+
+
+def test_answer_key_points_at_the_maximally_activating_query():
+    for spec in build_trial_list(units(), n_practice=5, n_main=30, catch_ratio=0.2, reference_type="natural", seed=2):
+        right, wrong = correct_and_wrong(spec)
+        if spec.kind == "catch":
+            assert right in spec.references_max and wrong in spec.references_min
+        else:
+            assert "qmax" in right and "qmin" in wrong
+
+
+def test_main_queries_are_never_references_and_pairs_are_not_reused_while_unused_ones_remain():
+    specs = main_trials(units(n=3, n_queries=5), 15, 0.0, "natural", np.random.default_rng(0))
+    for spec in specs:
+        assert spec.query_a not in spec.references_max + spec.references_min
+    shown = [tuple(sorted((s.query_a, s.query_b))) for s in specs]
+    assert len(set(shown)) == 15
+
+
+def test_units_are_spread_evenly():
+    specs = main_trials(units(n=3), 12, 0.0, "natural", np.random.default_rng(0))
+    counts = np.bincount([s.unit_id for s in specs])
+    assert counts.tolist() == [4, 4, 4]
+
+
+def test_correct_side_is_balanced_and_random():
+    specs = main_trials(units(n=4, n_queries=50), 400, 0.0, "natural", np.random.default_rng(3))
+    share_a = np.mean([s.correct_query == "a" for s in specs])
+    assert 0.42 < share_a < 0.58
+
+
+def test_same_seed_same_list_and_different_seed_different_list():
+    kwargs = dict(n_practice=5, n_main=18, catch_ratio=1 / 9, reference_type="natural")
+    a = build_trial_list(units(), seed=[7, 1], **kwargs)
+    b = build_trial_list(units(), seed=[7, 1], **kwargs)
+    c = build_trial_list(units(), seed=[7, 2], **kwargs)
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("reference_type, n_max, n_min", [("natural", 9, 9), ("max_only", 9, 0), ("none", 0, 0)])
+def test_reference_types_control_what_is_shown(reference_type, n_max, n_min):
+    spec = build_trial_list(units(), n_practice=1, n_main=1, catch_ratio=0, reference_type=reference_type, seed=0)[1]
+    assert (len(spec.references_max), len(spec.references_min)) == (n_max, n_min)
+
+
+def test_repeated_practice_is_a_new_draw_with_its_attempt_number():
+    first = build_trial_list(units(n=5), n_practice=5, n_main=0, catch_ratio=0, reference_type="natural", seed=[1, 2])
+    again = repeat_practice(units(n=5), n_practice=5, reference_type="natural", seed=[1, 2], attempt=2)
+    assert all(s.attempt == 2 and s.block == "practice" for s in again)
+    assert [s.unit_id for s in again] != [s.unit_id for s in first] or \
+        [s.correct_query for s in again] != [s.correct_query for s in first]
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="no units"):
+        build_trial_list([], n_practice=1, n_main=1, catch_ratio=0, reference_type="natural", seed=0)
+    with pytest.raises(ValueError, match="reference type"):
+        build_trial_list(units(), n_practice=1, n_main=1, catch_ratio=0, reference_type="sideways", seed=0)
