@@ -37,12 +37,15 @@ class Command(BaseCommand):
         self.stdout.write(f"  Analyse:           .venv/bin/python -m analysis report {study.slug}-responses.csv\n")
 
     def _wait(self, job):
-        with tqdm(total=100, unit="%", desc="starting", bar_format="{desc:<12} {bar} {n:.0f}%") as bar:
+        shown = None
+        with tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<12} {bar} {n:.0f}%") as bar:
             while True:
                 job.refresh_from_db()
-                bar.set_description_str(job.stage or job.status)
-                bar.n = job.progress
-                bar.refresh()
+                if (job.stage, job.progress) != shown:
+                    shown = (job.stage, job.progress)
+                    bar.set_description_str(job.stage or job.status, refresh=False)
+                    bar.n = job.progress
+                    bar.refresh()
                 if job.status == StimulusJob.Status.SUCCEEDED:
                     return
                 if job.status in (StimulusJob.Status.FAILED, StimulusJob.Status.CANCELLED):

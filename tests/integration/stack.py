@@ -1,0 +1,139 @@
+"""The production stack as separate processes on this machine: a fresh PostgreSQL database, Redis as
+the broker, a real `celery worker` on queues gpu and default, and gunicorn. The tests drive it from
+outside, as a participant's browser, a researcher's shell and an analyst would."""
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url, timeout=60, process=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class Stack:
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.database = f"studyapp_it_{os.getpid()}_{secrets.token_hex(3)}"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.admin_password = secrets.token_urlsafe(12)
+        self.processes = {}
+        admin = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN_URL)
+        host, port = admin.get("host", "127.0.0.1"), admin.get("port", 5432)
+        user = admin.get("user", "postgres")
+        self.database_url = f"postgres://{user}@{host}:{port}/{self.database}"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "studyapp.settings.production",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
+            "PARTICIPANT_ID_KEY": secrets.token_urlsafe(32),
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": REDIS_URL,
+            "MEDIA_ROOT": str(self.workdir / "media"),
+            "STATIC_ROOT": str(self.workdir / "static"),
+            # Shared with other runs: the demo network trains deterministically, so its cache is safe to keep.
+            "STIMULI_CACHE_DIR": str(ROOT / "var" / "cache"),
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+            "DEMO_ADMIN_PASSWORD": self.admin_password,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def admin_sql(self, statement):
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(statement)
+
+    def sql(self, statement, params=()):
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return conn.execute(statement, params).fetchall() if statement.lstrip().upper().startswith("SELECT") \
+                else conn.execute(statement, params)
+
+    def manage(self, *args, timeout=600, check=True):
+        result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start_process(self, name, argv):
+        log = open(self.workdir / f"{name}.log", "w")
+        self.processes[name] = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        return self.processes[name]
+
+    def start_worker(self):
+        return self.start_process("worker", [
+            PYTHON, "-m", "celery", "-A", "studyapp", "worker", "--queues", "gpu,default", "--pool", "solo",
+            "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ])
+
+    def start_web(self):
+        process = self.start_process("web", [
+            PYTHON, "-m", "gunicorn", "studyapp.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", "2", "--timeout", "60",
+        ])
+        wait_for_http(f"{self.base_url}/admin/login/", process=process)
+        return process
+
+    def log(self, name):
+        path = self.workdir / f"{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def up(self):
+        self.admin_sql(f'CREATE DATABASE "{self.database}"')
+        self._flush_redis()
+        self.manage("migrate", "--noinput")
+        self.manage("collectstatic", "--noinput")
+        self.start_worker()
+        return self
+
+    def stop_process(self, name):
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def down(self):
+        for name in list(self.processes):
+            self.stop_process(name)
+        self._flush_redis()
+        self.admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def _flush_redis(self):
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()

@@ -1,0 +1,83 @@
+import csv
+import io
+import json
+import uuid
+
+import pandas as pd
+import pytest
+
+from studyapp.export import COLUMNS, write_export
+from studyapp.models import StimulusJob, Study
+from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+
+
+def run_participant(client, study, n_answers):
+    participant = arrive(client, study, pid=str(uuid.uuid4()))
+    through_instructions(client, participant)
+    trials = api(client, participant, f"trials?limit={n_answers}")[1]["trials"]
+    for trial in trials:
+        answer(client, participant, trial["id"], correct_choice(trial["id"]))
+    return participant
+
+
+@pytest.mark.django_db
+def test_export_has_the_contract_columns_and_one_row_per_response(client, study, tmp_path):
+    run_participant(client, study, 5)
+    run_participant(client, study, 4)
+    path = tmp_path / "out.csv"
+    assert write_export(study, path, "csv") == 9
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == COLUMNS
+    assert len(frame) == 9 and frame["correct"].eq(1).all()
+    assert (frame["trial_kind"] == "practice").sum() == 6 and set(frame["trial_kind"]) <= {"practice", "main", "catch"}
+    assert set(frame["condition"]) == {"neuron", "pca"}
+    assert frame["unit"].str.match(r"^conv2:(neuron|pca):\d+$").all()
+    assert frame["participant"].str.match(r"^P\d{5}$").all()
+    parquet = tmp_path / "out.parquet"
+    write_export(study, parquet, "parquet")
+    assert len(pd.read_parquet(parquet)) == 9
+
+
+@pytest.mark.django_db
+def test_export_command_names_known_studies_when_the_slug_is_wrong(study):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=study.slug):
+        call_command("export_responses", "nope")
+
+
+@pytest.mark.django_db
+def test_admin_pages_open_for_every_model(admin_client, client, study):
+    run_participant(client, study, 2)
+    for name in ("network", "imageset", "stimulusjob", "unit", "study", "participant", "response"):
+        response = admin_client.get(f"/admin/studyapp/{name}/")
+        assert response.status_code == 200, name
+    job = StimulusJob.objects.first()
+    assert admin_client.get(f"/admin/studyapp/stimulusjob/{job.pk}/change/").status_code == 200
+    assert admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").status_code == 200
+    unit_page = admin_client.get("/admin/studyapp/unit/").content.decode()
+    assert "/media/artifacts/" in unit_page  # exemplar thumbnails
+
+
+@pytest.mark.django_db
+def test_admin_export_action_downloads_the_csv(admin_client, client, study):
+    run_participant(client, study, 3)
+    response = admin_client.post("/admin/studyapp/study/", {"action": "export_csv", "_selected_action": [study.pk]})
+    assert response["Content-Type"] == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert len(rows) == 3 and rows[0]["study"] == study.slug
+
+
+@pytest.mark.django_db
+def test_admin_lifecycle_actions(admin_client, study):
+    admin_client.post("/admin/studyapp/study/", {"action": "pause", "_selected_action": [study.pk]})
+    study.refresh_from_db()
+    assert study.status == Study.Status.PAUSED
+
+
+@pytest.mark.django_db
+def test_admin_cancel_marks_running_jobs(admin_client, job):
+    StimulusJob.objects.filter(pk=job.pk).update(status=StimulusJob.Status.RUNNING)
+    admin_client.post("/admin/studyapp/stimulusjob/", {"action": "cancel", "_selected_action": [job.pk]})
+    job.refresh_from_db()
+    assert job.status == StimulusJob.Status.CANCEL_REQUESTED

@@ -1,0 +1,134 @@
+"""The stimulus job's bookkeeping around the pipeline: claim, progress, cancel, failure, retry, import.
+The pipeline itself is replaced by a writer of a small artifact; the real one runs in the integration
+tests through a Celery worker."""
+import json
+
+import pytest
+from django.test import override_settings
+
+from stimuli import pipeline
+from studyapp import jobs
+from studyapp.artifacts import ArtifactError, import_artifact
+from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
+
+
+def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
+    out_dir.mkdir(parents=True)
+    (out_dir / "images").mkdir()
+    layers = []
+    for basis in bases:
+        units = []
+        for index in range(n_units):
+            lists = {}
+            for key, n in (("references_max", 9), ("references_min", 9), ("queries_max", 4), ("queries_min", 4)):
+                names = [f"images/{basis}{index}{key}{i}.png" for i in range(n)]
+                for name in names:
+                    (out_dir / name).write_bytes(b"png")
+                lists[key] = names
+            units.append({"index": index, "measures": {"explained_variance_ratio": 0.1}, **lists})
+        layers.append({"layer": "conv2", "basis": basis, "n_components": 4,
+                       "cumulative_explained_variance": [0.4, 0.7, 0.9, 1.0], "units": units})
+        if progress:
+            progress("bases", 1.0)
+    (out_dir / "manifest.json").write_text(json.dumps({"schema_version": 1, "network": {"name": "demo"}, "layers": layers}))
+    return out_dir
+
+
+@pytest.fixture
+def media(tmp_path):
+    with override_settings(MEDIA_ROOT=tmp_path / "media"):
+        yield tmp_path / "media"
+
+
+@pytest.fixture
+def new_job(db):
+    network = Network.objects.create(name="demo")
+    image_set = ImageSet.objects.create(name="digits")
+    return StimulusJob.objects.create(network=network, image_set=image_set, layer="conv2", bases="neuron,pca")
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch):
+    calls = []
+
+    def run(config, out_dir, progress=None):
+        calls.append(config)
+        return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
+
+    monkeypatch.setattr(pipeline, "run", run)
+    return calls
+
+
+def test_a_job_runs_the_pipeline_and_imports_units_and_exemplars(media, new_job, fake_pipeline):
+    assert jobs.run_job(new_job.pk) == 4
+    new_job.refresh_from_db()
+    assert new_job.status == "succeeded" and new_job.progress == 100 and new_job.attempts == 1
+    assert fake_pipeline[0].layers == ["conv2"] and fake_pipeline[0].bases == ["neuron", "pca"]
+    assert Unit.objects.filter(job=new_job).count() == 4
+    assert Exemplar.objects.filter(unit__job=new_job).count() == 4 * 26
+    assert new_job.summary["layers"][0]["cumulative_explained_variance"] == [0.4, 0.7, 0.9, 1.0]
+    image = Exemplar.objects.first().image
+    assert image.startswith(f"artifacts/job-{new_job.pk}/images/") and (media / image).is_file()
+
+
+def test_a_redelivered_job_reuses_the_complete_artifact_and_leaves_no_duplicates(media, new_job, fake_pipeline):
+    jobs.run_job(new_job.pk)
+    StimulusJob.objects.filter(pk=new_job.pk).update(status="running")  # as if the worker died after importing
+    jobs.run_job(new_job.pk)
+    assert len(fake_pipeline) == 1
+    assert Unit.objects.filter(job=new_job).count() == 4
+    new_job.refresh_from_db()
+    assert new_job.attempts == 2 and new_job.status == "succeeded"
+
+
+def test_a_half_written_folder_from_a_crash_is_regenerated(media, new_job, fake_pipeline):
+    leftover = media / "artifacts" / f"job-{new_job.pk}"
+    leftover.mkdir(parents=True)
+    (leftover / "stray.png").write_bytes(b"x")
+    jobs.run_job(new_job.pk)
+    assert not (leftover / "stray.png").exists() and (leftover / "manifest.json").exists()
+
+
+def test_a_finished_job_is_not_run_again(media, new_job, fake_pipeline):
+    jobs.run_job(new_job.pk)
+    assert jobs.run_job(new_job.pk) is None
+    assert len(fake_pipeline) == 1
+
+
+def test_a_failing_pipeline_marks_the_job_failed_with_the_error(media, new_job, monkeypatch):
+    def broken(config, out_dir, progress=None):
+        raise ValueError("layer 'conv9' is not in the network")
+
+    monkeypatch.setattr(pipeline, "run", broken)
+    with pytest.raises(ValueError):
+        jobs.run_job(new_job.pk)
+    new_job.refresh_from_db()
+    assert new_job.status == "failed" and new_job.error.startswith("ValueError: layer 'conv9'")
+
+
+def test_cancelling_stops_the_pipeline_at_its_next_progress_report(media, new_job, monkeypatch):
+    def slow(config, out_dir, progress=None):
+        StimulusJob.objects.filter(pk=new_job.pk).update(status="cancel_requested")
+        progress("activations", 0.5)
+        raise AssertionError("the pipeline should have been stopped")
+
+    monkeypatch.setattr(pipeline, "run", slow)
+    assert jobs.run_job(new_job.pk) is None
+    new_job.refresh_from_db()
+    assert new_job.status == "cancelled" and not Unit.objects.filter(job=new_job).exists()
+
+
+def test_an_artifact_with_a_missing_image_is_refused_whole(media, new_job):
+    folder = write_artifact(media / "artifacts" / "x")
+    next(folder.glob("images/*.png")).unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        import_artifact(new_job, folder)
+    assert not Unit.objects.filter(job=new_job).exists()
+
+
+def test_an_unknown_manifest_version_is_refused(media, new_job):
+    folder = write_artifact(media / "artifacts" / "y")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    with pytest.raises(ArtifactError, match="schema_version 99"):
+        import_artifact(new_job, folder)
