@@ -1,0 +1,126 @@
+"""One participant through a whole session in headless Chromium, against gunicorn on PostgreSQL, with
+the demo's stimuli made by a real Celery worker through Redis; then the export and the analysis."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .stack import ROOT
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = Path(os.environ.get("SCREENSHOT_DIR", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def answer_key(stack, trial_id):
+    return stack.sql("SELECT correct_query FROM studyapp_trial WHERE id = %s", (trial_id,))[0][0]
+
+
+def answer_current_trial(page, stack, choose_correctly=True):
+    trial = page.locator("#r2afc[data-state='ready']")
+    trial.wait_for(timeout=20_000)
+    trial_id = int(trial.get_attribute("data-trial-id"))
+    correct = answer_key(stack, trial_id)
+    choice = correct if choose_correctly else {"a": "b", "b": "a"}[correct]
+    page.locator(f".r2afc-btn[data-choice='{choice}'][data-confidence='3']").click()
+    return trial_id
+
+
+def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack, browser, shots, tmp_path):
+    assert "Demo study 'demo' is live with 3 conditions over 18 units." in stack.demo_output
+    assert stack.sql("SELECT status FROM studyapp_stimulusjob")[0][0] == "succeeded"
+    assert "succeeded" in stack.log("worker")  # the job ran in the worker process, not in `manage.py demo`
+
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    sent = []
+    page.on("request", lambda r: sent.append((r.method, r.url)) if "/api/p/" in r.url else None)
+    page.goto(f"{stack.base_url}/s/demo/?PROLIFIC_PID=it-participant-1&STUDY_ID=demo&SESSION_ID=s1")
+    page.screenshot(path=shots / "01-landing.png")
+    assert stack.sql("SELECT count(*) FROM studyapp_participant")[0][0] == 0  # the link alone starts nothing
+    page.click("#start")
+
+    page.locator("#study-consent").wait_for()
+    page.screenshot(path=shots / "02-consent.png")
+    page.click("#consent-agree")
+    page.locator("#study-instructions").wait_for()
+    page.screenshot(path=shots / "03-instructions.png")
+    page.click("#instructions-continue")
+    fullscreen = page.locator("#jspsych-fullscreen-btn")
+    fullscreen.wait_for()
+    page.screenshot(path=shots / "04-fullscreen.png")
+    fullscreen.click()
+
+    # Practice: one miss, so a second practice block follows, then all correct.
+    answer_current_trial(page, stack, choose_correctly=False)
+    page.locator("#study-feedback[data-correct='false']").wait_for()
+    page.screenshot(path=shots / "05-practice-feedback.png")
+    for _ in range(4):
+        answer_current_trial(page, stack)
+    page.locator("#study-notice[data-notice='practice-repeat']").wait_for()
+    page.click("#notice-continue")
+    page.locator("#r2afc[data-state='ready']").wait_for()
+    page.screenshot(path=shots / "06-practice-trial.png")
+    for _ in range(5):
+        answer_current_trial(page, stack)
+    page.locator("#study-notice[data-notice='practice-done']").wait_for()
+    page.click("#notice-continue")
+
+    # Main trials, with a reload half-way: the page resumes at the first unanswered trial.
+    for i in range(18):
+        if i == 9:
+            page.reload()
+            page.locator("#r2afc, #jspsych-fullscreen-btn").first.wait_for()
+            if page.locator("#jspsych-fullscreen-btn").count():
+                page.click("#jspsych-fullscreen-btn")
+        if i == 3:
+            page.locator("#r2afc[data-state='ready']").wait_for()
+            page.screenshot(path=shots / "07-main-trial.png")
+        answer_current_trial(page, stack)
+
+    page.locator("#study-questionnaire").wait_for()
+    page.screenshot(path=shots / "08-questionnaire.png")
+    page.fill("#q-strategy", "looked at the stroke shapes")
+    page.click("#jspsych-survey-html-form-next")
+    page.locator("#study-done").wait_for()
+    page.screenshot(path=shots / "09-done.png")
+    assert page.locator("#completion-code").inner_text().strip() == "DEMO-DONE"
+
+    status, answered, total, attempts = stack.sql(
+        "SELECT status, answered, trial_count, practice_attempts FROM studyapp_participant")[0]
+    assert (status, answered, total, attempts) == ("completed", 28, 28, 2)
+    assert stack.sql("SELECT count(*) FROM studyapp_response")[0][0] == 28
+
+    # Coming back with the same Prolific id after finishing is refused, kindly.
+    again = browser.new_page()
+    again.goto(f"{stack.base_url}/s/demo/?PROLIFIC_PID=it-participant-1&STUDY_ID=demo&SESSION_ID=s2")
+    again.click("#start")
+    assert "already taken part" in again.content()
+
+    export = tmp_path / "demo.csv"
+    stack.manage("export_responses", "demo", "--format", "csv", "--out", str(export))
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(export), "--out", str(tmp_path / "report")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert stack.sql("SELECT count(*) FROM studyapp_response WHERE NOT correct")[0][0] == 1
+    lines = export.read_text().splitlines()
+    assert len(lines) == 29 and lines[0].startswith("study,participant,condition")
