@@ -118,9 +118,13 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
 
     export = tmp_path / "demo.csv"
     stack.manage("export_responses", "demo", "--format", "csv", "--out", str(export))
-    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(export), "--out", str(tmp_path / "report")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # The test clicks through the instructions at once; the default 15 s reading rule would exclude it.
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(export), "--out", str(tmp_path / "report"),
+                             "--min-instructions-s", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stdout + report.stderr
+    condition = stack.sql("SELECT c.name FROM studyapp_participant p JOIN studyapp_condition c ON p.condition_id = c.id")[0][0]
+    assert condition in report.stdout and "Excluded participants: 0" in report.stdout
+    assert (tmp_path / "report" / "report.html").exists()
     assert stack.sql("SELECT count(*) FROM studyapp_response WHERE NOT correct")[0][0] == 1
     lines = export.read_text().splitlines()
     assert len(lines) == 29 and lines[0].startswith("study,participant,condition")

@@ -1,0 +1,109 @@
+"""``python -m analysis {report,describe,glmm,lmm} FILE ...``"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .load import ExportError, main_trials, normalise, parse_mapping, read_responses, read_table
+from .report import DEFAULT_FORMULA, format_table, run_report
+
+
+def _read_for_model(args):
+    df = read_table(args.file, args.map)
+    if "trial_kind" in df.columns and "correct" in df.columns and not args.all_trials:
+        needed = {"participant", "condition", "unit", "trial_kind", "correct"}
+        if needed <= set(df.columns):
+            df = main_trials(normalise(df))
+    return df
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p):
+        p.add_argument("file", help="response export (.csv or .parquet)")
+        p.add_argument("--map", default=None,
+                       help="column mapping ours=theirs,... for foreign data, or 'borowski'")
+
+    p = sub.add_parser("report", help="exclusions, descriptives, GLMM, plots, HTML report")
+    common(p)
+    p.add_argument("--formula", default=DEFAULT_FORMULA)
+    p.add_argument("--out", default="analysis_report")
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-catch-accuracy", type=float, default=0.8)
+    p.add_argument("--min-instructions-s", type=float, default=15.0)
+    p.add_argument("--no-one-side-rule", action="store_true")
+    p.add_argument("--min-total-minutes", type=float, default=None)
+    p.add_argument("--max-total-minutes", type=float, default=None)
+    p.add_argument("--no-model", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("describe", help="accuracy per condition with bootstrap CIs")
+    common(p)
+    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+    for name in ("glmm", "lmm"):
+        p = sub.add_parser(name, help=f"fit a {'binomial GLMM' if name == 'glmm' else 'linear mixed model'}")
+        common(p)
+        p.add_argument("--formula", required=True)
+        p.add_argument("--all-trials", action="store_true",
+                       help="fit every row (default: main, non-catch trials of an export)")
+        p.add_argument("--json", action="store_true")
+        if name == "glmm":
+            p.add_argument("--trials", default=None,
+                           help="column of numbers of trials (response = successes)")
+        else:
+            p.add_argument("--reml", action="store_true", help="REML (default: ML)")
+
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "describe":
+            from .descriptives import accuracy_by_condition, describe
+
+            df = read_responses(args.file, args.map)
+            if args.json:
+                print(json.dumps(describe(df, n_boot=args.n_boot, seed=args.seed), indent=2))
+            else:
+                print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
+        elif args.cmd == "report":
+            df = read_responses(args.file, args.map)
+            res = run_report(
+                df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
+                fit_model=not args.no_model,
+                exclusion_options=dict(
+                    min_catch_accuracy=args.min_catch_accuracy,
+                    exclude_one_side=not args.no_one_side_rule,
+                    min_instructions_s=args.min_instructions_s,
+                    min_total_minutes=args.min_total_minutes,
+                    max_total_minutes=args.max_total_minutes,
+                ),
+            )
+            text = res.pop("text")
+            print(json.dumps(res, indent=2, default=str) if args.json else text)
+            if not args.json:
+                print("\nwrote " + ", ".join(res["files"]))
+        else:
+            df = _read_for_model(args)
+            if args.cmd == "glmm":
+                from .glmm import BinomialGLMM
+
+                fit = BinomialGLMM.from_formula(args.formula, df, trials=args.trials).fit()
+            else:
+                from .lmm import LinearMixedModel
+
+                fit = LinearMixedModel.from_formula(args.formula, df).fit(reml=args.reml)
+            print(fit.to_json(indent=2) if args.json else fit.summary())
+    except (ExportError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Read a response export (CSV or Parquet, one row per response; docs/contracts.md §2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials"]
+
+REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
+
+#: Borowski et al. (2021), bethgelab/testing_visualizations: ours → theirs
+BOROWSKI_MAP = {
+    "participant": "subject_id",
+    "unit": "unit_name",
+    "condition": "instr_type",
+    "correct": "correct",
+    "trial_kind": "trial_type",
+    "catch": "catch_trial",
+    "rt": "RT",
+    "confidence": "abs_conf_rating",
+}
+
+
+class ExportError(ValueError):
+    """The file is not a usable response export."""
+
+
+def parse_mapping(text: str | dict | None) -> dict:
+    """``"participant=subject_id,unit=unit_name"`` (ours=theirs) → dict; ``"borowski"`` → the
+    Borowski map."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    if text.strip().lower() == "borowski":
+        return dict(BOROWSKI_MAP)
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ExportError(f"bad mapping entry {part!r}: expected ours=theirs")
+        ours, theirs = (s.strip() for s in part.split("=", 1))
+        out[ours] = theirs
+    return out
+
+
+def read_table(path, mapping: dict | str | None = None) -> pd.DataFrame:
+    """Read CSV/Parquet and rename foreign columns (``mapping``: ours → theirs)."""
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f"no such file: {path}")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path)
+        first = df.columns[0]
+        if first == "" or first.startswith("Unnamed: 0"):  # a written-out pandas index
+            df = df.drop(columns=first)
+    mapping = parse_mapping(mapping)
+    missing = [theirs for theirs in mapping.values() if theirs not in df.columns]
+    if missing:
+        raise ExportError(f"mapped columns not in the file: {', '.join(missing)}")
+    # several of ours may point at one of theirs: copy, then drop originals no longer needed
+    for ours, theirs in mapping.items():
+        if ours != theirs:
+            df[ours] = df[theirs]
+    return df
+
+
+def _as01(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(int)
+    if pd.api.types.is_numeric_dtype(s):
+        return s.astype(int)
+    low = s.astype(str).str.strip().str.lower()
+    table = {"true": 1, "false": 0, "1": 1, "0": 0, "yes": 1, "no": 0, "y": 1, "n": 0}
+    bad = sorted(set(low) - set(table))
+    if bad:
+        raise ExportError(f"column 'correct' has values that are not 0/1: {bad[:5]}")
+    return low.map(table).astype(int)
+
+
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Types and derived columns: ``correct`` 0/1, ``trial_kind`` with catch trials marked
+    (foreign data with a separate boolean ``catch`` column), ``rt_ms`` from ``rt`` in seconds."""
+    df = df.copy()
+    df["correct"] = _as01(df["correct"])
+    df["participant"] = df["participant"].astype(str)
+    df["unit"] = df["unit"].astype(str)
+    df["condition"] = df["condition"].astype(str)
+    df["trial_kind"] = df["trial_kind"].astype(str).str.strip().str.lower()
+    if "catch" in df.columns:
+        catch = _as01(df["catch"].fillna(False)).astype(bool)
+        df.loc[catch & (df["trial_kind"] == "main"), "trial_kind"] = "catch"
+    if "rt_ms" not in df.columns and "rt" in df.columns:
+        df["rt_ms"] = pd.to_numeric(df["rt"], errors="coerce") * 1000.0
+    return df
+
+
+def read_responses(path, mapping: dict | str | None = None) -> pd.DataFrame:
+    """Read and validate a response export; foreign files through ``mapping`` (ours → theirs)."""
+    df = read_table(path, mapping)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ExportError(
+            f"{path}: missing required column(s) {', '.join(missing)}; the file has "
+            f"{', '.join(map(str, df.columns[:30]))}. For foreign data pass a mapping such as "
+            "--map participant=subject_id,unit=unit_name"
+        )
+    return normalise(df)
+
+
+def main_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """Main, non-catch trials (the ones accuracy is about)."""
+    return df[df["trial_kind"] == "main"]
+
+
+def catch_trials(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["trial_kind"] == "catch"]
+
+

@@ -1,0 +1,162 @@
+"""load → exclusions → descriptives → report/CLI, on Borowski et al. (2021) and on a
+synthetic export in our own format."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main
+from analysis.descriptives import describe
+from analysis.exclusions import apply_exclusions
+from analysis.load import BOROWSKI_MAP, ExportError, parse_mapping, read_responses
+from analysis.report import adapt_formula, run_report
+
+BOROWSKI = Path(__file__).resolve().parents[1] / "data" / "borowski2021" / "experiment_I_trials.csv"
+MAP = ("participant=subject_id,unit=unit_name,condition=instr_type,correct=correct,"
+       "trial_kind=trial_type,catch=catch_trial,rt=RT,confidence=abs_conf_rating")
+
+# Borowski et al. README table: trials, accuracy, per-participant mean ± SEM, median RT, confidence
+TABLE = {
+    "natural": (450, 0.9222, 0.9222, 0.0089, 4.98, 2.49),
+    "optimized": (450, 0.8200, 0.8200, 0.0213, 8.21, 1.95),
+    "none_pre": (226, 0.4469, 0.4460, 0.0407, 2.55, 1.42),
+    "none_post": (224, 0.4152, 0.4152, 0.0323, 1.84, 1.21),
+}
+
+
+def test_mapping_string_matches_constant():
+    assert parse_mapping(MAP) == BOROWSKI_MAP
+
+
+def test_borowski_describe_reproduces_table():
+    df = read_responses(BOROWSKI, MAP)
+    out = describe(df, n_boot=500, seed=1)
+    rows = {r["condition"]: r for r in out["conditions"]}
+    assert set(rows) == set(TABLE)
+    for cond, (n, acc, pm, sem, rt, conf) in TABLE.items():
+        r = rows[cond]
+        assert r["trials"] == n
+        assert round(r["accuracy"], 4) == acc
+        assert round(r["participant_mean"], 4) == pm
+        assert round(r["participant_sem"], 4) == sem
+        assert round(r["median_rt_s"], 2) == rt
+        assert round(r["mean_confidence"], 2) == conf
+        assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
+        assert r["unit_ci_low"] <= r["accuracy"] <= r["unit_ci_high"]
+    assert out["catch"]["trials"] == 180
+    assert round(out["catch"]["accuracy"], 4) == 0.9889
+    # seeded: same numbers again
+    assert describe(df, n_boot=500, seed=1) == out
+
+
+def test_cli_describe_json(capsys):
+    assert main(["describe", str(BOROWSKI), "--map", MAP, "--json", "--n-boot", "200"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    acc = {r["condition"]: (r["trials"], round(r["accuracy"], 4)) for r in out["conditions"]}
+    assert acc["natural"] == (450, 0.9222) and acc["none_post"] == (224, 0.4152)
+    assert {"condition", "trials", "accuracy", "ci_low", "ci_high"} <= set(out["conditions"][0])
+
+
+def test_missing_columns_clear_error(tmp_path):
+    p = tmp_path / "x.csv"
+    pd.DataFrame({"subject_id": [1], "correct": [1]}).to_csv(p, index=False)
+    with pytest.raises(ExportError, match="missing required column"):
+        read_responses(p)
+    assert main(["describe", str(p)]) == 2
+
+
+def _export(seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(12):
+        pid = f"p{i}"
+        for t in range(40):
+            kind = "catch" if t % 9 == 8 else "main"
+            good = i != 0  # p0 fails catch trials
+            correct = 1 if kind == "catch" and good else int(rng.random() < 0.75)
+            if kind == "catch" and not good:
+                correct = 0
+            choice = "a" if i == 1 else rng.choice(["a", "b"])  # p1 presses one side only
+            rows.append({
+                "study": "s", "participant": pid, "condition": "pca-l3" if t % 2 else "neuron-l3",
+                "basis": "pca" if t % 2 else "neuron", "layer": "l3", "unit": f"u{t % 10}",
+                "trial_index": t, "trial_kind": kind, "choice": choice, "correct": correct,
+                "confidence": 2, "rt_ms": 1500.0 + t,
+                "instructions_ms": 5000.0 if i == 2 else 30000.0,  # p2 skims the instructions
+                "participant_started": "2026-01-01T10:00:00Z",
+                "participant_finished": "2026-01-01T10:20:00Z" if i != 3 else "2026-01-01T12:00:00Z",
+            })
+    return pd.DataFrame(rows)
+
+
+def test_exclusions_each_rule(tmp_path):
+    df = _export()
+    p = tmp_path / "e.parquet"
+    df.to_parquet(p)
+    data = read_responses(p)
+    res = apply_exclusions(data, max_total_minutes=60)
+    reasons = dict(zip(res.excluded.participant, res.excluded.reasons))
+    assert set(reasons) == {"p0", "p1", "p2", "p3"}
+    assert "catch" in reasons["p0"] and "side" in reasons["p1"]
+    assert "instructions" in reasons["p2"] and "total time" in reasons["p3"]
+    assert res.kept.participant.nunique() == 8
+    off = apply_exclusions(data, min_catch_accuracy=None, exclude_one_side=False,
+                           min_instructions_s=None)
+    assert off.excluded.empty
+
+
+def test_exclusions_skip_absent_columns():
+    df = read_responses(BOROWSKI, MAP)
+    res = apply_exclusions(df)
+    assert any("no 'choice' column" in n for n in res.notes)
+    assert any("instructions_ms" in n for n in res.notes)
+
+
+def test_report_single_basis_and_html(tmp_path):
+    df = read_responses(BOROWSKI, MAP)
+    formula, notes = adapt_formula("correct ~ basis + (1 | participant) + (1 | unit)", df)
+    assert formula == "correct ~ 1 + (1 | participant) + (1 | unit)" and notes
+    exp = _export()
+    exp["basis"] = "pca"
+    f2, notes2 = adapt_formula("correct ~ basis * layer + (1 | participant)", exp)
+    assert f2.startswith("correct ~ 1 + ") and any("single basis" in n for n in notes2)
+    res = run_report(df, tmp_path, n_boot=200)
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "natural" in html
+    assert (tmp_path / "accuracy.svg").exists() and res["model"]["nobs"] == 1350
+
+
+def test_cli_glmm_and_lmm_json(tmp_path, capsys):
+    p = tmp_path / "e.csv"
+    _export().to_csv(p, index=False)
+    assert main(["glmm", str(p), "--formula", "correct ~ basis + (1 | participant) + (1 | unit)",
+                 "--json"]) == 0
+    g = json.loads(capsys.readouterr().out)
+    assert [r["term"] for r in g["fixed"]] == ["(Intercept)", "basispca"]
+    assert g["nobs"] == 12 * 36
+    assert main(["lmm", str(p), "--formula", "rt_ms ~ basis + (1 | participant)", "--reml",
+                 "--json"]) == 0
+    lm = json.loads(capsys.readouterr().out)
+    assert lm["random"][-1]["group"] == "Residual"
+
+
+def test_no_django_import():
+    import subprocess
+    import sys
+
+    code = "import sys, analysis.report, analysis.__main__; print('django' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
+
+
+def test_report_says_so_when_the_exclusions_leave_nothing(tmp_path):
+    path = tmp_path / "export.parquet"
+    _export().to_parquet(path)
+    res = run_report(read_responses(path), tmp_path / "out", n_boot=50, exclusion_options={"min_catch_accuracy": 1.01})
+    assert res["model"] is None
+    assert any("no main trials remain" in n for n in res["notes"])
+    assert (tmp_path / "out" / "report.html").exists()
