@@ -28,7 +28,8 @@ def expire_stale_participants(study, now=None):
 def choose_condition(study):
     """The condition with the fewest occupied slots; ties go to the earliest condition. Call inside a
     transaction that holds the study row (`select_for_update`)."""
-    occupied = Q(participants__status__in=[Participant.Status.STARTED, Participant.Status.COMPLETED])
+    occupied = Q(participants__status__in=[Participant.Status.STARTED, Participant.Status.COMPLETED],
+                 participants__is_preview=False)
     conditions = list(study.conditions.annotate(n=Count("participants", filter=occupied)).order_by("n", "pk"))
     if not conditions:
         raise StudyFull("the study has no conditions")

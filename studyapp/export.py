@@ -18,7 +18,7 @@ def _iso(value):
 
 def response_rows(study):
     responses = (
-        Response.objects.filter(participant__study=study)
+        Response.objects.filter(participant__study=study, participant__is_preview=False)
         .select_related("trial__unit", "participant__condition")
         .order_by("server_time", "pk")
     )

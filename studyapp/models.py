@@ -243,6 +243,7 @@ class Participant(models.Model):
     recruitment = models.CharField(max_length=10, choices=Study.Recruitment.choices)
     recruitment_info = models.JSONField(default=dict, blank=True, help_text="study/session ids, never the person's id")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
+    is_preview = models.BooleanField(default=False, help_text="a researcher's preview: no quota, no export")
     seed = models.BigIntegerField()
 
     consented_at = models.DateTimeField(null=True, blank=True)

@@ -6,6 +6,7 @@ second tab) sees the same state.
 """
 import secrets
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -119,15 +120,7 @@ def start(study, arrival, user_agent=""):
                 study=locked, condition=condition, external_id_hash=digest, recruitment=arrival.platform,
                 recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300],
             )
-            units = condition_units(condition)
-            specs = trials.build_trial_list(
-                units, n_practice=study.n_practice, n_main=study.n_main, catch_ratio=study.catch_ratio,
-                reference_type=condition.reference_type, seed=[study.seed, seed],
-            )
-            Trial.objects.bulk_create(_trial_rows(participant, specs, 0))
-            participant.practice_end = sum(1 for s in specs if s.block == "practice")
-            participant.trial_count = len(specs)
-            participant.save(update_fields=["practice_end", "trial_count"])
+            _store_trial_list(participant, condition, seed)
     except IntegrityError:
         # The same recruitment id arrived twice at once; the other request created the participant.
         existing = find_participant(study, arrival)
@@ -137,9 +130,39 @@ def start(study, arrival, user_agent=""):
     return participant
 
 
+def start_preview(study, condition):
+    """A researcher's walk through one condition: a real participant row, flagged so that it takes no
+    quota slot and never reaches the export."""
+    seed = secrets.randbits(62)
+    with transaction.atomic():
+        participant = Participant.objects.create(study=study, condition=condition, recruitment=Study.Recruitment.LINK,
+                                                 seed=seed, is_preview=True)
+        _store_trial_list(participant, condition, seed)
+    return participant
+
+
+def _store_trial_list(participant, condition, seed):
+    study = participant.study
+    specs = trials.build_trial_list(
+        condition_units(condition), n_practice=study.n_practice, n_main=study.n_main,
+        catch_ratio=study.catch_ratio, reference_type=condition.reference_type, seed=[study.seed, seed],
+    )
+    Trial.objects.bulk_create(_trial_rows(participant, specs, 0))
+    participant.practice_end = sum(1 for s in specs if s.block == "practice")
+    participant.trial_count = len(specs)
+    participant.save(update_fields=["practice_end", "trial_count"])
+
+
 def _require_active(participant):
     if participant.status != Participant.Status.STARTED:
         raise ParticipationError("ended", "This session has ended. Thank you for your time.", 410)
+    deadline = participant.started_at + timedelta(minutes=participant.study.time_limit_minutes)
+    if timezone.now() > deadline:
+        Participant.objects.filter(pk=participant.pk, status=Participant.Status.STARTED).update(
+            status=Participant.Status.TIMED_OUT, finished_at=timezone.now())
+        participant.status = Participant.Status.TIMED_OUT
+        raise ParticipationError("timed_out", "The time limit for this study has passed, so the session has "
+                                 "ended. Thank you for your time.", 410)
 
 
 def give_consent(participant, consent):

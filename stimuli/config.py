@@ -1,0 +1,225 @@
+"""The stimulus job's configuration: one dataclass, round-tripped through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASES = ("neuron", "pca", "nmf", "dictionary")
+POOLINGS = ("mean", "max")
+ACTIVATIONS = ("post_relu", "pre_relu")
+UNIT_SELECTIONS = ("random", "top_variance")
+
+NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
+                "l1_ratio": 0.0}
+DICTIONARY_DEFAULTS = {"alpha": 0.1, "max_iter": 50, "batch_size": 256, "positive_code": True,
+                       "positive_dict": False, "transform_algorithm": "lasso_cd"}
+
+
+def _default_layers() -> list[str]:
+    return ["conv2"]
+
+
+def _default_bases() -> list[str]:
+    return ["neuron", "pca", "nmf"]
+
+
+@dataclass
+class StimulusConfig:
+    """Everything a stimulus job needs, with defaults that run the built-in demo.
+
+    ``network`` is ``"demo"`` (the built-in digits CNN), a torchvision architecture name
+    (``"resnet18"``, with ``weights`` such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"``), or a path to a
+    local checkpoint (a state dict for ``architecture``, or a TorchScript file).
+    ``dataset`` is ``"digits"`` (scikit-learn's handwritten digits) or a folder path
+    (ImageFolder layout). ``n_units`` and ``n_components`` are an int for every basis or a mapping
+    ``basis -> int``; ``n_components=None`` keeps as many components as the layer has channels.
+    """
+
+    network: str = "demo"
+    weights: str | None = None
+    architecture: str | None = None
+    num_classes: int | None = None
+    allow_download: bool = True
+    layers: list[str] = field(default_factory=_default_layers)
+    bases: list[str] = field(default_factory=_default_bases)
+    n_units: int | dict[str, int] = 6
+    n_components: int | dict[str, int] | None = None
+    seed: int = 0
+    dataset: str = "digits"
+    max_images: int | None = None
+    pooling: str = "mean"
+    activation: str = "post_relu"
+    unit_selection: str = "top_variance"
+    n_references: int = 9
+    query_percentile: float = 10.0
+    n_queries: int = 20
+    strip_length: int = 9
+    render_size: int | None = None
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"
+    nmf: dict[str, Any] = field(default_factory=dict)
+    dictionary: dict[str, Any] = field(default_factory=dict)
+    completeness: bool = True
+    completeness_k: list[int] | None = None
+    completeness_max_images: int | None = 2000
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StimulusConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a stimulus configuration must be a JSON object, not {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}; "
+                             f"known keys are {', '.join(sorted(known))}")
+        data = dict(data)
+        # a single layer or basis given as a string, or comma separated, is accepted
+        for key in ("layers", "bases"):
+            if isinstance(data.get(key), str):
+                data[key] = [s.strip() for s in data[key].split(",") if s.strip()]
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "StimulusConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"configuration file not found: {path}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def replace(self, **changes: Any) -> "StimulusConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- derived values -----------------------------------------------------------------------
+    def units_for(self, basis: str) -> int:
+        if isinstance(self.n_units, dict):
+            return int(self.n_units[basis])
+        return int(self.n_units)
+
+    def components_for(self, basis: str) -> int | None:
+        if self.n_components is None:
+            return None
+        if isinstance(self.n_components, dict):
+            value = self.n_components.get(basis)
+            return None if value is None else int(value)
+        return int(self.n_components)
+
+    def nmf_params(self) -> dict[str, Any]:
+        return {**NMF_DEFAULTS, **self.nmf}
+
+    def dictionary_params(self) -> dict[str, Any]:
+        return {**DICTIONARY_DEFAULTS, **self.dictionary}
+
+    @property
+    def is_builtin_dataset(self) -> bool:
+        return self.dataset == "digits"
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise ValueError(message)
+
+        need(isinstance(self.network, str) and self.network.strip() != "",
+             "network must be 'demo', a torchvision architecture name or a checkpoint path")
+        need(isinstance(self.layers, list) and len(self.layers) > 0
+             and all(isinstance(s, str) and s for s in self.layers),
+             "layers must be a non-empty list of layer names (see `python -m stimuli layers`)")
+        need(len(set(self.layers)) == len(self.layers), f"layers are repeated: {self.layers}")
+        need(isinstance(self.bases, list) and len(self.bases) > 0,
+             f"bases must be a non-empty list drawn from {', '.join(BASES)}")
+        for b in self.bases:
+            if b == "sae":
+                raise ValueError("basis 'sae' (sparse autoencoder) is not implemented yet; "
+                                 "use 'dictionary' for a sparse code")
+            need(b in BASES, f"unknown basis {b!r}; choose from {', '.join(BASES)}")
+        need(len(set(self.bases)) == len(self.bases), f"bases are repeated: {self.bases}")
+        self._check_per_basis("n_units", self.n_units, allow_none=False)
+        self._check_per_basis("n_components", self.n_components, allow_none=True)
+        need(_is_int(self.seed) and self.seed >= 0, f"seed must be a non-negative integer, not {self.seed!r}")
+        need(isinstance(self.dataset, str) and self.dataset != "",
+             "dataset must be 'digits' or the path of an image folder")
+        need(self.max_images is None or (_is_int(self.max_images) and self.max_images > 0),
+             f"max_images must be a positive integer or null, not {self.max_images!r}")
+        need(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        need(self.activation in ACTIVATIONS,
+             f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
+        need(self.unit_selection in UNIT_SELECTIONS,
+             f"unit_selection must be one of {', '.join(UNIT_SELECTIONS)}, not {self.unit_selection!r}")
+        need(_is_int(self.n_references) and self.n_references >= 1,
+             f"n_references must be a positive integer, not {self.n_references!r}")
+        need(isinstance(self.query_percentile, (int, float)) and not isinstance(self.query_percentile, bool)
+             and math.isfinite(self.query_percentile) and 0 < self.query_percentile <= 50,
+             f"query_percentile must be in (0, 50], not {self.query_percentile!r}")
+        need(_is_int(self.n_queries) and self.n_queries >= 0,
+             f"n_queries must be a non-negative integer, not {self.n_queries!r}")
+        need(_is_int(self.strip_length) and self.strip_length >= 2,
+             f"strip_length must be an integer >= 2, not {self.strip_length!r}")
+        need(self.render_size is None or (_is_int(self.render_size) and 8 <= self.render_size <= 1024),
+             f"render_size must be null or an integer in [8, 1024], not {self.render_size!r}")
+        need(_is_int(self.batch_size) and self.batch_size >= 1,
+             f"batch_size must be a positive integer, not {self.batch_size!r}")
+        need(_is_int(self.num_workers) and self.num_workers >= 0,
+             f"num_workers must be a non-negative integer, not {self.num_workers!r}")
+        need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda", "mps")
+                                               or self.device.startswith("cuda:")),
+             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
+        need(isinstance(self.nmf, dict), "nmf must be a mapping of NMF parameters")
+        need(isinstance(self.dictionary, dict), "dictionary must be a mapping of dictionary-learning parameters")
+        bad = sorted(set(self.nmf) - set(NMF_DEFAULTS))
+        need(not bad, f"unknown nmf parameter(s): {', '.join(bad)}; known: {', '.join(NMF_DEFAULTS)}")
+        bad = sorted(set(self.dictionary) - set(DICTIONARY_DEFAULTS))
+        need(not bad, f"unknown dictionary parameter(s): {', '.join(bad)}; "
+                      f"known: {', '.join(DICTIONARY_DEFAULTS)}")
+        need(self.weights is None or isinstance(self.weights, str), "weights must be null or an enum name")
+        need(self.architecture is None or isinstance(self.architecture, str),
+             "architecture must be null or a torchvision architecture name")
+        need(self.num_classes is None or (_is_int(self.num_classes) and self.num_classes >= 1),
+             "num_classes must be null or a positive integer")
+        need(isinstance(self.completeness, bool), "completeness must be true or false")
+        need(self.completeness_k is None or (isinstance(self.completeness_k, list) and self.completeness_k
+                                             and all(_is_int(k) and k >= 1 for k in self.completeness_k)),
+             "completeness_k must be null or a non-empty list of positive integers")
+        need(self.completeness_max_images is None
+             or (_is_int(self.completeness_max_images) and self.completeness_max_images >= 1),
+             "completeness_max_images must be null or a positive integer")
+        if "nmf" in self.bases and self.activation != "post_relu":
+            raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
+
+    def _check_per_basis(self, name: str, value: Any, allow_none: bool) -> None:
+        if value is None and allow_none:
+            return
+        if isinstance(value, dict):
+            missing = [b for b in self.bases if b not in value] if not allow_none else []
+            if missing:
+                raise ValueError(f"{name} gives no value for basis(es) {', '.join(missing)}")
+            for b, v in value.items():
+                if b not in BASES:
+                    raise ValueError(f"{name} names unknown basis {b!r}")
+                if not ((v is None and allow_none) or (_is_int(v) and v >= 1)):
+                    raise ValueError(f"{name}[{b!r}] must be a positive integer, not {v!r}")
+            return
+        if not (_is_int(value) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer or a mapping basis -> integer, not {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,83 @@
+"""Exemplars of one unit from its responses over the image set: pure functions on index arrays.
+
+References are the ``n_references`` most (descending) and least (ascending) activating images;
+queries are drawn from the top and bottom ``percentile`` bands by rank, never among the references,
+and paired by position; the strip shows images at evenly spaced activation quantiles. Ties are broken
+by image index, so the result depends only on the responses and the seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Exemplars:
+    references_max: np.ndarray
+    references_min: np.ndarray
+    queries_max: np.ndarray
+    queries_min: np.ndarray
+    strip: np.ndarray
+    band_max_threshold: float
+    band_min_threshold: float
+
+    def all_indices(self) -> np.ndarray:
+        return np.unique(np.concatenate([self.references_max, self.references_min, self.queries_max,
+                                         self.queries_min, self.strip]))
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+
+def rank_ascending(responses: np.ndarray) -> np.ndarray:
+    """Image indices from the least to the most activating; equal responses in index order."""
+    r = np.asarray(responses, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError("responses must be a vector, one value per image")
+    return np.argsort(r, kind="stable")
+
+
+def rank_descending(responses: np.ndarray) -> np.ndarray:
+    """Image indices from the most to the least activating; equal responses in index order."""
+    return np.argsort(-np.asarray(responses, dtype=np.float64), kind="stable")
+
+
+def band_size(n_images: int, percentile: float) -> int:
+    return max(1, math.ceil(n_images * percentile / 100.0))
+
+
+def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: float = 10.0,
+                     n_queries: int = 20, strip_length: int = 9,
+                     rng: np.random.Generator | int = 0) -> Exemplars:
+    """Exemplar image indices for one unit (see the module docstring)."""
+    r = np.asarray(responses, dtype=np.float64)
+    n = len(r)
+    if not 0 < percentile <= 50:
+        raise ValueError(f"percentile must be in (0, 50], not {percentile}")
+    if n < 2 * n_references + 2:
+        raise ValueError(f"{n} images are too few for {n_references} references on each side plus queries")
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    desc = rank_descending(r)
+    asc = rank_ascending(r)
+    ref_max = desc[:n_references]
+    ref_min = asc[:n_references]
+    m = min(band_size(n, percentile), n // 2)
+    refs = np.concatenate([ref_max, ref_min])
+    top_band = desc[:m]
+    bottom_band = asc[:m]
+    top_band = top_band[~np.isin(top_band, refs)]
+    bottom_band = bottom_band[~np.isin(bottom_band, refs)]
+    bottom_band = bottom_band[~np.isin(bottom_band, top_band)]
+    k = min(n_queries, len(top_band), len(bottom_band))
+    q_max = rng.choice(top_band, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
+    q_min = rng.choice(bottom_band, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
+    positions = np.rint(np.linspace(0, n - 1, strip_length)).astype(np.int64)
+    strip = asc[positions]
+    return Exemplars(
+        references_max=ref_max.astype(np.int64), references_min=ref_min.astype(np.int64),
+        queries_max=np.asarray(q_max, dtype=np.int64), queries_min=np.asarray(q_min, dtype=np.int64),
+        strip=strip.astype(np.int64),
+        band_max_threshold=float(r[desc[m - 1]]), band_min_threshold=float(r[asc[m - 1]]))

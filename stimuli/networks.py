@@ -1,0 +1,407 @@
+"""Networks: the built-in demo CNN, torchvision architectures, local checkpoints; and their layers.
+
+A :class:`LoadedNetwork` carries the model in eval mode, how to turn a PIL image into its input
+tensor (``preprocess``), and what the manifest says about it (``describe()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+DEMO_NAME = "demo"
+DEMO_LAYER = "conv2"
+# bump when the architecture or the training recipe changes, so a stale cache is never loaded
+DEMO_VERSION = 1
+DEMO_SEED = 0
+DEMO_TRAIN = {"epochs": 25, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4, "test_fraction": 0.2}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class NetworkLoadError(ValueError):
+    """A network could not be loaded; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the demo network
+# ---------------------------------------------------------------------------------------------
+class DemoNet(nn.Module):
+    """A small CNN for scikit-learn's 8x8 digits. Named modules, so layers read like a paper's."""
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.conv1(x))
+        x = self.pool(self.relu2(self.conv2(x)))
+        x = self.relu3(self.fc1(self.flatten(x)))
+        return self.fc2(x)
+
+
+def cache_dir() -> Path:
+    """Where trained demo weights live: ``$STIMULI_CACHE_DIR``, else ``~/.cache/stimuli``."""
+    env = os.environ.get("STIMULI_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "stimuli"
+
+
+def demo_cache_path() -> Path:
+    return cache_dir() / f"demo-digits-cnn-v{DEMO_VERSION}-seed{DEMO_SEED}.pt"
+
+
+def digits_uint8() -> tuple[np.ndarray, np.ndarray]:
+    """The 1797 digits as uint8 8x8 images (ink bright, 0..255) and their labels.
+
+    The demo trains on exactly what :mod:`stimuli.datasets` hands out as PIL images, so the
+    preprocessing of a stored image reproduces the training input bit for bit.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return images, bunch.target.astype(np.int64)
+
+
+def demo_split(n: int, labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    train, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
+    return np.sort(train), np.sort(test)
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int):
+    previous = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    rng_state = torch.random.get_rng_state()
+    torch.use_deterministic_algorithms(True)
+    # one thread: CPU reductions then sum in one order on every machine, and a network this small
+    # trains faster without intra-op threading (which stalls badly on a busy machine)
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng_state)
+
+
+def train_demo(log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the demo CNN on the CPU from a fixed seed; return the checkpoint dictionary."""
+    start = time.perf_counter()
+    images, labels = digits_uint8()
+    train_idx, test_idx = demo_split(len(images), labels, DEMO_TRAIN["test_fraction"], DEMO_SEED)
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    mean = float(x[train_idx].mean())
+    std = float(x[train_idx].std())
+    x = (x - mean) / std
+    y = torch.from_numpy(labels)
+    with _deterministic(DEMO_SEED):
+        model = DemoNet()
+        opt = torch.optim.AdamW(model.parameters(), lr=DEMO_TRAIN["lr"],
+                                weight_decay=DEMO_TRAIN["weight_decay"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=DEMO_TRAIN["lr"], epochs=DEMO_TRAIN["epochs"],
+            steps_per_epoch=-(-len(train_idx) // DEMO_TRAIN["batch_size"]))
+        gen = torch.Generator().manual_seed(DEMO_SEED)
+        tr = torch.from_numpy(train_idx)
+        for epoch in range(DEMO_TRAIN["epochs"]):
+            model.train()
+            order = tr[torch.randperm(len(tr), generator=gen)]
+            for b in range(0, len(order), DEMO_TRAIN["batch_size"]):
+                batch = order[b:b + DEMO_TRAIN["batch_size"]]
+                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        model.eval()
+        with torch.no_grad():
+            pred = model(x[torch.from_numpy(test_idx)]).argmax(1)
+        accuracy = float((pred == y[torch.from_numpy(test_idx)]).float().mean())
+    seconds = time.perf_counter() - start
+    if log:
+        log(f"trained the demo network in {seconds:.1f} s; test accuracy {accuracy:.4f}")
+    return {
+        "state_dict": model.state_dict(),
+        "mean": mean,
+        "std": std,
+        "test_accuracy": accuracy,
+        "train_seconds": seconds,
+        "n_train": int(len(train_idx)),
+        "n_test": int(len(test_idx)),
+        "version": DEMO_VERSION,
+        "train": json.dumps(DEMO_TRAIN),
+    }
+
+
+def load_demo_checkpoint(retrain: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The demo checkpoint, trained on first use and cached (written atomically)."""
+    path = demo_cache_path()
+    if path.exists() and not retrain:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt cache file is retrained, not fatal
+            pass
+    ckpt = train_demo(log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ckpt
+
+
+class DemoPreprocess:
+    """PIL image -> 1x8x8 tensor normalised as in training (grayscale, box-resized to 8x8)."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        self.mean = mean
+        self.std = std
+
+    def __call__(self, image) -> torch.Tensor:
+        from PIL import Image
+
+        image = image.convert("L")
+        if image.size != (8, 8):
+            image = image.resize((8, 8), Image.Resampling.BOX)
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy((arr - self.mean) / self.std).unsqueeze(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# loaded networks
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadedNetwork:
+    model: nn.Module
+    name: str
+    source: str  # builtin | torchvision | checkpoint
+    preprocess: Callable[[Any], torch.Tensor]
+    weights: str | None = None
+    n_classes: int | None = None
+    class_names: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "weights": self.weights, **self.info}
+
+
+def load_network(spec: str = DEMO_NAME, weights: str | None = None, architecture: str | None = None,
+                 num_classes: int | None = None, allow_download: bool = True,
+                 log: Callable[[str], None] | None = None) -> LoadedNetwork:
+    """Load ``spec``: ``"demo"``, a torchvision architecture name, or a checkpoint file path."""
+    if spec == DEMO_NAME:
+        return load_demo(log=log)
+    path = Path(spec).expanduser()
+    if path.suffix in (".pt", ".pth", ".ckpt", ".ts", ".bin") or path.exists() or os.sep in spec:
+        if not path.is_file():
+            raise NetworkLoadError(f"checkpoint file not found: {spec}")
+        return load_checkpoint(path, architecture=architecture, num_classes=num_classes)
+    return load_torchvision(spec, weights=weights, num_classes=num_classes, allow_download=allow_download)
+
+
+def load_demo(log: Callable[[str], None] | None = None) -> LoadedNetwork:
+    ckpt = load_demo_checkpoint(log=log)
+    model = DemoNet()
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return LoadedNetwork(
+        model=model, name=DEMO_NAME, source="builtin", weights=None, n_classes=10,
+        class_names=[str(i) for i in range(10)], preprocess=DemoPreprocess(ckpt["mean"], ckpt["std"]),
+        info={"test_accuracy": round(float(ckpt["test_accuracy"]), 6),
+              "architecture": "DemoNet", "version": DEMO_VERSION})
+
+
+def imagenet_preprocess(resize: int = 256, crop: int = 224) -> Callable[[Any], torch.Tensor]:
+    from torchvision.transforms import v2
+
+    return _RGB(v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor(),
+                            v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+
+
+class _RGB:
+    """Weights' transforms expect three channels; grayscale inputs (digits) are converted first."""
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.transform(image.convert("RGB"))
+
+
+def _resolve_weights(name: str, weights: str):
+    from torchvision import models
+
+    try:
+        enum = models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise NetworkLoadError(f"unknown torchvision architecture {name!r}") from None
+    if weights == "DEFAULT":
+        return enum.DEFAULT
+    key = weights.split(".", 1)[1] if "." in weights else weights
+    try:
+        return enum[key]
+    except KeyError:
+        choices = ", ".join(["DEFAULT", *[w.name for w in enum]])
+        raise NetworkLoadError(f"unknown weights {weights!r} for {name}; choose from {choices}") from None
+
+
+def weights_cache_file(weights) -> Path:
+    """The file torch's hub cache holds for a weights enum (where ``load_state_dict_from_url`` looks)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def load_torchvision(name: str, weights: str | None = None, num_classes: int | None = None,
+                     allow_download: bool = True) -> LoadedNetwork:
+    from torchvision import models
+
+    if name not in models.list_models():
+        raise NetworkLoadError(f"unknown network {name!r}: not 'demo', not a checkpoint file and not a "
+                               f"torchvision architecture (e.g. resnet18, vgg16, alexnet)")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if weights is None:
+        model = models.get_model(name, weights=None, **kwargs)
+        preprocess = imagenet_preprocess()
+        class_names = None
+        weights_name = None
+    else:
+        w = _resolve_weights(name, weights)
+        expected = weights_cache_file(w)
+        if not expected.exists() and not allow_download:
+            raise NetworkLoadError(f"weights {w} are not in the torch cache and downloads are off: "
+                                   f"expected file {expected} (download it on a machine with internet "
+                                   f"or set TORCH_HOME)")
+        try:
+            model = models.get_model(name, weights=w, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            if expected.exists():
+                raise
+            raise NetworkLoadError(f"could not download weights {w} ({exc.__class__.__name__}); "
+                                   f"expected file {expected} in the torch cache") from None
+        preprocess = _RGB(w.transforms())
+        class_names = list(w.meta.get("categories") or []) or None
+        weights_name = str(w)
+    model.eval()
+    n_classes = len(class_names) if class_names else num_classes
+    return LoadedNetwork(model=model, name=name, source="torchvision", weights=weights_name,
+                         n_classes=n_classes, class_names=class_names, preprocess=preprocess)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | Path, architecture: str | None = None,
+                    num_classes: int | None = None) -> LoadedNetwork:
+    """A state dict for ``architecture`` (``"demo"`` or a torchvision name), or a TorchScript file."""
+    path = Path(path)
+    info = {"file": path.name, "sha256": _sha256_file(path)}
+    if architecture is None:
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception:
+            raise NetworkLoadError(f"{path.name} is not a TorchScript file; for a state dict give the "
+                                   f"architecture it belongs to (architecture='resnet18' or 'demo')") from None
+        model.eval()
+        return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None,
+                             preprocess=imagenet_preprocess(), info={**info, "format": "torchscript"})
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NetworkLoadError(f"could not read checkpoint {path.name}: {exc}") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in state and isinstance(state[key], dict):
+                extra = state
+                state = state[key]
+                break
+        else:
+            extra = {}
+    else:
+        raise NetworkLoadError(f"{path.name} does not hold a state dict")
+    if architecture == DEMO_NAME:
+        model: nn.Module = DemoNet(num_classes or 10)
+        preprocess = DemoPreprocess(float(extra.get("mean", 0.0)), float(extra.get("std", 1.0)))
+    else:
+        from torchvision import models
+
+        if architecture not in models.list_models():
+            raise NetworkLoadError(f"unknown architecture {architecture!r} for checkpoint {path.name}")
+        kwargs = {"num_classes": num_classes} if num_classes else {}
+        model = models.get_model(architecture, weights=None, **kwargs)
+        preprocess = imagenet_preprocess()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise NetworkLoadError(f"checkpoint {path.name} does not fit architecture {architecture}: {first}") from None
+    model.eval()
+    return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None,
+                         n_classes=num_classes or (10 if architecture == DEMO_NAME else None),
+                         preprocess=preprocess, info={**info, "architecture": architecture,
+                                                      "format": "state_dict"})
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+# ---------------------------------------------------------------------------------------------
+def list_layers(model: nn.Module) -> list[str]:
+    """Names of the hookable layers: graph nodes in eval mode (input and output excluded) and the
+    modules that contain them (``layer3`` for ``layer3.1.relu_1``: its output is the block's)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return [name for name, _ in model.named_modules() if name]
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    _, eval_nodes = get_graph_node_names(model)
+    names: dict[str, None] = {}
+    for node in eval_nodes:
+        if node in ("x", "input", "output"):
+            continue
+        parts = node.split(".")
+        for i in range(1, len(parts)):
+            names.setdefault(".".join(parts[:i]), None)
+        names.setdefault(node, None)
+    return list(names)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    return torch.device(device)

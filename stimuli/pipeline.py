@@ -1,0 +1,225 @@
+"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → artifact."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import SCHEMA_VERSION, __version__
+from .artifact import ArtifactWriter
+from .config import StimulusConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", "write")
+
+Progress = Callable[[str, float], None]
+
+
+def versions() -> dict[str, str]:
+    import PIL
+    import sklearn
+    import torch
+    import torchvision
+
+    return {"stimuli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
+    params: dict[str, Any] = {"n_components": config.components_for(name), "random_state": config.seed}
+    if name == "nmf":
+        params.update(config.nmf_params())
+    elif name == "dictionary":
+        params.update(config.dictionary_params())
+    return params
+
+
+def _r(values, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in np.asarray(values).ravel()]
+
+
+def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
+        overwrite: bool = False) -> Path:
+    """Generate one stimulus artifact in ``out_dir`` (docs/contracts.md, section 1) and return its path.
+
+    ``progress(stage, fraction)`` is called with the stages of :data:`STAGES`. ``out_dir`` must not
+    exist unless ``overwrite``; it is replaced only once the new artifact is complete.
+    """
+    import torch
+
+    from . import activations as act
+    from .bases import make_basis
+    from .completeness import cumulative_explained_variance, default_k, network_completeness, unit_order
+    from .datasets import load_dataset
+    from .exemplars import select_exemplars
+    from .networks import load_network, resolve_device
+    from .render import render
+    from .selection import select_units, unit_rng
+
+    if isinstance(config, dict):
+        config = StimulusConfig.from_dict(config)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"output folder already exists: {out_dir}")
+
+    def report(stage: str, fraction: float) -> None:
+        if progress is not None:
+            progress(stage, float(min(1.0, max(0.0, fraction))))
+
+    # -- network ----------------------------------------------------------------------------------
+    report("network", 0.0)
+    device = resolve_device(config.device)
+    net = load_network(config.network, weights=config.weights, architecture=config.architecture,
+                       num_classes=config.num_classes, allow_download=config.allow_download,
+                       log=log.info)
+    images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
+    report("network", 1.0)
+
+    # -- activations ------------------------------------------------------------------------------
+    report("activations", 0.0)
+    acts = act.extract(net.model, images, net.preprocess, config.layers, pooling=config.pooling,
+                       activation=config.activation, device=device, batch_size=config.batch_size,
+                       num_workers=config.num_workers, progress=lambda f: report("activations", f))
+    if len(acts.indices) < len(images):
+        images = images.subset(acts.indices)
+    n_images = len(images)
+    report("activations", 1.0)
+
+    # -- bases ------------------------------------------------------------------------------------
+    jobs = [(layer, b) for layer in config.layers for b in config.bases]
+    fitted: dict[tuple[str, str], tuple[Any, np.ndarray]] = {}
+    report("bases", 0.0)
+    for j, (layer, name) in enumerate(jobs):
+        A = acts.values[layer]
+        basis = make_basis(name, **_basis_params(config, name))
+        codes = basis.fit_transform(A)
+        fitted[(layer, name)] = (basis, codes)
+        report("bases", (j + 1) / len(jobs))
+
+    # -- units and exemplars ----------------------------------------------------------------------
+    report("exemplars", 0.0)
+    chosen: dict[tuple[str, str], list[tuple[int, Any, dict]]] = {}
+    for j, (layer, name) in enumerate(jobs):
+        basis, codes = fitted[(layer, name)]
+        std = codes.std(axis=0)
+        units = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
+                             seed=config.seed, responses_std=std, key=(layer, name))
+        rank = np.empty(len(std), dtype=np.int64)
+        rank[unit_order(basis)] = np.arange(len(std))
+        entries = []
+        for u in units:
+            r = codes[:, u]
+            ex = select_exemplars(r, config.n_references, config.query_percentile, config.n_queries,
+                                  config.strip_length, rng=unit_rng(config.seed, "queries", layer, name, str(u)))
+            measures = {
+                "explained_variance_ratio": round(float(basis.explained_variance_ratio_[u]), 6),
+                "variance_rank": int(rank[u]) + 1,
+                "response_mean": round(float(r.mean()), 6), "response_std": round(float(std[u]), 6),
+                "response_min": round(float(r.min()), 6), "response_max": round(float(r.max()), 6),
+                "query_max_threshold": round(ex.band_max_threshold, 6),
+                "query_min_threshold": round(ex.band_min_threshold, 6),
+            }
+            entries.append((int(u), ex, measures))
+        chosen[(layer, name)] = entries
+        report("exemplars", (j + 1) / len(jobs))
+
+    needed = sorted({int(i) for entries in chosen.values() for _, ex, _ in entries for i in ex.all_indices()})
+
+    with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
+        # -- render -------------------------------------------------------------------------------
+        report("render", 0.0)
+        files: dict[int, str] = {}
+        size = config.render_size or images.default_display_size
+        for j, i in enumerate(needed):
+            _, data = render(images.display(i, size))
+            files[i] = writer.add_image(data)
+            if (j + 1) % 64 == 0 or j + 1 == len(needed):
+                report("render", (j + 1) / len(needed))
+        report("render", 1.0)
+
+        # -- measures -----------------------------------------------------------------------------
+        report("measures", 0.0)
+        layer_entries = []
+        labels = None
+        if images.labels is not None and net.class_names and images.class_names == net.class_names:
+            labels = images.labels
+        comp_images = images
+        comp_labels = labels
+        if config.completeness_max_images and n_images > config.completeness_max_images:
+            sub = np.sort(unit_rng(config.seed, "completeness").choice(
+                n_images, size=config.completeness_max_images, replace=False))
+            comp_images = images.subset(sub)
+            comp_labels = None if labels is None else labels[sub]
+        for j, (layer, name) in enumerate(jobs):
+            basis, codes = fitted[(layer, name)]
+            A = acts.values[layer]
+            cum = cumulative_explained_variance(basis, A, codes)
+            completeness = None
+            completeness_error = None
+            if config.completeness:
+                try:
+                    ks = config.completeness_k or default_k(basis.n_components_)
+                    completeness = network_completeness(
+                        net.model, comp_images, net.preprocess, layer, basis, ks, config.activation,
+                        labels=comp_labels, device=device, batch_size=config.batch_size,
+                        progress=lambda f: report("measures", (j + f) / len(jobs)))
+                except (ValueError, RuntimeError) as exc:
+                    completeness_error = str(exc).splitlines()[0]
+                    log.warning("completeness skipped for %s/%s: %s", layer, name, completeness_error)
+            units_out = []
+            for u, ex, measures in chosen[(layer, name)]:
+                units_out.append({
+                    "index": u,
+                    "id": f"{layer}:{name}:{u}",
+                    "measures": measures,
+                    "references_max": [files[int(i)] for i in ex.references_max],
+                    "references_min": [files[int(i)] for i in ex.references_min],
+                    "queries_max": [files[int(i)] for i in ex.queries_max],
+                    "queries_min": [files[int(i)] for i in ex.queries_min],
+                    "strip": [files[int(i)] for i in ex.strip],
+                })
+            entry = {
+                "layer": layer, "basis": name, "n_components": basis.n_components_,
+                "n_channels": int(A.shape[1]),
+                "activation_shape": list(acts.shapes.get(layer, ())) if acts.shapes else None,
+                "explained_variance_ratio": _r(basis.explained_variance_ratio_),
+                "cumulative_explained_variance": _r(cum),
+                "cumulative_order": [int(i) for i in unit_order(basis)],
+                "completeness": completeness,
+                "units": units_out,
+            }
+            if completeness_error:
+                entry["completeness_error"] = completeness_error
+            if hasattr(basis, "reconstruction_err_"):
+                entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
+            layer_entries.append(entry)
+            report("measures", (j + 1) / len(jobs))
+
+        # -- write --------------------------------------------------------------------------------
+        report("write", 0.0)
+        dataset_info = images.describe()
+        dataset_info["n_skipped"] = int(dataset_info["n_skipped"] + acts.n_failed)
+        dataset_info["n_images"] = n_images
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "network": net.describe(),
+            "dataset": dataset_info,
+            "seed": config.seed,
+            "parameters": {k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")},
+            "versions": versions(),
+            "device": str(device),
+            "n_images_rendered": writer.n_images,
+            "layers": layer_entries,
+        }
+        if device.type == "cuda":
+            manifest["device_name"] = torch.cuda.get_device_name(device)
+        path = writer.commit(manifest)
+        report("write", 1.0)
+    return path

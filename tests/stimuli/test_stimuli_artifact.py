@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from stimuli.artifact import ArtifactWriter, read_manifest
+from stimuli.render import content_name, png_bytes
+
+
+def _siblings(path):
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_exception_mid_write_leaves_nothing(tmp_path):
+    out = tmp_path / "art"
+    from PIL import Image
+
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(out) as w:
+            w.add_image(png_bytes(Image.new("L", (4, 4), 3)))
+            raise RuntimeError("crash while rendering")
+    assert not out.exists()
+    assert _siblings(out) == []
+
+
+def test_commit_and_read(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "art"
+    with ArtifactWriter(out) as w:
+        data = png_bytes(Image.new("RGB", (5, 5), (1, 2, 3)))
+        name = w.add_image(data)
+        assert w.add_image(data) == name and w.n_images == 1
+        w.commit({"schema_version": 1, "layers": []})
+    assert (out / name).read_bytes() == data
+    assert name == content_name(data) and len(name) == len("images/") + 20 + len(".png")
+    assert read_manifest(out)["schema_version"] == 1
+    assert _siblings(out) == ["art"]
+
+
+def test_existing_folder_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(FileExistsError):
+        with ArtifactWriter(out):
+            pass
+    with ArtifactWriter(out, overwrite=True) as w:
+        w.commit({"schema_version": 1})
+    assert not (out / "old.txt").exists() and (out / "manifest.json").exists()
+    assert _siblings(out) == ["art"]
+
+
+def test_unknown_schema_version_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(ValueError, match="schema_version"):
+        read_manifest(tmp_path)
+    with pytest.raises(ValueError, match="no stimulus manifest"):
+        read_manifest(tmp_path / "missing")
+
+
+def test_png_bytes_are_stable():
+    from PIL import Image
+
+    a = png_bytes(Image.new("L", (8, 8), 100))
+    b = png_bytes(Image.new("L", (8, 8), 100))
+    assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n"

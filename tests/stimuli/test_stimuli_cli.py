@@ -1,0 +1,40 @@
+import json
+
+from stimuli.__main__ import main
+from stimuli.artifact import read_manifest
+
+
+def test_generate_with_flags(tmp_path, capsys):
+    out = tmp_path / "a"
+    rc = main(["generate", "--network", "demo", "--layer", "conv2", "--bases", "neuron,pca", "--units", "2",
+               "--no-completeness", "--quiet", "--out", str(out)])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    m = read_manifest(out)
+    assert [e["basis"] for e in m["layers"]] == ["neuron", "pca"]
+    assert all(len(e["units"]) == 2 and e["completeness"] is None for e in m["layers"])
+
+
+def test_flags_override_config_file(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"bases": ["pca"], "n_units": 4, "seed": 3, "completeness": False}))
+    out = tmp_path / "b"
+    assert main(["generate", str(cfg), "--units", "1", "--quiet", "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert m["seed"] == 3 and len(m["layers"][0]["units"]) == 1
+
+
+def test_friendly_errors(tmp_path, capsys):
+    assert main(["generate", "--bases", "ica", "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown basis") and "\n" not in err
+    assert main(["generate", str(tmp_path / "missing.json"), "--out", str(tmp_path / "y")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["generate", "--layer", "nope", "--quiet", "--out", str(tmp_path / "z")]) == 2
+    assert "unknown layer" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+
+
+def test_layers(capsys):
+    assert main(["layers", "--network", "demo"]) == 0
+    assert "conv2" in capsys.readouterr().out.split()

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+from stimuli.config import StimulusConfig
+
+
+def test_defaults_run_the_demo():
+    c = StimulusConfig()
+    assert c.network == "demo" and c.layers == ["conv2"] and c.bases == ["neuron", "pca", "nmf"]
+    assert c.n_references == 9 and c.activation == "post_relu"
+
+
+def test_round_trip_through_json():
+    c = StimulusConfig(n_units={"neuron": 2, "pca": 3, "nmf": 4}, seed=7, nmf={"max_iter": 50})
+    back = StimulusConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back == c
+    assert back.units_for("pca") == 3 and back.nmf_params()["max_iter"] == 50
+
+
+def test_comma_separated_strings_accepted():
+    c = StimulusConfig.from_dict({"layers": "conv1, conv2", "bases": "pca"})
+    assert c.layers == ["conv1", "conv2"] and c.bases == ["pca"]
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"bases": ["pca", "ica"]}, "unknown basis 'ica'"),
+    ({"bogus": 1}, "unknown configuration key"),
+    ({"query_percentile": 80}, "query_percentile"),
+    ({"n_units": 0}, "n_units"),
+    ({"pooling": "median"}, "pooling"),
+    ({"activation": "pre_relu"}, "nmf basis needs non-negative"),
+    ({"n_units": {"pca": 2}}, "no value for basis"),
+    ({"nmf": {"beta": 2}}, "unknown nmf parameter"),
+    ({"bases": ["sae"]}, "not implemented"),
+    ({"device": "tpu"}, "device"),
+    ({"seed": -1}, "seed"),
+])
+def test_validation_messages(data, words):
+    with pytest.raises(ValueError, match=words):
+        StimulusConfig.from_dict(data)
+
+
+def test_pre_relu_allowed_without_nmf():
+    assert StimulusConfig(activation="pre_relu", bases=["neuron", "pca"]).activation == "pre_relu"

@@ -1,0 +1,125 @@
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+
+from stimuli.artifact import read_manifest
+from stimuli.config import StimulusConfig
+from stimuli.pipeline import STAGES, run
+
+NAME = re.compile(r"^images/[0-9a-f]{20}\.png$")
+
+
+def test_manifest_follows_the_contract(demo_run):
+    config, path, _ = demo_run
+    m = read_manifest(path)
+    assert m["schema_version"] == 1
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", m["created"])
+    assert m["network"]["name"] == "demo" and m["network"]["source"] == "builtin" and m["network"]["weights"] is None
+    assert m["dataset"] == {"name": "digits", "source": "builtin", "n_images": 1797, "n_skipped": 0}
+    assert m["seed"] == 0
+    for key in ("pooling", "activation", "n_units", "n_references", "query_percentile", "n_queries",
+                "unit_selection"):
+        assert key in m["parameters"]
+    assert set(m["versions"]) >= {"stimuli", "torch", "torchvision", "scikit-learn", "numpy"}
+    assert [(e["layer"], e["basis"]) for e in m["layers"]] == [("conv2", "neuron"), ("conv2", "pca"),
+                                                              ("conv2", "nmf")]
+    for entry in m["layers"]:
+        k = entry["n_components"]
+        assert k == 32
+        assert len(entry["explained_variance_ratio"]) == k
+        assert len(entry["cumulative_explained_variance"]) == k
+        c = entry["completeness"]
+        assert set(c) >= {"k", "accuracy", "kl", "baseline_accuracy"}
+        assert len(c["k"]) == len(c["accuracy"]) == len(c["kl"]) == len(c["accuracy_reverse"])
+        assert c["baseline_accuracy"] > 0.95 and c["reference"] == "labels"
+        assert len(entry["units"]) == 3
+        for u in entry["units"]:
+            assert isinstance(u["index"], int) and 0 <= u["index"] < k
+            assert "explained_variance_ratio" in u["measures"]
+            assert len(u["references_max"]) == 9 and len(u["references_min"]) == 9
+            assert len(u["queries_max"]) == len(u["queries_min"]) == config.n_queries
+            assert len(u["strip"]) == config.strip_length
+            refs = set(u["references_max"]) | set(u["references_min"])
+            assert not refs & (set(u["queries_max"]) | set(u["queries_min"]))
+            for f in (u["references_max"] + u["references_min"] + u["queries_max"] + u["queries_min"]
+                      + u["strip"]):
+                assert NAME.match(f)
+                data = (path / f).read_bytes()
+                assert hashlib.sha256(data).hexdigest()[:20] == f[7:27]
+
+
+def test_top_pcs_explain_more_than_top_neurons(demo_run):
+    m = read_manifest(demo_run[1])
+    by = {e["basis"]: e for e in m["layers"]}
+    for k in (1, 2, 4):
+        assert by["pca"]["cumulative_explained_variance"][k - 1] > by["neuron"]["cumulative_explained_variance"][k - 1]
+    # projection on all units keeps the network's accuracy
+    assert by["pca"]["completeness"]["accuracy"][-1] == pytest.approx(by["pca"]["completeness"]["baseline_accuracy"])
+    acc = by["pca"]["completeness"]["accuracy"]
+    assert acc[-1] > acc[0] and by["pca"]["completeness"]["kl"][0] > by["pca"]["completeness"]["kl"][-1]
+
+
+def test_progress_stages(demo_run):
+    calls = demo_run[2]
+    stages = [s for s, _ in calls]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == list(STAGES)
+    assert all(0.0 <= f <= 1.0 for _, f in calls)
+    assert calls[-1] == ("write", 1.0)
+
+
+def test_exemplars_are_the_extreme_images(demo_run, demo_activations):
+    m = read_manifest(demo_run[1])
+    neuron = next(e for e in m["layers"] if e["basis"] == "neuron")
+    unit = neuron["units"][0]
+    r = demo_activations.values["conv2"][:, unit["index"]]
+    assert unit["measures"]["response_max"] == pytest.approx(float(r.max()), rel=1e-5)
+    assert unit["measures"]["response_min"] == pytest.approx(float(r.min()), rel=1e-5, abs=1e-6)
+
+
+def test_same_seed_same_units(demo_run, tmp_path):
+    config, path, _ = demo_run
+    again = run(config.replace(bases=["neuron", "pca"], completeness=False), tmp_path / "again")
+    first = {e["basis"]: e["units"] for e in read_manifest(path)["layers"]}
+    second = {e["basis"]: e["units"] for e in read_manifest(again)["layers"]}
+    assert second["neuron"] == first["neuron"] and second["pca"] == first["pca"]
+
+
+def test_crash_leaves_no_artifact(tmp_path):
+    out = tmp_path / "crash"
+
+    def progress(stage, fraction):
+        if stage == "measures":
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run(StimulusConfig(bases=["pca"], n_units=1), out, progress=progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_out_dir_refused(tmp_path):
+    with pytest.raises(FileExistsError):
+        run(StimulusConfig(), tmp_path)
+
+
+def test_folder_dataset_with_unreadable_files(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(15):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "cats" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "imgs" / "dogs" / "notes.txt").write_text("ignored")
+    config = StimulusConfig(dataset=str(tmp_path / "imgs"), bases=["neuron", "pca"], n_units=2,
+                            n_references=3, n_queries=2, query_percentile=25.0, render_size=32,
+                            completeness_k=[1, 32])
+    m = read_manifest(run(config, tmp_path / "out"))
+    assert m["dataset"]["source"] == "folder" and m["dataset"]["n_images"] == 30
+    assert m["dataset"]["n_skipped"] == 1
+    assert m["layers"][0]["completeness"]["reference"] == "predictions"
+    assert len(m["layers"][1]["units"][0]["references_max"]) == 3
