@@ -74,6 +74,9 @@ def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: f
     k = min(n_queries, len(top_band), len(bottom_band))
     q_max = rng.choice(top_band, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
     q_min = rng.choice(bottom_band, size=k, replace=False) if k else np.empty(0, dtype=np.int64)
+    # Most extreme first, so that a study's easy practice trials can take the leading pairs.
+    q_max = q_max[np.argsort(-r[q_max], kind="stable")]
+    q_min = q_min[np.argsort(r[q_min], kind="stable")]
     positions = np.rint(np.linspace(0, n - 1, strip_length)).astype(np.int64)
     strip = asc[positions]
     return Exemplars(

@@ -8,7 +8,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
-from . import participation
+from . import openapi, participation
 from .models import Participant
 from .texts import render_markdown
 
@@ -86,19 +86,20 @@ def session_payload(participant):
     }
 
 
-def trial_payload(trial):
+def trial_payload(trial, paradigm):
     # Deliberately no kind, unit or answer key: catch trials must look like any main trial, and the
     # correct query stays on the server.
-    return {
-        "id": trial.pk,
-        "position": trial.position,
-        "block": trial.block,
-        "attempt": trial.attempt,
-        "references_min": [media_url(p) for p in trial.references_min],
-        "references_max": [media_url(p) for p in trial.references_max],
-        "query_a": media_url(trial.query_a),
-        "query_b": media_url(trial.query_b),
-    }
+    payload = {"id": trial.pk, "position": trial.position, "block": trial.block, "attempt": trial.attempt,
+               "paradigm": paradigm}
+    if paradigm == "ordered_strip":
+        payload["strip_a"] = [media_url(p) for p in trial.strip_a]
+        payload["strip_b"] = [media_url(p) for p in trial.strip_b]
+    else:
+        payload["references_min"] = [media_url(p) for p in trial.references_min]
+        payload["references_max"] = [media_url(p) for p in trial.references_max]
+        payload["query_a"] = media_url(trial.query_a)
+        payload["query_b"] = media_url(trial.query_b)
+    return payload
 
 
 @_participant_view(require_GET)
@@ -137,7 +138,7 @@ def trial_list(request, participant):
     upcoming = participation.upcoming_trials(participant, limit) if current in ("practice", "main") else []
     return JsonResponse({
         "phase": current,
-        "trials": [trial_payload(t) for t in upcoming],
+        "trials": [trial_payload(t, participant.condition.paradigm) for t in upcoming],
         "remaining": participant.trial_count - participant.answered,
     })
 
@@ -194,3 +195,8 @@ def questionnaire(request, participant):
         raise BadRequest("'answers' must be an object.")
     participation.finish(participant, answers)
     return JsonResponse({"phase": "done", "completion": session_payload(participant)["completion"]})
+
+
+@require_GET
+def openapi_schema(request):
+    return JsonResponse(openapi.schema())

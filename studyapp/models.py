@@ -201,7 +201,8 @@ class Condition(models.Model):
         NONE = "none", "no references (chance baseline)"
 
     class Paradigm(models.TextChoices):
-        REFERENCE_2AFC = "reference_2afc", "reference 2AFC"
+        REFERENCE_2AFC = "reference_2afc", "reference 2AFC (Borowski et al.)"
+        ORDERED_STRIP = "ordered_strip", "ordered strip vs shuffled strip (Dey et al.)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -296,8 +297,11 @@ class Trial(models.Model):
     # Image paths under MEDIA_ROOT, fixed when the trial list is built so that serving a trial is a lookup.
     references_min = models.JSONField(default=list)
     references_max = models.JSONField(default=list)
-    query_a = models.CharField(max_length=300)
-    query_b = models.CharField(max_length=300)
+    query_a = models.CharField(max_length=300, blank=True)
+    query_b = models.CharField(max_length=300, blank=True)
+    # The ordered-strip paradigm shows two rows instead of references and queries.
+    strip_a = models.JSONField(default=list, blank=True)
+    strip_b = models.JSONField(default=list, blank=True)
     correct_query = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
 
     class Meta:

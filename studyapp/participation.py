@@ -70,6 +70,7 @@ def condition_units(condition):
             references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
             queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
             queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
+            strip=lists[u.pk][Exemplar.Role.STRIP],
         )
         for u in units
     ]
@@ -81,7 +82,7 @@ def _trial_rows(participant, specs, first_position):
             participant=participant, position=first_position + i, block=s.block, kind=s.kind,
             attempt=s.attempt, unit_id=s.unit_id, references_min=s.references_min,
             references_max=s.references_max, query_a=s.query_a, query_b=s.query_b,
-            correct_query=s.correct_query,
+            correct_query=s.correct_query, strip_a=s.strip_a, strip_b=s.strip_b,
         )
         for i, s in enumerate(specs)
     ]
@@ -146,6 +147,7 @@ def _store_trial_list(participant, condition, seed):
     specs = trials.build_trial_list(
         condition_units(condition), n_practice=study.n_practice, n_main=study.n_main,
         catch_ratio=study.catch_ratio, reference_type=condition.reference_type, seed=[study.seed, seed],
+        paradigm=condition.paradigm,
     )
     Trial.objects.bulk_create(_trial_rows(participant, specs, 0))
     participant.practice_end = sum(1 for s in specs if s.block == "practice")
@@ -243,7 +245,7 @@ def _maybe_repeat_practice(participant, last_trial):
     units = condition_units(participant.condition)
     specs = trials.repeat_practice(
         units, n_practice=study.n_practice, reference_type=participant.condition.reference_type,
-        seed=[study.seed, participant.seed], attempt=attempt + 1,
+        seed=[study.seed, participant.seed], attempt=attempt + 1, paradigm=participant.condition.paradigm,
     )
     n = len(specs)
     offset = participant.trial_count + n + 1

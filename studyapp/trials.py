@@ -13,6 +13,9 @@ import numpy as np
 REFERENCE_TYPES = ("natural", "max_only", "none")
 
 
+PARADIGMS = ("reference_2afc", "ordered_strip")
+
+
 @dataclass(frozen=True)
 class UnitExemplars:
     unit_id: int
@@ -20,6 +23,7 @@ class UnitExemplars:
     references_min: list
     queries_max: list
     queries_min: list
+    strip: list = field(default_factory=list)
 
 
 @dataclass
@@ -33,6 +37,8 @@ class TrialSpec:
     references_max: list = field(default_factory=list)
     references_min: list = field(default_factory=list)
     attempt: int | None = None
+    strip_a: list = field(default_factory=list)
+    strip_b: list = field(default_factory=list)
 
 
 def _shown_references(unit, reference_type):
@@ -108,14 +114,86 @@ def main_trials(units, n, catch_ratio, reference_type, rng):
     return trials
 
 
-def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, seed):
+def _check_paradigm(paradigm):
+    if paradigm not in PARADIGMS:
+        raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
+
+
+def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, seed, paradigm="reference_2afc"):
     """The whole list a participant starts with: one practice attempt, then the main block."""
+    _check_paradigm(paradigm)
     rng = np.random.default_rng(seed)
+    if paradigm == "ordered_strip":
+        practice = strip_practice_trials(units, n_practice, rng, attempt=1) if n_practice else []
+        return practice + strip_main_trials(units, n_main, catch_ratio, rng)
     practice = practice_trials(units, n_practice, reference_type, rng, attempt=1) if n_practice else []
     return practice + main_trials(units, n_main, catch_ratio, reference_type, rng)
 
 
-def repeat_practice(units, *, n_practice, reference_type, seed, attempt):
+def repeat_practice(units, *, n_practice, reference_type, seed, attempt, paradigm="reference_2afc"):
     """A fresh practice block for attempt `attempt`, drawn from its own stream of the participant's seed."""
+    _check_paradigm(paradigm)
     rng = np.random.default_rng([seed, attempt])
+    if paradigm == "ordered_strip":
+        return strip_practice_trials(units, n_practice, rng, attempt=attempt)
     return practice_trials(units, n_practice, reference_type, rng, attempt=attempt)
+
+
+def _shuffled(rng, images):
+    """A permutation of the strip that is neither the ordered strip nor its reverse, so that the
+    shuffled row never changes steadily in either direction."""
+    n = len(images)
+    if n < 3:
+        raise ValueError("an ordered strip needs at least 3 images")
+    while True:
+        order = rng.permutation(n)
+        if not (np.all(np.diff(order) > 0) or np.all(np.diff(order) < 0)):
+            return [images[i] for i in order]
+
+
+def _strip_trial(rng, unit, block, kind, ordered, attempt=None):
+    shuffled = _shuffled(rng, ordered)
+    if rng.random() < 0.5:
+        strip_a, strip_b, correct = ordered, shuffled, "a"
+    else:
+        strip_a, strip_b, correct = shuffled, ordered, "b"
+    return TrialSpec(block=block, kind=kind, unit_id=unit.unit_id, query_a="", query_b="", correct_query=correct,
+                     attempt=attempt, strip_a=list(strip_a), strip_b=list(strip_b))
+
+
+def _easy_strip(unit):
+    """Least activating references then most activating ones: a strip whose change is unmistakable."""
+    half = max(len(unit.strip) // 2, 2)
+    return list(reversed(unit.references_min[:half])) + list(reversed(unit.references_max[:half]))
+
+
+def _check_strips(units):
+    if not units:
+        raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
+    for unit in units:
+        if len(unit.strip) < 3:
+            raise ValueError(f"unit {unit.unit_id} has no ordered strip in its artifact")
+
+
+def strip_practice_trials(units, n, rng, attempt=1):
+    _check_strips(units)
+    order = rng.permutation(len(units))
+    return [_strip_trial(rng, units[order[i % len(units)]], "practice", "practice",
+                         _easy_strip(units[order[i % len(units)]]), attempt=attempt) for i in range(n)]
+
+
+def strip_main_trials(units, n, catch_ratio, rng):
+    """The ordered-strip task of Dey et al. (2020): the unit's quantile strip against a shuffled copy.
+    Catch trials use a strip of extreme references, whose order is obvious to an attentive participant."""
+    _check_strips(units)
+    n_catch = int(round(n * catch_ratio))
+    unit_order = np.concatenate([rng.permutation(len(units)) for _ in range(n // len(units) + 1)])[:n]
+    catch_slots = set(rng.choice(n, size=n_catch, replace=False).tolist()) if n_catch else set()
+    trials = []
+    for slot, unit_index in enumerate(unit_order):
+        unit = units[unit_index]
+        if slot in catch_slots:
+            trials.append(_strip_trial(rng, unit, "main", "catch", _easy_strip(unit)))
+        else:
+            trials.append(_strip_trial(rng, unit, "main", "main", list(unit.strip)))
+    return trials

@@ -20,6 +20,7 @@ studyapp_patterns = [
     path("s/<slug:slug>/start", views.start, name="start"),
     path("p/<str:token>/", views.experiment, name="experiment"),
     path("api/p/<str:token>/", include(participant_api)),
+    path("api/openapi.json", api.openapi_schema, name="openapi"),
     re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.+)$", views.media, name="media"),
 ]
 

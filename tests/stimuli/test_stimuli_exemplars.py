@@ -56,3 +56,10 @@ def test_unit_selection():
     assert a.tolist() == select_units(evr, 3, "random", seed=1, responses_std=std, key=("l", "b")).tolist()
     assert 2 not in a and len(a) == 3
     assert len(select_units(evr, 10, "random", responses_std=std)) == 4
+
+
+def test_queries_come_most_extreme_first():
+    r = np.random.default_rng(5).normal(size=500)
+    ex = select_exemplars(r, n_references=9, percentile=10, n_queries=20, strip_length=9, rng=0)
+    assert np.all(np.diff(r[ex.queries_max]) <= 0)
+    assert np.all(np.diff(r[ex.queries_min]) >= 0)

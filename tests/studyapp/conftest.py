@@ -31,6 +31,7 @@ def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2"):
                 Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],
                 Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_queries)],
                 Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_queries)],
+                Exemplar.Role.STRIP: [image_name(job, basis, index, "strip", i) for i in range(9)],
             }
             for role, images in lists.items():
                 rows += [Exemplar(unit=unit, role=role, position=i, image=img) for i, img in enumerate(images)]

@@ -186,3 +186,48 @@ def test_a_study_that_is_not_live_takes_nobody(client, job):
     study = make_study(job, status="paused")
     assert client.get(f"/s/{study.slug}/").status_code == 403
     assert client.post(f"/s/{study.slug}/start", {}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_participant_past_the_time_limit_is_timed_out_and_frees_the_slot(client, job):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = make_study(job, participants_per_condition=1, time_limit_minutes=30)
+    participant = arrive(client, study)
+    Participant.objects.filter(pk=participant.pk).update(started_at=timezone.now() - timedelta(minutes=31))
+    status, body = api(client, participant, "consent", {"consent": True})
+    assert status == 410 and body["error"] == "timed_out" and "time limit" in body["detail"]
+    participant.refresh_from_db()
+    assert participant.status == Participant.Status.TIMED_OUT
+    arrive(client, study)
+    arrive(client, study)  # both conditions take one more participant: the timed-out slot is free again
+    assert Participant.objects.filter(status="started").count() == 2
+
+
+@pytest.mark.django_db
+def test_the_ordered_strip_paradigm_sends_two_rows_and_scores_the_ordered_one(client, job):
+    study = make_study(job)
+    study.conditions.update(paradigm="ordered_strip")
+    participant = arrive(client, study)
+    through_instructions(client, participant)
+    trials = api(client, participant, "trials?limit=50")[1]["trials"]
+    assert len(trials) == 12
+    for trial in trials:
+        assert trial["paradigm"] == "ordered_strip" and "query_a" not in trial
+        assert len(trial["strip_a"]) == len(trial["strip_b"]) >= 3
+        assert sorted(trial["strip_a"]) == sorted(trial["strip_b"])
+    first = trials[0]
+    status, result = answer(client, participant, first["id"], correct_choice(first["id"]))
+    assert status == 201 and result["correct"] is True
+
+
+@pytest.mark.django_db
+def test_openapi_schema_describes_every_participant_route(client):
+    from studyapp.urls import participant_api
+
+    schema = client.get("/api/openapi.json").json()
+    assert schema["openapi"].startswith("3.")
+    documented = {path.rsplit("/", 1)[-1] for path in schema["paths"]}
+    assert documented == {str(p.pattern) for p in participant_api}

@@ -12,6 +12,7 @@ def units(n=3, n_queries=5):
             references_min=[f"u{u}-rmin{i}" for i in range(9)],
             queries_max=[f"u{u}-qmax{i}" for i in range(n_queries)],
             queries_min=[f"u{u}-qmin{i}" for i in range(n_queries)],
+            strip=[f"u{u}-strip{i}" for i in range(9)],
         )
         for u in range(n)
     ]
@@ -85,3 +86,23 @@ def test_bad_input_is_refused_with_a_clear_message():
         build_trial_list([], n_practice=1, n_main=1, catch_ratio=0, reference_type="natural", seed=0)
     with pytest.raises(ValueError, match="reference type"):
         build_trial_list(units(), n_practice=1, n_main=1, catch_ratio=0, reference_type="sideways", seed=0)
+
+
+def test_ordered_strip_trials_pit_the_ordered_strip_against_a_non_monotone_shuffle():
+    specs = build_trial_list(units(), n_practice=3, n_main=27, catch_ratio=1 / 9, reference_type="natural",
+                             seed=4, paradigm="ordered_strip")
+    assert sum(s.kind == "catch" for s in specs) == 3
+    for spec in specs:
+        ordered, shuffled = (spec.strip_a, spec.strip_b) if spec.correct_query == "a" else (spec.strip_b, spec.strip_a)
+        assert sorted(shuffled) == sorted(ordered) and shuffled != ordered and shuffled != ordered[::-1]
+        assert spec.query_a == spec.query_b == "" and not spec.references_max
+        if spec.kind == "main":
+            assert ordered == [f"u{spec.unit_id}-strip{i}" for i in range(9)]
+        else:  # practice and catch: least activating references, then most activating ones
+            assert "rmin" in ordered[0] and "rmax" in ordered[-1]
+
+
+def test_unknown_paradigm_is_refused():
+    with pytest.raises(ValueError, match="paradigm"):
+        build_trial_list(units(), n_practice=1, n_main=1, catch_ratio=0, reference_type="natural", seed=0,
+                         paradigm="odd-one-out")

@@ -323,7 +323,7 @@
   function trialImages(t) {
     return []
       .concat(t.query_a ? [t.query_a] : [], t.query_b ? [t.query_b] : [])
-      .concat(t.references_max || [], t.references_min || []);
+      .concat(t.references_max || [], t.references_min || [], t.strip_a || [], t.strip_b || []);
   }
 
   // ------------------------------------------------------------------ state
@@ -797,6 +797,8 @@
     references_max: function () { return S.current.references_max || []; },
     query_a: function () { return S.current.query_a; },
     query_b: function () { return S.current.query_b; },
+    strip_a: function () { return S.current.strip_a || []; },
+    strip_b: function () { return S.current.strip_b || []; },
     response_lock_ms: function () {
       var v = study().response_lock_ms;
       return typeof v === "number" ? v : 1500;

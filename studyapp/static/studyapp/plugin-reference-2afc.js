@@ -36,6 +36,11 @@ var jsPsychReference2afc = (function (jspsych) {
       query_a: { type: PT.IMAGE, default: undefined },
       /** URL of query image B (right of centre). */
       query_b: { type: PT.IMAGE, default: undefined },
+      /** Ordered-strip paradigm (Dey et al. 2020): strip A's image URLs, left to right. When both
+       *  strips are given they replace the references and the queries. */
+      strip_a: { type: PT.IMAGE, array: true, default: [] },
+      /** Strip B's image URLs, left to right. */
+      strip_b: { type: PT.IMAGE, array: true, default: [] },
       /** Milliseconds after the screen appears during which buttons and keys do nothing. */
       response_lock_ms: { type: PT.INT, default: 1500 },
       /** Ask for confidence (three buttons per query) or not (one button per query). */
@@ -149,6 +154,26 @@ var jsPsychReference2afc = (function (jspsych) {
     );
   }
 
+  function stripBlock(side, urls, buttons, showKeys) {
+    var letter = side.toUpperCase();
+    var imgs = urls
+      .map(function (u, i) {
+        return '<img class="r2afc-strip-img" src="' + escapeAttr(u) + '" alt="Row ' + letter + " image " + (i + 1) +
+          '" draggable="false">';
+      })
+      .join("");
+    return (
+      '<div class="r2afc-strip r2afc-strip-' + side + '" id="r2afc-strip-' + side + '">' +
+      '<h2 class="r2afc-query-label">' + letter + "</h2>" +
+      '<div class="r2afc-strip-row">' + imgs + "</div>" +
+      '<div class="r2afc-buttons r2afc-buttons-' + side + '" role="group" aria-label="Answer ' + letter + '">' +
+      buttons.map(function (b) { return buttonHtml(b, showKeys); }).join("") +
+      "</div></div>"
+    );
+  }
+
+  var STRIP_PROMPT = "Which row changes <em>gradually and steadily</em> from left to right?";
+
   function defaultPrompt(hasMin, hasMax) {
     if (hasMax) return "Which centre image matches the right-hand examples better?";
     if (hasMin) return "Which centre image matches the left-hand examples <em>less</em>?";
@@ -166,7 +191,9 @@ var jsPsychReference2afc = (function (jspsych) {
       var refsMax = trial.references_max || [];
       var hasMin = refsMin.length > 0, hasMax = refsMax.length > 0;
       var buttons = trial.confidence ? CONFIDENCE_BUTTONS : PLAIN_BUTTONS;
-      var prompt = trial.prompt === null || trial.prompt === undefined ? defaultPrompt(hasMin, hasMax) : trial.prompt;
+      var isStrip = (trial.strip_a || []).length > 0 && (trial.strip_b || []).length > 0;
+      var prompt = trial.prompt === null || trial.prompt === undefined
+        ? (isStrip ? STRIP_PROMPT : defaultPrompt(hasMin, hasMax)) : trial.prompt;
 
       var keyHelp = "";
       if (trial.show_key_hints) {
@@ -176,23 +203,27 @@ var jsPsychReference2afc = (function (jspsych) {
           : "Keys: <kbd>1</kbd> or <kbd>\u2190</kbd> = A &nbsp;\u00b7&nbsp; <kbd>0</kbd> or <kbd>\u2192</kbd> = B";
       }
 
-      var layoutClass = hasMin || hasMax ? "r2afc-with-refs" : "r2afc-no-refs";
+      var layoutClass = isStrip ? "r2afc-strips" : hasMin || hasMax ? "r2afc-with-refs" : "r2afc-no-refs";
+      var stage = isStrip
+        ? '<section class="r2afc-strip-stage" id="r2afc-centre">' +
+          stripBlock("a", trial.strip_a, buttons.a, trial.show_key_hints) +
+          stripBlock("b", trial.strip_b, buttons.b, trial.show_key_hints) +
+          "</section>"
+        : (hasMin || hasMax ? refGrid(refsMin, "min", trial.label_min) : "") +
+          '<section class="r2afc-centre" id="r2afc-centre">' +
+          '<div class="r2afc-queries">' +
+          queryBlock("a", trial.query_a, buttons.a, trial.show_key_hints) +
+          queryBlock("b", trial.query_b, buttons.b, trial.show_key_hints) +
+          "</div>" +
+          "</section>" +
+          (hasMin || hasMax ? refGrid(refsMax, "max", trial.label_max) : "");
       display_element.innerHTML =
         '<div class="r2afc ' + layoutClass + '" id="r2afc" data-state="loading"' +
         (trial.trial_id === null || trial.trial_id === undefined ? "" : ' data-trial-id="' + escapeAttr(trial.trial_id) + '"') +
         ' style="visibility:hidden">' +
         (trial.badge ? '<p class="r2afc-badge" id="r2afc-badge">' + escapeAttr(trial.badge) + "</p>" : "") +
         '<p class="r2afc-prompt" id="r2afc-prompt">' + prompt + "</p>" +
-        '<div class="r2afc-stage">' +
-        (hasMin || hasMax ? refGrid(refsMin, "min", trial.label_min) : "") +
-        '<section class="r2afc-centre" id="r2afc-centre">' +
-        '<div class="r2afc-queries">' +
-        queryBlock("a", trial.query_a, buttons.a, trial.show_key_hints) +
-        queryBlock("b", trial.query_b, buttons.b, trial.show_key_hints) +
-        "</div>" +
-        "</section>" +
-        (hasMin || hasMax ? refGrid(refsMax, "max", trial.label_max) : "") +
-        "</div>" +
+        '<div class="r2afc-stage">' + stage + "</div>" +
         (keyHelp ? '<p class="r2afc-keyhelp" id="r2afc-keyhelp">' + keyHelp + "</p>" : "") +
         "</div>";
 
