@@ -4,9 +4,13 @@ import io
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from . import jobs
+from . import jobs, participation
+from .monitor import study_monitor
 from .export import write_export
 from .models import Condition, Exemplar, ImageSet, Network, Participant, Response, StimulusJob, Study, Unit
 
@@ -113,7 +117,7 @@ class ConditionInline(admin.TabularInline):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["title", "slug", "status", "started", "completed", "participant_link"]
+    list_display = ["title", "slug", "status", "started", "completed", "participant_link", "tools"]
     list_filter = ["status"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
@@ -147,6 +151,40 @@ class StudyAdmin(admin.ModelAdmin):
     def participant_link(self, study):
         url = study.get_absolute_url()
         return format_html("<a href='{}' target='_blank'>{}</a>", url, url)
+
+    @admin.display(description="")
+    def tools(self, study):
+        return format_html("<a href='{}'>monitor</a> · <a href='{}'>preview</a>",
+                           reverse("admin:studyapp_study_monitor", args=[study.pk]),
+                           reverse("admin:studyapp_study_preview", args=[study.pk]))
+
+    def get_urls(self):
+        own = [
+            path("<int:study_id>/monitor/", self.admin_site.admin_view(self.monitor_view), name="studyapp_study_monitor"),
+            path("<int:study_id>/preview/", self.admin_site.admin_view(self.preview_view), name="studyapp_study_preview"),
+        ]
+        return own + super().get_urls()
+
+    def monitor_view(self, request, study_id):
+        study = get_object_or_404(Study, pk=study_id)
+        context = {**self.admin_site.each_context(request), "study": study, "rows": study_monitor(study),
+                   "title": f"Monitor: {study.title}", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/studyapp/study_monitor.html", context)
+
+    def preview_view(self, request, study_id):
+        """Walk the study as a participant of one condition (the first, or ?condition=<id>)."""
+        study = get_object_or_404(Study, pk=study_id)
+        conditions = study.conditions.all()
+        condition = conditions.filter(pk=request.GET.get("condition")).first() if request.GET.get("condition") else conditions.first()
+        if condition is None:
+            messages.error(request, "Add a condition before previewing the study.")
+            return redirect("admin:studyapp_study_change", study.pk)
+        try:
+            participant = participation.start_preview(study, condition)
+        except ValueError as exc:
+            messages.error(request, f"Cannot preview condition {condition}: {exc}")
+            return redirect("admin:studyapp_study_change", study.pk)
+        return redirect("studyapp:experiment", token=participant.token)
 
     def _set_status(self, request, queryset, status):
         n = queryset.update(status=status)

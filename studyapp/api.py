@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import openapi, participation
 from .models import Participant
+from .recruitment import completion_url
 from .texts import render_markdown
 
 MAX_TRIALS_PER_REQUEST = 50
@@ -66,7 +67,10 @@ def session_payload(participant):
     study = participant.study
     completion = None
     if participant.status == Participant.Status.COMPLETED:
-        completion = {"url": study.completion_url, "code": study.completion_code}
+        completion = {
+            "url": completion_url(study.completion_url, participant.recruitment_info, study.completion_code),
+            "code": study.completion_code,
+        }
     return {
         "phase": participation.phase(participant),
         "study": {

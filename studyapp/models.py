@@ -167,7 +167,12 @@ class Study(models.Model):
     min_height = models.PositiveIntegerField(default=600)
 
     recruitment = models.CharField(max_length=10, choices=Recruitment.choices, default=Recruitment.LINK)
-    completion_url = models.URLField(blank=True, help_text="where a participant goes when done")
+    completion_url = models.CharField(
+        max_length=500, blank=True,
+        help_text="where a participant goes when done; {code} and the link's parameters fill in, e.g. "
+                  "https://app.prolific.com/submissions/complete?cc={code} or "
+                  "{turkSubmitTo}/mturk/externalSubmit?assignmentId={assignmentId}",
+    )
     completion_code = models.CharField(max_length=100, blank=True)
     participants_per_condition = models.PositiveIntegerField(default=30)
     time_limit_minutes = models.PositiveIntegerField(

@@ -5,12 +5,16 @@ Only an HMAC of the person's id is stored, so the database alone cannot be joine
 """
 import hashlib
 import hmac
+import re
+from urllib.parse import quote
 from dataclasses import dataclass, field
 
 PLATFORM_PARAMETERS = {
     "prolific": ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
-    "mturk": ("workerId", ("assignmentId", "hitId")),
+    "mturk": ("workerId", ("assignmentId", "hitId", "turkSubmitTo")),
 }
+_MTURK_SUBMIT = re.compile(r"https://(www|workersandbox)\.mturk\.com/?")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 MAX_PARAMETER_LENGTH = 100
 
 
@@ -29,6 +33,9 @@ def parse_arrival(params):
             if len(external_id) > MAX_PARAMETER_LENGTH:
                 raise ValueError(f"{id_key} is longer than {MAX_PARAMETER_LENGTH} characters")
             info = {k: params.get(k, "")[:MAX_PARAMETER_LENGTH] for k in info_keys if params.get(k)}
+            if "turkSubmitTo" in info and not _MTURK_SUBMIT.fullmatch(info["turkSubmitTo"]):
+                # It becomes the start of the completion redirect: only MTurk's own hosts may stand there.
+                raise ValueError("turkSubmitTo is not an MTurk address")
             return Arrival(platform, external_id, info)
     return Arrival("link", None, {})
 
@@ -36,3 +43,19 @@ def parse_arrival(params):
 def hash_external_id(key, platform, external_id):
     message = f"{platform}:{external_id}".encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def completion_url(template, info, code):
+    """The study's completion URL with `{code}` and the arrival's parameters filled in, e.g. MTurk's
+    `{turkSubmitTo}/mturk/externalSubmit?assignmentId={assignmentId}`. Unknown placeholders stay as
+    they are, so a typo shows in the link rather than vanishing."""
+    values = {**info, "code": code}
+
+    def fill(match):
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        # turkSubmitTo is a base URL and must stay one; everything else is a query value.
+        return values[name] if name == "turkSubmitTo" else quote(str(values[name]), safe="")
+
+    return _PLACEHOLDER.sub(fill, template or "")

@@ -13,7 +13,7 @@ from .models import Participant, Study
 from .recruitment import parse_arrival
 
 RESUME_COOKIE = "studyapp_resume_{}"
-RECRUITMENT_FIELDS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")
+RECRUITMENT_FIELDS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId", "turkSubmitTo")
 # The media files are content-addressed: a name never points at other bytes, so caches may keep them.
 MEDIA_CACHE_SECONDS = 365 * 24 * 3600
 

@@ -81,3 +81,32 @@ def test_admin_cancel_marks_running_jobs(admin_client, job):
     admin_client.post("/admin/studyapp/stimulusjob/", {"action": "cancel", "_selected_action": [job.pk]})
     job.refresh_from_db()
     assert job.status == StimulusJob.Status.CANCEL_REQUESTED
+
+
+@pytest.mark.django_db
+def test_monitor_counts_participants_per_condition(admin_client, client, study):
+    run_participant(client, study, 12)
+    participant = arrive(client, study)
+    api(client, participant, "consent", {"consent": False})
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/")
+    assert page.status_code == 200
+    from studyapp.monitor import study_monitor
+
+    rows = {r["condition"]: r for r in study_monitor(study)}
+    assert sum(r["started"] for r in rows.values()) == 2
+    assert sum(r["returned"] for r in rows.values()) == 1
+    assert sum(r["active"] for r in rows.values()) == 1
+
+
+@pytest.mark.django_db
+def test_preview_walks_a_condition_without_taking_a_slot_or_reaching_the_export(admin_client, client, study, tmp_path):
+    from studyapp.models import Participant
+
+    response = admin_client.get(f"/admin/studyapp/study/{study.pk}/preview/")
+    assert response.status_code == 302 and response["Location"].startswith("/p/")
+    preview = Participant.objects.get()
+    assert preview.is_preview and preview.trial_count == 12
+    through_instructions(client, preview)
+    trial = api(client, preview, "trials?limit=1")[1]["trials"][0]
+    answer(client, preview, trial["id"])
+    assert write_export(study, tmp_path / "x.csv", "csv") == 0
