@@ -17,10 +17,43 @@ from .models import StimulusJob
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
+HEARTBEAT_S = 10
+# A running job whose worker has not beaten for this long is taken to be dead and may be taken over.
+STALE_AFTER_S = 60
 
 
 class JobCancelled(Exception):
     pass
+
+
+class JobBusy(Exception):
+    """Another worker is alive and running this job (the broker handed its message out again)."""
+
+
+class Heartbeat:
+    """Touches the job row every HEARTBEAT_S while the pipeline runs, also through long stages that
+    report no progress, so a redelivered message can tell a live worker from a dead one."""
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self):
+        try:
+            while not self.stopped.wait(HEARTBEAT_S):
+                StimulusJob.objects.filter(pk=self.job_id).update(heartbeat=timezone.now())
+        finally:
+            close_old_connections()
+
+    def __enter__(self):
+        StimulusJob.objects.filter(pk=self.job_id).update(heartbeat=timezone.now())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
 
 
 def pipeline_config(job):
@@ -74,6 +107,9 @@ def _claim(job_id):
         if job.status == StimulusJob.Status.CANCEL_REQUESTED:
             _finish(job, StimulusJob.Status.CANCELLED)
             return None
+        if job.status == StimulusJob.Status.RUNNING and job.heartbeat is not None and \
+                (timezone.now() - job.heartbeat).total_seconds() < STALE_AFTER_S:
+            raise JobBusy(f"job {job.pk} is running on a live worker")
         job.status = StimulusJob.Status.RUNNING
         job.attempts += 1
         job.started = job.started or timezone.now()
@@ -88,21 +124,15 @@ def _finish(job, status, error=""):
 
 
 def run_job(job_id):
-    """Generate (unless a complete artifact is already in place from an earlier attempt) and import."""
-    from stimuli import pipeline
-
+    """Generate (unless a complete artifact is already in place from an earlier attempt) and import.
+    Raises JobBusy when another live worker holds the job."""
     job = _claim(job_id)
     if job is None:
         return None
     out_dir = artifact_dir(job)
     try:
-        if not (out_dir / "manifest.json").exists():
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            pipeline.run(pipeline_config(job), out_dir, progress=ProgressReporter(job.pk))
-        StimulusJob.objects.filter(pk=job.pk).update(stage="import")
-        n_units = import_artifact(job, out_dir)
+        with Heartbeat(job.pk):
+            _generate_and_import(job, out_dir)
     except JobCancelled:
         _finish(job, StimulusJob.Status.CANCELLED)
         log.info("stimulus job %s cancelled", job.pk)
@@ -113,8 +143,24 @@ def run_job(job_id):
         log.exception("stimulus job %s failed", job.pk)
         raise
     _finish(job, StimulusJob.Status.SUCCEEDED)
+    n_units = job.units.count()
     log.info("stimulus job %s imported %d units", job.pk, n_units)
     return n_units
+
+
+def _generate_and_import(job, out_dir):
+    from stimuli import pipeline
+
+    if not (out_dir / "manifest.json").exists():
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # A worker killed mid-job leaves its temporary folder behind; the artifact itself never is half.
+        for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        pipeline.run(pipeline_config(job), out_dir, progress=ProgressReporter(job.pk))
+    StimulusJob.objects.filter(pk=job.pk).update(stage="import")
+    import_artifact(job, out_dir)
 
 
 def enqueue(job):

@@ -65,6 +65,7 @@ class StimulusJob(models.Model):
     progress = models.FloatField(default=0.0, help_text="percent of the current stage")
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
     artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
     created = models.DateTimeField(auto_now_add=True)

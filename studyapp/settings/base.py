@@ -110,6 +110,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {"studyapp.tasks.generate_stimuli": {"queue": "gpu"}}
+# With Redis, a message whose worker died is handed out again once this many seconds have passed since
+# it was taken. It must exceed the longest job, or a slow job would run twice; lower it where jobs are
+# short and a quick retry matters more.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600)}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 
 # The demo network's trained weights are cached here so it trains once per machine.

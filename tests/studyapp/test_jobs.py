@@ -73,7 +73,8 @@ def test_a_job_runs_the_pipeline_and_imports_units_and_exemplars(media, new_job,
 
 def test_a_redelivered_job_reuses_the_complete_artifact_and_leaves_no_duplicates(media, new_job, fake_pipeline):
     jobs.run_job(new_job.pk)
-    StimulusJob.objects.filter(pk=new_job.pk).update(status="running")  # as if the worker died after importing
+    # As if the worker died after importing and before acknowledging: silent, still marked running.
+    StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=None)
     jobs.run_job(new_job.pk)
     assert len(fake_pipeline) == 1
     assert Unit.objects.filter(job=new_job).count() == 4
@@ -132,3 +133,48 @@ def test_an_unknown_manifest_version_is_refused(media, new_job):
     (folder / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
     with pytest.raises(ArtifactError, match="schema_version 99"):
         import_artifact(new_job, folder)
+
+
+def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipeline):
+    from django.utils import timezone
+
+    StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=timezone.now())
+    with pytest.raises(jobs.JobBusy):
+        jobs.run_job(new_job.pk)
+    assert not fake_pipeline
+
+
+def test_a_job_whose_worker_fell_silent_is_taken_over(media, new_job, fake_pipeline):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    silent_since = timezone.now() - timedelta(seconds=jobs.STALE_AFTER_S + 1)
+    StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=silent_since, attempts=1)
+    leftover = media / "artifacts" / f".job-{new_job.pk}.tmp-abc"
+    leftover.mkdir(parents=True)
+    assert jobs.run_job(new_job.pk) == 4
+    new_job.refresh_from_db()
+    assert new_job.status == "succeeded" and new_job.attempts == 2 and not leftover.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_beats_through_a_long_silent_stage(media, monkeypatch):
+    import time
+
+    # The heartbeat writes from its own thread and connection, so the job must be committed.
+    new_job = StimulusJob.objects.create(network=Network.objects.create(name="demo"),
+                                         image_set=ImageSet.objects.create(name="digits"), layer="conv2")
+
+    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    beats = []
+
+    def silent(config, out_dir, progress=None):
+        start = StimulusJob.objects.get(pk=new_job.pk).heartbeat
+        time.sleep(0.3)
+        beats.append(StimulusJob.objects.get(pk=new_job.pk).heartbeat > start)
+        return write_artifact(out_dir)
+
+    monkeypatch.setattr(pipeline, "run", silent)
+    jobs.run_job(new_job.pk)
+    assert beats == [True]
