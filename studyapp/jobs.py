@@ -17,9 +17,6 @@ from .models import StimulusJob
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
-HEARTBEAT_S = 10
-# A running job whose worker has not beaten for this long is taken to be dead and may be taken over.
-STALE_AFTER_S = 60
 
 
 class JobCancelled(Exception):
@@ -31,7 +28,7 @@ class JobBusy(Exception):
 
 
 class Heartbeat:
-    """Touches the job row every HEARTBEAT_S while the pipeline runs, also through long stages that
+    """Touches the job row every STIMULUS_HEARTBEAT_SECONDS while the pipeline runs, also through long stages that
     report no progress, so a redelivered message can tell a live worker from a dead one."""
 
     def __init__(self, job_id):
@@ -41,7 +38,7 @@ class Heartbeat:
 
     def _beat(self):
         try:
-            while not self.stopped.wait(HEARTBEAT_S):
+            while not self.stopped.wait(settings.STIMULUS_HEARTBEAT_SECONDS):
                 StimulusJob.objects.filter(pk=self.job_id).update(heartbeat=timezone.now())
         finally:
             close_old_connections()
@@ -108,7 +105,7 @@ def _claim(job_id):
             _finish(job, StimulusJob.Status.CANCELLED)
             return None
         if job.status == StimulusJob.Status.RUNNING and job.heartbeat is not None and \
-                (timezone.now() - job.heartbeat).total_seconds() < STALE_AFTER_S:
+                (timezone.now() - job.heartbeat).total_seconds() < settings.STIMULUS_STALE_AFTER_SECONDS:
             raise JobBusy(f"job {job.pk} is running on a live worker")
         job.status = StimulusJob.Status.RUNNING
         job.attempts += 1

@@ -1,5 +1,6 @@
 """Celery tasks. Thin: load the row, call one function, record the outcome (in `jobs`)."""
 from celery import shared_task
+from django.conf import settings
 
 from . import jobs
 
@@ -14,4 +15,4 @@ def generate_stimuli(self, job_id):
     except jobs.JobBusy as exc:
         # The broker handed the message out again while its first worker still runs the job: look
         # again once that worker has had time to finish or to fall silent.
-        raise self.retry(exc=exc, countdown=jobs.STALE_AFTER_S)
+        raise self.retry(exc=exc, countdown=settings.STIMULUS_STALE_AFTER_SECONDS)

@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studyapp.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "studyapp.urls"
@@ -75,6 +76,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # A kept connection that PostgreSQL dropped (a restart, a failover) is replaced at the next request
+    # instead of failing it.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -114,6 +118,10 @@ CELERY_TASK_ROUTES = {"studyapp.tasks.generate_stimuli": {"queue": "gpu"}}
 # it was taken. It must exceed the longest job, or a slow job would run twice; lower it where jobs are
 # short and a quick retry matters more.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600)}
+# A running stimulus job's worker touches its row this often; silent for the second figure, it counts
+# as dead and a redelivered message takes the job over.
+STIMULUS_HEARTBEAT_SECONDS = env.float("STIMULUS_HEARTBEAT_SECONDS", default=10.0)
+STIMULUS_STALE_AFTER_SECONDS = env.float("STIMULUS_STALE_AFTER_SECONDS", default=60.0)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 
 # The demo network's trained weights are cached here so it trains once per machine.

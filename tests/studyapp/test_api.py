@@ -231,3 +231,19 @@ def test_openapi_schema_describes_every_participant_route(client):
     assert schema["openapi"].startswith("3.")
     documented = {path.rsplit("/", 1)[-1] for path in schema["paths"]}
     assert documented == {str(p.pattern) for p in participant_api}
+
+
+@pytest.mark.django_db
+def test_a_database_outage_answers_503_with_retry_after(client, study, monkeypatch):
+    from django.db import OperationalError
+
+    participant = arrive(client, study)
+
+    def unavailable(*args, **kwargs):
+        raise OperationalError("connection to server at 127.0.0.1 failed")
+
+    monkeypatch.setattr("studyapp.participation.give_consent", unavailable)
+    status, body = api(client, participant, "consent", {"consent": True})
+    assert status == 503 and body["error"] == "unavailable"
+    response = client.post(f"/api/p/{participant.token}/consent", "{}", content_type="application/json")
+    assert response.status_code == 400  # a parse error is still the client's, not the database's

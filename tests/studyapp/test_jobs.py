@@ -149,7 +149,9 @@ def test_a_job_whose_worker_fell_silent_is_taken_over(media, new_job, fake_pipel
 
     from django.utils import timezone
 
-    silent_since = timezone.now() - timedelta(seconds=jobs.STALE_AFTER_S + 1)
+    from django.conf import settings
+
+    silent_since = timezone.now() - timedelta(seconds=settings.STIMULUS_STALE_AFTER_SECONDS + 1)
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=silent_since, attempts=1)
     leftover = media / "artifacts" / f".job-{new_job.pk}.tmp-abc"
     leftover.mkdir(parents=True)
@@ -159,14 +161,14 @@ def test_a_job_whose_worker_fell_silent_is_taken_over(media, new_job, fake_pipel
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_heartbeat_beats_through_a_long_silent_stage(media, monkeypatch):
+def test_the_heartbeat_beats_through_a_long_silent_stage(media, settings, monkeypatch):
     import time
 
     # The heartbeat writes from its own thread and connection, so the job must be committed.
     new_job = StimulusJob.objects.create(network=Network.objects.create(name="demo"),
                                          image_set=ImageSet.objects.create(name="digits"), layer="conv2")
 
-    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.05)
+    settings.STIMULUS_HEARTBEAT_SECONDS = 0.05
     beats = []
 
     def silent(config, out_dir, progress=None):
