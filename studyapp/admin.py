@@ -1,6 +1,7 @@
 """The researcher's door: networks, image sets, stimulus jobs, units, studies and their data."""
 import io
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import HttpResponse
@@ -27,8 +28,27 @@ class ImageSetAdmin(admin.ModelAdmin):
     list_display = ["name", "source", "path", "created"]
 
 
+class StimulusJobForm(forms.ModelForm):
+    class Meta:
+        model = StimulusJob
+        fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        # The pipeline's own validation, so a bad layer list or parameter is refused here rather than
+        # failing on a GPU worker minutes later.
+        try:
+            jobs.pipeline_config(StimulusJob(**{k: cleaned[k] for k in self.Meta.fields if k in cleaned}))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
 @admin.register(StimulusJob)
 class StimulusJobAdmin(admin.ModelAdmin):
+    form = StimulusJobForm
     list_display = ["__str__", "status", "stage", "progress_percent", "attempts", "unit_count", "created", "finished"]
     list_filter = ["status", "network"]
     readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "artifact", "summary",

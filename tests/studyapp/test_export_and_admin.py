@@ -110,3 +110,22 @@ def test_preview_walks_a_condition_without_taking_a_slot_or_reaching_the_export(
     trial = api(client, preview, "trials?limit=1")[1]["trials"][0]
     answer(client, preview, trial["id"])
     assert write_export(study, tmp_path / "x.csv", "csv") == 0
+
+
+@pytest.mark.django_db
+def test_admin_refuses_a_job_the_pipeline_would_refuse_and_queues_a_good_one(admin_client, monkeypatch):
+    from studyapp import jobs
+    from studyapp.models import ImageSet, Network
+
+    queued = []
+    monkeypatch.setattr(jobs, "enqueue", queued.append)
+    network = Network.objects.create(name="demo")
+    image_set = ImageSet.objects.create(name="digits")
+    form = {"network": network.pk, "image_set": image_set.pk, "layer": "conv2", "bases": "neuron,pca",
+            "n_units": 4, "seed": 0, "parameters": '{"pooling": "median"}'}
+    response = admin_client.post("/admin/studyapp/stimulusjob/add/", form)
+    assert response.status_code == 200 and b"pooling" in response.content
+    assert not StimulusJob.objects.exists()
+    response = admin_client.post("/admin/studyapp/stimulusjob/add/", {**form, "parameters": '{"pooling": "max"}'})
+    assert response.status_code == 302
+    assert [job.parameters for job in queued] == [{"pooling": "max"}]

@@ -1,13 +1,9 @@
 import os
-import time
 
-from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
+from django.core.management.base import BaseCommand
 
 from studyapp import demo, jobs
-from studyapp.models import StimulusJob
-
-POLL_SECONDS = 0.3
+from studyapp.management.progress import wait_for_job
 
 
 class Command(BaseCommand):
@@ -22,7 +18,7 @@ class Command(BaseCommand):
         if new:
             self.stdout.write(f"Generating stimuli: demo network, layer {job.layer}, bases {job.bases} ...")
             jobs.enqueue(job)
-        self._wait(job)
+        wait_for_job(job)
         study = demo.demo_study(job, slug=slug)
         password = demo.admin_account(password=os.environ.get("DEMO_ADMIN_PASSWORD"))
         units = job.units.count()
@@ -35,19 +31,3 @@ class Command(BaseCommand):
         self.stdout.write(f"  Admin:             {base}/admin/   user: admin   password: {password}")
         self.stdout.write(f"  Export:            .venv/bin/python manage.py export_responses {study.slug} --format csv")
         self.stdout.write(f"  Analyse:           .venv/bin/python -m analysis report {study.slug}-responses.csv\n")
-
-    def _wait(self, job):
-        shown = None
-        with tqdm(total=100, unit="%", desc="queued", bar_format="{desc:<12} {bar} {n:.0f}%") as bar:
-            while True:
-                job.refresh_from_db()
-                if (job.stage, job.progress) != shown:
-                    shown = (job.stage, job.progress)
-                    bar.set_description_str(job.stage or job.status, refresh=False)
-                    bar.n = job.progress
-                    bar.refresh()
-                if job.status == StimulusJob.Status.SUCCEEDED:
-                    return
-                if job.status in (StimulusJob.Status.FAILED, StimulusJob.Status.CANCELLED):
-                    raise CommandError(f"stimulus job {job.pk} {job.status}: {job.error.splitlines()[0] if job.error else ''}")
-                time.sleep(POLL_SECONDS)
