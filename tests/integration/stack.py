@@ -66,6 +66,10 @@ class Stack:
             "CSRF_COOKIE_SECURE": "false",
             "DEMO_ADMIN_PASSWORD": self.admin_password,
             "PYTHONUNBUFFERED": "1",
+            # Short enough that a job whose worker was killed is retried within the test's patience.
+            "CELERY_VISIBILITY_TIMEOUT": "8",
+            "STIMULUS_HEARTBEAT_SECONDS": "1",
+            "STIMULUS_STALE_AFTER_SECONDS": "4",
         }
 
     def admin_sql(self, statement):
@@ -84,10 +88,10 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start_process(self, name, argv):
-        log = open(self.workdir / f"{name}.log", "w")
-        self.processes[name] = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+    def start_process(self, name, argv, **env):
+        log = open(self.workdir / f"{name}.log", "a")
+        self.processes[name] = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **env}, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
         return self.processes[name]
 
     def start_worker(self):
@@ -96,13 +100,20 @@ class Stack:
             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         ])
 
-    def start_web(self):
-        process = self.start_process("web", [
-            PYTHON, "-m", "gunicorn", "studyapp.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", "2", "--timeout", "60",
-        ])
-        wait_for_http(f"{self.base_url}/admin/login/", process=process)
+    def start_web(self, name="web", port=None, workers=2, **env):
+        port = port or self.port
+        process = self.start_process(name, [
+            PYTHON, "-m", "gunicorn", "studyapp.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers), "--timeout", "60",
+        ], **env)
+        wait_for_http(f"http://127.0.0.1:{port}/admin/login/", process=process)
         return process
+
+    def kill_process(self, name):
+        """SIGKILL the process group, as a crash or an out-of-memory kill would: no cleanup runs."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def log(self, name):
         path = self.workdir / f"{name}.log"
