@@ -1,5 +1,6 @@
 """Analysis of crowdsourced 2AFC responses: load, exclusions, descriptives, mixed models
-(lme4's algorithms: LMM by profiled (RE)ML, binomial GLMM by PIRLS + Laplace), plots, report.
+(lme4's algorithms: LMM by profiled (RE)ML, binomial GLMM by PIRLS + Laplace), Kruskal–Wallis
+with Conover–Iman post hoc tests, simulated power, plots, report.
 
 No Django import: the library reads only the response export file.
 """
@@ -7,5 +8,7 @@ No Django import: the library reads only the response export file.
 from .formula import parse_formula
 from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
+from .nonparametric import conover_iman, holm, kruskal_conover
 
-__all__ = ["BinomialGLMM", "LinearMixedModel", "lrt", "parse_formula"]
+__all__ = ["BinomialGLMM", "LinearMixedModel", "conover_iman", "holm", "kruskal_conover", "lrt",
+           "parse_formula"]

@@ -1,4 +1,4 @@
-"""``python -m analysis {report,describe,glmm,lmm} FILE ...``"""
+"""``python -m analysis {report,describe,glmm,lmm} FILE ...`` and ``python -m analysis power ...``"""
 
 from __future__ import annotations
 
@@ -17,6 +17,20 @@ def _read_for_model(args):
         if needed <= set(df.columns):
             df = main_trials(normalise(df))
     return df
+
+
+def _parse_accuracy(text: str) -> dict:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"bad --accuracy entry {part!r}: expected condition=accuracy")
+        out[name.strip()] = float(value)
+    return out
+
+
+def _parse_ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def main(argv=None) -> int:
@@ -61,16 +75,51 @@ def main(argv=None) -> int:
         else:
             p.add_argument("--reml", action="store_true", help="REML (default: ML)")
 
+    p = sub.add_parser("power", help="power of a between-participants study by simulation")
+    p.add_argument("--accuracy", required=True,
+                   help="condition=accuracy,... for a typical participant and unit; the first is "
+                        "the reference, e.g. neuron=0.7,pca=0.8,nmf=0.85")
+    p.add_argument("--participant-sd", type=float, default=0.5, help="logit scale")
+    p.add_argument("--unit-sd", type=float, default=0.8, help="logit scale")
+    p.add_argument("--participants", default="30,60,90", help="per condition, comma-separated")
+    p.add_argument("--units", type=int, default=20, help="per condition")
+    p.add_argument("--trials", type=int, default=18, help="per participant")
+    p.add_argument("--sims", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--json", action="store_true")
+
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "describe":
-            from .descriptives import accuracy_by_condition, describe
+        if args.cmd == "power":
+            from .power import power_analysis
+
+            res = power_analysis(
+                _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
+                trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
+                sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
+            print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
+        elif args.cmd == "describe":
+            from .descriptives import (
+                accuracy_by_condition,
+                describe,
+                rt_confidence_by_condition,
+                unit_accuracy_test,
+            )
 
             df = read_responses(args.file, args.map)
             if args.json:
                 print(json.dumps(describe(df, n_boot=args.n_boot, seed=args.seed), indent=2))
             else:
                 print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
+                rtc = rt_confidence_by_condition(df)
+                if rtc.shape[1] > 1:
+                    print("\nResponse time (s) and confidence: median, quartiles, IQR")
+                    print(format_table(rtc))
+                test = unit_accuracy_test(df)
+                if test is not None:
+                    print("\nPer-unit accuracy across conditions\n" + test.summary())
         elif args.cmd == "report":
             df = read_responses(args.file, args.map)
             res = run_report(

@@ -356,8 +356,10 @@ def information_criteria(loglik, k, nobs):
 def lrt(small: MixedResult, big: MixedResult) -> dict:
     """Likelihood-ratio test of nested models (REML fits are refitted by ML, as lme4's anova)."""
     fits = []
+    refitted = False
     for r in (small, big):
         if r.criterion == "REML":
+            refitted = True
             if r.model is None:
                 raise ValueError("REML fit without its model cannot be refitted by ML")
             r = r.model.fit(reml=False)
@@ -376,4 +378,5 @@ def lrt(small: MixedResult, big: MixedResult) -> dict:
         "loglik_big": float(b.loglik),
         "aic_small": float(s.aic),
         "aic_big": float(b.aic),
+        "refitted_ml": refitted,
     }

@@ -1,5 +1,6 @@
-"""Accuracy per condition with seeded bootstrap CIs over participants and over units; RT and
-confidence. Computed on main trials (catch trials excluded)."""
+"""Accuracy per condition with seeded bootstrap CIs over participants and over units; per-unit
+accuracy and its Kruskal–Wallis / Conover comparison across conditions; RT and confidence
+(median, IQR) per condition. Computed on main trials (catch trials excluded)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from .load import catch_trials, main_trials
+from .nonparametric import KruskalConover, kruskal_conover
 
-__all__ = ["accuracy_by_condition", "describe", "cluster_bootstrap_ci"]
+__all__ = ["accuracy_by_condition", "describe", "cluster_bootstrap_ci", "unit_accuracy",
+           "unit_accuracy_test", "rt_confidence_by_condition"]
 
 
 def cluster_bootstrap_ci(clusters: pd.Series, correct: pd.Series, n_boot: int = 2000,
@@ -57,23 +60,95 @@ def accuracy_by_condition(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
     return pd.DataFrame(rows)
 
 
+def unit_accuracy(df: pd.DataFrame, by: str = "condition") -> pd.DataFrame:
+    """Accuracy of each unit in each condition (main trials): condition, unit, [basis, layer],
+    trials, participants, accuracy."""
+    main = main_trials(df)
+    extra = [c for c in ("basis", "layer") if c in main.columns]
+    cols = [by, "unit", *extra, "trials", "participants", "accuracy"]
+    if main.empty:
+        return pd.DataFrame(columns=cols)
+    g = main.groupby([by, "unit"], sort=True)
+    out = pd.DataFrame({
+        "trials": g.size(),
+        "participants": g["participant"].nunique(),
+        "accuracy": g["correct"].mean().astype(float),
+    })
+    for c in extra:
+        out[c] = g[c].first()
+    return out.reset_index()[cols]
+
+
+def unit_accuracy_test(df: pd.DataFrame, by: str = "condition",
+                       units: pd.DataFrame | None = None) -> KruskalConover | None:
+    """Kruskal–Wallis of per-unit accuracy across conditions, Conover–Iman pairs with Holm's
+    correction (Zimmermann et al. 2023); None with fewer than two conditions."""
+    units = unit_accuracy(df, by) if units is None else units
+    if units[by].nunique() < 2:
+        return None
+    res = kruskal_conover(units, "accuracy", by)
+    shared = units.groupby("unit")[by].nunique()
+    if (shared > 1).any():
+        res.notes.append(f"{int((shared > 1).sum())} unit(s) appear in several conditions: the "
+                         "samples are not independent, as the Kruskal-Wallis test assumes")
+    return res
+
+
+def _quartiles(x: pd.Series) -> dict:
+    x = pd.to_numeric(x, errors="coerce").dropna()
+    if x.empty:
+        return {"n": 0, "median": float("nan"), "q1": float("nan"), "q3": float("nan"),
+                "iqr": float("nan")}
+    q1, med, q3 = np.quantile(x.to_numpy(float), [0.25, 0.5, 0.75])
+    return {"n": int(len(x)), "median": float(med), "q1": float(q1), "q3": float(q3),
+            "iqr": float(q3 - q1)}
+
+
+def rt_confidence_by_condition(df: pd.DataFrame, by: str = "condition") -> pd.DataFrame:
+    """Median and IQR (quartiles by linear interpolation, numpy's default) of the response time
+    in seconds and of the confidence rating per condition, main trials; columns of an absent
+    measure are left out."""
+    main = main_trials(df)
+    rows = []
+    for cond, d in main.groupby(by, sort=True):
+        row = {by: cond}
+        if "rt_ms" in d.columns:
+            q = _quartiles(pd.to_numeric(d["rt_ms"], errors="coerce") / 1000)
+            row.update({f"rt_{k}" if k == "n" else f"rt_{k}_s": v for k, v in q.items()})
+        if "confidence" in d.columns and d["confidence"].notna().any():
+            q = _quartiles(d["confidence"])
+            row.update({f"confidence_{k}": v for k, v in q.items()})
+            row["confidence_mean"] = float(pd.to_numeric(d["confidence"], errors="coerce").mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _clean(v):
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
 def describe(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Plain-dict summary (the CLI's ``describe --json``)."""
     table = accuracy_by_condition(df, n_boot=n_boot, seed=seed, level=level)
     catch = catch_trials(df)
-
-    def clean(v):
-        if isinstance(v, (float, np.floating)):
-            return None if not np.isfinite(v) else float(v)
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-
+    units = unit_accuracy(df)
+    test = unit_accuracy_test(df, units=units)
     return {
-        "conditions": [{k: clean(v) for k, v in r.items()} for r in table.to_dict(orient="records")],
+        "conditions": _records(table),
+        "rt_confidence": _records(rt_confidence_by_condition(df)),
+        "units": _records(units),
+        "unit_accuracy_test": test.to_dict() if test is not None else None,
         "catch": {
             "trials": int(len(catch)),
-            "accuracy": clean(float(catch["correct"].mean())) if len(catch) else None,
+            "accuracy": _clean(float(catch["correct"].mean())) if len(catch) else None,
         },
         "participants": int(df["participant"].nunique()),
         "main_trials": int(len(main_trials(df))),

@@ -1,21 +1,23 @@
-"""Figures (matplotlib, Agg backend): accuracy per condition with bootstrap CIs."""
+"""Figures (matplotlib, Agg backend): accuracy per condition with bootstrap CIs, per-unit
+accuracy, response time and confidence per condition. Each writes ``out_stem``.png and .svg."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_accuracy"]
+__all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence"]
 
 
 def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> list[Path]:
     """Bar chart of ``accuracy_by_condition`` output; writes ``out_stem``.png and .svg."""
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(table), 1), 3.6))
     x = range(len(table))
     acc = table["accuracy"].to_numpy()
@@ -29,11 +31,101 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     ax.set_ylabel("proportion correct")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _save(fig, out_stem)
+
+
+def _save(fig, out_stem) -> list[Path]:
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = []
     for ext in ("png", "svg"):
         p = out_stem.with_suffix("." + ext)
-        fig.savefig(p, dpi=150)
+        # a fixed date keeps the SVG byte-identical between runs
+        fig.savefig(p, dpi=150, metadata={"Date": None} if ext == "svg" else None)
         paths.append(p)
     plt.close(fig)
     return paths
+
+
+def _groups(df: pd.DataFrame, value: str, by: str):
+    names, data = [], []
+    for g, d in df.groupby(by, sort=True):
+        v = pd.to_numeric(d[value], errors="coerce").dropna().to_numpy(float)
+        if len(v):
+            names.append(str(g))
+            data.append(v)
+    return names, data
+
+
+def _figure(n_groups: int):
+    return plt.subplots(figsize=(1.6 + 1.1 * max(n_groups, 1), 3.6))
+
+
+def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
+                       title: str = "Per-unit accuracy per condition") -> list[Path]:
+    """Box plot with every unit's accuracy as a jittered point (``unit_accuracy`` output)."""
+    names, data = _groups(units, "accuracy", by)
+    fig, ax = _figure(len(names))
+    if data:
+        ax.boxplot(data, positions=range(len(data)), widths=0.5, showfliers=False,
+                   medianprops={"color": "black"})
+        rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+        for i, v in enumerate(data):
+            ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=10, alpha=0.6,
+                       color="#4c78a8", lw=0)
+    ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("proportion correct per unit")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    return _save(fig, out_stem)
+
+
+def plot_rt(main: pd.DataFrame, out_stem, by: str = "condition",
+            title: str = "Response time per condition") -> list[Path]:
+    """Box plots (whiskers at 1.5 IQR, outliers not drawn) of RT in seconds, log axis."""
+    names, data = _groups(main.assign(rt_s=pd.to_numeric(main["rt_ms"], errors="coerce") / 1000),
+                          "rt_s", by)
+    data = [v[v > 0] for v in data]
+    fig, ax = _figure(len(names))
+    if data:
+        ax.boxplot(data, positions=range(len(data)), widths=0.5, showfliers=False,
+                   medianprops={"color": "black"}, patch_artist=True,
+                   boxprops={"facecolor": "#c6dbef"})
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylabel("response time (s)")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_stem)
+
+
+def plot_confidence(main: pd.DataFrame, out_stem, by: str = "condition",
+                    title: str = "Confidence per condition") -> list[Path]:
+    """Stacked proportions of each confidence rating per condition."""
+    d = main.assign(confidence=pd.to_numeric(main["confidence"], errors="coerce")).dropna(
+        subset=["confidence"])
+    counts = pd.crosstab(d[by].astype(str), d["confidence"])
+    prop = counts.div(counts.sum(axis=1), axis=0)
+    fig, ax = _figure(len(prop))
+    bottom = np.zeros(len(prop))
+    colours = plt.get_cmap("Blues")(np.linspace(0.3, 0.9, max(len(prop.columns), 1)))
+    for c, colour in zip(prop.columns, colours):
+        label = str(int(c)) if float(c).is_integer() else str(c)
+        ax.bar(range(len(prop)), prop[c].to_numpy(), bottom=bottom, width=0.6, color=colour,
+               label=label)
+        bottom += prop[c].to_numpy()
+    ax.set_xticks(range(len(prop)))
+    ax.set_xticklabels(prop.index, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("proportion of responses")
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="rating", fontsize=8, title_fontsize=8, frameon=False,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out_stem)

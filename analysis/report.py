@@ -11,14 +11,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .descriptives import accuracy_by_condition, describe
+from .descriptives import (
+    accuracy_by_condition,
+    describe,
+    rt_confidence_by_condition,
+    unit_accuracy,
+    unit_accuracy_test,
+)
 from .exclusions import apply_exclusions
 from .formula import parse_formula
 from .glmm import BinomialGLMM
+from .lmm import LinearMixedModel, lrt
 from .load import main_trials
-from .plots import plot_accuracy
+from .plots import plot_accuracy, plot_confidence, plot_rt, plot_unit_accuracy
 
-__all__ = ["DEFAULT_FORMULA", "adapt_formula", "format_table", "run_report"]
+__all__ = ["DEFAULT_FORMULA", "adapt_formula", "drop_variables", "format_table", "run_report",
+           "with_response"]
 
 DEFAULT_FORMULA = "correct ~ basis + (1 | participant) + (1 | unit)"
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
@@ -39,23 +47,15 @@ def format_table(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def adapt_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str]]:
-    """Drop fixed-effect variables that are absent or constant in ``data`` (e.g. ``basis`` in a
-    single-basis study); returns the formula to fit and what was changed."""
+def _constituents(text: str) -> list[str]:
+    return [t for t in dict.fromkeys(_IDENT.findall(text)) if t not in ("C", "I", "np", "log", "exp")]
+
+
+def drop_variables(formula: str, drop) -> str:
+    """``formula`` with every fixed-effect term that involves a variable in ``drop`` removed; a
+    ``a * b`` term keeps its other factors (``basis * layer`` without basis → ``layer``)."""
     parsed = parse_formula(formula)
-    notes, drop = [], set()
-    for tok in dict.fromkeys(_IDENT.findall(parsed.fixed)):
-        if tok in ("C", "I", "np", "log", "exp"):
-            continue
-        if tok not in data.columns:
-            drop.add(tok)
-            notes.append(f"'{tok}' is not a column of the data: dropped from the fixed effects")
-        elif data[tok].nunique(dropna=True) < 2:
-            drop.add(tok)
-            notes.append(f"the data has a single {tok} ({data[tok].dropna().iloc[0]!r}): "
-                         f"'{tok}' dropped from the fixed effects")
-    if not drop:
-        return formula, notes
+    drop = set(drop)
     terms = []
     for term in (t.strip() for t in parsed.fixed.split("+")):
         names = set(_IDENT.findall(term))
@@ -67,22 +67,86 @@ def adapt_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str]]:
                 terms.append(" * ".join(keep))
     fixed = " + ".join(terms) if terms else "1"
     rand = " + ".join(f"({r.expr} | {r.group})" for r in parsed.random)
-    return f"{parsed.response} ~ {fixed}" + (f" + {rand}" if rand else ""), notes
+    return f"{parsed.response} ~ {fixed}" + (f" + {rand}" if rand else "")
+
+
+def with_response(formula: str, response: str) -> str:
+    """The same right-hand side for another response (the LMMs reuse the GLMM's terms)."""
+    return f"{response} ~ {formula.split('~', 1)[1].strip()}"
+
+
+def adapt_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str]]:
+    """Drop fixed-effect variables that are absent or constant in ``data`` (e.g. ``basis`` in a
+    single-basis study); returns the formula to fit and what was changed."""
+    parsed = parse_formula(formula)
+    notes, drop = [], set()
+    for tok in _constituents(parsed.fixed):
+        if tok not in data.columns:
+            drop.add(tok)
+            notes.append(f"'{tok}' is not a column of the data: dropped from the fixed effects")
+        elif data[tok].nunique(dropna=True) < 2:
+            drop.add(tok)
+            notes.append(f"the data has a single {tok} ({data[tok].dropna().iloc[0]!r}): "
+                         f"'{tok}' dropped from the fixed effects")
+    if not drop:
+        return formula, notes
+    return drop_variables(formula, drop), notes
+
+
+def _fit_with_lrt(cls, formula: str, data: pd.DataFrame, effect: str, fit_kw: dict) -> dict:
+    """Fit ``formula``; when it involves ``effect``, also the model without it and their
+    likelihood-ratio test. Returns {formula, fit (MixedResult), lrt (dict or None)}."""
+    fit = cls.from_formula(formula, data).fit(**fit_kw)
+    out = {"formula": formula, "fit": fit, "lrt": None}
+    if effect in _constituents(parse_formula(formula).fixed):
+        small_formula = drop_variables(formula, {effect})
+        small_kw = dict(fit_kw)
+        if cls is BinomialGLMM:
+            small_kw["se"] = "rx"  # only its likelihood is needed
+        small = cls.from_formula(small_formula, data).fit(**small_kw)
+        out["lrt"] = {"effect": effect, "formula_small": small_formula, "formula_big": formula,
+                      **lrt(small, fit)}
+    return out
+
+
+def _lrt_line(t: dict | None) -> str:
+    if not t:
+        return ""
+    by = " (both refitted by ML)" if t.get("refitted_ml") else ""
+    return (f"Likelihood-ratio test of {t['effect']}: chi2({t['df']}) = {t['chisq']:.3f}, "
+            f"p = {t['p']:.3g}{by}\n  {t['formula_small']}  vs  {t['formula_big']}")
 
 
 def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot: int = 2000,
-               seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True) -> dict:
-    """Exclusions → descriptives → GLMM → plots → ``report.html`` and ``results.json``."""
+               seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
+               effect: str = "basis") -> dict:
+    """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
+    test, RT and confidence) → GLMM with the likelihood-ratio test of ``effect`` → REML LMMs of
+    log RT and confidence on the same terms → plots → ``report.html`` and ``results.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     excl = apply_exclusions(df, **(exclusion_options or {}))
     kept = excl.kept
+    main = main_trials(kept)
     table = accuracy_by_condition(kept, n_boot=n_boot, seed=seed)
     desc = describe(kept, n_boot=n_boot, seed=seed)
-    plots = plot_accuracy(table, out / "accuracy") if len(table) else []
-    results = {"exclusions": excl.to_dict(), "descriptives": desc, "model": None, "notes": []}
-    model_text = ""
-    main = main_trials(kept)
+    units = unit_accuracy(kept)
+    rtc = rt_confidence_by_condition(kept)
+    test = unit_accuracy_test(kept, units=units)
+    figures = []  # (caption, paths)
+    if len(table):
+        figures.append(("Accuracy per condition (95 % bootstrap CI over participants)",
+                        plot_accuracy(table, out / "accuracy")))
+        figures.append(("Per-unit accuracy per condition (one point per unit)",
+                        plot_unit_accuracy(units, out / "unit_accuracy")))
+    if "rt_ms" in main.columns and pd.to_numeric(main["rt_ms"], errors="coerce").gt(0).any():
+        figures.append(("Response time per condition (box: quartiles, whiskers 1.5 IQR)",
+                        plot_rt(main, out / "rt")))
+    if "confidence" in main.columns and main["confidence"].notna().any():
+        figures.append(("Confidence ratings per condition", plot_confidence(main, out / "confidence")))
+    results = {"exclusions": excl.to_dict(), "descriptives": desc, "model": None, "lrt": None,
+               "lmm": {}, "notes": []}
+    model_text, lmm_texts = "", {}
     if fit_model and main.empty:
         results["notes"].append("no main trials remain after the exclusions: the model is not fitted")
     elif fit_model:
@@ -90,54 +154,139 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
         results["notes"] += notes
         results["formula"] = used
         try:
-            fit = BinomialGLMM.from_formula(used, main).fit()
-            results["model"] = fit.to_dict()
-            model_text = fit.summary()
+            g = _fit_with_lrt(BinomialGLMM, used, main, effect, {})
+            results["model"] = g["fit"].to_dict()
+            results["lrt"] = g["lrt"]
+            model_text = g["fit"].summary() + ("\n\n" + _lrt_line(g["lrt"]) if g["lrt"] else "")
         except Exception as exc:  # the report still carries descriptives
             results["notes"].append(f"model not fitted: {exc}")
+        for response, frame in _lmm_frames(main).items():
+            f, notes = adapt_formula(with_response(formula, response), frame)
+            results["notes"] += [f"{response} LMM: {n}" for n in notes if n not in results["notes"]]
+            try:
+                m = _fit_with_lrt(LinearMixedModel, f, frame, effect, {"reml": True})
+            except Exception as exc:
+                results["notes"].append(f"{response} LMM not fitted: {exc}")
+                continue
+            results["lmm"][response] = {"formula": f, "fit": m["fit"].to_dict(), "lrt": m["lrt"]}
+            lmm_texts[response] = m["fit"].summary() + (
+                "\n\n" + _lrt_line(m["lrt"]) if m["lrt"] else "")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / "report.html").write_text(_html(results, table, excl, model_text, plots))
+    (out / "report.html").write_text(
+        _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures))
+    plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
-    results["text"] = _text(table, excl, model_text, results["notes"])
+    results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"])
     return results
 
 
-def _text(table, excl, model_text, notes) -> str:
-    cols = [c for c in ["condition", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
-                        "participant_sem", "median_rt_s", "mean_confidence"] if c in table.columns]
+def _lmm_frames(main: pd.DataFrame) -> dict:
+    """Rows for the LMMs: ``log_rt`` = ln(rt_ms) over positive RTs (unless the data carry a
+    ``log_rt`` column); ``confidence`` where rated."""
+    frames = {}
+    if "log_rt" in main.columns:
+        frames["log_rt"] = main.dropna(subset=["log_rt"])
+    elif "rt_ms" in main.columns:
+        rt = pd.to_numeric(main["rt_ms"], errors="coerce")
+        frames["log_rt"] = main[rt > 0].assign(log_rt=np.log(rt[rt > 0]))
+    if "confidence" in main.columns:
+        conf = pd.to_numeric(main["confidence"], errors="coerce")
+        frames["confidence"] = main[conf.notna()].assign(confidence=conf[conf.notna()])
+    return {k: v for k, v in frames.items() if len(v)}
+
+
+_ACC_COLS = ["condition", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
+             "participant_sem"]
+_RTC_COLS = ["condition", "rt_median_s", "rt_q1_s", "rt_q3_s", "rt_iqr_s", "confidence_median",
+             "confidence_q1", "confidence_q3", "confidence_iqr", "confidence_mean"]
+
+
+def _text(table, rtc, test, excl, model_text, lmm_texts, notes) -> str:
+    cols = [c for c in _ACC_COLS if c in table.columns]
     parts = ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
-             format_table(table[cols]) if len(table) else "(no main trials)", "",
-             f"Excluded participants: {len(excl.excluded)}"]
+             format_table(table[cols]) if len(table) else "(no main trials)"]
+    rcols = [c for c in _RTC_COLS if c in rtc.columns]
+    if len(rcols) > 1:
+        parts += ["", "Response time (s) and confidence per condition: median, quartiles, IQR",
+                  format_table(rtc[rcols])]
+    if test is not None:
+        parts += ["", "Per-unit accuracy across conditions", test.summary()]
+    parts += ["", f"Excluded participants: {len(excl.excluded)}"]
     if len(excl.excluded):
         parts.append(format_table(excl.excluded))
     parts += [f"note: {n}" for n in excl.notes + list(notes)]
     if model_text:
         parts += ["", model_text]
+    for response, text in lmm_texts.items():
+        parts += ["", f"LMM for {response}", text]
     return "\n".join(parts)
 
 
-def _html(results, table, excl, model_text, plots) -> str:
-    imgs = ""
-    for p in plots:
-        if p.suffix == ".png":
-            b64 = base64.b64encode(p.read_bytes()).decode("ascii")
-            imgs += f'<img alt="accuracy per condition" src="data:image/png;base64,{b64}">'
+def _table_html(df: pd.DataFrame, cols=None) -> str:
+    if df is None or df.empty:
+        return "<p>None.</p>"
+    d = df[[c for c in cols if c in df.columns]] if cols else df
+    return ('<div class="scroll">' + d.to_html(index=False, border=0, na_rep="",
+                                              float_format=lambda v: f"{v:.4g}") + "</div>")
+
+
+def _figure_html(caption: str, paths) -> str:
+    png = next(p for p in paths if p.suffix == ".png")
+    b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(caption)} (also {html.escape(png.stem)}.svg)</figcaption></figure>")
+
+
+def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures) -> str:
+    figs = {caption.split(" (")[0]: _figure_html(caption, paths) for caption, paths in figures}
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in excl.notes + results["notes"])
+    esc = html.escape
+    if test is not None:
+        t = test
+        test_html = (f"<p>Kruskal–Wallis on per-unit accuracy across conditions: "
+                     f"H = {t.H:.3f}, df = {t.df}, p = {t.p:.3g}. Conover–Iman post hoc tests "
+                     f"(two-sided t on N − k df), Holm-adjusted:</p>"
+                     + _table_html(t.groups) + _table_html(t.pairs)
+                     + "".join(f"<p class=note>{esc(n)}</p>" for n in t.notes))
+    else:
+        test_html = "<p>Fewer than two conditions: no comparison.</p>"
+    lmm_html = "".join(f"<h3>{esc(r)}</h3><pre>{esc(tx)}</pre>" for r, tx in lmm_texts.items())
+    rcols = [c for c in _RTC_COLS if c in rtc.columns]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Analysis report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}pre{{background:#f6f6f6;padding:1em}}</style>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:.6em 0}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right;font-size:.9em}}
+th{{background:#f0f0f0}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.85em}}
+figure{{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}}
+figure img{{max-width:100%;height:auto;max-height:360px}}figcaption{{font-size:.85em;color:#555}}
+.note{{color:#7a4a00}}.scroll{{overflow-x:auto;max-width:100%}}
+</style>
 </head><body>
 <h1>Analysis report</h1>
 <h2>Accuracy per condition</h2>
 <p>Main trials, catch trials excluded; 95 % bootstrap CIs over participants (ci_*) and units (unit_ci_*).</p>
-{table.to_html(index=False, float_format=lambda v: f"{v:.4f}") if len(table) else "<p>No main trials.</p>"}
-{imgs}
+{_table_html(table) if len(table) else "<p>No main trials.</p>"}
+{figs.get("Accuracy per condition", "")}
+<h2>Per-unit accuracy</h2>
+{test_html}
+{figs.get("Per-unit accuracy per condition", "")}
+<details><summary>Accuracy of every unit ({len(units)} rows)</summary>{_table_html(units)}</details>
+<h2>Response time and confidence</h2>
+<p>Median and quartiles per condition (RT in seconds).</p>
+{_table_html(rtc, rcols) if len(rcols) > 1 else "<p>No RT or confidence columns.</p>"}
+{figs.get("Response time per condition", "")}{figs.get("Confidence ratings per condition", "")}
 <h2>Exclusions</h2>
 <p>{results["exclusions"]["participants_kept"]} of {results["exclusions"]["participants_total"]} participants kept.</p>
-{excl.excluded.to_html(index=False) if len(excl.excluded) else "<p>None excluded.</p>"}
+{_table_html(excl.excluded) if len(excl.excluded) else "<p>None excluded.</p>"}
 <ul>{notes}</ul>
-<h2>Mixed-effects model</h2>
-<pre>{html.escape(model_text) or "not fitted"}</pre>
+<h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
+<pre>{esc(model_text) or "not fitted"}</pre>
+<h2>Linear mixed models (REML)</h2>
+<p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
+tests refit both models by ML.</p>
+{lmm_html or "<p>not fitted (no RT or confidence columns)</p>"}
 </body></html>
 """

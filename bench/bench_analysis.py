@@ -1,98 +1,208 @@
-"""Benchmark: 100k simulated responses (500 participants × 200 units, crossed).
+"""Benchmark: our Laplace GLMM and REML LMM against statsmodels on simulated crossed designs.
 
-Our Laplace GLMM vs statsmodels' BinomialBayesMixedGLM (variational Bayes) and our REML LMM on
-log RT vs statsmodels' MixedLM: wall time, peak traced memory, recovery of the planted values.
+Full size: 100k responses (500 participants × 200 units, every participant sees every unit).
+statsmodels' MixedLM with crossed random effects (variance components under one group) grows
+much faster than linearly in the rows (measured here: 1.8k rows 2.7 s, 4k rows 7.4 s, 9k rows
+32 s), so it is compared with ours on a subsample (--sub-participants × --sub-units) and, at full
+size, run only until --timeout and reported as cut off. statsmodels' GLMM counterpart,
+BinomialBayesMixedGLM, is variational Bayes (posterior means, not ML estimates).
 
-    python bench/bench_analysis.py [--participants 500] [--units 200] [--no-statsmodels]
+Every fit runs in its own interpreter (this script with --worker), so peak memory is not
+inherited from an earlier fit and a fit past its time limit is killed cleanly. Reported: wall
+time of the fit alone (the data are simulated before the clock starts), peak memory traced by
+tracemalloc during the fit (Python and NumPy allocations), peak resident set size of the worker
+process (interpreter and imports included), and recovery of the planted values.
+
+    python bench/bench_analysis.py [--participants 500] [--units 200] [--timeout 120]
+                                   [--sub-participants 100] [--sub-units 40] [--no-statsmodels]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis.glmm import BinomialGLMM  # noqa: E402
-from analysis.lmm import LinearMixedModel  # noqa: E402
-from analysis.simulate import simulate_responses  # noqa: E402
 
 PLANTED = dict(intercept=0.8, effects=(0.0, 0.5, -0.4), sd_participant=0.6, sd_unit=0.9,
                log_rt_mean=7.8, log_rt_effects=(0.0, 0.1, -0.05), sd_rt_participant=0.3,
                sd_rt_unit=0.15, sd_rt_residual=0.4)
+# planted values under the names each fit reports (bases sorted: neuron baseline, nmf, pca)
+TRUTH = {
+    "glmm": {"(Intercept)": 0.8, "basisnmf": -0.4, "basispca": 0.5,
+             "sd participant": 0.6, "sd unit": 0.9},
+    "lmm": {"(Intercept)": 7.8, "basisnmf": -0.05, "basispca": 0.1,
+            "sd participant": 0.3, "sd unit": 0.15, "sd residual": 0.4},
+}
+VC = {"participant": "0 + C(participant)", "unit": "0 + C(unit)"}
 
 
-def measure(fn):
+# -- workers: one fit each, in a fresh interpreter ----------------------------------------------
+def _ours_glmm(df):
+    from analysis.glmm import BinomialGLMM
+
+    r = BinomialGLMM.from_formula("correct ~ basis + (1 | participant) + (1 | unit)", df).fit()
+    sd = r.random.set_index("group").sd
+    return bool(r.converged), {**dict(zip(r.fixed.term, r.fixed.estimate)),
+                         "sd participant": sd["participant"], "sd unit": sd["unit"]}
+
+
+def _ours_lmm(df):
+    from analysis.lmm import LinearMixedModel
+
+    r = LinearMixedModel.from_formula("log_rt ~ basis + (1 | participant) + (1 | unit)",
+                                      df).fit(reml=True)
+    sd = r.random.set_index("group").sd
+    return bool(r.converged), {**dict(zip(r.fixed.term, r.fixed.estimate)),
+                         "sd participant": sd["participant"], "sd unit": sd["unit"],
+                         "sd residual": sd["Residual"]}
+
+
+def _names(exog_names):
+    return [n.replace("basis[T.", "basis").replace("]", "").replace("Intercept", "(Intercept)")
+            for n in exog_names]
+
+
+def _sm_vb_glmm(df):
+    import numpy as np
+    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
+
+    r = BinomialBayesMixedGLM.from_formula("correct ~ basis", VC, df).fit_vb()
+    # vcp_mean is the posterior mean of log SD
+    sds = {f"sd {k}": float(np.exp(v)) for k, v in zip(r.model.vcp_names, r.vcp_mean)}
+    return True, {**dict(zip(_names(r.model.exog_names), map(float, r.fe_mean))), **sds}
+
+
+def _sm_mixedlm(df):
+    import numpy as np
+    import statsmodels.formula.api as smf
+
+    r = smf.mixedlm("log_rt ~ basis", df.assign(one=1), groups="one", vc_formula=VC).fit(reml=True)
+    sds = {f"sd {k}": float(np.sqrt(v)) for k, v in zip(r.model.exog_vc.names, r.vcomp)}
+    return bool(r.converged), {**dict(zip(_names(r.fe_params.index), map(float, r.fe_params))),
+                               **sds, "sd residual": float(np.sqrt(r.scale))}
+
+
+WORKERS = {"ours_glmm": _ours_glmm, "ours_lmm": _ours_lmm, "sm_vb_glmm": _sm_vb_glmm,
+           "sm_mixedlm": _sm_mixedlm}
+
+
+def worker(name, participants, units, seed):
+    from analysis.simulate import simulate_responses
+
+    df = simulate_responses(participants, units, seed=seed, **PLANTED)
+    fn = WORKERS[name]
+    if name.startswith("sm_"):
+        import statsmodels.formula.api  # noqa: F401  (imports outside the clock, as for ours)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tracemalloc.start()
     t = time.perf_counter()
-    out = fn()
+    converged, est = fn(df)
     wall = time.perf_counter() - t
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    traced = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    return out, wall, peak
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": len(df), "wall_s": wall, "traced_mib": traced, "rss_mib": rss,
+                      "rss_before_mib": rss0, "converged": converged, "estimates": est}))
+
+
+# -- driver -----------------------------------------------------------------------------------
+def run(name, participants, units, seed, timeout):
+    cmd = [sys.executable, __file__, "--worker", name, "--participants", str(participants),
+           "--units", str(units), "--seed", str(seed)]
+    t = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"name": name, "rows": participants * units, "cut_off": True,
+                "elapsed_s": time.perf_counter() - t}
+    if out.returncode != 0:
+        return {"name": name, "rows": participants * units, "error": out.stderr.strip()[-300:]}
+    return {"name": name, "cut_off": False, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+LABEL = {"ours_glmm": "ours GLMM (Laplace, ML)", "ours_lmm": "ours LMM (REML)",
+         "sm_vb_glmm": "statsmodels BinomialBayesMixedGLM.fit_vb",
+         "sm_mixedlm": "statsmodels MixedLM (REML, crossed via vc)"}
+
+
+def recovery(kind, est):
+    truth = TRUTH[kind]
+    return "  ".join(f"{k.replace('(Intercept)', 'icpt')} {est[k]:+.3f}" for k in truth if k in est)
+
+
+def table(rows):
+    head = (f"{'fit':<44}{'rows':>8}{'wall s':>9}{'x ours':>8}{'traced MiB':>12}{'RSS MiB':>9}"
+            f"  {'conv':<5} recovery (planted in the header)")
+    lines = [head, "-" * len(head)]
+    ours = {}
+    for r in rows:
+        kind = "glmm" if "glmm" in r["name"] else "lmm"
+        if r["name"].startswith("ours") and "wall_s" in r:
+            ours[(kind, r["rows"])] = r["wall_s"]
+        label = LABEL[r["name"]]
+        if r.get("cut_off"):
+            lines.append(f"{label:<44}{r['rows']:>8}{'>' + format(r['elapsed_s'], '.0f'):>9}"
+                         f"{'':>8}{'':>12}{'':>9}  cut off at the time limit (killed)")
+            continue
+        if "error" in r:
+            lines.append(f"{label:<44}{r['rows']:>8}  error: {r['error']}")
+            continue
+        base = ours.get((kind, r["rows"]))
+        ratio = f"{r['wall_s'] / base:.1f}" if base and not r["name"].startswith("ours") else ""
+        lines.append(f"{label:<44}{r['rows']:>8}{r['wall_s']:>9.2f}{ratio:>8}"
+                     f"{r['traced_mib']:>12.1f}{r['rss_mib']:>9.0f}  {str(r['converged']):<5} "
+                     f"{recovery(kind, r['estimates'])}")
+    return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--participants", type=int, default=500)
     ap.add_argument("--units", type=int, default=200)
+    ap.add_argument("--sub-participants", type=int, default=100)
+    ap.add_argument("--sub-units", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds per statsmodels fit at full size before it is killed")
     ap.add_argument("--no-statsmodels", action="store_true")
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    df = simulate_responses(a.participants, a.units, seed=a.seed, **PLANTED)
-    print(f"{len(df)} responses: {a.participants} participants × {a.units} units; planted "
-          f"logit: intercept 0.8, basisnmf −0.4, basispca +0.5, SD participant 0.6, SD unit 0.9; "
-          f"log RT: 7.8, nmf −0.05, pca +0.1, SDs 0.3 / 0.15 / residual 0.4")
-
-    g, wall, peak = measure(lambda: BinomialGLMM.from_formula(
-        "correct ~ basis + (1 | participant) + (1 | unit)", df).fit())
-    sd = g.random.set_index("group").sd
-    print(f"\nours  GLMM (Laplace)   {wall:6.2f} s  peak {peak:7.1f} MiB  converged={g.converged}")
-    print("      " + "  ".join(f"{r.term} {r.estimate:+.3f}±{r.std_error:.3f}" for r in g.fixed.itertuples())
-          + f"  SD participant {sd['participant']:.3f} unit {sd['unit']:.3f}")
-
-    lm, wall, peak = measure(lambda: LinearMixedModel.from_formula(
-        "log_rt ~ basis + (1 | participant) + (1 | unit)", df).fit(reml=True))
-    sd = lm.random.set_index("group").sd
-    print(f"ours  LMM (REML)       {wall:6.2f} s  peak {peak:7.1f} MiB  converged={lm.converged}")
-    print("      " + "  ".join(f"{r.term} {r.estimate:+.4f}±{r.std_error:.4f}" for r in lm.fixed.itertuples())
-          + f"  SD participant {sd['participant']:.3f} unit {sd['unit']:.3f} residual {sd['Residual']:.3f}")
-
-    if a.no_statsmodels:
+    if a.worker:
+        worker(a.worker, a.participants, a.units, a.seed)
         return
-    try:
-        import statsmodels.formula.api as smf
-        from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
-    except ImportError:
-        print("\nstatsmodels not installed: comparison skipped")
-        return
-    vc = {"participant": "0 + C(participant)", "unit": "0 + C(unit)"}
-
-    def sm_glmm():
-        return BinomialBayesMixedGLM.from_formula("correct ~ basis", vc, df).fit_vb()
-
-    r, wall, peak = measure(sm_glmm)
-    sds = dict(zip(r.model.vcp_names, r.vcp_mean))
-    import numpy as np
-
-    print(f"\nstatsmodels BinomialBayesMixedGLM.fit_vb  {wall:6.2f} s  peak {peak:7.1f} MiB")
-    print("      " + "  ".join(f"{n} {m:+.3f}±{s:.3f}" for n, m, s in
-                               zip(r.model.exog_names, r.fe_mean, r.fe_sd))
-          + "  " + "  ".join(f"SD {k} {np.exp(v):.3f}" for k, v in sds.items()))
-
-    def sm_lmm():
-        d = df.assign(one=1)
-        return smf.mixedlm("log_rt ~ basis", d, groups="one", vc_formula=vc).fit(reml=True)
-
-    r, wall, peak = measure(sm_lmm)
-    print(f"statsmodels MixedLM (REML, crossed via vc)  {wall:6.2f} s  peak {peak:7.1f} MiB")
-    print("      " + "  ".join(f"{k} {v:+.4f}±{s:.4f}" for k, v, s in
-                               zip(r.fe_params.index, r.fe_params, r.bse_fe))
-          + "  " + "  ".join(f"SD {k} {np.sqrt(v):.3f}" for k, v in zip(r.model.exog_vc.names, r.vcomp))
-          + f"  residual {np.sqrt(r.scale):.3f}")
+    have_sm = not a.no_statsmodels
+    if have_sm:
+        try:
+            import statsmodels  # noqa: F401
+        except ImportError:
+            print("statsmodels not installed: comparison skipped")
+            have_sm = False
+    print("planted: logit icpt +0.8, basisnmf -0.4, basispca +0.5, sd participant 0.6, sd unit 0.9;"
+          "\n         log RT icpt +7.8, basisnmf -0.05, basispca +0.1, sd participant 0.3, "
+          "sd unit 0.15, sd residual 0.4")
+    full, sub = (a.participants, a.units), (a.sub_participants, a.sub_units)
+    plan = [("ours_glmm", full, None), ("ours_lmm", full, None)]
+    if have_sm:
+        plan += [("sm_vb_glmm", full, a.timeout), ("sm_mixedlm", full, a.timeout),
+                 ("ours_glmm", sub, None), ("sm_vb_glmm", sub, None),
+                 ("ours_lmm", sub, None), ("sm_mixedlm", sub, None)]
+    rows = []
+    for name, (p, u), timeout in plan:
+        print(f"  running {LABEL[name]} on {p} x {u} ...", file=sys.stderr, flush=True)
+        rows.append(run(name, p, u, a.seed, timeout))
+    print(f"\nfull size: {full[0]} participants x {full[1]} units; subsample: "
+          f"{sub[0]} x {sub[1]} (statsmodels limit at full size {a.timeout:.0f} s)\n")
+    print(table(rows))
+    print("\nwall: the fit alone; traced: tracemalloc peak during the fit; RSS: peak resident set "
+          "of the worker process, interpreter and imports included; x ours: wall time over ours "
+          "on the same rows")
 
 
 if __name__ == "__main__":

@@ -160,3 +160,33 @@ def test_report_says_so_when_the_exclusions_leave_nothing(tmp_path):
     assert res["model"] is None
     assert any("no main trials remain" in n for n in res["notes"])
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
+    from analysis.glmm import BinomialGLMM
+    from analysis.simulate import simulate_responses
+
+    sim = simulate_responses(n_participants=30, n_units=24, seed=5).drop(columns="log_rt")
+    res = run_report(sim, tmp_path, n_boot=100)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    # LRT of basis: the null model's deviance, refitted here, gives the same χ²
+    t = saved["lrt"]
+    small = BinomialGLMM.from_formula(t["formula_small"], sim).fit(se="rx")
+    assert t["df"] == 2 and t["formula_small"] == "correct ~ 1 + (1 | participant) + (1 | unit)"
+    assert t["chisq"] == pytest.approx(2 * (saved["model"]["loglik"] - small.loglik), abs=1e-4)
+    assert set(saved["lmm"]) == {"log_rt", "confidence"}
+    lm = saved["lmm"]["log_rt"]
+    assert lm["formula"].startswith("log_rt ~ basis") and lm["lrt"]["refitted_ml"]
+    assert lm["fit"]["nobs"] == len(sim)
+    # planted log-RT intercept 7.8 (ln ms) within 3 SE
+    icpt = lm["fit"]["fixed"][0]
+    assert abs(icpt["estimate"] - 7.8) < 3 * icpt["std_error"]
+    d = saved["descriptives"]
+    assert d["unit_accuracy_test"]["df"] == 2 and len(d["unit_accuracy_test"]["pairs"]) == 3
+    assert len(d["units"]) == 24 and {"rt_median_s", "confidence_iqr"} <= set(d["rt_confidence"][0])
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    for stem in ("accuracy", "unit_accuracy", "rt", "confidence"):
+        assert (tmp_path / f"{stem}.svg").exists() and (tmp_path / f"{stem}.png").exists()
+    assert "Likelihood-ratio test of basis: chi2(2)" in res["text"]

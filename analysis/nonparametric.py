@@ -1,0 +1,153 @@
+"""Kruskal–Wallis across conditions with Conover's post-hoc test and Holm's correction, as the
+IMI study (Zimmermann et al. 2023) compared per-unit accuracies between models.
+
+Conover–Iman (Conover 1999, *Practical Nonparametric Statistics*, §5.2): with all N
+observations ranked jointly (mid-ranks for ties), R̄_i the mean rank of group i, and
+
+    S² = (Σ R² − N (N+1)² / 4) / (N − 1)                  (rank variance, ties included)
+    H  = (Σ_i n_i R̄_i² − N (N+1)² / 4) / S²               (Kruskal–Wallis, tie-corrected)
+
+groups i and j differ when
+
+    t_ij = |R̄_i − R̄_j| / sqrt(S² (N − 1 − H) / (N − k) · (1/n_i + 1/n_j))
+
+is large against Student's t on N − k degrees of freedom (two-sided p here). Holm (1979):
+the m p-values sorted ascending are multiplied by m, m−1, …, 1 and made monotone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["holm", "conover_iman", "KruskalConover", "kruskal_conover"]
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the order given (NaN entries are left out of m)."""
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def conover_iman(samples: dict) -> pd.DataFrame:
+    """Pairwise Conover–Iman tests for ``{group: values}``; columns group_a, group_b,
+    mean_rank_a, mean_rank_b, t, df, p, p_holm."""
+    names = list(samples)
+    data = [np.asarray(samples[g], dtype=float) for g in names]
+    data = [d[np.isfinite(d)] for d in data]
+    n = np.array([len(d) for d in data], dtype=float)
+    N, k = n.sum(), len(data)
+    cols = ["group_a", "group_b", "mean_rank_a", "mean_rank_b", "t", "df", "p", "p_holm"]
+    if k < 2 or N - k < 1 or np.any(n == 0):
+        return pd.DataFrame(columns=cols)
+    ranks = stats.rankdata(np.concatenate(data))
+    rbar = np.array([r.mean() for r in np.split(ranks, np.cumsum(n)[:-1].astype(int))])
+    c = N * (N + 1) ** 2 / 4
+    S2 = (np.sum(ranks**2) - c) / (N - 1)
+    rows = []
+    if S2 <= 0:  # every observation tied: no evidence either way
+        for i, j in combinations(range(k), 2):
+            rows.append([names[i], names[j], rbar[i], rbar[j], 0.0, N - k, 1.0])
+    else:
+        H = (np.sum(n * rbar**2) - c) / S2
+        base = S2 * (N - 1 - H) / (N - k)
+        for i, j in combinations(range(k), 2):
+            diff = abs(rbar[i] - rbar[j])
+            se2 = base * (1 / n[i] + 1 / n[j])
+            # N − 1 − H = 0 when the groups are perfectly separated
+            t = np.inf if se2 <= 0 else diff / np.sqrt(se2)
+            p = 0.0 if not np.isfinite(t) else float(2 * stats.t.sf(t, N - k))
+            rows.append([names[i], names[j], rbar[i], rbar[j], float(t), N - k, p])
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    out["df"] = out["df"].astype(int)
+    out["p_holm"] = holm(out["p"].to_numpy())
+    return out
+
+
+@dataclass
+class KruskalConover:
+    """Kruskal–Wallis H (tie-corrected, scipy) and the Conover–Iman pairs with Holm's p."""
+
+    value: str
+    by: str
+    groups: pd.DataFrame  # group, n, median, mean_rank
+    H: float
+    df: int
+    p: float
+    pairs: pd.DataFrame
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def clean(v):
+            if isinstance(v, (float, np.floating)):
+                return float(v) if np.isfinite(v) else None
+            if isinstance(v, np.integer):
+                return int(v)
+            return v
+
+        def records(df):
+            return [{k: clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+        return {
+            "test": "Kruskal-Wallis; Conover-Iman post hoc (two-sided t on N-k df), Holm-adjusted",
+            "value": self.value,
+            "by": self.by,
+            "H": clean(self.H),
+            "df": int(self.df),
+            "p": clean(self.p),
+            "groups": records(self.groups),
+            "pairs": records(self.pairs),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        lines = [f"Kruskal-Wallis on {self.value} by {self.by}: H = {self.H:.3f}, df = {self.df}, "
+                 f"p = {self.p:.3g}"]
+        for r in self.groups.itertuples():
+            lines.append(f"  {r.group}: n = {r.n}, median = {r.median:.3f}, mean rank = {r.mean_rank:.2f}")
+        lines.append("Conover-Iman post hoc (Holm-adjusted):")
+        for r in self.pairs.itertuples():
+            lines.append(f"  {r.group_a} vs {r.group_b}: t({r.df}) = {r.t:.3f}, p = {r.p:.3g}, "
+                         f"p_holm = {r.p_holm:.3g}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def kruskal_conover(df: pd.DataFrame, value: str, by: str) -> KruskalConover:
+    """Kruskal–Wallis of ``value`` across the groups of ``by`` (e.g. per-unit accuracy across
+    conditions), then Conover–Iman pairs with Holm's correction."""
+    d = df[[by, value]].dropna()
+    samples = {g: x[value].to_numpy(float) for g, x in d.groupby(by, sort=True)}
+    if len(samples) < 2:
+        raise ValueError(f"need at least two groups of {by!r}, got {len(samples)}")
+    notes = []
+    if np.ptp(d[value].to_numpy(float)) == 0:
+        H, p = 0.0, 1.0  # scipy returns NaN when every value is tied
+        notes.append("every value is tied: no evidence of a difference")
+    else:
+        H, p = stats.kruskal(*samples.values())
+    pairs = conover_iman(samples)
+    ranks = stats.rankdata(d[value].to_numpy(float))
+    mean_rank = pd.Series(ranks, index=d.index).groupby(d[by]).mean()
+    groups = pd.DataFrame({
+        "group": list(samples),
+        "n": [len(v) for v in samples.values()],
+        "median": [float(np.median(v)) for v in samples.values()],
+        "mean_rank": [float(mean_rank[g]) for g in samples],
+    })
+    if min(len(v) for v in samples.values()) < 5:
+        notes.append("a group has fewer than 5 values: the chi-square approximation of H is rough")
+    return KruskalConover(value=value, by=by, groups=groups, H=float(H), df=len(samples) - 1,
+                          p=float(p), pairs=pairs, notes=notes)
