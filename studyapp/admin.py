@@ -13,7 +13,8 @@ from django.utils.html import format_html, format_html_join
 from . import jobs, participation
 from .monitor import study_monitor
 from .export import write_export
-from .models import Condition, Exemplar, ImageSet, Network, Participant, Response, StimulusJob, Study, Unit
+from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
+                     Unit)
 
 THUMBNAILS_PER_ROLE = 9
 
@@ -51,7 +52,7 @@ class StimulusJobAdmin(admin.ModelAdmin):
     form = StimulusJobForm
     list_display = ["__str__", "status", "stage", "progress_percent", "attempts", "unit_count", "created", "finished"]
     list_filter = ["status", "network"]
-    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "artifact", "summary",
+    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "measures_table", "artifact",
                        "created", "started", "finished"]
     fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters", *readonly_fields]
     actions = ["launch", "cancel"]
@@ -66,6 +67,27 @@ class StimulusJobAdmin(admin.ModelAdmin):
     @admin.display(description="units imported", ordering="unit_total")
     def unit_count(self, job):
         return job.unit_total
+
+    @admin.display(description="measures per basis")
+    def measures_table(self, job):
+        rows = []
+        for entry in job.summary.get("layers", []):
+            curve = entry.get("cumulative_explained_variance") or []
+            influence = entry.get("influence_concentration") or []
+            completeness = entry.get("completeness") or {}
+            rows.append((
+                entry.get("layer"), entry.get("basis"), entry.get("n_components"),
+                ", ".join(f"{v:.2f}" for v in curve[:5]) or "—",
+                ", ".join(f"{v:.2f}" for v in influence[:5]) or "—",
+                ", ".join(f"{k}: {a:.2f}" for k, a in zip(completeness.get("k", []), completeness.get("accuracy", [])))
+                or "—",
+            ))
+        if not rows:
+            return "—"
+        header = format_html("<tr><th>layer</th><th>basis</th><th>K</th><th>cumulative explained variance, k = 1…5</th>"
+                             "<th>influence concentration, k = 1…5</th><th>accuracy with top-k units</th></tr>")
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html("<table>{}{}</table>", header, body)
 
     @admin.display(description="error")
     def error_text(self, job):
@@ -107,7 +129,7 @@ def _thumbnails(unit, role):
 
 @admin.register(Unit)
 class UnitAdmin(admin.ModelAdmin):
-    list_display = ["key", "job", "basis", "explained_variance", "most_activating", "least_activating"]
+    list_display = ["key", "job", "basis", "explained_variance", "influence", "most_activating", "least_activating"]
     list_filter = ["basis", "layer", "job"]
     readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating"]
     inlines = [ExemplarInline]
@@ -119,6 +141,13 @@ class UnitAdmin(admin.ModelAdmin):
     def explained_variance(self, unit):
         value = unit.measures.get("explained_variance_ratio")
         return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+    @admin.display(description="influence")
+    def influence(self, unit):
+        value = unit.measures.get("influence_direction", unit.measures.get("influence"))
+        if not isinstance(value, (int, float)):
+            return "—"
+        return f"{value:+.3f} (rank {unit.measures.get('influence_rank', '?')})"
 
     @admin.display(description="most activating")
     def most_activating(self, unit):
@@ -258,3 +287,52 @@ class ResponseAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(SobolAnalysis)
+class SobolAnalysisAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "status", "progress_percent", "interaction", "created"]
+    list_filter = ["status", "network"]
+    fields = ["network", "image_set", "image_index", "target_class", "grid", "n_samples", "perturbation", "seed",
+              "status", "progress", "error", "pictures", "indices", "finished"]
+    readonly_fields = ["status", "progress", "error", "pictures", "indices", "finished"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            from .tasks import analyse_regions
+
+            jobs.send(analyse_regions, obj.pk)
+            messages.info(request, f"Analysis {obj.pk} queued; its progress shows in the list.")
+
+    @admin.display(description="progress")
+    def progress_percent(self, analysis):
+        return f"{analysis.progress:.0f} %"
+
+    @admin.display(description="interaction share (1 − ΣS1)")
+    def interaction(self, analysis):
+        return f"{analysis.result['interaction_share']:.3f}" if analysis.result else "—"
+
+    @admin.display(description="image and total-order indices")
+    def pictures(self, analysis):
+        if not analysis.overlay:
+            return "—"
+        return format_html("<img src='/media/{}' width='224'> <img src='/media/{}' width='224'>",
+                           analysis.image, analysis.overlay)
+
+    @admin.display(description="indices per region (row by row)")
+    def indices(self, analysis):
+        result = analysis.result
+        if not result:
+            return "—"
+        g = analysis.grid
+        # format_html escapes its arguments into strings, so numbers are formatted before they go in.
+        cells = [
+            [format_html("S1 {}<br>ST {}", f"{result['S1'][r * g + c]:.3f}", f"{result['ST'][r * g + c]:.3f}")
+             for c in range(g)]
+            for r in range(g)
+        ]
+        body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),)
+                                                      for row in cells))
+        return format_html("<p>class {} · {} forward passes · interaction share {}</p><table>{}</table>",
+                           result["target_class"], result["n_forwards"], f"{result['interaction_share']:.3f}", body)

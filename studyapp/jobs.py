@@ -160,19 +160,23 @@ def _generate_and_import(job, out_dir):
     import_artifact(job, out_dir)
 
 
-def enqueue(job):
-    """Send the job to the GPU queue; with no broker configured, run it on a background thread so the
-    admin page that launched it can show its progress."""
-    from .tasks import generate_stimuli
-
+def send(task, row_id):
+    """Send a task for a row to its queue; with no broker configured, run it on a background thread so
+    the admin page that launched it can show its progress."""
     if not settings.CELERY_TASK_ALWAYS_EAGER:
-        generate_stimuli.delay(job.pk)
+        task.delay(row_id)
         return
 
     def run_in_process():
         try:
-            generate_stimuli.apply(args=[job.pk])
+            task.apply(args=[row_id])
         finally:
             close_old_connections()
 
-    threading.Thread(target=run_in_process, name=f"stimulus-job-{job.pk}", daemon=True).start()
+    threading.Thread(target=run_in_process, name=f"{task.name}-{row_id}", daemon=True).start()
+
+
+def enqueue(job):
+    from .tasks import generate_stimuli
+
+    send(generate_stimuli, job.pk)

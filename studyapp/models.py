@@ -345,3 +345,40 @@ class Response(models.Model):
 
     def __str__(self):
         return f"{self.trial}: {self.choice}"
+
+
+class SobolAnalysis(models.Model):
+    """Sobol-SBSA indices of one image's regions for a network's decision: which regions, alone and
+    together, move the output."""
+
+    class Perturbation(models.TextChoices):
+        INPAINT_BLUR = "inpaint-blur", "blurred image"
+        MEAN = "mean", "image mean"
+
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="sobol_analyses")
+    image_set = models.ForeignKey(ImageSet, on_delete=models.PROTECT, related_name="sobol_analyses")
+    image_index = models.PositiveIntegerField()
+    target_class = models.IntegerField(null=True, blank=True, help_text="empty: the network's own prediction")
+    grid = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1), MaxValueValidator(16)],
+                                       help_text="regions per side")
+    n_samples = models.PositiveIntegerField(default=256, validators=[MinValueValidator(8)],
+                                            help_text="quasi-Monte-Carlo base samples (rounded up to a power of 2)")
+    perturbation = models.CharField(max_length=20, choices=Perturbation.choices, default=Perturbation.INPAINT_BLUR)
+    seed = models.IntegerField(default=0)
+
+    status = models.CharField(max_length=20, choices=StimulusJob.Status.choices, default=StimulusJob.Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    image = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
+    overlay = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "Sobol region analysis"
+        verbose_name_plural = "Sobol region analyses"
+
+    def __str__(self):
+        return f"{self.network} image {self.image_index} ({self.grid}x{self.grid})"

@@ -113,7 +113,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ROUTES = {"studyapp.tasks.generate_stimuli": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {
+    "studyapp.tasks.generate_stimuli": {"queue": "gpu"},
+    "studyapp.tasks.analyse_regions": {"queue": "gpu"},
+}
 # With Redis, a message whose worker died is handed out again once this many seconds have passed since
 # it was taken. It must exceed the longest job, or a slow job would run twice; lower it where jobs are
 # short and a quick retry matters more.

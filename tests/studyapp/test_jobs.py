@@ -180,3 +180,9 @@ def test_the_heartbeat_beats_through_a_long_silent_stage(media, settings, monkey
     monkeypatch.setattr(pipeline, "run", silent)
     jobs.run_job(new_job.pk)
     assert beats == [True]
+
+
+def test_the_job_page_shows_the_measures_per_basis(admin_client, media, new_job, fake_pipeline):
+    jobs.run_job(new_job.pk)
+    page = admin_client.get(f"/admin/studyapp/stimulusjob/{new_job.pk}/change/").content.decode()
+    assert "cumulative explained variance" in page and "0.40, 0.70, 0.90, 1.00" in page
