@@ -1,4 +1,4 @@
-"""Command line: ``python -m stimuli generate …`` and ``python -m stimuli layers …``."""
+"""Command line: ``python -m stimuli generate|layers|influence|sobol …``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,48 @@ def _parser() -> argparse.ArgumentParser:
     l.add_argument("--weights")
     l.add_argument("--architecture")
     l.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+
+    i = sub.add_parser("influence", help="distributional influence of a layer's units on a class, per basis")
+    i.add_argument("--network", default="demo")
+    i.add_argument("--weights")
+    i.add_argument("--architecture")
+    i.add_argument("--dataset", default="digits")
+    i.add_argument("--max-images", dest="max_images", type=int)
+    i.add_argument("--layer", required=True)
+    i.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
+    i.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
+    i.add_argument("--class", dest="cls", type=int, required=True, help="class of interest (its logit)")
+    i.add_argument("--versus", type=int, help="a second class: the quantity is the logit difference")
+    i.add_argument("--distribution", choices=["class", "all"], default="class",
+                   help="images of the class (labels, or predictions when the dataset's classes are not "
+                        "the network's) or all images")
+    i.add_argument("--top", type=int, default=5)
+    i.add_argument("--pooling", choices=["mean", "max"], default="mean")
+    i.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    i.add_argument("--device", default="auto")
+    i.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("sobol", help="Sobol-SBSA indices of image regions for the network's decision")
+    s.add_argument("--network", default="demo")
+    s.add_argument("--weights")
+    s.add_argument("--architecture")
+    s.add_argument("--dataset", default="digits")
+    s.add_argument("--image-index", dest="image_index", default="0",
+                   help="image index, or comma separated indices (then the interaction share is aggregated)")
+    s.add_argument("--class", dest="cls", type=int, help="target class (default: the prediction)")
+    s.add_argument("--grid", type=int, default=4)
+    s.add_argument("--samples", type=int, default=256, help="base sample size N (rounded up to a power of 2)")
+    s.add_argument("--perturbation", choices=["inpaint-blur", "mean"], default="inpaint-blur")
+    s.add_argument("--output", choices=["logit", "probability"], default="logit")
+    s.add_argument("--no-second-order", dest="second_order", action="store_false", default=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+    s.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -106,10 +148,88 @@ def _layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _influence(args: argparse.Namespace) -> int:
+    from .activations import extract
+    from .bases import make_basis
+    from .datasets import load_dataset
+    from .influence import class_influence_report
+    from .networks import load_network, resolve_device
+
+    device = resolve_device(args.device)
+    net = load_network(args.network, weights=args.weights, architecture=args.architecture,
+                       allow_download=args.allow_download)
+    images = load_dataset(args.dataset, max_images=args.max_images, seed=args.seed)
+    names = [b.strip() for b in args.bases.split(",") if b.strip()]
+    acts = extract(net.model, images, net.preprocess, [args.layer], pooling=args.pooling,
+                   activation=args.activation, device=device, batch_size=args.batch_size)
+    if len(acts.indices) < len(images):
+        images = images.subset(acts.indices)
+    A = acts.values[args.layer]
+    bases = {n: make_basis(n, n_components=args.n_components, random_state=args.seed).fit(A) for n in names}
+    labels = images.labels if images.labels is not None and net.class_names \
+        and images.class_names == net.class_names else None
+    quantity = {"class": args.cls, "versus": args.versus}
+    report = class_influence_report(net.model, images, net.preprocess, args.layer, bases, quantity, top=args.top,
+                                    activation=args.activation, pooling=args.pooling,
+                                    distribution=args.distribution, labels=labels, device=device,
+                                    batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    q = f"logit {args.cls}" + (f" - logit {args.versus}" if args.versus is not None else "")
+    print(f"influence on {q}, layer {args.layer}, {report['n_images']} images ({args.distribution})")
+    for name, r in report["bases"].items():
+        print(f"\n{name} ({r['n_components']} units)")
+        print("  unit  influence  per unit direction")
+        for u in r["top_units"]:
+            print(f"  {u['index']:4d}  {u['influence']:+10.4f}  {u['influence_direction']:+10.4f}")
+        curve = "  ".join(f"k={k}: {v:.3f}" for k, v in zip(r["concentration"]["k"], r["concentration"]["share"]))
+        print(f"  concentration  {curve}")
+    return 0
+
+
+def _sobol(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset
+    from .networks import load_network, resolve_device
+    from .sobol import interaction_share, region_sobol
+
+    device = resolve_device(args.device)
+    net = load_network(args.network, weights=args.weights, architecture=args.architecture,
+                       allow_download=args.allow_download)
+    images = load_dataset(args.dataset)
+    try:
+        indices = [int(v) for v in args.image_index.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--image-index takes integers, not {args.image_index!r}") from None
+    bad = [i for i in indices if not 0 <= i < len(images)]
+    if not indices or bad:
+        raise ValueError(f"image index out of range 0…{len(images) - 1}: {bad or args.image_index}")
+    kwargs = dict(grid=args.grid, n_samples=args.samples, perturbation=args.perturbation, device=device,
+                  batch_size=args.batch_size, output=args.output, second_order=args.second_order, seed=args.seed)
+    if len(indices) == 1:
+        res = region_sobol(net.model, images.load(indices[0]), net.preprocess, args.cls, **kwargs)
+        if args.json:
+            print(json.dumps({"image_index": indices[0], **res.to_dict()}, indent=2))
+        else:
+            print(f"image {indices[0]}")
+            print(res.summary())
+        return 0
+    classes = None if args.cls is None else [args.cls] * len(indices)
+    agg = interaction_share(net.model, images, net.preprocess, indices, classes, **kwargs)
+    if args.json:
+        print(json.dumps(agg, indent=2))
+    else:
+        for i, c, v in zip(agg["indices"], agg["target_classes"], agg["interaction_share"]):
+            print(f"image {i:5d}  class {c:4d}  interaction share {v:.3f}")
+        print(f"mean {agg['mean']:.3f}  median {agg['median']:.3f}  sd {agg['sd']:.3f}  ({agg['n_images']} images)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    commands = {"generate": _generate, "layers": _layers, "influence": _influence, "sobol": _sobol}
     try:
-        return _generate(args) if args.command == "generate" else _layers(args)
+        return commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
         return 2

@@ -67,10 +67,11 @@ def batches(images: ImageSet, preprocess: Callable, batch_size: int = 256, num_w
 
 
 def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """A callable returning ``{layer: output}``: torchvision's feature extractor, or forward hooks on
-    the submodules of a TorchScript model (which FX cannot trace)."""
+    """A callable returning ``{layer: output}``: torchvision's feature extractor, or for a
+    TorchScript model (which FX cannot trace and which refuses forward hooks) a copy of its forward
+    graph that returns the layers' outputs (:class:`ScriptLayerExtractor`)."""
     if isinstance(model, torch.jit.ScriptModule):
-        return _HookExtractor(model, layers)
+        return ScriptLayerExtractor(model, layers)
     from torchvision.models.feature_extraction import create_feature_extractor
 
     from .networks import list_layers
@@ -87,33 +88,96 @@ def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.
         raise ValueError(f"unknown layer(s) {', '.join(missing)}; hookable layers are: {shown}") from None
 
 
-class _HookExtractor:
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
+class ScriptLayerExtractor:
+    """Layer outputs of a TorchScript module, from a rewritten copy of its ``forward`` graph.
+
+    A layer is a submodule path (``layer3.1``). The copy's calls along that path are inlined one
+    level at a time until the call of the layer's own ``forward`` is reached; its result becomes an
+    output of the copy, and what only fed the original output is dropped. The loaded module itself is
+    not changed. A submodule that ``forward`` never calls, or calls more than once (so that "its
+    output" is ambiguous), is refused with a message.
+    """
+
+    def __init__(self, model: torch.jit.ScriptModule, layers: Sequence[str]) -> None:
         self.model = model
         self.layers = list(layers)
         modules = dict(model.named_modules())
-        missing = [l for l in layers if l not in modules]
+        missing = [l for l in self.layers if l not in modules or not l]
         if missing:
-            raise ValueError(f"unknown layer(s) {', '.join(missing)}; layers are: {', '.join(n for n in modules if n)}")
-        self.modules = [modules[l] for l in layers]
+            raise ValueError(f"unknown layer(s) {', '.join(missing)}; layers are: "
+                             f"{', '.join(n for n in modules if n)}")
+        graph = model.forward.graph.copy()
+        this = next(iter(graph.inputs()))
+        for _ in range(len(list(graph.outputs()))):
+            graph.eraseOutput(0)
+        inlined: dict = {}
+        for layer in self.layers:
+            # registered at once: later inlining redirects graph outputs along with every other use
+            graph.registerOutput(_tap(graph, this, model, layer, inlined))
+        graph.makeMultiOutputIntoTuple()
+        torch._C._jit_pass_dce(graph)
+        self.graph = graph
+        self.function = torch._C._create_function_from_graph("stimuli_layer_outputs", graph)
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        handles = []
-        try:
-            for name, m in zip(self.layers, self.modules):
-                handles.append(m.register_forward_hook(lambda _m, _i, o, name=name: out.__setitem__(name, o)))
-        except RuntimeError as exc:
-            for h in handles:
-                h.remove()
-            raise ValueError(f"this TorchScript model does not accept forward hooks ({exc}); save a state "
-                             f"dict for its architecture instead") from None
-        try:
-            self.model(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return out
+        outs = self.function(self.model._c, x)
+        return dict(zip(self.layers, outs))
+
+
+def _forward_calls(graph, obj, name: str | None) -> list:
+    """Top-level ``prim::CallMethod`` nodes on ``obj``'s child ``name`` (its ``forward``), or on
+    ``obj`` itself when ``name`` is None (any method: ``forward`` delegating to ``_forward_impl``)."""
+    found = []
+    for node in graph.nodes():
+        if node.kind() != "prim::CallMethod":
+            continue
+        target = node.inputsAt(0)
+        if name is None:
+            if target.unique() == obj.unique():
+                found.append(node)
+            continue
+        get = target.node()
+        if (node.s("name") == "forward" and get.kind() == "prim::GetAttr" and get.s("name") == name
+                and get.inputsAt(0).unique() == obj.unique()):
+            found.append(node)
+    return found
+
+
+def _inline(graph, node, module) -> None:
+    callee = getattr(module, node.s("name")).graph
+    with graph.insert_point_guard(node):
+        outs = graph.insertGraph(callee, list(node.inputs()))
+    for old, new in zip(node.outputs(), outs):
+        old.replaceAllUsesWith(new)
+    node.destroy()
+
+
+def _tap(graph, this, model, layer: str, inlined: dict):
+    """The value of ``layer``'s output in ``graph``; ``inlined`` maps the module paths whose calls
+    were already inlined (by an earlier layer) to their object value and module."""
+    parts = layer.split(".")
+    obj, module = this, model
+    for depth, name in enumerate(parts):
+        path = ".".join(parts[:depth + 1])
+        if path in inlined and depth < len(parts) - 1:
+            obj, module = inlined[path]
+            continue
+        for node in _forward_calls(graph, obj, None):
+            _inline(graph, node, module)
+        calls = _forward_calls(graph, obj, name)
+        if len(calls) != 1:
+            how = "never calls it directly" if not calls else f"calls it {len(calls)} times"
+            raise ValueError(f"layer {layer!r} of this TorchScript model cannot be read: the forward of the "
+                             f"module holding {name!r} {how}; choose another layer or save a state dict "
+                             f"for its architecture")
+        call = calls[0]
+        child = dict(module.named_children())[name]
+        if depth == len(parts) - 1:
+            return call.output()
+        obj, module = call.inputsAt(0), child
+        _inline(graph, call, child)
+        inlined[path] = (obj, module)
+    raise AssertionError("unreachable")
 
 
 def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Sequence[str],

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .activations import batches
-from .bases import Basis, DictionaryBasis, NeuronBasis, NMFBasis, PCABasis
+from .bases import Basis, DictionaryBasis, NeuronBasis, NMFBasis, PCABasis, SAEBasis
 from .datasets import ImageSet
 
 
@@ -85,6 +85,8 @@ class _Projector:
             scale = self.basis.scale_
             return sparse_codes(X / scale, self.W, l1=self.basis.alpha,
                                 positive=self.basis.positive_code) * scale
+        if isinstance(self.basis, SAEBasis):
+            return self.basis.encode(X)
         out = self.basis.transform(X.double().cpu().numpy())
         return torch.as_tensor(out, dtype=torch.float32, device=self.device)
 

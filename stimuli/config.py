@@ -9,15 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASES = ("neuron", "pca", "nmf", "dictionary")
+BASES = ("neuron", "pca", "nmf", "dictionary", "sae")
 POOLINGS = ("mean", "max")
 ACTIVATIONS = ("post_relu", "pre_relu")
-UNIT_SELECTIONS = ("random", "top_variance")
+UNIT_SELECTIONS = ("random", "top_variance", "influence")
+INFLUENCE_DISTRIBUTIONS = ("class", "all")
+ATTRIBUTION_METHODS = ("gradcam", "saliency", "occlusion")
 
 NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
                 "l1_ratio": 0.0}
 DICTIONARY_DEFAULTS = {"alpha": 0.1, "max_iter": 50, "batch_size": 256, "positive_code": True,
                        "positive_dict": False, "transform_algorithm": "lasso_cd"}
+# TopK sparse autoencoder (stimuli.bases.SAEBasis): k latents per image, Adam for `epochs` passes
+SAE_DEFAULTS = {"k": 8, "epochs": 100, "lr": 3e-3, "batch_size": 256, "aux_k": None, "aux_coef": 1.0 / 32}
 
 
 def _default_layers() -> list[str]:
@@ -65,9 +69,19 @@ class StimulusConfig:
     device: str = "auto"
     nmf: dict[str, Any] = field(default_factory=dict)
     dictionary: dict[str, Any] = field(default_factory=dict)
+    sae: dict[str, Any] = field(default_factory=dict)
     completeness: bool = True
     completeness_k: list[int] | None = None
     completeness_max_images: int | None = 2000
+    # distributional influence (stimuli.influence): on the logit of influence_class (minus that of
+    # influence_versus), averaged over the images of the class ("class") or all images ("all")
+    influence_class: int | None = None
+    influence_versus: int | None = None
+    influence_distribution: str = "class"
+    influence_max_images: int | None = 2000
+    # per-unit heatmaps on the most activating references (stimuli.attribution)
+    attribution_overlays: bool = False
+    attribution_method: str = "gradcam"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,6 +142,9 @@ class StimulusConfig:
     def dictionary_params(self) -> dict[str, Any]:
         return {**DICTIONARY_DEFAULTS, **self.dictionary}
 
+    def sae_params(self) -> dict[str, Any]:
+        return {**SAE_DEFAULTS, **self.sae}
+
     @property
     def is_builtin_dataset(self) -> bool:
         return self.dataset == "digits"
@@ -147,9 +164,6 @@ class StimulusConfig:
         need(isinstance(self.bases, list) and len(self.bases) > 0,
              f"bases must be a non-empty list drawn from {', '.join(BASES)}")
         for b in self.bases:
-            if b == "sae":
-                raise ValueError("basis 'sae' (sparse autoencoder) is not implemented yet; "
-                                 "use 'dictionary' for a sparse code")
             need(b in BASES, f"unknown basis {b!r}; choose from {', '.join(BASES)}")
         need(len(set(self.bases)) == len(self.bases), f"bases are repeated: {self.bases}")
         self._check_per_basis("n_units", self.n_units, allow_none=False)
@@ -189,6 +203,18 @@ class StimulusConfig:
         bad = sorted(set(self.dictionary) - set(DICTIONARY_DEFAULTS))
         need(not bad, f"unknown dictionary parameter(s): {', '.join(bad)}; "
                       f"known: {', '.join(DICTIONARY_DEFAULTS)}")
+        need(isinstance(self.sae, dict), "sae must be a mapping of sparse-autoencoder parameters")
+        bad = sorted(set(self.sae) - set(SAE_DEFAULTS))
+        need(not bad, f"unknown sae parameter(s): {', '.join(bad)}; known: {', '.join(SAE_DEFAULTS)}")
+        sae = {**SAE_DEFAULTS, **self.sae}
+        for key in ("k", "epochs", "batch_size"):
+            need(_is_int(sae[key]) and sae[key] >= 1, f"sae.{key} must be a positive integer, not {sae[key]!r}")
+        need(sae["aux_k"] is None or (_is_int(sae["aux_k"]) and sae["aux_k"] >= 0),
+             f"sae.aux_k must be null or a non-negative integer, not {sae['aux_k']!r}")
+        for key, low in (("lr", "positive"), ("aux_coef", "non-negative")):
+            v = sae[key]
+            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                 and (v > 0 if low == "positive" else v >= 0), f"sae.{key} must be a {low} number, not {v!r}")
         need(self.weights is None or isinstance(self.weights, str), "weights must be null or an enum name")
         need(self.architecture is None or isinstance(self.architecture, str),
              "architecture must be null or a torchvision architecture name")
@@ -201,6 +227,23 @@ class StimulusConfig:
         need(self.completeness_max_images is None
              or (_is_int(self.completeness_max_images) and self.completeness_max_images >= 1),
              "completeness_max_images must be null or a positive integer")
+        for key in ("influence_class", "influence_versus"):
+            value = getattr(self, key)
+            need(value is None or (_is_int(value) and value >= 0), f"{key} must be null or a class index >= 0")
+        need(self.influence_versus is None or self.influence_class is not None,
+             "influence_versus needs influence_class")
+        need(self.influence_versus is None or self.influence_versus != self.influence_class,
+             "influence_versus must differ from influence_class")
+        need(self.unit_selection != "influence" or self.influence_class is not None,
+             "unit_selection 'influence' needs influence_class (the class of interest)")
+        need(self.influence_distribution in INFLUENCE_DISTRIBUTIONS,
+             f"influence_distribution must be one of {', '.join(INFLUENCE_DISTRIBUTIONS)}")
+        need(self.influence_max_images is None
+             or (_is_int(self.influence_max_images) and self.influence_max_images >= 1),
+             "influence_max_images must be null or a positive integer")
+        need(isinstance(self.attribution_overlays, bool), "attribution_overlays must be true or false")
+        need(self.attribution_method in ATTRIBUTION_METHODS,
+             f"attribution_method must be one of {', '.join(ATTRIBUTION_METHODS)}, not {self.attribution_method!r}")
         if "nmf" in self.bases and self.activation != "post_relu":
             raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
 

@@ -240,12 +240,54 @@ def load_demo(log: Callable[[str], None] | None = None) -> LoadedNetwork:
               "architecture": "DemoNet", "version": DEMO_VERSION})
 
 
-def imagenet_preprocess(resize: int = 256, crop: int = 224) -> Callable[[Any], torch.Tensor]:
+# what torchvision's ImageNet classification weights use; the default for checkpoints and for
+# torchvision architectures without weights, since most vision checkpoints are ImageNet models
+IMAGENET_PREPROCESS = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def imagenet_preprocess(resize: int = 256, crop: int = 224, mean=IMAGENET_MEAN,
+                        std=IMAGENET_STD) -> Callable[[Any], torch.Tensor]:
+    """RGB, shorter side resized to ``resize`` (bilinear, antialiased), centre crop ``crop``, scaled
+    to [0, 1] and normalised by ``mean`` / ``std``: the transform of torchvision's ImageNet weights."""
     from torchvision.transforms import v2
 
     return _RGB(v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor(),
                             v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+                            v2.Normalize(list(mean), list(std))]))
+
+
+def checkpoint_preprocess(spec: Any = None) -> tuple[Callable[[Any], torch.Tensor], dict[str, Any]]:
+    """The preprocessing for a checkpoint: :data:`IMAGENET_PREPROCESS`, with any of its keys
+    (``resize``, ``crop``, ``mean``, ``std``) overridden by the checkpoint's own ``"preprocess"``
+    entry. Returns the transform and the settings the manifest records."""
+    settings = dict(IMAGENET_PREPROCESS)
+    if spec is not None:
+        if not isinstance(spec, dict) or set(spec) - set(settings):
+            raise NetworkLoadError(f"a checkpoint's 'preprocess' entry must be a mapping with keys among "
+                                   f"{', '.join(settings)}, not {spec!r}")
+        settings.update(spec)
+    try:
+        resize, crop = int(settings["resize"]), int(settings["crop"])
+        mean = [float(v) for v in settings["mean"]]
+        std = [float(v) for v in settings["std"]]
+    except (TypeError, ValueError):
+        raise NetworkLoadError(f"bad 'preprocess' entry in checkpoint: {spec!r}") from None
+    if not (crop >= 1 and resize >= crop and len(mean) == len(std) == 3 and min(std) > 0):
+        raise NetworkLoadError(f"bad 'preprocess' entry in checkpoint: {spec!r} (resize >= crop >= 1, "
+                               f"three means and three positive standard deviations)")
+    settings = {"resize": resize, "crop": crop, "mean": mean, "std": std}
+    return imagenet_preprocess(resize, crop, mean, std), settings
+
+
+def weights_preprocess(weights) -> dict[str, Any]:
+    """What a torchvision weights enum's own transform does, for the manifest."""
+    t = weights.transforms()
+    out: dict[str, Any] = {"transform": type(t).__name__}
+    for key, attr in (("resize", "resize_size"), ("crop", "crop_size"), ("mean", "mean"), ("std", "std")):
+        value = getattr(t, attr, None)
+        if value is not None:
+            out[key] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
 
 
 class _RGB:
@@ -292,7 +334,7 @@ def load_torchvision(name: str, weights: str | None = None, num_classes: int | N
         kwargs["num_classes"] = num_classes
     if weights is None:
         model = models.get_model(name, weights=None, **kwargs)
-        preprocess = imagenet_preprocess()
+        preprocess, pp_info = checkpoint_preprocess()
         class_names = None
         weights_name = None
     else:
@@ -309,13 +351,16 @@ def load_torchvision(name: str, weights: str | None = None, num_classes: int | N
                 raise
             raise NetworkLoadError(f"could not download weights {w} ({exc.__class__.__name__}); "
                                    f"expected file {expected} in the torch cache") from None
+        # the weights' own transform (resize, crop, interpolation, normalisation they were trained with)
         preprocess = _RGB(w.transforms())
+        pp_info = weights_preprocess(w)
         class_names = list(w.meta.get("categories") or []) or None
         weights_name = str(w)
     model.eval()
     n_classes = len(class_names) if class_names else num_classes
     return LoadedNetwork(model=model, name=name, source="torchvision", weights=weights_name,
-                         n_classes=n_classes, class_names=class_names, preprocess=preprocess)
+                         n_classes=n_classes, class_names=class_names, preprocess=preprocess,
+                         info={"preprocess": pp_info})
 
 
 def _sha256_file(path: Path) -> str:
@@ -328,7 +373,14 @@ def _sha256_file(path: Path) -> str:
 
 def load_checkpoint(path: str | Path, architecture: str | None = None,
                     num_classes: int | None = None) -> LoadedNetwork:
-    """A state dict for ``architecture`` (``"demo"`` or a torchvision name), or a TorchScript file."""
+    """A state dict for ``architecture`` (``"demo"`` or a torchvision name), or a TorchScript file.
+
+    A state dict may be saved bare or inside a dictionary (under ``state_dict``, ``model`` or
+    ``model_state_dict``) whose other entries may say ``class_names`` (a list; completeness then
+    scores against folder labels with the same names) and ``preprocess`` (see
+    :func:`checkpoint_preprocess`; ImageNet's transform when absent). TorchScript files get the
+    ImageNet transform.
+    """
     path = Path(path)
     info = {"file": path.name, "sha256": _sha256_file(path)}
     if architecture is None:
@@ -338,8 +390,9 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
             raise NetworkLoadError(f"{path.name} is not a TorchScript file; for a state dict give the "
                                    f"architecture it belongs to (architecture='resnet18' or 'demo')") from None
         model.eval()
-        return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None,
-                             preprocess=imagenet_preprocess(), info={**info, "format": "torchscript"})
+        preprocess, pp_info = checkpoint_preprocess()
+        return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=num_classes,
+                             preprocess=preprocess, info={**info, "format": "torchscript", "preprocess": pp_info})
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -364,17 +417,20 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
             raise NetworkLoadError(f"unknown architecture {architecture!r} for checkpoint {path.name}")
         kwargs = {"num_classes": num_classes} if num_classes else {}
         model = models.get_model(architecture, weights=None, **kwargs)
-        preprocess = imagenet_preprocess()
+        preprocess, pp_info = checkpoint_preprocess(extra.get("preprocess"))
+        info["preprocess"] = pp_info
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise NetworkLoadError(f"checkpoint {path.name} does not fit architecture {architecture}: {first}") from None
     model.eval()
-    return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None,
-                         n_classes=num_classes or (10 if architecture == DEMO_NAME else None),
-                         preprocess=preprocess, info={**info, "architecture": architecture,
-                                                      "format": "state_dict"})
+    class_names = extra.get("class_names")
+    class_names = [str(c) for c in class_names] if isinstance(class_names, (list, tuple)) and class_names else None
+    n_classes = num_classes or (10 if architecture == DEMO_NAME else None) or (len(class_names) if class_names else None)
+    return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=n_classes,
+                         class_names=class_names, preprocess=preprocess,
+                         info={**info, "architecture": architecture, "format": "state_dict"})
 
 
 # ---------------------------------------------------------------------------------------------

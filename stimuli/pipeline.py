@@ -37,11 +37,69 @@ def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
         params.update(config.nmf_params())
     elif name == "dictionary":
         params.update(config.dictionary_params())
+    elif name == "sae":
+        params.update(config.sae_params(), device=config.device)
     return params
 
 
 def _r(values, digits: int = 6) -> list[float]:
     return [round(float(v), digits) for v in np.asarray(values).ravel()]
+
+
+def _influence(config: StimulusConfig, net, images, fitted: dict, device, report) -> dict:
+    """Per (layer, basis): the units' influence on the class of interest (stimuli.influence), read
+    from one backward pass per layer. Ranking and concentration use the direction form."""
+    from .influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
+    from .selection import unit_rng
+
+    quantity = Quantity(config.influence_class, config.influence_versus)
+    if net.n_classes:
+        quantity.check(net.n_classes)
+    labels = images.labels if images.labels is not None and net.class_names \
+        and images.class_names == net.class_names else None
+    pool_images, pool_labels = images, labels
+    if config.influence_distribution == "class" and labels is not None:
+        keep = np.flatnonzero(np.asarray(labels) == quantity.cls)
+        pool_images, pool_labels = images.subset(keep), np.asarray(labels)[keep]
+    limit = config.influence_max_images
+    if limit and len(pool_images) > limit:
+        sub = np.sort(unit_rng(config.seed, "influence").choice(len(pool_images), size=limit, replace=False))
+        pool_images = pool_images.subset(sub)
+        pool_labels = None if pool_labels is None else pool_labels[sub]
+    out = {}
+    for layer in config.layers:
+        g, n = pooled_gradient(net.model, pool_images, net.preprocess, layer, quantity,
+                               activation=config.activation, pooling=config.pooling,
+                               distribution=config.influence_distribution, labels=pool_labels, device=device,
+                               batch_size=config.batch_size)
+        for name in config.bases:
+            basis = fitted[(layer, name)][0]
+            chi, direction = influence_from_gradient(basis, g), influence_from_gradient(basis, g, per="direction")
+            rank = np.empty(len(chi), dtype=np.int64)
+            rank[influence_order(direction)] = np.arange(len(chi))
+            out[(layer, name)] = {
+                "code": chi, "direction": direction, "rank": rank, "concentration": concentration(direction),
+                "quantity": {**quantity.to_dict(), "distribution": config.influence_distribution, "n_images": n,
+                             "reference": "labels" if labels is not None else "predictions"},
+            }
+    return out
+
+
+def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict, chosen: dict, writer, size,
+                          device) -> dict:
+    """Per (layer, basis, unit): overlay files aligned with the unit's ``references_max``."""
+    from .attribution import attribution_overlays
+    from .render import render
+
+    out = {}
+    for (layer, name), entries in chosen.items():
+        basis = fitted[(layer, name)][0]
+        for u, ex, _measures in entries:
+            pictures = attribution_overlays(net.model, images, net.preprocess, ex.references_max, layer, basis, u,
+                                            config.attribution_method, size=size, activation=config.activation,
+                                            pooling=config.pooling, device=device)
+            out[(layer, name, u)] = [writer.add_image(render(p)[1]) for p in pictures]
+    return out
 
 
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
@@ -101,6 +159,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         codes = basis.fit_transform(A)
         fitted[(layer, name)] = (basis, codes)
         report("bases", (j + 1) / len(jobs))
+    influence = _influence(config, net, images, fitted, device, report) if config.influence_class is not None else {}
 
     # -- units and exemplars ----------------------------------------------------------------------
     report("exemplars", 0.0)
@@ -109,7 +168,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         basis, codes = fitted[(layer, name)]
         std = codes.std(axis=0)
         units = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
-                             seed=config.seed, responses_std=std, key=(layer, name))
+                             seed=config.seed, responses_std=std, key=(layer, name),
+                             influence=influence[(layer, name)]["direction"] if influence else None)
         rank = np.empty(len(std), dtype=np.int64)
         rank[unit_order(basis)] = np.arange(len(std))
         entries = []
@@ -125,6 +185,11 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                 "query_max_threshold": round(ex.band_max_threshold, 6),
                 "query_min_threshold": round(ex.band_min_threshold, 6),
             }
+            if influence:
+                infl = influence[(layer, name)]
+                measures["influence"] = round(float(infl["code"][u]), 6)
+                measures["influence_direction"] = round(float(infl["direction"][u]), 6)
+                measures["influence_rank"] = int(infl["rank"][u]) + 1
             entries.append((int(u), ex, measures))
         chosen[(layer, name)] = entries
         report("exemplars", (j + 1) / len(jobs))
@@ -141,6 +206,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             files[i] = writer.add_image(data)
             if (j + 1) % 64 == 0 or j + 1 == len(needed):
                 report("render", (j + 1) / len(needed))
+        overlays = _attribution_overlays(config, net, images, fitted, chosen, writer, size, device) \
+            if config.attribution_overlays else {}
         report("render", 1.0)
 
         # -- measures -----------------------------------------------------------------------------
@@ -184,6 +251,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                     "queries_min": [files[int(i)] for i in ex.queries_min],
                     "strip": [files[int(i)] for i in ex.strip],
                 })
+                if overlays:
+                    units_out[-1]["attribution_overlays_max"] = overlays[(layer, name, u)]
             entry = {
                 "layer": layer, "basis": name, "n_components": basis.n_components_,
                 "n_channels": int(A.shape[1]),
@@ -196,6 +265,12 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             }
             if completeness_error:
                 entry["completeness_error"] = completeness_error
+            if influence:
+                infl = influence[(layer, name)]
+                entry["influence_quantity"] = infl["quantity"]
+                entry["influence_concentration"] = _r(infl["concentration"])
+            if overlays:
+                entry["attribution_method"] = config.attribution_method
             if hasattr(basis, "reconstruction_err_"):
                 entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
             layer_entries.append(entry)

@@ -1,4 +1,5 @@
-"""Which units of a basis a study shows: a seeded random draw, or the top explained variance."""
+"""Which units of a basis a study shows: a seeded random draw, the top explained variance, or the
+most influential on a class (:mod:`stimuli.influence`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ def unit_rng(seed: int, *names: str) -> np.random.Generator:
 
 
 def select_units(explained_variance_ratio, n_units: int, method: str = "top_variance", seed: int = 0,
-                 responses_std=None, key: tuple[str, ...] = ()) -> np.ndarray:
+                 responses_std=None, key: tuple[str, ...] = (), influence=None) -> np.ndarray:
     """Indices of ``n_units`` units.
 
     Units whose responses are constant over the image set (``responses_std == 0``: a dead channel or
     an unused atom) have no most or least activating images and are never chosen.
     ``top_variance`` returns units in decreasing explained variance; ``random`` returns a seeded draw
-    sorted by index. Asking for more units than there are usable ones returns all usable ones.
+    sorted by index; ``influence`` returns units in decreasing |influence| (the ``influence`` array,
+    one value per unit, is then required). Asking for more units than there are usable ones returns
+    all usable ones.
     """
     evr = np.asarray(explained_variance_ratio, dtype=np.float64)
     if method not in UNIT_SELECTIONS:
@@ -37,5 +40,12 @@ def select_units(explained_variance_ratio, n_units: int, method: str = "top_vari
     if method == "top_variance":
         order = candidates[np.argsort(-evr[candidates], kind="stable")]
         return order[:n]
+    if method == "influence":
+        if influence is None:
+            raise ValueError("unit selection 'influence' needs the units' influence")
+        chi = np.abs(np.asarray(influence, dtype=np.float64))
+        if chi.shape != evr.shape:
+            raise ValueError(f"influence has {chi.size} values for {evr.size} units")
+        return candidates[np.argsort(-chi[candidates], kind="stable")][:n]
     rng = unit_rng(seed, "selection", *key)
     return np.sort(rng.choice(candidates, size=n, replace=False))

@@ -32,7 +32,9 @@ def test_comma_separated_strings_accepted():
     ({"activation": "pre_relu"}, "nmf basis needs non-negative"),
     ({"n_units": {"pca": 2}}, "no value for basis"),
     ({"nmf": {"beta": 2}}, "unknown nmf parameter"),
-    ({"bases": ["sae"]}, "not implemented"),
+    ({"bases": ["sae"], "sae": {"k": 0}}, "sae.k must be a positive integer"),
+    ({"sae": {"topk": 3}}, "unknown sae parameter"),
+    ({"sae": {"lr": -1.0}}, "sae.lr must be a positive number"),
     ({"device": "tpu"}, "device"),
     ({"seed": -1}, "seed"),
 ])

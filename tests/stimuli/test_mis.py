@@ -1,0 +1,177 @@
+"""The machine observer (MIS) against planted structure: units whose extremes cluster in the
+embedding score near 1, units whose extremes are arbitrary score near 0.5, and fit_alpha recovers a
+planted slope."""
+import numpy as np
+import pytest
+
+from stimuli.datasets import ImageSet
+from stimuli.exemplars import select_exemplars
+from stimuli.mis import (EmbeddingCache, Embeddings, embed_images, fit_alpha, machine_score_details, machine_scores,
+                         mis_from_deltas, pair_delta, unit_deltas)
+
+
+def clustered_embeddings(rng, n=400, dim=32, noise=0.1):
+    """Two tight, orthogonal clusters (images 0-199 and 200-399) and nothing else."""
+    centres = np.eye(dim)[:2]
+    labels = np.repeat([0, 1], n // 2)
+    return centres[labels] + noise * rng.standard_normal((n, dim)), labels
+
+
+def unit(refs_max, refs_min, q_max, q_min):
+    return {"references_max": refs_max, "references_min": refs_min, "queries_max": q_max, "queries_min": q_min}
+
+
+def test_a_unit_whose_extremes_cluster_scores_near_one_and_an_arbitrary_unit_near_half():
+    rng = np.random.default_rng(0)
+    emb, _ = clustered_embeddings(rng)
+    clean = unit(np.arange(0, 9), np.arange(200, 209), np.arange(20, 40), np.arange(220, 240))
+    arbitrary_idx = rng.permutation(400)
+    arbitrary = unit(arbitrary_idx[:9], arbitrary_idx[9:18], arbitrary_idx[18:38], arbitrary_idx[38:58])
+    deltas = unit_deltas(emb, clean)
+    assert deltas.shape == (20,) and np.all(deltas > 1.2)  # 2 for noiseless orthogonal clusters
+    high, chance = machine_scores(emb, [clean, arbitrary], alpha=10.0)
+    assert high > 0.99
+    assert abs(chance - 0.5) < 0.15
+    # With α = 1 the order is the same, compressed towards 0.5.
+    s1 = machine_scores(emb, [clean, arbitrary], alpha=1.0)
+    assert 0.75 < s1[0] < 0.9 and s1[0] > s1[1]
+    # Swapping the roles of the reference sets mirrors the score.
+    flipped = unit(clean["references_min"], clean["references_max"], clean["queries_max"], clean["queries_min"])
+    assert machine_scores(emb, [flipped], alpha=10.0)[0] < 0.01
+
+
+def test_mis_over_many_random_units_averages_one_half():
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((300, 16))
+    units = []
+    for _ in range(200):
+        idx = rng.permutation(300)[:58]
+        units.append(unit(idx[:9], idx[9:18], idx[18:38], idx[38:58]))
+    scores = machine_scores(emb, units, alpha=5.0)
+    assert abs(scores.mean() - 0.5) < 0.02
+
+
+def test_delta_matches_its_definition():
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((30, 5))
+    refs_max, refs_min, qp, qm = [0, 1, 2], [3, 4], 10, 11
+
+    def s(q, refs):
+        a = emb[q] / np.linalg.norm(emb[q])
+        return np.mean([a @ (emb[r] / np.linalg.norm(emb[r])) for r in refs])
+
+    expected = (s(qp, refs_max) - s(qp, refs_min)) - (s(qm, refs_max) - s(qm, refs_min))
+    assert pair_delta(emb, refs_max, refs_min, qp, qm)[0] == pytest.approx(expected)
+    assert mis_from_deltas([0.0, 0.0]) == 0.5 and np.isnan(mis_from_deltas([]))
+
+
+def test_embeddings_may_be_an_array_a_mapping_or_indexed_rows_and_units_exemplars():
+    rng = np.random.default_rng(3)
+    emb, labels = clustered_embeddings(rng, n=200)
+    # A unit that responds to cluster membership (plus noise): its exemplars come from the real selector.
+    responses = labels + 0.2 * rng.standard_normal(200)
+    ex = select_exemplars(responses, n_references=9, percentile=20, n_queries=10, rng=0)
+    as_array = machine_scores(emb, [ex])
+    as_mapping = machine_scores({i: emb[i] for i in ex.all_indices()}, [ex])
+    subset = np.sort(ex.all_indices())
+    as_rows = machine_scores(Embeddings(subset, emb[subset]), [ex])
+    assert as_array == pytest.approx(as_mapping) and as_array == pytest.approx(as_rows)
+    assert as_array[0] > 0.75
+    details = machine_score_details(emb, [ex])[0]
+    assert details.n_tasks == 10 and details.mean_delta > 1
+    assert set(details.to_dict()) == {"mis", "n_tasks", "mean_delta"}
+    with pytest.raises(KeyError):
+        machine_scores(Embeddings(subset[:5], emb[subset[:5]]), [ex])
+
+
+@pytest.mark.parametrize("planted", [0.7, 3.0, 12.0])
+def test_fit_alpha_recovers_a_planted_slope(planted):
+    rng = np.random.default_rng(4)
+    deltas = rng.normal(0.1, 0.5, size=20_000)
+    p = 1 / (1 + np.exp(-planted * deltas))
+    correct = rng.random(deltas.size) < p
+    estimate = fit_alpha(deltas, correct)
+    se = 1 / np.sqrt(np.sum(p * (1 - p) * deltas**2))
+    assert abs(estimate - planted) < 4 * se
+
+
+def test_fit_alpha_from_proportions_equals_the_fit_from_single_answers():
+    rng = np.random.default_rng(5)
+    deltas = rng.normal(0, 0.4, size=300)
+    n = rng.integers(5, 30, size=300)
+    k = rng.binomial(n, 1 / (1 + np.exp(-2.5 * deltas)))
+    from_props = fit_alpha(deltas, k / n, weights=n)
+    singles_d = np.repeat(deltas, n)
+    singles_y = np.concatenate([np.r_[np.ones(ki), np.zeros(ni - ki)] for ki, ni in zip(k, n)])
+    assert from_props == pytest.approx(fit_alpha(singles_d, singles_y), rel=1e-6)
+
+
+def test_fit_alpha_refuses_separated_or_empty_data():
+    with pytest.raises(ValueError, match="separated"):
+        fit_alpha([0.5, 0.2, -0.3], [1, 1, 0])
+    with pytest.raises(ValueError):
+        fit_alpha([], [])
+    with pytest.raises(ValueError):
+        fit_alpha([0.0, 0.0], [1, 0])
+
+
+class TinyImages(ImageSet):
+    """An image set of solid grey squares, counting how often images are loaded."""
+
+    name, source, labels, class_names = "tiny", "test", None, None
+
+    def __init__(self, n=12):
+        self.n = n
+        self.loads = 0
+
+    def __len__(self):
+        return self.n
+
+    def load(self, i):
+        from PIL import Image
+
+        self.loads += 1
+        return Image.new("L", (8, 8), color=int(i * 20))
+
+
+def test_embed_images_runs_each_image_once_and_caches_to_a_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(1, 4, 3, padding=1))
+    model.add_module("act", nn.ReLU())
+
+    def preprocess(image):
+        return torch.tensor(np.asarray(image, dtype=np.float32)[None] / 255.0)
+
+    images = TinyImages()
+    path = tmp_path / "emb.npz"
+    cache = EmbeddingCache("key-a", path)
+    first = embed_images(images, model, preprocess, "conv", indices=[3, 1, 5], cache=cache)
+    assert list(first.indices) == [1, 3, 5] and first.vectors.shape == (3, 4) and images.loads == 3
+    again = embed_images(images, model, preprocess, "conv", indices=[1, 5, 7], cache=cache)
+    assert images.loads == 4  # only image 7 was new
+    assert np.allclose(again.rows([1, 5]), first.rows([1, 5]))
+    cache.save()
+    reopened = EmbeddingCache("key-a", path)
+    assert sorted(reopened.vectors) == [1, 3, 5, 7]
+    embed_images(images, model, preprocess, "conv", indices=[1, 3, 5, 7], cache=reopened)
+    assert images.loads == 4
+    assert EmbeddingCache("another-embedding", path).vectors == {}
+    # Without a cache: every requested image, rows in index order, equal to the cached vectors.
+    plain = embed_images(images, model, preprocess, "conv", indices=[7, 3])
+    assert list(plain.indices) == [3, 7]
+    assert np.allclose(plain.rows([3, 7]), reopened.get([3, 7]).vectors, atol=1e-6)
+
+
+def test_centring_removes_a_common_component():
+    rng = np.random.default_rng(6)
+    emb, _ = clustered_embeddings(rng, n=200, dim=8)
+    u = unit(np.arange(0, 9), np.arange(100, 109), np.arange(20, 30), np.arange(120, 130))
+    offset = emb + 25.0  # a large shared component: every cosine near 1, Δ near 0
+    assert machine_scores(offset, [u])[0] < 0.55
+    centred = Embeddings.from_any(offset).centred()
+    assert machine_scores(centred, [u])[0] == pytest.approx(machine_scores(Embeddings.from_any(emb).centred(), [u])[0])
+    assert machine_scores(centred, [u])[0] > 0.75
