@@ -49,9 +49,12 @@ test-unit: install-test
 frontend:
 	cd frontend && npm ci && npm run build
 
+## Benchmarks print their figures; the load benchmark needs PostgreSQL on 127.0.0.1:5432.
 bench: install-test
 	$(PY) bench/bench_stimuli.py
+	$(PY) bench/bench_sobol.py
 	$(PY) bench/bench_analysis.py
+	$(PY) bench/bench_load.py
 
 clean:
 	rm -rf var
