@@ -262,9 +262,11 @@ class SAEBasis(Basis):
     gradient's radial part removed before each step), the learning rate decays linearly over the last
     fifth of the steps, and an auxiliary TopK loss on the latents that did not fire during the previous
     epoch (``aux_k`` of them, default ``2 k``, weight ``aux_coef``) revives dead latents. ``b_dec``
-    starts at the coordinate-wise median of the data. The data are divided by ``scale_`` (root mean squared norm of the centred rows)
-    before training, so ``lr`` means the same thing for every layer; codes and ``offset_`` are
-    returned in the data's own units. Atoms are sorted by explained variance like NMF's.
+    starts at the coordinate-wise median of the data. The data are divided by ``scale_`` (root mean
+    squared norm of the centred rows) before training, so ``lr`` means the same thing for every
+    layer; codes and ``offset_`` are returned in the data's own units. Atoms are sorted by explained
+    variance like NMF's. ``loss_curve_`` holds each epoch's mean loss, ``n_dead_`` the latents that
+    never fire on the training data.
     """
 
     name = "sae"

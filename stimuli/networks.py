@@ -427,7 +427,8 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
     model.eval()
     class_names = extra.get("class_names")
     class_names = [str(c) for c in class_names] if isinstance(class_names, (list, tuple)) and class_names else None
-    n_classes = num_classes or (10 if architecture == DEMO_NAME else None) or (len(class_names) if class_names else None)
+    n_classes = (num_classes or (10 if architecture == DEMO_NAME else None)
+                 or (len(class_names) if class_names else None))
     return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=n_classes,
                          class_names=class_names, preprocess=preprocess,
                          info={**info, "architecture": architecture, "format": "state_dict"})

@@ -201,11 +201,16 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         report("render", 0.0)
         files: dict[int, str] = {}
         size = config.render_size or images.default_display_size
-        for j, i in enumerate(needed):
-            _, data = render(images.display(i, size))
-            files[i] = writer.add_image(data)
-            if (j + 1) % 64 == 0 or j + 1 == len(needed):
-                report("render", (j + 1) / len(needed))
+        # PIL releases the GIL while decoding, resizing and compressing, so threads render in parallel;
+        # map keeps the order, and files are written from this thread only
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            rendered = pool.map(lambda i: render(images.display(i, size))[1], needed)
+            for j, (i, data) in enumerate(zip(needed, rendered)):
+                files[i] = writer.add_image(data)
+                if (j + 1) % 64 == 0 or j + 1 == len(needed):
+                    report("render", (j + 1) / len(needed))
         overlays = _attribution_overlays(config, net, images, fitted, chosen, writer, size, device) \
             if config.attribution_overlays else {}
         report("render", 1.0)

@@ -1,7 +1,8 @@
 """The participant JSON API (docs/contracts.md, section 3). Views parse and respond; the decisions
 live in `participation`."""
 import json
-from datetime import datetime
+import math
+from datetime import datetime, timezone
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -27,15 +28,51 @@ class BadRequest(Exception):
         self.detail = detail
 
 
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _storable(data):
+    """Whether every string in `data` can reach PostgreSQL, which stores neither NUL characters nor lone
+    surrogates (JSON spells them \\u0000 and \\ud800). Iterative: the nesting is as deep as the body says."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return False
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
+
+
 def _body(request):
     if len(request.body) > MAX_BODY_BYTES:
         raise BadRequest("The request body is too large.")
     try:
-        data = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = json.loads(request.body or b"{}", parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers malformed JSON and bytes, NaN and overflowing numbers, and integers longer than
+        # Python converts; RecursionError, nesting deeper than the parser's stack.
         raise BadRequest("The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
+    if not _storable(data):
+        raise BadRequest("The request body contains characters that cannot be stored (NUL or lone surrogates).")
     return data
 
 
@@ -168,7 +205,12 @@ def _parse_response(data):
     if client_time is not None:
         try:
             client_time = datetime.fromisoformat(str(client_time).replace("Z", "+00:00"))
-        except ValueError:
+            # A time without an offset is taken as UTC; one outside the years UTC can hold is refused, as
+            # the database would store it but could not read it back (the export would fail).
+            if client_time.tzinfo is None:
+                client_time = client_time.replace(tzinfo=timezone.utc)
+            client_time = client_time.astimezone(timezone.utc)
+        except (ValueError, OverflowError):
             raise BadRequest("'client_time' must be an ISO 8601 time.") from None
     return trial, {"idempotency_key": key, "choice": choice, "confidence": confidence,
                    "rt_ms": float(rt_ms), "client_time": client_time}
@@ -184,7 +226,8 @@ def respond(request, participant):
         "stored": True,
         "phase": participation.phase(participant),
         "remaining": participant.trial_count - participant.answered,
-        "practice_repeat": created and participant.practice_attempts > (response.trial.attempt or 1),
+        "practice_repeat": created and response.trial.block == "practice"
+        and participant.practice_attempts > (response.trial.attempt or 1),
     }
     if response.trial.block == "practice" and participant.study.practice_feedback:
         payload["correct"] = response.correct

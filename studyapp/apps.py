@@ -5,3 +5,11 @@ class StudyAppConfig(AppConfig):
     name = "studyapp"
     verbose_name = "Interpretability studies"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django.contrib import admin
+
+        # Importing the module connects its failed-sign-in counters; the form says why a lockout refuses.
+        from . import lockout
+
+        admin.site.login_form = lockout.LockoutAdminAuthenticationForm

@@ -95,7 +95,8 @@ def _json(schema):
 
 
 def _errors(*codes):
-    return {str(code): {"description": "refused", **_json(ERROR)} for code in codes}
+    # Every route takes a participant token and is rate limited (studyapp/ratelimit.py).
+    return {str(code): {"description": "refused", **_json(ERROR)} for code in (*codes, 429)}
 
 
 def _body(schema):

@@ -212,22 +212,30 @@ def record_response(participant, trial_id, *, idempotency_key, choice, confidenc
     trial = Trial.objects.filter(pk=trial_id, participant=participant).first()
     if trial is None:
         raise ParticipationError("unknown_trial", "This trial does not belong to your session.", 404)
-    with transaction.atomic():
-        moved = Participant.objects.filter(pk=participant.pk, answered=trial.position).update(
-            answered=F("answered") + 1, last_seen=timezone.now(),
-        )
-        if not moved:
-            stored = Response.objects.filter(trial=trial).first()
-            if stored is not None:
-                return stored, False
-            raise ParticipationError("out_of_order", "This trial is not the next one; reload to continue.")
-        response = Response.objects.create(
-            trial=trial, participant=participant, idempotency_key=idempotency_key, choice=choice,
-            confidence=confidence, correct=(choice == trial.correct_query), rt_ms=rt_ms, client_time=client_time,
-        )
-        participant.answered = trial.position + 1
-        if trial.block == Trial.Block.PRACTICE and participant.answered == participant.practice_end:
-            _maybe_repeat_practice(participant, trial)
+    try:
+        with transaction.atomic():
+            moved = Participant.objects.filter(pk=participant.pk, answered=trial.position).update(
+                answered=F("answered") + 1, last_seen=timezone.now(),
+            )
+            if not moved:
+                stored = Response.objects.filter(trial=trial).first()
+                if stored is not None:
+                    return stored, False
+                raise ParticipationError("out_of_order", "This trial is not the next one; reload to continue.")
+            response = Response.objects.create(
+                trial=trial, participant=participant, idempotency_key=idempotency_key, choice=choice,
+                confidence=confidence, correct=(choice == trial.correct_query), rt_ms=rt_ms, client_time=client_time,
+            )
+            participant.answered = trial.position + 1
+            if trial.block == Trial.Block.PRACTICE and participant.answered == participant.practice_end:
+                _maybe_repeat_practice(participant, trial)
+    except IntegrityError:
+        # The key came before with another trial (a client reusing keys): the insert and the counter
+        # rolled back together, and the client is told rather than shown a server error.
+        if Response.objects.filter(idempotency_key=idempotency_key).exclude(trial=trial).exists():
+            raise ParticipationError("duplicate_key", "This answer's idempotency key was already used for "
+                                     "another answer; send each answer with a new key.") from None
+        raise
     return response, True
 
 

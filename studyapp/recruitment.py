@@ -30,6 +30,8 @@ def parse_arrival(params):
     for platform, (id_key, info_keys) in PLATFORM_PARAMETERS.items():
         external_id = (params.get(id_key) or "").strip()
         if external_id:
+            if any("\x00" in (params.get(k) or "") for k in (id_key, *info_keys)):
+                raise ValueError("the link contains a NUL character")
             if len(external_id) > MAX_PARAMETER_LENGTH:
                 raise ValueError(f"{id_key} is longer than {MAX_PARAMETER_LENGTH} characters")
             info = {k: params.get(k, "")[:MAX_PARAMETER_LENGTH] for k in info_keys if params.get(k)}

@@ -85,6 +85,12 @@ def practice_trials(units, n, reference_type, rng, attempt=1):
     return trials
 
 
+def _practice_pair_last(order):
+    """Practice shows each unit's first (most extreme) query pair with feedback, which tells the answer
+    to that pair: main trials reach it only after every other pair of the unit."""
+    return [int(i) for i in order if i != 0] + [0]
+
+
 def main_trials(units, n, catch_ratio, reference_type, rng):
     """`n` main trials spread evenly over the units, about `catch_ratio` of them catch trials, shuffled.
 
@@ -93,7 +99,7 @@ def main_trials(units, n, catch_ratio, reference_type, rng):
     _check_units(units)
     n_catch = int(round(n * catch_ratio))
     unit_order = np.concatenate([rng.permutation(len(units)) for _ in range(n // len(units) + 1)])[:n]
-    pair_orders = {u.unit_id: list(rng.permutation(len(u.queries_max))) for u in units}
+    pair_orders = {u.unit_id: _practice_pair_last(rng.permutation(len(u.queries_max))) for u in units}
     catch_slots = set(rng.choice(n, size=n_catch, replace=False).tolist()) if n_catch else set()
     trials = []
     for slot, unit_index in enumerate(unit_order):
@@ -107,7 +113,7 @@ def main_trials(units, n, catch_ratio, reference_type, rng):
             continue
         pairs = pair_orders[unit.unit_id]
         if not pairs:
-            pairs.extend(rng.permutation(len(unit.queries_max)).tolist())
+            pairs.extend(_practice_pair_last(rng.permutation(len(unit.queries_max))))
         pair = pairs.pop(0)
         trials.append(_trial(rng, unit, "main", "main", unit.queries_max[pair], unit.queries_min[pair],
                              reference_type))
@@ -164,7 +170,8 @@ def _strip_trial(rng, unit, block, kind, ordered, attempt=None):
 def _easy_strip(unit):
     """Least activating references then most activating ones: a strip whose change is unmistakable."""
     half = max(len(unit.strip) // 2, 2)
-    return list(reversed(unit.references_min[:half])) + list(reversed(unit.references_max[:half]))
+    # references_min runs from the least activating up, references_max from the most down.
+    return list(unit.references_min[:half]) + list(reversed(unit.references_max[:half]))
 
 
 def _check_strips(units):

@@ -18,8 +18,9 @@ participant_api = [
 studyapp_patterns = [
     path("s/<slug:slug>/", views.landing, name="landing"),
     path("s/<slug:slug>/start", views.start, name="start"),
-    path("p/<str:token>/", views.experiment, name="experiment"),
-    path("api/p/<str:token>/", include(participant_api)),
+    # Tokens are token_urlsafe strings: anything else is not found before it reaches a query.
+    path("p/<slug:token>/", views.experiment, name="experiment"),
+    path("api/p/<slug:token>/", include(participant_api)),
     path("api/openapi.json", api.openapi_schema, name="openapi"),
     re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.+)$", views.media, name="media"),
 ]

@@ -1,6 +1,8 @@
 """Participant pages: the landing page behind the recruitment link, and the page that runs the
 jsPsych experiment. The landing page starts nothing on GET, so a chat app's link preview cannot
 consume a participation."""
+import re
+
 from django.conf import settings
 from django.http import Http404
 from django.middleware.csrf import get_token
@@ -30,7 +32,8 @@ def landing(request, slug):
         return _unavailable(request, study, "Not open", "This study is not accepting participants at the moment.", 403)
     resume = None
     token = request.COOKIES.get(RESUME_COOKIE.format(study.pk))
-    if token:
+    # Only a token's alphabet reaches the query: a hand-made cookie can carry NUL, which PostgreSQL refuses.
+    if token and re.fullmatch(r"[-\w]+", token, re.ASCII):
         resume = Participant.objects.filter(token=token, study=study, status=Participant.Status.STARTED).first()
     hidden = {k: request.GET[k] for k in RECRUITMENT_FIELDS if request.GET.get(k)}
     return render(request, "studyapp/landing.html", {"study": study, "hidden": hidden, "resume": resume})
@@ -41,7 +44,9 @@ def start(request, slug):
     study = get_object_or_404(Study, slug=slug)
     try:
         arrival = parse_arrival(request.POST)
-        participant = participation.start(study, arrival, request.META.get("HTTP_USER_AGENT", ""))
+        # PostgreSQL text cannot hold NUL, which a hand-made request can put in a header.
+        user_agent = request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")
+        participant = participation.start(study, arrival, user_agent)
     except ValueError as exc:
         return _unavailable(request, study, "Link not valid", f"The study link is not valid: {exc}.", 400)
     except participation.AlreadyParticipated:

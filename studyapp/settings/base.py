@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the sessions and the CSRF check: a refused request costs a cache increment, nothing more.
+    "studyapp.ratelimit.ParticipantRateLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -81,6 +83,25 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The cache holds the participant API's request counts and the admin's failed sign-ins. With several
+# gunicorn workers it must be shared (redis://host:6379/1) for the limits to hold across them.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# Participant pages and API: requests per window per participant token and per client address (0 turns
+# a limit off). A participant needs a few requests a minute; a lab behind one address may need more.
+PARTICIPANT_RATE_LIMIT_PER_TOKEN = env.int("RATE_LIMIT_PER_TOKEN", default=120)
+PARTICIPANT_RATE_LIMIT_PER_IP = env.int("RATE_LIMIT_PER_IP", default=600)
+PARTICIPANT_RATE_LIMIT_WINDOW = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+# Proxies in front of the app that append to X-Forwarded-For; 0 uses the connection's own address.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+CSRF_FAILURE_VIEW = "studyapp.csrf.csrf_failure"
+
+# The admin's sign-in: this many failures for a username or an address within the window lock it out.
+AUTHENTICATION_BACKENDS = ["studyapp.lockout.LockoutBackend"]
+LOGIN_LOCKOUT_ATTEMPTS = env.int("LOGIN_LOCKOUT_ATTEMPTS", default=5)
+LOGIN_LOCKOUT_WINDOW_SECONDS = env.int("LOGIN_LOCKOUT_WINDOW_SECONDS", default=15 * 60)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -16,7 +16,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# Each run takes its own Redis database (10-15), so two runs on one machine never share a queue.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{10 + os.getpid() % 6}")
 
 
 def free_port():

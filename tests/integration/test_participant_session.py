@@ -12,6 +12,10 @@ from .stack import ROOT
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
+# Other tests share the stack's database: count only the demo study's rows.
+DEMO_PARTICIPANTS = "SELECT {} FROM studyapp_participant p JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'"
+DEMO_RESPONSES = ("SELECT {} FROM studyapp_response r JOIN studyapp_participant p ON r.participant_id = p.id "
+                  "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -56,7 +60,7 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     page.on("request", lambda r: sent.append((r.method, r.url)) if "/api/p/" in r.url else None)
     page.goto(f"{stack.base_url}/s/demo/?PROLIFIC_PID=it-participant-1&STUDY_ID=demo&SESSION_ID=s1")
     page.screenshot(path=shots / "01-landing.png")
-    assert stack.sql("SELECT count(*) FROM studyapp_participant")[0][0] == 0  # the link alone starts nothing
+    assert stack.sql(DEMO_PARTICIPANTS.format("count(*)"))[0][0] == 0  # the link alone starts nothing
     page.click("#start")
 
     page.locator("#study-consent").wait_for()
@@ -106,9 +110,9 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     assert page.locator("#completion-code").inner_text().strip() == "DEMO-DONE"
 
     status, answered, total, attempts = stack.sql(
-        "SELECT status, answered, trial_count, practice_attempts FROM studyapp_participant")[0]
+        DEMO_PARTICIPANTS.format("p.status, p.answered, p.trial_count, p.practice_attempts"))[0]
     assert (status, answered, total, attempts) == ("completed", 28, 28, 2)
-    assert stack.sql("SELECT count(*) FROM studyapp_response")[0][0] == 28
+    assert stack.sql(DEMO_RESPONSES.format("count(*)"))[0][0] == 28
 
     # Coming back with the same Prolific id after finishing is refused, kindly.
     again = browser.new_page()
@@ -122,9 +126,10 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     report = subprocess.run([sys.executable, "-m", "analysis", "report", str(export), "--out", str(tmp_path / "report"),
                              "--min-instructions-s", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stdout + report.stderr
-    condition = stack.sql("SELECT c.name FROM studyapp_participant p JOIN studyapp_condition c ON p.condition_id = c.id")[0][0]
+    condition = stack.sql("SELECT c.name FROM studyapp_participant p JOIN studyapp_condition c ON p.condition_id = c.id "
+                          "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'")[0][0]
     assert condition in report.stdout and "Excluded participants: 0" in report.stdout
     assert (tmp_path / "report" / "report.html").exists()
-    assert stack.sql("SELECT count(*) FROM studyapp_response WHERE NOT correct")[0][0] == 1
+    assert stack.sql(DEMO_RESPONSES.format("count(*)") + " AND NOT r.correct")[0][0] == 1
     lines = export.read_text().splitlines()
     assert len(lines) == 29 and lines[0].startswith("study,participant,condition")

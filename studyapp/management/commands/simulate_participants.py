@@ -32,6 +32,9 @@ class Command(BaseCommand):
         parser.add_argument("--fetch-images", action="store_true", help="GET every image once, as the preload does")
         parser.add_argument("--max-seconds", type=float, default=600.0, help="no participant starts after this")
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+        parser.add_argument("--forwarded-for", action="store_true",
+                            help="send a distinct X-Forwarded-For address per participant, as the proxy would "
+                                 "(counts only where the server runs with TRUSTED_PROXY_COUNT=1)")
         parser.add_argument("--no-oracle", action="store_true", help="answer at random (a pure load test)")
         parser.add_argument("--pid-prefix", default=None, help="PROLIFIC_PID prefix (default: random per run)")
         parser.add_argument("--json", dest="json_path", default=None, help="also write the summary to this file")
@@ -60,7 +63,7 @@ class Command(BaseCommand):
         )
         result = simulate(o["base_url"], study, o["n"], behaviour=behaviour, oracle=oracle,
                           concurrency=o["concurrency"], seed=o["seed"], max_seconds=o["max_seconds"],
-                          timeout=o["timeout"], pid_prefix=o["pid_prefix"])
+                          timeout=o["timeout"], pid_prefix=o["pid_prefix"], forwarded_for=o["forwarded_for"])
         self.stdout.write(result.format_summary())
         if o["json_path"]:
             Path(o["json_path"]).write_text(json.dumps(result_to_json(result), indent=2))

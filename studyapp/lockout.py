@@ -1,0 +1,111 @@
+"""Sign-in lockout for the researcher's door (the admin).
+
+Failed sign-ins are counted in Django's cache per username and per client address. After
+`LOGIN_LOCKOUT_ATTEMPTS` failures within `LOGIN_LOCKOUT_WINDOW_SECONDS`, that username or address is
+refused for `LOGIN_LOCKOUT_SECONDS`, whatever the password: the authentication backend refuses before
+checking it (so any sign-in path is covered) and the admin's login form says why. Attempts made while
+locked out are not counted, so a lockout ends on time. A successful sign-in clears the counts of its
+username and address.
+
+As with the rate limits, several web processes need a shared cache (CACHE_URL) for the counts to add up.
+"""
+import hashlib
+import math
+import time
+
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.dispatch import receiver
+
+from .ratelimit import client_address
+
+KEY_PREFIX = "lockout"
+
+
+def _subjects(request, username):
+    subjects = []
+    if username:
+        subjects.append(("user", str(username).casefold()))
+    if request is not None:
+        subjects.append(("ip", client_address(request)))
+    return [(kind, hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
+            for kind, value in subjects]
+
+
+def _lock_key(kind, digest):
+    return f"{KEY_PREFIX}:locked:{kind}:{digest}"
+
+
+def _count_key(kind, digest):
+    return f"{KEY_PREFIX}:failures:{kind}:{digest}"
+
+
+def locked_for(request, username):
+    """Seconds until sign-in is allowed again for this username or client address; 0 when it is."""
+    keys = [_lock_key(kind, digest) for kind, digest in _subjects(request, username)]
+    until = max(cache.get_many(keys).values(), default=0)
+    return max(0, math.ceil(until - time.time()))
+
+
+def message(seconds):
+    minutes = max(1, math.ceil(seconds / 60))
+    return (f"Too many failed sign-in attempts. Signing in is blocked for this account or network for "
+            f"{minutes} more minute{'s' if minutes != 1 else ''}; please try again later.")
+
+
+@receiver(user_login_failed, dispatch_uid="studyapp.lockout.count_failure")
+def count_failure(sender, credentials, request=None, **kwargs):
+    username = credentials.get(get_user_model().USERNAME_FIELD)
+    if locked_for(request, username):
+        return
+    window = settings.LOGIN_LOCKOUT_WINDOW_SECONDS
+    for kind, digest in _subjects(request, username):
+        key = _count_key(kind, digest)
+        if cache.add(key, 1, timeout=window):
+            failures = 1
+        else:
+            try:
+                failures = cache.incr(key)
+            except ValueError:  # expired between the two calls
+                cache.add(key, 1, timeout=window)
+                failures = 1
+        if failures >= settings.LOGIN_LOCKOUT_ATTEMPTS:
+            duration = settings.LOGIN_LOCKOUT_SECONDS
+            cache.set(_lock_key(kind, digest), time.time() + duration, timeout=duration)
+            cache.delete(key)
+
+
+@receiver(user_logged_in, dispatch_uid="studyapp.lockout.clear_failures")
+def clear_failures(sender, request, user, **kwargs):
+    cache.delete_many([_count_key(kind, digest) for kind, digest in _subjects(request, user.get_username())])
+
+
+class LockoutBackend(ModelBackend):
+    """Django's model backend, refusing while the username or the client address is locked out."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if locked_for(request, username):
+            # PermissionDenied stops Django from trying further backends.
+            raise PermissionDenied("locked out")
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+class LockoutAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, telling a locked-out user why signing in fails."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username")
+        try:
+            return super().clean()
+        except ValidationError:
+            wait = locked_for(self.request, username)
+            if wait:
+                raise ValidationError(message(wait), code="locked_out") from None
+            raise
