@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import jobs, participation
 from .monitor import study_monitor
@@ -84,8 +85,8 @@ class StimulusJobAdmin(admin.ModelAdmin):
             ))
         if not rows:
             return "—"
-        header = format_html("<tr><th>layer</th><th>basis</th><th>K</th><th>cumulative explained variance, k = 1…5</th>"
-                             "<th>influence concentration, k = 1…5</th><th>accuracy with top-k units</th></tr>")
+        header = mark_safe("<tr><th>layer</th><th>basis</th><th>K</th><th>cumulative explained variance, k = 1…5</th>"
+                           "<th>influence concentration, k = 1…5</th><th>accuracy with top-k units</th></tr>")
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html("<table>{}{}</table>", header, body)
 
