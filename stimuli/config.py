@@ -79,6 +79,10 @@ class StimulusConfig:
     influence_versus: int | None = None
     influence_distribution: str = "class"
     influence_max_images: int | None = 2000
+    # machine observer (stimuli.mis): each unit's Machine Interpretability Score, with images embedded
+    # by the pooled activations of mis_layer (None: no score) and the logistic slope mis_alpha
+    mis_layer: str | None = None
+    mis_alpha: float = 1.0
     # per-unit heatmaps on the most activating references (stimuli.attribution)
     attribution_overlays: bool = False
     attribution_method: str = "gradcam"
@@ -241,6 +245,10 @@ class StimulusConfig:
         need(self.influence_max_images is None
              or (_is_int(self.influence_max_images) and self.influence_max_images >= 1),
              "influence_max_images must be null or a positive integer")
+        need(self.mis_layer is None or (isinstance(self.mis_layer, str) and self.mis_layer),
+             "mis_layer must be null or a layer name")
+        need(isinstance(self.mis_alpha, (int, float)) and not isinstance(self.mis_alpha, bool) and self.mis_alpha > 0,
+             "mis_alpha must be a positive number")
         need(isinstance(self.attribution_overlays, bool), "attribution_overlays must be true or false")
         need(self.attribution_method in ATTRIBUTION_METHODS,
              f"attribution_method must be one of {', '.join(ATTRIBUTION_METHODS)}, not {self.attribution_method!r}")

@@ -102,6 +102,21 @@ def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict, cho
     return out
 
 
+def _machine_scores(config: StimulusConfig, net, images, chosen: dict, device) -> None:
+    """Each chosen unit's Machine Interpretability Score as measures `mis` and `mis_mean_delta`. The
+    embeddings are centred on the image set's own mean: raw post-ReLU activations make every cosine
+    similarity high and squash the score towards 0.5."""
+    from .mis import embed_images, machine_score_details
+
+    embeddings = embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
+                              activation=config.activation, device=device, batch_size=config.batch_size).centred()
+    for entries in chosen.values():
+        scores = machine_score_details(embeddings, [ex for _, ex, _ in entries], alpha=config.mis_alpha)
+        for (_, _, measures), score in zip(entries, scores):
+            measures["mis"] = round(float(score.mis), 6)
+            measures["mis_mean_delta"] = round(float(score.mean_delta), 6)
+
+
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
         overwrite: bool = False) -> Path:
     """Generate one stimulus artifact in ``out_dir`` (docs/contracts.md, section 1) and return its path.
@@ -193,6 +208,9 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             entries.append((int(u), ex, measures))
         chosen[(layer, name)] = entries
         report("exemplars", (j + 1) / len(jobs))
+
+    if config.mis_layer is not None:
+        _machine_scores(config, net, images, chosen, device)
 
     needed = sorted({int(i) for entries in chosen.values() for _, ex, _ in entries for i in ex.all_indices()})
 

@@ -130,7 +130,8 @@ def _thumbnails(unit, role):
 
 @admin.register(Unit)
 class UnitAdmin(admin.ModelAdmin):
-    list_display = ["key", "job", "basis", "explained_variance", "influence", "most_activating", "least_activating"]
+    list_display = ["key", "job", "basis", "explained_variance", "influence", "machine_score", "most_activating",
+                    "least_activating"]
     list_filter = ["basis", "layer", "job"]
     readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating"]
     inlines = [ExemplarInline]
@@ -141,6 +142,11 @@ class UnitAdmin(admin.ModelAdmin):
     @admin.display(description="explained variance")
     def explained_variance(self, unit):
         value = unit.measures.get("explained_variance_ratio")
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+    @admin.display(description="machine score (MIS)")
+    def machine_score(self, unit):
+        value = unit.measures.get("mis")
         return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
     @admin.display(description="influence")

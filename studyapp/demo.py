@@ -22,8 +22,10 @@ def demo_job():
     ).first()
     if existing is not None:
         return existing, False
+    # relu3, the demo's penultimate layer, embeds the images for each unit's machine score.
     job = StimulusJob.objects.create(network=network, image_set=image_set, layer=DEMO_LAYER,
-                                     bases=",".join(DEMO_BASES), n_units=DEMO_UNITS, seed=0)
+                                     bases=",".join(DEMO_BASES), n_units=DEMO_UNITS, seed=0,
+                                     parameters={"mis_layer": "relu3"})
     return job, True
 
 

@@ -1,4 +1,5 @@
 """README command 1 on the embedded default: SQLite, no broker (the Celery task runs in process)."""
+import json
 import os
 import re
 import subprocess
@@ -33,7 +34,10 @@ def test_demo_sets_up_a_live_study_without_any_service(embedded_env, tmp_path):
     assert re.search(r"Participant link:\s+http://127\.0\.0\.1:8000/s/demo/\?PROLIFIC_PID=", out)
     password = re.search(r"user: admin\s+password: (\S+)", out).group(1)
     assert (tmp_path / "var" / "db.sqlite3").exists()
-    assert list((tmp_path / "var" / "media" / "artifacts").glob("job-*/manifest.json"))
+    manifests = list((tmp_path / "var" / "media" / "artifacts").glob("job-*/manifest.json"))
+    assert len(manifests) == 1
+    units = [u for entry in json.loads(manifests[0].read_text())["layers"] for u in entry["units"]]
+    assert len(units) == 18 and all(0 <= u["measures"]["mis"] <= 1 for u in units)  # every unit has a machine score
 
     again = manage(embedded_env, "demo")
     assert "Generating stimuli" not in again and "over 18 units" in again

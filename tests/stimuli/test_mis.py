@@ -175,3 +175,18 @@ def test_centring_removes_a_common_component():
     centred = Embeddings.from_any(offset).centred()
     assert machine_scores(centred, [u])[0] == pytest.approx(machine_scores(Embeddings.from_any(emb).centred(), [u])[0])
     assert machine_scores(centred, [u])[0] > 0.75
+
+
+def test_the_pipeline_gives_every_unit_a_machine_score(tmp_path, stimuli_cache):
+    import json
+
+    from stimuli.config import StimulusConfig
+    from stimuli.pipeline import run
+
+    out = run(StimulusConfig(bases=["neuron", "pca"], n_units=3, completeness=False, mis_layer="relu3"),
+              tmp_path / "artifact")
+    manifest = json.loads((out / "manifest.json").read_text())
+    scores = [u["measures"]["mis"] for entry in manifest["layers"] for u in entry["units"]]
+    assert len(scores) == 6 and all(0.0 <= s <= 1.0 for s in scores)
+    # On the demo network the extremes of its top units are visually distinct digits: above chance.
+    assert np.mean(scores) > 0.5
