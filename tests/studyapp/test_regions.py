@@ -12,19 +12,24 @@ def media(tmp_path, monkeypatch):
         yield tmp_path / "media"
 
 
+def add_analysis(admin_client, monkeypatch, **fields):
+    """Add an analysis through the admin form, its task run right here instead of on a background
+    thread, so the test can read the outcome."""
+    from studyapp import jobs
+
+    monkeypatch.setattr(jobs, "send", lambda task, row_id: task.apply(args=[row_id], throw=False))
+    form = {"network": Network.objects.create(name="demo").pk, "image_set": ImageSet.objects.create(name="digits").pk,
+            "grid": 2, "n_samples": 32, "seed": 0, **fields}
+    assert admin_client.post("/admin/studyapp/sobolanalysis/add/", form).status_code == 302
+    return SobolAnalysis.objects.get()
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_analysis_added_in_the_admin_runs_and_shows_its_indices(admin_client, media, monkeypatch):
-    from studyapp import jobs, tasks
+    from studyapp import tasks
 
-    # Run the task right here instead of on a background thread, so the test can read the outcome.
-    monkeypatch.setattr(jobs, "send", lambda task, row_id: task.apply(args=[row_id], throw=False))
-    network = Network.objects.create(name="demo")
-    images = ImageSet.objects.create(name="digits")
-    form = {"network": network.pk, "image_set": images.pk, "image_index": 3, "grid": 2, "n_samples": 32,
-            "perturbation": "inpaint-blur", "seed": 0}
-    assert admin_client.post("/admin/studyapp/sobolanalysis/add/", form).status_code == 302
-    analysis = SobolAnalysis.objects.get()
+    analysis = add_analysis(admin_client, monkeypatch, image_index=3, perturbation="inpaint-blur")
     assert analysis.status == "succeeded" and analysis.progress == 100
     assert len(analysis.result["ST"]) == 4 and analysis.result["label"] == 3
     assert (media / analysis.overlay).is_file() and (media / analysis.image).is_file()
@@ -35,13 +40,5 @@ def test_an_analysis_added_in_the_admin_runs_and_shows_its_indices(admin_client,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_analysis_shows_its_error(admin_client, media, monkeypatch):
-    from studyapp import jobs
-
-    monkeypatch.setattr(jobs, "send", lambda task, row_id: task.apply(args=[row_id], throw=False))
-    network = Network.objects.create(name="demo")
-    images = ImageSet.objects.create(name="digits")
-    form = {"network": network.pk, "image_set": images.pk, "image_index": 99999, "grid": 2, "n_samples": 32,
-            "perturbation": "mean", "seed": 0}
-    admin_client.post("/admin/studyapp/sobolanalysis/add/", form)
-    analysis = SobolAnalysis.objects.get()
+    analysis = add_analysis(admin_client, monkeypatch, image_index=99999, perturbation="mean")
     assert analysis.status == "failed" and "out of range" in analysis.error
