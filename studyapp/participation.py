@@ -88,10 +88,17 @@ def _trial_rows(participant, specs, first_position):
     ]
 
 
-def find_participant(study, arrival):
+def _arrival_digest(arrival):
+    """The keyed hash that stands in for the arrival's recruitment id; None for a plain link."""
     if arrival.external_id is None:
         return None
-    digest = hash_external_id(settings.PARTICIPANT_ID_KEY, arrival.platform, arrival.external_id)
+    return hash_external_id(settings.PARTICIPANT_ID_KEY, arrival.platform, arrival.external_id)
+
+
+def find_participant(study, arrival, digest=None):
+    digest = digest or _arrival_digest(arrival)
+    if digest is None:
+        return None
     return Participant.objects.filter(study=study, external_id_hash=digest).first()
 
 
@@ -100,14 +107,12 @@ def start(study, arrival, user_agent=""):
     or assign a condition and store a fresh trial list."""
     if study.status != Study.Status.LIVE:
         raise ParticipationError("not_live", "This study is not accepting participants at the moment.", 403)
-    existing = find_participant(study, arrival)
+    digest = _arrival_digest(arrival)
+    existing = find_participant(study, arrival, digest)
     if existing is not None:
         if existing.status == Participant.Status.STARTED:
             return existing
         raise AlreadyParticipated(existing)
-    digest = None
-    if arrival.external_id is not None:
-        digest = hash_external_id(settings.PARTICIPANT_ID_KEY, arrival.platform, arrival.external_id)
     try:
         with transaction.atomic():
             locked = assignment.lock_study(study.pk)
@@ -124,7 +129,7 @@ def start(study, arrival, user_agent=""):
             _store_trial_list(participant, condition, seed)
     except IntegrityError:
         # The same recruitment id arrived twice at once; the other request created the participant.
-        existing = find_participant(study, arrival)
+        existing = find_participant(study, arrival, digest)
         if existing is None:
             raise
         return existing
