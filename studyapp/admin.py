@@ -118,12 +118,12 @@ class ExemplarInline(admin.TabularInline):
     model = Exemplar
     extra = 0
     can_delete = False
-    fields = ["role", "position", "image"]
+    fields = ["role", "group", "position", "image"]
     readonly_fields = fields
 
 
 def _thumbnails(unit, role):
-    images = [e.image for e in unit.exemplars.all() if e.role == role][:THUMBNAILS_PER_ROLE]
+    images = [e.image for e in unit.exemplars.all() if e.role == role and e.group == 0][:THUMBNAILS_PER_ROLE]
     return format_html_join("", "<img src='/media/{}' width='40' height='40' style='margin:1px;image-rendering:pixelated'>",
                             ((image,) for image in images))
 
@@ -133,7 +133,8 @@ class UnitAdmin(admin.ModelAdmin):
     list_display = ["key", "job", "basis", "explained_variance", "influence", "machine_score", "most_activating",
                     "least_activating"]
     list_filter = ["basis", "layer", "job"]
-    readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating"]
+    readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating",
+                       "attribution_overlays", "first_ordered_strip"]
     inlines = [ExemplarInline]
 
     def get_queryset(self, request):
@@ -163,6 +164,14 @@ class UnitAdmin(admin.ModelAdmin):
     @admin.display(description="least activating")
     def least_activating(self, unit):
         return _thumbnails(unit, Exemplar.Role.REFERENCE_MIN)
+
+    @admin.display(description="attribution overlays (most activating)")
+    def attribution_overlays(self, unit):
+        return _thumbnails(unit, Exemplar.Role.OVERLAY_MAX) or "— (the job ran without attribution_overlays)"
+
+    @admin.display(description="ordered strip, lowest first")
+    def first_ordered_strip(self, unit):
+        return _thumbnails(unit, Exemplar.Role.STRIP) or "—"
 
 
 class ConditionInline(admin.TabularInline):
@@ -228,19 +237,25 @@ class StudyAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/studyapp/study_monitor.html", context)
 
     def preview_view(self, request, study_id):
-        """Walk the study as a participant of one condition (the first, or ?condition=<id>)."""
+        """Walk the study as a participant of one condition. GET only shows the choice: a participant
+        row is created on POST, so a link prefetcher or a crawler following the link starts nothing."""
         study = get_object_or_404(Study, pk=study_id)
-        conditions = study.conditions.all()
-        condition = conditions.filter(pk=request.GET.get("condition")).first() if request.GET.get("condition") else conditions.first()
-        if condition is None:
-            messages.error(request, "Add a condition before previewing the study.")
-            return redirect("admin:studyapp_study_change", study.pk)
-        try:
-            participant = participation.start_preview(study, condition)
-        except ValueError as exc:
-            messages.error(request, f"Cannot preview condition {condition}: {exc}")
-            return redirect("admin:studyapp_study_change", study.pk)
-        return redirect("studyapp:experiment", token=participant.token)
+        conditions = list(study.conditions.all())
+        if request.method == "POST":
+            condition = next((c for c in conditions if str(c.pk) == request.POST.get("condition")), None)
+            if condition is None:
+                messages.error(request, "Choose one of the study's conditions to preview.")
+                return redirect("admin:studyapp_study_preview", study.pk)
+            try:
+                participant = participation.start_preview(study, condition)
+            except ValueError as exc:
+                messages.error(request, f"Cannot preview condition {condition}: {exc}")
+                return redirect("admin:studyapp_study_preview", study.pk)
+            return redirect("studyapp:experiment", token=participant.token)
+        selected = int(request.GET["condition"]) if request.GET.get("condition", "").isdigit() else None
+        context = {**self.admin_site.each_context(request), "study": study, "conditions": conditions,
+                   "selected": selected, "title": f"Preview: {study.title}", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/studyapp/study_preview.html", context)
 
     def _set_status(self, request, queryset, status):
         n = queryset.update(status=status)

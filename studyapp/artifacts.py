@@ -13,7 +13,7 @@ ROLE_LISTS = {
     Exemplar.Role.REFERENCE_MIN: "references_min",
     Exemplar.Role.QUERY_MAX: "queries_max",
     Exemplar.Role.QUERY_MIN: "queries_min",
-    Exemplar.Role.STRIP: "strip",
+    Exemplar.Role.OVERLAY_MAX: "attribution_overlays_max",
 }
 
 
@@ -40,6 +40,13 @@ def load_manifest(folder):
     return manifest
 
 
+def unit_strips(spec):
+    """The unit's ordered strips: `strips` where the artifact has several, else its single `strip`."""
+    if spec.get("strips"):
+        return spec["strips"]
+    return [spec["strip"]] if spec.get("strip") else []
+
+
 @transaction.atomic
 def import_artifact(job, folder):
     """Replace the job's units with those of the artifact, in one transaction: a retried job never
@@ -56,11 +63,14 @@ def import_artifact(job, folder):
             unit = Unit.objects.create(job=job, layer=entry["layer"], basis=entry["basis"], index=spec["index"],
                                        measures=measures)
             created += 1
-            for role, key in ROLE_LISTS.items():
-                for position, image in enumerate(spec.get(key, [])):
+            slots = [(role, 0, spec.get(key, [])) for role, key in ROLE_LISTS.items()]
+            slots += [(Exemplar.Role.STRIP, group, strip) for group, strip in enumerate(unit_strips(spec))]
+            for role, group, images in slots:
+                for position, image in enumerate(images):
                     if not (folder / image).is_file():
                         raise ArtifactError(f"unit {unit.key}: {image} is listed but missing from the artifact")
-                    exemplars.append(Exemplar(unit=unit, role=role, position=position, image=f"{prefix}/{image}"))
+                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position,
+                                              image=f"{prefix}/{image}"))
     Exemplar.objects.bulk_create(exemplars, batch_size=2000)
     job.artifact = prefix
     job.summary = {

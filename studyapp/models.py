@@ -3,6 +3,7 @@ participants answer. Invariants that matter for the data (one response per trial
 recruitment id, value ranges) are database constraints, not only form validation."""
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -116,20 +117,24 @@ class Exemplar(models.Model):
         QUERY_MAX = "query_max", "query from the top band"
         QUERY_MIN = "query_min", "query from the bottom band"
         STRIP = "strip", "ordered strip"
+        OVERLAY_MAX = "overlay_max", "attribution overlay of a maximally activating reference"
 
     unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="exemplars")
     role = models.CharField(max_length=20, choices=Role.choices)
+    group = models.PositiveSmallIntegerField(
+        default=0, help_text="which of the unit's ordered strips (role strip); 0 for every other role")
     position = models.PositiveIntegerField()
     image = models.CharField(max_length=300, help_text="path under MEDIA_ROOT")
 
     class Meta:
-        ordering = ["unit", "role", "position"]
+        ordering = ["unit", "role", "group", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["unit", "role", "position"], name="unique_exemplar_slot"),
+            models.UniqueConstraint(fields=["unit", "role", "group", "position"], name="unique_exemplar_slot"),
         ]
 
     def __str__(self):
-        return f"{self.unit} {self.role}[{self.position}]"
+        group = f"{self.group}:" if self.role == self.Role.STRIP else ""
+        return f"{self.unit} {self.role}[{group}{self.position}]"
 
 
 class Study(models.Model):
@@ -205,6 +210,7 @@ class Condition(models.Model):
         NATURAL = "natural", "9 + 9 natural references"
         MAX_ONLY = "max_only", "maximally activating references only"
         NONE = "none", "no references (chance baseline)"
+        OVERLAY = "overlay", "9 + 9 natural references, the most activating with attribution heat maps"
 
     class Paradigm(models.TextChoices):
         REFERENCE_2AFC = "reference_2afc", "reference 2AFC (Borowski et al.)"
@@ -228,6 +234,25 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
 
+    def clean(self):
+        """Refuse, when the researcher saves it, a condition that no participant could be given."""
+        if self.job_id is None or not self.layer or not self.basis:
+            return
+        units = self.units()
+        if not units.exists():
+            available = sorted({f"{layer} / {basis}" for layer, basis in
+                                Unit.objects.filter(job=self.job).values_list("layer", "basis")})
+            raise ValidationError(
+                f"Job {self.job_id} has no units for layer {self.layer!r} and basis {self.basis!r}"
+                + (f"; it has {', '.join(available)}." if available else "; its artifact is not imported yet."))
+        if self.paradigm == self.Paradigm.ORDERED_STRIP:
+            role, what = Exemplar.Role.STRIP, "ordered strips"
+        elif self.reference_type == self.ReferenceType.OVERLAY:
+            role, what = Exemplar.Role.OVERLAY_MAX, "attribution overlays (set attribution_overlays in the job's parameters)"
+        else:
+            return
+        if units.exclude(exemplars__role=role).exists():
+            raise ValidationError(f"The units of job {self.job_id} for {self.layer} / {self.basis} have no {what}.")
 
 def new_token():
     return secrets.token_urlsafe(24)

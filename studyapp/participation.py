@@ -60,9 +60,13 @@ def condition_units(condition):
     """The condition's units with their exemplar lists, in the artifact's order."""
     units = list(condition.units().order_by("index"))
     lists = defaultdict(lambda: defaultdict(list))
-    exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "position")
-    for unit_id, role, image in exemplars.values_list("unit_id", "role", "image"):
-        lists[unit_id][role].append(image)
+    strips = defaultdict(lambda: defaultdict(list))
+    exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
+    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+        if role == Exemplar.Role.STRIP:
+            strips[unit_id][group].append(image)
+        else:
+            lists[unit_id][role].append(image)
     return [
         trials.UnitExemplars(
             unit_id=u.pk,
@@ -70,7 +74,8 @@ def condition_units(condition):
             references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
             queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
             queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
-            strip=lists[u.pk][Exemplar.Role.STRIP],
+            strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
+            overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
         )
         for u in units
     ]

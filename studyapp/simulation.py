@@ -67,11 +67,17 @@ class OracleUnit:
     references_min: frozenset
     queries_max: frozenset
     queries_min: frozenset
-    strip: tuple = ()  # lowest activation first
+    strips: tuple = ()  # the unit's ordered strips, each lowest activation first
+    overlays_max: frozenset = frozenset()  # attribution overlays shown in place of references_max
 
     @classmethod
     def from_lists(cls, key, basis, layer, lists):
-        return cls(key=key, basis=basis, layer=layer, strip=tuple(image_key(p) for p in lists.get("strip", ())),
+        """From an artifact unit's lists: `strips` (or the single `strip`) and `attribution_overlays_max`
+        as the manifest names them, the exemplar roles otherwise."""
+        strips = lists.get("strips") or ([lists["strip"]] if lists.get("strip") else [])
+        return cls(key=key, basis=basis, layer=layer,
+                   strips=tuple(tuple(image_key(p) for p in strip) for strip in strips),
+                   overlays_max=frozenset(image_key(p) for p in lists.get("attribution_overlays_max", ())),
                    **{role: frozenset(image_key(p) for p in lists.get(role, ())) for role in
                       ("references_max", "references_min", "queries_max", "queries_min")})
 
@@ -85,14 +91,14 @@ class OracleUnit:
 
     @property
     def images(self):
-        return self.max_images | self.min_images | frozenset(self.strip)
+        return self.max_images | self.min_images | frozenset(img for strip in self.strips for img in strip)
 
 
 @dataclass(frozen=True)
 class OracleCondition:
     name: str
     basis: str
-    reference_type: str  # natural | max_only | none
+    reference_type: str  # natural | max_only | none | overlay
     units: frozenset  # unit keys
     paradigm: str = "reference_2afc"
 
@@ -106,9 +112,11 @@ class Judgement:
     conditions: tuple = ()
 
 
-def _shown_type(trial):
+def _shown_type(trial, unit):
     if trial.get("paradigm") == "ordered_strip":
         return "ordered_strip"
+    if unit.overlays_max and {image_key(p) for p in trial.get("references_max") or ()} == unit.overlays_max:
+        return "overlay"
     if trial.get("references_max") and trial.get("references_min"):
         return "natural"
     if trial.get("references_max"):
@@ -136,6 +144,8 @@ class AnswerOracle:
         self._by_refs = defaultdict(list)
         for unit in self.units:
             self._by_refs[unit.references_max].append(unit)
+            if unit.overlays_max:
+                self._by_refs[unit.overlays_max].append(unit)
         self._by_image = defaultdict(list)
         for unit in self.units:
             for img in unit.images:
@@ -167,7 +177,7 @@ class AnswerOracle:
 
         roles = {Exemplar.Role.REFERENCE_MAX: "references_max", Exemplar.Role.REFERENCE_MIN: "references_min",
                  Exemplar.Role.QUERY_MAX: "queries_max", Exemplar.Role.QUERY_MIN: "queries_min",
-                 Exemplar.Role.STRIP: "strip"}
+                 Exemplar.Role.OVERLAY_MAX: "attribution_overlays_max"}
         units, conditions, seen = [], [], {}
         for condition in study.conditions.all():
             keys = set()
@@ -175,10 +185,14 @@ class AnswerOracle:
                 keys.add(unit.key)
                 if unit.key in seen:
                     continue
-                lists = defaultdict(list)
-                rows = Exemplar.objects.filter(unit=unit, role__in=roles).order_by("role", "position")
-                for role, image in rows.values_list("role", "image"):
-                    lists[roles[role]].append(image)
+                lists, strips = defaultdict(list), defaultdict(list)
+                rows = Exemplar.objects.filter(unit=unit).order_by("role", "group", "position")
+                for role, group, image in rows.values_list("role", "group", "image"):
+                    if role == Exemplar.Role.STRIP:
+                        strips[group].append(image)
+                    elif role in roles:
+                        lists[roles[role]].append(image)
+                lists["strips"] = [strips[group] for group in sorted(strips)]
                 seen[unit.key] = OracleUnit.from_lists(unit.key, unit.basis, unit.layer, lists)
                 units.append(seen[unit.key])
             conditions.append(OracleCondition(condition.name, condition.basis, condition.reference_type,
@@ -186,7 +200,7 @@ class AnswerOracle:
         return cls(units, conditions)
 
     def _conditions(self, unit, trial):
-        shown = _shown_type(trial)
+        shown = _shown_type(trial, unit)
         if shown == "ordered_strip":
             return tuple(sorted(c.name for c in self._conditions_of[unit.key] if c.paradigm == "ordered_strip"))
         return tuple(sorted(c.name for c in self._conditions_of[unit.key]
@@ -223,8 +237,9 @@ class AnswerOracle:
             return Judgement(None, "unknown")
         verdicts = {}
         for unit in self._by_image.get(next(iter(shown)), ()):
-            if shown <= set(unit.strip):
-                rank, is_catch = {img: i for i, img in enumerate(unit.strip)}, False
+            strip = next((strip for strip in unit.strips if shown <= set(strip)), None)
+            if strip is not None:
+                rank, is_catch = {img: i for i, img in enumerate(strip)}, False
             elif shown <= unit.references_min | unit.references_max:
                 # an easy strip of extreme references: which side each image is on is all that is known
                 rank, is_catch = {**{img: 0 for img in unit.references_min},

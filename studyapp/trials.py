@@ -5,12 +5,14 @@ its id and its exemplar image lists (as the stimulus artifact orders them), and 
 `TrialSpec`. The layout follows Borowski et al. (2021): 9 minimally and 9 maximally activating
 references, two queries (one from the top activation band, one from the bottom), the correct side drawn
 at random; a catch trial's queries are reference images themselves, so answering it needs attention only.
+The `overlay` reference type shows the most activating references as attribution heat maps (where in
+the image the unit responds), so a study can measure whether the overlay helps people.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
-REFERENCE_TYPES = ("natural", "max_only", "none")
+REFERENCE_TYPES = ("natural", "max_only", "none", "overlay")
 
 
 PARADIGMS = ("reference_2afc", "ordered_strip")
@@ -23,7 +25,8 @@ class UnitExemplars:
     references_min: list
     queries_max: list
     queries_min: list
-    strip: list = field(default_factory=list)
+    strips: list = field(default_factory=list)  # disjoint ordered strips, each lowest activation first
+    overlays_max: list = field(default_factory=list)  # aligned with references_max
 
 
 @dataclass
@@ -48,6 +51,10 @@ def _shown_references(unit, reference_type):
         return list(unit.references_max), []
     if reference_type == "none":
         return [], []
+    if reference_type == "overlay":
+        if len(unit.overlays_max) != len(unit.references_max):
+            raise ValueError(f"unit {unit.unit_id} has no attribution overlay for each maximal reference")
+        return list(unit.overlays_max), list(unit.references_min)
     raise ValueError(f"unknown reference type {reference_type!r}; expected one of {REFERENCE_TYPES}")
 
 
@@ -169,7 +176,7 @@ def _strip_trial(rng, unit, block, kind, ordered, attempt=None):
 
 def _easy_strip(unit):
     """Least activating references then most activating ones: a strip whose change is unmistakable."""
-    half = max(len(unit.strip) // 2, 2)
+    half = max(len(unit.strips[0]) // 2, 2)
     # references_min runs from the least activating up, references_max from the most down.
     return list(unit.references_min[:half]) + list(reversed(unit.references_max[:half]))
 
@@ -178,8 +185,8 @@ def _check_strips(units):
     if not units:
         raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
     for unit in units:
-        if len(unit.strip) < 3:
-            raise ValueError(f"unit {unit.unit_id} has no ordered strip in its artifact")
+        if not unit.strips or any(len(strip) < 3 for strip in unit.strips):
+            raise ValueError(f"unit {unit.unit_id} has no ordered strip of at least 3 images in its artifact")
 
 
 def strip_practice_trials(units, n, rng, attempt=1):
@@ -190,17 +197,25 @@ def strip_practice_trials(units, n, rng, attempt=1):
 
 
 def strip_main_trials(units, n, catch_ratio, rng):
-    """The ordered-strip task of Dey et al. (2020): the unit's quantile strip against a shuffled copy.
-    Catch trials use a strip of extreme references, whose order is obvious to an attentive participant."""
+    """The ordered-strip task of Dey et al. (2020): one of the unit's quantile strips against a shuffled
+    copy. Catch trials use a strip of extreme references, whose order is obvious to an attentive participant.
+
+    A unit's strips are disjoint and used without replacement: an ordered row shown twice would be
+    recognisable as the row that did not change, which answers the trial without looking at the unit.
+    Only a plan with more trials per unit than the artifact has strips shows a strip again."""
     _check_strips(units)
     n_catch = int(round(n * catch_ratio))
     unit_order = np.concatenate([rng.permutation(len(units)) for _ in range(n // len(units) + 1)])[:n]
     catch_slots = set(rng.choice(n, size=n_catch, replace=False).tolist()) if n_catch else set()
+    unused = {u.unit_id: [] for u in units}
     trials = []
     for slot, unit_index in enumerate(unit_order):
         unit = units[unit_index]
         if slot in catch_slots:
             trials.append(_strip_trial(rng, unit, "main", "catch", _easy_strip(unit)))
-        else:
-            trials.append(_strip_trial(rng, unit, "main", "main", list(unit.strip)))
+            continue
+        strips = unused[unit.unit_id]
+        if not strips:
+            strips.extend(int(i) for i in rng.permutation(len(unit.strips)))
+        trials.append(_strip_trial(rng, unit, "main", "main", list(unit.strips[strips.pop()])))
     return trials

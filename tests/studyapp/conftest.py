@@ -16,7 +16,7 @@ def image_name(job, basis, index, role, i):
     return f"artifacts/job-{job.pk}/images/{digest}.png"
 
 
-def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2"):
+def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True):
     n = next(_counter)
     network = Network.objects.create(name=f"net{n}")
     image_set = ImageSet.objects.create(name=f"images{n}")
@@ -31,10 +31,14 @@ def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2"):
                 Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],
                 Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_queries)],
                 Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_queries)],
-                Exemplar.Role.STRIP: [image_name(job, basis, index, "strip", i) for i in range(9)],
             }
+            if overlays:
+                lists[Exemplar.Role.OVERLAY_MAX] = [image_name(job, basis, index, "omax", i) for i in range(9)]
             for role, images in lists.items():
                 rows += [Exemplar(unit=unit, role=role, position=i, image=img) for i, img in enumerate(images)]
+            for group in range(n_strips):
+                rows += [Exemplar(unit=unit, role=Exemplar.Role.STRIP, group=group, position=i,
+                                  image=image_name(job, basis, index, f"strip{group}", i)) for i in range(9)]
     Exemplar.objects.bulk_create(rows)
     return job
 

@@ -102,9 +102,14 @@ def test_monitor_counts_participants_per_condition(admin_client, client, study):
 def test_preview_walks_a_condition_without_taking_a_slot_or_reaching_the_export(admin_client, client, study, tmp_path):
     from studyapp.models import Participant
 
-    response = admin_client.get(f"/admin/studyapp/study/{study.pk}/preview/")
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/preview/")
+    assert page.status_code == 200 and not Participant.objects.exists()  # a GET starts nothing
+    condition = study.conditions.last()
+    assert f'<option value="{condition.pk}"' in page.content.decode()
+    response = admin_client.post(f"/admin/studyapp/study/{study.pk}/preview/", {"condition": condition.pk})
     assert response.status_code == 302 and response["Location"].startswith("/p/")
     preview = Participant.objects.get()
+    assert preview.condition == condition
     assert preview.is_preview and preview.trial_count == 12
     through_instructions(client, preview)
     trial = api(client, preview, "trials?limit=1")[1]["trials"][0]

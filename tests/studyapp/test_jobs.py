@@ -186,3 +186,40 @@ def test_the_job_page_shows_the_measures_per_basis(admin_client, media, new_job,
     jobs.run_job(new_job.pk)
     page = admin_client.get(f"/admin/studyapp/stimulusjob/{new_job.pk}/change/").content.decode()
     assert "cumulative explained variance" in page and "0.40, 0.70, 0.90, 1.00" in page
+
+
+def _with_images(folder, names):
+    for name in names:
+        (folder / name).write_bytes(b"png")
+    return names
+
+
+def test_every_ordered_strip_and_overlay_of_a_unit_is_imported_in_its_order(media, new_job):
+    folder = write_artifact(media / "artifacts" / "z", bases=("neuron",), n_units=1)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    unit = manifest["layers"][0]["units"][0]
+    unit["strips"] = [_with_images(folder, [f"images/s{k}-{i}.png" for i in range(5)]) for k in range(3)]
+    unit["strip"] = unit["strips"][0]
+    unit["attribution_overlays_max"] = _with_images(folder, [f"images/o{i}.png" for i in range(9)])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    import_artifact(new_job, folder)
+
+    from studyapp.participation import condition_units
+    from studyapp.models import Condition, Study
+
+    study = Study.objects.create(slug="s", title="s")
+    condition = Condition.objects.create(study=study, name="n", job=new_job, layer="conv2", basis="neuron")
+    (imported,) = condition_units(condition)
+    prefix = f"artifacts/z/"
+    assert imported.strips == [[prefix + name for name in strip] for strip in unit["strips"]]
+    assert imported.overlays_max == [prefix + name for name in unit["attribution_overlays_max"]]
+
+
+def test_an_artifact_with_a_single_strip_still_imports_it(media, new_job):
+    folder = write_artifact(media / "artifacts" / "w", bases=("neuron",), n_units=1)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["layers"][0]["units"][0]["strip"] = _with_images(folder, [f"images/s{i}.png" for i in range(5)])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    import_artifact(new_job, folder)
+    strip = Exemplar.objects.filter(unit__job=new_job, role=Exemplar.Role.STRIP)
+    assert list(strip.values_list("group", "position")) == [(0, i) for i in range(5)]

@@ -164,9 +164,6 @@ def test_no_byte_sent_before_an_answer_tells_which_query_is_correct():
     assert {side for block, side in shown} == {"a", "b"}
 
 
-@pytest.mark.xfail(strict=True, reason="known leak: each unit has one ordered strip, shown verbatim in every "
-                   "main trial of the unit while the shuffled row changes, so the row seen before is the ordered "
-                   "one; needs several strips per unit from the stimulus artifact")
 @pytest.mark.django_db
 def test_the_ordered_strip_paradigm_does_not_repeat_the_ordered_row(client, job):
     study = make_study(job, n_practice=0, n_main=9, catch_ratio=0)

@@ -96,10 +96,10 @@ def test_the_oracle_agrees_with_the_trial_plan_of_either_paradigm(paradigm):
 
     units = [trials.UnitExemplars(unit_id=u, references_max=names(u, "rmax", 9), references_min=names(u, "rmin", 9),
                                   queries_max=names(u, "qmax", 6), queries_min=names(u, "qmin", 6),
-                                  strip=names(u, "strip", 9)) for u in range(4)]
+                                  strips=[names(u, f"strip{k}", 9) for k in range(3)]) for u in range(4)]
     manifest = {"layers": [{"layer": "conv2", "basis": "nmf", "units": [
         {"index": u.unit_id, "references_max": u.references_max, "references_min": u.references_min,
-         "queries_max": u.queries_max, "queries_min": u.queries_min, "strip": u.strip} for u in units]}]}
+         "queries_max": u.queries_max, "queries_min": u.queries_min, "strips": u.strips} for u in units]}]}
     oracle = AnswerOracle.from_manifest(manifest)
     specs = []
     for seed in range(20):

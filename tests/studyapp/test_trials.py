@@ -12,7 +12,8 @@ def units(n=3, n_queries=5):
             references_min=[f"u{u}-rmin{i}" for i in range(9)],
             queries_max=[f"u{u}-qmax{i}" for i in range(n_queries)],
             queries_min=[f"u{u}-qmin{i}" for i in range(n_queries)],
-            strip=[f"u{u}-strip{i}" for i in range(9)],
+            strips=[[f"u{u}-strip{k}-{i}" for i in range(9)] for k in range(4)],
+            overlays_max=[f"u{u}-omax{i}" for i in range(9)],
         )
         for u in range(n)
     ]
@@ -97,9 +98,34 @@ def test_ordered_strip_trials_pit_the_ordered_strip_against_a_non_monotone_shuff
         assert sorted(shuffled) == sorted(ordered) and shuffled != ordered and shuffled != ordered[::-1]
         assert spec.query_a == spec.query_b == "" and not spec.references_max
         if spec.kind == "main":
-            assert ordered == [f"u{spec.unit_id}-strip{i}" for i in range(9)]
+            assert ordered in units()[spec.unit_id].strips
         else:  # practice and catch: least activating references, then most activating ones
             assert "rmin" in ordered[0] and "rmax" in ordered[-1]
+
+
+def test_a_units_ordered_strips_are_used_up_before_any_is_shown_again():
+    specs = build_trial_list(units(n=2), n_practice=0, n_main=16, catch_ratio=0, reference_type="natural",
+                             seed=5, paradigm="ordered_strip")
+    for unit in units(n=2):
+        shown = [s.strip_a if s.correct_query == "a" else s.strip_b for s in specs if s.unit_id == unit.unit_id]
+        assert len(shown) == 8
+        first_round, second_round = shown[:4], shown[4:]
+        assert sorted(first_round) == sorted(second_round) == sorted(unit.strips)
+
+
+def test_the_overlay_condition_shows_heat_maps_in_place_of_the_maximal_references():
+    for spec in build_trial_list(units(), n_practice=2, n_main=9, catch_ratio=1 / 9, reference_type="overlay", seed=6):
+        unit = units()[spec.unit_id]
+        assert spec.references_max == unit.overlays_max and spec.references_min == unit.references_min
+        # queries stay plain images, catch queries included
+        assert {spec.query_a, spec.query_b} <= set(unit.queries_max + unit.queries_min + unit.references_max
+                                                   + unit.references_min)
+
+
+def test_an_overlay_condition_without_overlays_is_refused():
+    plain = [UnitExemplars(**{**vars(u), "overlays_max": []}) for u in units()]
+    with pytest.raises(ValueError, match="overlay"):
+        build_trial_list(plain, n_practice=1, n_main=1, catch_ratio=0, reference_type="overlay", seed=0)
 
 
 def test_unknown_paradigm_is_refused():

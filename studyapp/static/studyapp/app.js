@@ -618,7 +618,7 @@
   function errorText(err) {
     if (err instanceof ApiError) {
       if (err.detail) return err.detail;
-      if (err.status === 403) return "This study link is no longer valid for you.";
+      if (err.status === 403) return "The server refused this request (" + err.code + ").";
       if (err.status === 404) return "This study session could not be found. Please use the link you were given.";
       return "The server could not process the request (status " + err.status + ").";
     }
@@ -654,14 +654,22 @@
               S.needResync = true;
               return attempt();
             }
+            // An expired security token stays expired however often the request is retried: only a
+            // reload fetches a fresh one. Unacknowledged answers wait in localStorage and are resent.
+            var reload = err instanceof ApiError && err.code === "csrf_failed";
             display_element.innerHTML =
               '<div class="study-error" id="study-error" role="alert">' +
               "<h2>Sorry, there is a problem</h2>" +
               '<p class="study-error-detail" id="study-error-detail">' + escapeHtml(errorText(err)) + "</p>" +
               "<p>Your answers so far are saved. You can try again; if the problem persists, please contact the researchers.</p>" +
-              '<button type="button" class="jspsych-btn study-btn" id="study-retry">Try again</button></div>';
+              '<button type="button" class="jspsych-btn study-btn" id="study-retry">' +
+              (reload ? "Reload the page" : "Try again") + "</button></div>";
             return new Promise(function (resolve) {
               display_element.querySelector("#study-retry").addEventListener("click", function () {
+                if (reload) {
+                  window.location.reload();
+                  return;
+                }
                 display_element.innerHTML = "";
                 // An answer stays in the queue; its acknowledgement is not awaited again.
                 if (S.action && S.action.type === "answer") S.action = null;
