@@ -22,10 +22,11 @@ def demo_job():
     ).first()
     if existing is not None:
         return existing, False
-    # relu3, the demo's penultimate layer, embeds the images for each unit's machine score.
+    # relu3, the demo's penultimate layer, embeds the images for each unit's machine score; the
+    # attribution overlays let a researcher add an `overlay` condition without running another job.
     job = StimulusJob.objects.create(network=network, image_set=image_set, layer=DEMO_LAYER,
                                      bases=",".join(DEMO_BASES), n_units=DEMO_UNITS, seed=0,
-                                     parameters={"mis_layer": "relu3"})
+                                     parameters={"mis_layer": "relu3", "attribution_overlays": True})
     return job, True
 
 

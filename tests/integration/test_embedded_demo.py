@@ -38,6 +38,8 @@ def test_demo_sets_up_a_live_study_without_any_service(embedded_env, tmp_path):
     assert len(manifests) == 1
     units = [u for entry in json.loads(manifests[0].read_text())["layers"] for u in entry["units"]]
     assert len(units) == 18 and all(0 <= u["measures"]["mis"] <= 1 for u in units)  # every unit has a machine score
+    # heat maps for an `overlay` condition, one per maximal reference
+    assert all(len(u["attribution_overlays_max"]) == len(u["references_max"]) == 9 for u in units)
 
     again = manage(embedded_env, "demo")
     assert "Generating stimuli" not in again and "over 18 units" in again
