@@ -1,4 +1,4 @@
-"""``python -m analysis {report,describe,glmm,lmm} FILE ...`` and ``python -m analysis power ...``"""
+"""``python -m analysis {report,describe,machine,glmm,lmm} FILE ...`` and ``python -m analysis power ...``"""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .exclusions import MODES, exclude
 from .load import ExportError, main_trials, normalise, parse_mapping, read_responses, read_table
 from .report import DEFAULT_FORMULA, format_table, run_report
 
@@ -29,6 +30,21 @@ def _parse_accuracy(text: str) -> dict:
     return out
 
 
+def _exclusion_options(args) -> dict | None:
+    """The rule options actually given; None when none was (so that ``auto`` may pick the study's
+    own flags)."""
+    given = {
+        "min_catch_accuracy": args.min_catch_accuracy,
+        "min_instructions_s": args.min_instructions_s,
+        "min_total_minutes": args.min_total_minutes,
+        "max_total_minutes": args.max_total_minutes,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
+    if args.no_one_side_rule:
+        options["exclude_one_side"] = False
+    return options or None
+
+
 def _parse_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -42,18 +58,34 @@ def main(argv=None) -> int:
         p.add_argument("--map", default=None,
                        help="column mapping ours=theirs,... for foreign data, or 'borowski'")
 
-    p = sub.add_parser("report", help="exclusions, descriptives, GLMM, plots, HTML report")
+    def exclusion_options(p):
+        p.add_argument("--exclusions", choices=MODES, default="auto",
+                       help="study: the study's own flags in the export (excluded, excl_*); own: the "
+                            "rule options below; none; auto (default): the study's flags when the "
+                            "export has them and no rule option is given, else the rules")
+        p.add_argument("--min-catch-accuracy", type=float, default=None, help="default 0.8")
+        p.add_argument("--min-instructions-s", type=float, default=None, help="default 15")
+        p.add_argument("--no-one-side-rule", action="store_true")
+        p.add_argument("--min-total-minutes", type=float, default=None)
+        p.add_argument("--max-total-minutes", type=float, default=None)
+
+    p = sub.add_parser("report", help="exclusions, descriptives, machine vs people, GLMM, plots, HTML report")
     common(p)
     p.add_argument("--formula", default=DEFAULT_FORMULA)
     p.add_argument("--out", default="analysis_report")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-catch-accuracy", type=float, default=0.8)
-    p.add_argument("--min-instructions-s", type=float, default=15.0)
-    p.add_argument("--no-one-side-rule", action="store_true")
-    p.add_argument("--min-total-minutes", type=float, default=None)
-    p.add_argument("--max-total-minutes", type=float, default=None)
+    exclusion_options(p)
     p.add_argument("--no-model", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("machine", help="machine observer (MIS) vs people's accuracy per unit")
+    common(p)
+    exclusion_options(p)
+    p.add_argument("--reference-types", default="natural",
+                   help="conditions' reference types to compare, comma-separated, or 'all' "
+                        "(default natural: Δ is measured against both reference sets)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("describe", help="accuracy per condition with bootstrap CIs")
@@ -124,19 +156,28 @@ def main(argv=None) -> int:
             df = read_responses(args.file, args.map)
             res = run_report(
                 df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
-                fit_model=not args.no_model,
-                exclusion_options=dict(
-                    min_catch_accuracy=args.min_catch_accuracy,
-                    exclude_one_side=not args.no_one_side_rule,
-                    min_instructions_s=args.min_instructions_s,
-                    min_total_minutes=args.min_total_minutes,
-                    max_total_minutes=args.max_total_minutes,
-                ),
+                fit_model=not args.no_model, exclusions=args.exclusions,
+                exclusion_options=_exclusion_options(args),
             )
             text = res.pop("text")
             print(json.dumps(res, indent=2, default=str) if args.json else text)
             if not args.json:
                 print("\nwrote " + ", ".join(res["files"]))
+        elif args.cmd == "machine":
+            from .machine import MachineObserver
+
+            df = read_responses(args.file, args.map)
+            excl = exclude(df, args.exclusions, _exclusion_options(args))
+            types = None if args.reference_types.strip().lower() == "all" else tuple(
+                t.strip() for t in args.reference_types.split(",") if t.strip())
+            fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
+            if args.json:
+                print(json.dumps({**fit.to_dict(), "exclusions": excl.to_dict()}, indent=2))
+            else:
+                kept = excl.to_dict()
+                print(fit.summary())
+                print(f"\nparticipants kept: {kept['participants_kept']} of {kept['participants_total']}")
+                print("\n".join(f"note: {n}" for n in excl.notes))
         else:
             df = _read_for_model(args)
             if args.cmd == "glmm":

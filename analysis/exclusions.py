@@ -1,7 +1,9 @@
 """Participant exclusions (catch accuracy, one response side, instruction time, total time).
 
-Each rule is an option; a rule whose columns are absent from the export is skipped and the
-result says so.
+Two sources: the study's own verdicts, which an export of this platform carries per row (``excluded``
+and ``excl_<rule>``, docs/contracts.md §2), or this module's rules applied to the rows
+(:func:`apply_exclusions`; each rule is an option, and a rule whose columns are absent is skipped and
+the result says so). :func:`exclude` picks one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,20 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-__all__ = ["ExclusionResult", "apply_exclusions"]
+from .load import ExportError, flag_columns
+
+__all__ = ["ExclusionResult", "apply_exclusions", "study_exclusions", "exclude", "has_study_flags",
+           "MODES"]
+
+MODES = ("auto", "study", "own", "none")
+
+#: the export's ``excl_<rule>`` columns, as a reason a person reads
+STUDY_RULES = {
+    "excl_catch_accuracy": "catch accuracy below the study's minimum",
+    "excl_one_side": "one response side throughout",
+    "excl_instructions_time": "instructions read faster than the study's minimum",
+    "excl_total_time": "total time outside the study's window",
+}
 
 
 @dataclass
@@ -19,15 +34,76 @@ class ExclusionResult:
     excluded: pd.DataFrame  # participant, reasons
     notes: list = field(default_factory=list)  # rules skipped and why
     counts: dict = field(default_factory=dict)  # rule → participants it excludes
+    source: str = "analysis"  # "study": the export's flags; "analysis": apply_exclusions; "none"
 
     def to_dict(self) -> dict:
         return {
+            "source": self.source,
             "participants_total": int(self.kept["participant"].nunique() + len(self.excluded)),
             "participants_kept": int(self.kept["participant"].nunique()),
             "excluded": self.excluded.to_dict(orient="records"),
             "counts": self.counts,
             "notes": self.notes,
         }
+
+
+def has_study_flags(df: pd.DataFrame) -> bool:
+    return "excluded" in df.columns
+
+
+def study_exclusions(df: pd.DataFrame) -> ExclusionResult:
+    """The study's own verdicts as the export carries them: a participant is excluded when any of
+    their rows says ``excluded``; the reasons are the ``excl_*`` columns that are true."""
+    if not has_study_flags(df):
+        raise ExportError("the export carries no 'excluded' column (an export of this platform "
+                          "has one); use the analysis's own rules instead")
+    flags = [c for c in flag_columns(df) if c != "excluded"]
+    by_participant = df.groupby("participant")
+    excluded_ids = by_participant["excluded"].agg(lambda s: bool(s.fillna(False).any()))
+    excluded_ids = list(excluded_ids[excluded_ids].index)
+    reasons = {p: [] for p in excluded_ids}
+    counts, notes = {}, []
+    for column in flags:
+        name = STUDY_RULES.get(column, column.removeprefix("excl_").replace("_", " "))
+        if df[column].isna().all():
+            notes.append(f"the study does not apply the rule '{name}' ({column} is empty)")
+            continue
+        hit = by_participant[column].agg(lambda s: bool(s.fillna(False).any()))
+        hit = list(hit[hit].index)
+        counts[name] = len(hit)
+        for p in hit:
+            reasons.setdefault(p, []).append(name)
+    for p in excluded_ids:
+        if not reasons[p]:
+            reasons[p].append("excluded by the study")
+    excluded = pd.DataFrame(
+        [{"participant": p, "reasons": "; ".join(reasons[p])} for p in sorted(excluded_ids)],
+        columns=["participant", "reasons"],
+    )
+    notes.insert(0, "exclusions: the study's own rules, as flagged in the export (columns "
+                    + ", ".join(["excluded", *flags]) + "); the analysis's rule options "
+                    "apply instead when given")
+    kept = df[~df["participant"].isin(excluded_ids)]
+    return ExclusionResult(kept=kept, excluded=excluded, notes=notes, counts=counts, source="study")
+
+
+def exclude(df: pd.DataFrame, mode: str = "auto", options: dict | None = None) -> ExclusionResult:
+    """``mode``: ``study`` (the export's flags), ``own`` (:func:`apply_exclusions` with ``options``),
+    ``none``, or ``auto``: the study's flags when the export has them and no ``options`` are given,
+    else the analysis's rules."""
+    if mode not in MODES:
+        raise ValueError(f"unknown exclusion mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "auto":
+        mode = "study" if has_study_flags(df) and not options else "own"
+    if mode == "study":
+        return study_exclusions(df)
+    if mode == "none":
+        return ExclusionResult(kept=df, excluded=pd.DataFrame(columns=["participant", "reasons"]),
+                               notes=["no exclusions applied"], source="none")
+    res = apply_exclusions(df, **(options or {}))
+    if has_study_flags(df):
+        res.notes.insert(0, "exclusions: the analysis's own rules, not the study's flags in the export")
+    return res
 
 
 def apply_exclusions(
@@ -66,8 +142,9 @@ def apply_exclusions(
         if "instructions_ms" not in df.columns:
             notes.append("instruction-time rule skipped: no 'instructions_ms' column")
         else:
-            t = df.groupby("participant")["instructions_ms"].min() / 1000.0
-            flag(list(t[t < min_instructions_s].index),
+            # compared in ms, as studyapp.exclusions does, so both give the same verdict at the edge
+            t = df.groupby("participant")["instructions_ms"].min()
+            flag(list(t[t < 1000.0 * min_instructions_s].index),
                  f"instructions read in < {min_instructions_s:g} s")
     if min_total_minutes is not None or max_total_minutes is not None:
         total = _total_minutes(df)

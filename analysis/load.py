@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials"]
+__all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials",
+           "flag_columns"]
 
 REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
 
@@ -83,6 +84,23 @@ def _as01(s: pd.Series) -> pd.Series:
     return low.map(table).astype(int)
 
 
+def flag_columns(df: pd.DataFrame) -> list[str]:
+    """The study's exclusion-flag columns an export carries: ``excluded`` and ``excl_<rule>``."""
+    return [c for c in df.columns if c == "excluded" or str(c).startswith("excl_")]
+
+
+def _as_flag(s: pd.Series) -> pd.Series:
+    """True / False / missing (a rule the study does not apply), from CSV text or Parquet booleans."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("boolean")
+    table = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
+    low = s.astype("string").str.strip().str.lower()
+    bad = sorted(set(low.dropna()) - set(table) - {"", "nan", "<na>", "none"})
+    if bad:
+        raise ExportError(f"column {s.name!r} has values that are not true/false: {bad[:5]}")
+    return low.map(table).astype("boolean")
+
+
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Types and derived columns: ``correct`` 0/1, ``trial_kind`` with catch trials marked
     (foreign data with a separate boolean ``catch`` column), ``rt_ms`` from ``rt`` in seconds."""
@@ -95,6 +113,11 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     if "catch" in df.columns:
         catch = _as01(df["catch"].fillna(False)).astype(bool)
         df.loc[catch & (df["trial_kind"] == "main"), "trial_kind"] = "catch"
+    for c in flag_columns(df):
+        df[c] = _as_flag(df[c])
+    for c in ("mis_delta", "unit_mis"):
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
     if "rt_ms" not in df.columns and "rt" in df.columns:
         df["rt_ms"] = pd.to_numeric(df["rt"], errors="coerce") * 1000.0
     return df

@@ -1,5 +1,6 @@
 """Figures (matplotlib, Agg backend): accuracy per condition with bootstrap CIs, per-unit
-accuracy, response time and confidence per condition. Each writes ``out_stem``.png and .svg."""
+accuracy, response time and confidence per condition, machine against human accuracy per unit.
+Each writes ``out_stem``.png and .svg."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence"]
+__all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence", "plot_machine_vs_human"]
 
 
 def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> list[Path]:
@@ -128,4 +129,34 @@ def plot_confidence(main: pd.DataFrame, out_stem, by: str = "condition",
     ax.set_title(title, fontsize=10)
     ax.legend(title="rating", fontsize=8, title_fontsize=8, frameon=False,
               loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out_stem)
+
+
+def plot_machine_vs_human(units: pd.DataFrame, out_stem, x: str = "machine_accuracy",
+                          y: str = "human_accuracy", by: str = "basis",
+                          title: str = "Machine observer vs people, per unit") -> list[Path]:
+    """One point per unit (``MachineObserverResult.units``): the machine's predicted accuracy against
+    people's, with people's interval as a vertical bar, coloured by ``by``, and the identity line."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    d = units.dropna(subset=[x, y])
+    groups = [(str(g), part) for g, part in d.groupby(by, sort=True)] if by in d.columns else [("", d)]
+    colours = plt.get_cmap("tab10")
+    for i, (name, part) in enumerate(groups):
+        colour = colours(i % 10)
+        if {"human_ci_low", "human_ci_high"} <= set(part.columns) and y == "human_accuracy":
+            ax.errorbar(part[x], part[y], yerr=[part[y] - part["human_ci_low"], part["human_ci_high"] - part[y]],
+                        fmt="none", ecolor=colour, alpha=0.35, lw=0.8)
+        ax.scatter(part[x], part[y], s=18, color=colour, label=name or None, lw=0)
+    values = np.concatenate([d[x].to_numpy(float), d[y].to_numpy(float)]) if len(d) else np.array([0.5, 1])
+    low = max(0.0, min(0.45, float(np.nanmin(values)) - 0.03))
+    ax.plot([low, 1], [low, 1], color="grey", lw=1, ls="--", label="identity")
+    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+    ax.axvline(0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(low, 1.01)
+    ax.set_ylim(low, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("machine: predicted proportion correct")
+    ax.set_ylabel("people: proportion correct")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _save(fig, out_stem)

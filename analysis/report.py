@@ -18,12 +18,13 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
-from .exclusions import apply_exclusions
+from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
 from .load import main_trials
-from .plots import plot_accuracy, plot_confidence, plot_rt, plot_unit_accuracy
+from .machine import MachineObserver, has_machine_deltas
+from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 
 __all__ = ["DEFAULT_FORMULA", "adapt_formula", "drop_variables", "format_table", "run_report",
            "with_response"]
@@ -119,13 +120,17 @@ def _lrt_line(t: dict | None) -> str:
 
 def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot: int = 2000,
                seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
-               effect: str = "basis") -> dict:
+               effect: str = "basis", exclusions: str = "auto") -> dict:
     """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
-    test, RT and confidence) → GLMM with the likelihood-ratio test of ``effect`` → REML LMMs of
-    log RT and confidence on the same terms → plots → ``report.html`` and ``results.json``."""
+    test, RT and confidence) → machine observer vs people per unit (when the export carries
+    ``mis_delta``) → GLMM with the likelihood-ratio test of ``effect`` → REML LMMs of log RT and
+    confidence on the same terms → plots → ``report.html`` and ``results.json``.
+
+    ``exclusions`` (see :func:`analysis.exclusions.exclude`): by default the study's own flags when
+    the export carries them and no ``exclusion_options`` are given, else the analysis's rules."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    excl = apply_exclusions(df, **(exclusion_options or {}))
+    excl = exclude(df, exclusions, exclusion_options)
     kept = excl.kept
     main = main_trials(kept)
     table = accuracy_by_condition(kept, n_boot=n_boot, seed=seed)
@@ -144,8 +149,23 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
                         plot_rt(main, out / "rt")))
     if "confidence" in main.columns and main["confidence"].notna().any():
         figures.append(("Confidence ratings per condition", plot_confidence(main, out / "confidence")))
-    results = {"exclusions": excl.to_dict(), "descriptives": desc, "model": None, "lrt": None,
-               "lmm": {}, "notes": []}
+    results = {"exclusions": excl.to_dict(), "descriptives": desc, "machine": None, "model": None,
+               "lrt": None, "lmm": {}, "notes": []}
+    machine, machine_note = None, None
+    if not has_machine_deltas(kept):
+        machine_note = ("skipped: the export has no mis_delta (the machine's Δ per trial; units "
+                        "whose measures carry mis_deltas give one)")
+    else:
+        try:
+            machine = MachineObserver(kept).fit()
+        except ValueError as exc:
+            machine_note = f"skipped: {exc}"
+    if machine is not None:
+        results["machine"] = machine.to_dict()
+        figures.append(("Machine observer vs people per unit (people's 95 % Wilson interval; dashed: identity)",
+                        plot_machine_vs_human(machine.units, out / "machine_vs_human")))
+    else:
+        results["machine_note"] = machine_note
     model_text, lmm_texts = "", {}
     if fit_model and main.empty:
         results["notes"].append("no main trials remain after the exclusions: the model is not fitted")
@@ -173,10 +193,12 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
                 "\n\n" + _lrt_line(m["lrt"]) if m["lrt"] else "")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "report.html").write_text(
-        _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures))
+        _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine,
+              machine_note))
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
-    results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"])
+    results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
+                            machine_note)
     return results
 
 
@@ -201,7 +223,14 @@ _RTC_COLS = ["condition", "rt_median_s", "rt_q1_s", "rt_q3_s", "rt_iqr_s", "conf
              "confidence_q1", "confidence_q3", "confidence_iqr", "confidence_mean"]
 
 
-def _text(table, rtc, test, excl, model_text, lmm_texts, notes) -> str:
+_EXCLUSION_SOURCE = {
+    "study": "the study's own rules, as flagged in the export",
+    "analysis": "the analysis's rules",
+    "none": "none applied",
+}
+
+
+def _text(table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None) -> str:
     cols = [c for c in _ACC_COLS if c in table.columns]
     parts = ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
              format_table(table[cols]) if len(table) else "(no main trials)"]
@@ -211,7 +240,12 @@ def _text(table, rtc, test, excl, model_text, lmm_texts, notes) -> str:
                   format_table(rtc[rcols])]
     if test is not None:
         parts += ["", "Per-unit accuracy across conditions", test.summary()]
-    parts += ["", f"Excluded participants: {len(excl.excluded)}"]
+    if machine is not None:
+        parts += ["", machine.summary()]
+    else:
+        parts += ["", f"Machine observer vs people: {machine_note}"]
+    parts += ["", f"Excluded participants: {len(excl.excluded)} "
+                  f"(exclusions: {_EXCLUSION_SOURCE.get(excl.source, excl.source)})"]
     if len(excl.excluded):
         parts.append(format_table(excl.excluded))
     parts += [f"note: {n}" for n in excl.notes + list(notes)]
@@ -237,7 +271,34 @@ def _figure_html(caption: str, paths) -> str:
             f"<figcaption>{html.escape(caption)} (also {html.escape(png.stem)}.svg)</figcaption></figure>")
 
 
-def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures) -> str:
+def _machine_html(machine, machine_note, figure: str) -> str:
+    esc = html.escape
+    if machine is None:
+        return f"<p class=note>{esc(machine_note or 'skipped')}</p>"
+    pct = f"{100 * machine.level:g} %"
+    cond_cols = ["condition", "basis", "layer", "units", "trials", "human_accuracy", "human_ci_low",
+                 "human_ci_high", "machine_accuracy", "stored_mis", "mean_delta"]
+    unit_cols = ["unit", "basis", "layer", "condition", "trials", "human_accuracy", "human_ci_low",
+                 "human_ci_high", "machine_accuracy", "stored_mis", "mean_delta"]
+    return (
+        "<p>The machine observer of the Machine Interpretability Score (Zimmermann, Klindt &amp; Brendel "
+        "2024) predicts a correct answer with probability σ(α·Δ), Δ being the machine's evidence for the "
+        "query pair a trial showed. α is fitted to people's answers on main trials by maximum likelihood: "
+        f"<strong>{esc(machine.alpha_line())}</strong>. Machine accuracy is the mean of σ(α·Δ) over the "
+        f"trials people answered; the stored MIS is the unit's score at α = {machine.default_alpha:g}. "
+        f"People's intervals are {pct} Wilson score intervals.</p>"
+        "<h3>Per condition</h3>" + _table_html(machine.conditions, cond_cols)
+        + f"<h3>Correlation of people's and the machine's accuracy across units ({pct} CI: Fisher z; "
+          "Spearman with Bonett &amp; Wright's standard error)</h3>"
+        + _table_html(machine.correlation_table()) + figure
+        + f"<details><summary>Every unit ({len(machine.units)} rows)</summary>"
+        + _table_html(machine.units, unit_cols) + "</details>"
+        + "".join(f"<p class=note>{esc(n)}</p>" for n in machine.notes)
+    )
+
+
+def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine=None,
+          machine_note=None) -> str:
     figs = {caption.split(" (")[0]: _figure_html(caption, paths) for caption, paths in figures}
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in excl.notes + results["notes"])
     esc = html.escape
@@ -274,12 +335,15 @@ figure img{{max-width:100%;height:auto;max-height:360px}}figcaption{{font-size:.
 {test_html}
 {figs.get("Per-unit accuracy per condition", "")}
 <details><summary>Accuracy of every unit ({len(units)} rows)</summary>{_table_html(units)}</details>
+<h2>Machine observer vs people</h2>
+{_machine_html(machine, machine_note, figs.get("Machine observer vs people per unit", ""))}
 <h2>Response time and confidence</h2>
 <p>Median and quartiles per condition (RT in seconds).</p>
 {_table_html(rtc, rcols) if len(rcols) > 1 else "<p>No RT or confidence columns.</p>"}
 {figs.get("Response time per condition", "")}{figs.get("Confidence ratings per condition", "")}
 <h2>Exclusions</h2>
-<p>{results["exclusions"]["participants_kept"]} of {results["exclusions"]["participants_total"]} participants kept.</p>
+<p>Rules: {esc(_EXCLUSION_SOURCE.get(excl.source, excl.source))}.
+{results["exclusions"]["participants_kept"]} of {results["exclusions"]["participants_total"]} participants kept.</p>
 {_table_html(excl.excluded) if len(excl.excluded) else "<p>None excluded.</p>"}
 <ul>{notes}</ul>
 <h2>Mixed-effects model of accuracy (binomial GLMM)</h2>

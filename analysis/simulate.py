@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-__all__ = ["simulate_responses"]
+__all__ = ["simulate_responses", "simulate_machine_responses"]
 
 
 def simulate_responses(
@@ -59,5 +59,80 @@ def simulate_responses(
             "rt_ms": np.exp(log_rt),
             "log_rt": log_rt,
             "confidence": rng.integers(1, 4, len(P)),
+        }
+    )
+
+
+def simulate_machine_responses(
+    n_participants: int = 60,
+    n_units: int = 30,
+    n_pairs: int = 10,
+    alpha: float = 8.0,
+    related: bool = True,
+    bases=("neuron", "pca", "nmf"),
+    delta_mean: float = 0.12,
+    delta_sd_unit: float = 0.1,
+    delta_sd_pair: float = 0.05,
+    unrelated_accuracy: float = 0.75,
+    sd_unit_unrelated: float = 0.8,
+    catch_per_participant: int = 2,
+    stored_alpha: float = 1.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """An export with the machine observer's columns (``mis_delta``, ``unit_mis``): every participant
+    answers one main trial per unit, on a query pair drawn at random, plus catch trials (no Δ).
+
+    Each unit u has pairs with Δ_ui = μ_u + e_ui, μ_u ~ N(delta_mean, delta_sd_unit),
+    e_ui ~ N(0, delta_sd_pair); its stored MIS is mean_i σ(stored_alpha·Δ_ui), as the pipeline stores it.
+    Planted truth: with ``related``, P(correct) = σ(alpha·Δ) of the pair shown; otherwise people ignore
+    what the machine sees, logit P(correct) = logit(unrelated_accuracy) + c_u with
+    c_u ~ N(0, sd_unit_unrelated) drawn independently of Δ.
+    """
+    rng = np.random.default_rng(seed)
+    unit_basis = np.arange(n_units) % len(bases)
+    mu = rng.normal(delta_mean, delta_sd_unit, n_units)
+    deltas = mu[:, None] + rng.normal(0, delta_sd_pair, (n_units, n_pairs))
+    stored_mis = expit(stored_alpha * deltas).mean(axis=1)
+    c = rng.normal(0, sd_unit_unrelated, n_units)
+    P, U = np.meshgrid(np.arange(n_participants), np.arange(n_units), indexing="ij")
+    P, U = P.ravel(), U.ravel()
+    pair = rng.integers(0, n_pairs, len(P))
+    delta = deltas[U, pair]
+    if related:
+        p = expit(alpha * delta)
+    else:
+        p = expit(np.log(unrelated_accuracy / (1 - unrelated_accuracy)) + c[U])
+    correct = (rng.random(len(P)) < p).astype(int)
+    kind = np.full(len(P), "main", dtype=object)
+    mis_delta = delta.astype(float)
+    if catch_per_participant:
+        cP = np.repeat(np.arange(n_participants), catch_per_participant)
+        cU = rng.integers(0, n_units, len(cP))
+        P, U = np.concatenate([P, cP]), np.concatenate([U, cU])
+        correct = np.concatenate([correct, (rng.random(len(cP)) < 0.97).astype(int)])
+        kind = np.concatenate([kind, np.full(len(cP), "catch", dtype=object)])
+        mis_delta = np.concatenate([mis_delta, np.full(len(cP), np.nan)])
+    correct_query = np.where(rng.random(len(P)) < 0.5, "a", "b")
+    other = np.where(correct_query == "a", "b", "a")
+    basis = np.asarray(bases)[unit_basis[U]]
+    return pd.DataFrame(
+        {
+            "study": "sim",
+            "participant": np.char.add("p", P.astype(str)),
+            "condition": basis,
+            "basis": basis,
+            "layer": "layer3",
+            "reference_type": "natural",
+            "paradigm": "reference_2afc",
+            "unit": np.char.add(np.char.add("layer3:", basis), np.char.add(":", U.astype(str))),
+            "trial_kind": kind,
+            "correct_query": correct_query,
+            "choice": np.where(correct == 1, correct_query, other),
+            "correct": correct,
+            "confidence": rng.integers(1, 4, len(P)),
+            "rt_ms": np.exp(rng.normal(7.8, 0.4, len(P))),
+            "instructions_ms": 30000.0,
+            "unit_mis": stored_mis[U],
+            "mis_delta": mis_delta,
         }
     )

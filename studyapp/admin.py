@@ -195,7 +195,8 @@ class StudyAdmin(admin.ModelAdmin):
                                    "min_width", "min_height"]}),
         ("Recruitment", {"fields": ["recruitment", "completion_url", "completion_code",
                                     "participants_per_condition", "time_limit_minutes"]}),
-        ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds"]}),
+        ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side",
+                                        "min_total_minutes", "max_total_minutes"]}),
     ]
 
     def get_queryset(self, request):

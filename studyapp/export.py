@@ -1,14 +1,22 @@
 """The response export (docs/contracts.md, section 2): one row per response, the contract with
-`analysis/`."""
+`analysis/`.
+
+Everything that is per participant (exclusion flags) or per unit (machine score, the Δ of each query pair)
+is looked up once before the rows are written, so the export costs a fixed number of queries whatever the
+number of responses."""
+import math
+
 import pandas as pd
 
-from .models import Response
+from .exclusions import FLAG_COLUMNS, participant_flags
+from .models import Exemplar, Response, Trial, Unit
 
 COLUMNS = [
     "study", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "unit",
     "trial_index", "trial_kind", "practice_attempt", "query_a", "query_b", "correct_query", "choice",
     "correct", "confidence", "rt_ms", "client_time", "server_time", "instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
+    *FLAG_COLUMNS, "unit_mis", "mis_delta",
 ]
 
 
@@ -16,10 +24,55 @@ def _iso(value):
     return value.isoformat() if value else None
 
 
+def _number(value):
+    """A finite float from a stored measure, else None (a measure may be absent, null or NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class MachineScores:
+    """Per unit of the study: its stored MIS (measures["mis"]) and the machine Δ of each of its query pairs
+    (measures["mis_deltas"], aligned with the pairs (queries_max[i], queries_min[i]))."""
+
+    def __init__(self, study):
+        shown = Trial.objects.filter(participant__study=study, participant__is_preview=False).values("unit_id")
+        measures = dict(Unit.objects.filter(pk__in=shown).values_list("pk", "measures"))
+        self.mis = {pk: _number((m or {}).get("mis")) for pk, m in measures.items()}
+        self.deltas = {pk: m["mis_deltas"] for pk, m in measures.items()
+                       if isinstance(m, dict) and isinstance(m.get("mis_deltas"), list)}
+        # A trial stores its query images, not the pair's index: the index is each image's position in
+        # the unit's query lists (image names are only unique within a unit and role).
+        self.position = {
+            (unit_id, role, image): position
+            for unit_id, role, position, image in Exemplar.objects.filter(
+                unit_id__in=list(self.deltas), role__in=[Exemplar.Role.QUERY_MAX, Exemplar.Role.QUERY_MIN],
+            ).values_list("unit_id", "role", "position", "image")
+        } if self.deltas else {}
+
+    def delta(self, trial):
+        """Δ of the query pair the trial showed; None for catch trials (their queries are references,
+        which the machine does not score) and wherever the unit has no Δ for that pair."""
+        deltas = self.deltas.get(trial.unit_id)
+        if deltas is None or trial.kind == Trial.Kind.CATCH or not trial.query_a or not trial.query_b:
+            return None
+        plus, minus = (trial.query_a, trial.query_b) if trial.correct_query == "a" else (trial.query_b, trial.query_a)
+        i = self.position.get((trial.unit_id, Exemplar.Role.QUERY_MAX, plus))
+        j = self.position.get((trial.unit_id, Exemplar.Role.QUERY_MIN, minus))
+        if i is None or i != j or i >= len(deltas):
+            return None
+        return _number(deltas[i])
+
+
 def response_rows(study):
+    flags = participant_flags(study)
+    machine = MachineScores(study)
     responses = (
         Response.objects.filter(participant__study=study, participant__is_preview=False)
         .select_related("trial__unit", "participant__condition")
+        # Per-unit measures are read once above; the trial's image lists are not part of the export.
+        .defer("trial__unit__measures", "trial__references_min", "trial__references_max",
+               "trial__strip_a", "trial__strip_b")
         .order_by("server_time", "pk")
     )
     for r in responses.iterator(chunk_size=2000):
@@ -51,6 +104,9 @@ def response_rows(study):
             "participant_started": _iso(participant.started_at),
             "participant_finished": _iso(participant.finished_at),
             "recruitment": participant.recruitment,
+            **flags[participant.pk],
+            "unit_mis": machine.mis.get(trial.unit_id),
+            "mis_delta": machine.delta(trial),
         }
 
 
@@ -58,6 +114,12 @@ def response_frame(study):
     frame = pd.DataFrame(list(response_rows(study)), columns=COLUMNS)
     for column in ("practice_attempt", "confidence"):
         frame[column] = frame[column].astype("Int64")
+    frame["excluded"] = frame["excluded"].astype(bool)
+    # Nullable: an empty cell says the study does not apply that rule.
+    for column in FLAG_COLUMNS[1:]:
+        frame[column] = frame[column].astype("boolean")
+    for column in ("unit_mis", "mis_delta"):
+        frame[column] = frame[column].astype("float64")
     return frame
 
 

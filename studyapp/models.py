@@ -187,6 +187,12 @@ class Study(models.Model):
 
     min_catch_accuracy = models.FloatField(default=0.8, validators=[MinValueValidator(0), MaxValueValidator(1)])
     min_instructions_seconds = models.FloatField(default=15.0)
+    exclude_one_side = models.BooleanField(
+        default=True, help_text="exclude a participant who chose the same side on every main and catch trial")
+    min_total_minutes = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                          help_text="exclude faster finishers; empty: no lower bound")
+    max_total_minutes = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                          help_text="exclude slower finishers; empty: no upper bound")
 
     created = models.DateTimeField(auto_now_add=True)
 
@@ -195,6 +201,11 @@ class Study(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(catch_ratio__gte=0) & Q(catch_ratio__lte=0.5), name="catch_ratio_range"),
         ]
+
+    def clean(self):
+        if (self.min_total_minutes is not None and self.max_total_minutes is not None
+                and self.min_total_minutes > self.max_total_minutes):
+            raise ValidationError({"max_total_minutes": "The upper bound of the total time is below its lower bound."})
 
     def __str__(self):
         return self.title

@@ -1,11 +1,11 @@
 """What a researcher watches while a study runs: per condition, how many started, finished, returned or
-timed out, how long finishing took, catch-trial accuracy and how many would be excluded."""
+timed out, how long finishing took, catch-trial accuracy and how many would be excluded (the rules of
+studyapp.exclusions, which also flag the export's rows)."""
 from collections import defaultdict
 from statistics import median
 
-from django.db.models import Count, Q
-
-from .models import Participant, Response
+from .exclusions import AnswerCounts, ExclusionRules, answer_counts, flags
+from .models import Participant
 
 
 def study_monitor(study):
@@ -13,12 +13,8 @@ def study_monitor(study):
         Participant.objects.filter(study=study, is_preview=False)
         .values("pk", "condition_id", "status", "started_at", "finished_at", "instructions_ms")
     )
-    catch = {
-        row["participant_id"]: (row["n_correct"], row["n"])
-        for row in Response.objects.filter(participant__study=study, participant__is_preview=False,
-                                           trial__kind="catch")
-        .values("participant_id").annotate(n=Count("pk"), n_correct=Count("pk", filter=Q(correct=True)))
-    }
+    counts = answer_counts(study)
+    rules = ExclusionRules.for_study(study)
     by_condition = defaultdict(list)
     for p in participants:
         by_condition[p["condition_id"]].append(p)
@@ -28,9 +24,9 @@ def study_monitor(study):
         members = by_condition[condition.pk]
         completed = [p for p in members if p["status"] == Participant.Status.COMPLETED]
         durations = [(p["finished_at"] - p["started_at"]).total_seconds() / 60 for p in completed if p["finished_at"]]
-        n_catch_correct = sum(catch.get(p["pk"], (0, 0))[0] for p in members)
-        n_catch = sum(catch.get(p["pk"], (0, 0))[1] for p in members)
-        excluded = [p for p in completed if _would_exclude(study, p, catch.get(p["pk"]))]
+        n_catch_correct = sum(counts.get(p["pk"], AnswerCounts()).catch_correct for p in members)
+        n_catch = sum(counts.get(p["pk"], AnswerCounts()).catch for p in members)
+        excluded = [p for p in completed if flags(rules, p, counts.get(p["pk"]))["excluded"]]
         rows.append({
             "condition": condition.name,
             "quota": study.participants_per_condition,
@@ -45,9 +41,3 @@ def study_monitor(study):
         })
     return rows
 
-
-def _would_exclude(study, participant, catch):
-    if catch and catch[1] and catch[0] / catch[1] < study.min_catch_accuracy:
-        return True
-    reading = participant["instructions_ms"]
-    return reading is not None and reading < 1000 * study.min_instructions_seconds

@@ -1,0 +1,272 @@
+"""Machine observer against people, per unit: does the Machine Interpretability Score (Zimmermann,
+Klindt & Brendel 2024; :mod:`stimuli.mis`) predict which units people find interpretable?
+
+The export carries, per trial, the machine's Δ for the very query pair the trial showed (``mis_delta``)
+and the unit's stored score (``unit_mis``, at the pipeline's α). :class:`MachineObserver` fits the slope
+α of P(correct) = σ(α·Δ) to people's answers on main trials (by maximum likelihood,
+:func:`stimuli.mis.fit_alpha`), then compares per unit and per condition
+
+- people's accuracy (with a Wilson score interval), and
+- the machine's predicted accuracy with the fitted α: the mean of σ(α·Δ) over the trials people
+  answered for that unit, so both numbers are about the same trials,
+
+and correlates the two across units (Pearson with a Fisher-z interval, Spearman with the Fisher-z
+interval of Bonett & Wright 2000). The stored MIS is reported beside them and correlated too.
+
+Δ is computed against both reference sets, which people see only in the ``natural`` reference type;
+other reference types (the no-reference baseline, max-only, overlays) are left out by default.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.special import expit
+
+from .load import main_trials
+
+__all__ = ["MachineObserver", "MachineObserverResult", "correlation", "has_machine_deltas",
+           "wilson_interval"]
+
+
+def has_machine_deltas(df: pd.DataFrame) -> bool:
+    """Whether any main trial of the export carries the machine's Δ."""
+    return "mis_delta" in df.columns and pd.to_numeric(
+        main_trials(df)["mis_delta"], errors="coerce").notna().any()
+
+
+def wilson_interval(k, n, level: float = 0.95):
+    """Wilson score interval of a binomial proportion k/n (NaN for n = 0)."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    z = stats.norm.ppf(0.5 + level / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
+    """r, its CI (Fisher z; for Spearman with Bonett & Wright's standard error √(1 + r²/2)/√(n − 3)),
+    the two-sided p of r = 0, and n (pairs with both values). NaN where n < 3 or a side is constant;
+    the interval needs n > 3."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = int(len(x))
+    out = {"method": method, "r": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "p": float("nan"), "n": n}
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "pearson":
+            r, p = stats.pearsonr(x, y)
+        elif method == "spearman":
+            r, p = stats.spearmanr(x, y)
+        else:
+            raise ValueError(f"unknown correlation {method!r}; expected pearson or spearman")
+    r, p = float(r), float(p)
+    out.update(r=r, p=p)
+    if n > 3 and abs(r) < 1:
+        se = (math.sqrt(1 + r * r / 2) if method == "spearman" else 1.0) / math.sqrt(n - 3)
+        z = stats.norm.ppf(0.5 + level / 2)
+        out.update(ci_low=math.tanh(math.atanh(r) - z * se), ci_high=math.tanh(math.atanh(r) + z * se))
+    return out
+
+
+def _clean(value):
+    """JSON-friendly: NaN → None, NumPy scalars → Python numbers."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    if value is pd.NA:
+        return None
+    return value
+
+
+class MachineObserver:
+    """P(correct) = σ(α·Δ) on the main trials of a response export that carry ``mis_delta``.
+
+    ``reference_types``: which conditions' trials to use (by the export's ``reference_type``); None uses
+    every trial with a Δ. ``level``: confidence level of every interval."""
+
+    def __init__(self, data: pd.DataFrame, level: float = 0.95, reference_types=("natural",)):
+        self.data = data
+        self.level = level
+        self.reference_types = reference_types
+
+    def _trials(self) -> tuple[pd.DataFrame, list[str]]:
+        notes = []
+        main = main_trials(self.data)
+        if "mis_delta" not in main.columns:
+            raise ValueError("the export has no mis_delta column: the machine observer needs the Δ of "
+                             "each trial's query pair (docs/contracts.md §2)")
+        main = main.assign(mis_delta=pd.to_numeric(main["mis_delta"], errors="coerce"))
+        if self.reference_types is not None and "reference_type" in main.columns:
+            wanted = set(self.reference_types)
+            other = main[~main["reference_type"].isin(wanted)]
+            if len(other):
+                left = ", ".join(sorted(map(str, other["condition"].unique())))
+                notes.append(f"left out conditions whose reference type is not "
+                             f"{' / '.join(sorted(wanted))} (Δ is measured against both reference "
+                             f"sets): {left}")
+            main = main[main["reference_type"].isin(wanted)]
+        missing = main["mis_delta"].isna()
+        if missing.any():
+            notes.append(f"{int(missing.sum())} main trial(s) without a mis_delta left out "
+                         f"(units whose measures have no mis_deltas)")
+        used = main[~missing]
+        if used.empty:
+            raise ValueError("no main trial carries a mis_delta: nothing to compare")
+        return used, notes
+
+    def fit(self) -> "MachineObserverResult":
+        # stimuli.mis is pure NumPy at import (torch only inside embed_images), so the analysis stays light.
+        from stimuli.mis import DEFAULT_ALPHA, fit_alpha
+
+        trials, notes = self._trials()
+        delta = trials["mis_delta"].to_numpy(float)
+        correct = trials["correct"].to_numpy(float)
+        z = stats.norm.ppf(0.5 + self.level / 2)
+        try:
+            alpha = fit_alpha(delta, correct)
+        except ValueError as exc:
+            alpha = float("nan")
+            notes.append(f"α not fitted: {exc}")
+        if math.isfinite(alpha):
+            p = expit(alpha * delta)
+            info = float(np.sum(p * (1 - p) * delta * delta))
+            se = 1 / math.sqrt(info) if info > 0 else float("nan")
+            loglik = float(np.sum(correct * np.log(p) + (1 - correct) * np.log1p(-p)))
+        else:
+            p = np.full(len(delta), np.nan)
+            se = loglik = float("nan")
+        trials = trials.assign(machine_p=p)
+        units = self._per(trials, ["unit"], z)
+        conditions = self._per(trials, ["condition"], z)
+        correlations = {
+            "machine_accuracy": {m: correlation(units["machine_accuracy"], units["human_accuracy"], m, self.level)
+                                 for m in ("pearson", "spearman")},
+            "stored_mis": {m: correlation(units["stored_mis"], units["human_accuracy"], m, self.level)
+                           for m in ("pearson", "spearman")},
+        }
+        if len(units) < 4:
+            notes.append(f"{len(units)} unit(s): too few for a correlation interval")
+        return MachineObserverResult(
+            alpha=alpha, alpha_se=se, alpha_ci=(alpha - z * se, alpha + z * se), loglik=loglik,
+            loglik_chance=float(len(delta) * math.log(0.5)), n_trials=int(len(trials)),
+            n_participants=int(trials["participant"].nunique()), level=self.level,
+            default_alpha=DEFAULT_ALPHA, units=units, conditions=conditions, correlations=correlations,
+            notes=notes)
+
+    def _per(self, trials: pd.DataFrame, by: list[str], z: float) -> pd.DataFrame:
+        extra = [c for c in ("basis", "layer") if c in trials.columns and c not in by]
+        if by == ["unit"] and "condition" in trials.columns:
+            extra.append("condition")
+        g = trials.groupby(by, sort=True)
+        out = pd.DataFrame({"trials": g.size(), "correct": g["correct"].sum()})
+        for c in extra:
+            out[c] = g[c].agg(lambda s: ", ".join(sorted(map(str, s.unique()))))
+        if by != ["unit"]:
+            out["units"] = g["unit"].nunique()
+        out["human_accuracy"] = out["correct"] / out["trials"]
+        lo, hi = wilson_interval(out["correct"].to_numpy(), out["trials"].to_numpy(), self.level)
+        out["human_ci_low"], out["human_ci_high"] = lo, hi
+        out["machine_accuracy"] = g["machine_p"].mean()
+        out["mean_delta"] = g["mis_delta"].mean()
+        if "unit_mis" in trials.columns:
+            mis = pd.to_numeric(trials["unit_mis"], errors="coerce")
+            per_unit = mis.groupby(trials["unit"]).first()
+            if by == ["unit"]:
+                out["stored_mis"] = per_unit.reindex(out.index)
+            else:
+                # one value per unit, so a unit answered more often does not weigh more
+                unit_of = trials.drop_duplicates(by + ["unit"])
+                out["stored_mis"] = unit_of.assign(m=unit_of["unit"].map(per_unit)).groupby(by)["m"].mean()
+        else:
+            out["stored_mis"] = np.nan
+        cols = [*extra, *(["units"] if by != ["unit"] else []), "trials", "correct", "human_accuracy",
+                "human_ci_low", "human_ci_high", "machine_accuracy", "stored_mis", "mean_delta"]
+        return out.reset_index()[by + cols]
+
+
+@dataclass
+class MachineObserverResult:
+    alpha: float
+    alpha_se: float
+    alpha_ci: tuple
+    loglik: float
+    loglik_chance: float
+    n_trials: int
+    n_participants: int
+    level: float
+    default_alpha: float
+    units: pd.DataFrame
+    conditions: pd.DataFrame
+    correlations: dict
+    notes: list = field(default_factory=list)
+
+    def correlation_table(self) -> pd.DataFrame:
+        names = {"machine_accuracy": "machine (fitted alpha)", "stored_mis": "stored MIS"}
+        rows = []
+        for key, by_method in self.correlations.items():
+            for method, c in by_method.items():
+                rows.append({"human accuracy vs": names.get(key, key), "method": method, "r": c["r"],
+                             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["p"], "units": c["n"]})
+        return pd.DataFrame(rows)
+
+    def alpha_line(self) -> str:
+        pct = f"{100 * self.level:g} %"
+        return (f"alpha = {self.alpha:.4g} (SE {self.alpha_se:.3g}; {pct} Wald CI "
+                f"{self.alpha_ci[0]:.4g} to {self.alpha_ci[1]:.4g}) from {self.n_trials} main trials of "
+                f"{self.n_participants} participants; log-likelihood {self.loglik:.2f} "
+                f"(chance {self.loglik_chance:.2f})")
+
+    def summary(self) -> str:
+        from .report import format_table
+
+        unit_cols = ["unit", "basis", "trials", "human_accuracy", "human_ci_low", "human_ci_high",
+                     "machine_accuracy", "stored_mis"]
+        cond_cols = ["condition", "units", "trials", "human_accuracy", "human_ci_low", "human_ci_high",
+                     "machine_accuracy", "stored_mis"]
+        parts = [
+            "Machine observer vs people: P(correct) = sigmoid(alpha * delta)",
+            self.alpha_line(),
+            "",
+            f"Per condition (machine: mean predicted accuracy at the fitted alpha; stored MIS at "
+            f"alpha = {self.default_alpha:g}, mean over units)",
+            format_table(self.conditions[[c for c in cond_cols if c in self.conditions.columns]]),
+            "",
+            "Correlation across units",
+            format_table(self.correlation_table()),
+            "",
+            "Per unit",
+            format_table(self.units[[c for c in unit_cols if c in self.units.columns]]),
+        ]
+        parts += [f"note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "alpha": self.alpha, "alpha_se": self.alpha_se, "alpha_ci": list(self.alpha_ci),
+            "level": self.level, "loglik": self.loglik, "loglik_chance": self.loglik_chance,
+            "n_trials": self.n_trials, "n_participants": self.n_participants,
+            "n_units": int(len(self.units)), "default_alpha": self.default_alpha,
+            "correlations": self.correlations,
+            "conditions": self.conditions.to_dict(orient="records"),
+            "units": self.units.to_dict(orient="records"),
+            "notes": list(self.notes),
+        })
