@@ -10,7 +10,7 @@ from .formula import parse_formula
 from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
 from .machine import MachineObserver
-from .nonparametric import conover_iman, holm, kruskal_conover
+from .nonparametric import conover_iman, friedman_wilcoxon, holm, kruskal_conover
 
 __all__ = ["BinomialGLMM", "LinearMixedModel", "MachineObserver", "conover_iman", "holm",
-           "kruskal_conover", "lrt", "parse_formula"]
+           "friedman_wilcoxon", "kruskal_conover", "lrt", "parse_formula"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .load import catch_trials, main_trials
-from .nonparametric import KruskalConover, kruskal_conover
+from .nonparametric import FriedmanWilcoxon, KruskalConover, friedman_wilcoxon, kruskal_conover
 
 __all__ = ["accuracy_by_condition", "describe", "cluster_bootstrap_ci", "unit_accuracy",
            "unit_accuracy_test", "rt_confidence_by_condition"]
@@ -80,17 +80,24 @@ def unit_accuracy(df: pd.DataFrame, by: str = "condition") -> pd.DataFrame:
 
 
 def unit_accuracy_test(df: pd.DataFrame, by: str = "condition",
-                       units: pd.DataFrame | None = None) -> KruskalConover | None:
-    """Kruskal–Wallis of per-unit accuracy across conditions, Conover–Iman pairs with Holm's
-    correction (Zimmermann et al. 2023); None with fewer than two conditions."""
+                       units: pd.DataFrame | None = None) -> KruskalConover | FriedmanWilcoxon | None:
+    """Per-unit accuracy across conditions; None with fewer than two conditions.
+
+    Conditions over disjoint units (e.g. one basis each): Kruskal–Wallis with Conover–Iman pairs,
+    Holm-adjusted (Zimmermann et al. 2023). Conditions that all show the same units (e.g. one basis
+    with different references): the accuracies are paired by unit, so Friedman's test with Wilcoxon
+    signed-rank pairs. A partial overlap fits neither; Kruskal–Wallis runs with a note."""
     units = unit_accuracy(df, by) if units is None else units
     if units[by].nunique() < 2:
         return None
+    unit_sets = units.groupby(by)["unit"].apply(frozenset)
+    if unit_sets.nunique() == 1 and len(unit_sets.iloc[0]) >= 2:
+        return friedman_wilcoxon(units, "accuracy", by, "unit")
     res = kruskal_conover(units, "accuracy", by)
     shared = units.groupby("unit")[by].nunique()
     if (shared > 1).any():
-        res.notes.append(f"{int((shared > 1).sum())} unit(s) appear in several conditions: the "
-                         "samples are not independent, as the Kruskal-Wallis test assumes")
+        res.notes.append(f"{int((shared > 1).sum())} unit(s) appear in several conditions but not in all: the "
+                         "samples are not independent, as the Kruskal-Wallis test assumes, nor fully paired")
     return res
 
 

@@ -13,6 +13,12 @@ groups i and j differ when
 
 is large against Student's t on N − k degrees of freedom (two-sided p here). Holm (1979):
 the m p-values sorted ascending are multiplied by m, m−1, …, 1 and made monotone.
+
+When every condition shows the same units (a within-unit design, e.g. one basis with and without
+references) the per-unit accuracies are paired and Kruskal–Wallis, which assumes independent samples,
+is the wrong test: unit-to-unit differences swamp the condition effect. Friedman's test ranks the
+conditions within each unit instead (k ≥ 3; Wilcoxon's signed-rank test for k = 2), with pairwise
+Wilcoxon signed-rank tests, Holm-adjusted, as post hoc tests.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["holm", "conover_iman", "KruskalConover", "kruskal_conover"]
+__all__ = ["holm", "conover_iman", "KruskalConover", "kruskal_conover", "FriedmanWilcoxon",
+           "friedman_wilcoxon"]
 
 
 def holm(p) -> np.ndarray:
@@ -112,6 +119,10 @@ class KruskalConover:
             "notes": list(self.notes),
         }
 
+    def headline(self) -> str:
+        return (f"Kruskal–Wallis on {self.value} across {self.by}: H = {self.H:.3f}, df = {self.df}, "
+                f"p = {self.p:.3g}. Conover–Iman post hoc tests (two-sided t on N − k df), Holm-adjusted:")
+
     def summary(self) -> str:
         lines = [f"Kruskal-Wallis on {self.value} by {self.by}: H = {self.H:.3f}, df = {self.df}, "
                  f"p = {self.p:.3g}"]
@@ -151,3 +162,102 @@ def kruskal_conover(df: pd.DataFrame, value: str, by: str) -> KruskalConover:
         notes.append("a group has fewer than 5 values: the chi-square approximation of H is rough")
     return KruskalConover(value=value, by=by, groups=groups, H=float(H), df=len(samples) - 1,
                           p=float(p), pairs=pairs, notes=notes)
+
+
+def _clean(v):
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+@dataclass
+class FriedmanWilcoxon:
+    """Friedman's χ² over blocks (Wilcoxon's signed-rank test for two groups) and pairwise Wilcoxon
+    signed-rank tests with Holm's p."""
+
+    value: str
+    by: str
+    block: str
+    groups: pd.DataFrame  # group, n, median, mean_rank (rank within each block)
+    statistic: float
+    df: int
+    p: float
+    pairs: pd.DataFrame  # group_a, group_b, n, W, p, p_holm
+    test: str
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        def records(df):
+            return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+        return {
+            "test": f"{self.test} over {self.block} (paired); Wilcoxon signed-rank post hoc, Holm-adjusted",
+            "value": self.value, "by": self.by, "block": self.block,
+            "statistic": _clean(self.statistic), "df": int(self.df), "p": _clean(self.p),
+            "groups": records(self.groups), "pairs": records(self.pairs), "notes": list(self.notes),
+        }
+
+    def headline(self) -> str:
+        name = "χ²" if self.test == "Friedman" else "W"
+        return (f"{self.test} test on {self.value} across {self.by}, paired by {self.block} (every "
+                f"{self.by} shows the same {self.block}s): {name} = {self.statistic:.3f}"
+                + (f", df = {self.df}" if self.test == "Friedman" else "")
+                + f", p = {self.p:.3g}. Wilcoxon signed-rank post hoc tests, Holm-adjusted:")
+
+    def summary(self) -> str:
+        lines = [self.headline()]
+        for r in self.groups.itertuples():
+            lines.append(f"  {r.group}: n = {r.n}, median = {r.median:.3f}, mean rank = {r.mean_rank:.2f}")
+        for r in self.pairs.itertuples():
+            lines.append(f"  {r.group_a} vs {r.group_b}: W = {r.W:.1f} (n = {r.n}), p = {r.p:.3g}, "
+                         f"p_holm = {r.p_holm:.3g}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _signed_rank(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Wilcoxon's signed-rank W and two-sided p; zero differences dropped (Wilcoxon's convention),
+    no evidence when every difference is zero."""
+    if np.all(a == b):
+        return 0.0, 1.0
+    res = stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
+    return float(res.statistic), float(res.pvalue)
+
+
+def friedman_wilcoxon(df: pd.DataFrame, value: str, by: str, block: str) -> FriedmanWilcoxon:
+    """Friedman's test of ``value`` across the groups of ``by`` with ``block`` (e.g. the unit) as the
+    repeated factor; blocks missing a group are left out and counted in a note."""
+    wide = df.pivot_table(index=block, columns=by, values=value, aggfunc="mean")
+    names = [str(c) for c in wide.columns]
+    if len(names) < 2:
+        raise ValueError(f"need at least two groups of {by!r}, got {len(names)}")
+    complete = wide.dropna()
+    notes = []
+    if len(complete) < len(wide):
+        notes.append(f"{len(wide) - len(complete)} {block}(s) lack a {by} and are left out of the paired test")
+    if len(complete) < 2:
+        raise ValueError(f"need at least two {block}s seen in every {by}, got {len(complete)}")
+    x = complete.to_numpy(float)
+    within = np.apply_along_axis(stats.rankdata, 1, x)
+    if len(names) == 2:
+        test, (statistic, p) = "Wilcoxon signed-rank", _signed_rank(x[:, 0], x[:, 1])
+    elif np.all(np.ptp(x, axis=1) == 0):
+        test, statistic, p = "Friedman", 0.0, 1.0
+        notes.append(f"every {block} has the same {value} in every {by}: no evidence of a difference")
+    else:
+        test = "Friedman"
+        statistic, p = (float(v) for v in stats.friedmanchisquare(*x.T))
+    rows = []
+    for i, j in combinations(range(len(names)), 2):
+        w, pv = _signed_rank(x[:, i], x[:, j])
+        rows.append([names[i], names[j], int(np.sum(x[:, i] != x[:, j])), w, pv])
+    pairs = pd.DataFrame(rows, columns=["group_a", "group_b", "n", "W", "p"])
+    pairs["p_holm"] = holm(pairs["p"].to_numpy())
+    groups = pd.DataFrame({"group": names, "n": len(x), "median": np.median(x, axis=0),
+                           "mean_rank": within.mean(axis=0)})
+    if len(x) < 10:
+        notes.append(f"fewer than 10 {block}s: the p-value's large-sample approximation is rough")
+    return FriedmanWilcoxon(value=value, by=by, block=block, groups=groups, statistic=float(statistic),
+                            df=len(names) - 1, p=float(p), pairs=pairs, test=test, notes=notes)

@@ -304,9 +304,7 @@ def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures
     esc = html.escape
     if test is not None:
         t = test
-        test_html = (f"<p>Kruskal–Wallis on per-unit accuracy across conditions: "
-                     f"H = {t.H:.3f}, df = {t.df}, p = {t.p:.3g}. Conover–Iman post hoc tests "
-                     f"(two-sided t on N − k df), Holm-adjusted:</p>"
+        test_html = (f"<p>{esc(t.headline())}</p>"
                      + _table_html(t.groups) + _table_html(t.pairs)
                      + "".join(f"<p class=note>{esc(n)}</p>" for n in t.notes))
     else:

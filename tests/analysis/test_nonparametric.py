@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from analysis.descriptives import rt_confidence_by_condition, unit_accuracy, unit_accuracy_test
-from analysis.nonparametric import conover_iman, holm, kruskal_conover
+from analysis.nonparametric import conover_iman, friedman_wilcoxon, holm, kruskal_conover
 
 # four groups with many ties, laid out like Conover's corn-yield example (Practical
 # Nonparametric Statistics, 1999, §5.2)
@@ -118,3 +118,38 @@ def test_unit_accuracy_and_rt_confidence_by_hand():
     test = unit_accuracy_test(df)
     assert test.H == pytest.approx(stats.kruskal([1.0, 0.5], [0.0, 1 / 3]).statistic)
     assert any("fewer than 5" in n for n in test.notes)
+
+
+def test_friedman_by_hand_on_blocks_without_ties():
+    # 4 units (blocks) x 3 conditions; ranks within each unit, no ties
+    acc = {"u1": [0.5, 0.7, 0.9], "u2": [0.4, 0.6, 0.5], "u3": [0.2, 0.3, 0.35], "u4": [0.8, 0.85, 0.95]}
+    df = pd.DataFrame([(c, u, v) for u, vs in acc.items() for c, v in zip("abc", vs)],
+                      columns=["condition", "unit", "accuracy"])
+    res = friedman_wilcoxon(df, "accuracy", "condition", "unit")
+    # rank sums a: 1+1+1+1 = 4, b: 2+3+2+2 = 9, c: 3+2+3+3 = 11; n = 4, k = 3
+    chi2 = 12 / (4 * 3 * 4) * (4**2 + 9**2 + 11**2) - 3 * 4 * 4
+    assert chi2 == pytest.approx(6.5)
+    assert res.test == "Friedman" and res.statistic == pytest.approx(chi2) and res.df == 2
+    assert res.p == pytest.approx(math.exp(-chi2 / 2))  # χ² with 2 df: p = e^(−x/2)
+    assert res.groups["mean_rank"].tolist() == [1.0, 2.25, 2.75]
+    np.testing.assert_allclose(res.pairs["p_holm"], holm(res.pairs["p"]))
+
+
+def test_paired_units_get_the_paired_test_which_sees_what_kruskal_wallis_misses():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.3, 0.9, size=30)  # units differ a lot from each other
+    units = pd.DataFrame([(c, f"u{u}", min(b + shift + rng.normal(0, 0.01), 1.0))
+                          for c, shift in (("natural", 0.06), ("none", 0.0)) for u, b in enumerate(base)],
+                         columns=["condition", "unit", "accuracy"])
+    paired = unit_accuracy_test(None, units=units)
+    assert paired.test == "Wilcoxon signed-rank" and paired.p < 1e-4
+    independent = kruskal_conover(units, "accuracy", "condition")
+    assert independent.p > 0.05  # the unit-to-unit spread hides the shift from an unpaired test
+    assert "paired by unit" in paired.headline() and paired.to_dict()["block"] == "unit"
+
+
+def test_a_partial_overlap_of_units_keeps_kruskal_wallis_with_a_note():
+    units = pd.DataFrame([("a", "u1", 0.5), ("a", "u2", 0.6), ("b", "u2", 0.7), ("b", "u3", 0.8)],
+                         columns=["condition", "unit", "accuracy"])
+    res = unit_accuracy_test(None, units=units)
+    assert hasattr(res, "H") and any("not in all" in n for n in res.notes)
