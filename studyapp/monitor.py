@@ -1,11 +1,37 @@
 """What a researcher watches while a study runs: per condition, how many started, finished, returned or
-timed out, how long finishing took, catch-trial accuracy and how many would be excluded (the rules of
-studyapp.exclusions, which also flag the export's rows)."""
+timed out, how long finishing took, catch-trial accuracy, how many would be excluded (the rules of
+studyapp.exclusions, which also flag the export's rows), and the accuracy people reach on main trials
+beside the machine observer's prediction, available before anyone takes part."""
 from collections import defaultdict
-from statistics import median
+from statistics import mean, median
+
+from django.db.models import Count, Q
 
 from .exclusions import AnswerCounts, ExclusionRules, answer_counts, flags
-from .models import Participant
+from .models import Condition, Participant, Response
+
+
+def machine_prediction(condition):
+    """The mean Machine Interpretability Score of the condition's units: the machine observer's
+    accuracy in the reference 2AFC with natural references, the only task it simulates; None
+    otherwise or when the units carry no score."""
+    if (condition.paradigm != Condition.Paradigm.REFERENCE_2AFC
+            or condition.reference_type != Condition.ReferenceType.NATURAL):
+        return None
+    scores = [m.get("mis") for m in condition.units().values_list("measures", flat=True)]
+    scores = [s for s in scores if isinstance(s, (int, float))]
+    return mean(scores) if scores else None
+
+
+def main_accuracy(study):
+    """Condition pk → (main trials answered, answered correctly), in one grouped query."""
+    rows = (
+        Response.objects.filter(participant__study=study, participant__is_preview=False, trial__kind="main")
+        .values("participant__condition_id")
+        .annotate(n=Count("pk"), correct=Count("pk", filter=Q(correct=True)))
+        .order_by()
+    )
+    return {row["participant__condition_id"]: (row["n"], row["correct"]) for row in rows}
 
 
 def study_monitor(study):
@@ -14,6 +40,7 @@ def study_monitor(study):
         .values("pk", "condition_id", "status", "started_at", "finished_at", "instructions_ms")
     )
     counts = answer_counts(study)
+    answered = main_accuracy(study)
     rules = ExclusionRules.for_study(study)
     by_condition = defaultdict(list)
     for p in participants:
@@ -38,6 +65,8 @@ def study_monitor(study):
             "median_minutes": median(durations) if durations else None,
             "catch_accuracy": n_catch_correct / n_catch if n_catch else None,
             "exclusion_rate": len(excluded) / len(completed) if completed else None,
+            "main_accuracy": answered[condition.pk][1] / answered[condition.pk][0] if condition.pk in answered else None,
+            "machine_accuracy": machine_prediction(condition),
         })
     return rows
 

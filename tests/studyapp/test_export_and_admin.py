@@ -99,6 +99,29 @@ def test_monitor_counts_participants_per_condition(admin_client, client, study):
 
 
 @pytest.mark.django_db
+def test_monitor_sets_people_s_main_accuracy_beside_the_machine_prediction(admin_client, client, study):
+    from studyapp.models import Trial, Unit
+    from studyapp.monitor import study_monitor
+
+    for unit in Unit.objects.filter(basis="neuron"):
+        unit.measures = {"mis": 0.6 + 0.1 * unit.index}  # 0.6, 0.7, 0.8
+        unit.save()
+    study.conditions.filter(basis="pca").update(reference_type="none")
+    before = {r["condition"]: r for r in study_monitor(study)}
+    assert before["neuron"]["machine_accuracy"] == pytest.approx(0.7)  # known before anyone takes part
+    assert before["neuron"]["main_accuracy"] is None
+    assert before["pca"]["machine_accuracy"] is None  # the machine simulates natural references only
+
+    participant = run_participant(client, study, 12)  # 3 practice, then 9 main and catch trials, all right
+    main = Trial.objects.filter(participant=participant, kind="main").count()
+    condition = participant.condition.name
+    row = {r["condition"]: r for r in study_monitor(study)}[condition]
+    assert main > 0 and row["main_accuracy"] == 1.0
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/").content.decode()
+    assert "machine prediction" in page and "70 %" in page
+
+
+@pytest.mark.django_db
 def test_preview_walks_a_condition_without_taking_a_slot_or_reaching_the_export(admin_client, client, study, tmp_path):
     from studyapp.models import Participant
 
