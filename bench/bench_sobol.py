@@ -1,11 +1,13 @@
 """Sobol-SBSA benchmark: masked forward passes per second against a bare forward pass of the same batch.
 
-    .venv/bin/python bench/bench_sobol.py [--batch 64] [--repeat 5] [--samples 32] [--grid 4]
+    .venv/bin/python bench/bench_sobol.py [--batch 64] [--repeat 5] [--samples 32] [--grid 4] [--pipeline-images 20]
 
 Rows: the demo network on 8x8 digits, and torchvision's resnet18 with random weights at 224x224. A
 "bare" pass is the network on a ready batch; a "masked" pass also builds the batch from QMC mask values
 (gather of region values, blend with the perturbed baseline), as ``stimuli.sobol.region_sobol`` does;
 "region_sobol" is the whole call (design, baseline, forwards, estimators) per forward pass it makes.
+With ``--pipeline-images N`` a last table gives the cost of ``sobol_images = N`` in a demo stimulus job
+(the pipeline's "sobol" stage, at the config's default 256 samples and at ``--samples``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,28 @@ def bench(name: str, model, x, batch: int, grid: int, samples: int, repeat: int,
             "finite": bool(np.isfinite(res.ST).all())}
 
 
+def pipeline_stage(n_images: int, samples: int, grid: int, device) -> dict:
+    """Wall time of the demo pipeline's "sobol" stage for ``n_images`` images."""
+    import tempfile
+
+    from stimuli.config import StimulusConfig
+    from stimuli.pipeline import run
+
+    marks: dict[str, float] = {}
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "sobol":
+            marks.setdefault("start", time.perf_counter())
+            marks["end"] = time.perf_counter()
+
+    config = StimulusConfig(bases=["neuron"], n_units=1, completeness=False, sobol_images=n_images,
+                            sobol_grid=grid, sobol_n_samples=samples, device=str(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        run(config, Path(tmp) / "a", progress=progress)
+    seconds = marks["end"] - marks["start"]
+    return {"n_images": n_images, "samples": samples, "seconds": seconds, "per_image_ms": 1000 * seconds / n_images}
+
+
 def main() -> int:
     import torch
     import torchvision
@@ -78,6 +102,8 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=32, help="Sobol base sample size for the whole-call row")
     p.add_argument("--grid", type=int, default=4)
     p.add_argument("--device", default="auto")
+    p.add_argument("--pipeline-images", type=int, default=0,
+                   help="also time the demo pipeline's sobol stage with sobol_images = N")
     args = p.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -99,6 +125,12 @@ def main() -> int:
     for r in rows:
         print(f"{r['network']:<18} {r['input']:<14} {r['batch']:>5} {r['bare_per_s']:>10.1f} "
               f"{r['masked_per_s']:>10.1f} {r['ratio']:>6.2f} {r['region_sobol_per_s']:>10.1f} {r['n_forwards']:>9}")
+    if args.pipeline_images:
+        print(f"\ndemo pipeline, sobol stage ({args.grid}x{args.grid} grid)")
+        print(f"{'images':>6} {'samples':>7} {'seconds':>8} {'ms/image':>9}")
+        for samples in sorted({256, args.samples}):
+            r = pipeline_stage(args.pipeline_images, samples, args.grid, device)
+            print(f"{r['n_images']:>6} {r['samples']:>7} {r['seconds']:>8.2f} {r['per_image_ms']:>9.1f}")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import StimulusConfig
+from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, StimulusConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--selection", dest="unit_selection", choices=["random", "top_variance"])
     g.add_argument("--queries", dest="n_queries", type=int)
     g.add_argument("--percentile", dest="query_percentile", type=float)
+    g.add_argument("--strips", dest="n_strips", type=int, help="disjoint ordered strips per unit (default 4)")
+    g.add_argument("--attribution", dest="attribution_method", choices=ATTRIBUTION_METHODS,
+                   help="add attribution overlays of the most activating references, by this method")
+    g.add_argument("--sobol-images", dest="sobol_images", type=int,
+                   help="region Sobol indices of the decision for this many images (default 0: none)")
+    g.add_argument("--sobol-grid", dest="sobol_grid", type=int, help="regions: a g x g grid (default 4)")
+    g.add_argument("--sobol-samples", dest="sobol_n_samples", type=int,
+                   help="base sample size N, rounded up to a power of 2 (default 256)")
+    g.add_argument("--sobol-perturbation", dest="sobol_perturbation", choices=SOBOL_PERTURBATIONS)
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -79,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="cls", type=int, help="target class (default: the prediction)")
     s.add_argument("--grid", type=int, default=4)
     s.add_argument("--samples", type=int, default=256, help="base sample size N (rounded up to a power of 2)")
-    s.add_argument("--perturbation", choices=["inpaint-blur", "mean"], default="inpaint-blur")
+    s.add_argument("--perturbation", choices=SOBOL_PERTURBATIONS, default="inpaint-blur")
     s.add_argument("--output", choices=["logit", "probability"], default="logit")
     s.add_argument("--no-second-order", dest="second_order", action="store_false", default=True)
     s.add_argument("--seed", type=int, default=0)
@@ -104,11 +113,14 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} must hold a JSON object")
     keys = ("network", "weights", "architecture", "layers", "bases", "n_units", "n_components", "dataset",
             "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
-            "batch_size", "device", "completeness", "allow_download")
+            "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
+            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation")
     for key in keys:
         value = getattr(args, key)
         if value is not None:
             data[key] = value
+    if args.attribution_method is not None:
+        data["attribution_overlays"] = True
     return StimulusConfig.from_dict(data)
 
 

@@ -18,7 +18,22 @@ Methods (each returns an H x W map at the network's input resolution, larger = m
   bilinearly. For a linear readout with mean pooling this is the unit's rectified code density;
 * ``occlusion`` (Zeiler & Fergus, 2014): ``h_j(x) − h_j(x with a window set to 0)``, with the exact
   codes from ``basis.transform``, averaged over the windows covering each pixel. 0 in the normalised
-  input space is the training data's mean colour.
+  input space is the training data's mean colour;
+* ``lrp`` (Bach et al., 2015; rules as in Montavon et al., 2019, "Layer-wise relevance propagation: an
+  overview"): the linearised code ``r·ā`` is the relevance at the top, shared out layer by layer and
+  summed over the input's channels (signed; positive = evidence for the unit). The readout and the
+  spatial pooling are linear and use LRP-0; every ``Conv``, ``Linear``, ``BatchNorm`` (eval mode: an
+  affine map per channel, treated as a layer of its own rather than folded) and average pooling uses
+  LRP-ε, ``R_i = Σ_j a_i w_ij R_j / (z_j + ε·sign(z_j))`` with ``ε = epsilon · RMS(z)`` of that layer's
+  output on the image (0.25 as in the overview's tutorial), so biases and ε absorb relevance and weak,
+  noisy contributions are damped; ReLU and max pooling pass relevance to what they let through
+  (winner-take-all). The layer that reads the input uses the z^B rule when ``input_bounds`` (the
+  lowest and highest input value, e.g. a black and a white image through the preprocessing) are
+  given — :func:`attribution_overlays` derives them — and LRP-ε otherwise. Computed as one backward
+  pass (the "gradient trick"): each LRP-ε layer scales the gradient at its output by
+  ``z / (z + ε·sign z)``, and relevance is value × that modified gradient. Other modules (GELU,
+  LayerNorm, attention) pass the plain gradient, which is not LRP: the map is then gradient × input
+  in those parts.
 """
 
 from __future__ import annotations
@@ -30,7 +45,16 @@ import torch
 
 from .activations import pool
 
-METHODS = ("saliency", "gradcam", "occlusion")
+from .config import ATTRIBUTION_METHODS as METHODS
+
+# modules that LRP-ε treats as layers (affine at inference); everything else passes the gradient
+_LRP_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.BatchNorm1d,
+               torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.AvgPool1d, torch.nn.AvgPool2d,
+               torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool2d,
+               torch.nn.AdaptiveAvgPool3d)
+# layers with a weight that the z^B rule can split into its positive and negative parts
+_ZB_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+LRP_EPSILON = 0.25
 
 
 class _Stop(Exception):
@@ -97,10 +121,12 @@ def unit_readout(basis, pooled: np.ndarray, unit_index: int) -> np.ndarray:
 def unit_attribution(model: torch.nn.Module, image_tensor: torch.Tensor, layer: str, basis, unit_index: int,
                      method: str = "gradcam", *, activation: str = "post_relu", pooling: str = "mean",
                      device: torch.device | str | None = None, window: int | None = None,
-                     stride: int | None = None, batch_size: int = 256) -> np.ndarray:
+                     stride: int | None = None, batch_size: int = 256, epsilon: float = LRP_EPSILON,
+                     input_bounds: tuple[Any, Any] | None = None) -> np.ndarray:
     """An H x W map (the input's resolution) of where unit ``unit_index`` of ``basis`` responds in
     ``image_tensor`` (one C x H x W network input). ``window`` / ``stride`` set occlusion's square
-    patch (default an eighth of the shorter side, half-overlapping)."""
+    patch (default an eighth of the shorter side, half-overlapping); ``epsilon`` and ``input_bounds``
+    (low, high: numbers or tensors broadcastable to the input) are LRP's (module docstring)."""
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
     device = _device_of(model) if device is None else torch.device(device)
@@ -119,6 +145,10 @@ def unit_attribution(model: torch.nn.Module, image_tensor: torch.Tensor, layer: 
                           pooled0)
 
     r = torch.as_tensor(unit_readout(basis, pooled0, unit_index), dtype=torch.float32, device=device)
+    if method == "lrp":
+        R = lrp_relevance(model, x, layer, r, activation=activation, pooling=pooling, epsilon=epsilon,
+                          input_bounds=input_bounds)
+        return R[0].sum(0).double().cpu().numpy()
     with torch.enable_grad():
         if method == "saliency":
             xg = x.detach().clone().requires_grad_(True)
@@ -136,6 +166,106 @@ def unit_attribution(model: torch.nn.Module, image_tensor: torch.Tensor, layer: 
         cam = torch.relu((alpha * a.detach()).sum(1, keepdim=True))
         cam = torch.nn.functional.interpolate(cam, size=(H, W), mode="bilinear", align_corners=False)
         return cam[0, 0].double().cpu().numpy()
+
+
+class _EpsilonRule(torch.autograd.Function):
+    """Identity forward; backward scales the gradient by z / (z + ε·sign z), ε relative to the RMS of
+    z per sample (sign(0) taken as +1, and 0 where the denominator vanishes: such a unit holds no
+    relevance)."""
+
+    @staticmethod
+    def forward(ctx, z, epsilon):
+        zd = z.detach()
+        rms = zd.flatten(1).float().pow(2).mean(1).sqrt().to(zd.dtype).view(-1, *([1] * (zd.ndim - 1)))
+        denominator = zd + epsilon * rms * torch.where(zd >= 0, 1.0, -1.0).to(zd.dtype)
+        safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+        ctx.save_for_backward(torch.where(denominator == 0, torch.zeros_like(zd), zd / safe))
+        # a copy: the model may change the output in place (ReLU(inplace=True), residual +=)
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None
+
+
+def _with_weight(module: torch.nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``module`` applied to ``x`` with ``weight`` in place of its own and no bias."""
+    params = {"weight": weight}
+    if getattr(module, "bias", None) is not None:
+        params["bias"] = torch.zeros_like(module.bias)
+    return torch.func.functional_call(module, params, (x,))
+
+
+def _zb_relevance(module, x, low, high, relevance_out) -> torch.Tensor:
+    """z^B rule (Montavon et al., 2017) for the layer reading the input ``x`` with values in
+    [low, high]: ``R_i = Σ_j (x_i w_ij − l_i w⁺_ij − h_i w⁻_ij) / z_j · R_j``, ``z_j`` the sum over i,
+    which is never negative, so relevance is conserved and the sign comes from the layers above."""
+    w = module.weight.detach()
+    with torch.enable_grad():
+        xs, ls, hs = (t.detach().clone().requires_grad_(True) for t in (x, low, high))
+        z = _with_weight(module, w, xs) - _with_weight(module, w.clamp(min=0), ls) \
+            - _with_weight(module, w.clamp(max=0), hs)
+        s = (relevance_out / (z + 1e-9)).detach()
+        gx, gl, gh = torch.autograd.grad((z * s).sum(), (xs, ls, hs))
+    return xs.detach() * gx + ls.detach() * gl + hs.detach() * gh
+
+
+def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: torch.Tensor, *,
+                  activation: str = "post_relu", pooling: str = "mean", epsilon: float = LRP_EPSILON,
+                  input_bounds: tuple[Any, Any] | None = None) -> torch.Tensor:
+    """Relevance of each input value (same shape as the batch ``x``) for the linearised unit
+    ``pool(act(layer)) · readout``, by the rules of the module docstring."""
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon must be a non-negative number, not {epsilon!r}")
+    xg = x.detach().clone().requires_grad_(True)
+    bounds = None
+    if input_bounds is not None:
+        bounds = tuple(torch.as_tensor(b, dtype=xg.dtype, device=xg.device).expand_as(xg) for b in input_bounds)
+        bounds = (torch.minimum(*bounds), torch.maximum(*bounds))
+    first: list[tuple[torch.nn.Module, torch.Tensor]] = []
+
+    def hook(module, inputs, out):
+        if not isinstance(out, torch.Tensor):
+            return None
+        if bounds is not None and isinstance(module, _ZB_LAYERS) and inputs and inputs[0] is xg:
+            leaf = out.detach().requires_grad_(True)
+            first.append((module, leaf))
+            return leaf.clone()
+        return _EpsilonRule.apply(out, float(epsilon))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _LRP_LAYERS)]
+    try:
+        with torch.enable_grad():
+            t = _layer_output(model, layer, xg)
+            u = pool(_activation(t, activation).float(), pooling) @ readout
+            leaves = [leaf for _, leaf in first]
+            grads = torch.autograd.grad(u.sum(), [xg, *leaves], allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    g_x = grads[0] if grads[0] is not None else torch.zeros_like(xg)
+    # paths that reach the input other than through a z^B layer (a skip from the input) keep LRP-ε's x·g
+    relevance = xg.detach() * g_x
+    for (module, leaf), g in zip(first, grads[1:]):
+        if g is not None:
+            relevance = relevance + _zb_relevance(module, xg, *bounds, leaf.detach() * g)
+    return relevance
+
+
+def input_bounds(preprocess: Callable, image) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The network inputs of an all-black and an all-white image of ``image``'s size (the z^B rule's
+    bounds), or None when the preprocessing does not take such an image."""
+    from PIL import Image
+
+    try:
+        low = preprocess(Image.new("RGB", image.size, (0, 0, 0)))
+        high = preprocess(Image.new("RGB", image.size, (255, 255, 255)))
+    except (TypeError, ValueError, OSError):
+        return None
+    if not (isinstance(low, torch.Tensor) and isinstance(high, torch.Tensor) and low.shape == high.shape):
+        return None
+    return torch.minimum(low, high), torch.maximum(low, high)
 
 
 def _occlusion(model, x, layer, basis, unit_index, activation, pooling, window, stride, batch_size,
@@ -221,7 +351,14 @@ def attribution_overlays(model, images, preprocess, indices, layer: str, basis, 
     frac = input_crop_fraction(preprocess)
     out = []
     for i in indices:
-        x = preprocess(images.load(int(i)))
-        heat = unit_attribution(model, x, layer, basis, unit_index, method, **kwargs)
+        image = images.load(int(i))
+        x = preprocess(image)
+        if method == "lrp" and "input_bounds" not in kwargs:
+            bounds = input_bounds(preprocess, image)
+            if bounds is not None and bounds[0].shape != x.shape:
+                bounds = None
+            heat = unit_attribution(model, x, layer, basis, unit_index, method, input_bounds=bounds, **kwargs)
+        else:
+            heat = unit_attribution(model, x, layer, basis, unit_index, method, **kwargs)
         out.append(overlay(images.display(int(i), size), heat, crop_fraction=frac))
     return out

@@ -2,8 +2,15 @@
 
 References are the ``n_references`` most (descending) and least (ascending) activating images;
 queries are drawn from the top and bottom ``percentile`` bands by rank, never among the references,
-and paired by position; the strip shows images at evenly spaced activation quantiles. Ties are broken
+and paired by position; the strips show images at evenly spaced activation quantiles. Ties are broken
 by image index, so the result depends only on the responses and the seed.
+
+Strips (Dey et al., 2020, ordered vs shuffled): one strip shown in every trial of a unit can be
+recognised as "the ordered row seen before" while its shuffled partner changes, so a unit gets
+``n_strips`` pairwise disjoint strips. Strip 0 takes, at each of ``strip_length`` evenly spaced rank
+positions, the image nearest the position; strip ``k`` the ``k``-th nearest distinct rank. The ``n_strips``
+ranks around one position never reach those around the next, so every strip still rises strictly in
+rank (activation, ties by index) from left to right.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ class Exemplars:
     queries_max: np.ndarray
     queries_min: np.ndarray
     strip: np.ndarray
+    # n_strips x strip_length, row 0 equal to ``strip`` (kept for readers of a single strip)
+    strips: np.ndarray
     band_max_threshold: float
     band_min_threshold: float
 
     def all_indices(self) -> np.ndarray:
         return np.unique(np.concatenate([self.references_max, self.references_min, self.queries_max,
-                                         self.queries_min, self.strip]))
+                                         self.queries_min, self.strips.ravel()]))
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
@@ -49,9 +58,51 @@ def band_size(n_images: int, percentile: float) -> int:
     return max(1, math.ceil(n_images * percentile / 100.0))
 
 
+def strip_ranks(n_images: int, strip_length: int, n_strips: int) -> np.ndarray:
+    """``n_strips x strip_length`` ascending ranks (0 = least activating): column ``j`` holds the
+    ``n_strips`` ranks nearest to position ``j·(n−1)/(strip_length−1)``, nearest first (distance to the
+    rounded position, then to the exact one, then the lower rank). Raises ValueError when the columns
+    overlap, i.e. the strips could not be disjoint and rising (:func:`min_images_for_strips`)."""
+    if strip_length < 2 or n_strips < 1:
+        raise ValueError(f"strips need strip_length >= 2 and n_strips >= 1, not {strip_length} and {n_strips}")
+    ranks = _strip_columns(n_images, strip_length, n_strips)
+    if ranks is None:
+        need = min_images_for_strips(strip_length, n_strips)
+        raise ValueError(f"{n_images} images are too few for {n_strips} disjoint strips of {strip_length} images "
+                         f"(each strip position needs {n_strips} distinct ranks between its neighbours'): "
+                         f"at least {need} images are needed; lower n_strips or strip_length")
+    return ranks
+
+
+def _strip_columns(n: int, length: int, k: int) -> np.ndarray | None:
+    if n < length * k:
+        return None
+    exact = np.linspace(0, n - 1, length)
+    # np.rint, as the single strip always used, so that strip 0 stays what studies have shown
+    centre = np.rint(exact).astype(np.int64)
+    columns = []
+    for p, c in zip(exact, centre):
+        cand = np.arange(max(0, c - k), min(n - 1, c + k) + 1)
+        order = np.lexsort((cand, np.abs(cand - p), np.abs(cand - c)))
+        columns.append(cand[order][:k])
+    ranks = np.stack(columns, axis=1)
+    if np.any(ranks.max(axis=0)[:-1] >= ranks.min(axis=0)[1:]):
+        return None
+    return ranks
+
+
+def min_images_for_strips(strip_length: int, n_strips: int) -> int:
+    """The fewest images for which :func:`strip_ranks` succeeds; larger sets succeed too (the
+    positions only move apart as the set grows; the tests check a few hundred sizes beyond)."""
+    n = strip_length * n_strips
+    while _strip_columns(n, strip_length, n_strips) is None:
+        n += 1
+    return n
+
+
 def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: float = 10.0,
                      n_queries: int = 20, strip_length: int = 9,
-                     rng: np.random.Generator | int = 0) -> Exemplars:
+                     rng: np.random.Generator | int = 0, n_strips: int = 4) -> Exemplars:
     """Exemplar image indices for one unit (see the module docstring)."""
     r = np.asarray(responses, dtype=np.float64)
     n = len(r)
@@ -59,6 +110,7 @@ def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: f
         raise ValueError(f"percentile must be in (0, 50], not {percentile}")
     if n < 2 * n_references + 2:
         raise ValueError(f"{n} images are too few for {n_references} references on each side plus queries")
+    ranks = strip_ranks(n, strip_length, n_strips)
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     desc = rank_descending(r)
     asc = rank_ascending(r)
@@ -77,10 +129,9 @@ def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: f
     # Most extreme first, so that a study's easy practice trials can take the leading pairs.
     q_max = q_max[np.argsort(-r[q_max], kind="stable")]
     q_min = q_min[np.argsort(r[q_min], kind="stable")]
-    positions = np.rint(np.linspace(0, n - 1, strip_length)).astype(np.int64)
-    strip = asc[positions]
+    strips = asc[ranks].astype(np.int64)
     return Exemplars(
         references_max=ref_max.astype(np.int64), references_min=ref_min.astype(np.int64),
         queries_max=np.asarray(q_max, dtype=np.int64), queries_min=np.asarray(q_min, dtype=np.int64),
-        strip=strip.astype(np.int64),
+        strip=strips[0].copy(), strips=strips,
         band_max_threshold=float(r[desc[m - 1]]), band_min_threshold=float(r[asc[m - 1]]))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -143,9 +143,12 @@ class UnitScore:
     mis: float
     n_tasks: int
     mean_delta: float
+    # Δ of each task, aligned with the unit's query pairs: what fit_alpha needs beside human answers
+    deltas: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def to_dict(self) -> dict:
-        return {"mis": self.mis, "n_tasks": self.n_tasks, "mean_delta": self.mean_delta}
+        return {"mis": self.mis, "n_tasks": self.n_tasks, "mean_delta": self.mean_delta,
+                "deltas": [float(d) for d in np.asarray(self.deltas).ravel()]}
 
 
 def machine_score_details(embeddings: Any, units: Iterable[Any], alpha: float = DEFAULT_ALPHA) -> list[UnitScore]:
@@ -154,7 +157,7 @@ def machine_score_details(embeddings: Any, units: Iterable[Any], alpha: float = 
     for unit in units:
         d = unit_deltas(emb, unit)
         out.append(UnitScore(mis=mis_from_deltas(d, alpha), n_tasks=int(d.size),
-                             mean_delta=float(d.mean()) if d.size else float("nan")))
+                             mean_delta=float(d.mean()) if d.size else float("nan"), deltas=d))
     return out
 
 

@@ -1,4 +1,5 @@
-"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → artifact."""
+"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → region
+Sobol indices → artifact."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .config import StimulusConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", "sobol", "write")
 
 Progress = Callable[[str, float], None]
 
@@ -103,9 +104,10 @@ def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict, cho
 
 
 def _machine_scores(config: StimulusConfig, net, images, chosen: dict, device) -> None:
-    """Each chosen unit's Machine Interpretability Score as measures `mis` and `mis_mean_delta`. The
-    embeddings are centred on the image set's own mean: raw post-ReLU activations make every cosine
-    similarity high and squash the score towards 0.5."""
+    """Each chosen unit's Machine Interpretability Score as measures `mis` and `mis_mean_delta`, and the
+    Δ of each task as `mis_deltas` (aligned with the query pairs, for fitting α to human answers per
+    trial). The embeddings are centred on the image set's own mean: raw post-ReLU activations make
+    every cosine similarity high and squash the score towards 0.5."""
     from .mis import embed_images, machine_score_details
 
     embeddings = embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
@@ -115,6 +117,41 @@ def _machine_scores(config: StimulusConfig, net, images, chosen: dict, device) -
         for (_, _, measures), score in zip(entries, scores):
             measures["mis"] = round(float(score.mis), 6)
             measures["mis_mean_delta"] = round(float(score.mean_delta), 6)
+            measures["mis_deltas"] = _r(score.deltas)
+
+
+def _region_sobol(config: StimulusConfig, net, images, writer, size, device, report) -> dict:
+    """The manifest's ``sobol`` entry: Sobol-SBSA region indices of the network's decision (its
+    prediction) for ``config.sobol_images`` images spread over the classes, and the network's
+    interaction share. First and total order only: the share needs no second-order indices, which
+    would double the forward passes."""
+    from .render import render
+    from .selection import unit_rng
+    from .sobol import choose_images, region_sobol_images, share_summary
+
+    chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
+    results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol_grid,
+                                  n_samples=config.sobol_n_samples, perturbation=config.sobol_perturbation,
+                                  device=device, batch_size=config.batch_size, second_order=False,
+                                  seed=config.seed, progress=lambda f: report("sobol", f))
+    per_image = []
+    for i, res in zip(chosen, results):
+        d = res.to_dict()
+        per_image.append({
+            "index": int(i), "image_id": images.image_id(int(i)),
+            "image": writer.add_image(render(images.display(int(i), size))[1]),
+            "label": None if images.labels is None else int(images.labels[int(i)]),
+            "target_class": res.target_class,
+            **{k: d[k] for k in ("S1", "ST", "S1_conf", "ST_conf", "interaction_share", "variance")},
+        })
+    first = results[0]
+    return {
+        "grid": list(first.grid), "n_samples": config.sobol_n_samples, "n_base": first.n_base,
+        "n_forwards_per_image": first.n_forwards, "perturbation": config.sobol_perturbation,
+        "output": first.output, "target": "prediction", "second_order": False,
+        "images": per_image,
+        "interaction_share": share_summary([res.interaction_share for res in results]),
+    }
 
 
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
@@ -130,7 +167,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     from .bases import make_basis
     from .completeness import cumulative_explained_variance, default_k, network_completeness, unit_order
     from .datasets import load_dataset
-    from .exemplars import select_exemplars
+    from .exemplars import select_exemplars, strip_ranks
     from .networks import load_network, resolve_device
     from .render import render
     from .selection import select_units, unit_rng
@@ -162,6 +199,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     if len(acts.indices) < len(images):
         images = images.subset(acts.indices)
     n_images = len(images)
+    # refuse an image set too small for the strips now, not after the bases are fitted
+    strip_ranks(n_images, config.strip_length, config.n_strips)
     report("activations", 1.0)
 
     # -- bases ------------------------------------------------------------------------------------
@@ -191,7 +230,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         for u in units:
             r = codes[:, u]
             ex = select_exemplars(r, config.n_references, config.query_percentile, config.n_queries,
-                                  config.strip_length, rng=unit_rng(config.seed, "queries", layer, name, str(u)))
+                                  config.strip_length, rng=unit_rng(config.seed, "queries", layer, name, str(u)),
+                                  n_strips=config.n_strips)
             measures = {
                 "explained_variance_ratio": round(float(basis.explained_variance_ratio_[u]), 6),
                 "variance_rank": int(rank[u]) + 1,
@@ -273,6 +313,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                     "queries_max": [files[int(i)] for i in ex.queries_max],
                     "queries_min": [files[int(i)] for i in ex.queries_min],
                     "strip": [files[int(i)] for i in ex.strip],
+                    "strips": [[files[int(i)] for i in row] for row in ex.strips],
                 })
                 if overlays:
                     units_out[-1]["attribution_overlays_max"] = overlays[(layer, name, u)]
@@ -299,6 +340,11 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             layer_entries.append(entry)
             report("measures", (j + 1) / len(jobs))
 
+        # -- sobol --------------------------------------------------------------------------------
+        report("sobol", 0.0)
+        sobol = _region_sobol(config, net, images, writer, size, device, report) if config.sobol_images else None
+        report("sobol", 1.0)
+
         # -- write --------------------------------------------------------------------------------
         report("write", 0.0)
         dataset_info = images.describe()
@@ -316,6 +362,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             "n_images_rendered": writer.n_images,
             "layers": layer_entries,
         }
+        if sobol is not None:
+            manifest["sobol"] = sobol
         if device.type == "cuda":
             manifest["device_name"] = torch.cuda.get_device_name(device)
         path = writer.commit(manifest)

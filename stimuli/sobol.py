@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-PERTURBATIONS = ("inpaint-blur", "mean")
+from .config import SOBOL_PERTURBATIONS as PERTURBATIONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +320,49 @@ def region_sobol(model, image, preprocess: Callable | None = None, target_class:
                        variance=res["variance"], n_base=res["n_base"], n_forwards=len(points), grid=grid_shape)
 
 
+def choose_images(n_images: int, n: int, labels: Sequence[int] | None = None,
+                  rng: np.random.Generator | int = 0) -> np.ndarray:
+    """``min(n, n_images)`` distinct image indices spread over classes: the classes (in label order)
+    take turns, each giving its images in a seeded random order, so no class gets two images before
+    every class has one; without labels a seeded random draw. Deterministic from ``rng``."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n = min(int(n), int(n_images))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    if labels is None:
+        return rng.permutation(n_images)[:n].astype(np.int64)
+    labels = np.asarray(labels)
+    if len(labels) != n_images:
+        raise ValueError(f"{len(labels)} labels for {n_images} images")
+    queues = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    turns = [q[j] for j in range(max(len(q) for q in queues)) for q in queues if j < len(q)]
+    return np.asarray(turns[:n], dtype=np.int64)
+
+
+def region_sobol_images(model, images, preprocess: Callable | None, indices: Sequence[int],
+                        target_classes: Sequence[int] | None = None,
+                        progress: Callable[[float], None] | None = None, **kwargs) -> list[RegionSobol]:
+    """:func:`region_sobol` for each image ``indices`` of ``images`` (an ImageSet or a sequence of input
+    tensors); ``target_classes`` defaults to each image's predicted class."""
+    out = []
+    for j, i in enumerate(indices):
+        img = images.load(int(i)) if hasattr(images, "load") else images[int(i)]
+        tc = None if target_classes is None else int(target_classes[j])
+        out.append(region_sobol(model, img, preprocess, tc, **kwargs))
+        if progress:
+            progress((j + 1) / len(indices))
+    return out
+
+
+def share_summary(shares: Sequence[float]) -> dict[str, Any]:
+    """Mean, median and spread (sd, ddof 1; 0 for one image) of per-image interaction shares."""
+    a = np.asarray(shares, dtype=np.float64)
+    if not a.size:
+        raise ValueError("no interaction shares to summarise")
+    return {"mean": round(float(a.mean()), 6), "median": round(float(np.median(a)), 6),
+            "sd": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 6), "n_images": int(len(a))}
+
+
 def interaction_share(model, images, preprocess: Callable | None, indices: Sequence[int] | None = None,
                       target_classes: Sequence[int] | None = None, **kwargs) -> dict[str, Any]:
     """``interaction_share`` (1 − Σ S1) of several images, and its mean / median / sd for the network.
@@ -329,17 +372,8 @@ def interaction_share(model, images, preprocess: Callable | None, indices: Seque
     """
     if indices is None:
         indices = range(len(images))
-    shares, st_excess, classes = [], [], []
-    for j, i in enumerate(indices):
-        img = images.load(int(i)) if hasattr(images, "load") else images[int(i)]
-        tc = None if target_classes is None else int(target_classes[j])
-        res = region_sobol(model, img, preprocess, tc, **kwargs)
-        shares.append(res.interaction_share)
-        st_excess.append(res.st_excess)
-        classes.append(res.target_class)
-    a = np.asarray(shares)
-    return {"indices": [int(i) for i in indices], "target_classes": classes,
-            "interaction_share": [round(float(v), 6) for v in a],
-            "st_excess": [round(float(v), 6) for v in st_excess],
-            "mean": round(float(a.mean()), 6), "median": round(float(np.median(a)), 6),
-            "sd": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 6), "n_images": len(a)}
+    results = region_sobol_images(model, images, preprocess, list(indices), target_classes, **kwargs)
+    return {"indices": [int(i) for i in indices], "target_classes": [r.target_class for r in results],
+            "interaction_share": [round(float(r.interaction_share), 6) for r in results],
+            "st_excess": [round(float(r.st_excess), 6) for r in results],
+            **share_summary([r.interaction_share for r in results])}

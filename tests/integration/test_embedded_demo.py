@@ -40,6 +40,8 @@ def test_demo_sets_up_a_live_study_without_any_service(embedded_env, tmp_path):
     assert len(units) == 18 and all(0 <= u["measures"]["mis"] <= 1 for u in units)  # every unit has a machine score
     # heat maps for an `overlay` condition, one per maximal reference
     assert all(len(u["attribution_overlays_max"]) == len(u["references_max"]) == 9 for u in units)
+    # disjoint ordered strips, so that an ordered-strip condition never shows a row twice
+    assert all(len(u["strips"]) == 4 and len({img for strip in u["strips"] for img in strip}) == 4 * 9 for u in units)
 
     again = manage(embedded_env, "demo")
     assert "Generating stimuli" not in again and "over 18 units" in again

@@ -79,7 +79,9 @@ def test_embeddings_may_be_an_array_a_mapping_or_indexed_rows_and_units_exemplar
     assert as_array[0] > 0.75
     details = machine_score_details(emb, [ex])[0]
     assert details.n_tasks == 10 and details.mean_delta > 1
-    assert set(details.to_dict()) == {"mis", "n_tasks", "mean_delta"}
+    assert set(details.to_dict()) == {"mis", "n_tasks", "mean_delta", "deltas"}
+    np.testing.assert_allclose(details.deltas, unit_deltas(emb, ex))
+    assert details.mean_delta == pytest.approx(details.deltas.mean())
     with pytest.raises(KeyError):
         machine_scores(Embeddings(subset[:5], emb[subset[:5]]), [ex])
 
@@ -190,3 +192,24 @@ def test_the_pipeline_gives_every_unit_a_machine_score(tmp_path, stimuli_cache):
     assert len(scores) == 6 and all(0.0 <= s <= 1.0 for s in scores)
     # On the demo network the extremes of its top units are visually distinct digits: above chance.
     assert np.mean(scores) > 0.5
+
+    # mis_deltas[i] is the Δ of the pair (queries_max[i], queries_min[i]): recomputed here from the
+    # images behind the file names, with the embedding the pipeline uses (relu3, centred on the set)
+    from stimuli.datasets import load_dataset
+    from stimuli.networks import load_demo
+    from stimuli.render import render
+
+    images, net = load_dataset("digits"), load_demo()
+    index = {render(images.display(i, images.default_display_size))[0]: i for i in range(len(images))}
+    emb = embed_images(images, net.model, net.preprocess, "relu3").centred()
+    for entry in manifest["layers"]:
+        for u in entry["units"]:
+            m = u["measures"]
+            ids = {role: [index[f] for f in u[role]] for role in ("references_max", "references_min",
+                                                                    "queries_max", "queries_min")}
+            want = pair_delta(emb, ids["references_max"], ids["references_min"], ids["queries_max"],
+                              ids["queries_min"])
+            assert len(m["mis_deltas"]) == len(u["queries_max"]) == len(u["queries_min"]) == 20
+            np.testing.assert_allclose(m["mis_deltas"], want, atol=2e-6)
+            assert m["mis_mean_delta"] == pytest.approx(np.mean(m["mis_deltas"]), abs=2e-6)
+            assert m["mis"] == pytest.approx(mis_from_deltas(m["mis_deltas"], 1.0), abs=2e-6)

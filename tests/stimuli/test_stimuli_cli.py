@@ -38,3 +38,17 @@ def test_friendly_errors(tmp_path, capsys):
 def test_layers(capsys):
     assert main(["layers", "--network", "demo"]) == 0
     assert "conv2" in capsys.readouterr().out.split()
+
+
+def test_generate_with_strips_lrp_overlays_and_sobol(tmp_path):
+    out = tmp_path / "c"
+    assert main(["generate", "--bases", "pca", "--units", "1", "--no-completeness", "--strips", "2",
+                 "--attribution", "lrp", "--sobol-images", "2", "--sobol-grid", "2", "--sobol-samples", "8",
+                 "--quiet", "--out", str(out)]) == 0
+    m = read_manifest(out)
+    entry = m["layers"][0]
+    unit = entry["units"][0]
+    assert entry["attribution_method"] == "lrp" and len(unit["attribution_overlays_max"]) == 9
+    assert all((out / f).is_file() for f in unit["attribution_overlays_max"])
+    assert len(unit["strips"]) == 2 and m["parameters"]["n_strips"] == 2
+    assert m["sobol"]["grid"] == [2, 2] and len(m["sobol"]["images"]) == 2 and m["sobol"]["n_base"] == 8

@@ -37,6 +37,13 @@ def test_comma_separated_strings_accepted():
     ({"sae": {"lr": -1.0}}, "sae.lr must be a positive number"),
     ({"device": "tpu"}, "device"),
     ({"seed": -1}, "seed"),
+    ({"n_strips": 0}, "n_strips must be a positive integer"),
+    ({"n_strips": 2.5}, "n_strips must be a positive integer"),
+    ({"attribution_method": "deeplift"}, "attribution_method must be one of gradcam, saliency, occlusion, lrp"),
+    ({"sobol_images": -1}, "sobol_images must be a non-negative integer"),
+    ({"sobol_grid": 0}, "sobol_grid must be an integer in"),
+    ({"sobol_n_samples": 1}, "sobol_n_samples must be an integer >= 2"),
+    ({"sobol_perturbation": "noise"}, "sobol_perturbation must be one of"),
 ])
 def test_validation_messages(data, words):
     with pytest.raises(ValueError, match=words):
@@ -45,3 +52,12 @@ def test_validation_messages(data, words):
 
 def test_pre_relu_allowed_without_nmf():
     assert StimulusConfig(activation="pre_relu", bases=["neuron", "pca"]).activation == "pre_relu"
+
+
+def test_new_options_default_and_round_trip():
+    c = StimulusConfig()
+    assert c.n_strips == 4 and c.sobol_images == 0 and c.attribution_method == "gradcam"
+    c = StimulusConfig(n_strips=2, attribution_method="lrp", sobol_images=5, sobol_grid=3, sobol_n_samples=32,
+                       sobol_perturbation="mean")
+    assert StimulusConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stimuli.exemplars import band_size, select_exemplars
+from stimuli.exemplars import band_size, min_images_for_strips, select_exemplars, strip_ranks
 from stimuli.selection import select_units, unit_rng
 
 
@@ -39,7 +39,7 @@ def test_deterministic_from_seed():
 
 def test_small_band_truncates_pairs():
     r = np.arange(40.0)
-    ex = select_exemplars(r, n_references=9, percentile=30, n_queries=20)
+    ex = select_exemplars(r, n_references=9, percentile=30, n_queries=20, n_strips=1)
     assert len(ex.queries_max) == len(ex.queries_min) == 3  # band of 12 minus 9 references
 
 
@@ -63,3 +63,58 @@ def test_queries_come_most_extreme_first():
     ex = select_exemplars(r, n_references=9, percentile=10, n_queries=20, strip_length=9, rng=0)
     assert np.all(np.diff(r[ex.queries_max]) <= 0)
     assert np.all(np.diff(r[ex.queries_min]) >= 0)
+
+
+@pytest.mark.parametrize("n, length, n_strips", [(1797, 9, 4), (300, 9, 4), (42, 9, 4), (100, 5, 6),
+                                                 (57, 12, 4), (24, 4, 4), (500, 2, 3)])
+def test_strips_are_disjoint_rising_and_strip_zero_is_the_quantile_strip(n, length, n_strips):
+    rng = np.random.default_rng(n)
+    r = np.round(rng.normal(size=n), 1)  # ties: order by rank, ties by index
+    ex = select_exemplars(r, n_references=min(9, (n - 2) // 2), percentile=10, n_queries=5,
+                          strip_length=length, rng=0, n_strips=n_strips)
+    asc = np.argsort(r, kind="stable")
+    rank = np.empty(n, dtype=int)
+    rank[asc] = np.arange(n)
+    assert ex.strips.shape == (n_strips, length) and ex.strips.dtype == np.int64
+    assert len(set(ex.strips.ravel().tolist())) == n_strips * length  # pairwise disjoint
+    for strip in ex.strips:
+        assert np.all(np.diff(rank[strip]) > 0) and np.all(np.diff(r[strip]) >= 0)
+    # strip 0: the images at the evenly spaced quantile positions, as the single strip always was
+    np.testing.assert_array_equal(ex.strips[0], asc[np.rint(np.linspace(0, n - 1, length)).astype(int)])
+    np.testing.assert_array_equal(ex.strip, ex.strips[0])
+    # strip k sits k-th nearest to each position: its distance never less than strip k-1's
+    positions = np.linspace(0, n - 1, length)
+    dist = np.abs(rank[ex.strips] - np.rint(positions))
+    assert np.all(np.diff(dist, axis=0) >= 0) and np.all(dist[0] == 0)
+    assert dist.max() <= n_strips - 1
+    assert set(ex.strips.ravel()) <= set(ex.all_indices())
+
+
+def test_strips_are_deterministic_and_independent_of_the_query_draw():
+    r = np.random.default_rng(4).normal(size=400)
+    a = select_exemplars(r, rng=1, n_strips=4)
+    b = select_exemplars(r, rng=1, n_strips=4)
+    c = select_exemplars(r, rng=2, n_strips=4)
+    np.testing.assert_array_equal(a.strips, b.strips)
+    np.testing.assert_array_equal(a.strips, c.strips)
+    assert a.to_dict()["strips"] == a.strips.tolist() and len(a.to_dict()["strips"]) == 4
+
+
+def test_a_small_image_set_is_refused_for_the_strips_with_the_numbers():
+    need = min_images_for_strips(9, 4)
+    r = np.random.default_rng(0).normal(size=need - 1)
+    with pytest.raises(ValueError, match=rf"^{need - 1} images are too few for 4 disjoint strips of 9 .*"
+                                         rf"at least {need} images"):
+        select_exemplars(r, n_strips=4)
+    assert select_exemplars(np.random.default_rng(0).normal(size=need), n_strips=4).strips.shape == (4, 9)
+    assert select_exemplars(r, n_strips=1).strips.shape == (1, 9)
+
+
+@pytest.mark.parametrize("length, n_strips", [(2, 1), (9, 1), (9, 4), (5, 6), (12, 3), (4, 4)])
+def test_min_images_for_strips_is_a_threshold(length, n_strips):
+    need = min_images_for_strips(length, n_strips)
+    assert need >= length * n_strips
+    with pytest.raises(ValueError, match="too few"):
+        strip_ranks(need - 1, length, n_strips)
+    for n in range(need, need + 400):
+        strip_ranks(n, length, n_strips)

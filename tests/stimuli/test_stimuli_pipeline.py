@@ -42,10 +42,13 @@ def test_manifest_follows_the_contract(demo_run):
             assert len(u["references_max"]) == 9 and len(u["references_min"]) == 9
             assert len(u["queries_max"]) == len(u["queries_min"]) == config.n_queries
             assert len(u["strip"]) == config.strip_length
+            assert len(u["strips"]) == config.n_strips == 4 and u["strips"][0] == u["strip"]
+            assert all(len(s) == config.strip_length for s in u["strips"])
+            assert len({f for s in u["strips"] for f in s}) == config.n_strips * config.strip_length
             refs = set(u["references_max"]) | set(u["references_min"])
             assert not refs & (set(u["queries_max"]) | set(u["queries_min"]))
             for f in (u["references_max"] + u["references_min"] + u["queries_max"] + u["queries_min"]
-                      + u["strip"]):
+                      + [f for s in u["strips"] for f in s]):
                 assert NAME.match(f)
                 data = (path / f).read_bytes()
                 assert hashlib.sha256(data).hexdigest()[:20] == f[7:27]
@@ -117,9 +120,55 @@ def test_folder_dataset_with_unreadable_files(tmp_path):
     (tmp_path / "imgs" / "dogs" / "notes.txt").write_text("ignored")
     config = StimulusConfig(dataset=str(tmp_path / "imgs"), bases=["neuron", "pca"], n_units=2,
                             n_references=3, n_queries=2, query_percentile=25.0, render_size=32,
-                            completeness_k=[1, 32])
+                            completeness_k=[1, 32], strip_length=6)
+    # 30 images hold 4 disjoint strips of 6 but not of 9 (42 images needed)
+    with pytest.raises(ValueError, match="30 images are too few for 4 disjoint strips of 9 .* at least 42"):
+        run(config.replace(strip_length=9), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
     m = read_manifest(run(config, tmp_path / "out"))
     assert m["dataset"]["source"] == "folder" and m["dataset"]["n_images"] == 30
     assert m["dataset"]["n_skipped"] == 1
     assert m["layers"][0]["completeness"]["reference"] == "predictions"
     assert len(m["layers"][1]["units"][0]["references_max"]) == 3
+    assert [len(s) for s in m["layers"][1]["units"][0]["strips"]] == [6] * 4
+    assert "sobol" not in m
+
+
+def test_region_sobol_indices_in_the_manifest(tmp_path, demo, digits):
+    import torch
+
+    from stimuli.sobol import region_sobol
+
+    config = StimulusConfig(bases=["pca"], n_units=1, completeness=False, sobol_images=12, sobol_grid=2,
+                            sobol_n_samples=16, seed=3)
+    calls = []
+    path = run(config, tmp_path / "a", progress=lambda s, f: calls.append((s, f)))
+    m = read_manifest(path)
+    so = m["sobol"]
+    assert so["grid"] == [2, 2] and so["n_samples"] == 16 and so["n_base"] == 16
+    assert so["n_forwards_per_image"] == 16 * (4 + 2) and so["perturbation"] == "inpaint-blur"
+    images = so["images"]
+    assert len(images) == 12 and len({im["index"] for im in images}) == 12
+    # spread over the classes: each of the ten digits before any comes twice
+    assert sorted(im["label"] for im in images[:10]) == list(range(10))
+    for im in images:
+        assert len(im["S1"]) == len(im["ST"]) == 4 and NAME.match(im["image"]) and (path / im["image"]).is_file()
+        assert im["interaction_share"] == pytest.approx(1 - sum(im["S1"]), abs=1e-5)
+        assert im["image_id"] == digits.image_id(im["index"]) and im["label"] == int(digits.labels[im["index"]])
+    shares = [im["interaction_share"] for im in images]
+    assert so["interaction_share"]["mean"] == pytest.approx(np.mean(shares), abs=1e-5)
+    assert so["interaction_share"]["sd"] == pytest.approx(np.std(shares, ddof=1), abs=1e-5)
+    assert so["interaction_share"]["n_images"] == 12
+    # the indices are region_sobol's for that image and the network's prediction
+    first = images[0]
+    x = demo.preprocess(digits.load(first["index"]))
+    with torch.no_grad():
+        assert first["target_class"] == int(demo.model(x[None]).argmax(1))
+    res = region_sobol(demo.model, x, None, grid=2, n_samples=16, second_order=False, seed=3)
+    np.testing.assert_allclose(first["S1"], res.S1, atol=2e-6)
+    np.testing.assert_allclose(first["ST"], res.ST, atol=2e-6)
+    assert ("sobol", 0.0) in calls and ("sobol", 1.0) in calls
+    assert [f for s, f in calls if s == "sobol"] == sorted(f for s, f in calls if s == "sobol")
+    # the same seed chooses the same images
+    again = read_manifest(run(config.replace(sobol_images=3), tmp_path / "b"))["sobol"]["images"]
+    assert [im["index"] for im in again] == [im["index"] for im in images[:3]]
