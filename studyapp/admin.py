@@ -53,8 +53,8 @@ class StimulusJobAdmin(admin.ModelAdmin):
     form = StimulusJobForm
     list_display = ["__str__", "status", "stage", "progress_percent", "attempts", "unit_count", "created", "finished"]
     list_filter = ["status", "network"]
-    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "measures_table", "artifact",
-                       "created", "started", "finished"]
+    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "measures_table", "region_sobol",
+                       "artifact", "created", "started", "finished"]
     fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters", *readonly_fields]
     actions = ["launch", "cancel"]
 
@@ -90,6 +90,26 @@ class StimulusJobAdmin(admin.ModelAdmin):
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html("<table>{}{}</table>", header, body)
 
+    @admin.display(description="Sobol region indices of the decision")
+    def region_sobol(self, job):
+        sobol = job.summary.get("sobol")
+        if not sobol:
+            return "— (set sobol_images in the parameters)"
+        share = sobol.get("interaction_share") or {}
+        rows = [(f"/media/{job.artifact}/{image['image']}", image.get("target_class"),
+                 f"{image['interaction_share']:.3f}", _index_grid(image["ST"], sobol["grid"]))
+                for image in sobol.get("images", [])]
+        head = format_html(
+            "<p>Interaction share (1 − Σ first-order indices) over {} images: mean {}, median {}, sd {}. "
+            "Grid {}×{}, {} samples; cells show each region's total index.</p>",
+            share.get("n_images"), _fmt(share.get("mean")), _fmt(share.get("median")), _fmt(share.get("sd")),
+            *sobol["grid"], sobol.get("n_samples"))
+        body = format_html_join(
+            "", "<tr><td><img src='{}' width='48' height='48' style='image-rendering:pixelated'></td>"
+                "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html("{}<table><tr><th>image</th><th>class</th><th>interaction share</th>"
+                           "<th>total index per region</th></tr>{}</table>", head, body)
+
     @admin.display(description="error")
     def error_text(self, job):
         return format_html("<pre style='white-space:pre-wrap'>{}</pre>", job.error) if job.error else "—"
@@ -120,6 +140,21 @@ class ExemplarInline(admin.TabularInline):
     can_delete = False
     fields = ["role", "group", "position", "image"]
     readonly_fields = fields
+
+
+def _fmt(value):
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+
+
+def _index_grid(values, grid):
+    """A region's index as the darkness of its cell, laid out as the image's grid (row-major)."""
+    rows, cols = grid
+    top = max(max(values), 1e-12)
+    cells = [[format_html("<td title='{}' style='width:10px;height:10px;padding:0;background:rgba(180,60,0,{})'></td>",
+                          _fmt(v), f"{max(v, 0) / top:.2f}") for v in values[r * cols:(r + 1) * cols]]
+             for r in range(rows)]
+    body = format_html_join("", "<tr>{}</tr>", ((mark_safe("".join(row)),) for row in cells))
+    return format_html("<table style='border-collapse:collapse'>{}</table>", body)
 
 
 def _thumbnails(unit, role):

@@ -223,3 +223,21 @@ def test_an_artifact_with_a_single_strip_still_imports_it(media, new_job):
     import_artifact(new_job, folder)
     strip = Exemplar.objects.filter(unit__job=new_job, role=Exemplar.Role.STRIP)
     assert list(strip.values_list("group", "position")) == [(0, i) for i in range(5)]
+
+
+@pytest.mark.slow
+def test_a_real_job_with_sobol_images_shows_the_region_indices_on_its_page(admin_client, media):
+    """The real pipeline on the demo network, so the manifest's `sobol` entry is what the page reads."""
+    job = StimulusJob.objects.create(
+        network=Network.objects.create(name="demo"), image_set=ImageSet.objects.create(name="digits"),
+        layer="conv1", bases="neuron", n_units=2,
+        parameters={"sobol_images": 3, "sobol_n_samples": 32, "sobol_grid": 2, "n_strips": 2})
+    assert jobs.run_job(job.pk) == 2
+    job.refresh_from_db()
+    sobol = job.summary["sobol"]
+    assert len(sobol["images"]) == 3 and sobol["grid"] == [2, 2]
+    page = admin_client.get(f"/admin/studyapp/stimulusjob/{job.pk}/change/").content.decode()
+    assert "Interaction share" in page and f"over 3 images: mean {sobol['interaction_share']['mean']:.3f}" in page
+    for image in sobol["images"]:
+        assert f"/media/{job.artifact}/{image['image']}" in page and (media / job.artifact / image["image"]).is_file()
+    assert page.count("background:rgba(180,60,0,") == 3 * 4  # one cell per region of each image
