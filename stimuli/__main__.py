@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, StimulusConfig
+from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, UNIT_SELECTIONS, StimulusConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g.add_argument("--pooling", choices=["mean", "max"])
     g.add_argument("--activation", choices=["post_relu", "pre_relu"])
-    g.add_argument("--selection", dest="unit_selection", choices=["random", "top_variance"])
+    g.add_argument("--unit-selection", "--selection", dest="unit_selection", choices=UNIT_SELECTIONS,
+                   help="which units: mis_top / mis_bottom / mis_spread rank them by the machine score "
+                        "(need --mis-layer); influence needs influence_class in a config file")
+    g.add_argument("--mis-layer", dest="mis_layer",
+                   help="score every unit by the machine observer, with images embedded by this layer")
+    g.add_argument("--mis-candidates", dest="mis_candidates", type=int,
+                   help="mis_* selection: score this many units of highest explained variance (default 64)")
     g.add_argument("--queries", dest="n_queries", type=int)
     g.add_argument("--percentile", dest="query_percentile", type=float)
     g.add_argument("--strips", dest="n_strips", type=int, help="disjoint ordered strips per unit (default 4)")
@@ -114,7 +120,7 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
     keys = ("network", "weights", "architecture", "layers", "bases", "n_units", "n_components", "dataset",
             "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
-            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation")
+            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates")
     for key in keys:
         value = getattr(args, key)
         if value is not None:

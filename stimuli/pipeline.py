@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import SCHEMA_VERSION, __version__
 from .artifact import ArtifactWriter
-from .config import StimulusConfig
+from .config import MIS_SELECTIONS, StimulusConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +104,55 @@ def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict, cho
     return out
 
 
-def _machine_scores(config: StimulusConfig, net, images, chosen: dict, device) -> None:
-    """Each chosen unit's Machine Interpretability Score as measures `mis` and `mis_mean_delta`, and the
-    Δ of each task as `mis_deltas` (aligned with the query pairs, for fitting α to human answers per
-    trial). The embeddings are centred on the image set's own mean: raw post-ReLU activations make
-    every cosine similarity high and squash the score towards 0.5."""
-    from .mis import embed_images, machine_score_details
+def _unit_exemplars(config: StimulusConfig, codes: np.ndarray, layer: str, basis: str, unit: int):
+    """A unit's exemplars, seeded by the unit's own name (not its position among the chosen), so that a
+    unit gets the same exemplars however it was chosen."""
+    from .exemplars import select_exemplars
+    from .selection import unit_rng
 
-    embeddings = embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
-                              activation=config.activation, device=device, batch_size=config.batch_size).centred()
-    for entries in chosen.values():
-        scores = machine_score_details(embeddings, [ex for _, ex, _ in entries], alpha=config.mis_alpha)
-        for (_, _, measures), score in zip(entries, scores):
-            measures["mis"] = round(float(score.mis), 6)
-            measures["mis_mean_delta"] = round(float(score.mean_delta), 6)
-            measures["mis_deltas"] = _r(score.deltas)
+    return select_exemplars(codes[:, unit], config.n_references, config.query_percentile, config.n_queries,
+                            config.strip_length, rng=unit_rng(config.seed, "queries", layer, basis, str(unit)),
+                            n_strips=config.n_strips)
+
+
+def _mis_embeddings(config: StimulusConfig, net, images, device):
+    """The machine observer's embedding of every image, computed once for all units and bases. Centred
+    on the image set's own mean: raw post-ReLU activations make every cosine similarity high and squash
+    the score towards 0.5."""
+    from .mis import embed_images
+
+    return embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
+                        activation=config.activation, device=device, batch_size=config.batch_size).centred()
+
+
+def _mis_measures(score) -> dict:
+    """A unit's Machine Interpretability Score as measures `mis` and `mis_mean_delta`, and the Δ of each
+    task as `mis_deltas` (aligned with the query pairs, for fitting α to human answers per trial)."""
+    return {"mis": round(float(score.mis), 6), "mis_mean_delta": round(float(score.mean_delta), 6),
+            "mis_deltas": _r(score.deltas)}
+
+
+def _choose_by_machine_score(config: StimulusConfig, candidates, exemplars_of: Callable, embeddings,
+                             n_units: int, where: str, progress: Callable[[float], None]):
+    """unit_selection mis_*: each candidate's exemplars (those it would get if chosen any other way) and
+    machine score, then ``n_units`` of them by :func:`stimuli.selection.select_by_score`. Returns
+    ``[(unit, exemplars, score)]`` for the chosen units and the layer entry's ``selection`` record."""
+    from .mis import machine_score_details
+    from .selection import select_by_score
+
+    exemplars = []
+    for c, u in enumerate(candidates):
+        exemplars.append(exemplars_of(u))
+        progress((c + 1) / len(candidates))
+    scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha)
+    mis = np.array([s.mis for s in scores], dtype=np.float64)
+    picked = select_by_score(mis, n_units, config.unit_selection.removeprefix("mis_"))
+    if len(picked) == 0:
+        raise ValueError(f"no candidate unit of {where} has a machine score (no query pairs): raise "
+                         "query_percentile or use more images")
+    record = {"by": config.unit_selection, "candidates": [int(u) for u in candidates],
+              "scores": [round(float(v), 6) if np.isfinite(v) else None for v in mis]}
+    return [(int(candidates[p]), exemplars[p], scores[p]) for p in picked], record
 
 
 def _region_sobol(config: StimulusConfig, net, images, writer, size, device, report) -> dict:
@@ -167,7 +202,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     from .bases import make_basis
     from .completeness import cumulative_explained_variance, default_k, network_completeness, unit_order
     from .datasets import load_dataset
-    from .exemplars import select_exemplars, strip_ranks
+    from .exemplars import strip_ranks
+    from .mis import machine_score_details
     from .networks import load_network, resolve_device
     from .render import render
     from .selection import select_units, unit_rng
@@ -217,21 +253,32 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
 
     # -- units and exemplars ----------------------------------------------------------------------
     report("exemplars", 0.0)
+    embeddings = _mis_embeddings(config, net, images, device) if config.mis_layer is not None else None
     chosen: dict[tuple[str, str], list[tuple[int, Any, dict]]] = {}
+    selections: dict[tuple[str, str], dict] = {}
     for j, (layer, name) in enumerate(jobs):
         basis, codes = fitted[(layer, name)]
         std = codes.std(axis=0)
-        units = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
-                             seed=config.seed, responses_std=std, key=(layer, name),
-                             influence=influence[(layer, name)]["direction"] if influence else None)
+        exemplars_of = partial(_unit_exemplars, config, codes, layer, name)
+        if config.unit_selection in MIS_SELECTIONS:
+            candidates = select_units(basis.explained_variance_ratio_, config.mis_candidates, "top_variance",
+                                      responses_std=std)
+            picked, selections[(layer, name)] = _choose_by_machine_score(
+                config, candidates, exemplars_of, embeddings, config.units_for(name), f"{layer}/{name}",
+                lambda f: report("exemplars", (j + f) / len(jobs)))
+        else:
+            units = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
+                                 seed=config.seed, responses_std=std, key=(layer, name),
+                                 influence=influence[(layer, name)]["direction"] if influence else None)
+            exemplars = [exemplars_of(u) for u in units]
+            scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha) \
+                if embeddings is not None else [None] * len(units)
+            picked = [(int(u), ex, score) for u, ex, score in zip(units, exemplars, scores)]
         rank = np.empty(len(std), dtype=np.int64)
         rank[unit_order(basis)] = np.arange(len(std))
         entries = []
-        for u in units:
+        for u, ex, score in picked:
             r = codes[:, u]
-            ex = select_exemplars(r, config.n_references, config.query_percentile, config.n_queries,
-                                  config.strip_length, rng=unit_rng(config.seed, "queries", layer, name, str(u)),
-                                  n_strips=config.n_strips)
             measures = {
                 "explained_variance_ratio": round(float(basis.explained_variance_ratio_[u]), 6),
                 "variance_rank": int(rank[u]) + 1,
@@ -245,12 +292,11 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                 measures["influence"] = round(float(infl["code"][u]), 6)
                 measures["influence_direction"] = round(float(infl["direction"][u]), 6)
                 measures["influence_rank"] = int(infl["rank"][u]) + 1
-            entries.append((int(u), ex, measures))
+            if score is not None:
+                measures.update(_mis_measures(score))
+            entries.append((u, ex, measures))
         chosen[(layer, name)] = entries
         report("exemplars", (j + 1) / len(jobs))
-
-    if config.mis_layer is not None:
-        _machine_scores(config, net, images, chosen, device)
 
     needed = sorted({int(i) for entries in chosen.values() for _, ex, _ in entries for i in ex.all_indices()})
 
@@ -329,6 +375,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             }
             if completeness_error:
                 entry["completeness_error"] = completeness_error
+            if (layer, name) in selections:
+                entry["selection"] = selections[(layer, name)]
             if influence:
                 infl = influence[(layer, name)]
                 entry["influence_quantity"] = infl["quantity"]

@@ -1,5 +1,6 @@
-"""Which units of a basis a study shows: a seeded random draw, the top explained variance, or the
-most influential on a class (:mod:`stimuli.influence`)."""
+"""Which units of a basis a study shows: a seeded random draw, the top explained variance, the most
+influential on a class (:mod:`stimuli.influence`), or by a per-unit score such as the machine
+observer's (:mod:`stimuli.mis`): the highest, the lowest, or evenly spread over the range."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import zlib
 
 import numpy as np
 
-from .config import UNIT_SELECTIONS
+from .config import MIS_SELECTIONS, UNIT_SELECTIONS
+
+SCORE_ORDERS = ("top", "bottom", "spread")
 
 
 def unit_rng(seed: int, *names: str) -> np.random.Generator:
@@ -30,6 +33,9 @@ def select_units(explained_variance_ratio, n_units: int, method: str = "top_vari
     evr = np.asarray(explained_variance_ratio, dtype=np.float64)
     if method not in UNIT_SELECTIONS:
         raise ValueError(f"unknown unit selection {method!r}; choose from {', '.join(UNIT_SELECTIONS)}")
+    if method in MIS_SELECTIONS:
+        raise ValueError(f"unit selection {method!r} needs the candidates' scores: choose the candidates with "
+                         "'top_variance', then use select_by_score")
     if n_units < 1:
         raise ValueError("n_units must be at least 1")
     usable = np.ones(len(evr), dtype=bool)
@@ -49,3 +55,40 @@ def select_units(explained_variance_ratio, n_units: int, method: str = "top_vari
         return candidates[np.argsort(-chi[candidates], kind="stable")][:n]
     rng = unit_rng(seed, "selection", *key)
     return np.sort(rng.choice(candidates, size=n, replace=False))
+
+
+def select_by_score(scores, n: int, how: str = "top") -> np.ndarray:
+    """Positions in ``scores`` of ``n`` items, ranked.
+
+    ``top``: the highest scores, highest first; ``bottom``: the lowest, lowest first; ``spread``: for
+    ``n`` targets evenly spaced from the highest score to the lowest (one target in the middle of the
+    range when ``n`` is 1), the nearest item not yet taken, target by target from the highest, so that
+    with ``n`` >= 2 the highest and the lowest are always among them; returned highest first (a study
+    then spans easy to hard units). Equal scores (and, for ``spread``, equal distances to a target) go
+    by position. NaN scores (a unit without a single task) are never chosen; asking for more items than
+    have a score returns all of them, ranked as ``how`` says.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if how not in SCORE_ORDERS:
+        raise ValueError(f"unknown score order {how!r}; choose from {', '.join(SCORE_ORDERS)}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, not {n!r}")
+    scored = np.flatnonzero(np.isfinite(s))
+    if how == "bottom":
+        return scored[np.argsort(s[scored], kind="stable")][:n].astype(np.int64)
+    descending = scored[np.argsort(-s[scored], kind="stable")].astype(np.int64)
+    if how == "top" or len(scored) <= n:
+        return descending[:n]
+    hi, lo = s[descending[0]], s[descending[-1]]
+    targets = np.linspace(hi, lo, n) if n > 1 else np.array([(hi + lo) / 2])
+    free = np.zeros(len(s), dtype=bool)
+    free[scored] = True
+    picked = []
+    for t in targets:
+        open_ = np.flatnonzero(free)
+        # argmin takes the first of equal distances: the lowest position
+        pick = open_[np.argmin(np.abs(s[open_] - t))]
+        free[pick] = False
+        picked.append(pick)
+    picked = np.array(picked, dtype=np.int64)
+    return picked[np.lexsort((picked, -s[picked]))]

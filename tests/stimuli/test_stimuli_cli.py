@@ -52,3 +52,16 @@ def test_generate_with_strips_lrp_overlays_and_sobol(tmp_path):
     assert all((out / f).is_file() for f in unit["attribution_overlays_max"])
     assert len(unit["strips"]) == 2 and m["parameters"]["n_strips"] == 2
     assert m["sobol"]["grid"] == [2, 2] and len(m["sobol"]["images"]) == 2 and m["sobol"]["n_base"] == 8
+
+
+def test_generate_with_machine_score_selection(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["generate", "--layer", "conv1", "--bases", "pca", "--units", "2", "--no-completeness",
+                 "--unit-selection", "mis_spread", "--mis-layer", "relu3", "--mis-candidates", "6",
+                 "--quiet", "--out", str(out)]) == 0
+    entry = read_manifest(out)["layers"][0]
+    assert entry["selection"]["by"] == "mis_spread" and entry["selection"]["candidates"] == [0, 1, 2, 3, 4, 5]
+    scores = entry["selection"]["scores"]
+    assert [u["measures"]["mis"] for u in entry["units"]] == [max(scores), min(scores)]
+    assert main(["generate", "--unit-selection", "mis_top", "--quiet", "--out", str(tmp_path / "e")]) == 2
+    assert "needs mis_layer" in capsys.readouterr().err
