@@ -5,3 +5,5 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 EXPOSE 8000
+# The web process; docker-compose.yml runs the migrations first and the workers with commands of their own.
+CMD ["gunicorn", "studyapp.wsgi:application", "-c", "gunicorn.conf.py"]

@@ -49,11 +49,13 @@ test-unit: install-test
 frontend:
 	cd frontend && npm ci && npm run build
 
-## Benchmarks print their figures; the load benchmark needs PostgreSQL on 127.0.0.1:5432.
+## Benchmarks print their figures; the answer path's need PostgreSQL on 127.0.0.1:5432.
 bench: install-test
 	$(PY) bench/bench_stimuli.py
 	$(PY) bench/bench_sobol.py
 	$(PY) bench/bench_analysis.py
+	$(PY) bench/profile_answer.py --top 0
+	$(PY) bench/bench_load.py --calibrate
 	$(PY) bench/bench_load.py
 
 clean:

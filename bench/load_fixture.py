@@ -42,7 +42,8 @@ def seed_units():
     return job
 
 
-def main(out_path, levels):
+def seed(levels):
+    """The plan: per level, that many fresh participants' tokens and their trial ids in order."""
     job = seed_units()
     study = Study.objects.create(slug="load", title="Load", status=Study.Status.LIVE, n_practice=0, n_main=60,
                                  participants_per_condition=10 ** 6, time_limit_minutes=600)
@@ -61,7 +62,11 @@ def main(out_path, levels):
                 "participant", "position").values_list("participant__token", "id"):
             trials.setdefault(pid_token, []).append(trial_id)
         plan[str(level)] = [{"token": t, "trials": trials[t]} for t in tokens]
-    Path(out_path).write_text(json.dumps(plan))
+    return plan
+
+
+def main(out_path, levels):
+    Path(out_path).write_text(json.dumps(seed(levels)))
 
 
 if __name__ == "__main__":

@@ -360,7 +360,10 @@ class SobolAnalysisAdmin(admin.ModelAdmin):
         if not change:
             from .tasks import analyse_regions
 
-            jobs.send(analyse_regions, obj.pk)
+            def unavailable(detail):
+                SobolAnalysis.objects.filter(pk=obj.pk).update(status=StimulusJob.Status.FAILED, error=detail)
+
+            jobs.send(analyse_regions, obj.pk, on_unavailable=unavailable)
             messages.info(request, f"Analysis {obj.pk} queued; its progress shows in the list.")
 
     @admin.display(description="progress")

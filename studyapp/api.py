@@ -5,7 +5,7 @@ import math
 from datetime import datetime, timezone
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
@@ -216,22 +216,32 @@ def _parse_response(data):
                    "rt_ms": float(rt_ms), "client_time": client_time}
 
 
-@_participant_view(require_POST)
-def respond(request, participant):
-    trial_id, fields = _parse_response(_body(request))
-    if participant.study.confidence and fields["confidence"] is None:
-        raise BadRequest("This study asks for a confidence rating of 1, 2 or 3.")
-    response, created = participation.record_response(participant, trial_id, **fields)
+@require_POST
+def respond(request, token):
+    # The hot path: record_response finds the participant in the statement that stores the answer, so
+    # this view does not load it first as the others do; an unknown token is still 404 before all else.
+    try:
+        trial_id, fields = _parse_response(_body(request))
+    except BadRequest as exc:
+        get_object_or_404(Participant.objects.only("pk"), token=token)
+        return error("bad_request", exc.detail, 400)
+    try:
+        answer = participation.record_response(token, trial_id, **fields)
+    except participation.UnknownParticipant:
+        raise Http404("No participant matches the given query.") from None
+    except participation.ParticipationError as exc:
+        return error(exc.code, exc.detail, exc.status)
+    participant, trial = answer.participant, answer.trial
     payload = {
         "stored": True,
         "phase": participation.phase(participant),
         "remaining": participant.trial_count - participant.answered,
-        "practice_repeat": created and response.trial.block == "practice"
-        and participant.practice_attempts > (response.trial.attempt or 1),
+        "practice_repeat": answer.created and trial.block == "practice"
+        and participant.practice_attempts > (trial.attempt or 1),
     }
-    if response.trial.block == "practice" and participant.study.practice_feedback:
-        payload["correct"] = response.correct
-    return JsonResponse(payload, status=201 if created else 200)
+    if trial.block == "practice" and participant.study.practice_feedback:
+        payload["correct"] = answer.correct
+    return JsonResponse(payload, status=201 if answer.created else 200)
 
 
 @_participant_view(require_POST)

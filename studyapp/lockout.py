@@ -7,7 +7,10 @@ checking it (so any sign-in path is covered) and the admin's login form says why
 locked out are not counted, so a lockout ends on time. A successful sign-in clears the counts of its
 username and address.
 
-As with the rate limits, several web processes need a shared cache (CACHE_URL) for the counts to add up.
+As with the rate limits, several web processes need a shared cache (CACHE_URL) for the counts to add up,
+and as they do, the lockout fails open: while the cache cannot be reached, sign-ins are checked by
+password alone (with a warning in the log), so a Redis outage does not lock the researchers out of the
+admin they need to see what is wrong.
 """
 import hashlib
 import math
@@ -22,7 +25,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.dispatch import receiver
 
-from .ratelimit import client_address
+from .ratelimit import CACHE_ERRORS, cache_available, cache_failed, client_address
 
 KEY_PREFIX = "lockout"
 
@@ -47,8 +50,14 @@ def _count_key(kind, digest):
 
 def locked_for(request, username):
     """Seconds until sign-in is allowed again for this username or client address; 0 when it is."""
+    if not cache_available():
+        return 0
     keys = [_lock_key(kind, digest) for kind, digest in _subjects(request, username)]
-    until = max(cache.get_many(keys).values(), default=0)
+    try:
+        until = max(cache.get_many(keys).values(), default=0)
+    except CACHE_ERRORS as exc:
+        cache_failed(exc, "sign-ins are not locked out")
+        return 0
     return max(0, math.ceil(until - time.time()))
 
 
@@ -61,8 +70,15 @@ def message(seconds):
 @receiver(user_login_failed, dispatch_uid="studyapp.lockout.count_failure")
 def count_failure(sender, credentials, request=None, **kwargs):
     username = credentials.get(get_user_model().USERNAME_FIELD)
-    if locked_for(request, username):
+    if locked_for(request, username) or not cache_available():
         return
+    try:
+        _count_failure(request, username)
+    except CACHE_ERRORS as exc:
+        cache_failed(exc, "failed sign-ins are not counted")
+
+
+def _count_failure(request, username):
     window = settings.LOGIN_LOCKOUT_WINDOW_SECONDS
     for kind, digest in _subjects(request, username):
         key = _count_key(kind, digest)
@@ -82,7 +98,12 @@ def count_failure(sender, credentials, request=None, **kwargs):
 
 @receiver(user_logged_in, dispatch_uid="studyapp.lockout.clear_failures")
 def clear_failures(sender, request, user, **kwargs):
-    cache.delete_many([_count_key(kind, digest) for kind, digest in _subjects(request, user.get_username())])
+    if not cache_available():
+        return
+    try:
+        cache.delete_many([_count_key(kind, digest) for kind, digest in _subjects(request, user.get_username())])
+    except CACHE_ERRORS as exc:
+        cache_failed(exc, "sign-in failures are not cleared")
 
 
 class LockoutBackend(ModelBackend):

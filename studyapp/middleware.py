@@ -1,14 +1,22 @@
 """A database that is briefly away (a restart, a failover) answers 503 with Retry-After, so the
 participant's page retries instead of showing a server error, and the request is not half-done: each
-answer is written in one transaction that either committed or did not."""
+answer is written in one transaction that either committed or did not. A task queue that cannot be
+reached answers the researcher who launched a job with a page that says so. Sessions, users and
+messages are the browser pages' and the admin's: the participant API goes around them."""
 import logging
 
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import render
 
+from .jobs import QueueUnavailable
+
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
+API_PREFIX = "/api/"
 
 
 class DatabaseUnavailableMiddleware:
@@ -30,3 +38,40 @@ class DatabaseUnavailableMiddleware:
                               status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+
+
+class QueueUnavailableMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, QueueUnavailable):
+            return None
+        return render(request, "studyapp/message.html", {"title": "The task queue cannot be reached",
+                                                          "message": str(exception)}, status=503)
+
+
+class _NotOnParticipantAPI:
+    """The participant API is authenticated by the token in its URL and its POSTs by the CSRF cookie and
+    header; it reads no session, user or message, so the answer path does not pay for setting them up.
+    Subclasses of Django's own classes, so that the admin's checks still find them in MIDDLEWARE."""
+
+    def __call__(self, request):
+        if request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class BrowserSessionMiddleware(_NotOnParticipantAPI, SessionMiddleware):
+    pass
+
+
+class BrowserAuthenticationMiddleware(_NotOnParticipantAPI, AuthenticationMiddleware):
+    pass
+
+
+class BrowserMessageMiddleware(_NotOnParticipantAPI, MessageMiddleware):
+    pass

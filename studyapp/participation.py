@@ -4,12 +4,16 @@ Views call these functions and turn their results and exceptions into pages or J
 knows about HTTP. The phase is derived from the participant row alone, so every request (a reload, a
 second tab) sees the same state.
 """
+import re
 import secrets
+import weakref
 from collections import defaultdict
+from contextlib import nullcontext
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -211,42 +215,233 @@ def upcoming_trials(participant, limit):
     )
 
 
-def record_response(participant, trial_id, *, idempotency_key, choice, confidence, rt_ms, client_time):
-    """Store one answer. Returns (response, created). The answered-prefix counter moves forward by one
-    only if this trial is the first unanswered one, in the same transaction as the insert: a double
-    submit, a retry after a lost acknowledgement or a second tab finds the counter moved and gets the
-    stored answer back instead of a second row."""
+class UnknownParticipant(ParticipationError):
+    def __init__(self):
+        super().__init__("not_found", "There is no session with this link.", 404)
+
+
+class Answer(NamedTuple):
+    """What storing an answer tells the participant's next screen: `participant` with its progress after
+    the answer and, as `participant.study`, whether practice gives feedback; `trial` with its block and
+    attempt (not its answer key); whether the answer was correct; whether this request stored it."""
+
+    participant: Participant
+    trial: Trial
+    correct: bool
+    created: bool
+
+
+# Every check of an answer and its write in one statement, so that an answer costs one round trip and
+# one commit. The conditions on the participant row name `u`, the row the UPDATE locks: when another
+# request changed it meanwhile, PostgreSQL re-checks them against the committed version, so of two
+# requests for one trial the second finds `answered` moved and writes nothing. The trial's position comes
+# from the statement's snapshot; `trial_count` unchanged means no practice block was inserted (shifting
+# the positions) since. An answer that ends a practice block writes nothing here (`block_end` false):
+# it takes the transactional path, which may insert another block.
+_ANSWER_SQL = """
+WITH p AS (
+    SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered, p.practice_end,
+           p.trial_count, p.practice_attempts, p.started_at, s.confidence, s.practice_feedback,
+           s.time_limit_minutes
+    FROM {participant} p JOIN {study} s ON s.id = p.study_id
+    WHERE p.token = %(token)s
+), t AS (
+    SELECT t.id, t.participant_id, t.position, t.block, t.attempt, t.correct_query
+    FROM {trial} t JOIN p ON p.id = t.participant_id
+    WHERE t.id = %(trial)s
+), moved AS (
+    UPDATE {participant} u SET answered = u.answered + 1, last_seen = %(now)s
+    FROM p, t
+    WHERE u.id = p.id AND u.answered = t.position AND u.trial_count = p.trial_count
+      AND u.status = %(started)s AND u.consented_at IS NOT NULL AND u.instructions_ms IS NOT NULL
+      AND %(now)s <= p.started_at + p.time_limit_minutes * interval '1 minute'
+      AND (NOT p.confidence OR %(confidence)s IS NOT NULL)
+      AND (%(block_end)s OR t.block <> %(practice)s OR t.position + 1 <> u.practice_end)
+    RETURNING u.id
+), stored AS (
+    INSERT INTO {response} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
+                            client_time, server_time)
+    SELECT t.id, moved.id, %(key)s, %(choice)s, %(confidence)s, t.correct_query = %(choice)s, %(rt_ms)s,
+           %(client_time)s, %(now)s
+    FROM t, moved
+    RETURNING correct
+)
+SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered, p.practice_end,
+       p.trial_count, p.practice_attempts, p.started_at,
+       p.confidence, p.practice_feedback, p.time_limit_minutes,
+       t.id, t.participant_id, t.position, t.block, t.attempt,
+       (SELECT correct FROM stored)
+FROM p LEFT JOIN t ON TRUE
+""".format(participant=Participant._meta.db_table, study=Study._meta.db_table, trial=Trial._meta.db_table,
+           response=Response._meta.db_table)
+_PARTICIPANT_FIELDS = ("id", "study_id", "status", "consented_at", "instructions_ms", "answered", "practice_end",
+                       "trial_count", "practice_attempts", "started_at")
+_STUDY_FIELDS = ("confidence", "practice_feedback", "time_limit_minutes")
+_TRIAL_FIELDS = ("id", "participant_id", "position", "block", "attempt")
+_ANSWER_PARAMETERS = {
+    "token": "text", "trial": "bigint", "now": "timestamptz", "started": "text", "confidence": "smallint",
+    "block_end": "boolean", "practice": "text", "key": "text", "choice": "text", "rt_ms": "double precision",
+    "client_time": "timestamptz",
+}
+# Prepared once per database connection: parsing and planning the statement cost PostgreSQL more than
+# running it. A prepared statement outlives rollbacks and lasts as long as the connection (behind a
+# pooler in transaction mode it does not: DATABASE_PREPARED_STATEMENTS=false).
+_PREPARE_ANSWER = "PREPARE studyapp_answer ({}) AS {}".format(
+    ", ".join(_ANSWER_PARAMETERS.values()),
+    re.sub(r"%\((\w+)\)s", lambda m: f"${list(_ANSWER_PARAMETERS).index(m.group(1)) + 1}", _ANSWER_SQL),
+)
+_EXECUTE_ANSWER = "EXECUTE studyapp_answer ({})".format(", ".join(f"%({name})s" for name in _ANSWER_PARAMETERS))
+_prepared_on = weakref.WeakSet()  # the psycopg connections that hold studyapp_answer
+_NO_SUCH_PREPARED_STATEMENT, _PREPARED_STATEMENT_EXISTS = "26000", "42P05"  # SQLSTATEs
+_BIGINT = 2 ** 63
+
+
+def _run_answer_statement(parameters):
+    if not settings.DATABASE_PREPARED_STATEMENTS:
+        with _own_transaction(), connection.cursor() as cursor:
+            cursor.execute(_ANSWER_SQL, parameters)
+            return cursor.fetchone()
+    for attempt in range(2):
+        try:
+            with _own_transaction(), connection.cursor() as cursor:
+                if connection.connection not in _prepared_on:
+                    cursor.execute(_PREPARE_ANSWER)
+                    _prepared_on.add(connection.connection)
+                cursor.execute(_EXECUTE_ANSWER, parameters)
+                return cursor.fetchone()
+        except ProgrammingError as exc:
+            # The session's prepared statements and our record of them disagree (a DISCARD ALL, a
+            # pooler's reset): believe the server and try once more.
+            state = getattr(exc.__cause__, "sqlstate", None)
+            if attempt or state not in (_NO_SUCH_PREPARED_STATEMENT, _PREPARED_STATEMENT_EXISTS):
+                raise
+            if state == _NO_SUCH_PREPARED_STATEMENT:
+                _prepared_on.discard(connection.connection)
+            else:
+                _prepared_on.add(connection.connection)
+
+
+def _own_transaction():
+    # Alone, the statement is a transaction of its own. Inside a caller's transaction (the block-end path,
+    # a test) it takes a savepoint, so that a refused insert leaves that transaction usable.
+    return transaction.atomic() if connection.in_atomic_block else nullcontext()
+
+
+def _store_answer(token, trial_id, values, block_end):
+    """Run _ANSWER_SQL: (participant, trial or None, correct if stored else None), or None for an unknown
+    token. The participant is as the statement found it, before this answer."""
+    parameters = {
+        **values, "token": token, "block_end": block_end, "started": Participant.Status.STARTED.value,
+        "practice": Trial.Block.PRACTICE.value,
+        # An id no bigint can hold belongs to no trial (the ORM answers such lookups with no rows too).
+        "trial": trial_id if -_BIGINT <= trial_id < _BIGINT else None,
+    }
+    row = _run_answer_statement(parameters)
+    if row is None:
+        return None
+    n_participant, n_study = len(_PARTICIPANT_FIELDS), len(_STUDY_FIELDS)
+    participant = Participant.from_db(connection.alias, _PARTICIPANT_FIELDS, row[:n_participant])
+    participant.study = Study.from_db(connection.alias, ("id",) + _STUDY_FIELDS,
+                                      (participant.study_id,) + row[n_participant:n_participant + n_study])
+    trial_row = row[n_participant + n_study:-1]
+    trial = Trial.from_db(connection.alias, _TRIAL_FIELDS, trial_row) if trial_row[0] is not None else None
+    return participant, trial, row[-1]
+
+
+def _answers_in_one_statement():
+    # _ANSWER_SQL is PostgreSQL's (data-modifying WITH); elsewhere (the embedded demo's SQLite) the ORM
+    # path applies the same rules in several statements.
+    return connection.vendor == "postgresql"
+
+
+def _check_answerable(participant, confidence):
+    """Raise what the first of the participant-level checks that fails calls for, in the order they have
+    always been made."""
+    if participant.study.confidence and confidence is None:
+        raise ParticipationError("bad_request", "This study asks for a confidence rating of 1, 2 or 3.", 400)
     _require_active(participant)
     if participant.consented_at is None or participant.instructions_ms is None:
         raise ParticipationError("out_of_order", "Consent and instructions come before the trials.")
+
+
+def _unknown_trial():
+    return ParticipationError("unknown_trial", "This trial does not belong to your session.", 404)
+
+
+def _record_in_one_statement(token, trial_id, values):
+    found = _store_answer(token, trial_id, values, block_end=False)
+    if found is None:
+        raise UnknownParticipant()
+    participant, trial, correct = found
+    if correct is not None:
+        participant.answered = trial.position + 1
+        return participant, trial, correct
+    # Nothing was written: say why.
+    _check_answerable(participant, values["confidence"])
+    if trial is None:
+        raise _unknown_trial()
+    if trial.block == Trial.Block.PRACTICE and trial.position + 1 == participant.practice_end:
+        with transaction.atomic():
+            found = _store_answer(token, trial_id, values, block_end=True)
+            if found is None:
+                raise UnknownParticipant()
+            participant, trial, correct = found
+            if correct is not None:
+                participant = Participant.objects.select_related("study", "condition").get(pk=participant.pk)
+                _maybe_repeat_practice(participant, trial)
+    return participant, trial, correct
+
+
+def _record_through_orm(token, trial_id, values):
+    participant = Participant.objects.select_related("study").filter(token=token).first()
+    if participant is None:
+        raise UnknownParticipant()
+    _check_answerable(participant, values["confidence"])
     trial = Trial.objects.filter(pk=trial_id, participant=participant).first()
     if trial is None:
-        raise ParticipationError("unknown_trial", "This trial does not belong to your session.", 404)
+        raise _unknown_trial()
+    with transaction.atomic():
+        moved = Participant.objects.filter(
+            pk=participant.pk, answered=trial.position, trial_count=participant.trial_count,
+        ).update(answered=F("answered") + 1, last_seen=values["now"])
+        if not moved:
+            return participant, trial, None
+        response = Response.objects.create(
+            trial=trial, participant=participant, idempotency_key=values["key"], choice=values["choice"],
+            confidence=values["confidence"], correct=(values["choice"] == trial.correct_query),
+            rt_ms=values["rt_ms"], client_time=values["client_time"],
+        )
+        participant.answered = trial.position + 1
+        if trial.block == Trial.Block.PRACTICE and participant.answered == participant.practice_end:
+            _maybe_repeat_practice(participant, trial)
+    return participant, trial, response.correct
+
+
+def record_response(token, trial_id, *, idempotency_key, choice, confidence, rt_ms, client_time):
+    """Store one answer of the participant with `token`; returns an `Answer`. The answered-prefix
+    counter moves forward by one only if this trial is the first unanswered one, in the same transaction
+    as the insert: a double submit, a retry after a lost acknowledgement or a second tab finds the counter
+    moved and gets the stored answer back instead of a second row. Raises UnknownParticipant for a token
+    that is no participant's, and ParticipationError for an answer the participant's state refuses."""
+    values = {"key": idempotency_key, "choice": choice, "confidence": confidence, "rt_ms": rt_ms,
+              "client_time": client_time, "now": timezone.now()}
+    record = _record_in_one_statement if _answers_in_one_statement() else _record_through_orm
     try:
-        with transaction.atomic():
-            moved = Participant.objects.filter(pk=participant.pk, answered=trial.position).update(
-                answered=F("answered") + 1, last_seen=timezone.now(),
-            )
-            if not moved:
-                stored = Response.objects.filter(trial=trial).first()
-                if stored is not None:
-                    return stored, False
-                raise ParticipationError("out_of_order", "This trial is not the next one; reload to continue.")
-            response = Response.objects.create(
-                trial=trial, participant=participant, idempotency_key=idempotency_key, choice=choice,
-                confidence=confidence, correct=(choice == trial.correct_query), rt_ms=rt_ms, client_time=client_time,
-            )
-            participant.answered = trial.position + 1
-            if trial.block == Trial.Block.PRACTICE and participant.answered == participant.practice_end:
-                _maybe_repeat_practice(participant, trial)
+        participant, trial, correct = record(token, trial_id, values)
     except IntegrityError:
         # The key came before with another trial (a client reusing keys): the insert and the counter
         # rolled back together, and the client is told rather than shown a server error.
-        if Response.objects.filter(idempotency_key=idempotency_key).exclude(trial=trial).exists():
+        if Response.objects.filter(idempotency_key=idempotency_key).exclude(trial_id=trial_id).exists():
             raise ParticipationError("duplicate_key", "This answer's idempotency key was already used for "
                                      "another answer; send each answer with a new key.") from None
         raise
-    return response, True
+    if correct is not None:
+        return Answer(participant, trial, correct, True)
+    # A statement of its own, so that it sees an answer committed while ours waited for the row.
+    stored = Response.objects.filter(trial_id=trial.pk).values_list("correct", flat=True).order_by().first()
+    if stored is None:
+        raise ParticipationError("out_of_order", "This trial is not the next one; reload to continue.")
+    return Answer(participant, trial, stored, False)
 
 
 def _maybe_repeat_practice(participant, last_trial):

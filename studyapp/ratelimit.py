@@ -9,16 +9,41 @@ trials another), so they bind only on scripts: token guessing, a stuck retry loo
 With several web processes the counters must live in a shared cache (Redis through CACHE_URL); with
 the local-memory default each process counts on its own, so the effective limits are that many times
 higher.
+
+The limits fail open: when the cache cannot be reached, requests go through uncounted (with a warning in
+the log) rather than failing, since a participant half-way through a study must not lose it to a cache
+outage; for `CACHE_RETRY_SECONDS` after an error this process does not try the cache again, so a hung
+Redis costs one socket timeout per process, not one per request.
 """
 import hashlib
+import logging
 import math
 import time
 
+import redis
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpResponse, JsonResponse
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "ratelimit"
+# What Django's Redis cache raises when the server is down, hung or refusing.
+CACHE_ERRORS = (redis.RedisError, OSError)
+CACHE_RETRY_SECONDS = 5.0
+_cache_down_until = 0.0
+
+
+def cache_available():
+    """False for a while after a cache error in this process (see `cache_failed`)."""
+    return time.monotonic() >= _cache_down_until
+
+
+def cache_failed(exc, consequence):
+    global _cache_down_until
+    _cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
+    log.warning("the cache cannot be reached (%s: %s); %s for the next %.0f s", type(exc).__name__, exc,
+                consequence, CACHE_RETRY_SECONDS)
 
 
 def client_address(request):
@@ -38,12 +63,16 @@ def _digest(value):
     return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def _key(scope, ident, index):
+    return f"{KEY_PREFIX}:{scope}:{_digest(ident)}:{index}"
+
+
 def count(scope, ident, window, now=None):
     """Count one request for (`scope`, `ident`) in the current window; returns the count so far and
     the seconds until the window ends."""
     now = time.time() if now is None else now
     index = int(now // window)
-    key = f"{KEY_PREFIX}:{scope}:{_digest(ident)}:{index}"
+    key = _key(scope, ident, index)
     try:
         n = cache.incr(key)
     except ValueError:  # no counter for this window yet
@@ -54,17 +83,71 @@ def count(scope, ident, window, now=None):
     return n, max(1, math.ceil((index + 1) * window - now))
 
 
-def limited(request, token, now=None):
-    """Seconds the client must wait, or 0 when the request may go on. The address is counted first,
-    so a flood of guessed tokens from one address never reaches the per-token counters."""
-    window = settings.PARTICIPANT_RATE_LIMIT_WINDOW
-    for scope, ident, limit in (("ip", client_address(request), settings.PARTICIPANT_RATE_LIMIT_PER_IP),
-                                ("token", token, settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN)):
-        if limit > 0:
-            n, wait = count(scope, ident, window, now)
-            if n > limit:
-                return wait
+# The counters in order, in one round trip: each is counted only while those before it are within
+# their limits, so a flood of guessed tokens from one address never creates per-token counters.
+# KEYS: the counters; ARGV: each counter's limit, then the seconds a counter lives. Returns the
+# 1-based position of the first counter over its limit, or 0.
+_COUNT_IN_ORDER = """
+for i, key in ipairs(KEYS) do
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('EXPIRE', key, ARGV[#KEYS + 1]) end
+    if n > tonumber(ARGV[i]) then return i end
+end
+return 0
+"""
+_script = None
+
+
+def _redis():
+    """(the counting script, a client of the cache's Redis), or None when the cache is not Django's Redis
+    cache. Django's cache API needs an EXISTS and an INCR per counter, two counters per request: as
+    much web CPU as the whole answer path, so Redis gets the script instead."""
+    global _script
+    backend = caches["default"]  # `cache` is a proxy, which isinstance cannot see through
+    if not isinstance(backend, RedisCache):
+        return None
+    # `_cache` is the backend's client wrapper: Django's public cache API runs no scripts. The script
+    # object holds only the script's hash and reloads the script after a Redis restart.
+    client = backend._cache.get_client(write=True)
+    if _script is None:
+        _script = client.register_script(_COUNT_IN_ORDER)
+    return _script, client
+
+
+def over_limit(counters, window, now=None):
+    """Count a request on each of `counters` ((scope, ident, limit), checked in order); returns the
+    seconds until the window ends when one is over its limit, else 0."""
+    now = time.time() if now is None else now
+    index = int(now // window)
+    wait = max(1, math.ceil((index + 1) * window - now))
+    redis_ = _redis()
+    if redis_ is not None:
+        script, client = redis_
+        keys = [cache.make_and_validate_key(_key(scope, ident, index)) for scope, ident, _ in counters]
+        over = script(keys=keys, args=[limit for _, _, limit in counters] + [window + 1], client=client)
+        return wait if over else 0
+    for scope, ident, limit in counters:
+        n, _ = count(scope, ident, window, now)
+        if n > limit:
+            return wait
     return 0
+
+
+def limited(request, token, now=None):
+    """Seconds the client must wait, or 0 when the request may go on (also when the cache cannot be
+    reached). The address is counted first, so a flood of guessed tokens from one address never
+    reaches the per-token counters."""
+    counters = [(scope, ident, limit) for scope, ident, limit in (
+        ("ip", client_address(request), settings.PARTICIPANT_RATE_LIMIT_PER_IP),
+        ("token", token, settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN),
+    ) if limit > 0]
+    if not counters or not cache_available():
+        return 0
+    try:
+        return over_limit(counters, settings.PARTICIPANT_RATE_LIMIT_WINDOW, now)
+    except CACHE_ERRORS as exc:
+        cache_failed(exc, "participant requests are not rate limited")
+        return 0
 
 
 def too_many(request, wait):

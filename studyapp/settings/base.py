@@ -42,13 +42,14 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the sessions and the CSRF check: a refused request costs a cache increment, nothing more.
     "studyapp.ratelimit.ParticipantRateLimitMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "studyapp.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "studyapp.middleware.BrowserAuthenticationMiddleware",
+    "studyapp.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "studyapp.middleware.DatabaseUnavailableMiddleware",
+    "studyapp.middleware.QueueUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "studyapp.urls"
@@ -81,12 +82,25 @@ else:
     # A kept connection that PostgreSQL dropped (a restart, a failover) is replaced at the next request
     # instead of failing it.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # libpq waits for a server that does not answer for as long as TCP does (minutes); a participant's
+    # request should get its 503 (middleware.py) in seconds. DATABASE_URL's ?connect_timeout= overrides.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+# The answer statement is prepared once per connection (studyapp.participation). A pooler in transaction
+# mode (PgBouncer) hands a session's statements to different server connections: turn this off behind one.
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The cache holds the participant API's request counts and the admin's failed sign-ins. With several
 # gunicorn workers it must be shared (redis://host:6379/1) for the limits to hold across them.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # The rate limits and the lockout fail open when the cache cannot be reached (ratelimit.py), which
+    # spares participants only if a hung Redis is given up on quickly: redis-py's default is 5 s, per
+    # request. A Redis that answers at all answers in milliseconds. CACHE_URL's ?socket_timeout= overrides.
+    for _option in ("socket_connect_timeout", "socket_timeout"):
+        CACHES["default"].setdefault("OPTIONS", {}).setdefault(_option, 0.5)
 
 # Participant pages and API: requests per window per participant token and per client address (0 turns
 # a limit off). A participant needs a few requests a minute; a lab behind one address may need more.
@@ -141,7 +155,14 @@ CELERY_TASK_ROUTES = {
 # With Redis, a message whose worker died is handed out again once this many seconds have passed since
 # it was taken. It must exceed the longest job, or a slow job would run twice; lower it where jobs are
 # short and a quick retry matters more.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600),
+    # Without them, sending a task to a broker that does not answer blocks the admin's request for good
+    # (kombu's default is no timeout); with them it fails, and the admin says the queue is unreachable.
+    # Above kombu's 1 s BRPOP poll, which a worker's connection must outlast.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 5,
+}
 # A running stimulus job's worker touches its row this often; silent for the second figure, it counts
 # as dead and a redelivered message takes the job over.
 STIMULUS_HEARTBEAT_SECONDS = env.float("STIMULUS_HEARTBEAT_SECONDS", default=10.0)

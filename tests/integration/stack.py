@@ -26,6 +26,40 @@ def free_port():
         return s.getsockname()[1]
 
 
+def child_pids(pid):
+    """The processes whose parent is `pid`: a gunicorn master's workers."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name, in parentheses, may itself hold spaces and parentheses.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def connection_owner(pids, server_port, client_port):
+    """Which of `pids` has accepted the loopback connection from `client_port` to `server_port`; None
+    while the connection still waits in the listen queue (its socket belongs to no process yet)."""
+    wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[1], fields[2]) == wanted and fields[9] != "0":
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            if any(os.readlink(fd) == f"socket:[{inode}]" for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def wait_for_http(url, timeout=60, process=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,6 +143,29 @@ class Stack:
         ], **env)
         wait_for_http(f"http://127.0.0.1:{port}/admin/login/", process=process)
         return process
+
+    def web_workers(self, name="web"):
+        return child_pids(self.processes[name].pid)
+
+    def start_redis(self, name="redis"):
+        """A Redis server of our own, on a free port, that a test may stop; returns its URL."""
+        import redis
+
+        port = free_port()
+        process = self.start_process(name, ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                            "--appendonly", "no", "--dir", str(self.workdir)])
+        url = f"redis://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}:\n{self.log(name)}")
+            try:
+                redis.Redis.from_url(url, socket_timeout=1).ping()
+                return url
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def kill_process(self, name):
         """SIGKILL the process group, as a crash or an out-of-memory kill would: no cleanup runs."""

@@ -9,8 +9,8 @@ from .test_participant_session import answer_key, browser, shots  # noqa: F401  
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
 CREATE_STUDY = """
-from studyapp.models import Condition, StimulusJob, Study
-job = StimulusJob.objects.get(status="succeeded")
+from studyapp.models import Condition, Study
+job = Study.objects.get(slug="demo").conditions.first().job
 study = Study.objects.create(slug="overlay-preview", title="Overlay preview", n_practice=2, n_main=9)
 condition = Condition(study=study, name="nmf-overlay", job=job, layer="conv2", basis="nmf", reference_type="overlay")
 condition.full_clean()

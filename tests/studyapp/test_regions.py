@@ -17,7 +17,7 @@ def add_analysis(admin_client, monkeypatch, **fields):
     thread, so the test can read the outcome."""
     from studyapp import jobs
 
-    monkeypatch.setattr(jobs, "send", lambda task, row_id: task.apply(args=[row_id], throw=False))
+    monkeypatch.setattr(jobs, "send", lambda task, row_id, **kwargs: task.apply(args=[row_id], throw=False))
     form = {"network": Network.objects.create(name="demo").pk, "image_set": ImageSet.objects.create(name="digits").pk,
             "grid": 2, "n_samples": 32, "seed": 0, **fields}
     assert admin_client.post("/admin/studyapp/sobolanalysis/add/", form).status_code == 302
@@ -42,3 +42,22 @@ def test_an_analysis_added_in_the_admin_runs_and_shows_its_indices(admin_client,
 def test_a_failing_analysis_shows_its_error(admin_client, media, monkeypatch):
     analysis = add_analysis(admin_client, monkeypatch, image_index=99999, perturbation="mean")
     assert analysis.status == "failed" and "out of range" in analysis.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_whose_queue_is_down_is_marked_failed_with_the_reason(admin_client, media, monkeypatch, settings):
+    from kombu.exceptions import OperationalError
+
+    from studyapp import tasks
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    monkeypatch.setattr(tasks.analyse_regions, "delay", broker_down)
+    form = {"network": Network.objects.create(name="demo").pk, "image_set": ImageSet.objects.create(name="digits").pk,
+            "grid": 2, "n_samples": 32, "seed": 0, "image_index": 0, "perturbation": "mean"}
+    response = admin_client.post("/admin/studyapp/sobolanalysis/add/", form)
+    assert response.status_code == 503 and "task queue could not be reached" in response.content.decode()
+    analysis = SobolAnalysis.objects.get()
+    assert analysis.status == "failed" and "Connection refused" in analysis.error

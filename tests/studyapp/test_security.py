@@ -10,6 +10,7 @@
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import uuid
@@ -527,3 +528,38 @@ def test_main_trials_keep_clear_of_the_pair_practice_gave_feedback_on():
     # Only when the plan needs every pair does the practice pair come back, last.
     specs = build_trial_list(units, n_practice=3, n_main=15, catch_ratio=0, reference_type="natural", seed=0)
     assert sum("qmax0" in s.query_a + s.query_b for s in specs if s.block == "main") == 3
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_redis_counts_both_limits_in_one_round_trip_and_spares_tokens_once_the_address_is_over(client, study,
+                                                                                                settings):
+    """The production cache: the counting script, not the local-memory fallback."""
+    import redis as redis_py
+    from django.core.cache import caches
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                                   "KEY_PREFIX": f"t{secrets.token_hex(4)}"}}
+    settings.PARTICIPANT_RATE_LIMIT_PER_IP, settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 6, 3
+    server = redis_py.Redis.from_url(url)
+    assert ratelimit._redis() is not None  # the script path, not the local-memory fallback
+    try:
+        participant = arrive(client, study)
+        url_session = f"/api/p/{participant.token}/session"
+        statuses = [client.get(url_session, REMOTE_ADDR="198.51.100.7").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]  # the token's limit
+        for _ in range(2):
+            assert client.get(f"/api/p/{secrets.token_urlsafe(24)}/session", REMOTE_ADDR="198.51.100.7").status_code == 404
+        guessed = secrets.token_urlsafe(24)
+        assert client.get(f"/api/p/{guessed}/session", REMOTE_ADDR="198.51.100.7").status_code == 429  # the address's
+        prefix = settings.CACHES["default"]["KEY_PREFIX"]
+        keys = server.keys(f"{prefix}:*")
+        # one address counter and three token counters (the participant's and two guesses); the guess
+        # refused by the address limit left no counter of its own
+        assert len(keys) == 4 and all(0 < server.ttl(k) <= 61 for k in keys)
+        assert int(server.get(next(k for k in keys if b":ip:" in k))) == 7
+    finally:
+        for key in server.keys(f"{settings.CACHES['default']['KEY_PREFIX']}:*"):
+            server.delete(key)
+        caches["default"].close()
