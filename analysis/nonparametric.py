@@ -83,6 +83,19 @@ def conover_iman(samples: dict) -> pd.DataFrame:
     return out
 
 
+def _clean(v):
+    """A value as JSON holds it: plain int and float, None for NaN and infinities."""
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _records(df: pd.DataFrame) -> list:
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
 @dataclass
 class KruskalConover:
     """Kruskal–Wallis H (tie-corrected, scipy) and the Conover–Iman pairs with Holm's p."""
@@ -97,25 +110,15 @@ class KruskalConover:
     notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        def clean(v):
-            if isinstance(v, (float, np.floating)):
-                return float(v) if np.isfinite(v) else None
-            if isinstance(v, np.integer):
-                return int(v)
-            return v
-
-        def records(df):
-            return [{k: clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
-
         return {
             "test": "Kruskal-Wallis; Conover-Iman post hoc (two-sided t on N-k df), Holm-adjusted",
             "value": self.value,
             "by": self.by,
-            "H": clean(self.H),
+            "H": _clean(self.H),
             "df": int(self.df),
-            "p": clean(self.p),
-            "groups": records(self.groups),
-            "pairs": records(self.pairs),
+            "p": _clean(self.p),
+            "groups": _records(self.groups),
+            "pairs": _records(self.pairs),
             "notes": list(self.notes),
         }
 
@@ -164,13 +167,6 @@ def kruskal_conover(df: pd.DataFrame, value: str, by: str) -> KruskalConover:
                           p=float(p), pairs=pairs, notes=notes)
 
 
-def _clean(v):
-    if isinstance(v, (float, np.floating)):
-        return float(v) if np.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
 
 @dataclass
 class FriedmanWilcoxon:
@@ -189,14 +185,11 @@ class FriedmanWilcoxon:
     notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        def records(df):
-            return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
-
         return {
             "test": f"{self.test} over {self.block} (paired); Wilcoxon signed-rank post hoc, Holm-adjusted",
             "value": self.value, "by": self.by, "block": self.block,
             "statistic": _clean(self.statistic), "df": int(self.df), "p": _clean(self.p),
-            "groups": records(self.groups), "pairs": records(self.pairs), "notes": list(self.notes),
+            "groups": _records(self.groups), "pairs": _records(self.pairs), "notes": list(self.notes),
         }
 
     def headline(self) -> str:

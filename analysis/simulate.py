@@ -9,6 +9,18 @@ from scipy.special import expit
 __all__ = ["simulate_responses", "simulate_machine_responses"]
 
 
+def _identity_columns(P: np.ndarray, U: np.ndarray, basis: np.ndarray) -> dict:
+    """Who answered which unit, named as the export names them (one basis per condition, layer3)."""
+    return {
+        "study": "sim",
+        "participant": np.char.add("p", P.astype(str)),
+        "condition": basis,
+        "basis": basis,
+        "layer": "layer3",
+        "unit": np.char.add(np.char.add("layer3:", basis), np.char.add(":", U.astype(str))),
+    }
+
+
 def simulate_responses(
     n_participants: int = 100,
     n_units: int = 60,
@@ -48,12 +60,7 @@ def simulate_responses(
     basis = np.asarray(bases)[B]
     return pd.DataFrame(
         {
-            "study": "sim",
-            "participant": np.char.add("p", P.astype(str)),
-            "condition": basis,
-            "basis": basis,
-            "layer": "layer3",
-            "unit": np.char.add(np.char.add("layer3:", basis), np.char.add(":", U.astype(str))),
+            **_identity_columns(P, U, basis),
             "trial_kind": "main",
             "correct": correct,
             "rt_ms": np.exp(log_rt),
@@ -117,14 +124,9 @@ def simulate_machine_responses(
     basis = np.asarray(bases)[unit_basis[U]]
     return pd.DataFrame(
         {
-            "study": "sim",
-            "participant": np.char.add("p", P.astype(str)),
-            "condition": basis,
-            "basis": basis,
-            "layer": "layer3",
+            **_identity_columns(P, U, basis),
             "reference_type": "natural",
             "paradigm": "reference_2afc",
-            "unit": np.char.add(np.char.add("layer3:", basis), np.char.add(":", U.astype(str))),
             "trial_kind": kind,
             "correct_query": correct_query,
             "choice": np.where(correct == 1, correct_query, other),
