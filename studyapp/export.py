@@ -3,10 +3,12 @@
 
 Everything that is per participant (exclusion flags) or per unit (machine score, the Δ of each query pair)
 is looked up once before the rows are written, so the export costs a fixed number of queries whatever the
-number of responses."""
+number of responses. Those queries and the rows read one snapshot of a live study (`one_snapshot`)."""
 import math
+from contextlib import contextmanager
 
 import pandas as pd
+from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags
 from .models import Exemplar, Response, Trial, Unit
@@ -110,8 +112,26 @@ def response_rows(study):
         }
 
 
+@contextmanager
+def one_snapshot():
+    """A transaction whose queries all see the database as of its first one. By default each statement
+    of PostgreSQL sees what was committed when it started: a participant who arrived between the flag
+    queries and the response rows would have rows but no flags. Inside a transaction already open
+    (a caller's) the caller's isolation stands."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 def response_frame(study):
-    frame = pd.DataFrame(list(response_rows(study)), columns=COLUMNS)
+    with one_snapshot():
+        rows = list(response_rows(study))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("practice_attempt", "confidence"):
         frame[column] = frame[column].astype("Int64")
     frame["excluded"] = frame["excluded"].astype(bool)

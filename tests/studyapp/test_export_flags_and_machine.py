@@ -186,3 +186,30 @@ def test_the_export_costs_the_same_queries_for_one_participant_or_many(client):
         take_part(client, study)
     many, rows_many = count()
     assert rows_many == 4 * rows_few and many == few
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_participant_who_answers_while_the_export_runs_is_left_whole_or_out(client, monkeypatch):
+    """The flag queries and the rows read one snapshot: an answer stored between them never makes a
+    row without flags."""
+    from studyapp import export
+
+    study = make_study(make_job())
+    take_part(client, study)
+    late = []
+    real_flags = export.participant_flags
+
+    def flags_then_someone_answers(s):
+        found = real_flags(s)
+        if not late:  # in another connection, as a live participant would
+            import threading
+
+            worker = threading.Thread(target=lambda: late.append(take_part(client, study, finish=False)))
+            worker.start()
+            worker.join()
+        return found
+
+    monkeypatch.setattr(export, "participant_flags", flags_then_someone_answers)
+    frame = response_frame(study)
+    assert late and frame["participant"].nunique() == 1  # the late participant is not in this snapshot
+    assert len(response_frame(study)["participant"].unique()) == 2  # and is in the next export
