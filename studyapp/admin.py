@@ -3,6 +3,7 @@ import io
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -118,7 +119,10 @@ class StimulusJobAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if not change:
             jobs.enqueue(obj)
-            messages.info(request, f"Job {obj.pk} queued; its progress shows in the job list.")
+            # After the publish, which waits for the commit: a queue that cannot be reached shows its
+            # own page, and no "queued" message is left behind to contradict it.
+            transaction.on_commit(
+                lambda: messages.info(request, f"Job {obj.pk} queued; its progress shows in the job list."))
 
     @admin.action(description="Launch (again) the selected jobs")
     def launch(self, request, queryset):
@@ -364,7 +368,8 @@ class SobolAnalysisAdmin(admin.ModelAdmin):
                 SobolAnalysis.objects.filter(pk=obj.pk).update(status=StimulusJob.Status.FAILED, error=detail)
 
             jobs.send(analyse_regions, obj.pk, on_unavailable=unavailable)
-            messages.info(request, f"Analysis {obj.pk} queued; its progress shows in the list.")
+            transaction.on_commit(
+                lambda: messages.info(request, f"Analysis {obj.pk} queued; its progress shows in the list."))
 
     @admin.display(description="progress")
     def progress_percent(self, analysis):

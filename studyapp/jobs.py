@@ -117,8 +117,9 @@ def _claim(job_id):
 
 
 def _finish(job, status, error=""):
-    StimulusJob.objects.filter(pk=job.pk).update(status=status, error=error, finished=timezone.now(),
-                                                 progress=100.0 if status == StimulusJob.Status.SUCCEEDED else job.progress)
+    # A failed or cancelled job keeps the progress its row holds; `job` may be an older copy.
+    done = {"progress": 100.0} if status == StimulusJob.Status.SUCCEEDED else {}
+    StimulusJob.objects.filter(pk=job.pk).update(status=status, error=error, finished=timezone.now(), **done)
 
 
 def run_job(job_id):

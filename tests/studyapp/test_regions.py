@@ -61,3 +61,4 @@ def test_an_analysis_whose_queue_is_down_is_marked_failed_with_the_reason(admin_
     assert response.status_code == 503 and "task queue could not be reached" in response.content.decode()
     analysis = SobolAnalysis.objects.get()
     assert analysis.status == "failed" and "Connection refused" in analysis.error
+    assert "queued; its progress" not in admin_client.get("/admin/studyapp/sobolanalysis/").content.decode()
