@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._json import clean as _clean, records as _records
 from .load import catch_trials, main_trials
 from .nonparametric import FriedmanWilcoxon, KruskalConover, friedman_wilcoxon, kruskal_conover
 
@@ -128,18 +129,6 @@ def rt_confidence_by_condition(df: pd.DataFrame, by: str = "condition") -> pd.Da
             row["confidence_mean"] = float(pd.to_numeric(d["confidence"], errors="coerce").mean())
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _clean(v):
-    if isinstance(v, (float, np.floating)):
-        return None if not np.isfinite(v) else float(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 
 
 def describe(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import expit
 
+from ._json import clean as _clean
 from .load import main_trials
 
 __all__ = ["MachineObserver", "MachineObserverResult", "correlation", "has_machine_deltas",
@@ -80,21 +81,6 @@ def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
         z = stats.norm.ppf(0.5 + level / 2)
         out.update(ci_low=math.tanh(math.atanh(r) - z * se), ci_high=math.tanh(math.atanh(r) + z * se))
     return out
-
-
-def _clean(value):
-    """JSON-friendly: NaN → None, NumPy scalars → Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(value) else float(value)
-    if value is pd.NA:
-        return None
-    return value
 
 
 class MachineObserver:

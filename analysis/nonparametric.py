@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ._json import clean as _clean, records as _records
+
 __all__ = ["holm", "conover_iman", "KruskalConover", "kruskal_conover", "FriedmanWilcoxon",
            "friedman_wilcoxon"]
 
@@ -81,19 +83,6 @@ def conover_iman(samples: dict) -> pd.DataFrame:
     out["df"] = out["df"].astype(int)
     out["p_holm"] = holm(out["p"].to_numpy())
     return out
-
-
-def _clean(v):
-    """A value as JSON holds it: plain int and float, None for NaN and infinities."""
-    if isinstance(v, (float, np.floating)):
-        return float(v) if np.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
-def _records(df: pd.DataFrame) -> list:
-    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A study's participant exclusion rules, evaluated in one place: the live monitor's "would be excluded"
 rate and the export's flag columns (docs/contracts.md §2) both come from `participant_flags`.
 
-The rules are DESIGN.md's defaults: catch-trial accuracy below a minimum, one response side used on
+The rules are the study's settings: catch-trial accuracy below a minimum, one response side used on
 every main and catch trial, instructions read too quickly, total time outside a window. `analysis/`
 applies the same rules to an export on its own (analysis.exclusions); an export's flags and the
 analysis's rules with the study's settings agree participant for participant.

@@ -26,7 +26,7 @@ def _iso(value):
     return value.isoformat() if value else None
 
 
-def _number(value):
+def finite_number(value):
     """A finite float from a stored measure, else None (a measure may be absent, null or NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -40,7 +40,7 @@ class MachineScores:
     def __init__(self, study):
         shown = Trial.objects.filter(participant__study=study, participant__is_preview=False).values("unit_id")
         measures = dict(Unit.objects.filter(pk__in=shown).values_list("pk", "measures"))
-        self.mis = {pk: _number((m or {}).get("mis")) for pk, m in measures.items()}
+        self.mis = {pk: finite_number((m or {}).get("mis")) for pk, m in measures.items()}
         self.deltas = {pk: m["mis_deltas"] for pk, m in measures.items()
                        if isinstance(m, dict) and isinstance(m.get("mis_deltas"), list)}
         # A trial stores its query images, not the pair's index: the index is each image's position in
@@ -63,7 +63,7 @@ class MachineScores:
         j = self.position.get((trial.unit_id, Exemplar.Role.QUERY_MIN, minus))
         if i is None or i != j or i >= len(deltas):
             return None
-        return _number(deltas[i])
+        return finite_number(deltas[i])
 
 
 def response_rows(study):

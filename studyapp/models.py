@@ -256,14 +256,18 @@ class Condition(models.Model):
             raise ValidationError(
                 f"Job {self.job_id} has no units for layer {self.layer!r} and basis {self.basis!r}"
                 + (f"; it has {', '.join(available)}." if available else "; its artifact is not imported yet."))
-        if self.paradigm == self.Paradigm.ORDERED_STRIP:
-            role, what = Exemplar.Role.STRIP, "ordered strips"
-        elif self.reference_type == self.ReferenceType.OVERLAY:
-            role, what = Exemplar.Role.OVERLAY_MAX, "attribution overlays (set attribution_overlays in the job's parameters)"
-        else:
-            return
-        if units.exclude(exemplars__role=role).exists():
-            raise ValidationError(f"The units of job {self.job_id} for {self.layer} / {self.basis} have no {what}.")
+        # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
+        # building one checks: build one, as an arriving participant would (imported here, as both
+        # modules import this one).
+        from .participation import condition_units
+        from .trials import build_trial_list
+
+        try:
+            build_trial_list(condition_units(self), n_practice=self.study.n_practice, n_main=self.study.n_main,
+                             catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+                             paradigm=self.paradigm)
+        except ValueError as exc:
+            raise ValidationError(f"No participant could be given this condition: {exc}.") from None
 
 def new_token():
     return secrets.token_urlsafe(24)

@@ -8,18 +8,20 @@ from statistics import mean, median
 from django.db.models import Count, Q
 
 from .exclusions import AnswerCounts, ExclusionRules, answer_counts, flags
+from .export import finite_number
 from .models import Condition, Participant, Response
 
 
 def machine_prediction(condition):
     """The mean Machine Interpretability Score of the condition's units: the machine observer's
-    accuracy in the reference 2AFC with natural references, the only task it simulates; None
-    otherwise or when the units carry no score."""
+    accuracy in the reference 2AFC with natural references, the only task it simulates, at the
+    pipeline's α (uncalibrated until the analysis fits α to people's answers); None otherwise or when
+    the units carry no score."""
     if (condition.paradigm != Condition.Paradigm.REFERENCE_2AFC
             or condition.reference_type != Condition.ReferenceType.NATURAL):
         return None
-    scores = [m.get("mis") for m in condition.units().values_list("measures", flat=True)]
-    scores = [s for s in scores if isinstance(s, (int, float))]
+    scores = [finite_number(v) for v in condition.units().values_list("measures__mis", flat=True)]
+    scores = [s for s in scores if s is not None]
     return mean(scores) if scores else None
 
 

@@ -74,6 +74,7 @@ class OracleUnit:
     def from_lists(cls, key, basis, layer, lists):
         """From an artifact unit's lists: `strips` (or the single `strip`) and `attribution_overlays_max`
         as the manifest names them, the exemplar roles otherwise."""
+        # as studyapp.artifacts.unit_strips reads them; not imported, as this module runs without Django
         strips = lists.get("strips") or ([lists["strip"]] if lists.get("strip") else [])
         return cls(key=key, basis=basis, layer=layer,
                    strips=tuple(tuple(image_key(p) for p in strip) for strip in strips),

@@ -118,7 +118,7 @@ def test_monitor_sets_people_s_main_accuracy_beside_the_machine_prediction(admin
     row = {r["condition"]: r for r in study_monitor(study)}[condition]
     assert main > 0 and row["main_accuracy"] == 1.0
     page = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/").content.decode()
-    assert "machine prediction" in page and "70 %" in page
+    assert "machine score (mean MIS)" in page and "70 %" in page
 
 
 @pytest.mark.django_db

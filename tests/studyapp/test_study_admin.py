@@ -29,12 +29,12 @@ def test_a_condition_naming_a_layer_or_basis_the_job_lacks_is_refused_with_what_
 
 
 @pytest.mark.django_db
-def test_an_overlay_condition_needs_overlays_and_a_strip_condition_needs_strips():
+def test_an_overlay_condition_needs_overlays_and_a_strip_condition_needs_strips_of_three():
     job = make_job(overlays=False, n_strips=0)
-    with pytest.raises(ValidationError, match="no attribution overlays"):
+    with pytest.raises(ValidationError, match="no attribution overlay for each maximal reference"):
         condition(job, reference_type="overlay").full_clean()
     Study.objects.all().delete()
-    with pytest.raises(ValidationError, match="no ordered strips"):
+    with pytest.raises(ValidationError, match="no ordered strip of at least 3 images"):
         condition(job, paradigm="ordered_strip").full_clean()
 
 
@@ -58,3 +58,13 @@ def test_the_study_form_shows_the_conditions_error_and_saves_nothing(admin_clien
     response = admin_client.post("/admin/studyapp/study/add/", {**form, "conditions-0-layer": "conv2"})
     assert response.status_code == 302
     assert Study.objects.get().conditions.get().layer == "conv2"
+
+
+@pytest.mark.django_db
+def test_a_strip_condition_whose_strips_are_too_short_is_refused():
+    from studyapp.models import Exemplar
+
+    job = make_job()
+    Exemplar.objects.filter(unit__job=job, role="strip", position__gte=2).delete()
+    with pytest.raises(ValidationError, match="no ordered strip of at least 3 images"):
+        condition(job, paradigm="ordered_strip").full_clean()
