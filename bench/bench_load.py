@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.stack import PYTHON, REDIS_URL, Stack, wait_for_http  # noqa: E402
+from tests.integration.stack import PYTHON, REDIS_URL, Stack, child_pids, wait_for_http  # noqa: E402
 
 CSRF_SECRET = secrets.token_hex(16)  # 32 characters: Django accepts the unmasked secret as token
 REQUEST_TIMEOUT = 10.0  # seconds; an answer pending this long counts as an error
@@ -105,20 +105,6 @@ async def drive(port, plans, interval, duration):
     deadline = loop.time() + duration
     await asyncio.gather(*(participant(port, p, interval, deadline, records) for p in plans))
     return records
-
-
-def child_pids(pid):
-    """The processes whose parent is `pid`: a gunicorn master's workers."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name, in parentheses, may itself hold spaces and parentheses.
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # the process ended while we looked
-            continue
-        if parent == pid:
-            children.append(int(stat.parent.name))
-    return children
 
 
 def cpu_seconds(pids):

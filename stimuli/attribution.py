@@ -349,12 +349,15 @@ def attribution_overlays(model, images, preprocess, indices, layer: str, basis, 
                          method: str = "gradcam", size: int | None = None, **kwargs: Any) -> list:
     """Overlay images (PIL) for ``indices`` of an ImageSet, in order."""
     frac = input_crop_fraction(preprocess)
+    bounds_by_size = {}  # the bounds depend on the image's size alone: two preprocessed images per size
     out = []
     for i in indices:
         image = images.load(int(i))
         x = preprocess(image)
         if method == "lrp" and "input_bounds" not in kwargs:
-            bounds = input_bounds(preprocess, image)
+            if image.size not in bounds_by_size:
+                bounds_by_size[image.size] = input_bounds(preprocess, image)
+            bounds = bounds_by_size[image.size]
             if bounds is not None and bounds[0].shape != x.shape:
                 bounds = None
             heat = unit_attribution(model, x, layer, basis, unit_index, method, input_bounds=bounds, **kwargs)

@@ -31,7 +31,7 @@ class DatabaseUnavailableMiddleware:
             return None
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
         detail = "The server is busy for a moment. Your answers are safe; please try again in a few seconds."
-        if request.path.startswith("/api/"):
+        if request.path_info.startswith(API_PREFIX):
             response = JsonResponse({"error": "unavailable", "detail": detail}, status=503)
         else:
             response = render(request, "studyapp/message.html", {"title": "One moment", "message": detail},

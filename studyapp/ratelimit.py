@@ -26,6 +26,8 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.http import HttpResponse, JsonResponse
 
+from .middleware import API_PREFIX
+
 log = logging.getLogger(__name__)
 KEY_PREFIX = "ratelimit"
 # What Django's Redis cache raises when the server is down, hung or refusing.
@@ -152,7 +154,7 @@ def limited(request, token, now=None):
 
 def too_many(request, wait):
     detail = f"Too many requests. Please wait {wait} seconds and try again."
-    if request.path_info.startswith("/api/"):
+    if request.path_info.startswith(API_PREFIX):
         response = JsonResponse({"error": "rate_limited", "detail": detail}, status=429)
     else:
         response = HttpResponse(detail, status=429, content_type="text/plain; charset=utf-8")

@@ -32,10 +32,10 @@ def child_pids(pid):
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # The command name, in parentheses, may itself hold spaces and parentheses.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # the process ended while we looked
             continue
-        if int(fields[1]) == pid:
+        if parent == pid:
             children.append(int(stat.parent.name))
     return sorted(children)
 
