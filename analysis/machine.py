@@ -4,7 +4,7 @@ Klindt & Brendel 2024; :mod:`stimuli.mis`) predict which units people find inter
 The export carries, per trial, the machine's Δ for the very query pair the trial showed (``mis_delta``)
 and the unit's stored score (``unit_mis``, at the pipeline's α). :class:`MachineObserver` fits the slope
 α of P(correct) = σ(α·Δ) to people's answers on main trials (by maximum likelihood,
-:func:`stimuli.mis.fit_alpha`), then compares per unit and per condition
+:func:`fit_alpha`, statsmodels' binomial GLM), then compares per unit and per condition
 
 - people's accuracy (with a Wilson score interval), and
 - the machine's predicted accuracy with the fitted α: the mean of σ(α·Δ) over the trials people
@@ -25,14 +25,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 from scipy import stats
 from scipy.special import expit
+from statsmodels.stats.proportion import proportion_confint
 
 from ._json import clean as _clean
 from .load import main_trials
+from .tables import format_table
 
-__all__ = ["MachineObserver", "MachineObserverResult", "correlation", "has_machine_deltas",
-           "wilson_interval"]
+__all__ = ["DEFAULT_ALPHA", "MachineObserver", "MachineObserverResult", "correlation", "fit_alpha",
+           "has_machine_deltas", "wilson_interval"]
+
+# The pipeline's default ``mis_alpha`` (stimuli.config): the export does not carry the α a study's
+# units were scored at, so the stored MIS is described at this value.
+DEFAULT_ALPHA = 1.0
 
 
 def has_machine_deltas(df: pd.DataFrame) -> bool:
@@ -42,15 +49,25 @@ def has_machine_deltas(df: pd.DataFrame) -> bool:
 
 
 def wilson_interval(k, n, level: float = 0.95):
-    """Wilson score interval of a binomial proportion k/n (NaN for n = 0)."""
+    """Wilson score interval of a binomial proportion k/n (statsmodels' ``proportion_confint``,
+    method ``wilson``), clipped to contain k/n; NaN for n = 0.
+
+    The clip matters at k = n (and k = 0): statsmodels' upper bound is 0.9999999999999999 at 7/7,
+    23/23 or 28/28, below the proportion, and an error bar from it would be negative."""
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
+    lo = np.full(np.broadcast(k, n).shape, np.nan)
+    hi = lo.copy()
+    ok = np.broadcast_to(n > 0, lo.shape)
+    if ok.any():
+        kk, nn = np.broadcast_to(k, lo.shape)[ok], np.broadcast_to(n, lo.shape)[ok]
+        low, high = proportion_confint(kk, nn, alpha=1 - level, method="wilson")
+        p = kk / nn
+        lo[ok] = np.minimum(low, p)
+        hi[ok] = np.maximum(high, p)
+    if lo.ndim == 0:
+        return float(lo), float(hi)
+    return lo, hi
 
 
 def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
@@ -81,6 +98,38 @@ def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
         z = stats.norm.ppf(0.5 + level / 2)
         out.update(ci_low=math.tanh(math.atanh(r) - z * se), ci_high=math.tanh(math.atanh(r) + z * se))
     return out
+
+
+def _logistic_through_origin(deltas, human_correct, weights=None):
+    """statsmodels' binomial GLM of P(correct) = σ(α·Δ) without an intercept (its IRLS fit, standard
+    error and log-likelihood), after the checks statsmodels only warns about."""
+    d = np.asarray(deltas, dtype=np.float64).ravel()
+    y = np.asarray(human_correct, dtype=np.float64).ravel()
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if not (len(d) == len(y) == len(w)) or len(d) == 0:
+        raise ValueError("deltas, human_correct (and weights) need the same, non-zero length")
+    if np.any((y < 0) | (y > 1)) or np.any(w < 0) or not np.all(np.isfinite(d)):
+        raise ValueError("human_correct must lie in [0, 1], weights be non-negative and deltas finite")
+    keep = (w > 0) & (d != 0)
+    d, y, w = d[keep], y[keep], w[keep]
+    if not len(d):
+        raise ValueError("no task with a non-zero Δ: α is not identified")
+    # Separation (every answer on the side Δ predicts, or every answer against it): statsmodels
+    # would return a huge α with a warning; the ML estimate is infinite.
+    if np.all(y[d > 0] == 1) and np.all(y[d < 0] == 0) or np.all(y[d > 0] == 0) and np.all(y[d < 0] == 1):
+        raise ValueError("the answers are perfectly separated by the sign of Δ: the ML estimate of α is infinite")
+    # var_weights: a proportion of n answers counts as n Bernoulli answers (same estimate and SE)
+    return sm.GLM(y, d[:, None], family=sm.families.Binomial(), var_weights=w).fit(tol=1e-12)
+
+
+def fit_alpha(deltas, human_correct, weights=None) -> float:
+    """Maximum-likelihood α of P(correct) = σ(α·Δ), a logistic regression through the origin
+    (statsmodels' ``GLM`` with the binomial family).
+
+    ``human_correct`` holds 0/1 answers, or proportions correct with ``weights`` the number of answers
+    behind each. Raises ValueError when the answers are perfectly separated by the sign of Δ (the
+    estimate is then infinite) or no task has a non-zero Δ."""
+    return float(_logistic_through_origin(deltas, human_correct, weights).params[0])
 
 
 class MachineObserver:
@@ -120,26 +169,21 @@ class MachineObserver:
         return used, notes
 
     def fit(self) -> "MachineObserverResult":
-        # stimuli.mis is pure NumPy at import (torch only inside embed_images), so the analysis stays light.
-        from stimuli.mis import DEFAULT_ALPHA, fit_alpha
-
         trials, notes = self._trials()
         delta = trials["mis_delta"].to_numpy(float)
         correct = trials["correct"].to_numpy(float)
         z = stats.norm.ppf(0.5 + self.level / 2)
         try:
-            alpha = fit_alpha(delta, correct)
+            logit = _logistic_through_origin(delta, correct)
         except ValueError as exc:
-            alpha = float("nan")
+            logit = None
             notes.append(f"α not fitted: {exc}")
-        if math.isfinite(alpha):
+        if logit is not None:
+            alpha, se, loglik = float(logit.params[0]), float(logit.bse[0]), float(logit.llf)
             p = expit(alpha * delta)
-            info = float(np.sum(p * (1 - p) * delta * delta))
-            se = 1 / math.sqrt(info) if info > 0 else float("nan")
-            loglik = float(np.sum(correct * np.log(p) + (1 - correct) * np.log1p(-p)))
         else:
             p = np.full(len(delta), np.nan)
-            se = loglik = float("nan")
+            alpha = se = loglik = float("nan")
         trials = trials.assign(machine_p=p)
         units = self._per(trials, ["unit"], z)
         conditions = self._per(trials, ["condition"], z)
@@ -222,8 +266,6 @@ class MachineObserverResult:
                 f"(chance {self.loglik_chance:.2f})")
 
     def summary(self) -> str:
-        from .report import format_table
-
         unit_cols = ["unit", "basis", "trials", "human_accuracy", "human_ci_low", "human_ci_high",
                      "machine_accuracy", "stored_mis"]
         cond_cols = ["condition", "units", "trials", "human_accuracy", "human_ci_low", "human_ci_high",

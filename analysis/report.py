@@ -25,27 +25,12 @@ from .lmm import LinearMixedModel, lrt
 from .load import main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
+from .tables import format_table
 
-__all__ = ["DEFAULT_FORMULA", "adapt_formula", "drop_variables", "format_table", "run_report",
-           "with_response"]
+__all__ = ["DEFAULT_FORMULA", "adapt_formula", "drop_variables", "run_report", "with_response"]
 
 DEFAULT_FORMULA = "correct ~ basis + (1 | participant) + (1 | unit)"
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
-
-
-def format_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """A plain fixed-width table for the terminal."""
-    if df.empty:
-        return "(empty)"
-    cells = [[str(c) for c in df.columns]]
-    for row in df.itertuples(index=False):
-        cells.append([
-            f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v) for v in row
-        ])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _constituents(text: str) -> list[str]:

@@ -14,8 +14,8 @@ person picks q⁺ with probability σ(α·Δ). A unit's MIS is that probability 
 α is a slope on the similarity scale of the embedding, so it does not carry over from one embedding
 to another: the paper fits it once to human data for its embedding (DreamSim), which we do not use.
 The default is α = 1 (MIS then ranks units but sits close to 0.5); with human answers from a study,
-:func:`fit_alpha` gives the maximum-likelihood α of the logistic P(correct) = σ(α·Δ) without an
-intercept, which is the calibrated choice.
+the analysis (``analysis.machine.fit_alpha``) fits the maximum-likelihood α of the logistic
+P(correct) = σ(α·Δ) without an intercept, which is the calibrated choice.
 
 The similarity model is any embedding of the images: by default pooled activations of a late layer
 of the studied network (:func:`embed_images` through :mod:`stimuli.activations`), or another
@@ -41,7 +41,7 @@ DEFAULT_ALPHA = 1.0
 ROLES = ("references_max", "references_min", "queries_max", "queries_min")
 
 __all__ = ["DEFAULT_ALPHA", "Embeddings", "UnitScore", "pair_delta", "unit_deltas", "machine_scores",
-           "machine_score_details", "mis_from_deltas", "fit_alpha", "embed_images", "EmbeddingCache"]
+           "machine_score_details", "mis_from_deltas", "embed_images", "EmbeddingCache"]
 
 
 # ------------------------------------------------------------------------------------------ embeddings
@@ -143,7 +143,7 @@ class UnitScore:
     mis: float
     n_tasks: int
     mean_delta: float
-    # Δ of each task, aligned with the unit's query pairs: what fit_alpha needs beside human answers
+    # Δ of each task, aligned with the unit's query pairs: what the analysis's α fit needs beside human answers
     deltas: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def to_dict(self) -> dict:
@@ -164,55 +164,6 @@ def machine_score_details(embeddings: Any, units: Iterable[Any], alpha: float = 
 def machine_scores(embeddings: Any, units: Iterable[Any], alpha: float = DEFAULT_ALPHA) -> np.ndarray:
     """The MIS of each unit, in the order given."""
     return np.array([s.mis for s in machine_score_details(embeddings, units, alpha)], dtype=np.float64)
-
-
-def fit_alpha(deltas: Sequence[float], human_correct: Sequence[float], weights: Sequence[float] | None = None,
-              max_iter: int = 100, tol: float = 1e-10) -> float:
-    """Maximum-likelihood α of P(correct) = σ(α·Δ), a logistic regression through the origin.
-
-    ``human_correct`` holds 0/1 answers, or proportions correct with ``weights`` the number of answers
-    behind each. Newton's method on the concave log-likelihood, with step halving. Raises ValueError
-    when the answers are perfectly separated by the sign of Δ (the estimate is then infinite)."""
-    d = np.asarray(deltas, dtype=np.float64).ravel()
-    y = np.asarray(human_correct, dtype=np.float64).ravel()
-    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    if not (len(d) == len(y) == len(w)) or len(d) == 0:
-        raise ValueError("deltas, human_correct (and weights) need the same, non-zero length")
-    if np.any((y < 0) | (y > 1)) or np.any(w < 0) or not np.all(np.isfinite(d)):
-        raise ValueError("human_correct must lie in [0, 1], weights be non-negative and deltas finite")
-    keep = (w > 0) & (d != 0)
-    d, y, w = d[keep], y[keep], w[keep]
-    if not len(d):
-        raise ValueError("no task with a non-zero Δ: α is not identified")
-    # Separation: every answer on the side Δ predicts (or every answer against it).
-    if np.all(y[d > 0] == 1) and np.all(y[d < 0] == 0) or np.all(y[d > 0] == 0) and np.all(y[d < 0] == 1):
-        raise ValueError("the answers are perfectly separated by the sign of Δ: the ML estimate of α is infinite")
-
-    def loglik(a):
-        z = a * d
-        # log σ(z) = -log(1 + e^-z), written to stay finite for large |z|
-        return float(np.sum(w * (y * -np.logaddexp(0, -z) + (1 - y) * -np.logaddexp(0, z))))
-
-    alpha = 0.0
-    current = loglik(alpha)
-    for _ in range(max_iter):
-        p = _sigmoid(alpha * d)
-        grad = float(np.sum(w * (y - p) * d))
-        hess = float(np.sum(w * p * (1 - p) * d * d))
-        if hess <= 0:
-            break
-        step = grad / hess
-        while True:
-            candidate = loglik(alpha + step)
-            if candidate >= current - 1e-12 or abs(step) < 1e-12:
-                break
-            step /= 2
-        alpha += step
-        improvement = candidate - current
-        current = candidate
-        if abs(step) < tol * max(1.0, abs(alpha)) or abs(improvement) < tol:
-            break
-    return float(alpha)
 
 
 # ------------------------------------------------------------------------------------------ embedding images

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from analysis.__main__ import main
-from analysis.machine import MachineObserver, correlation, has_machine_deltas, wilson_interval
+from analysis.machine import MachineObserver, correlation, fit_alpha, has_machine_deltas, wilson_interval
 from analysis.report import run_report
 from analysis.simulate import simulate_machine_responses, simulate_responses
 
@@ -30,6 +30,49 @@ def test_wilson_interval_reproduces_newcombe_1998():
     for (k, n), (lo, hi) in published.items():
         got = wilson_interval(k, n)
         assert (round(float(got[0]), 4), round(float(got[1]), 4)) == (lo, hi), (k, n)
+
+
+@pytest.mark.parametrize("n", [7, 10, 23, 28])
+def test_wilson_interval_contains_the_proportion_at_zero_and_all_correct(n):
+    # statsmodels' own Wilson upper bound is 0.9999999999999999 at 7/7, 23/23 and 28/28
+    lo, hi = wilson_interval(n, n)
+    assert lo < 1.0 and hi == 1.0
+    lo, hi = wilson_interval(0, n)
+    assert lo == 0.0 and hi > 0.0
+    lo, hi = wilson_interval(np.array([0, n, 3]), np.array([n, n, n]))
+    assert np.all(lo <= np.array([0, n, 3]) / n) and np.all(hi >= np.array([0, n, 3]) / n)
+    assert np.isnan(wilson_interval(0, 0)[0])
+
+
+@pytest.mark.parametrize("planted", [0.7, 3.0, 12.0])
+def test_fit_alpha_recovers_a_planted_slope(planted):
+    rng = np.random.default_rng(4)
+    deltas = rng.normal(0.1, 0.5, size=20_000)
+    p = 1 / (1 + np.exp(-planted * deltas))
+    correct = rng.random(deltas.size) < p
+    estimate = fit_alpha(deltas, correct)
+    se = 1 / np.sqrt(np.sum(p * (1 - p) * deltas**2))
+    assert abs(estimate - planted) < 4 * se
+
+
+def test_fit_alpha_from_proportions_equals_the_fit_from_single_answers():
+    rng = np.random.default_rng(5)
+    deltas = rng.normal(0, 0.4, size=300)
+    n = rng.integers(5, 30, size=300)
+    k = rng.binomial(n, 1 / (1 + np.exp(-2.5 * deltas)))
+    from_props = fit_alpha(deltas, k / n, weights=n)
+    singles_d = np.repeat(deltas, n)
+    singles_y = np.concatenate([np.r_[np.ones(ki), np.zeros(ni - ki)] for ki, ni in zip(k, n)])
+    assert from_props == pytest.approx(fit_alpha(singles_d, singles_y), rel=1e-6)
+
+
+def test_fit_alpha_refuses_separated_or_empty_data():
+    with pytest.raises(ValueError, match="separated"):
+        fit_alpha([0.5, 0.2, -0.3], [1, 1, 0])
+    with pytest.raises(ValueError):
+        fit_alpha([], [])
+    with pytest.raises(ValueError):
+        fit_alpha([0.0, 0.0], [1, 0])
 
 
 def test_alpha_and_its_standard_error_match_a_logistic_regression_through_the_origin(planted):

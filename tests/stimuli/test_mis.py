@@ -1,12 +1,11 @@
 """The machine observer (MIS) against planted structure: units whose extremes cluster in the
-embedding score near 1, units whose extremes are arbitrary score near 0.5, and fit_alpha recovers a
-planted slope."""
+embedding score near 1 and units whose extremes are arbitrary score near 0.5."""
 import numpy as np
 import pytest
 
 from stimuli.datasets import ImageSet
 from stimuli.exemplars import select_exemplars
-from stimuli.mis import (EmbeddingCache, Embeddings, embed_images, fit_alpha, machine_score_details, machine_scores,
+from stimuli.mis import (EmbeddingCache, Embeddings, embed_images, machine_score_details, machine_scores,
                          mis_from_deltas, pair_delta, unit_deltas)
 
 
@@ -84,37 +83,6 @@ def test_embeddings_may_be_an_array_a_mapping_or_indexed_rows_and_units_exemplar
     assert details.mean_delta == pytest.approx(details.deltas.mean())
     with pytest.raises(KeyError):
         machine_scores(Embeddings(subset[:5], emb[subset[:5]]), [ex])
-
-
-@pytest.mark.parametrize("planted", [0.7, 3.0, 12.0])
-def test_fit_alpha_recovers_a_planted_slope(planted):
-    rng = np.random.default_rng(4)
-    deltas = rng.normal(0.1, 0.5, size=20_000)
-    p = 1 / (1 + np.exp(-planted * deltas))
-    correct = rng.random(deltas.size) < p
-    estimate = fit_alpha(deltas, correct)
-    se = 1 / np.sqrt(np.sum(p * (1 - p) * deltas**2))
-    assert abs(estimate - planted) < 4 * se
-
-
-def test_fit_alpha_from_proportions_equals_the_fit_from_single_answers():
-    rng = np.random.default_rng(5)
-    deltas = rng.normal(0, 0.4, size=300)
-    n = rng.integers(5, 30, size=300)
-    k = rng.binomial(n, 1 / (1 + np.exp(-2.5 * deltas)))
-    from_props = fit_alpha(deltas, k / n, weights=n)
-    singles_d = np.repeat(deltas, n)
-    singles_y = np.concatenate([np.r_[np.ones(ki), np.zeros(ni - ki)] for ki, ni in zip(k, n)])
-    assert from_props == pytest.approx(fit_alpha(singles_d, singles_y), rel=1e-6)
-
-
-def test_fit_alpha_refuses_separated_or_empty_data():
-    with pytest.raises(ValueError, match="separated"):
-        fit_alpha([0.5, 0.2, -0.3], [1, 1, 0])
-    with pytest.raises(ValueError):
-        fit_alpha([], [])
-    with pytest.raises(ValueError):
-        fit_alpha([0.0, 0.0], [1, 0])
 
 
 class TinyImages(ImageSet):
