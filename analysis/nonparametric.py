@@ -11,8 +11,10 @@ groups i and j differ when
 
     t_ij = |R̄_i − R̄_j| / sqrt(S² (N − 1 − H) / (N − k) · (1/n_i + 1/n_j))
 
-is large against Student's t on N − k degrees of freedom (two-sided p here). Holm (1979):
-the m p-values sorted ascending are multiplied by m, m−1, …, 1 and made monotone.
+is large against Student's t on N − k degrees of freedom (two-sided p here; scikit-posthocs'
+``posthoc_conover`` computes it). Holm (1979), by statsmodels' ``multipletests``: the m p-values
+sorted ascending are multiplied by m, m−1, …, 1 and made monotone. Kruskal–Wallis, Friedman and
+Wilcoxon's signed-rank test are scipy's.
 
 When every condition shows the same units (a within-unit design, e.g. one basis with and without
 references) the per-unit accuracies are paired and Kruskal–Wallis, which assumes independent samples,
@@ -28,7 +30,9 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+import scikit_posthocs as sp
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from ._json import clean as _clean, records as _records
 
@@ -37,22 +41,25 @@ __all__ = ["holm", "conover_iman", "KruskalConover", "kruskal_conover", "Friedma
 
 
 def holm(p) -> np.ndarray:
-    """Holm's step-down adjusted p-values, in the order given (NaN entries are left out of m)."""
+    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``, method ``holm``), in the
+    order given; NaN entries are left out of m and stay NaN."""
     p = np.asarray(p, dtype=float)
     out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate(p[order] * (m - np.arange(m)))
-    out[order] = np.minimum(adj, 1.0)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 
 def conover_iman(samples: dict) -> pd.DataFrame:
     """Pairwise Conover–Iman tests for ``{group: values}``; columns group_a, group_b,
-    mean_rank_a, mean_rank_b, t, df, p, p_holm."""
+    mean_rank_a, mean_rank_b, t, df, p, p_holm.
+
+    p comes from scikit-posthocs' ``posthoc_conover`` (unadjusted), Holm's correction from
+    statsmodels. scikit-posthocs returns only p-values, so ``t`` is the Student-t quantile of p on
+    N − k df (the statistic it tested). Two cases it leaves as NaN are decided here: every
+    observation tied (S² = 0: no evidence, p = 1) and perfectly separated groups (N − 1 − H = 0:
+    t infinite, p = 0)."""
     names = list(samples)
     data = [np.asarray(samples[g], dtype=float) for g in names]
     data = [d[np.isfinite(d)] for d in data]
@@ -63,24 +70,23 @@ def conover_iman(samples: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     ranks = stats.rankdata(np.concatenate(data))
     rbar = np.array([r.mean() for r in np.split(ranks, np.cumsum(n)[:-1].astype(int))])
-    c = N * (N + 1) ** 2 / 4
-    S2 = (np.sum(ranks**2) - c) / (N - 1)
+    tied = np.ptp(ranks) == 0
+    if not tied:
+        long = pd.DataFrame({"value": np.concatenate(data), "group": np.repeat(np.arange(k), n.astype(int))})
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pmat = sp.posthoc_conover(long, val_col="value", group_col="group", p_adjust=None)
     rows = []
-    if S2 <= 0:  # every observation tied: no evidence either way
-        for i, j in combinations(range(k), 2):
-            rows.append([names[i], names[j], rbar[i], rbar[j], 0.0, N - k, 1.0])
-    else:
-        H = (np.sum(n * rbar**2) - c) / S2
-        base = S2 * (N - 1 - H) / (N - k)
-        for i, j in combinations(range(k), 2):
-            diff = abs(rbar[i] - rbar[j])
-            se2 = base * (1 / n[i] + 1 / n[j])
-            # N − 1 − H = 0 when the groups are perfectly separated
-            t = np.inf if se2 <= 0 else diff / np.sqrt(se2)
-            p = 0.0 if not np.isfinite(t) else float(2 * stats.t.sf(t, N - k))
-            rows.append([names[i], names[j], rbar[i], rbar[j], float(t), N - k, p])
+    for i, j in combinations(range(k), 2):
+        if tied:
+            t, p = 0.0, 1.0
+        else:
+            p = float(pmat.loc[i, j])
+            if not np.isfinite(p):
+                t, p = np.inf, 0.0
+            else:
+                t = float(stats.t.isf(p / 2, N - k)) if p > 0 else np.inf
+        rows.append([names[i], names[j], rbar[i], rbar[j], t, int(N - k), p])
     out = pd.DataFrame(rows, columns=cols[:-1])
-    out["df"] = out["df"].astype(int)
     out["p_holm"] = holm(out["p"].to_numpy())
     return out
 
