@@ -216,11 +216,16 @@ def minimize_bounded(fun, x0, bounds, maxiter=2000, polish=True, ftol=1e-12, eps
 
 @dataclass
 class MixedResult:
-    """Fitted mixed model: statsmodels-like result with ``summary()`` and ``to_dict()``."""
+    """Fitted mixed model with the names of statsmodels' results (``params``, ``bse``, ``tvalues``,
+    ``pvalues``, ``llf``, ``aic``, ``bic``, ``cov_params()``, ``summary()``) and ``to_dict()``
+    for the CLI's ``--json``.
+
+    The constructor's fields (``fixed``, ``loglik``, ``vcov``, ...) are the fitting code's side of
+    the contract; the statsmodels names are what callers use."""
 
     kind: str  # "glmm" | "lmm"
     formula: str
-    fixed: pd.DataFrame  # term, estimate, std_error, z, p
+    fixed: pd.DataFrame  # term, estimate, std_error, z, p (LMM with Satterthwaite: df, t, p)
     random: pd.DataFrame  # group, term, variance, sd
     loglik: float
     aic: float
@@ -239,26 +244,92 @@ class MixedResult:
     se_method: str = ""
     model: object = None
     extra: dict = field(default_factory=dict)
+    ddf: str = "normal"  # denominator df of the fixed-effect tests: "normal" or "Satterthwaite"
+    warnings: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.singular_groups = singular_groups(self.random, self.correlations,
+                                               self.sigma ** 2 if self.kind == "lmm" and self.sigma else 1.0)
+        if self.singular_groups:
+            self.warnings.append(
+                "boundary (singular) fit: a random-effect variance is zero or a random-effect covariance "
+                f"matrix is singular ({', '.join(self.singular_groups)}); the random-effects structure "
+                "may be too rich for the data")
+
+    # -- statsmodels' names -----------------------------------------------------------------
+    @property
+    def singular(self) -> bool:
+        return bool(self.singular_groups)
 
     @property
     def params(self) -> pd.Series:
-        return pd.Series(self.fixed["estimate"].to_numpy(), index=self.fixed["term"])
+        return pd.Series(self.fixed["estimate"].to_numpy(), index=self.fixed["term"].to_numpy())
 
+    @property
+    def fe_params(self) -> pd.Series:
+        return self.params
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(self.fixed["std_error"].to_numpy(), index=self.params.index)
+
+    @property
+    def tvalues(self) -> pd.Series:
+        stat = "t" if "t" in self.fixed.columns else "z"
+        return pd.Series(self.fixed[stat].to_numpy(), index=self.params.index)
+
+    @property
+    def pvalues(self) -> pd.Series:
+        return pd.Series(self.fixed["p"].to_numpy(), index=self.params.index)
+
+    @property
+    def df_fixed(self) -> pd.Series | None:
+        """Denominator df of each fixed-effect t test (Satterthwaite); None for z tests."""
+        if "df" not in self.fixed.columns:
+            return None
+        return pd.Series(self.fixed["df"].to_numpy(), index=self.params.index)
+
+    @property
+    def llf(self) -> float:
+        return float(self.loglik)
+
+    def cov_params(self) -> pd.DataFrame:
+        names = self.params.index
+        return pd.DataFrame(np.asarray(self.vcov), index=names, columns=names)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald intervals: on the t distribution with the Satterthwaite df where the tests use it,
+        else normal."""
+        df = self.df_fixed
+        q = stats.t.isf(alpha / 2, df.to_numpy()) if df is not None else stats.norm.isf(alpha / 2)
+        est, se = self.params, self.bse
+        return pd.DataFrame({0: est - q * se, 1: est + q * se}, index=est.index)
+
+    def with_ddf(self, df, method: str = "Satterthwaite", notes=()) -> "MixedResult":
+        """The fixed-effect tests as t tests on ``df`` denominator degrees of freedom (one per term)."""
+        f = self.fixed
+        t = f["estimate"].to_numpy() / f["std_error"].to_numpy()
+        df = np.asarray(df, dtype=float)
+        with np.errstate(invalid="ignore"):
+            p = 2 * stats.t.sf(np.abs(t), df)
+        self.fixed = pd.DataFrame({"term": f["term"].to_numpy(), "estimate": f["estimate"].to_numpy(),
+                                   "std_error": f["std_error"].to_numpy(), "df": df, "t": t, "p": p})
+        self.ddf = method
+        self.warnings.extend(notes)
+        return self
+
+    # -- output -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         def num(v):
             v = float(v)
             return v if math.isfinite(v) else None
 
+        stat_cols = [c for c in ("df", "t", "z") if c in self.fixed.columns]
         return {
             "fixed": [
-                {
-                    "term": r.term,
-                    "estimate": num(r.estimate),
-                    "std_error": num(r.std_error),
-                    "z": num(r.z),
-                    "p": num(r.p),
-                }
-                for r in self.fixed.itertuples()
+                {"term": r["term"], "estimate": num(r["estimate"]), "std_error": num(r["std_error"]),
+                 **{c: num(r[c]) for c in stat_cols}, "p": num(r["p"])}
+                for r in self.fixed.to_dict(orient="records")
             ],
             "random": [
                 {"group": r.group, "term": r.term, "variance": num(r.variance), "sd": num(r.sd)}
@@ -269,6 +340,9 @@ class MixedResult:
             "bic": num(self.bic),
             "nobs": int(self.nobs),
             "converged": bool(self.converged),
+            "ddf": self.ddf,
+            "singular": self.singular,
+            "warnings": list(self.warnings),
         }
 
     def to_json(self, **kw) -> str:
@@ -278,7 +352,8 @@ class MixedResult:
         title = {
             "glmm": "Generalized linear mixed model fit by maximum likelihood (Laplace "
             "approximation) [binomial, logit]",
-            "lmm": f"Linear mixed model fit by {self.criterion}",
+            "lmm": f"Linear mixed model fit by {self.criterion}"
+            + (" (t tests use Satterthwaite's method)" if self.ddf == "Satterthwaite" else ""),
         }[self.kind]
         lines = [title, f"Formula: {self.formula}", ""]
         if self.criterion == "REML":
@@ -295,14 +370,21 @@ class MixedResult:
                 lines.append(f" Corr({r.group}: {r.term1}, {r.term2}) = {r.corr:.3f}")
         groups = ", ".join(f"{g}, {k}" for g, k in self.ngroups.items())
         lines.append(f"Number of obs: {self.nobs}, groups:  {groups}")
-        stat = "z value" if self.kind == "glmm" else "t value"
-        lines += ["", "Fixed effects:", f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{stat:>10}{'Pr(>|z|)':>11}"]
-        for r in self.fixed.itertuples():
-            lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.z:10.3f}{r.p:11.3g}")
-        if self.kind == "lmm":
-            lines.append("(p from the normal approximation to t, as for large samples)")
+        lines += ["", "Fixed effects:"]
+        if "df" in self.fixed.columns:
+            lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{'df':>10}{'t value':>10}{'Pr(>|t|)':>11}")
+            for r in self.fixed.itertuples():
+                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.df:10.4g}{r.t:10.3f}{r.p:11.3g}")
+        else:
+            stat = "z value" if self.kind == "glmm" else "t value"
+            lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{stat:>10}{'Pr(>|z|)':>11}")
+            for r in self.fixed.itertuples():
+                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.z:10.3f}{r.p:11.3g}")
+            if self.kind == "lmm":
+                lines.append("(p from the normal approximation to t, as for large samples)")
         if not self.converged:
             lines.append("WARNING: the optimiser did not report convergence")
+        lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -362,7 +444,8 @@ def lrt(small: MixedResult, big: MixedResult) -> dict:
             refitted = True
             if r.model is None:
                 raise ValueError("REML fit without its model cannot be refitted by ML")
-            r = r.model.fit(reml=False)
+            # only the likelihood is needed: no Satterthwaite df for the refit
+            r = r.model.fit(reml=False, ddf="normal")
         fits.append(r)
     s, b = fits
     if b.n_params < s.n_params:
@@ -380,3 +463,31 @@ def lrt(small: MixedResult, big: MixedResult) -> dict:
         "aic_big": float(b.aic),
         "refitted_ml": refitted,
     }
+
+
+# lme4's isSingular() tolerance on the relative Cholesky factor: θ_ii < 1e-4
+SINGULAR_TOL = 1e-4
+
+
+def singular_groups(random: pd.DataFrame, correlations: pd.DataFrame, scale: float = 1.0) -> list[str]:
+    """Grouping factors whose random-effect covariance is singular: a variance at the boundary or a
+    near-zero eigenvalue, relative to ``scale`` (σ² for an LMM, whose θ is relative to σ; 1 for a
+    GLMM). The threshold is lme4's ``isSingular`` (θ < 1e-4, i.e. a relative variance < 1e-8);
+    read from the variance tables so that it holds whatever the factorisation."""
+    out = []
+    if random is None or random.empty:
+        return out
+    for group, rows in random[random["group"] != "Residual"].groupby("group", sort=False):
+        terms = list(rows["term"])
+        S = np.diag(rows["variance"].to_numpy(float))
+        if correlations is not None and len(correlations):
+            for r in correlations[correlations["group"] == group].itertuples():
+                if r.term1 in terms and r.term2 in terms:
+                    i, j = terms.index(r.term1), terms.index(r.term2)
+                    S[i, j] = S[j, i] = r.covariance
+        if not np.all(np.isfinite(S)):
+            continue
+        eig = np.linalg.eigvalsh(S / scale)
+        if eig.min() < SINGULAR_TOL ** 2:
+            out.append(str(group))
+    return out

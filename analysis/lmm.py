@@ -30,6 +30,7 @@ from ._mixed import (
     tri_solve,
 )
 from .formula import MixedDesign, build_design
+from .satterthwaite import DDF_METHODS, satterthwaite_df
 
 __all__ = ["LinearMixedModel", "lrt"]
 
@@ -87,9 +88,38 @@ class LinearMixedModel:
             return s["ldL"] + s["ldRX"] + m * (1 + math.log(2 * math.pi * s["r2"] / m))
         return s["ldL"] + n * (1 + math.log(2 * math.pi * s["r2"] / n))
 
-    def fit(self, reml: bool = True) -> MixedResult:
+    def fit(self, reml: bool = True, ddf: str = "satterthwaite") -> MixedResult:
+        """``ddf``: ``"satterthwaite"`` (default, as lmerTest) for t tests of the fixed effects on
+        Satterthwaite's denominator df; ``"normal"`` for the normal approximation (z)."""
+        if ddf not in DDF_METHODS:
+            raise ValueError(f"unknown ddf {ddf!r}; expected one of {', '.join(DDF_METHODS)}")
         with single_threaded_blas():
-            return self._fit(reml)
+            res = self._fit(reml)
+            if ddf == "satterthwaite":
+                df, notes = satterthwaite_df(self, res)
+                res.with_ddf(df, "Satterthwaite", notes)
+            return res
+
+    # -- the narrow interface of analysis.satterthwaite: (θ, σ) not profiled -------------------
+    def deviance_varpar(self, varpar, reml: bool = True) -> float:
+        """−2 × (restricted) log-likelihood at θ = varpar[:-1], σ = varpar[-1], with β at its
+        conditional estimate (lmerTest's ``devfun_vp``)."""
+        varpar = np.asarray(varpar, dtype=float)
+        s2 = float(varpar[-1]) ** 2
+        s = self._solve(varpar[:-1])
+        n, p = self.X.shape
+        dev = s["ldL"] + s["r2"] / s2 + n * math.log(2 * math.pi * s2)
+        if reml:
+            dev += s["ldRX"] - p * math.log(2 * math.pi * s2)
+        return dev
+
+    def vcov_varpar(self, varpar) -> np.ndarray:
+        """Covariance of β̂ at θ = varpar[:-1], σ = varpar[-1]: σ² (R_X R_X')⁻¹ (lmerTest's
+        ``get_covbeta``)."""
+        varpar = np.asarray(varpar, dtype=float)
+        s = self._solve(varpar[:-1])
+        RXinv = tri_solve(s["RX"], np.eye(self.X.shape[1]))
+        return float(varpar[-1]) ** 2 * RXinv.T @ RXinv
 
     def _fit(self, reml: bool = True) -> MixedResult:
         rs = self.rs

@@ -56,8 +56,9 @@ def _ours_glmm(df):
 def _ours_lmm(df):
     from analysis.lmm import LinearMixedModel
 
+    # the fit alone, as statsmodels' (which has no Satterthwaite df)
     r = LinearMixedModel.from_formula("log_rt ~ basis + (1 | participant) + (1 | unit)",
-                                      df).fit(reml=True)
+                                      df).fit(reml=True, ddf="normal")
     sd = r.random.set_index("group").sd
     return bool(r.converged), {**dict(zip(r.fixed.term, r.fixed.estimate)),
                          "sd participant": sd["participant"], "sd unit": sd["unit"],

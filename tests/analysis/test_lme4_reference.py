@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.glmm import BinomialGLMM
 from analysis.lmm import LinearMixedModel, lrt
@@ -130,6 +131,42 @@ def test_sleepstudy_correlated_slope(sleepstudy):
     assert abs(res.deviance - 1743.628) < 1e-2
 
 
+def test_sleepstudy_satterthwaite_df_and_p_match_lmertest(sleepstudy):
+    # lmerTest 3.1: summary(lmer(Reaction ~ Days + (Days | Subject), sleepstudy))
+    #   (Intercept) 251.405 6.825 17.000 36.838 1.17e-17;  Days 10.467 1.546 16.99998 6.771 3.263824e-06
+    res = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleepstudy).fit()
+    f = fixed(res)
+    assert res.ddf == "Satterthwaite"
+    assert abs(f.loc["Days", "df"] - 16.99998) < 1e-4
+    assert rel(f.loc["Days", "p"], 3.263824e-06) < 3e-5
+    assert abs(f.loc["Days", "t"] - 6.771) < 1e-3
+    assert abs(f.loc["(Intercept)", "df"] - 17.0) < 1e-3
+    assert abs(f.loc["(Intercept)", "t"] - 36.838) < 1e-3
+    assert rel(f.loc["(Intercept)", "p"], 1.17e-17) < 5e-3
+    d = res.to_dict()
+    assert set(d["fixed"][1]) == {"term", "estimate", "std_error", "df", "t", "p"}
+    assert "Satterthwaite" in res.summary() and "Pr(>|t|)" in res.summary()
+
+
+def test_satterthwaite_gives_the_balanced_anova_df(sleepstudy):
+    # random intercept, balanced within-subject slope: the exact F test's error df, 180 − 18 − 1 = 161
+    # (lmerTest: Days df 161.0000, (Intercept) df 22.8102)
+    res = LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleepstudy).fit()
+    f = fixed(res)
+    assert abs(f.loc["Days", "df"] - 161) < 1e-3
+    assert abs(f.loc["(Intercept)", "df"] - 22.8102) < 1e-3
+
+
+def test_ddf_normal_keeps_the_normal_approximation(sleepstudy):
+    res = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleepstudy).fit(ddf="normal")
+    f = fixed(res)
+    assert "df" not in f.columns
+    assert rel(f.loc["Days", "p"], 2 * stats.norm.sf(f.loc["Days", "z"])) < 1e-12
+    assert set(res.to_dict()["fixed"][0]) == {"term", "estimate", "std_error", "z", "p"}
+    with pytest.raises(ValueError, match="ddf"):
+        LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleepstudy).fit(ddf="kenward")
+
+
 def test_sleepstudy_intercept_only(sleepstudy):
     res = LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleepstudy).fit()
     f = fixed(res)
@@ -180,7 +217,9 @@ def test_pastes_nested():
 
 def test_to_dict_shape(cbpp_fit):
     d = cbpp_fit.to_dict()
-    assert set(d) == {"fixed", "random", "loglik", "aic", "bic", "nobs", "converged"}
+    assert set(d) == {"fixed", "random", "loglik", "aic", "bic", "nobs", "converged", "ddf", "singular",
+                      "warnings"}
+    assert d["ddf"] == "normal" and d["singular"] is False
     assert set(d["fixed"][0]) == {"term", "estimate", "std_error", "z", "p"}
     assert set(d["random"][0]) == {"group", "term", "variance", "sd"}
     assert "period2" in cbpp_fit.summary()
