@@ -8,7 +8,9 @@ import sys
 
 from .exclusions import MODES, exclude
 from .load import ExportError, main_trials, normalise, parse_mapping, read_responses, read_table
-from .report import DEFAULT_FORMULA, format_table, run_report
+from .report import DEFAULT_FORMULA
+from .satterthwaite import DDF_METHODS
+from .tables import format_table
 
 
 def _read_for_model(args):
@@ -49,6 +51,79 @@ def _parse_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def _power(args) -> None:
+    from .power import power_analysis
+
+    res = power_analysis(
+        _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
+        trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
+        sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
+    print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
+
+
+def _describe(args) -> None:
+    from .descriptives import accuracy_by_condition, describe, rt_confidence_by_condition, unit_accuracy_test
+
+    df = read_responses(args.file, args.map)
+    if args.json:
+        print(json.dumps(describe(df, n_boot=args.n_boot, seed=args.seed), indent=2))
+        return
+    print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
+    rtc = rt_confidence_by_condition(df)
+    if rtc.shape[1] > 1:
+        print("\nResponse time (s) and confidence: median, quartiles, IQR")
+        print(format_table(rtc))
+    test = unit_accuracy_test(df)
+    if test is not None:
+        print("\nPer-unit accuracy across conditions\n" + test.summary())
+
+
+def _report(args) -> None:
+    from .report import run_report
+
+    df = read_responses(args.file, args.map)
+    res = run_report(
+        df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
+        fit_model=not args.no_model, exclusions=args.exclusions,
+        exclusion_options=_exclusion_options(args),
+    )
+    text = res.pop("text")
+    print(json.dumps(res, indent=2, default=str) if args.json else text)
+    if not args.json:
+        print("\nwrote " + ", ".join(res["files"]))
+
+
+def _machine(args) -> None:
+    from .machine import MachineObserver
+
+    df = read_responses(args.file, args.map)
+    excl = exclude(df, args.exclusions, _exclusion_options(args))
+    types = None if args.reference_types.strip().lower() == "all" else tuple(
+        t.strip() for t in args.reference_types.split(",") if t.strip())
+    fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
+    if args.json:
+        print(json.dumps({**fit.to_dict(), "exclusions": excl.to_dict()}, indent=2))
+        return
+    kept = excl.to_dict()
+    print(fit.summary())
+    print(f"\nparticipants kept: {kept['participants_kept']} of {kept['participants_total']}")
+    print("\n".join(f"note: {n}" for n in excl.notes))
+
+
+def _glmm(args) -> None:
+    from .glmm import BinomialGLMM
+
+    fit = BinomialGLMM.from_formula(args.formula, _read_for_model(args), trials=args.trials).fit()
+    print(fit.to_json(indent=2) if args.json else fit.summary())
+
+
+def _lmm(args) -> None:
+    from .lmm import LinearMixedModel
+
+    fit = LinearMixedModel.from_formula(args.formula, _read_for_model(args)).fit(reml=args.reml, ddf=args.ddf)
+    print(fit.to_json(indent=2) if args.json else fit.summary())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -78,6 +153,7 @@ def main(argv=None) -> int:
     exclusion_options(p)
     p.add_argument("--no-model", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("machine", help="machine observer (MIS) vs people's accuracy per unit")
     common(p)
@@ -87,14 +163,16 @@ def main(argv=None) -> int:
                         "(default natural: Δ is measured against both reference sets)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_machine)
 
     p = sub.add_parser("describe", help="accuracy per condition with bootstrap CIs")
     common(p)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_describe)
 
-    for name in ("glmm", "lmm"):
+    for name, func in (("glmm", _glmm), ("lmm", _lmm)):
         p = sub.add_parser(name, help=f"fit a {'binomial GLMM' if name == 'glmm' else 'linear mixed model'}")
         common(p)
         p.add_argument("--formula", required=True)
@@ -106,6 +184,10 @@ def main(argv=None) -> int:
                            help="column of numbers of trials (response = successes)")
         else:
             p.add_argument("--reml", action="store_true", help="REML (default: ML)")
+            p.add_argument("--ddf", choices=DDF_METHODS, default="satterthwaite",
+                           help="denominator df of the fixed-effect tests: satterthwaite (default, t "
+                                "tests as lmerTest) or normal (z, the large-sample approximation)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("power", help="power of a between-participants study by simulation")
     p.add_argument("--accuracy", required=True,
@@ -121,74 +203,11 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_power)
 
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "power":
-            from .power import power_analysis
-
-            res = power_analysis(
-                _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
-                trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
-                sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
-            print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
-        elif args.cmd == "describe":
-            from .descriptives import (
-                accuracy_by_condition,
-                describe,
-                rt_confidence_by_condition,
-                unit_accuracy_test,
-            )
-
-            df = read_responses(args.file, args.map)
-            if args.json:
-                print(json.dumps(describe(df, n_boot=args.n_boot, seed=args.seed), indent=2))
-            else:
-                print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
-                rtc = rt_confidence_by_condition(df)
-                if rtc.shape[1] > 1:
-                    print("\nResponse time (s) and confidence: median, quartiles, IQR")
-                    print(format_table(rtc))
-                test = unit_accuracy_test(df)
-                if test is not None:
-                    print("\nPer-unit accuracy across conditions\n" + test.summary())
-        elif args.cmd == "report":
-            df = read_responses(args.file, args.map)
-            res = run_report(
-                df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
-                fit_model=not args.no_model, exclusions=args.exclusions,
-                exclusion_options=_exclusion_options(args),
-            )
-            text = res.pop("text")
-            print(json.dumps(res, indent=2, default=str) if args.json else text)
-            if not args.json:
-                print("\nwrote " + ", ".join(res["files"]))
-        elif args.cmd == "machine":
-            from .machine import MachineObserver
-
-            df = read_responses(args.file, args.map)
-            excl = exclude(df, args.exclusions, _exclusion_options(args))
-            types = None if args.reference_types.strip().lower() == "all" else tuple(
-                t.strip() for t in args.reference_types.split(",") if t.strip())
-            fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
-            if args.json:
-                print(json.dumps({**fit.to_dict(), "exclusions": excl.to_dict()}, indent=2))
-            else:
-                kept = excl.to_dict()
-                print(fit.summary())
-                print(f"\nparticipants kept: {kept['participants_kept']} of {kept['participants_total']}")
-                print("\n".join(f"note: {n}" for n in excl.notes))
-        else:
-            df = _read_for_model(args)
-            if args.cmd == "glmm":
-                from .glmm import BinomialGLMM
-
-                fit = BinomialGLMM.from_formula(args.formula, df, trials=args.trials).fit()
-            else:
-                from .lmm import LinearMixedModel
-
-                fit = LinearMixedModel.from_formula(args.formula, df).fit(reml=args.reml)
-            print(fit.to_json(indent=2) if args.json else fit.summary())
+        args.func(args)
     except (ExportError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
