@@ -31,6 +31,15 @@ def cluster_bootstrap_ci(clusters: pd.Series, correct: pd.Series, n_boot: int = 
     return float(lo), float(hi)
 
 
+def _containing(interval, estimate) -> tuple[float, float]:
+    """The interval widened, where needed, to contain its estimate (a percentile interval can miss
+    it by a rounding, and an error bar of negative length breaks the figure); NaN stays NaN."""
+    lo, hi = interval
+    if np.isfinite(lo) and np.isfinite(hi):
+        lo, hi = min(lo, estimate), max(hi, estimate)
+    return lo, hi
+
+
 def accuracy_by_condition(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
                           level: float = 0.95, by: str = "condition") -> pd.DataFrame:
     main = main_trials(df)
@@ -38,14 +47,15 @@ def accuracy_by_condition(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
     rows = []
     for cond, d in main.groupby(by, sort=True):
         per_p = d.groupby("participant")["correct"].mean()
-        lo, hi = cluster_bootstrap_ci(d["participant"], d["correct"], n_boot, level, rng)
-        ulo, uhi = cluster_bootstrap_ci(d["unit"], d["correct"], n_boot, level, rng)
+        acc = float(d["correct"].mean())
+        lo, hi = _containing(cluster_bootstrap_ci(d["participant"], d["correct"], n_boot, level, rng), acc)
+        ulo, uhi = _containing(cluster_bootstrap_ci(d["unit"], d["correct"], n_boot, level, rng), acc)
         row = {
             "condition": cond,
             "trials": int(len(d)),
             "participants": int(d["participant"].nunique()),
             "units": int(d["unit"].nunique()),
-            "accuracy": float(d["correct"].mean()),
+            "accuracy": acc,
             "ci_low": lo,
             "ci_high": hi,
             "unit_ci_low": ulo,

@@ -195,6 +195,11 @@ class MachineObserver:
         }
         if len(units) < 4:
             notes.append(f"{len(units)} unit(s): too few for a correlation interval")
+        for key, label in (("machine_accuracy", "the machine's predicted accuracy"),
+                           ("stored_mis", "the stored MIS"), ("human_accuracy", "people's accuracy")):
+            v = pd.to_numeric(units[key], errors="coerce").dropna()
+            if len(v) >= 3 and v.nunique() == 1:
+                notes.append(f"{label} is the same for every unit: no correlation with it")
         return MachineObserverResult(
             alpha=alpha, alpha_se=se, alpha_ci=(alpha - z * se, alpha + z * se), loglik=loglik,
             loglik_chance=float(len(delta) * math.log(0.5)), n_trials=int(len(trials)),

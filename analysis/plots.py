@@ -22,7 +22,7 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(table), 1), 3.6))
     x = range(len(table))
     acc = table["accuracy"].to_numpy()
-    err = [acc - table["ci_low"].to_numpy(), table["ci_high"].to_numpy() - acc]
+    err = _error_bars(acc, table["ci_low"].to_numpy(), table["ci_high"].to_numpy())
     ax.bar(x, acc, color="#4c78a8", width=0.6)
     ax.errorbar(x, acc, yerr=err, fmt="none", ecolor="black", capsize=4, lw=1)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
@@ -33,6 +33,14 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     return _save(fig, out_stem)
+
+
+def _error_bars(estimate, low, high) -> np.ndarray:
+    """matplotlib's yerr from an interval: never negative (an interval that misses its estimate by a
+    rounding draws as none on that side), and no bar where the interval is unknown."""
+    estimate, low, high = (np.asarray(v, dtype=float) for v in (estimate, low, high))
+    err = np.vstack([estimate - low, high - estimate])
+    return np.clip(np.nan_to_num(err, nan=0.0), 0.0, None)
 
 
 def _save(fig, out_stem) -> list[Path]:
@@ -144,7 +152,7 @@ def plot_machine_vs_human(units: pd.DataFrame, out_stem, x: str = "machine_accur
     for i, (name, part) in enumerate(groups):
         colour = colours(i % 10)
         if {"human_ci_low", "human_ci_high"} <= set(part.columns) and y == "human_accuracy":
-            ax.errorbar(part[x], part[y], yerr=[part[y] - part["human_ci_low"], part["human_ci_high"] - part[y]],
+            ax.errorbar(part[x], part[y], yerr=_error_bars(part[y], part["human_ci_low"], part["human_ci_high"]),
                         fmt="none", ecolor=colour, alpha=0.35, lw=0.8)
         ax.scatter(part[x], part[y], s=18, color=colour, label=name or None, lw=0)
     values = np.concatenate([d[x].to_numpy(float), d[y].to_numpy(float)]) if len(d) else np.array([0.5, 1])

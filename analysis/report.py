@@ -87,8 +87,11 @@ def _fit_with_lrt(cls, formula: str, data: pd.DataFrame, effect: str, fit_kw: di
     if effect in _constituents(parse_formula(formula).fixed):
         small_formula = drop_variables(formula, {effect})
         small_kw = dict(fit_kw)
+        # only its likelihood is needed
         if cls is BinomialGLMM:
-            small_kw["se"] = "rx"  # only its likelihood is needed
+            small_kw["se"] = "rx"
+        else:
+            small_kw["ddf"] = "normal"
         small = cls.from_formula(small_formula, data).fit(**small_kw)
         out["lrt"] = {"effect": effect, "formula_small": small_formula, "formula_big": formula,
                       **lrt(small, fit)}
@@ -118,24 +121,43 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     excl = exclude(df, exclusions, exclusion_options)
     kept = excl.kept
     main = main_trials(kept)
-    table = accuracy_by_condition(kept, n_boot=n_boot, seed=seed)
-    desc = describe(kept, n_boot=n_boot, seed=seed)
-    units = unit_accuracy(kept)
-    rtc = rt_confidence_by_condition(kept)
-    test = unit_accuracy_test(kept, units=units)
+    notes: list[str] = []
+
+    def section(name, compute, default=None):
+        # a section that cannot be computed on these data says so; the rest of the report renders
+        try:
+            return compute()
+        except Exception as exc:
+            notes.append(f"{name} not computed: {type(exc).__name__}: {exc}")
+            return default
+
+    table = section("accuracy per condition",
+                    lambda: accuracy_by_condition(kept, n_boot=n_boot, seed=seed), pd.DataFrame())
+    desc = section("descriptives (results.json)", lambda: describe(kept, n_boot=n_boot, seed=seed), {})
+    units = section("per-unit accuracy", lambda: unit_accuracy(kept), pd.DataFrame())
+    rtc = section("response time and confidence", lambda: rt_confidence_by_condition(kept), pd.DataFrame())
+    test = section("per-unit accuracy test", lambda: unit_accuracy_test(kept, units=units)) if len(units) else None
+    notes += _data_notes(main, units)
     figures = []  # (caption, paths)
+
+    def figure(caption, draw):
+        paths = section(f"figure '{caption.split(' (')[0]}'", draw)
+        if paths:
+            figures.append((caption, paths))
+
     if len(table):
-        figures.append(("Accuracy per condition (95 % bootstrap CI over participants)",
-                        plot_accuracy(table, out / "accuracy")))
-        figures.append(("Per-unit accuracy per condition (one point per unit)",
-                        plot_unit_accuracy(units, out / "unit_accuracy")))
+        figure("Accuracy per condition (95 % bootstrap CI over participants)",
+               lambda: plot_accuracy(table, out / "accuracy"))
+    if len(units):
+        figure("Per-unit accuracy per condition (one point per unit)",
+               lambda: plot_unit_accuracy(units, out / "unit_accuracy"))
     if "rt_ms" in main.columns and pd.to_numeric(main["rt_ms"], errors="coerce").gt(0).any():
-        figures.append(("Response time per condition (box: quartiles, whiskers 1.5 IQR)",
-                        plot_rt(main, out / "rt")))
+        figure("Response time per condition (box: quartiles, whiskers 1.5 IQR)",
+               lambda: plot_rt(main, out / "rt"))
     if "confidence" in main.columns and main["confidence"].notna().any():
-        figures.append(("Confidence ratings per condition", plot_confidence(main, out / "confidence")))
+        figure("Confidence ratings per condition", lambda: plot_confidence(main, out / "confidence"))
     results = {"exclusions": excl.to_dict(), "descriptives": desc, "machine": None, "model": None,
-               "lrt": None, "lmm": {}, "notes": []}
+               "lrt": None, "lmm": {}, "notes": notes}
     machine, machine_note = None, None
     if not has_machine_deltas(kept):
         machine_note = ("skipped: the export has no mis_delta (the machine's Δ per trial; units "
@@ -143,37 +165,47 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     else:
         try:
             machine = MachineObserver(kept).fit()
-        except ValueError as exc:
-            machine_note = f"skipped: {exc}"
+        except Exception as exc:
+            machine_note = f"not computed: {exc}"
     if machine is not None:
         results["machine"] = machine.to_dict()
-        figures.append(("Machine observer vs people per unit (people's 95 % Wilson interval; dashed: identity)",
-                        plot_machine_vs_human(machine.units, out / "machine_vs_human")))
+        figure("Machine observer vs people per unit (people's 95 % Wilson interval; dashed: identity)",
+               lambda: plot_machine_vs_human(machine.units, out / "machine_vs_human"))
     else:
         results["machine_note"] = machine_note
     model_text, lmm_texts = "", {}
     if fit_model and main.empty:
-        results["notes"].append("no main trials remain after the exclusions: the model is not fitted")
+        notes.append("no main trials remain after the exclusions: the model is not fitted")
     elif fit_model:
-        used, notes = adapt_formula(formula, main)
-        results["notes"] += notes
+        used, changed = adapt_formula(formula, main)
+        notes += changed
         results["formula"] = used
-        try:
-            g = _fit_with_lrt(BinomialGLMM, used, main, effect, {})
-            results["model"] = g["fit"].to_dict()
-            results["lrt"] = g["lrt"]
-            model_text = g["fit"].summary() + ("\n\n" + _lrt_line(g["lrt"]) if g["lrt"] else "")
-        except Exception as exc:  # the report still carries descriptives
-            results["notes"].append(f"model not fitted: {exc}")
+        constant = _constant_response(used, main, binomial=True)
+        if constant:
+            notes.append(f"GLMM not fitted: {constant}")
+        else:
+            try:
+                g = _fit_with_lrt(BinomialGLMM, used, main, effect, {})
+                results["model"] = g["fit"].to_dict()
+                results["lrt"] = g["lrt"]
+                notes += [f"GLMM: {w}" for w in g["fit"].warnings]
+                model_text = g["fit"].summary() + ("\n\n" + _lrt_line(g["lrt"]) if g["lrt"] else "")
+            except Exception as exc:  # the report still carries descriptives
+                notes.append(f"model not fitted: {exc}")
         for response, frame in _lmm_frames(main).items():
-            f, notes = adapt_formula(with_response(formula, response), frame)
-            results["notes"] += [f"{response} LMM: {n}" for n in notes if n not in results["notes"]]
+            f, changed = adapt_formula(with_response(formula, response), frame)
+            notes += [f"{response} LMM: {n}" for n in changed if n not in notes]
+            constant = _constant_response(f, frame, binomial=False)
+            if constant:
+                notes.append(f"{response} LMM not fitted: {constant}")
+                continue
             try:
                 m = _fit_with_lrt(LinearMixedModel, f, frame, effect, {"reml": True})
             except Exception as exc:
-                results["notes"].append(f"{response} LMM not fitted: {exc}")
+                notes.append(f"{response} LMM not fitted: {exc}")
                 continue
             results["lmm"][response] = {"formula": f, "fit": m["fit"].to_dict(), "lrt": m["lrt"]}
+            notes += [f"{response} LMM: {w}" for w in m["fit"].warnings]
             lmm_texts[response] = m["fit"].summary() + (
                 "\n\n" + _lrt_line(m["lrt"]) if m["lrt"] else "")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
@@ -185,6 +217,39 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
                             machine_note)
     return results
+
+
+def _constant_response(formula: str, data: pd.DataFrame, binomial: bool) -> str | None:
+    """Why a model of ``formula`` cannot be fitted to ``data`` because its response does not vary
+    (every answer correct, a constant rating), else None."""
+    response = parse_formula(formula).response
+    if response not in data.columns:
+        return None
+    values = pd.to_numeric(data[response], errors="coerce").dropna()
+    if len(values) and values.nunique() < 2:
+        why = ("the binomial model's estimates would diverge" if binomial
+               else "the residual variance would be 0")
+        return f"{response} is the same ({values.iloc[0]:g}) in every row: nothing to model ({why})"
+    return None
+
+
+def _data_notes(main: pd.DataFrame, units: pd.DataFrame) -> list[str]:
+    """What the data leave out of reach: intervals that need two participants, units every
+    participant answered alike."""
+    out = []
+    if main.empty or "condition" not in main.columns:
+        return out
+    per = main.groupby("condition")["participant"].nunique()
+    for cond, n in per[per < 2].items():
+        out.append(f"condition {cond!s} has {n} participant: no bootstrap interval over participants "
+                   "and no participant variance from it")
+    if len(units) and "accuracy" in units.columns:
+        at_bound = units[(units["accuracy"] == 0) | (units["accuracy"] == 1)]
+        if len(at_bound):
+            out.append(f"{len(at_bound)} unit(s) answered at 0 % or 100 % correct "
+                       f"({', '.join(map(str, at_bound['unit'].head(5)))}"
+                       f"{', ...' if len(at_bound) > 5 else ''}): their intervals reach the bound")
+    return out
 
 
 def _lmm_frames(main: pd.DataFrame) -> dict:
