@@ -374,7 +374,7 @@ class MixedResult:
         if "df" in self.fixed.columns:
             lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{'df':>10}{'t value':>10}{'Pr(>|t|)':>11}")
             for r in self.fixed.itertuples():
-                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.df:10.4g}{r.t:10.3f}{r.p:11.3g}")
+                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.df:10.2f}{r.t:10.3f}{r.p:11.3g}")
         else:
             stat = "z value" if self.kind == "glmm" else "t value"
             lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{stat:>10}{'Pr(>|z|)':>11}")

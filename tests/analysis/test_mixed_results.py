@@ -93,3 +93,22 @@ def test_singular_glmm_says_boundary_fit():
 def test_regular_fit_is_not_singular(sleepstudy):
     res = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleepstudy).fit()
     assert not res.singular and res.warnings == []
+
+
+def test_cli_lmm_prints_satterthwaite_df_and_keeps_normal_on_request(capsys):
+    import json
+
+    from analysis.__main__ import main
+
+    path = str(DATA / "sleepstudy.csv")
+    formula = "Reaction ~ Days + (Days | Subject)"
+    assert main(["lmm", path, "--formula", formula, "--reml", "--json"]) == 0
+    days = json.loads(capsys.readouterr().out)["fixed"][1]
+    assert days["term"] == "Days" and abs(days["df"] - 16.99998) < 1e-4
+    assert days["p"] == pytest.approx(3.263824e-06, rel=3e-5)
+    assert main(["lmm", path, "--formula", formula, "--reml", "--ddf", "normal", "--json"]) == 0
+    days = json.loads(capsys.readouterr().out)["fixed"][1]
+    assert "df" not in days and days["p"] == pytest.approx(1.27e-11, rel=1e-2)
+    assert main(["lmm", path, "--formula", formula, "--reml"]) == 0
+    text = capsys.readouterr().out
+    assert "Satterthwaite" in text and "17.00" in text
