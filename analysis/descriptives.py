@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ._json import clean as _clean, records as _records
 from .load import catch_trials, main_trials
@@ -17,18 +18,21 @@ __all__ = ["accuracy_by_condition", "describe", "cluster_bootstrap_ci", "unit_ac
 
 def cluster_bootstrap_ci(clusters: pd.Series, correct: pd.Series, n_boot: int = 2000,
                          level: float = 0.95, rng=None) -> tuple[float, float]:
-    """Percentile CI of pooled accuracy, resampling whole clusters (participants or units)."""
-    rng = np.random.default_rng(rng)
+    """Percentile CI of pooled accuracy, resampling whole clusters (participants or units): scipy's
+    ``bootstrap`` on the clusters' (correct, trials) pairs with the ratio of sums as statistic. NaN
+    with fewer than two clusters."""
     g = correct.groupby(clusters.to_numpy())
     k = g.sum().to_numpy(float)
     n = g.size().to_numpy(float)
     if len(k) < 2:
         return float("nan"), float("nan")
-    idx = rng.integers(0, len(k), size=(n_boot, len(k)))
-    acc = k[idx].sum(1) / n[idx].sum(1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(acc, [a, 1 - a])
-    return float(lo), float(hi)
+    res = stats.bootstrap((k, n), _pooled, paired=True, vectorized=True, n_resamples=n_boot,
+                          confidence_level=level, method="percentile", rng=np.random.default_rng(rng))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _pooled(k, n, axis=-1):
+    return k.sum(axis=axis) / n.sum(axis=axis)
 
 
 def _containing(interval, estimate) -> tuple[float, float]:

@@ -71,7 +71,8 @@ def wilson_interval(k, n, level: float = 0.95):
 
 
 def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
-    """r, its CI (Fisher z; for Spearman with Bonett & Wright's standard error √(1 + r²/2)/√(n − 3)),
+    """r, its CI (Fisher z: scipy's for Pearson; for Spearman with Bonett & Wright's standard error
+    √(1 + r²/2)/√(n − 3)),
     the two-sided p of r = 0, and n (pairs with both values). NaN where n < 3 or a side is constant;
     the interval needs n > 3."""
     x = np.asarray(x, dtype=float)
@@ -94,9 +95,14 @@ def correlation(x, y, method: str = "pearson", level: float = 0.95) -> dict:
     r, p = float(r), float(p)
     out.update(r=r, p=p)
     if n > 3 and abs(r) < 1:
-        se = (math.sqrt(1 + r * r / 2) if method == "spearman" else 1.0) / math.sqrt(n - 3)
-        z = stats.norm.ppf(0.5 + level / 2)
-        out.update(ci_low=math.tanh(math.atanh(r) - z * se), ci_high=math.tanh(math.atanh(r) + z * se))
+        if method == "pearson":
+            ci = stats.pearsonr(x, y).confidence_interval(confidence_level=level)
+            out.update(ci_low=float(ci.low), ci_high=float(ci.high))
+        else:
+            # no library offers Bonett & Wright's interval for Spearman's rho: Fisher z with their SE
+            se = math.sqrt(1 + r * r / 2) / math.sqrt(n - 3)
+            z = stats.norm.ppf(0.5 + level / 2)
+            out.update(ci_low=math.tanh(math.atanh(r) - z * se), ci_high=math.tanh(math.atanh(r) + z * se))
     return out
 
 

@@ -112,3 +112,14 @@ def test_cli_lmm_prints_satterthwaite_df_and_keeps_normal_on_request(capsys):
     assert main(["lmm", path, "--formula", formula, "--reml"]) == 0
     text = capsys.readouterr().out
     assert "Satterthwaite" in text and "17.00" in text
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_satterthwaite_df_of_a_between_unit_effect_is_units_minus_bases(seed):
+    # units nested in bases, crossed with participants, balanced: the basis contrasts are tested
+    # against the unit stratum, whose error df is 12 units − 3 bases = 9 (the exact ANOVA F test)
+    from analysis.simulate import simulate_responses
+
+    df = simulate_responses(n_participants=30, n_units=12, seed=seed)
+    res = LinearMixedModel.from_formula("log_rt ~ basis + (1 | participant) + (1 | unit)", df).fit()
+    np.testing.assert_allclose(res.df_fixed[["basisnmf", "basispca"]], 9.0, atol=1e-3)
