@@ -183,7 +183,12 @@ def main(argv=None) -> int:
             p.add_argument("--trials", default=None,
                            help="column of numbers of trials (response = successes)")
         else:
-            p.add_argument("--reml", action="store_true", help="REML (default: ML)")
+            criterion = p.add_mutually_exclusive_group()
+            # lmer fits by REML unless told otherwise, and lmerTest's Satterthwaite df are REML's.
+            criterion.add_argument("--reml", dest="reml", action="store_true", default=True,
+                                   help="restricted maximum likelihood (the default, as lmer)")
+            criterion.add_argument("--ml", dest="reml", action="store_false",
+                                   help="maximum likelihood, e.g. to compare fixed effects by LRT")
             p.add_argument("--ddf", choices=DDF_METHODS, default="satterthwaite",
                            help="denominator df of the fixed-effect tests: satterthwaite (default, t "
                                 "tests as lmerTest) or normal (z, the large-sample approximation)")

@@ -340,6 +340,7 @@ class MixedResult:
             "bic": num(self.bic),
             "nobs": int(self.nobs),
             "converged": bool(self.converged),
+            "criterion": self.criterion,
             "ddf": self.ddf,
             "singular": self.singular,
             "warnings": list(self.warnings),

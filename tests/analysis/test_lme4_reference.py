@@ -5,6 +5,7 @@ lmer, sleepstudy, Penicillin, Pastes, VerbAgg examples), as collected in the lme
 README of this project.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -217,9 +218,25 @@ def test_pastes_nested():
 
 def test_to_dict_shape(cbpp_fit):
     d = cbpp_fit.to_dict()
-    assert set(d) == {"fixed", "random", "loglik", "aic", "bic", "nobs", "converged", "ddf", "singular",
-                      "warnings"}
+    assert set(d) == {"fixed", "random", "loglik", "aic", "bic", "nobs", "converged", "criterion", "ddf",
+                      "singular", "warnings"}
     assert d["ddf"] == "normal" and d["singular"] is False
     assert set(d["fixed"][0]) == {"term", "estimate", "std_error", "z", "p"}
     assert set(d["random"][0]) == {"group", "term", "variance", "sd"}
     assert "period2" in cbpp_fit.summary()
+
+
+def test_cli_lmm_defaults_to_reml_as_lmer(capsys):
+    # `analysis lmm` without options must print what lmer + lmerTest print for the same formula.
+    from analysis.__main__ import main
+
+    args = ["lmm", str(DATA / "sleepstudy.csv"), "--all-trials", "--formula", "Reaction ~ Days + (Days | Subject)",
+            "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    days = next(row for row in out["fixed"] if row["term"] == "Days")
+    assert out["criterion"] == "REML"
+    assert abs(days["df"] - 16.99998) < 1e-4
+    assert rel(days["p"], 3.263824e-06) < 3e-5
+    assert main(args + ["--ml"]) == 0
+    assert json.loads(capsys.readouterr().out)["criterion"] == "ML"
