@@ -2,6 +2,7 @@
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
 import secrets
+from collections import defaultdict
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -10,6 +11,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from . import texts
+from .trials import UnitExemplars, build_trial_list
 
 
 class Network(models.Model):
@@ -245,6 +247,31 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
 
+    def unit_exemplars(self):
+        """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
+        built from."""
+        units = list(self.units().order_by("index"))
+        lists = defaultdict(lambda: defaultdict(list))
+        strips = defaultdict(lambda: defaultdict(list))
+        exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
+        for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+            if role == Exemplar.Role.STRIP:
+                strips[unit_id][group].append(image)
+            else:
+                lists[unit_id][role].append(image)
+        return [
+            UnitExemplars(
+                unit_id=u.pk,
+                references_max=lists[u.pk][Exemplar.Role.REFERENCE_MAX],
+                references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
+                queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
+                queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
+                strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
+                overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
+            )
+            for u in units
+        ]
+
     def clean(self):
         """Refuse, when the researcher saves it, a condition that no participant could be given."""
         if self.job_id is None or not self.layer or not self.basis:
@@ -257,13 +284,9 @@ class Condition(models.Model):
                 f"Job {self.job_id} has no units for layer {self.layer!r} and basis {self.basis!r}"
                 + (f"; it has {', '.join(available)}." if available else "; its artifact is not imported yet."))
         # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
-        # building one checks: build one, as an arriving participant would (imported here, as both
-        # modules import this one).
-        from .participation import condition_units
-        from .trials import build_trial_list
-
+        # building one checks: build one, as an arriving participant would.
         try:
-            build_trial_list(condition_units(self), n_practice=self.study.n_practice, n_main=self.study.n_main,
+            build_trial_list(self.unit_exemplars(), n_practice=self.study.n_practice, n_main=self.study.n_main,
                              catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
