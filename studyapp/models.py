@@ -44,8 +44,11 @@ class ImageSet(models.Model):
         return self.name
 
 
-class StimulusJob(models.Model):
-    """One run of the stimulus pipeline: a network's layer turned into units in several bases."""
+class Job(models.Model):
+    """What every background job shares: its lifecycle (queued → running → succeeded, failed or
+    cancelled, with a cancel request in between), its progress, its error and the heartbeat that tells a
+    live worker from a dead one. `studyapp.lifecycle` is the one runner that writes these columns;
+    subclasses hold only what their work needs and produces."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -55,6 +58,27 @@ class StimulusJob(models.Model):
         CANCEL_REQUESTED = "cancel_requested", "cancel requested"
         CANCELLED = "cancelled"
 
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.FloatField(default=0.0, help_text="percent of the current stage")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=100), name="%(class)s_progress_range"),
+        ]
+
+
+class StimulusJob(Job):
+    """One run of the stimulus pipeline: a network's layer turned into units in several bases."""
+
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="jobs")
     image_set = models.ForeignKey(ImageSet, on_delete=models.PROTECT, related_name="jobs")
     layer = models.CharField(max_length=200)
@@ -63,23 +87,8 @@ class StimulusJob(models.Model):
     seed = models.IntegerField(default=0)
     parameters = models.JSONField(default=dict, blank=True, help_text="further pipeline parameters")
 
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    stage = models.CharField(max_length=40, blank=True)
-    progress = models.FloatField(default=0.0, help_text="percent of the current stage")
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
     artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
-        constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=100), name="job_progress_range"),
-        ]
 
     def __str__(self):
         return f"{self.network} {self.layer} [{self.bases}] #{self.pk}"
@@ -413,7 +422,7 @@ class Response(models.Model):
         return f"{self.trial}: {self.choice}"
 
 
-class SobolAnalysis(models.Model):
+class SobolAnalysis(Job):
     """Sobol-SBSA indices of one image's regions for a network's decision: which regions, alone and
     together, move the output."""
 
@@ -432,17 +441,11 @@ class SobolAnalysis(models.Model):
     perturbation = models.CharField(max_length=20, choices=Perturbation.choices, default=Perturbation.INPAINT_BLUR)
     seed = models.IntegerField(default=0)
 
-    status = models.CharField(max_length=20, choices=StimulusJob.Status.choices, default=StimulusJob.Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    error = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
     image = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
     overlay = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
-    created = models.DateTimeField(auto_now_add=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created"]
+    class Meta(Job.Meta):
         verbose_name = "Sobol region analysis"
         verbose_name_plural = "Sobol region analyses"
 

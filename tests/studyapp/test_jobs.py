@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from stimuli import pipeline
-from studyapp import jobs
+from studyapp import jobs, lifecycle
 from studyapp.artifacts import ArtifactError, import_artifact
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
 
@@ -139,7 +139,7 @@ def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipe
     from django.utils import timezone
 
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=timezone.now())
-    with pytest.raises(jobs.JobBusy):
+    with pytest.raises(lifecycle.JobBusy):
         jobs.run_job(new_job.pk)
     assert not fake_pipeline
 
