@@ -20,8 +20,6 @@ from . import assignment, trials
 from .models import Participant, Response, Study, Trial
 from .recruitment import hash_external_id
 
-PHASES = ("consent", "instructions", "practice", "main", "questionnaire", "done")
-
 
 class ParticipationError(Exception):
     """A request the participant's state does not allow. `code` names it for the API; `status` is the
