@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from . import jobs, participation
+from . import jobs, lifecycle, participation, tasks
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
@@ -49,22 +49,70 @@ class StimulusJobForm(forms.ModelForm):
         return cleaned
 
 
-@admin.register(StimulusJob)
-class StimulusJobAdmin(admin.ModelAdmin):
-    form = StimulusJobForm
-    list_display = ["__str__", "status", "stage", "progress_percent", "attempts", "unit_count", "created", "finished"]
+# Every background job shows its lifecycle with the same columns and fields, and is launched and
+# cancelled with the same actions.
+LIFECYCLE_COLUMNS = ["status", "stage", "progress_percent", "attempts", "created", "finished"]
+LIFECYCLE_FIELDS = ["status", "stage", "progress", "error_text", "attempts", "created", "started", "finished"]
+
+
+class JobAdmin(admin.ModelAdmin):
+    """A `models.Job`: what the researcher sets (`inputs`), its lifecycle, then what its work produced
+    (`results`, `result_columns`)."""
+
+    inputs = []
+    results = []
+    result_columns = []
     list_filter = ["status", "network"]
-    readonly_fields = ["status", "stage", "progress", "error_text", "attempts", "measures_table", "region_sobol",
-                       "artifact", "created", "started", "finished"]
-    fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters", *readonly_fields]
     actions = ["launch", "cancel"]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(unit_total=Count("units"))
+    def get_list_display(self, request):
+        return ["__str__", *LIFECYCLE_COLUMNS, *self.result_columns]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*LIFECYCLE_FIELDS, *self.results]
+
+    def get_fields(self, request, obj=None):
+        return [*self.inputs, *self.get_readonly_fields(request, obj)]
 
     @admin.display(description="progress")
     def progress_percent(self, job):
         return f"{job.progress:.0f} %"
+
+    @admin.display(description="error")
+    def error_text(self, job):
+        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", job.error) if job.error else "—"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            tasks.launch(obj)
+            # After the publish, which waits for the commit: a queue that cannot be reached shows its
+            # own page, and no "queued" message is left behind to contradict it.
+            name = obj._meta.verbose_name.capitalize()
+            transaction.on_commit(
+                lambda: messages.info(request, f"{name} {obj.pk} queued; its progress shows in the list."))
+
+    @admin.action(description="Launch (again) the selected %(verbose_name_plural)s")
+    def launch(self, request, queryset):
+        for job in lifecycle.requeue(queryset):
+            tasks.launch(job)
+        messages.info(request, "Launched.")
+
+    @admin.action(description="Cancel the selected %(verbose_name_plural)s")
+    def cancel(self, request, queryset):
+        n = lifecycle.request_cancel(queryset)
+        messages.info(request, f"Asked {n} of the selected {queryset.model._meta.verbose_name_plural} to stop.")
+
+
+@admin.register(StimulusJob)
+class StimulusJobAdmin(JobAdmin):
+    form = StimulusJobForm
+    inputs = StimulusJobForm.Meta.fields
+    results = ["measures_table", "region_sobol", "artifact"]
+    result_columns = ["unit_count"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(unit_total=Count("units"))
 
     @admin.display(description="units imported", ordering="unit_total")
     def unit_count(self, job):
@@ -110,32 +158,6 @@ class StimulusJobAdmin(admin.ModelAdmin):
                 "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html("{}<table><tr><th>image</th><th>class</th><th>interaction share</th>"
                            "<th>total index per region</th></tr>{}</table>", head, body)
-
-    @admin.display(description="error")
-    def error_text(self, job):
-        return format_html("<pre style='white-space:pre-wrap'>{}</pre>", job.error) if job.error else "—"
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:
-            jobs.enqueue(obj)
-            # After the publish, which waits for the commit: a queue that cannot be reached shows its
-            # own page, and no "queued" message is left behind to contradict it.
-            transaction.on_commit(
-                lambda: messages.info(request, f"Job {obj.pk} queued; its progress shows in the job list."))
-
-    @admin.action(description="Launch (again) the selected jobs")
-    def launch(self, request, queryset):
-        for job in queryset.exclude(status=StimulusJob.Status.RUNNING):
-            StimulusJob.objects.filter(pk=job.pk).update(status=StimulusJob.Status.QUEUED, progress=0, stage="", error="")
-            jobs.enqueue(job)
-        messages.info(request, "Launched.")
-
-    @admin.action(description="Cancel the selected jobs")
-    def cancel(self, request, queryset):
-        n = queryset.filter(status__in=[StimulusJob.Status.QUEUED, StimulusJob.Status.RUNNING]).update(
-            status=StimulusJob.Status.CANCEL_REQUESTED)
-        messages.info(request, f"Asked {n} job(s) to stop.")
 
 
 class ExemplarInline(admin.TabularInline):
@@ -352,28 +374,10 @@ class ResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(SobolAnalysis)
-class SobolAnalysisAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "status", "progress_percent", "interaction", "created"]
-    list_filter = ["status", "network"]
-    fields = ["network", "image_set", "image_index", "target_class", "grid", "n_samples", "perturbation", "seed",
-              "status", "progress", "error", "pictures", "indices", "finished"]
-    readonly_fields = ["status", "progress", "error", "pictures", "indices", "finished"]
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:
-            from .tasks import analyse_regions
-
-            def unavailable(detail):
-                SobolAnalysis.objects.filter(pk=obj.pk).update(status=StimulusJob.Status.FAILED, error=detail)
-
-            jobs.send(analyse_regions, obj.pk, on_unavailable=unavailable)
-            transaction.on_commit(
-                lambda: messages.info(request, f"Analysis {obj.pk} queued; its progress shows in the list."))
-
-    @admin.display(description="progress")
-    def progress_percent(self, analysis):
-        return f"{analysis.progress:.0f} %"
+class SobolAnalysisAdmin(JobAdmin):
+    inputs = ["network", "image_set", "image_index", "target_class", "grid", "n_samples", "perturbation", "seed"]
+    results = ["pictures", "indices"]
+    result_columns = ["interaction"]
 
     @admin.display(description="interaction share (1 − ΣS1)")
     def interaction(self, analysis):

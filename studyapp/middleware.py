@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import render
 
-from .jobs import QueueUnavailable
+from .dispatch import QueueUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5

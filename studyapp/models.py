@@ -2,6 +2,7 @@
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
 import secrets
+from collections import defaultdict
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -10,6 +11,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from . import texts
+from .trials import UnitExemplars, build_trial_list
 
 
 class Network(models.Model):
@@ -42,8 +44,11 @@ class ImageSet(models.Model):
         return self.name
 
 
-class StimulusJob(models.Model):
-    """One run of the stimulus pipeline: a network's layer turned into units in several bases."""
+class Job(models.Model):
+    """What every background job shares: its lifecycle (queued → running → succeeded, failed or
+    cancelled, with a cancel request in between), its progress, its error and the heartbeat that tells a
+    live worker from a dead one. `studyapp.lifecycle` is the one runner that writes these columns;
+    subclasses hold only what their work needs and produces."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -53,6 +58,27 @@ class StimulusJob(models.Model):
         CANCEL_REQUESTED = "cancel_requested", "cancel requested"
         CANCELLED = "cancelled"
 
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.FloatField(default=0.0, help_text="percent of the current stage")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=100), name="%(class)s_progress_range"),
+        ]
+
+
+class StimulusJob(Job):
+    """One run of the stimulus pipeline: a network's layer turned into units in several bases."""
+
     network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="jobs")
     image_set = models.ForeignKey(ImageSet, on_delete=models.PROTECT, related_name="jobs")
     layer = models.CharField(max_length=200)
@@ -61,23 +87,8 @@ class StimulusJob(models.Model):
     seed = models.IntegerField(default=0)
     parameters = models.JSONField(default=dict, blank=True, help_text="further pipeline parameters")
 
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    stage = models.CharField(max_length=40, blank=True)
-    progress = models.FloatField(default=0.0, help_text="percent of the current stage")
-    error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
     artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
-        constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=100), name="job_progress_range"),
-        ]
 
     def __str__(self):
         return f"{self.network} {self.layer} [{self.bases}] #{self.pk}"
@@ -245,6 +256,31 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
 
+    def unit_exemplars(self):
+        """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
+        built from."""
+        units = list(self.units().order_by("index"))
+        lists = defaultdict(lambda: defaultdict(list))
+        strips = defaultdict(lambda: defaultdict(list))
+        exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
+        for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+            if role == Exemplar.Role.STRIP:
+                strips[unit_id][group].append(image)
+            else:
+                lists[unit_id][role].append(image)
+        return [
+            UnitExemplars(
+                unit_id=u.pk,
+                references_max=lists[u.pk][Exemplar.Role.REFERENCE_MAX],
+                references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
+                queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
+                queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
+                strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
+                overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
+            )
+            for u in units
+        ]
+
     def clean(self):
         """Refuse, when the researcher saves it, a condition that no participant could be given."""
         if self.job_id is None or not self.layer or not self.basis:
@@ -257,13 +293,9 @@ class Condition(models.Model):
                 f"Job {self.job_id} has no units for layer {self.layer!r} and basis {self.basis!r}"
                 + (f"; it has {', '.join(available)}." if available else "; its artifact is not imported yet."))
         # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
-        # building one checks: build one, as an arriving participant would (imported here, as both
-        # modules import this one).
-        from .participation import condition_units
-        from .trials import build_trial_list
-
+        # building one checks: build one, as an arriving participant would.
         try:
-            build_trial_list(condition_units(self), n_practice=self.study.n_practice, n_main=self.study.n_main,
+            build_trial_list(self.unit_exemplars(), n_practice=self.study.n_practice, n_main=self.study.n_main,
                              catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
@@ -390,7 +422,7 @@ class Response(models.Model):
         return f"{self.trial}: {self.choice}"
 
 
-class SobolAnalysis(models.Model):
+class SobolAnalysis(Job):
     """Sobol-SBSA indices of one image's regions for a network's decision: which regions, alone and
     together, move the output."""
 
@@ -409,17 +441,11 @@ class SobolAnalysis(models.Model):
     perturbation = models.CharField(max_length=20, choices=Perturbation.choices, default=Perturbation.INPAINT_BLUR)
     seed = models.IntegerField(default=0)
 
-    status = models.CharField(max_length=20, choices=StimulusJob.Status.choices, default=StimulusJob.Status.QUEUED)
-    progress = models.FloatField(default=0.0)
-    error = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
     image = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
     overlay = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
-    created = models.DateTimeField(auto_now_add=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created"]
+    class Meta(Job.Meta):
         verbose_name = "Sobol region analysis"
         verbose_name_plural = "Sobol region analyses"
 

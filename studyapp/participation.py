@@ -7,7 +7,6 @@ second tab) sees the same state.
 import re
 import secrets
 import weakref
-from collections import defaultdict
 from contextlib import nullcontext
 from datetime import timedelta
 from typing import NamedTuple
@@ -18,10 +17,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import assignment, trials
-from .models import Exemplar, Participant, Response, Study, Trial
+from .models import Participant, Response, Study, Trial
 from .recruitment import hash_external_id
-
-PHASES = ("consent", "instructions", "practice", "main", "questionnaire", "done")
 
 
 class ParticipationError(Exception):
@@ -58,31 +55,6 @@ def phase(participant):
     if participant.answered < participant.trial_count:
         return "main"
     return "questionnaire"
-
-
-def condition_units(condition):
-    """The condition's units with their exemplar lists, in the artifact's order."""
-    units = list(condition.units().order_by("index"))
-    lists = defaultdict(lambda: defaultdict(list))
-    strips = defaultdict(lambda: defaultdict(list))
-    exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
-    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
-        if role == Exemplar.Role.STRIP:
-            strips[unit_id][group].append(image)
-        else:
-            lists[unit_id][role].append(image)
-    return [
-        trials.UnitExemplars(
-            unit_id=u.pk,
-            references_max=lists[u.pk][Exemplar.Role.REFERENCE_MAX],
-            references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
-            queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
-            queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
-            strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
-            overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
-        )
-        for u in units
-    ]
 
 
 def _trial_rows(participant, specs, first_position):
@@ -159,7 +131,7 @@ def start_preview(study, condition):
 def _store_trial_list(participant, condition, seed):
     study = participant.study
     specs = trials.build_trial_list(
-        condition_units(condition), n_practice=study.n_practice, n_main=study.n_main,
+        condition.unit_exemplars(), n_practice=study.n_practice, n_main=study.n_main,
         catch_ratio=study.catch_ratio, reference_type=condition.reference_type, seed=[study.seed, seed],
         paradigm=condition.paradigm,
     )
@@ -455,7 +427,7 @@ def _maybe_repeat_practice(participant, last_trial):
     ).exists()
     if not missed or attempt >= study.practice_max_attempts:
         return
-    units = condition_units(participant.condition)
+    units = participant.condition.unit_exemplars()
     specs = trials.repeat_practice(
         units, n_practice=study.n_practice, reference_type=participant.condition.reference_type,
         seed=[study.seed, participant.seed], attempt=attempt + 1, paradigm=participant.condition.paradigm,

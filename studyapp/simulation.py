@@ -46,8 +46,6 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 ENDPOINTS = ("landing", "start", "experiment", "session", "consent", "instructions", "trials", "responses",
              "questionnaire", "image")
-MAX_ROLES = ("reference_max", "query_max")
-MIN_ROLES = ("reference_min", "query_min")
 USER_AGENT = "studyapp-simulated-participant/1"
 TRIAL_BATCH = 10  # as the front end: trials per GET trials request
 

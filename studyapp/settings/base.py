@@ -166,8 +166,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # Celery's default retries a failed publish 3 times: against a hung broker that is some 20 s of an admin
 # request, near gunicorn's 30 s timeout, past which the job would stay queued with nothing sent.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
-# A running stimulus job's worker touches its row this often; silent for the second figure, it counts
-# as dead and a redelivered message takes the job over.
+# A running job's worker (a stimulus job's or a region analysis's: studyapp/lifecycle.py) touches its row
+# this often; silent for the second figure, it counts as dead and a redelivered message takes the job over.
 STIMULUS_HEARTBEAT_SECONDS = env.float("STIMULUS_HEARTBEAT_SECONDS", default=10.0)
 STIMULUS_STALE_AFTER_SECONDS = env.float("STIMULUS_STALE_AFTER_SECONDS", default=60.0)
 CELERY_TASK_DEFAULT_QUEUE = "default"

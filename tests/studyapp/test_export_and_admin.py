@@ -142,11 +142,11 @@ def test_preview_walks_a_condition_without_taking_a_slot_or_reaching_the_export(
 
 @pytest.mark.django_db
 def test_admin_refuses_a_job_the_pipeline_would_refuse_and_queues_a_good_one(admin_client, monkeypatch):
-    from studyapp import jobs
+    from studyapp import tasks
     from studyapp.models import ImageSet, Network
 
     queued = []
-    monkeypatch.setattr(jobs, "enqueue", queued.append)
+    monkeypatch.setattr(tasks, "launch", queued.append)
     network = Network.objects.create(name="demo")
     image_set = ImageSet.objects.create(name="digits")
     form = {"network": network.pk, "image_set": image_set.pk, "layer": "conv2", "bases": "neuron,pca",

@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from stimuli import pipeline
-from studyapp import jobs
+from studyapp import jobs, lifecycle
 from studyapp.artifacts import ArtifactError, import_artifact
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
 
@@ -139,7 +139,7 @@ def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipe
     from django.utils import timezone
 
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=timezone.now())
-    with pytest.raises(jobs.JobBusy):
+    with pytest.raises(lifecycle.JobBusy):
         jobs.run_job(new_job.pk)
     assert not fake_pipeline
 
@@ -204,12 +204,11 @@ def test_every_ordered_strip_and_overlay_of_a_unit_is_imported_in_its_order(medi
     (folder / "manifest.json").write_text(json.dumps(manifest))
     import_artifact(new_job, folder)
 
-    from studyapp.participation import condition_units
     from studyapp.models import Condition, Study
 
     study = Study.objects.create(slug="s", title="s")
     condition = Condition.objects.create(study=study, name="n", job=new_job, layer="conv2", basis="neuron")
-    (imported,) = condition_units(condition)
+    (imported,) = condition.unit_exemplars()
     prefix = f"artifacts/z/"
     assert imported.strips == [[prefix + name for name in strip] for strip in unit["strips"]]
     assert imported.overlays_max == [prefix + name for name in unit["attribution_overlays_max"]]

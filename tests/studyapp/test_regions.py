@@ -15,9 +15,9 @@ def media(tmp_path, monkeypatch):
 def add_analysis(admin_client, monkeypatch, **fields):
     """Add an analysis through the admin form, its task run right here instead of on a background
     thread, so the test can read the outcome."""
-    from studyapp import jobs
+    from studyapp import dispatch
 
-    monkeypatch.setattr(jobs, "send", lambda task, row_id, **kwargs: task.apply(args=[row_id], throw=False))
+    monkeypatch.setattr(dispatch, "send", lambda task, row_id, **kwargs: task.apply(args=[row_id], throw=False))
     form = {"network": Network.objects.create(name="demo").pk, "image_set": ImageSet.objects.create(name="digits").pk,
             "grid": 2, "n_samples": 32, "seed": 0, **fields}
     assert admin_client.post("/admin/studyapp/sobolanalysis/add/", form).status_code == 302

@@ -2,7 +2,7 @@ import os
 
 from django.core.management.base import BaseCommand
 
-from studyapp import demo, jobs
+from studyapp import demo, tasks
 from studyapp.management.progress import wait_for_job
 
 
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         job, new = demo.demo_job()
         if new:
             self.stdout.write(f"Generating stimuli: demo network, layer {job.layer}, bases {job.bases} ...")
-            jobs.enqueue(job)
+            tasks.launch(job)
         wait_for_job(job)
         study = demo.demo_study(job, slug=slug)
         password = demo.admin_account(password=os.environ.get("DEMO_ADMIN_PASSWORD"))

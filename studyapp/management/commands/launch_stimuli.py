@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from studyapp import jobs
+from studyapp import jobs, tasks
 from studyapp.management.progress import wait_for_job
 from studyapp.models import ImageSet, Network, StimulusJob
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             job.delete()
             raise CommandError(f"invalid job: {exc}") from None
-        jobs.enqueue(job)
+        tasks.launch(job)
         self.stdout.write(f"queued stimulus job {job.pk}")
         if wait:
             wait_for_job(job)

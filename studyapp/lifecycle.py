@@ -1,0 +1,137 @@
+"""The one runner of a background job's lifecycle (`models.Job`): claim the row, keep its heartbeat,
+report progress, honour a cancel request, and record success, failure or cancellation.
+
+Each kind of job supplies only its work, `work(job, progress) -> value`, where `progress(stage, fraction)`
+writes to the row and raises JobCancelled once a researcher has asked the job to stop.
+"""
+import logging
+import threading
+import time
+import traceback
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from .models import Job
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 0.5
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobBusy(Exception):
+    """Another worker is alive and running this job (the broker handed its message out again)."""
+
+
+class Heartbeat:
+    """Touches the job row every STIMULUS_HEARTBEAT_SECONDS while the work runs, also through long stages
+    that report no progress, so a redelivered message can tell a live worker from a dead one."""
+
+    def __init__(self, model, job_id):
+        self.rows = model.objects.filter(pk=job_id)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{model.__name__}-{job_id}", daemon=True)
+
+    def _beat(self):
+        try:
+            while not self.stopped.wait(settings.STIMULUS_HEARTBEAT_SECONDS):
+                self.rows.update(heartbeat=timezone.now())
+        finally:
+            close_old_connections()
+
+    def __enter__(self):
+        self.rows.update(heartbeat=timezone.now())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+class ProgressReporter:
+    """Writes the stage and percentage to the job row at most every PROGRESS_INTERVAL_S, and stops the
+    work when a researcher has asked to cancel."""
+
+    def __init__(self, model, job_id):
+        self.rows = model.objects.filter(pk=job_id)
+        self.last_write = 0.0
+        self.last_stage = None
+
+    def __call__(self, stage, fraction):
+        now = time.monotonic()
+        if stage == self.last_stage and fraction < 1.0 and now - self.last_write < PROGRESS_INTERVAL_S:
+            return
+        self.last_stage, self.last_write = stage, now
+        self.rows.update(stage=stage, progress=round(100 * min(max(fraction, 0), 1), 1))
+        if self.rows.values_list("status", flat=True).first() == Job.Status.CANCEL_REQUESTED:
+            raise JobCancelled()
+
+
+def claim(model, job_id):
+    """Mark the job running; None when it is finished or cancelled (a redelivered message after a
+    completed run does nothing). Raises JobBusy when another live worker holds it."""
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=job_id)
+        if job.status in (Job.Status.SUCCEEDED, Job.Status.CANCELLED):
+            return None
+        if job.status == Job.Status.CANCEL_REQUESTED:
+            finish(job, Job.Status.CANCELLED)
+            return None
+        if job.status == Job.Status.RUNNING and job.heartbeat is not None and \
+                (timezone.now() - job.heartbeat).total_seconds() < settings.STIMULUS_STALE_AFTER_SECONDS:
+            raise JobBusy(f"{model._meta.verbose_name} {job.pk} is running on a live worker")
+        job.status = Job.Status.RUNNING
+        job.attempts += 1
+        job.started = job.started or timezone.now()
+        job.error = ""
+        job.save(update_fields=["status", "attempts", "started", "error"])
+        return job
+
+
+def finish(job, status, error=""):
+    # A failed or cancelled job keeps the progress its row holds; `job` may be an older copy.
+    done = {"progress": 100.0} if status == Job.Status.SUCCEEDED else {}
+    type(job).objects.filter(pk=job.pk).update(status=status, error=error, finished=timezone.now(), **done)
+
+
+def requeue(queryset):
+    """Put finished, failed or cancelled jobs back in the queue's starting state; running ones are left
+    alone. Returns the jobs to send."""
+    jobs = list(queryset.exclude(status=Job.Status.RUNNING))
+    queryset.model.objects.filter(pk__in=[job.pk for job in jobs]).update(
+        status=Job.Status.QUEUED, progress=0, stage="", error="")
+    return jobs
+
+
+def request_cancel(queryset):
+    """Ask queued and running jobs to stop; the runner stops at the next progress report. Returns how many."""
+    return queryset.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
+        status=Job.Status.CANCEL_REQUESTED)
+
+
+def run(model, job_id, work):
+    """Run `work(job, progress)` through the job's lifecycle; its value, or None when the job had already
+    finished or was cancelled."""
+    job = claim(model, job_id)
+    if job is None:
+        return None
+    name = f"{model._meta.verbose_name} {job.pk}"
+    try:
+        with Heartbeat(model, job.pk):
+            value = work(job, ProgressReporter(model, job.pk))
+    except JobCancelled:
+        finish(job, Job.Status.CANCELLED)
+        log.info("%s cancelled", name)
+        return None
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        finish(job, Job.Status.FAILED, error=f"{detail}\n\n{traceback.format_exc()[-4000:]}")
+        log.exception("%s failed", name)
+        raise
+    finish(job, Job.Status.SUCCEEDED)
+    return value
