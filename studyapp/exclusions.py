@@ -97,7 +97,8 @@ def _responses(study, only=None):
 
 def answer_intervals(study, only=None):
     """Participant pk → the server's intervals (ms) between consecutive answers, in arrival order."""
-    rows = (_responses(study, only).order_by("participant_id", "server_time", "pk").values_list("participant_id", "server_time"))
+    rows = (_responses(study, only).order_by("participant_id", "server_time", "pk")
+            .values_list("participant_id", "server_time"))
     out, last = defaultdict(list), {}
     for participant_id, arrived in rows.iterator(chunk_size=5000):
         previous = last.get(participant_id)
@@ -185,7 +186,8 @@ def flags(rules, participant, counts=None):
             high = rules.max_total_minutes if rules.max_total_minutes is not None else float("inf")
             verdict["total_time"] = minutes < low or minutes > high
     if rules.applies("answer_interval"):
-        verdict["answer_interval"] = bool(counts.intervals) and counts.fast / counts.intervals > rules.max_fast_answer_share
+        verdict["answer_interval"] = (bool(counts.intervals)
+                                      and counts.fast / counts.intervals > rules.max_fast_answer_share)
     if rules.applies("flagged"):
         verdict["flagged"] = flagged
     out = {"excluded": any(verdict.values())}
