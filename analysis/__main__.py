@@ -40,10 +40,14 @@ def _exclusion_options(args) -> dict | None:
         "min_instructions_s": args.min_instructions_s,
         "min_total_minutes": args.min_total_minutes,
         "max_total_minutes": args.max_total_minutes,
+        "max_fast_answer_share": args.max_fast_answer_share,
+        "min_answer_interval_ms": args.min_answer_interval_ms,
     }
     options = {k: v for k, v in given.items() if v is not None}
     if args.no_one_side_rule:
         options["exclude_one_side"] = False
+    if args.keep_flagged:
+        options["exclude_flagged"] = False
     return options or None
 
 
@@ -143,6 +147,11 @@ def main(argv=None) -> int:
         p.add_argument("--no-one-side-rule", action="store_true")
         p.add_argument("--min-total-minutes", type=float, default=None)
         p.add_argument("--max-total-minutes", type=float, default=None)
+        p.add_argument("--max-fast-answer-share", type=float, default=None,
+                       help="default 0.25: share of answers the server received within the minimum interval")
+        p.add_argument("--min-answer-interval-ms", type=float, default=None, help="default 1500")
+        p.add_argument("--keep-flagged", action="store_true",
+                       help="keep participants the export flags for automation or inattention")
 
     p = sub.add_parser("report", help="exclusions, descriptives, machine vs people, GLMM, plots, HTML report")
     common(p)

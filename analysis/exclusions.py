@@ -1,7 +1,9 @@
-"""Participant exclusions (catch accuracy, one response side, instruction time, total time).
+"""Participant exclusions (catch accuracy, one response side, instruction time, total time, answers
+faster than a person gives them, integrity flags).
 
 Two sources: the study's own verdicts, which an export of this platform carries per row (``excluded``
-and ``excl_<rule>``, docs/contracts.md §2), or this module's rules applied to the rows
+and ``excl_<rule>``, beside the integrity flags ``flagged`` and ``flag_<flag>``, docs/contracts.md §2),
+or this module's rules applied to the rows
 (:func:`apply_exclusions`; each rule is an option, and a rule whose columns are absent is skipped and
 the result says so). :func:`exclude` picks one.
 """
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .load import ExportError, flag_columns
+from .load import ExportError, integrity_columns
 
 __all__ = ["ExclusionResult", "apply_exclusions", "study_exclusions", "exclude", "has_study_flags",
            "MODES"]
@@ -25,7 +27,38 @@ STUDY_RULES = {
     "excl_one_side": "one response side throughout",
     "excl_instructions_time": "instructions read faster than the study's minimum",
     "excl_total_time": "total time outside the study's window",
+    "excl_answer_interval": "answers arriving faster than a person gives them",
+    "excl_flagged": "flagged (automation or inattention), which the study excludes",
 }
+
+#: the export's ``flag_<flag>`` columns, as a reason a person reads
+STUDY_FLAGS = {
+    "flag_webdriver": "browser driven by automation (navigator.webdriver)",
+    "flag_focus_loss": "left the study's window or tab more often than the study allows",
+    "flag_fullscreen_exit": "left full screen more often than the study allows",
+    "flag_client_time": "browser's reading time longer than the server measured",
+}
+
+
+def _any_true(df: pd.DataFrame, column: str) -> list:
+    hit = df.groupby("participant")[column].agg(lambda s: bool(s.fillna(False).any()))
+    return list(hit[hit].index)
+
+
+def flag_counts(df: pd.DataFrame) -> tuple[dict, list]:
+    """Participants per integrity flag the export carries (whether or not the study excludes them), and
+    notes that say how many are flagged and for what."""
+    counts, notes = {}, []
+    columns = [c for c in integrity_columns(df) if c != "flagged"]
+    for column in columns:
+        if df[column].isna().all():
+            notes.append(f"the study does not apply the flag '{STUDY_FLAGS.get(column, column)}' ({column} is empty)")
+            continue
+        counts[STUDY_FLAGS.get(column, column.removeprefix("flag_").replace("_", " "))] = len(_any_true(df, column))
+    if "flagged" in df.columns:
+        notes.append(f"flagged participants (automation or inattention): {len(_any_true(df, 'flagged'))}"
+                     + "".join(f"; {name}: {n}" for name, n in counts.items()))
+    return counts, notes
 
 
 @dataclass
@@ -57,7 +90,7 @@ def study_exclusions(df: pd.DataFrame) -> ExclusionResult:
     if not has_study_flags(df):
         raise ExportError("the export carries no 'excluded' column (an export of this platform "
                           "has one); use the analysis's own rules instead")
-    flags = [c for c in flag_columns(df) if c != "excluded"]
+    flags = [c for c in df.columns if str(c).startswith("excl_")]
     by_participant = df.groupby("participant")
     excluded_ids = by_participant["excluded"].agg(lambda s: bool(s.fillna(False).any()))
     excluded_ids = list(excluded_ids[excluded_ids].index)
@@ -83,6 +116,9 @@ def study_exclusions(df: pd.DataFrame) -> ExclusionResult:
     notes.insert(0, "exclusions: the study's own rules, as flagged in the export (columns "
                     + ", ".join(["excluded", *flags]) + "); the analysis's rule options "
                     "apply instead when given")
+    flagged, flag_notes = flag_counts(df)
+    notes += flag_notes
+    counts.update({f"flagged: {name}": n for name, n in flagged.items()})
     kept = df[~df["participant"].isin(excluded_ids)]
     return ExclusionResult(kept=kept, excluded=excluded, notes=notes, counts=counts, source="study")
 
@@ -113,8 +149,13 @@ def apply_exclusions(
     min_instructions_s: float | None = 15.0,
     min_total_minutes: float | None = None,
     max_total_minutes: float | None = None,
+    max_fast_answer_share: float | None = 0.25,
+    min_answer_interval_ms: float = 1500.0,
+    exclude_flagged: bool = True,
 ) -> ExclusionResult:
-    """Apply the study's exclusion rules; ``None``/``False`` turns a rule off."""
+    """Apply the study's exclusion rules; ``None``/``False`` turns a rule off. Times are the server's
+    where the export has them (``server_instructions_ms``, ``server_interval_ms``), the browser's
+    otherwise; ``exclude_flagged`` drops participants the export's ``flagged`` column marks."""
     reasons: dict[str, list[str]] = {}
     notes, counts = [], {}
 
@@ -139,11 +180,17 @@ def apply_exclusions(
             sides = answered.groupby("participant")["choice"].nunique()
             flag(list(sides[sides <= 1].index), "one response side throughout")
     if min_instructions_s is not None:
-        if "instructions_ms" not in df.columns:
+        if "instructions_ms" not in df.columns and "server_instructions_ms" not in df.columns:
             notes.append("instruction-time rule skipped: no 'instructions_ms' column")
         else:
-            # compared in ms, as studyapp.exclusions does, so both give the same verdict at the edge
-            t = df.groupby("participant")["instructions_ms"].min()
+            # compared in ms, as studyapp.exclusions does, so both give the same verdict at the edge;
+            # the server's measure where there is one, the browser's for rows stored before it
+            g = df.groupby("participant")
+            t = g["instructions_ms"].min() if "instructions_ms" in df.columns else None
+            if "server_instructions_ms" in df.columns:
+                server = g["server_instructions_ms"].min()
+                t = server if t is None else server.where(server.notna(), t)
+            t = t.dropna()
             flag(list(t[t < 1000.0 * min_instructions_s].index),
                  f"instructions read in < {min_instructions_s:g} s")
     if min_total_minutes is not None or max_total_minutes is not None:
@@ -158,6 +205,22 @@ def apply_exclusions(
             flag(list(out.index), f"total time outside [{min_total_minutes}, {max_total_minutes}] min")
     else:
         notes.append("total-time rule off: no time window given")
+    if max_fast_answer_share is not None:
+        if "server_interval_ms" not in df.columns:
+            notes.append("answer-interval rule skipped: no 'server_interval_ms' column")
+        else:
+            measured = df[df["server_interval_ms"].notna()]
+            share = (measured["server_interval_ms"] < min_answer_interval_ms).groupby(measured["participant"]).mean()
+            flag(list(share[share > max_fast_answer_share].index),
+                 f"more than {max_fast_answer_share:g} of answers within {min_answer_interval_ms:g} ms")
+    if exclude_flagged:
+        if "flagged" not in df.columns:
+            notes.append("flag rule skipped: no 'flagged' column")
+        else:
+            flag(_any_true(df, "flagged"), "flagged (automation or inattention)")
+            flagged, flag_notes = flag_counts(df)
+            notes += flag_notes
+            counts.update({f"flagged: {name}": n for name, n in flagged.items()})
     excluded = pd.DataFrame(
         [{"participant": p, "reasons": "; ".join(r)} for p, r in sorted(reasons.items())],
         columns=["participant", "reasons"],

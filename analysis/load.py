@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials",
-           "flag_columns"]
+           "flag_columns", "integrity_columns"]
 
 REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
 
@@ -85,8 +85,15 @@ def _as01(s: pd.Series) -> pd.Series:
 
 
 def flag_columns(df: pd.DataFrame) -> list[str]:
-    """The study's exclusion-flag columns an export carries: ``excluded`` and ``excl_<rule>``."""
-    return [c for c in df.columns if c == "excluded" or str(c).startswith("excl_")]
+    """The study's verdict columns an export carries: ``excluded`` and ``excl_<rule>``, then the integrity
+    flags ``flagged`` and ``flag_<flag>``."""
+    return ([c for c in df.columns if c == "excluded" or str(c).startswith("excl_")]
+            + integrity_columns(df))
+
+
+def integrity_columns(df: pd.DataFrame) -> list[str]:
+    """The integrity flags an export carries: ``flagged`` and ``flag_<flag>`` (automation, inattention)."""
+    return [c for c in df.columns if c == "flagged" or str(c).startswith("flag_")]
 
 
 def _as_flag(s: pd.Series) -> pd.Series:
@@ -115,7 +122,7 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[catch & (df["trial_kind"] == "main"), "trial_kind"] = "catch"
     for c in flag_columns(df):
         df[c] = _as_flag(df[c])
-    for c in ("mis_delta", "unit_mis"):
+    for c in ("mis_delta", "unit_mis", "server_instructions_ms", "server_interval_ms", "instructions_ms"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     if "rt_ms" not in df.columns and "rt" in df.columns:

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from . import jobs, lifecycle, participation, tasks
+from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
@@ -257,7 +258,10 @@ class StudyAdmin(admin.ModelAdmin):
         ("Recruitment", {"fields": ["recruitment", "completion_url", "completion_code",
                                     "participants_per_condition", "time_limit_minutes"]}),
         ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side",
-                                        "min_total_minutes", "max_total_minutes"]}),
+                                        "min_total_minutes", "max_total_minutes", "min_answer_interval_ms",
+                                        "max_fast_answer_share"]}),
+        ("Integrity flags", {"fields": ["flag_webdriver", "max_focus_losses", "max_fullscreen_exits",
+                                        "flag_client_time", "exclude_flagged"]}),
     ]
 
     def get_queryset(self, request):
@@ -295,6 +299,7 @@ class StudyAdmin(admin.ModelAdmin):
     def monitor_view(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)
         context = {**self.admin_site.each_context(request), "study": study, "rows": study_monitor(study),
+                   "participants": participant_evidence(study),
                    "title": f"Monitor: {study.title}", "opts": self.model._meta}
         return TemplateResponse(request, "admin/studyapp/study_monitor.html", context)
 
@@ -353,8 +358,27 @@ class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["pseudonym", "study", "condition", "status", "answered", "trial_count", "started_at", "finished_at"]
     list_filter = ["study", "status", "condition"]
     # The token is the participant's credential: researchers never need to see it.
-    readonly_fields = [f.name for f in Participant._meta.fields if f.name not in ("id", "token")]
+    readonly_fields = ["integrity", *(f.name for f in Participant._meta.fields if f.name not in ("id", "token"))]
     exclude = ["token"]
+
+    @admin.display(description="exclusions and flags")
+    def integrity(self, participant):
+        """The study's verdicts on this participant and the evidence behind them (studyapp.exclusions)."""
+        if participant.pk is None or participant.is_preview:
+            return "—"
+        rows = participant_evidence(participant.study, only=[participant.pk], everyone=True)
+        if not rows:
+            return "—"
+        row = rows[0]
+        server = row["server_instructions_ms"]
+        client = row["client_instructions_ms"]
+        return format_html(
+            "<strong>{}</strong><br>instructions: {} s by the server, {} s by the browser · answers too fast: "
+            "{} of {} · focus losses: {} · full-screen exits: {} · webdriver: {}",
+            ", ".join(row["reasons"]) or "not excluded, not flagged",
+            "—" if server is None else f"{server / 1000:.1f}", "—" if client is None else f"{client / 1000:.1f}",
+            row["fast_answers"], row["intervals"], row["focus_losses"], row["fullscreen_exits"],
+            "yes" if row["webdriver"] else "no")
 
     def has_add_permission(self, request):
         return False

@@ -5,6 +5,7 @@ import math
 from datetime import datetime, timezone
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
@@ -16,6 +17,10 @@ from .texts import render_markdown
 
 MAX_TRIALS_PER_REQUEST = 50
 MAX_BODY_BYTES = 16_384
+MAX_INTERACTION_COUNT = 10_000
+QUESTIONNAIRE_MAX_KEYS = 20
+QUESTIONNAIRE_MAX_KEY_LENGTH = 64
+QUESTIONNAIRE_MAX_TEXT_LENGTH = 2000
 
 
 def error(code, detail, status):
@@ -23,9 +28,15 @@ def error(code, detail, status):
 
 
 class BadRequest(Exception):
+    code, status = "bad_request", 400
+
     def __init__(self, detail):
         super().__init__(detail)
         self.detail = detail
+
+
+class UnsupportedMediaType(BadRequest):
+    code, status = "unsupported_media_type", 415
 
 
 def _finite(text):
@@ -61,10 +72,24 @@ def _storable(data):
 
 
 def _body(request):
-    if len(request.body) > MAX_BODY_BYTES:
+    # Anything but JSON is refused before the body is touched: a form body has already been read by the
+    # CSRF check (request.POST), after which request.body raises.
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("The request body must be JSON, sent as Content-Type: application/json.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY_BYTES:
         raise BadRequest("The request body is too large.")
     try:
-        data = json.loads(request.body or b"{}", parse_float=_finite, parse_constant=_no_constant)
+        body = request.body
+    except RequestDataTooBig:
+        raise BadRequest("The request body is too large.") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest("The request body is too large.")
+    try:
+        data = json.loads(body or b"{}", parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         # ValueError covers malformed JSON and bytes, NaN and overflowing numbers, and integers longer than
         # Python converts; RecursionError, nesting deeper than the parser's stack.
@@ -86,7 +111,7 @@ def _participant_view(method):
             try:
                 return view(request, participant, *args, **kwargs)
             except BadRequest as exc:
-                return error("bad_request", exc.detail, 400)
+                return error(exc.code, exc.detail, exc.status)
             except participation.ParticipationError as exc:
                 return error(exc.code, exc.detail, exc.status)
 
@@ -212,8 +237,18 @@ def _parse_response(data):
             client_time = client_time.astimezone(timezone.utc)
         except (ValueError, OverflowError):
             raise BadRequest("'client_time' must be an ISO 8601 time.") from None
+    interaction = {}
+    for name in ("focus_losses", "fullscreen_exits"):
+        count = data.get(name)
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)
+                                  or not 0 <= count <= MAX_INTERACTION_COUNT):
+            raise BadRequest(f"'{name}' must be a count from 0 to {MAX_INTERACTION_COUNT}, or null.")
+        interaction[name] = count
+    webdriver = data.get("webdriver")
+    if webdriver is not None and not isinstance(webdriver, bool):
+        raise BadRequest("'webdriver' must be true, false or null.")
     return trial, {"idempotency_key": key, "choice": choice, "confidence": confidence,
-                   "rt_ms": float(rt_ms), "client_time": client_time}
+                   "rt_ms": float(rt_ms), "client_time": client_time, **interaction, "webdriver": webdriver}
 
 
 @require_POST
@@ -224,7 +259,7 @@ def respond(request, token):
         trial_id, fields = _parse_response(_body(request))
     except BadRequest as exc:
         get_object_or_404(Participant.objects.only("pk"), token=token)
-        return error("bad_request", exc.detail, 400)
+        return error(exc.code, exc.detail, exc.status)
     try:
         answer = participation.record_response(token, trial_id, **fields)
     except participation.UnknownParticipant:
@@ -244,13 +279,30 @@ def respond(request, token):
     return JsonResponse(payload, status=201 if answer.created else 200)
 
 
+def _questionnaire_answers(answers):
+    """A flat mapping of short names to short strings, numbers, booleans or null: what the questionnaire's
+    form sends. Nothing nested is stored, so no stored answer is too deep for a reader of the row."""
+    if not isinstance(answers, dict):
+        raise BadRequest("'answers' must be an object.")
+    if len(answers) > QUESTIONNAIRE_MAX_KEYS:
+        raise BadRequest(f"'answers' may hold at most {QUESTIONNAIRE_MAX_KEYS} questions.")
+    for key, value in answers.items():
+        if not 1 <= len(key) <= QUESTIONNAIRE_MAX_KEY_LENGTH:
+            raise BadRequest(f"A question's name must have 1 to {QUESTIONNAIRE_MAX_KEY_LENGTH} characters.")
+        if isinstance(value, str):
+            if len(value) > QUESTIONNAIRE_MAX_TEXT_LENGTH:
+                raise BadRequest(f"The answer to '{key[:40]}' is longer than "
+                                 f"{QUESTIONNAIRE_MAX_TEXT_LENGTH} characters.")
+        elif value is not None and not isinstance(value, bool) and (not isinstance(value, (int, float))
+                                                                     or abs(value) > 1e15):
+            raise BadRequest(f"The answer to '{key[:40]}' must be text, a number, true, false or null.")
+    return answers
+
+
 @_participant_view(require_POST)
 def questionnaire(request, participant):
     data = _body(request)
-    answers = data.get("answers")
-    if not isinstance(answers, dict):
-        raise BadRequest("'answers' must be an object.")
-    participation.finish(participant, answers)
+    participation.finish(participant, _questionnaire_answers(data.get("answers")))
     return JsonResponse({"phase": "done", "completion": session_payload(participant)["completion"]})
 
 

@@ -10,13 +10,14 @@ from contextlib import contextmanager
 import pandas as pd
 from django.db import connection, transaction
 
-from .exclusions import FLAG_COLUMNS, participant_flags
+from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
 from .models import Exemplar, Response, Trial, Unit
 
 COLUMNS = [
     "study", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "unit",
     "trial_index", "trial_kind", "practice_attempt", "query_a", "query_b", "correct_query", "choice",
-    "correct", "confidence", "rt_ms", "client_time", "server_time", "instructions_ms",
+    "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
+    "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
     *FLAG_COLUMNS, "unit_mis", "mis_delta",
 ]
@@ -72,14 +73,18 @@ def response_rows(study):
     responses = (
         Response.objects.filter(participant__study=study, participant__is_preview=False)
         .select_related("trial__unit", "participant__condition")
-        # Per-unit measures are read once above; the trial's image lists are not part of the export.
+        # Per-unit measures are read once above; the trial's image lists are not part of the export, nor
+        # the participant's questionnaire and recruitment JSON, which no row should have to decode.
         .defer("trial__unit__measures", "trial__references_min", "trial__references_max",
-               "trial__strip_a", "trial__strip_b")
+               "trial__strip_a", "trial__strip_b", "participant__questionnaire", "participant__recruitment_info")
         .order_by("server_time", "pk")
     )
+    last_arrival = {}
     for r in responses.iterator(chunk_size=2000):
         trial, participant = r.trial, r.participant
         condition = participant.condition
+        previous = last_arrival.get(participant.pk)
+        last_arrival[participant.pk] = r.server_time
         yield {
             "study": study.slug,
             "participant": participant.pseudonym,
@@ -101,7 +106,14 @@ def response_rows(study):
             "rt_ms": r.rt_ms,
             "client_time": _iso(r.client_time),
             "server_time": _iso(r.server_time),
+            "server_interval_ms": (r.server_time - previous).total_seconds() * 1000 if previous else None,
+            "trial_served": _iso(trial.served_at),
+            "focus_losses": r.focus_losses,
+            "fullscreen_exits": r.fullscreen_exits,
+            "webdriver": r.webdriver,
             "instructions_ms": participant.instructions_ms,
+            "server_instructions_ms": server_instructions_ms(
+                {"consented_at": participant.consented_at, "instructions_at": participant.instructions_at}),
             "participant_status": participant.status,
             "participant_started": _iso(participant.started_at),
             "participant_finished": _iso(participant.finished_at),
@@ -132,13 +144,16 @@ def response_frame(study):
     with one_snapshot():
         rows = list(response_rows(study))
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for column in ("practice_attempt", "confidence"):
+    for column in ("practice_attempt", "confidence", "focus_losses", "fullscreen_exits"):
         frame[column] = frame[column].astype("Int64")
-    frame["excluded"] = frame["excluded"].astype(bool)
+    frame["webdriver"] = frame["webdriver"].astype("boolean")
+    for column in ("excluded", "flagged"):
+        frame[column] = frame[column].astype(bool)
     # Nullable: an empty cell says the study does not apply that rule.
-    for column in FLAG_COLUMNS[1:]:
-        frame[column] = frame[column].astype("boolean")
-    for column in ("unit_mis", "mis_delta"):
+    for column in FLAG_COLUMNS:
+        if column not in ("excluded", "flagged"):
+            frame[column] = frame[column].astype("boolean")
+    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms"):
         frame[column] = frame[column].astype("float64")
     return frame
 

@@ -75,3 +75,39 @@ class BrowserAuthenticationMiddleware(_NotOnParticipantAPI, AuthenticationMiddle
 
 class BrowserMessageMiddleware(_NotOnParticipantAPI, MessageMiddleware):
     pass
+
+
+class APIErrorShapeMiddleware:
+    """Every error under /api/ in the API's JSON shape (docs/contracts.md, section 3), whatever produced
+    it: an unknown token or route (Http404), a wrong method (require_POST's 405), a body over Django's
+    upload limit (400 from RequestDataTooBig), a server error. The views answer their own refusals in
+    that shape already; this catches what Django answers before or around them, keeping its headers
+    (Allow, Retry-After)."""
+
+    CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+             413: "too_large", 415: "unsupported_media_type", 429: "rate_limited", 500: "server_error",
+             503: "unavailable"}
+    DETAILS = {
+        400: "The request could not be read.",
+        403: "This request is not allowed.",
+        404: "There is nothing here. Please check the link.",
+        405: "This address does not accept this method.",
+        413: "The request body is too large.",
+        500: "Something went wrong on our side. Your answers so far are safe; please try again.",
+    }
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (response.status_code < 400 or not request.path_info.startswith(API_PREFIX)
+                or response.get("Content-Type", "").startswith("application/json")):
+            return response
+        status = response.status_code
+        shaped = JsonResponse({"error": self.CODES.get(status, f"http_{status}"),
+                               "detail": self.DETAILS.get(status, "The request was refused.")}, status=status)
+        for header in ("Allow", "Retry-After"):
+            if header in response:
+                shaped[header] = response[header]
+        return shaped

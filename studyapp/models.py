@@ -4,6 +4,8 @@ recruitment id, value ranges) are database constraints, not only form validation
 import secrets
 from collections import defaultdict
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -12,6 +14,18 @@ from django.urls import reverse
 
 from . import texts
 from .trials import UnitExemplars, build_trial_list
+
+
+class ParticipantJSONField(models.JSONField):
+    """A JSONField whose stored value never breaks the page or export that loads it: a value the JSON
+    decoder cannot read back (nested deeper than Python's recursion limit, stored before the API refused
+    such input) loads as a short note instead of raising, so one row cannot take down a list of them."""
+
+    def from_db_value(self, value, expression, connection):
+        try:
+            return super().from_db_value(value, expression, connection)
+        except (RecursionError, json.JSONDecodeError):
+            return {"unreadable": f"stored JSON of {len(value)} characters that cannot be read back"}
 
 
 class Network(models.Model):
@@ -204,6 +218,31 @@ class Study(models.Model):
                                           help_text="exclude faster finishers; empty: no lower bound")
     max_total_minutes = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
                                           help_text="exclude slower finishers; empty: no upper bound")
+    min_answer_interval_ms = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="an answer that reaches the server sooner than this after the previous one is too fast for a "
+                  "person (the buttons stay locked for the response lock, and the answer still has to travel); "
+                  "empty: the response lock")
+    max_fast_answer_share = models.FloatField(
+        null=True, blank=True, default=0.25, validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="exclude a participant when more than this share of their answers arrived too fast; a "
+                  "connection that stalls and then sends the waiting answers at once makes a few; empty: off")
+
+    # Flags: evidence of automation or inattention, shown per participant and exported as flag_* columns.
+    flag_webdriver = models.BooleanField(
+        default=True, help_text="flag a browser that reports it is driven by automation (navigator.webdriver)")
+    max_focus_losses = models.PositiveIntegerField(
+        null=True, blank=True, default=2,
+        help_text="flag a participant who left the study's window or tab more often than this during the "
+                  "trials; empty: off")
+    max_fullscreen_exits = models.PositiveIntegerField(
+        null=True, blank=True, default=1,
+        help_text="flag a participant who left full screen more often than this during the trials; empty: off")
+    flag_client_time = models.BooleanField(
+        default=True, help_text="flag a browser whose instructions reading time is longer than the server "
+                                "measured between serving the instructions and receiving the answer")
+    exclude_flagged = models.BooleanField(
+        default=True, help_text="count flagged participants as excluded (excl_flagged); off: flagged, kept")
 
     created = models.DateTimeField(auto_now_add=True)
 
@@ -320,7 +359,8 @@ class Participant(models.Model):
     token = models.CharField(max_length=64, unique=True, default=new_token)
     external_id_hash = models.CharField(max_length=64, null=True, blank=True)
     recruitment = models.CharField(max_length=10, choices=Study.Recruitment.choices)
-    recruitment_info = models.JSONField(default=dict, blank=True, help_text="study/session ids, never the person's id")
+    recruitment_info = ParticipantJSONField(default=dict, blank=True,
+                                            help_text="study/session ids, never the person's id")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
     is_preview = models.BooleanField(default=False, help_text="a researcher's preview: no quota, no export")
     seed = models.BigIntegerField()
@@ -331,7 +371,9 @@ class Participant(models.Model):
     practice_end = models.PositiveIntegerField(default=0, help_text="position of the first main trial")
     trial_count = models.PositiveIntegerField(default=0)
     practice_attempts = models.PositiveIntegerField(default=1)
-    questionnaire = models.JSONField(null=True, blank=True)
+    instructions_at = models.DateTimeField(
+        null=True, blank=True, help_text="when the server received the instructions' end (it served them at consent)")
+    questionnaire = ParticipantJSONField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
 
     started_at = models.DateTimeField(auto_now_add=True)
@@ -381,6 +423,7 @@ class Trial(models.Model):
     strip_a = models.JSONField(default=list, blank=True)
     strip_b = models.JSONField(default=list, blank=True)
     correct_query = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
+    served_at = models.DateTimeField(null=True, blank=True, help_text="when a trial list first held this trial")
 
     class Meta:
         ordering = ["participant", "position"]
@@ -403,6 +446,10 @@ class Response(models.Model):
     rt_ms = models.FloatField()
     client_time = models.DateTimeField(null=True, blank=True)
     server_time = models.DateTimeField(auto_now_add=True)
+    # What the browser saw since the previous answer (jsPsych's interaction data); null: not reported.
+    focus_losses = models.PositiveSmallIntegerField(null=True, blank=True)
+    fullscreen_exits = models.PositiveSmallIntegerField(null=True, blank=True)
+    webdriver = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["participant", "trial__position"]

@@ -7,7 +7,7 @@ from statistics import mean, median
 
 from django.db.models import Count, Q
 
-from .exclusions import AnswerCounts, ExclusionRules, answer_counts, flags
+from .exclusions import PARTICIPANT_FIELDS, AnswerCounts, ExclusionRules, answer_counts, flags
 from .export import finite_number
 from .models import Condition, Participant, Response
 
@@ -39,11 +39,11 @@ def main_accuracy(study):
 def study_monitor(study):
     participants = list(
         Participant.objects.filter(study=study, is_preview=False)
-        .values("pk", "condition_id", "status", "started_at", "finished_at", "instructions_ms")
+        .values(*PARTICIPANT_FIELDS, "condition_id", "status")
     )
-    counts = answer_counts(study)
-    answered = main_accuracy(study)
     rules = ExclusionRules.for_study(study)
+    counts = answer_counts(study, rules.min_answer_interval_ms)
+    answered = main_accuracy(study)
     by_condition = defaultdict(list)
     for p in participants:
         by_condition[p["condition_id"]].append(p)

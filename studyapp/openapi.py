@@ -74,6 +74,10 @@ RESPONSE_IN = {
         "confidence": {"type": ["integer", "null"], "minimum": 1, "maximum": 3},
         "rt_ms": {"type": "number", "minimum": 0},
         "client_time": {"type": ["string", "null"], "format": "date-time"},
+        # Since the previous answer, as jsPsych's interaction data counts them; null: not reported.
+        "focus_losses": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000},
+        "fullscreen_exits": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000},
+        "webdriver": {"type": ["boolean", "null"]},
     },
 }
 
@@ -128,7 +132,7 @@ def schema():
                     "operationId": "consent",
                     "requestBody": _body({"type": "object", "required": ["consent"],
                                           "properties": {"consent": {"type": "boolean"}}}),
-                    "responses": {**session_ok, **_errors(400, 403, 404, 409, 410)},
+                    "responses": {**session_ok, **_errors(400, 403, 404, 409, 410, 415)},
                 },
             },
             "/api/p/{token}/instructions": {
@@ -137,7 +141,7 @@ def schema():
                     "operationId": "instructions",
                     "requestBody": _body({"type": "object", "required": ["reading_ms"],
                                           "properties": {"reading_ms": {"type": "number", "minimum": 0}}}),
-                    "responses": {**session_ok, **_errors(400, 403, 404, 409, 410)},
+                    "responses": {**session_ok, **_errors(400, 403, 404, 409, 410, 415)},
                 },
             },
             "/api/p/{token}/trials": {
@@ -164,7 +168,7 @@ def schema():
                     "responses": {
                         "201": {"description": "stored", **_json(RESPONSE_OUT)},
                         "200": {"description": "already stored: the first answer is kept", **_json(RESPONSE_OUT)},
-                        **_errors(400, 403, 404, 409, 410),
+                        **_errors(400, 403, 404, 409, 410, 415),
                     },
                 },
             },
@@ -173,11 +177,14 @@ def schema():
                 "post": {
                     "operationId": "questionnaire",
                     "requestBody": _body({"type": "object", "required": ["answers"],
-                                          "properties": {"answers": {"type": "object"}}}),
+                                          "properties": {"answers": {
+                                              "type": "object", "maxProperties": 20,
+                                              "additionalProperties": {"type": ["string", "number", "boolean", "null"],
+                                                                       "maxLength": 2000}}}}),
                     "responses": {
                         "200": {"description": "done", **_json({
                             "type": "object", "properties": {"phase": PHASE, "completion": COMPLETION}})},
-                        **_errors(400, 403, 404, 409, 410),
+                        **_errors(400, 403, 404, 409, 410, 415),
                     },
                 },
             },

@@ -173,18 +173,25 @@ def record_instructions(participant, reading_ms):
     if participant.consented_at is None:
         raise ParticipationError("out_of_order", "Consent comes before the instructions.")
     if participant.instructions_ms is None:
+        # The server served the instructions with its answer to the consent: from then to now is the
+        # reading time no client can choose. The client's own figure is kept beside it.
         participant.instructions_ms = reading_ms
-        participant.last_seen = timezone.now()
-        participant.save(update_fields=["instructions_ms", "last_seen"])
+        participant.instructions_at = participant.last_seen = timezone.now()
+        participant.save(update_fields=["instructions_ms", "instructions_at", "last_seen"])
     return participant
 
 
 def upcoming_trials(participant, limit):
-    """The first `limit` unanswered trials, in order."""
-    return list(
+    """The first `limit` unanswered trials, in order; those served for the first time are stamped with
+    the server's time."""
+    upcoming = list(
         Trial.objects.filter(participant=participant, position__gte=participant.answered)
         .order_by("position")[:limit]
     )
+    fresh = [t.pk for t in upcoming if t.served_at is None]
+    if fresh:
+        Trial.objects.filter(pk__in=fresh, served_at__isnull=True).update(served_at=timezone.now())
+    return upcoming
 
 
 class UnknownParticipant(ParticipationError):
@@ -232,9 +239,9 @@ WITH p AS (
     RETURNING u.id
 ), stored AS (
     INSERT INTO {response} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
-                            client_time, server_time)
+                            client_time, server_time, focus_losses, fullscreen_exits, webdriver)
     SELECT t.id, moved.id, %(key)s, %(choice)s, %(confidence)s, t.correct_query = %(choice)s, %(rt_ms)s,
-           %(client_time)s, %(now)s
+           %(client_time)s, %(now)s, %(focus_losses)s, %(fullscreen_exits)s, %(webdriver)s
     FROM t, moved
     RETURNING correct
 )
@@ -253,7 +260,7 @@ _TRIAL_FIELDS = ("id", "participant_id", "position", "block", "attempt")
 _ANSWER_PARAMETERS = {
     "token": "text", "trial": "bigint", "now": "timestamptz", "started": "text", "confidence": "smallint",
     "block_end": "boolean", "practice": "text", "key": "text", "choice": "text", "rt_ms": "double precision",
-    "client_time": "timestamptz",
+    "client_time": "timestamptz", "focus_losses": "smallint", "fullscreen_exits": "smallint", "webdriver": "boolean",
 }
 # Prepared once per database connection: parsing and planning the statement cost PostgreSQL more than
 # running it. A prepared statement outlives rollbacks and lasts as long as the connection (behind a
@@ -382,6 +389,8 @@ def _record_through_orm(token, trial_id, values):
             trial=trial, participant=participant, idempotency_key=values["key"], choice=values["choice"],
             confidence=values["confidence"], correct=(values["choice"] == trial.correct_query),
             rt_ms=values["rt_ms"], client_time=values["client_time"],
+            focus_losses=values["focus_losses"], fullscreen_exits=values["fullscreen_exits"],
+            webdriver=values["webdriver"],
         )
         participant.answered = trial.position + 1
         if trial.block == Trial.Block.PRACTICE and participant.answered == participant.practice_end:
@@ -389,14 +398,18 @@ def _record_through_orm(token, trial_id, values):
     return participant, trial, response.correct
 
 
-def record_response(token, trial_id, *, idempotency_key, choice, confidence, rt_ms, client_time):
+def record_response(token, trial_id, *, idempotency_key, choice, confidence, rt_ms, client_time,
+                    focus_losses=None, fullscreen_exits=None, webdriver=None):
     """Store one answer of the participant with `token`; returns an `Answer`. The answered-prefix
     counter moves forward by one only if this trial is the first unanswered one, in the same transaction
     as the insert: a double submit, a retry after a lost acknowledgement or a second tab finds the counter
     moved and gets the stored answer back instead of a second row. Raises UnknownParticipant for a token
     that is no participant's, and ParticipationError for an answer the participant's state refuses."""
+    # `now` is the answer's arrival as the server measures it: the timing exclusions rest on it, never on
+    # the client's clock. The interaction counts are what the browser reports since its previous answer.
     values = {"key": idempotency_key, "choice": choice, "confidence": confidence, "rt_ms": rt_ms,
-              "client_time": client_time, "now": timezone.now()}
+              "client_time": client_time, "now": timezone.now(), "focus_losses": focus_losses,
+              "fullscreen_exits": fullscreen_exits, "webdriver": webdriver}
     record = _record_in_one_statement if _answers_in_one_statement() else _record_through_orm
     try:
         participant, trial, correct = record(token, trial_id, values)

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "studyapp.middleware.APIErrorShapeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the sessions and the CSRF check: a refused request costs a cache increment, nothing more.
     "studyapp.ratelimit.ParticipantRateLimitMiddleware",

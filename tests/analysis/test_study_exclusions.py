@@ -102,3 +102,46 @@ def test_cli_report_exclusion_choices(export_csv, tmp_path, capsys):
     assert kept("--exclusions", "own") == ("analysis", 4)
     assert kept("--min-instructions-s", "1") == ("analysis", 5)  # p2 read for 5 s; p4's catch rate is out
     assert kept("--exclusions", "none") == ("none", 8)
+
+
+def _export_with_integrity():
+    """The same eight participants with the server's evidence and integrity flags: p5's browser said it
+    was automated (the study counts flagged participants as excluded), p6 claimed a 30 s reading time the
+    server measured as 0.4 s, p7 answered every 0.2 s; the others took 3 s per answer."""
+    frame = _export_with_flags()
+    pid = frame["participant"]
+    frame["server_instructions_ms"] = np.where(pid == "p6", 400.0, np.where(pid == "p2", 5200.0, 30500.0))
+    position = frame.groupby("participant").cumcount()
+    frame["server_interval_ms"] = np.where(position == 0, np.nan, np.where(pid == "p7", 200.0, 3000.0))
+    frame["flag_webdriver"] = pid == "p5"
+    frame["flag_focus_loss"] = False
+    frame["flag_fullscreen_exit"] = None
+    frame["flag_client_time"] = pid == "p6"
+    frame["flagged"] = frame["flag_webdriver"] | frame["flag_client_time"]
+    frame["excl_flagged"] = frame["flagged"]
+    frame["excl_answer_interval"] = pid == "p7"
+    frame["excl_instructions_time"] = pid.isin(["p2", "p6"])
+    frame["excluded"] = frame[[c for c in frame.columns if c.startswith("excl_")]].fillna(False).any(axis=1)
+    return frame
+
+
+def test_integrity_flags_are_honoured_and_counted_per_flag(tmp_path):
+    path = tmp_path / "export.csv"
+    _export_with_integrity().to_csv(path, index=False)
+    data = read_responses(path)
+    assert str(data["flag_webdriver"].dtype) == "boolean" and data["flag_fullscreen_exit"].isna().all()
+
+    study = exclude(data)
+    assert set(study.excluded.participant) == {"p0", "p1", "p2", "p5", "p6", "p7"}
+    assert study.counts["flagged: browser driven by automation (navigator.webdriver)"] == 1
+    assert study.counts["flagged: browser's reading time longer than the server measured"] == 1
+    assert any(n.startswith("flagged participants (automation or inattention): 2") for n in study.notes)
+
+    # The analysis's own rules judge the server's times and drop the flagged unless told to keep them.
+    own = exclude(data, "own")
+    reasons = dict(zip(own.excluded.participant, own.excluded.reasons))
+    assert "instructions read in < 15 s" in reasons["p6"]  # by the server's 0.4 s, not the claimed 30 s
+    assert "of answers within 1500 ms" in reasons["p7"]
+    assert "flagged" in reasons["p5"]
+    kept = exclude(data, options={"exclude_flagged": False, "min_catch_accuracy": 0.5})
+    assert "p5" not in set(kept.excluded.participant) and "p6" in set(kept.excluded.participant)

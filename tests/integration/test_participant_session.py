@@ -16,7 +16,10 @@ CHROMIUM = "/usr/bin/chromium"
 DEMO_PARTICIPANTS = "SELECT {} FROM studyapp_participant p JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'"
 DEMO_RESPONSES = ("SELECT {} FROM studyapp_response r JOIN studyapp_participant p ON r.participant_id = p.id "
                   "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# A person's browser does not say it is automated: without the last flag Playwright's Chromium reports
+# navigator.webdriver, which the study flags (test_integrity_browser.py checks both).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-blink-features=AutomationControlled"]
 
 
 @pytest.fixture

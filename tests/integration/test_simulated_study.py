@@ -81,11 +81,18 @@ def test_simulated_participants_give_back_the_planted_accuracies(stack, tmp_path
                 assert by_condition[condition]["trials"] == tally["n"]
                 assert round(by_condition[condition]["accuracy"] * tally["n"]) == tally["correct"]
 
-        # With the study's exclusions (the simulated reading times are log-normal around 35 s), the
-        # planted accuracy of each basis lies within its bootstrap CI; the allowance of half a CI
-        # width on either side keeps the three-way check from failing one run in seven by chance.
+        # The simulator is a script: it claims reading times (log-normal around 35 s) it never spends and
+        # answers as fast as the server acknowledges, so the server's clock excludes every simulated
+        # participant who finished under the study's own rules.
+        verdicts = _run_analysis("report", str(export), "--json", "--no-model", "--n-boot", "50",
+                                 "--exclusions", "study", "--out", str(tmp_path / "verdicts"))
+        assert verdicts["exclusions"]["participants_kept"] <= people["started"] - people["completed"]
+        # With the rules that judge answers rather than time (catch accuracy, one side), the planted
+        # accuracy of each basis lies within its bootstrap CI; the allowance of half a CI width on
+        # either side keeps the three-way check from failing one run in seven by chance.
         report = _run_analysis("report", str(export), "--json", "--no-model", "--n-boot", "1000",
-                               "--min-instructions-s", "15", "--out", str(tmp_path / "report"))
+                               "--min-instructions-s", "0", "--max-fast-answer-share", "1", "--keep-flagged",
+                               "--out", str(tmp_path / "report"))
         rows = {row["condition"]: row for row in report["descriptives"]["conditions"]}
         assert len(rows) == 3
         for condition, row in rows.items():

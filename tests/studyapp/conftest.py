@@ -61,3 +61,31 @@ def job(db):
 @pytest.fixture
 def study(job):
     return make_study(job)
+
+
+class Clock:
+    """The server's clock under a test's control: `timezone.now()` (and so every server-side time the
+    app records) reads this clock, which moves only when the test advances it, as a participant's time
+    passes between requests."""
+
+    def __init__(self):
+        from django.utils import timezone
+
+        self.now = timezone.now()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from django.utils import timezone
+
+    fake = Clock()
+    monkeypatch.setattr(timezone, "now", fake)
+    return fake

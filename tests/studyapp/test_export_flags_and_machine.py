@@ -23,13 +23,26 @@ def other_side(choice):
     return "b" if choice == "a" else "a"
 
 
-def take_part(client, study, reading_ms=20000, choose=None, finish=True, both_sides=True):
+@pytest.fixture(autouse=True)
+def _paced(clock):
+    global CLOCK
+    CLOCK = clock
+    yield
+    CLOCK = None
+
+
+CLOCK = None
+
+
+def take_part(client, study, reading_ms=20000, choose=None, finish=True, both_sides=True, answer_s=3.0):
     """One participant through the API: practice answered correctly, main and catch trials by
     `choose(trial)` (default: correctly). With `both_sides` the plan uses both response sides (the first
     main trial flips when the drawn answer key happens to sit on one side), so that only the participant
-    meant to trip the one-side rule does."""
+    meant to trip the one-side rule does. The server's clock moves as a person's time would: the reading
+    time before the instructions' end, `answer_s` before each answer."""
     participant = arrive(client, study, pid=str(uuid.uuid4()))
     assert api(client, participant, "consent", {"consent": True})[0] == 200
+    CLOCK.advance(reading_ms / 1000 + 0.5)
     assert api(client, participant, "instructions", {"reading_ms": reading_ms})[0] == 200
     answered = Trial.objects.filter(participant=participant, block="main").order_by("position")
     plan = {t.pk: (choose or (lambda t: t.correct_query))(t) for t in answered}
@@ -43,6 +56,7 @@ def take_part(client, study, reading_ms=20000, choose=None, finish=True, both_si
         for shown in trials:
             trial = Trial.objects.get(pk=shown["id"])
             choice = trial.correct_query if trial.kind == "practice" else plan[trial.pk]
+            CLOCK.advance(answer_s)
             assert answer(client, participant, trial.pk, choice)[0] == 201
     if finish:
         assert api(client, participant, "questionnaire", {"answers": {}})[0] == 200

@@ -15,7 +15,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.middleware.csrf import get_token
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -30,7 +30,8 @@ from tests.studyapp.test_api import arrive, through_instructions
 
 FUZZ = hypothesis_settings(max_examples=60, deadline=None, derandomize=True, database=None,
                            suppress_health_check=list(HealthCheck))
-FIELDS = ["trial", "idempotency_key", "choice", "confidence", "rt_ms", "client_time"]
+FIELDS = ["trial", "idempotency_key", "choice", "confidence", "rt_ms", "client_time", "focus_losses",
+          "fullscreen_exits", "webdriver"]
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text()
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
@@ -46,8 +47,10 @@ near_valid = (st.sampled_from(["a", "b", "A", "", "ab", None, True, 1, 2, 3, 0, 
 
 
 class FakeRequest:
-    def __init__(self, body):
+    def __init__(self, body, content_type="application/json"):
         self.body = body
+        self.content_type = content_type
+        self.META = {"CONTENT_LENGTH": str(len(body))}
 
 
 # ----------------------------------------------------------------------------------- the parsers
@@ -66,6 +69,35 @@ def test_the_body_parser_returns_an_object_or_says_bad_request(body):
     text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     text.encode("utf-8")
     assert "\\u0000" not in text
+
+
+@FUZZ
+@given(st.binary(max_size=100), st.sampled_from(["", "text/plain", "multipart/form-data",
+                                                 "application/x-www-form-urlencoded", "application/json5"]))
+def test_the_body_parser_refuses_what_is_not_declared_json(body, content_type):
+    with pytest.raises(api.UnsupportedMediaType):
+        api._body(FakeRequest(body, content_type))
+
+
+# Nested lists as deep as a stored questionnaire that once broke the admin (930 levels, parsed in Python).
+deep_values = st.integers(min_value=1, max_value=930).map(lambda n: json.loads("[" * n + "1" + "]" * n))
+
+
+@FUZZ
+@given(json_values | deep_values | st.dictionaries(st.text(max_size=80), near_valid | json_values | deep_values,
+                                                   max_size=25))
+def test_the_questionnaire_parser_lets_through_only_a_flat_mapping_of_short_values(answers):
+    try:
+        stored = api._questionnaire_answers(answers)
+    except api.BadRequest as exc:
+        assert exc.detail
+        return
+    assert isinstance(stored, dict) and len(stored) <= api.QUESTIONNAIRE_MAX_KEYS
+    for key, value in stored.items():
+        assert 1 <= len(key) <= api.QUESTIONNAIRE_MAX_KEY_LENGTH
+        assert value is None or isinstance(value, (bool, int, float, str))
+        assert not isinstance(value, str) or len(value) <= api.QUESTIONNAIRE_MAX_TEXT_LENGTH
+    json.loads(json.dumps(stored))  # a reader can load what is stored, at any nesting limit
 
 
 @FUZZ
@@ -141,8 +173,9 @@ def test_the_participant_endpoints_never_answer_a_server_error(client, live_part
 
 @pytest.mark.django_db
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["trial", "idempotency_key", "confidence", "rt_ms", "client_time"]),
-                       near_valid, max_size=5),
+@given(st.dictionaries(st.sampled_from(["trial", "idempotency_key", "confidence", "rt_ms", "client_time",
+                                        "focus_losses", "fullscreen_exits", "webdriver"]),
+                       near_valid, max_size=8),
        st.sampled_from(["a", "b"]))
 def test_answers_with_fuzzed_fields_on_the_next_trial_never_answer_a_server_error(client, fuzz_study, fields, choice):
     participant = in_trials(fuzz_study)
@@ -224,3 +257,43 @@ def test_schemathesis_finds_no_server_error(case, fuzz_study, in_process_request
     case.validate_response(response, checks=[not_a_server_error])
     if response.status_code < 300:
         case.validate_response(response, checks=[response_schema_conformance])
+
+
+def _error_shape(response):
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "detail"} and isinstance(body["error"], str) and body["detail"]
+
+
+@pytest.mark.django_db
+@FUZZ
+@given(name=st.sampled_from(["consent", "instructions", "responses", "questionnaire"]),
+       content_type=st.sampled_from(["multipart/form-data; boundary=BoUnDaRy", "application/x-www-form-urlencoded",
+                                     "text/plain", "application/xml", "application/octet-stream"]),
+       body=st.binary(max_size=300) | st.just(b'--BoUnDaRy\r\nContent-Disposition: form-data; name="consent"'
+                                              b'\r\n\r\ntrue\r\n--BoUnDaRy--\r\n'))
+def test_bodies_that_are_not_json_are_refused_in_the_api_shape_even_past_the_csrf_check(fuzz_study, name,
+                                                                                       content_type, body):
+    participant = in_trials(fuzz_study)
+    headers, cookies = _csrf_pair()
+    browser = Client(enforce_csrf_checks=True)
+    browser.cookies.load(cookies)
+    response = browser.post(f"/api/p/{participant.token}/{name}", body, content_type=content_type,
+                            HTTP_X_CSRFTOKEN=headers["X-CSRFToken"])
+    assert response.status_code in (400, 415)
+    _error_shape(response)
+
+
+@pytest.mark.django_db
+@FUZZ
+@given(method=st.sampled_from(["get", "post", "put", "patch", "delete", "options", "head"]),
+       tail=st.sampled_from(["session", "consent", "instructions", "trials", "responses", "questionnaire"])
+       | st.text(alphabet="abcdefghijklmnopqrstuvwxyz/._-", max_size=20),
+       known=st.booleans())
+def test_every_refusal_under_the_api_is_the_json_error_shape(client, fuzz_study, method, tail, known):
+    participant = in_trials(fuzz_study)
+    token = participant.token if known else "x" * 32
+    response = getattr(client, method)(f"/api/p/{token}/{tail}")
+    assert response.status_code < 500
+    if response.status_code >= 400 and method != "head":
+        _error_shape(response)

@@ -121,7 +121,9 @@ def test_reading_the_session_and_the_next_trials_is_one_statement_each(client, i
                                                                        django_assert_num_queries):
     with django_assert_num_queries(1):
         assert api(client, in_main_trials, "session")[0] == 200
-    with django_assert_num_queries(2):  # the participant, then its next trials
+    with django_assert_num_queries(3):  # the participant, its next trials, the server's time of first serving
+        assert api(client, in_main_trials, "trials?limit=10")[0] == 200
+    with django_assert_num_queries(2):  # served before: nothing to stamp
         assert api(client, in_main_trials, "trials?limit=10")[0] == 200
 
 

@@ -18,7 +18,10 @@
  *
  * Answers: each answer is put in a queue the moment it is given. The queue lives in localStorage
  * until the server acknowledges it and is sent strictly in order, one request at a time, with an
- * idempotency key; network errors and 5xx are retried with exponential back-off. Practice answers
+ * idempotency key; network errors and 5xx are retried with exponential back-off, or after the
+ * server's Retry-After where a 429 or 503 gives one. Each answer also reports, since the previous
+ * answer, how often the participant left the window or tab and full screen (as jsPsych's interaction
+ * data records them) and whether the browser says it is automated (navigator.webdriver). Practice answers
  * wait for the acknowledgement (it carries the feedback and practice_repeat); main answers do not,
  * unless more than MAX_UNACKED are outstanding. A 409 means the server has moved on: the session is
  * fetched again and the study continues from the server's state. A reload resumes from the server's
@@ -36,6 +39,7 @@
   var FEEDBACK_MS = 1000;
   var BACKOFF_START_MS = 500;
   var BACKOFF_MAX_MS = 30000;
+  var RETRY_AFTER_MAX_MS = 300000;
   var WAIT_MESSAGE_AFTER_MS = 400;
 
   var configEl = document.getElementById("study-config");
@@ -95,9 +99,19 @@
   }
   ApiError.prototype = Object.create(Error.prototype);
 
-  function TransientError(message) {
+  function TransientError(message, retryAfterMs) {
     this.name = "TransientError";
     this.message = message;
+    this.retryAfterMs = retryAfterMs; // the server's Retry-After, when it gave one
+  }
+
+  /** Retry-After (seconds or an HTTP date) in milliseconds; null when absent or unreadable. */
+  function retryAfterMs(resp) {
+    var value = resp.headers.get("Retry-After");
+    if (!value) return null;
+    if (/^\s*\d+\s*$/.test(value)) return parseInt(value, 10) * 1000;
+    var at = Date.parse(value);
+    return isNaN(at) ? null : Math.max(0, at - Date.now());
   }
   TransientError.prototype = Object.create(Error.prototype);
 
@@ -115,7 +129,8 @@
           var data = null;
           try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
           if (resp.status >= 500 || resp.status === 408 || resp.status === 429) {
-            throw new TransientError("server status " + resp.status);
+            var wait = resp.status === 429 || resp.status === 503 ? retryAfterMs(resp) : null;
+            throw new TransientError("server status " + resp.status, wait);
           }
           if (!resp.ok) {
             throw new ApiError(resp.status, data && data.error, data && data.detail);
@@ -143,8 +158,15 @@
             if (attempt > 0) setBanner(null);
             throw err;
           }
-          var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * Math.pow(2, attempt));
-          delay = Math.round(delay * (0.75 + 0.5 * Math.random()));
+          var delay;
+          if (typeof err.retryAfterMs === "number") {
+            // The server says when to come back; a little spread keeps the participants it refused
+            // together from all returning in the same instant.
+            delay = Math.round(Math.min(RETRY_AFTER_MAX_MS, err.retryAfterMs) * (1 + 0.1 * Math.random()));
+          } else {
+            delay = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * Math.pow(2, attempt));
+            delay = Math.round(delay * (0.75 + 0.5 * Math.random()));
+          }
           attempt += 1;
           if (attempt >= 2) {
             setBanner(
@@ -348,6 +370,32 @@
     notices: [], // [{id, html}] shown one after another
     completion: null,
   };
+
+  // ------------------------------------------------------------------ attention, between two answers
+  // A loss is the participant leaving the study: the window losing focus (jsPsych's "blur") or the tab
+  // being hidden. Both usually fire together, so a loss is counted once until the study is back.
+  var attention = { away: false, focusLosses: 0, fullscreenExits: 0 };
+  function attentionLost() {
+    if (!attention.away) attention.focusLosses += 1;
+    attention.away = true;
+  }
+  function attentionBack() { attention.away = false; }
+  function onInteraction(d) {
+    if (d.event === "blur") attentionLost();
+    else if (d.event === "focus") attentionBack();
+    else if (d.event === "fullscreenexit") attention.fullscreenExits += 1;
+  }
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "hidden") attentionLost();
+    else attentionBack();
+  });
+  /** The counts since the previous answer, which this answer reports; they start again from zero. */
+  function takeAttention() {
+    var counts = { focus_losses: attention.focusLosses, fullscreen_exits: attention.fullscreenExits };
+    attention.focusLosses = 0;
+    attention.fullscreenExits = 0;
+    return counts;
+  }
 
   function setSession(sess) {
     if (!sess || typeof sess !== "object") return;
@@ -834,8 +882,12 @@
           confidence: study().confidence === false ? null : data.confidence,
           rt_ms: data.rt_ms,
           client_time: data.client_time,
+          webdriver: navigator.webdriver === true,
         },
       };
+      var counts = takeAttention();
+      item.payload.focus_losses = counts.focus_losses;
+      item.payload.fullscreen_exits = counts.fullscreen_exits;
       item.payload.idempotency_key = item.key;
       var ack = queue.add(item);
       ack.catch(function () { /* reported by the next step */ });
@@ -929,6 +981,7 @@
       show_progress_bar: true,
       auto_update_progress_bar: false,
       message_progress_bar: "Progress",
+      on_interaction_data_update: onInteraction,
     });
     window.studyApp = { state: S, queue: queue, jsPsych: jsPsych }; // for debugging and tests
     queue.kick(); // answers left over from a previous page load go first
