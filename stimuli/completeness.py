@@ -30,28 +30,43 @@ def unit_order(basis: Basis) -> np.ndarray:
 
 def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes: np.ndarray | None = None,
                                   order: np.ndarray | None = None) -> np.ndarray:
-    """R² of the reconstruction from the units ``order[:k]`` for k = 1…K (the rest at their mean).
+    """For k = 1…K, the share of the variance of ``A`` that the units ``order[:k]`` reconstruct by least
+    squares: the centred data fitted by ``Σ_j β_j c_j w_jᵀ`` (each unit's centred code times its atom,
+    the scales ``β`` fitted), ``R²_k = b_Sᵀ M_SS⁻¹ b_S / ||X||²`` with ``b_j = c_jᵀ X w_j`` and
+    ``M_ij = (c_iᵀ c_j)(w_iᵀ w_j)``. Nested fits, so the curve is monotone and in [0, 1]; for an
+    orthonormal basis whose codes are its projections (neurons, PCA) ``β = 1`` and it is the cumulative
+    sum of the ratios. The first point is ``explained_variance_ratio_`` of the first unit
+    (:func:`stimuli.bases.unit_shares`).
 
-    Computed in closed form from K x K Gram matrices, so the cost is O(N·K·(K + C)) rather than one
-    reconstruction per k.
+    Computed from K x K matrices: one Cholesky factor of ``M`` in unit order gives every k at once
+    (``R²_k`` is the running sum of the squared entries of ``L⁻¹ b``).
     """
+    from scipy.linalg import cholesky, solve_triangular
+
     A = np.asarray(A, dtype=np.float64)
     codes = basis.transform(A) if codes is None else np.asarray(codes, dtype=np.float64)
     order = unit_order(basis) if order is None else np.asarray(order)
-    W = basis.components_[order]
-    Cc = codes[:, order] - basis.code_mean_[order]
+    W = np.asarray(basis.components_, dtype=np.float64)[order]
+    C = codes[:, order] - codes[:, order].mean(axis=0)
     X = A - A.mean(axis=0)
     total = float((X ** 2).sum())
-    if total == 0:
+    if total == 0 or len(order) == 0:
         return np.zeros(len(order))
-    # residual with no unit kept: the data minus the constant reconstruction from mean codes
-    R0 = A - (basis.offset_ + basis.code_mean_ @ basis.components_)
-    r0 = float((R0 ** 2).sum())
-    b = ((Cc.T @ R0) * W).sum(axis=1)
-    M = (Cc.T @ Cc) * (W @ W.T)
-    quad = np.cumsum(np.diag(M) + 2.0 * np.triu(M, 1).sum(axis=0))
-    residual = r0 - 2.0 * np.cumsum(b) + quad
-    return 1.0 - residual / total
+    b = ((C.T @ X) * W).sum(axis=1)
+    M = (C.T @ C) * (W @ W.T)
+    # a ridge far below the data's scale lets the factor exist when units are linearly dependent (a
+    # code that never varies, more atoms than channels); it only shrinks each fit, never raises it
+    ridge = 1e-12 * max(float(np.diag(M).max()), np.finfo(float).tiny)
+    for _ in range(8):
+        try:
+            L = cholesky(M + ridge * np.eye(len(M)), lower=True)
+            break
+        except np.linalg.LinAlgError:
+            ridge *= 100
+    else:
+        raise np.linalg.LinAlgError("the units' contributions have no usable Gram matrix (NaN or infinite codes?)")
+    z = solve_triangular(L, b, lower=True)
+    return np.minimum(np.cumsum(z ** 2) / total, 1.0)
 
 
 def default_k(n_components: int) -> list[int]:
