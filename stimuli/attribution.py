@@ -32,8 +32,9 @@ Methods (each returns an H x W map at the network's input resolution, larger = m
   additions use the proportional ("norm") rule, ReLUs pass relevance on, max pooling passes it to
   the maximum (its gradient). zennit's canonizers put the network in the form these rules assume
   first: ``SequentialMergeBatchNorm`` folds each BatchNorm into the convolution or linear layer
-  before it, and ``ResNetCanonizer`` turns torchvision's residual additions into modules the sum
-  rule applies to. Relevance is conserved layer by layer up to zennit's stabiliser (1e-6) and what
+  before it (a BatchNorm with no such layer before it passes relevance on unchanged, zennit's
+  mapping), and ``ResNetCanonizer`` turns torchvision's residual additions (basic and bottleneck
+  blocks) into modules the sum rule applies to. Relevance is conserved layer by layer up to zennit's stabiliser (1e-6) and what
   biases absorb (a bias-free network conserves the unit's value to 1e-4 relative or better); it is
   signed (positive = evidence for the unit) and summed over the input's channels for the map.
   A module on the way to the layer that these rules do not cover (GELU, LayerNorm, attention, …)
