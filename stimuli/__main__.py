@@ -119,8 +119,8 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a JSON object")
-    keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components", "dataset",
-            "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
+    keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
+            "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
             "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates")
     for key in keys:

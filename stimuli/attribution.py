@@ -34,13 +34,13 @@ Methods (each returns an H x W map at the network's input resolution, larger = m
   first: ``SequentialMergeBatchNorm`` folds each BatchNorm into the convolution or linear layer
   before it (a BatchNorm with no such layer before it passes relevance on unchanged, zennit's
   mapping), and ``ResNetCanonizer`` turns torchvision's residual additions (basic and bottleneck
-  blocks) into modules the sum rule applies to. Relevance is conserved layer by layer up to zennit's stabiliser (1e-6) and what
-  biases absorb (a bias-free network conserves the unit's value to 1e-4 relative or better); it is
-  signed (positive = evidence for the unit) and summed over the input's channels for the map.
-  A module on the way to the layer that these rules do not cover (GELU, LayerNorm, attention, …)
-  is an error naming it, never a silent fall back to the gradient; residual additions written in
-  a custom ``forward`` (not torchvision's blocks) are invisible to module hooks and are not
-  canonized.
+  blocks) into modules the sum rule applies to. Relevance is conserved layer by layer up to zennit's
+  stabiliser (1e-6) and what biases absorb (a bias-free network conserves the unit's value to 1e-4
+  relative or better); it is signed (positive = evidence for the unit) and summed over the input's
+  channels for the map. A module on the way to the layer that these rules do not cover (GELU,
+  LayerNorm, attention, …) is an error naming it, never a silent fall back to the gradient; residual
+  additions written in a custom ``forward`` (not torchvision's blocks) are invisible to module hooks
+  and are not canonized.
 """
 
 from __future__ import annotations

@@ -413,7 +413,8 @@ def _check_state_dict(model: nn.Module, state: dict, what: str) -> None:
         problems.append(f"{len(missing)} tensor(s) missing from the checkpoint: {', '.join(missing[:8])}"
                         + (", …" if len(missing) > 8 else ""))
     if extra:
-        problems.append(f"{len(extra)} unexpected tensor(s): {', '.join(extra[:8])}" + (", …" if len(extra) > 8 else ""))
+        problems.append(f"{len(extra)} unexpected tensor(s): {', '.join(extra[:8])}"
+                        + (", …" if len(extra) > 8 else ""))
     if problems:
         hint = ""
         if wrong and (head := _classifier(model)) is not None and any(k.startswith(head[0] + ".") for k in state):
