@@ -97,7 +97,8 @@ def test_cumulative_explained_variance_is_the_least_squares_fit_of_the_top_units
                                          ("dictionary", {"n_components": 48, "alpha": 0.1}),
                                          ("sae", {"n_components": 48, "k": 4, "epochs": 20, "device": "cpu"})])
 def test_variance_shares_lie_in_0_1_with_a_monotone_curve_on_the_demo(demo_activations, name, params):
-    """On the demo's conv2 the dictionary's per-atom figures summed to 12 and its curve started at −1.8."""
+    """The old figures (each atom's code variance times its norm) summed to 12 for the dictionary on the
+    demo's conv1 and its curve started at −1.8; here on conv2, the layer the fixture extracts."""
     A = demo_activations.values["conv2"]
     b = make_basis(name, random_state=0, **params)
     codes = b.fit_transform(A)  # the codes the study's exemplars come from
