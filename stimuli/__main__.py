@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--network", help="'demo', a torchvision architecture, or a checkpoint path")
     g.add_argument("--weights", help="torchvision weights enum name, e.g. DEFAULT or IMAGENET1K_V1")
     g.add_argument("--architecture", help="architecture of a state-dict checkpoint")
+    g.add_argument("--num-classes", dest="num_classes", type=int,
+                   help="classes of a state-dict checkpoint (default: read from its classifier's weight)")
     g.add_argument("--layer", "--layers", dest="layers", help="layer name(s), comma separated")
     g.add_argument("--bases", help="comma separated: neuron,pca,nmf,dictionary")
     g.add_argument("--units", dest="n_units", type=int, help="units per basis")
@@ -117,8 +119,8 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a JSON object")
-    keys = ("network", "weights", "architecture", "layers", "bases", "n_units", "n_components", "dataset",
-            "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
+    keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
+            "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
             "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates")
     for key in keys:

@@ -19,21 +19,28 @@ Methods (each returns an H x W map at the network's input resolution, larger = m
 * ``occlusion`` (Zeiler & Fergus, 2014): ``h_j(x) − h_j(x with a window set to 0)``, with the exact
   codes from ``basis.transform``, averaged over the windows covering each pixel. 0 in the normalised
   input space is the training data's mean colour;
-* ``lrp`` (Bach et al., 2015; rules as in Montavon et al., 2019, "Layer-wise relevance propagation: an
-  overview"): the linearised code ``r·ā`` is the relevance at the top, shared out layer by layer and
-  summed over the input's channels (signed; positive = evidence for the unit). The readout and the
-  spatial pooling are linear and use LRP-0; every ``Conv``, ``Linear``, ``BatchNorm`` (eval mode: an
-  affine map per channel, treated as a layer of its own rather than folded) and average pooling uses
-  LRP-ε, ``R_i = Σ_j a_i w_ij R_j / (z_j + ε·sign(z_j))`` with ``ε = epsilon · RMS(z)`` of that layer's
-  output on the image (0.25 as in the overview's tutorial), so biases and ε absorb relevance and weak,
-  noisy contributions are damped; ReLU and max pooling pass relevance to what they let through
-  (winner-take-all). The layer that reads the input uses the z^B rule when ``input_bounds`` (the
+* ``lrp`` (Bach et al., 2015), computed by zennit (Anders et al., 2021, "Software for dataset-wide
+  XAI: from local explanations to global insights with Zennit, CoRelAy, and ViRelAy"): the
+  linearised code ``u = pool(act(layer)) · r`` is the relevance at the top, given to the layer's
+  output by LRP-0 through the readout and the spatial pooling (``R = a ⊙ ∂u/∂a``, which sums to
+  ``u``), then shared out to the input by zennit's ``EpsilonPlusFlat`` composite, the rules
+  Kohlbrenner et al. (2020, "Towards best practice in explaining neural network decisions with LRP")
+  recommend: LRP-ε (``epsilon``, zennit's 1e-6) on ``Linear`` layers, LRP-z⁺ on convolutions, the
+  flat rule on the layer reading the input — or the z^B rule (``ZBox``) when ``input_bounds`` (the
   lowest and highest input value, e.g. a black and a white image through the preprocessing) are
-  given — :func:`attribution_overlays` derives them — and LRP-ε otherwise. Computed as one backward
-  pass (the "gradient trick"): each LRP-ε layer scales the gradient at its output by
-  ``z / (z + ε·sign z)``, and relevance is value × that modified gradient. Other modules (GELU,
-  LayerNorm, attention) pass the plain gradient, which is not LRP: the map is then gradient × input
-  in those parts.
+  given; :func:`attribution_overlays` derives them. Sum pooling, average pooling and the residual
+  additions use the proportional ("norm") rule, ReLUs pass relevance on, max pooling passes it to
+  the maximum (its gradient). zennit's canonizers put the network in the form these rules assume
+  first: ``SequentialMergeBatchNorm`` folds each BatchNorm into the convolution or linear layer
+  before it (a BatchNorm with no such layer before it passes relevance on unchanged, zennit's
+  mapping), and ``ResNetCanonizer`` turns torchvision's residual additions (basic and bottleneck
+  blocks) into modules the sum rule applies to. Relevance is conserved layer by layer up to zennit's
+  stabiliser (1e-6) and what biases absorb (a bias-free network conserves the unit's value to 1e-4
+  relative or better); it is signed (positive = evidence for the unit) and summed over the input's
+  channels for the map. A module on the way to the layer that these rules do not cover (GELU,
+  LayerNorm, attention, …) is an error naming it, never a silent fall back to the gradient; residual
+  additions written in a custom ``forward`` (not torchvision's blocks) are invisible to module hooks
+  and are not canonized.
 """
 
 from __future__ import annotations
@@ -47,14 +54,21 @@ from .activations import pool
 
 from .config import ATTRIBUTION_METHODS as METHODS
 
-# modules that LRP-ε treats as layers (affine at inference); everything else passes the gradient
-_LRP_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.BatchNorm1d,
-               torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.AvgPool1d, torch.nn.AvgPool2d,
-               torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool2d,
-               torch.nn.AdaptiveAvgPool3d)
-# layers with a weight that the z^B rule can split into its positive and negative parts
-_ZB_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-LRP_EPSILON = 0.25
+# zennit's defaults: ε of the Linear layers' LRP-ε rule, and the stabiliser of every rule's denominator
+LRP_EPSILON = 1e-6
+LRP_STABILIZER = 1e-6
+# module types on the way to the layer for which the composite of the module docstring is LRP: rules,
+# a canonizer (BatchNorm merged, ResNet sums), or nothing to do (shape changes, eval-mode dropout);
+# max pooling's gradient passes relevance to the maximum, as LRP defines it
+_LRP_COVERED = (
+    torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d,
+    torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d, torch.nn.BatchNorm1d, torch.nn.BatchNorm2d,
+    torch.nn.BatchNorm3d, torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AvgPool3d, torch.nn.AdaptiveAvgPool1d,
+    torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveAvgPool3d, torch.nn.MaxPool1d, torch.nn.MaxPool2d,
+    torch.nn.MaxPool3d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool3d,
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.Identity, torch.nn.Flatten, torch.nn.Unflatten,
+    torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+)
 
 
 class _Stop(Exception):
@@ -168,89 +182,72 @@ def unit_attribution(model: torch.nn.Module, image_tensor: torch.Tensor, layer: 
         return cam[0, 0].double().cpu().numpy()
 
 
-class _EpsilonRule(torch.autograd.Function):
-    """Identity forward; backward scales the gradient by z / (z + ε·sign z), ε relative to the RMS of
-    z per sample (sign(0) taken as +1, and 0 where the denominator vanishes: such a unit holds no
-    relevance)."""
+def lrp_composite(input_bounds: tuple[Any, Any] | None = None, epsilon: float = LRP_EPSILON):
+    """zennit's ``EpsilonPlusFlat`` composite with the ResNet/BatchNorm canonizers, and ``ZBox`` on
+    the first layer when ``input_bounds`` (low, high: tensors of the batch's shape) are given (module
+    docstring)."""
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.rules import ZBox
+    from zennit.torchvision import ResNetCanonizer
+    from zennit.types import Linear
 
-    @staticmethod
-    def forward(ctx, z, epsilon):
-        zd = z.detach()
-        rms = zd.flatten(1).float().pow(2).mean(1).sqrt().to(zd.dtype).view(-1, *([1] * (zd.ndim - 1)))
-        denominator = zd + epsilon * rms * torch.where(zd >= 0, 1.0, -1.0).to(zd.dtype)
-        safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
-        ctx.save_for_backward(torch.where(denominator == 0, torch.zeros_like(zd), zd / safe))
-        # a copy: the model may change the output in place (ReLU(inplace=True), residual +=)
-        return z.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        (scale,) = ctx.saved_tensors
-        return grad * scale, None
-
-
-def _with_weight(module: torch.nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``module`` applied to ``x`` with ``weight`` in place of its own and no bias."""
-    params = {"weight": weight}
-    if getattr(module, "bias", None) is not None:
-        params["bias"] = torch.zeros_like(module.bias)
-    return torch.func.functional_call(module, params, (x,))
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon must be a non-negative number, not {epsilon!r}")
+    first = []
+    if input_bounds is not None:
+        low, high = (torch.as_tensor(b) for b in input_bounds)
+        first = [(Linear, ZBox(low=torch.minimum(low, high), high=torch.maximum(low, high),
+                               stabilizer=LRP_STABILIZER))]
+    # ResNetCanonizer is SequentialMergeBatchNorm plus the residual blocks' sums; on a network
+    # without torchvision's blocks only the BatchNorm merge applies
+    return EpsilonPlusFlat(epsilon=epsilon, stabilizer=LRP_STABILIZER, first_map=first,
+                           canonizers=[ResNetCanonizer()])
 
 
-def _zb_relevance(module, x, low, high, relevance_out) -> torch.Tensor:
-    """z^B rule (Montavon et al., 2017) for the layer reading the input ``x`` with values in
-    [low, high]: ``R_i = Σ_j (x_i w_ij − l_i w⁺_ij − h_i w⁻_ij) / z_j · R_j``, ``z_j`` the sum over i,
-    which is never negative, so relevance is conserved and the sign comes from the layers above."""
-    w = module.weight.detach()
-    with torch.enable_grad():
-        xs, ls, hs = (t.detach().clone().requires_grad_(True) for t in (x, low, high))
-        z = _with_weight(module, w, xs) - _with_weight(module, w.clamp(min=0), ls) \
-            - _with_weight(module, w.clamp(max=0), hs)
-        s = (relevance_out / (z + 1e-9)).detach()
-        gx, gl, gh = torch.autograd.grad((z * s).sum(), (xs, ls, hs))
-    return xs.detach() * gx + ls.detach() * gl + hs.detach() * gh
+def _check_lrp_covers(ran: list[tuple[str, torch.nn.Module]]) -> None:
+    from zennit.layer import Sum
+
+    uncovered = {}
+    for name, module in ran:
+        if not isinstance(module, (*_LRP_COVERED, Sum)):
+            uncovered.setdefault(name, type(module).__name__)
+    if uncovered:
+        listed = ", ".join(f"{name or '(the model)'} ({kind})" for name, kind in uncovered.items())
+        raise ValueError(f"LRP has no rule for {listed} on the way to the layer: LRP here covers "
+                         "convolutions, linear layers, BatchNorm, pooling, ReLU and torchvision's residual "
+                         "blocks; use another attribution method for this network")
 
 
 def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: torch.Tensor, *,
                   activation: str = "post_relu", pooling: str = "mean", epsilon: float = LRP_EPSILON,
                   input_bounds: tuple[Any, Any] | None = None) -> torch.Tensor:
     """Relevance of each input value (same shape as the batch ``x``) for the linearised unit
-    ``pool(act(layer)) · readout``, by the rules of the module docstring."""
-    if not epsilon >= 0:
-        raise ValueError(f"epsilon must be a non-negative number, not {epsilon!r}")
+    ``pool(act(layer)) · readout``, by zennit with the rules of the module docstring."""
     xg = x.detach().clone().requires_grad_(True)
-    bounds = None
     if input_bounds is not None:
-        bounds = tuple(torch.as_tensor(b, dtype=xg.dtype, device=xg.device).expand_as(xg) for b in input_bounds)
-        bounds = (torch.minimum(*bounds), torch.maximum(*bounds))
-    first: list[tuple[torch.nn.Module, torch.Tensor]] = []
-
-    def hook(module, inputs, out):
-        if not isinstance(out, torch.Tensor):
-            return None
-        if bounds is not None and isinstance(module, _ZB_LAYERS) and inputs and inputs[0] is xg:
-            leaf = out.detach().requires_grad_(True)
-            first.append((module, leaf))
-            return leaf.clone()
-        return _EpsilonRule.apply(out, float(epsilon))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _LRP_LAYERS)]
-    try:
+        # zennit's ZBox wants the bounds with the batch's shape
+        input_bounds = tuple(torch.as_tensor(b, dtype=xg.dtype, device=xg.device).expand_as(xg)
+                             for b in input_bounds)
+    composite = lrp_composite(input_bounds, epsilon)
+    ran: list[tuple[str, torch.nn.Module]] = []
+    with composite.context(model) as modified:
+        # after the canonizers, so their sum modules are seen too
+        handles = [m.register_forward_hook(lambda m, _i, _o, name=name: ran.append((name, m)))
+                   for name, m in modified.named_modules() if next(m.children(), None) is None]
+        try:
+            with torch.enable_grad():
+                t = _layer_output(modified, layer, xg)
+        finally:
+            for h in handles:
+                h.remove()
+        _check_lrp_covers(ran)
         with torch.enable_grad():
-            t = _layer_output(model, layer, xg)
-            u = pool(_activation(t, activation).float(), pooling) @ readout
-            leaves = [leaf for _, leaf in first]
-            grads = torch.autograd.grad(u.sum(), [xg, *leaves], allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
-    g_x = grads[0] if grads[0] is not None else torch.zeros_like(xg)
-    # paths that reach the input other than through a z^B layer (a skip from the input) keep LRP-ε's x·g
-    relevance = xg.detach() * g_x
-    for (module, leaf), g in zip(first, grads[1:]):
-        if g is not None:
-            relevance = relevance + _zb_relevance(module, xg, *bounds, leaf.detach() * g)
-    return relevance
+            a = _activation(t.detach(), activation).float().requires_grad_(True)
+            (g,) = torch.autograd.grad((pool(a, pooling) @ readout).sum(), a)
+            # LRP-0 through the readout and the pooling; the ReLU of post_relu passes it on unchanged
+            top = (a * g).to(t.dtype)
+            (relevance,) = torch.autograd.grad(t, xg, grad_outputs=top)
+    return relevance.detach()
 
 
 def input_bounds(preprocess: Callable, image) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -3,13 +3,16 @@
 Each basis decodes linearly: ``A ≈ offset_ + transform(A) @ components_``. That shared form lets
 :mod:`stimuli.completeness` project any basis onto a subset of its units the same way.
 
-``explained_variance_ratio_[k]`` is the variance of unit ``k``'s own contribution to the
-reconstruction, ``Var(code_k) * ||components_k||**2``, divided by the data's total variance. For
-orthonormal bases (neurons, PCA) that is the usual figure and the ratios add up to the variance
-explained by all units together; for NMF and dictionary atoms, which are not orthogonal, the ratios
-need not add up, and the cumulative curve in :mod:`stimuli.completeness` is the honest figure. NMF and
-dictionary atoms are sorted by this ratio, largest first, so every basis lists its units in
-explained-variance order except neurons, which keep channel order.
+``explained_variance_ratio_[k]`` is the share of the activations' variance that unit ``k`` alone
+reconstructs by least squares: the data (centred) fitted by ``β · c_k w_kᵀ``, its centred code
+``c_k`` times its atom ``w_k`` with the best scale ``β``, which is
+``(c_kᵀ X w_k)² / (||c_k||² ||w_k||² · ||X||²)``. It lies in [0, 1] by Cauchy–Schwarz, is 0 for a unit
+whose code never varies, and for orthonormal bases (neurons, PCA) is the usual ratio (the channel's or
+the component's variance over the total). :func:`stimuli.completeness.cumulative_explained_variance`
+fits the top k units' contributions together the same way, so the cumulative curve is monotone and
+in [0, 1] for every basis; for non-orthogonal atoms (NMF, dictionary, SAE) the units' shares overlap
+and need not add up to it. NMF, dictionary and SAE atoms are sorted by this share, largest first, so
+every basis lists its units in explained-variance order except neurons, which keep channel order.
 
 The TopK sparse autoencoder (:class:`SAEBasis`) has the same decoding form: its decoder atoms are
 ``components_`` (unit norm) and its decoder bias is ``offset_``; only its encoder is non-linear.
@@ -29,6 +32,21 @@ def _as_2d(A: Any) -> np.ndarray:
     if not np.isfinite(A).all():
         raise ValueError("activations contain NaN or infinite values")
     return A.astype(np.float64, copy=False)
+
+
+def unit_shares(A: np.ndarray, codes: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Each unit's share of the variance of ``A`` (N x C) reconstructed by least squares from its own
+    contribution, ``(c_kᵀ X w_k)² / (||c_k||² ||w_k||² ||X||²)`` with ``X`` and ``c_k`` centred (module
+    docstring); in [0, 1]."""
+    X = A - A.mean(axis=0)
+    C = codes - codes.mean(axis=0)
+    total = float((X ** 2).sum())
+    if total == 0:
+        return np.zeros(components.shape[0])
+    fit = ((C.T @ X) * components).sum(axis=1)
+    scale = (C ** 2).sum(axis=0) * (components ** 2).sum(axis=1)
+    share = np.divide(fit ** 2, scale * total, out=np.zeros_like(fit), where=scale > 0)
+    return np.clip(share, 0.0, 1.0)
 
 
 class Basis:
@@ -57,14 +75,11 @@ class Basis:
     def _finish(self, A: np.ndarray, codes: np.ndarray) -> None:
         self.total_variance_ = float(A.var(axis=0).sum())
         self.code_mean_ = codes.mean(axis=0)
-        contrib = codes.var(axis=0) * (self.components_ ** 2).sum(axis=1)
-        self.explained_variance_ = contrib
-        self.explained_variance_ratio_ = contrib / self.total_variance_ if self.total_variance_ > 0 \
-            else np.zeros_like(contrib)
+        self.explained_variance_ratio_ = unit_shares(A, codes, self.components_)
+        self.explained_variance_ = self.explained_variance_ratio_ * self.total_variance_
 
-    def _sort_by_variance(self, codes: np.ndarray) -> np.ndarray:
-        contrib = codes.var(axis=0) * (self.components_ ** 2).sum(axis=1)
-        order = np.argsort(-contrib, kind="stable")
+    def _sort_by_variance(self, A: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        order = np.argsort(-unit_shares(A, codes, self.components_), kind="stable")
         self.components_ = self.components_[order]
         return order
 
@@ -169,7 +184,7 @@ class NMFBasis(Basis):
             warnings.simplefilter("ignore", ConvergenceWarning)
             codes = self._nmf.fit_transform(A)
         self.components_ = self._nmf.components_.astype(np.float64)
-        order = self._sort_by_variance(codes)
+        order = self._sort_by_variance(A, codes)
         codes = codes[:, order]
         self._nmf.components_ = self._nmf.components_[order]
         self.offset_ = np.zeros(A.shape[1])
@@ -230,7 +245,7 @@ class DictionaryBasis(Basis):
             self._dl.fit(A / self.scale_)
             codes = self._dl.transform(A / self.scale_) * self.scale_
         self.components_ = self._dl.components_.astype(np.float64)
-        order = self._sort_by_variance(codes)
+        order = self._sort_by_variance(A, codes)
         codes = codes[:, order]
         self._dl.components_ = self._dl.components_[order]
         self.offset_ = np.zeros(A.shape[1])
@@ -301,8 +316,8 @@ class SAEBasis(Basis):
         self.k_ = min(int(self.k), K)
         device = self._device()
         if device.type == "cpu" and K * A.shape[1] <= 1 << 16:
-            # thousands of steps on small matrices: intra-op threads only add synchronisation (as in
-            # completeness.sparse_codes), and one thread sums in the same order on every machine
+            # thousands of steps on small matrices: intra-op threads only add synchronisation, and one
+            # thread sums in the same order on every machine
             previous = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
@@ -390,7 +405,7 @@ class SAEBasis(Basis):
         self.components_ = W_dec.detach().float().cpu().numpy().astype(np.float64)
         self.offset_ = self._b_dec * self.scale_
         codes = self.transform(A)
-        order = self._sort_by_variance(codes)
+        order = self._sort_by_variance(A, codes)
         self._W_enc, self._b_enc = self._W_enc[order], self._b_enc[order]
         codes = codes[:, order]
         self.n_dead_ = int((codes.max(axis=0) <= 0).sum())

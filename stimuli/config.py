@@ -41,7 +41,8 @@ class StimulusConfig:
 
     ``network`` is ``"demo"`` (the built-in digits CNN), a torchvision architecture name
     (``"resnet18"``, with ``weights`` such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"``), or a path to a
-    local checkpoint (a state dict for ``architecture``, or a TorchScript file).
+    local checkpoint (a state dict for ``architecture``, or a TorchScript file). ``num_classes`` is a
+    state dict's class count; None reads it from the checkpoint (its classifier's weight).
     ``dataset`` is ``"digits"`` (scikit-learn's handwritten digits) or a folder path
     (ImageFolder layout). ``n_units`` and ``n_components`` are an int for every basis or a mapping
     ``basis -> int``; ``n_components=None`` keeps as many components as the layer has channels.

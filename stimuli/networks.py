@@ -371,6 +371,60 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The module that gives the class scores: the last ``Linear`` (or, for networks with a
+    convolutional head such as SqueezeNet, the last ``Conv2d``) in registration order."""
+    last = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            last[type(m)] = (name, m)
+    return last.get(nn.Linear) or last.get(nn.Conv2d)
+
+
+def class_count(model: nn.Module) -> int | None:
+    """How many classes ``model``'s classifier scores (its output size), or None without one."""
+    head = _classifier(model)
+    if head is None:
+        return None
+    m = head[1]
+    return int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
+
+
+def checkpoint_class_count(model: nn.Module, state: dict) -> int | None:
+    """The class count a state dict was saved with: the first dimension of the weight it holds for
+    ``model``'s classifier (None when it holds none)."""
+    head = _classifier(model)
+    weight = state.get(f"{head[0]}.weight") if head is not None else None
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim >= 1 else None
+
+
+def _check_state_dict(model: nn.Module, state: dict, what: str) -> None:
+    """Refuse a state dict whose tensors do not fit ``model``, naming every mismatch in full."""
+    own = model.state_dict()
+    shape = (lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__)
+    wrong = [f"{k}: checkpoint {shape(v)} vs model {tuple(own[k].shape)}"
+             for k, v in state.items() if k in own and shape(v) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    problems = []
+    if wrong:
+        problems.append("shapes differ: " + "; ".join(wrong))
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) missing from the checkpoint: {', '.join(missing[:8])}"
+                        + (", …" if len(missing) > 8 else ""))
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensor(s): {', '.join(extra[:8])}"
+                        + (", …" if len(extra) > 8 else ""))
+    if problems:
+        hint = ""
+        if wrong and (head := _classifier(model)) is not None and any(k.startswith(head[0] + ".") for k in state):
+            found = checkpoint_class_count(model, state)
+            if found is not None and found != class_count(model):
+                hint = (f" (the checkpoint's classifier {head[0]} scores {found} classes: pass --num-classes "
+                        f"{found} or leave it out to read it from the checkpoint)")
+        raise NetworkLoadError(f"{what}: " + "; ".join(problems) + hint)
+
+
 def load_checkpoint(path: str | Path, architecture: str | None = None,
                     num_classes: int | None = None) -> LoadedNetwork:
     """A state dict for ``architecture`` (``"demo"`` or a torchvision name), or a TorchScript file.
@@ -379,7 +433,9 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
     ``model_state_dict``) whose other entries may say ``class_names`` (a list; completeness then
     scores against folder labels with the same names) and ``preprocess`` (see
     :func:`checkpoint_preprocess`; ImageNet's transform when absent). TorchScript files get the
-    ImageNet transform.
+    ImageNet transform. The class count is ``num_classes`` when given, else read from the state dict
+    (the rows of its classifier's weight); a state dict that does not fit says which tensors differ,
+    with both shapes.
     """
     path = Path(path)
     info = {"file": path.name, "sha256": _sha256_file(path)}
@@ -408,27 +464,37 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
     else:
         raise NetworkLoadError(f"{path.name} does not hold a state dict")
     if architecture == DEMO_NAME:
-        model: nn.Module = DemoNet(num_classes or 10)
+        def build(n: int | None) -> nn.Module:
+            return DemoNet(n or 10)
+
         preprocess = DemoPreprocess(float(extra.get("mean", 0.0)), float(extra.get("std", 1.0)))
     else:
         from torchvision import models
 
         if architecture not in models.list_models():
             raise NetworkLoadError(f"unknown architecture {architecture!r} for checkpoint {path.name}")
-        kwargs = {"num_classes": num_classes} if num_classes else {}
-        model = models.get_model(architecture, weights=None, **kwargs)
+
+        def build(n: int | None) -> nn.Module:
+            return models.get_model(architecture, weights=None, **({"num_classes": n} if n else {}))
+
         preprocess, pp_info = checkpoint_preprocess(extra.get("preprocess"))
         info["preprocess"] = pp_info
+    model = build(num_classes)
+    if num_classes is None:
+        found = checkpoint_class_count(model, state)
+        if found is not None and found != class_count(model):
+            model = build(found)
+    _check_state_dict(model, state, f"checkpoint {path.name} does not fit architecture {architecture}"
+                      + (f" with num_classes={num_classes}" if num_classes else ""))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise NetworkLoadError(f"checkpoint {path.name} does not fit architecture {architecture}: {first}") from None
+        raise NetworkLoadError(f"checkpoint {path.name} does not fit architecture {architecture}: "
+                               f"{' '.join(str(exc).split())}") from None
     model.eval()
     class_names = extra.get("class_names")
     class_names = [str(c) for c in class_names] if isinstance(class_names, (list, tuple)) and class_names else None
-    n_classes = (num_classes or (10 if architecture == DEMO_NAME else None)
-                 or (len(class_names) if class_names else None))
+    n_classes = class_count(model) or (len(class_names) if class_names else None)
     return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=n_classes,
                          class_names=class_names, preprocess=preprocess,
                          info={**info, "architecture": architecture, "format": "state_dict"})

@@ -69,18 +69,46 @@ def test_dictionary_recovers_planted_sparse_atoms():
     assert (b.transform(A) >= 0).all()
 
 
-def test_cumulative_explained_variance_closed_form_matches_reconstruction():
+def _least_squares_share(A, codes, W, units):
+    """R² of the centred data regressed on the units' contributions c_j w_jᵀ (one scale each)."""
+    X = A - A.mean(0)
+    C = codes - codes.mean(0)
+    design = np.stack([np.outer(C[:, j], W[j]).ravel() for j in units], axis=1)
+    beta = np.linalg.lstsq(design, X.ravel(), rcond=None)[0]
+    return 1 - ((X.ravel() - design @ beta) ** 2).sum() / (X ** 2).sum()
+
+
+def test_cumulative_explained_variance_is_the_least_squares_fit_of_the_top_units():
     rng = np.random.default_rng(4)
     A = np.abs(rng.normal(size=(300, 8)) @ rng.normal(size=(8, 8)))
     b = NMFBasis(n_components=5, random_state=0).fit(A)
     codes = b.transform(A)
     cum = cumulative_explained_variance(b, A, codes)
+    for k in range(1, 6):  # units are in variance order already
+        assert cum[k - 1] == pytest.approx(_least_squares_share(A, codes, b.components_, range(k)), rel=1e-6, abs=1e-9)
+    # the old figure, the codes' own reconstruction with the rest at their mean, is never above it
+    kept = codes.copy()
+    kept[:, 1:] = b.code_mean_[1:]
     total = ((A - A.mean(0)) ** 2).sum()
-    for k in range(1, 6):
-        kept = codes.copy()
-        kept[:, k:] = b.code_mean_[k:]  # units are in variance order already
-        resid = ((A - b.inverse_transform(kept)) ** 2).sum()
-        assert cum[k - 1] == pytest.approx(1 - resid / total, rel=1e-6, abs=1e-9)
+    assert 1 - ((A - b.inverse_transform(kept)) ** 2).sum() / total <= cum[0] + 1e-12
+
+
+@pytest.mark.parametrize("name,params", [("nmf", {"n_components": 32}),
+                                         ("dictionary", {"n_components": 48, "alpha": 0.1}),
+                                         ("sae", {"n_components": 48, "k": 4, "epochs": 20, "device": "cpu"})])
+def test_variance_shares_lie_in_0_1_with_a_monotone_curve_on_the_demo(demo_activations, name, params):
+    """The old figures (each atom's code variance times its norm) summed to 12 for the dictionary on the
+    demo's conv1 and its curve started at −1.8; here on conv2, the layer the fixture extracts."""
+    A = demo_activations.values["conv2"]
+    b = make_basis(name, random_state=0, **params)
+    codes = b.fit_transform(A)  # the codes the study's exemplars come from
+    ratio = b.explained_variance_ratio_
+    assert ((ratio >= 0) & (ratio <= 1)).all()
+    assert np.all(np.diff(ratio) <= 1e-12)  # units ranked by their share
+    cum = cumulative_explained_variance(b, A, codes)
+    assert ((cum >= 0) & (cum <= 1)).all() and np.all(np.diff(cum) >= 0)
+    assert cum[0] == pytest.approx(ratio[0], rel=1e-6)
+    assert cum[-1] > 0.5
 
 
 def test_cumulative_for_orthonormal_bases_is_a_cumsum():

@@ -178,3 +178,34 @@ def test_torchscript_checkpoint_extracts_nested_layers(folder, resnet, tmp_path)
     preprocess, _ = checkpoint_preprocess(SMALL)
     acts = extract(net.model, images, preprocess, ["layer3.1", "fc"], batch_size=4)
     assert acts.values["layer3.1"].shape == (6, 256) and acts.values["fc"].shape == (6, 4)
+
+
+def test_class_count_is_read_from_the_checkpoint_and_a_mismatch_names_both_shapes(folder, tmp_path, capsys):
+    from torchvision import models
+
+    from stimuli.__main__ import main
+
+    torch.manual_seed(1)
+    path = tmp_path / "resnet18_10.pth"
+    torch.save({"state_dict": models.resnet18(num_classes=10).state_dict(), "preprocess": SMALL}, path)
+    net = load_checkpoint(path, architecture="resnet18")
+    assert net.n_classes == 10 and net.model.fc.out_features == 10
+    assert load_checkpoint(path, architecture="resnet18", num_classes=10).n_classes == 10
+    with pytest.raises(NetworkLoadError) as info:
+        load_checkpoint(path, architecture="resnet18", num_classes=5)
+    message = str(info.value)
+    assert "fc.weight: checkpoint (10, 512) vs model (5, 512)" in message
+    assert "fc.bias: checkpoint (10,) vs model (5,)" in message and "--num-classes 10" in message
+
+    cfg = tmp_path / "job.json"
+    cfg.write_text(json.dumps({"layers": ["layer1"], "bases": ["neuron"], "n_units": 1, "n_references": 3,
+                               "n_queries": 2, "query_percentile": 30, "strip_length": 4, "n_strips": 1,
+                               "completeness": False, "render_size": 32}))
+    out = tmp_path / "artifact"
+    args = ["generate", str(cfg), "--network", str(path), "--architecture", "resnet18", "--dataset", str(folder),
+            "--quiet", "--out", str(out)]
+    assert main(args + ["--num-classes", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "(10, 512)" in err and "(5, 512)" in err and not out.exists()
+    assert main(args) == 0, capsys.readouterr().err
+    assert read_manifest(out)["network"]["name"] == path.name

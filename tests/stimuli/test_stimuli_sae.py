@@ -47,7 +47,8 @@ def test_sae_codes_are_topk_sparse_and_decode_linearly(planted_fit):
     np.testing.assert_allclose(rec, sae.offset_ + codes @ sae.components_)
     r2 = 1 - ((A - rec) ** 2).sum() / ((A - A.mean(0)) ** 2).sum()
     assert r2 > 0.98
-    assert cumulative_explained_variance(sae, A, codes)[-1] == pytest.approx(r2, abs=1e-9)
+    # refitting the units' scales can only improve on the codes' own reconstruction
+    assert r2 - 1e-9 <= cumulative_explained_variance(sae, A, codes)[-1] <= 1
     # sorted by explained variance, largest first, like the other sparse bases
     assert np.all(np.diff(sae.explained_variance_ratio_) <= 1e-12)
 
