@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 
 def _as_2d(A: Any) -> np.ndarray:
@@ -31,9 +32,12 @@ def _as_2d(A: Any) -> np.ndarray:
     return A.astype(np.float64, copy=False)
 
 
-class Basis:
+class Basis(TransformerMixin, BaseEstimator):
     """Common state: ``components_`` (K x C), ``offset_`` (C), ``code_mean_`` (K),
-    ``explained_variance_`` and ``explained_variance_ratio_`` (K)."""
+    ``explained_variance_`` and ``explained_variance_ratio_`` (K).
+
+    scikit-learn's ``BaseEstimator`` reads the parameters from each subclass's ``__init__`` signature
+    (``get_params``, ``set_params``, ``sklearn.clone``), so ``__init__`` only stores its arguments."""
 
     name = "basis"
 
@@ -67,9 +71,6 @@ class Basis:
         order = np.argsort(-contrib, kind="stable")
         self.components_ = self.components_[order]
         return order
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
 
 
 class NeuronBasis(Basis):
