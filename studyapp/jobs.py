@@ -149,8 +149,9 @@ def run_job(job_id):
 
 def _generate_and_import(job, out_dir):
     from stimuli import pipeline
+    from stimuli.artifact import MANIFEST
 
-    if not (out_dir / "manifest.json").exists():
+    if not (out_dir / MANIFEST).exists():
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
