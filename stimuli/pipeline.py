@@ -90,17 +90,20 @@ def _r(values, digits: int = 6) -> list[float]:
     return [round(float(v), digits) for v in np.asarray(values).ravel()]
 
 
-def _influence(config: StimulusConfig, net, images, fitted: dict, device, report) -> dict:
+def measure_influence(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted]) -> dict:
     """Per (layer, basis): the units' influence on the class of interest (stimuli.influence), read
-    from one backward pass per layer. Ranking and concentration use the direction form."""
+    from one backward pass per layer; empty without ``influence_class``. Ranking and concentration
+    use the direction form. Part of the ``bases`` stage (unit selection by influence needs it)."""
     from .influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
     from .selection import unit_rng
 
+    if config.influence_class is None:
+        return {}
+    net, images, device = inputs.net, inputs.images, inputs.device
     quantity = Quantity(config.influence_class, config.influence_versus)
     if net.n_classes:
         quantity.check(net.n_classes)
-    labels = images.labels if images.labels is not None and net.class_names \
-        and images.class_names == net.class_names else None
+    labels = _network_labels(inputs)
     pool_images, pool_labels = images, labels
     if config.influence_distribution == "class" and labels is not None:
         keep = np.flatnonzero(np.asarray(labels) == quantity.cls)
@@ -518,8 +521,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     inputs = load_inputs(config, report)
     acts, inputs = read_activations(config, inputs, report)
     fitted = fit_bases(config, acts, report)
-    influence = _influence(config, inputs.net, inputs.images, fitted, inputs.device, report) \
-        if config.influence_class is not None else {}
+    influence = measure_influence(config, inputs, fitted)
     chosen = choose_units(config, inputs, fitted, influence, report)
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
