@@ -130,3 +130,20 @@ def test_a_function_node_read_by_more_than_one_module_is_refused():
     assert resolve(model, "add_1") == Site("add_1", "c", 0, "input")
     with pytest.raises(ValueError, match="'add' is the result of .* not read by exactly one module"):
         resolve(model, "add")
+
+
+def test_generate_takes_node_names_for_every_measure(tmp_path):
+    from stimuli.artifact import read_manifest
+    from stimuli.config import StimulusConfig
+    from stimuli.pipeline import run
+
+    names = ["layer4.1.add", "layer4.1.relu_1", "layer4", "flatten"]
+    config = StimulusConfig(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
+                            bases=["neuron"], n_units=1, completeness_k=[1], completeness_max_images=2,
+                            influence_class=3, influence_distribution="all", influence_max_images=2,
+                            render_size=16, batch_size=42)
+    m = read_manifest(run(config, tmp_path / "resnet"))
+    assert [e["layer"] for e in m["layers"]] == names
+    for entry in m["layers"]:
+        assert "completeness_error" not in entry and entry["completeness"]["k"] == [1], entry["layer"]
+        assert entry["n_channels"] == 512 and "influence" in entry["units"][0]["measures"], entry["layer"]
