@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -112,6 +113,11 @@ def graph_nodes(model: nn.Module, layers) -> dict[str, str]:
     return out
 
 
+# sites per model and module tree: attribution overlays hook a layer twice per image, and tracing a
+# ResNet-50 costs about a tenth of a second
+_SITES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def resolve(model: nn.Module, layer: str) -> Site:
     """The :class:`Site` of ``layer`` (a name :func:`list_layers` prints, or a module path).
 
@@ -121,6 +127,14 @@ def resolve(model: nn.Module, layer: str) -> Site:
     if isinstance(model, torch.jit.ScriptModule):
         # TorchScript modules take no Python hooks; the consumer's own error explains that
         return Site(layer, layer)
+    tree = tuple((name, type(m)) for name, m in model.named_modules())
+    sites = _SITES.setdefault(model, {})
+    if (tree, layer) not in sites:
+        sites[(tree, layer)] = _resolve(model, layer)
+    return sites[(tree, layer)]
+
+
+def _resolve(model: nn.Module, layer: str) -> Site:
     nodes, names_of = _trace(model)
     node = _last_node(nodes, names_of, layer)
     if node is None:
