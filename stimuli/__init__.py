@@ -6,5 +6,3 @@ configurations and manifests cheaply.
 """
 
 __version__ = "0.1.0"
-
-SCHEMA_VERSION = 1

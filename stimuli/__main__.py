@@ -159,7 +159,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from .networks import list_layers, load_network
+    from .layers import list_layers
+    from .networks import load_network
 
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,
                        allow_download=args.allow_download)

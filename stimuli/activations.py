@@ -75,18 +75,17 @@ def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.
         return ScriptLayerExtractor(model, layers)
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from .networks import list_layers
+    from .layers import graph_nodes
 
-    try:
-        return create_feature_extractor(model, return_nodes={l: l for l in layers})
-    except ValueError:
-        # tracing is slow, so layer names are checked only once the extractor refuses them
-        nodes = list_layers(model)
-        missing = [l for l in layers if l not in nodes]
-        if not missing:
-            raise
-        shown = ", ".join(nodes[:40]) + (" …" if len(nodes) > 40 else "")
-        raise ValueError(f"unknown layer(s) {', '.join(missing)}; hookable layers are: {shown}") from None
+    # names of one node (``layer1`` and its last operation) would each claim it; ask for it once
+    node_of = graph_nodes(model, layers)
+    extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(node_of.values())})
+
+    def outputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = extractor(x)
+        return {layer: out[node] for layer, node in node_of.items()}
+
+    return outputs
 
 
 class ScriptLayerExtractor:

@@ -81,24 +81,20 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 
 def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: bool = False) -> torch.Tensor:
-    """The module's output for ``x``, stopping the forward pass there."""
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"attribution needs a module layer; {layer!r} is not a submodule") from None
+    """The layer's output for ``x`` (any name of :mod:`stimuli.layers`), stopping the forward pass there."""
+    from .layers import hook as layer_hook
+
     box: dict = {}
 
-    def hook(_m, _i, out):
+    def hook(out):
         box["t"] = out.detach().requires_grad_(True) if leaf else out
         raise _Stop
 
-    handle = module.register_forward_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
+    with layer_hook(model, layer, hook):
+        try:
+            model(x)
+        except _Stop:
+            pass
     if "t" not in box:
         raise ValueError(f"layer {layer!r} was not reached by the forward pass")
     return box["t"]

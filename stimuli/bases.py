@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 
 
 def _as_2d(A: Any) -> np.ndarray:
@@ -49,9 +50,12 @@ def unit_shares(A: np.ndarray, codes: np.ndarray, components: np.ndarray) -> np.
     return np.clip(share, 0.0, 1.0)
 
 
-class Basis:
+class Basis(TransformerMixin, BaseEstimator):
     """Common state: ``components_`` (K x C), ``offset_`` (C), ``code_mean_`` (K),
-    ``explained_variance_`` and ``explained_variance_ratio_`` (K)."""
+    ``explained_variance_`` and ``explained_variance_ratio_`` (K).
+
+    scikit-learn's ``BaseEstimator`` reads the parameters from each subclass's ``__init__`` signature
+    (``get_params``, ``set_params``, ``sklearn.clone``), so ``__init__`` only stores its arguments."""
 
     name = "basis"
 
@@ -82,9 +86,6 @@ class Basis:
         order = np.argsort(-unit_shares(A, codes, self.components_), kind="stable")
         self.components_ = self.components_[order]
         return order
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
 
 
 class NeuronBasis(Basis):

@@ -21,6 +21,7 @@ import torch
 from .activations import batches
 from .bases import Basis, DictionaryBasis, NeuronBasis, NMFBasis, PCABasis, SAEBasis
 from .datasets import ImageSet
+from .layers import hook as layer_hook
 
 
 def unit_order(basis: Basis) -> np.ndarray:
@@ -227,15 +228,11 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
     """Accuracy and KL(original ‖ projected) of the outputs, for k in ``k_values``, both orders.
 
     ``labels`` (one per image of ``images``) score accuracy; without them, accuracy is agreement with
-    the unmodified network's top-1 prediction (``reference`` says which). The layer must be a module
-    (``model.get_submodule(layer)``), since its output is replaced through a forward hook.
+    the unmodified network's top-1 prediction (``reference`` says which). ``layer`` is any name
+    ``python -m stimuli layers`` prints (:mod:`stimuli.layers`); its value is replaced through a hook.
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"completeness needs a module layer; {layer!r} is not a submodule") from None
     K = basis.n_components_
     ks = [k for k in (k_values or default_k(K)) if k <= K] or [K]
     order = unit_order(basis)
@@ -247,14 +244,13 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
     n_seen = 0
     state: dict = {}
 
-    def hook(_m, _inp, out):
+    def hook(out):
         if state.get("replace") is not None:
             return state["replace"]
         state["captured"] = out
         return None
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with layer_hook(model, layer, hook):
         with torch.inference_mode():
             for idx, x, _failed in batches(images, preprocess, batch_size):
                 if x is None:
@@ -280,8 +276,6 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
                 n_seen += len(idx)
                 if progress:
                     progress(n_seen / len(images))
-    finally:
-        handle.remove()
     if n_seen == 0:
         raise ValueError("no image could be read for completeness")
     return {

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 BASES = ("neuron", "pca", "nmf", "dictionary", "sae")
@@ -128,19 +127,6 @@ class StimulusConfig:
                 data[key] = [s.strip() for s in data[key].split(",") if s.strip()]
         return cls(**data)
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "StimulusConfig":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ValueError(f"configuration file not found: {path}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
-
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -169,10 +155,6 @@ class StimulusConfig:
 
     def sae_params(self) -> dict[str, Any]:
         return {**SAE_DEFAULTS, **self.sae}
-
-    @property
-    def is_builtin_dataset(self) -> bool:
-        return self.dataset == "digits"
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> None:

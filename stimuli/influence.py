@@ -32,6 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .layers import hook as layer_hook
+
 DISTRIBUTIONS = ("all", "class")
 
 
@@ -71,13 +73,6 @@ class Quantity:
 
     def to_dict(self) -> dict[str, int | None]:
         return {"class": self.cls, "versus": self.versus}
-
-
-def _module(model: torch.nn.Module, layer: str) -> torch.nn.Module:
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"influence needs a module layer; {layer!r} is not a submodule") from None
 
 
 def _pool_gradient(grad: torch.Tensor, act: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -123,11 +118,10 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
         raise ValueError(f"pooling must be 'mean' or 'max', not {pooling!r}")
     device = torch.device(device)
     model = model.to(device).eval()
-    module = _module(model, layer)
     labels_arr = None if labels is None else np.asarray(labels)
     state: dict = {}
 
-    def hook(_m, _inp, out):
+    def hook(out):
         # a leaf stands in for the output, so the backward pass stops here and needs no weight grads
         leaf = out.detach().requires_grad_(True)
         state["t"] = leaf
@@ -137,8 +131,7 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
     n_used = 0
     n_total = len(images)
     n_seen = 0
-    handle = module.register_forward_hook(hook)
-    try:
+    with layer_hook(model, layer, hook):
         with torch.enable_grad():
             for idx, x in _input_batches(images, preprocess, batch_size):
                 logits = model(x.to(device)).float()
@@ -161,8 +154,6 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
                 n_seen += len(idx)
                 if progress:
                     progress(n_seen / n_total)
-    finally:
-        handle.remove()
     if n_used == 0:
         where = "labelled" if labels_arr is not None else "predicted as"
         raise ValueError(f"no image is {where} class {q.cls}: the distribution of interest is empty")

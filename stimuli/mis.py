@@ -28,8 +28,6 @@ The scoring functions are pure NumPy; only :func:`embed_images` needs torch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,12 +197,6 @@ class EmbeddingCache:
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         np.savez(tmp, key=np.asarray(self.key), indices=idx, vectors=np.stack([self.vectors[int(i)] for i in idx]))
         os.replace(tmp, self.path)
-
-
-def embedding_key(network: str, layer: str, pooling: str, activation: str, image_set: str) -> str:
-    """What makes two embeddings interchangeable, hashed short for file names."""
-    text = json.dumps([network, layer, pooling, activation, image_set])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def embed_images(images: Any, model: Any, preprocess: Callable, layer: str, indices: Sequence[int] | None = None,

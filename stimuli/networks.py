@@ -1,4 +1,5 @@
-"""Networks: the built-in demo CNN, torchvision architectures, local checkpoints; and their layers.
+"""Networks: the built-in demo CNN, torchvision architectures, local checkpoints (their layers'
+names: :mod:`stimuli.layers`).
 
 A :class:`LoadedNetwork` carries the model in eval mode, how to turn a PIL image into its input
 tensor (``preprocess``), and what the manifest says about it (``describe()``).
@@ -498,28 +499,6 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
     return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=n_classes,
                          class_names=class_names, preprocess=preprocess,
                          info={**info, "architecture": architecture, "format": "state_dict"})
-
-
-# ---------------------------------------------------------------------------------------------
-# layers
-# ---------------------------------------------------------------------------------------------
-def list_layers(model: nn.Module) -> list[str]:
-    """Names of the hookable layers: graph nodes in eval mode (input and output excluded) and the
-    modules that contain them (``layer3`` for ``layer3.1.relu_1``: its output is the block's)."""
-    if isinstance(model, torch.jit.ScriptModule):
-        return [name for name, _ in model.named_modules() if name]
-    from torchvision.models.feature_extraction import get_graph_node_names
-
-    _, eval_nodes = get_graph_node_names(model)
-    names: dict[str, None] = {}
-    for node in eval_nodes:
-        if node in ("x", "input", "output"):
-            continue
-        parts = node.split(".")
-        for i in range(1, len(parts)):
-            names.setdefault(".".join(parts[:i]), None)
-        names.setdefault(node, None)
-    return list(names)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -1,19 +1,22 @@
 """The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → region
-Sobol indices → artifact."""
+Sobol indices → artifact.
+
+:func:`run` calls one function per stage of :data:`STAGES`, each taking what it reads by name and
+returning what the next stages read; the manifest itself is built by :mod:`stimuli.artifact`.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from . import SCHEMA_VERSION, __version__
-from .artifact import ArtifactWriter
+from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
 
 log = logging.getLogger(__name__)
@@ -23,14 +26,53 @@ STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", 
 Progress = Callable[[str, float], None]
 
 
-def versions() -> dict[str, str]:
-    import PIL
-    import sklearn
-    import torch
-    import torchvision
+@dataclass(frozen=True)
+class Inputs:
+    """What the ``network`` stage loads: the network, the image set (after ``activations``: the images
+    whose activations were read) and the device the work runs on."""
 
-    return {"stimuli": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "scikit-learn": sklearn.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+    net: Any
+    images: Any
+    device: Any
+
+
+class Fitted(NamedTuple):
+    """A basis fitted on a layer's pooled activations, and the images' codes in it (N x K)."""
+
+    basis: Any
+    codes: np.ndarray
+
+
+class ChosenUnit(NamedTuple):
+    """A unit a study will show: its index in the basis, its exemplars and its measures."""
+
+    index: int
+    exemplars: Any
+    measures: dict
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """What the ``exemplars`` stage chose per (layer, basis): the units, and the ``selection`` record
+    of a choice by the machine score."""
+
+    units: dict[tuple[str, str], list[ChosenUnit]]
+    selections: dict[tuple[str, str], dict]
+
+    def image_indices(self) -> list[int]:
+        """Every image an exemplar of a chosen unit shows, in index order."""
+        return sorted({int(i) for entries in self.units.values() for u in entries
+                       for i in u.exemplars.all_indices()})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the ``render`` stage wrote: each shown image's file, the overlay files per
+    (layer, basis, unit), and the display size."""
+
+    files: dict[int, str]
+    overlays: dict[tuple[str, str, int], list[str]]
+    size: int
 
 
 def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
@@ -48,17 +90,20 @@ def _r(values, digits: int = 6) -> list[float]:
     return [round(float(v), digits) for v in np.asarray(values).ravel()]
 
 
-def _influence(config: StimulusConfig, net, images, fitted: dict, device, report) -> dict:
+def measure_influence(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted]) -> dict:
     """Per (layer, basis): the units' influence on the class of interest (stimuli.influence), read
-    from one backward pass per layer. Ranking and concentration use the direction form."""
+    from one backward pass per layer; empty without ``influence_class``. Ranking and concentration
+    use the direction form. Part of the ``bases`` stage (unit selection by influence needs it)."""
     from .influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
     from .selection import unit_rng
 
+    if config.influence_class is None:
+        return {}
+    net, images, device = inputs.net, inputs.images, inputs.device
     quantity = Quantity(config.influence_class, config.influence_versus)
     if net.n_classes:
         quantity.check(net.n_classes)
-    labels = images.labels if images.labels is not None and net.class_names \
-        and images.class_names == net.class_names else None
+    labels = _network_labels(inputs)
     pool_images, pool_labels = images, labels
     if config.influence_distribution == "class" and labels is not None:
         keep = np.flatnonzero(np.asarray(labels) == quantity.cls)
@@ -75,7 +120,7 @@ def _influence(config: StimulusConfig, net, images, fitted: dict, device, report
                                distribution=config.influence_distribution, labels=pool_labels, device=device,
                                batch_size=config.batch_size)
         for name in config.bases:
-            basis = fitted[(layer, name)][0]
+            basis = fitted[(layer, name)].basis
             chi, direction = influence_from_gradient(basis, g), influence_from_gradient(basis, g, per="direction")
             rank = np.empty(len(chi), dtype=np.int64)
             rank[influence_order(direction)] = np.arange(len(chi))
@@ -87,15 +132,15 @@ def _influence(config: StimulusConfig, net, images, fitted: dict, device, report
     return out
 
 
-def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict, chosen: dict, writer, size,
-                          device) -> dict:
+def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict[tuple[str, str], Fitted],
+                          chosen: dict[tuple[str, str], list[ChosenUnit]], writer, size, device) -> dict:
     """Per (layer, basis, unit): overlay files aligned with the unit's ``references_max``."""
     from .attribution import attribution_overlays
     from .render import render
 
     out = {}
     for (layer, name), entries in chosen.items():
-        basis = fitted[(layer, name)][0]
+        basis = fitted[(layer, name)].basis
         for u, ex, _measures in entries:
             pictures = attribution_overlays(net.model, images, net.preprocess, ex.references_max, layer, basis, u,
                                             config.attribution_method, size=size, activation=config.activation,
@@ -189,6 +234,273 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
     }
 
 
+# -------------------------------------------------------------------------------------------------
+# the stages, in the order run() calls them
+# -------------------------------------------------------------------------------------------------
+def load_inputs(config: StimulusConfig, report: Progress) -> Inputs:
+    """Stage ``network``: the network, the image set and the device."""
+    from .datasets import load_dataset
+    from .networks import load_network, resolve_device
+
+    report("network", 0.0)
+    device = resolve_device(config.device)
+    net = load_network(config.network, weights=config.weights, architecture=config.architecture,
+                       num_classes=config.num_classes, allow_download=config.allow_download,
+                       log=log.info)
+    images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
+    report("network", 1.0)
+    return Inputs(net=net, images=images, device=device)
+
+
+def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress):
+    """Stage ``activations``: the pooled activations of every layer, and the inputs with the image set
+    narrowed to the images that could be read. Refuses an image set too small for the strips now,
+    not after the bases are fitted."""
+    from . import activations as act
+    from .exemplars import strip_ranks
+
+    report("activations", 0.0)
+    images = inputs.images
+    acts = act.extract(inputs.net.model, images, inputs.net.preprocess, config.layers, pooling=config.pooling,
+                       activation=config.activation, device=inputs.device, batch_size=config.batch_size,
+                       num_workers=config.num_workers, progress=lambda f: report("activations", f))
+    if len(acts.indices) < len(images):
+        images = images.subset(acts.indices)
+    strip_ranks(len(images), config.strip_length, config.n_strips)
+    report("activations", 1.0)
+    return acts, Inputs(net=inputs.net, images=images, device=inputs.device)
+
+
+def fit_bases(config: StimulusConfig, acts, report: Progress) -> dict[tuple[str, str], Fitted]:
+    """Stage ``bases``: every basis of ``config.bases`` fitted on every layer's activations."""
+    from .bases import make_basis
+
+    jobs = [(layer, b) for layer in config.layers for b in config.bases]
+    fitted: dict[tuple[str, str], Fitted] = {}
+    report("bases", 0.0)
+    for j, (layer, name) in enumerate(jobs):
+        basis = make_basis(name, **_basis_params(config, name))
+        codes = basis.fit_transform(acts.values[layer])
+        fitted[(layer, name)] = Fitted(basis, codes)
+        report("bases", (j + 1) / len(jobs))
+    return fitted
+
+
+def _unit_measures(fitted: Fitted, std: np.ndarray, rank: np.ndarray, unit: int, exemplars,
+                   influence: dict | None, score) -> dict:
+    """A chosen unit's measures: its share of the variance, its responses, its query bands, and its
+    influence and machine score where those were computed."""
+    basis, codes = fitted
+    r = codes[:, unit]
+    measures = {
+        "explained_variance_ratio": round(float(basis.explained_variance_ratio_[unit]), 6),
+        "variance_rank": int(rank[unit]) + 1,
+        "response_mean": round(float(r.mean()), 6), "response_std": round(float(std[unit]), 6),
+        "response_min": round(float(r.min()), 6), "response_max": round(float(r.max()), 6),
+        "query_max_threshold": round(exemplars.band_max_threshold, 6),
+        "query_min_threshold": round(exemplars.band_min_threshold, 6),
+    }
+    if influence:
+        measures["influence"] = round(float(influence["code"][unit]), 6)
+        measures["influence_direction"] = round(float(influence["direction"][unit]), 6)
+        measures["influence_rank"] = int(influence["rank"][unit]) + 1
+    if score is not None:
+        measures.update(_mis_measures(score))
+    return measures
+
+
+def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
+                 influence: dict, report: Progress) -> Chosen:
+    """Stage ``exemplars``: the units of each (layer, basis) a study shows, with their exemplars and
+    measures (:mod:`stimuli.selection`, :mod:`stimuli.exemplars`, :mod:`stimuli.mis`)."""
+    from .completeness import unit_order
+    from .mis import machine_score_details
+    from .selection import select_units
+
+    report("exemplars", 0.0)
+    embeddings = _mis_embeddings(config, inputs.net, inputs.images, inputs.device) \
+        if config.mis_layer is not None else None
+    units: dict[tuple[str, str], list[ChosenUnit]] = {}
+    selections: dict[tuple[str, str], dict] = {}
+    for j, key in enumerate(fitted):
+        layer, name = key
+        basis, codes = fitted[key]
+        std = codes.std(axis=0)
+        exemplars_of = partial(_unit_exemplars, config, codes, layer, name)
+        if config.unit_selection in MIS_SELECTIONS:
+            candidates = select_units(basis.explained_variance_ratio_, config.mis_candidates, "top_variance",
+                                      responses_std=std)
+            picked, selections[key] = _choose_by_machine_score(
+                config, candidates, exemplars_of, embeddings, config.units_for(name), f"{layer}/{name}",
+                lambda f: report("exemplars", (j + f) / len(fitted)))
+        else:
+            chosen = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
+                                  seed=config.seed, responses_std=std, key=key,
+                                  influence=influence[key]["direction"] if influence else None)
+            exemplars = [exemplars_of(u) for u in chosen]
+            scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha) \
+                if embeddings is not None else [None] * len(chosen)
+            picked = [(int(u), ex, score) for u, ex, score in zip(chosen, exemplars, scores)]
+        rank = np.empty(len(std), dtype=np.int64)
+        rank[unit_order(basis)] = np.arange(len(std))
+        units[key] = [ChosenUnit(u, ex, _unit_measures(fitted[key], std, rank, u, ex, influence.get(key), score))
+                      for u, ex, score in picked]
+        report("exemplars", (j + 1) / len(fitted))
+    return Chosen(units=units, selections=selections)
+
+
+def render_images(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted], chosen: Chosen,
+                  writer: ArtifactWriter, report: Progress) -> Rendered:
+    """Stage ``render``: a PNG of every image an exemplar shows, and the attribution overlays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .render import render
+
+    report("render", 0.0)
+    images = inputs.images
+    needed = chosen.image_indices()
+    files: dict[int, str] = {}
+    size = config.render_size or images.default_display_size
+    # PIL releases the GIL while decoding, resizing and compressing, so threads render in parallel;
+    # map keeps the order, and files are written from this thread only
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        rendered = pool.map(lambda i: render(images.display(i, size))[1], needed)
+        for j, (i, data) in enumerate(zip(needed, rendered)):
+            files[i] = writer.add_image(data)
+            if (j + 1) % 64 == 0 or j + 1 == len(needed):
+                report("render", (j + 1) / len(needed))
+    overlays = _attribution_overlays(config, inputs.net, images, fitted, chosen.units, writer, size, inputs.device) \
+        if config.attribution_overlays else {}
+    report("render", 1.0)
+    return Rendered(files=files, overlays=overlays, size=size)
+
+
+def _completeness(config: StimulusConfig, inputs: Inputs, layer: str, basis, progress: Callable[[float], None]):
+    """``(completeness, error)`` of a basis at its layer: the measure, or None and the reason it could
+    not be taken (a layer whose output cannot be replaced)."""
+    from .completeness import default_k, network_completeness
+    from .selection import unit_rng
+
+    if not config.completeness:
+        return None, None
+    images = inputs.images
+    labels = _network_labels(inputs)
+    if config.completeness_max_images and len(images) > config.completeness_max_images:
+        sub = np.sort(unit_rng(config.seed, "completeness").choice(
+            len(images), size=config.completeness_max_images, replace=False))
+        images = images.subset(sub)
+        labels = None if labels is None else labels[sub]
+    try:
+        ks = config.completeness_k or default_k(basis.n_components_)
+        return network_completeness(inputs.net.model, images, inputs.net.preprocess, layer, basis, ks,
+                                    config.activation, labels=labels, device=inputs.device,
+                                    batch_size=config.batch_size, progress=progress), None
+    except (ValueError, RuntimeError) as exc:
+        error = str(exc).splitlines()[0]
+        log.warning("completeness skipped for %s/%s: %s", layer, basis.name, error)
+        return None, error
+
+
+def _network_labels(inputs: Inputs) -> np.ndarray | None:
+    """The images' labels where the image set's classes are the network's, else None (the network's
+    own predictions then stand in)."""
+    images, net = inputs.images, inputs.net
+    if images.labels is not None and net.class_names and images.class_names == net.class_names:
+        return images.labels
+    return None
+
+
+def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered) -> dict:
+    files = rendered.files
+    ex = unit.exemplars
+    entry = {
+        "index": unit.index,
+        "id": f"{layer}:{name}:{unit.index}",
+        "measures": unit.measures,
+        "references_max": [files[int(i)] for i in ex.references_max],
+        "references_min": [files[int(i)] for i in ex.references_min],
+        "queries_max": [files[int(i)] for i in ex.queries_max],
+        "queries_min": [files[int(i)] for i in ex.queries_min],
+        "strip": [files[int(i)] for i in ex.strip],
+        "strips": [[files[int(i)] for i in row] for row in ex.strips],
+    }
+    if rendered.overlays:
+        entry["attribution_overlays_max"] = rendered.overlays[(layer, name, unit.index)]
+    return entry
+
+
+def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
+                  influence: dict, chosen: Chosen, rendered: Rendered, report: Progress) -> list[dict]:
+    """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
+    completeness, and its chosen units with their files."""
+    from .completeness import cumulative_explained_variance, unit_order
+
+    report("measures", 0.0)
+    entries = []
+    for j, key in enumerate(fitted):
+        layer, name = key
+        basis, codes = fitted[key]
+        A = acts.values[layer]
+        cum = cumulative_explained_variance(basis, A, codes)
+        completeness, completeness_error = _completeness(config, inputs, layer, basis,
+                                                         lambda f: report("measures", (j + f) / len(fitted)))
+        entry = {
+            "layer": layer, "basis": name, "n_components": basis.n_components_,
+            "n_channels": int(A.shape[1]),
+            "activation_shape": list(acts.shapes.get(layer, ())) if acts.shapes else None,
+            "explained_variance_ratio": _r(basis.explained_variance_ratio_),
+            "cumulative_explained_variance": _r(cum),
+            "cumulative_order": [int(i) for i in unit_order(basis)],
+            "completeness": completeness,
+            "units": [_unit_entry(layer, name, u, rendered) for u in chosen.units[key]],
+        }
+        if completeness_error:
+            entry["completeness_error"] = completeness_error
+        if key in chosen.selections:
+            entry["selection"] = chosen.selections[key]
+        if influence:
+            entry["influence_quantity"] = influence[key]["quantity"]
+            entry["influence_concentration"] = _r(influence[key]["concentration"])
+        if rendered.overlays:
+            entry["attribution_method"] = config.attribution_method
+        if hasattr(basis, "reconstruction_err_"):
+            entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
+        entries.append(entry)
+        report("measures", (j + 1) / len(fitted))
+    return entries
+
+
+def region_sobol(config: StimulusConfig, inputs: Inputs, writer: ArtifactWriter, size: int,
+                 report: Progress) -> dict | None:
+    """Stage ``sobol``: the manifest's ``sobol`` entry, or None with ``sobol_images = 0``."""
+    report("sobol", 0.0)
+    sobol = _region_sobol(config, inputs.net, inputs.images, writer, size, inputs.device, report) \
+        if config.sobol_images else None
+    report("sobol", 1.0)
+    return sobol
+
+
+def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[dict], sobol: dict | None,
+                   writer: ArtifactWriter, report: Progress) -> Path:
+    """Stage ``write``: the manifest (:func:`stimuli.artifact.build_manifest`), and the artifact
+    renamed into place."""
+    import torch
+
+    report("write", 0.0)
+    dataset = inputs.images.describe()
+    dataset["n_skipped"] = int(dataset["n_skipped"] + acts.n_failed)
+    dataset["n_images"] = len(inputs.images)
+    device = inputs.device
+    manifest = build_manifest(
+        network=inputs.net.describe(), dataset=dataset, seed=config.seed,
+        parameters={k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")},
+        layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol,
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    path = writer.commit(manifest)
+    report("write", 1.0)
+    return path
+
+
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
         overwrite: bool = False) -> Path:
     """Generate one stimulus artifact in ``out_dir`` (docs/contracts.md, section 1) and return its path.
@@ -196,18 +508,6 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     ``progress(stage, fraction)`` is called with the stages of :data:`STAGES`. ``out_dir`` must not
     exist unless ``overwrite``; it is replaced only once the new artifact is complete.
     """
-    import torch
-
-    from . import activations as act
-    from .bases import make_basis
-    from .completeness import cumulative_explained_variance, default_k, network_completeness, unit_order
-    from .datasets import load_dataset
-    from .exemplars import strip_ranks
-    from .mis import machine_score_details
-    from .networks import load_network, resolve_device
-    from .render import render
-    from .selection import select_units, unit_rng
-
     if isinstance(config, dict):
         config = StimulusConfig.from_dict(config)
     out_dir = Path(out_dir)
@@ -218,202 +518,13 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         if progress is not None:
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
-    # -- network ----------------------------------------------------------------------------------
-    report("network", 0.0)
-    device = resolve_device(config.device)
-    net = load_network(config.network, weights=config.weights, architecture=config.architecture,
-                       num_classes=config.num_classes, allow_download=config.allow_download,
-                       log=log.info)
-    images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
-    report("network", 1.0)
-
-    # -- activations ------------------------------------------------------------------------------
-    report("activations", 0.0)
-    acts = act.extract(net.model, images, net.preprocess, config.layers, pooling=config.pooling,
-                       activation=config.activation, device=device, batch_size=config.batch_size,
-                       num_workers=config.num_workers, progress=lambda f: report("activations", f))
-    if len(acts.indices) < len(images):
-        images = images.subset(acts.indices)
-    n_images = len(images)
-    # refuse an image set too small for the strips now, not after the bases are fitted
-    strip_ranks(n_images, config.strip_length, config.n_strips)
-    report("activations", 1.0)
-
-    # -- bases ------------------------------------------------------------------------------------
-    jobs = [(layer, b) for layer in config.layers for b in config.bases]
-    fitted: dict[tuple[str, str], tuple[Any, np.ndarray]] = {}
-    report("bases", 0.0)
-    for j, (layer, name) in enumerate(jobs):
-        A = acts.values[layer]
-        basis = make_basis(name, **_basis_params(config, name))
-        codes = basis.fit_transform(A)
-        fitted[(layer, name)] = (basis, codes)
-        report("bases", (j + 1) / len(jobs))
-    influence = _influence(config, net, images, fitted, device, report) if config.influence_class is not None else {}
-
-    # -- units and exemplars ----------------------------------------------------------------------
-    report("exemplars", 0.0)
-    embeddings = _mis_embeddings(config, net, images, device) if config.mis_layer is not None else None
-    chosen: dict[tuple[str, str], list[tuple[int, Any, dict]]] = {}
-    selections: dict[tuple[str, str], dict] = {}
-    for j, (layer, name) in enumerate(jobs):
-        basis, codes = fitted[(layer, name)]
-        std = codes.std(axis=0)
-        exemplars_of = partial(_unit_exemplars, config, codes, layer, name)
-        if config.unit_selection in MIS_SELECTIONS:
-            candidates = select_units(basis.explained_variance_ratio_, config.mis_candidates, "top_variance",
-                                      responses_std=std)
-            picked, selections[(layer, name)] = _choose_by_machine_score(
-                config, candidates, exemplars_of, embeddings, config.units_for(name), f"{layer}/{name}",
-                lambda f: report("exemplars", (j + f) / len(jobs)))
-        else:
-            units = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
-                                 seed=config.seed, responses_std=std, key=(layer, name),
-                                 influence=influence[(layer, name)]["direction"] if influence else None)
-            exemplars = [exemplars_of(u) for u in units]
-            scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha) \
-                if embeddings is not None else [None] * len(units)
-            picked = [(int(u), ex, score) for u, ex, score in zip(units, exemplars, scores)]
-        rank = np.empty(len(std), dtype=np.int64)
-        rank[unit_order(basis)] = np.arange(len(std))
-        entries = []
-        for u, ex, score in picked:
-            r = codes[:, u]
-            measures = {
-                "explained_variance_ratio": round(float(basis.explained_variance_ratio_[u]), 6),
-                "variance_rank": int(rank[u]) + 1,
-                "response_mean": round(float(r.mean()), 6), "response_std": round(float(std[u]), 6),
-                "response_min": round(float(r.min()), 6), "response_max": round(float(r.max()), 6),
-                "query_max_threshold": round(ex.band_max_threshold, 6),
-                "query_min_threshold": round(ex.band_min_threshold, 6),
-            }
-            if influence:
-                infl = influence[(layer, name)]
-                measures["influence"] = round(float(infl["code"][u]), 6)
-                measures["influence_direction"] = round(float(infl["direction"][u]), 6)
-                measures["influence_rank"] = int(infl["rank"][u]) + 1
-            if score is not None:
-                measures.update(_mis_measures(score))
-            entries.append((u, ex, measures))
-        chosen[(layer, name)] = entries
-        report("exemplars", (j + 1) / len(jobs))
-
-    needed = sorted({int(i) for entries in chosen.values() for _, ex, _ in entries for i in ex.all_indices()})
-
+    inputs = load_inputs(config, report)
+    acts, inputs = read_activations(config, inputs, report)
+    fitted = fit_bases(config, acts, report)
+    influence = measure_influence(config, inputs, fitted)
+    chosen = choose_units(config, inputs, fitted, influence, report)
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
-        # -- render -------------------------------------------------------------------------------
-        report("render", 0.0)
-        files: dict[int, str] = {}
-        size = config.render_size or images.default_display_size
-        # PIL releases the GIL while decoding, resizing and compressing, so threads render in parallel;
-        # map keeps the order, and files are written from this thread only
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-            rendered = pool.map(lambda i: render(images.display(i, size))[1], needed)
-            for j, (i, data) in enumerate(zip(needed, rendered)):
-                files[i] = writer.add_image(data)
-                if (j + 1) % 64 == 0 or j + 1 == len(needed):
-                    report("render", (j + 1) / len(needed))
-        overlays = _attribution_overlays(config, net, images, fitted, chosen, writer, size, device) \
-            if config.attribution_overlays else {}
-        report("render", 1.0)
-
-        # -- measures -----------------------------------------------------------------------------
-        report("measures", 0.0)
-        layer_entries = []
-        labels = None
-        if images.labels is not None and net.class_names and images.class_names == net.class_names:
-            labels = images.labels
-        comp_images = images
-        comp_labels = labels
-        if config.completeness_max_images and n_images > config.completeness_max_images:
-            sub = np.sort(unit_rng(config.seed, "completeness").choice(
-                n_images, size=config.completeness_max_images, replace=False))
-            comp_images = images.subset(sub)
-            comp_labels = None if labels is None else labels[sub]
-        for j, (layer, name) in enumerate(jobs):
-            basis, codes = fitted[(layer, name)]
-            A = acts.values[layer]
-            cum = cumulative_explained_variance(basis, A, codes)
-            completeness = None
-            completeness_error = None
-            if config.completeness:
-                try:
-                    ks = config.completeness_k or default_k(basis.n_components_)
-                    completeness = network_completeness(
-                        net.model, comp_images, net.preprocess, layer, basis, ks, config.activation,
-                        labels=comp_labels, device=device, batch_size=config.batch_size,
-                        progress=lambda f: report("measures", (j + f) / len(jobs)))
-                except (ValueError, RuntimeError) as exc:
-                    completeness_error = str(exc).splitlines()[0]
-                    log.warning("completeness skipped for %s/%s: %s", layer, name, completeness_error)
-            units_out = []
-            for u, ex, measures in chosen[(layer, name)]:
-                units_out.append({
-                    "index": u,
-                    "id": f"{layer}:{name}:{u}",
-                    "measures": measures,
-                    "references_max": [files[int(i)] for i in ex.references_max],
-                    "references_min": [files[int(i)] for i in ex.references_min],
-                    "queries_max": [files[int(i)] for i in ex.queries_max],
-                    "queries_min": [files[int(i)] for i in ex.queries_min],
-                    "strip": [files[int(i)] for i in ex.strip],
-                    "strips": [[files[int(i)] for i in row] for row in ex.strips],
-                })
-                if overlays:
-                    units_out[-1]["attribution_overlays_max"] = overlays[(layer, name, u)]
-            entry = {
-                "layer": layer, "basis": name, "n_components": basis.n_components_,
-                "n_channels": int(A.shape[1]),
-                "activation_shape": list(acts.shapes.get(layer, ())) if acts.shapes else None,
-                "explained_variance_ratio": _r(basis.explained_variance_ratio_),
-                "cumulative_explained_variance": _r(cum),
-                "cumulative_order": [int(i) for i in unit_order(basis)],
-                "completeness": completeness,
-                "units": units_out,
-            }
-            if completeness_error:
-                entry["completeness_error"] = completeness_error
-            if (layer, name) in selections:
-                entry["selection"] = selections[(layer, name)]
-            if influence:
-                infl = influence[(layer, name)]
-                entry["influence_quantity"] = infl["quantity"]
-                entry["influence_concentration"] = _r(infl["concentration"])
-            if overlays:
-                entry["attribution_method"] = config.attribution_method
-            if hasattr(basis, "reconstruction_err_"):
-                entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
-            layer_entries.append(entry)
-            report("measures", (j + 1) / len(jobs))
-
-        # -- sobol --------------------------------------------------------------------------------
-        report("sobol", 0.0)
-        sobol = _region_sobol(config, net, images, writer, size, device, report) if config.sobol_images else None
-        report("sobol", 1.0)
-
-        # -- write --------------------------------------------------------------------------------
-        report("write", 0.0)
-        dataset_info = images.describe()
-        dataset_info["n_skipped"] = int(dataset_info["n_skipped"] + acts.n_failed)
-        dataset_info["n_images"] = n_images
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "network": net.describe(),
-            "dataset": dataset_info,
-            "seed": config.seed,
-            "parameters": {k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")},
-            "versions": versions(),
-            "device": str(device),
-            "n_images_rendered": writer.n_images,
-            "layers": layer_entries,
-        }
-        if sobol is not None:
-            manifest["sobol"] = sobol
-        if device.type == "cuda":
-            manifest["device_name"] = torch.cuda.get_device_name(device)
-        path = writer.commit(manifest)
-        report("write", 1.0)
-    return path
+        rendered = render_images(config, inputs, fitted, chosen, writer, report)
+        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, report)
+        sobol = region_sobol(config, inputs, writer, rendered.size, report)
+        return write_manifest(config, inputs, acts, layers, sobol, writer, report)

@@ -1,13 +1,13 @@
 """Importing a stimulus artifact (docs/contracts.md, section 1) into Unit and Exemplar rows."""
-import json
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 
+from stimuli.artifact import read_manifest
+
 from .models import Exemplar, Unit
 
-SUPPORTED_SCHEMA_VERSIONS = {1}
 ROLE_LISTS = {
     Exemplar.Role.REFERENCE_MAX: "references_max",
     Exemplar.Role.REFERENCE_MIN: "references_min",
@@ -26,18 +26,11 @@ def artifact_dir(job):
 
 
 def load_manifest(folder):
-    path = Path(folder) / "manifest.json"
+    """The artifact's manifest, read and validated by the stimuli package that wrote it."""
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"no manifest.json in the artifact folder {Path(folder).name}") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"manifest.json is not valid JSON: {exc}") from None
-    version = manifest.get("schema_version")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ArtifactError(f"manifest schema_version {version!r} is not supported "
-                            f"(this version reads {sorted(SUPPORTED_SCHEMA_VERSIONS)})")
-    return manifest
+        return read_manifest(Path(folder))
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def unit_strips(spec):

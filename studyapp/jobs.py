@@ -42,9 +42,10 @@ def run_job(job_id):
 
 def _generate_and_import(job, progress):
     from stimuli import pipeline
+    from stimuli.artifact import MANIFEST
 
     out_dir = artifact_dir(job)
-    if not (out_dir / "manifest.json").exists():
+    if not (out_dir / MANIFEST).exists():
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)

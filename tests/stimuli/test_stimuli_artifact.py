@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from stimuli.artifact import ArtifactWriter, read_manifest
+from stimuli.artifact import (SCHEMA_VERSION, SCHEMA_VERSIONS, ArtifactWriter, ManifestError, build_manifest,
+                              read_manifest, validate_manifest)
 from stimuli.render import content_name, png_bytes
 
 
@@ -64,3 +65,30 @@ def test_png_bytes_are_stable():
     a = png_bytes(Image.new("L", (8, 8), 100))
     b = png_bytes(Image.new("L", (8, 8), 100))
     assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _layer(**changes):
+    return {"layer": "layer3.1.add", "basis": "pca", "units": [{"index": 2, "measures": {}}], **changes}
+
+
+def test_the_manifest_is_built_and_validated_in_one_place(tmp_path):
+    import datetime as dt
+
+    created = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
+    m = build_manifest(network={"name": "demo"}, dataset={"name": "digits"}, seed=3, parameters={"n_units": 1},
+                       layers=[_layer()], n_images_rendered=0, device="cpu", created=created)
+    assert list(m) == ["schema_version", "created", "network", "dataset", "seed", "parameters", "versions",
+                       "device", "n_images_rendered", "layers"]
+    assert m["schema_version"] == SCHEMA_VERSION == SCHEMA_VERSIONS[-1] and m["created"] == "2026-11-23T09:00:00Z"
+    assert {"stimuli", "torch", "torchvision", "scikit-learn", "numpy", "pillow"} <= set(m["versions"])
+    with_sobol = build_manifest(network={}, dataset={}, seed=0, parameters={}, layers=[], n_images_rendered=0,
+                                device="cuda:0", device_name="H200", sobol={"images": []})
+    assert list(with_sobol)[-2:] == ["sobol", "device_name"]
+    for broken in ({"schema_version": 1}, {"schema_version": 1, "layers": [_layer(units=None)]},
+                   {"schema_version": 1, "layers": [_layer(basis=None)]},
+                   {"schema_version": 1, "layers": [_layer(units=[{"measures": {}}])]}, [1]):
+        with pytest.raises(ManifestError):
+            validate_manifest(broken)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        read_manifest(tmp_path / "manifest.json")

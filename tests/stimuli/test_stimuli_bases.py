@@ -135,3 +135,26 @@ def test_pca_beats_neurons_on_demo_layer(demo_activations):
     pca = cumulative_explained_variance(PCABasis().fit(A), A)
     neurons = cumulative_explained_variance(NeuronBasis().fit(A), A)
     assert all(pca[k - 1] > neurons[k - 1] for k in (1, 2, 4, 8))
+
+
+@pytest.mark.parametrize("name", ["neuron", "pca", "nmf", "dictionary", "sae"])
+def test_every_basis_is_a_scikit_learn_estimator(name):
+    from sklearn.base import clone
+
+    from stimuli.bases import BASIS_CLASSES
+
+    rng = np.random.default_rng(5)
+    A = np.abs(rng.normal(size=(60, 6)))
+    params = {"sae": {"k": 2, "epochs": 3, "device": "cpu"}, "nmf": {"max_iter": 50},
+              "dictionary": {"max_iter": 5}}.get(name, {})
+    basis = make_basis(name, random_state=3, **params)
+    assert set(basis.get_params()) == set(BASIS_CLASSES[name]().get_params())
+    fitted = basis.fit(A)
+    copy = clone(fitted)
+    assert type(copy) is type(basis) and copy is not basis
+    assert copy.get_params() == basis.get_params()
+    assert not hasattr(copy, "components_")  # clone copies parameters, never learned state
+    np.testing.assert_allclose(copy.fit(A).components_, fitted.components_)
+    np.testing.assert_allclose(copy.transform(A), fitted.transform(A))
+    other = clone(basis).set_params(random_state=4)
+    assert other.random_state == 4 and basis.random_state == 3

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from stimuli.activations import extract, pool
-from stimuli.networks import (DEMO_LAYER, NetworkLoadError, demo_cache_path, list_layers, load_checkpoint,
+from stimuli.layers import list_layers
+from stimuli.networks import (DEMO_LAYER, NetworkLoadError, demo_cache_path, load_checkpoint,
                               load_network, train_demo)
 
 
