@@ -80,8 +80,10 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: bool = False) -> torch.Tensor:
-    """The layer's output for ``x`` (any name of :mod:`stimuli.layers`), stopping the forward pass there."""
+def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: bool = False,
+                  site=None) -> torch.Tensor:
+    """The layer's output for ``x`` (any name of :mod:`stimuli.layers`; ``site`` where it was resolved
+    before the model was changed), stopping the forward pass there."""
     from .layers import hook as layer_hook
 
     box: dict = {}
@@ -90,7 +92,7 @@ def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: boo
         box["t"] = out.detach().requires_grad_(True) if leaf else out
         raise _Stop
 
-    with layer_hook(model, layer, hook):
+    with layer_hook(model, layer, hook, site=site):
         try:
             model(x)
         except _Stop:
@@ -225,6 +227,10 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: 
         input_bounds = tuple(torch.as_tensor(b, dtype=xg.dtype, device=xg.device).expand_as(xg)
                              for b in input_bounds)
     composite = lrp_composite(input_bounds, epsilon)
+    # the canonizers patch forward methods with Python control flow, which FX cannot trace
+    from .layers import resolve
+
+    site = resolve(model, layer)
     ran: list[tuple[str, torch.nn.Module]] = []
     with composite.context(model) as modified:
         # after the canonizers, so their sum modules are seen too
@@ -232,7 +238,7 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: 
                    for name, m in modified.named_modules() if next(m.children(), None) is None]
         try:
             with torch.enable_grad():
-                t = _layer_output(modified, layer, xg)
+                t = _layer_output(modified, layer, xg, site=site)
         finally:
             for h in handles:
                 h.remove()

@@ -158,15 +158,19 @@ def _call_index(nodes, node) -> int:
 
 
 @contextlib.contextmanager
-def hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Iterator[Site]:
+def hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor | None], *,
+         site: Site | None = None) -> Iterator[Site]:
     """Call ``fn(value)`` with ``layer``'s value on every forward pass of ``model`` while the block
     runs; a tensor it returns replaces the value for the rest of the pass.
 
     The rest of the pass receives a copy, so ``value`` stays what the layer gave even where the
     network then changes it in place (``ReLU(inplace=True)``, a residual ``+=``), and a leaf
     ``fn`` returns can be modified by such operations. ``fn`` may raise to end the pass.
+
+    ``site`` is one :func:`resolve` gave earlier, for a model whose forward methods have since been
+    patched so that FX can no longer trace it (zennit's canonizers).
     """
-    site = resolve(model, layer)
+    site = site or resolve(model, layer)
     try:
         module = model.get_submodule(site.module)
     except AttributeError:
