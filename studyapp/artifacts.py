@@ -1,5 +1,15 @@
-"""Importing a stimulus artifact (docs/contracts.md, section 1) into Unit and Exemplar rows."""
+"""Importing a stimulus artifact (docs/contracts.md, section 1) into Unit and Exemplar rows.
+
+The artifact folder (manifest and images) is written under ARTIFACT_ROOT, which the web never serves:
+the manifest says which image is a unit's maximally or minimally activating query, the answer to every
+trial. What participants are shown is published on import into MEDIA_ROOT, flat, each image under the
+hash of its bytes: a name that tells nothing but the content the participant sees anyway, in a folder
+without subfolders, listings or manifests, whatever serves it (the media view or a proxy).
+"""
+import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -21,8 +31,36 @@ class ArtifactError(Exception):
     pass
 
 
+# Published images share one modification time: written in import order, their times would tell which
+# were a unit's maximal references and which its minimal ones to anyone reading Last-Modified headers.
+PUBLISHED_MTIME = 946684800  # 2000-01-01
+PUBLISHED_NAME = r"[0-9a-f]{20}\.png"
+
+
 def artifact_dir(job):
-    return Path(settings.MEDIA_ROOT) / "artifacts" / f"job-{job.pk}"
+    return Path(settings.ARTIFACT_ROOT) / f"job-{job.pk}"
+
+
+def published_name(data):
+    """An image's name in MEDIA_ROOT: the artifact's own content name (stimuli.render.content_name), so a
+    manifest and the published images name the same image alike."""
+    return f"{hashlib.sha256(data).hexdigest()[:20]}.png"
+
+
+def publish_image(data):
+    """Put an image's bytes into MEDIA_ROOT under its content name (atomically; once); returns the name."""
+    name = published_name(data)
+    root = Path(settings.MEDIA_ROOT)
+    path = root / name
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".publish-", dir=root)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.utime(tmp, (PUBLISHED_MTIME, PUBLISHED_MTIME))
+        os.replace(tmp, path)
+    return name
 
 
 def load_manifest(folder):
@@ -53,7 +91,7 @@ def import_artifact(job, folder):
     leaves duplicates, and a failed import leaves the previous units in place."""
     folder = Path(folder)
     manifest = load_manifest(folder)
-    prefix = folder.relative_to(settings.MEDIA_ROOT).as_posix()
+    published = {}
     job.units.all().delete()
     exemplars = []
     created = 0
@@ -69,10 +107,15 @@ def import_artifact(job, folder):
                 for position, image in enumerate(images):
                     if not (folder / image).is_file():
                         raise ArtifactError(f"unit {unit.key}: {image} is listed but missing from the artifact")
-                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position,
-                                              image=f"{prefix}/{image}"))
+                    published.setdefault(image, None)
+                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position, image=image))
+    # In name order, not the manifest's (roles, unit by unit): nothing about the files keeps that order.
+    for image in sorted(published):
+        published[image] = publish_image((folder / image).read_bytes())
+    for exemplar in exemplars:
+        exemplar.image = published[exemplar.image]
     Exemplar.objects.bulk_create(exemplars, batch_size=2000)
-    job.artifact = prefix
+    job.artifact = folder.name
     job.summary = {
         **{k: v for k, v in manifest.items() if k != "layers"},
         "layers": [{k: v for k, v in entry.items() if k != "units"} for entry in manifest["layers"]],

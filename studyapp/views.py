@@ -67,9 +67,15 @@ def experiment(request, token):
     return render(request, "studyapp/experiment.html", {"study": participant.study, "config": config})
 
 
-def media(request, path):
+@require_GET
+def media(request, name):
+    """A published stimulus image (studyapp.artifacts): the URL pattern admits content names alone, so no
+    folder, listing or other file of MEDIA_ROOT's is reachable."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the proxy")
-    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response = serve(request, name, document_root=settings.MEDIA_ROOT)
     response["Cache-Control"] = f"public, max-age={MEDIA_CACHE_SECONDS}, immutable"
+    # Every published file has the same time, and its name is the URL's: the headers would only repeat them.
+    del response["Last-Modified"]
+    del response["Content-Disposition"]
     return response

@@ -134,11 +134,15 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Stimulus artifacts (manifest + content-addressed PNGs) live here; their names never change, so they
-# are served with a year-long cache lifetime.
+# The images participants are shown, flat and content-addressed, published from the artifacts on import;
+# their names never change, so they are served with a year-long cache lifetime. Nothing else lives here:
+# a proxy may serve the folder as it is.
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
+# Stimulus artifacts (manifest.json, the answer key to every trial, and the images) and the admin's
+# region pictures: never served to participants, and refused by a system check inside MEDIA_ROOT.
+ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 
 # Celery: with no broker configured, tasks run in the calling process (the embedded default).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")

@@ -94,6 +94,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": REDIS_URL,
             "MEDIA_ROOT": str(self.workdir / "media"),
+            "ARTIFACT_ROOT": str(self.workdir / "artifacts"),
             "STATIC_ROOT": str(self.workdir / "static"),
             # Shared with other runs: the demo network trains deterministically, so its cache is safe to keep.
             "STIMULI_CACHE_DIR": str(ROOT / "var" / "cache"),
