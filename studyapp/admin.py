@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.static import serve
 
-from . import jobs, participation
+from . import arrivals, jobs, participation
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
@@ -256,8 +256,8 @@ class StudyAdmin(admin.ModelAdmin):
         ("Trial plan", {"fields": ["n_practice", "practice_max_attempts", "practice_feedback", "n_main",
                                    "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
                                    "min_width", "min_height"]}),
-        ("Recruitment", {"fields": ["recruitment", "completion_url", "completion_code",
-                                    "participants_per_condition", "time_limit_minutes"]}),
+        ("Recruitment", {"fields": ["recruitment", "allow_plain_link", "completion_url", "completion_code",
+                                    "participants_per_condition", "time_limit_minutes", "consent_grace_minutes"]}),
         ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side",
                                         "min_total_minutes", "max_total_minutes"]}),
     ]
@@ -299,6 +299,7 @@ class StudyAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request, study):
             raise PermissionDenied
         context = {**self.admin_site.each_context(request), "study": study, "rows": study_monitor(study),
+                   "arrivals": arrivals.per_minute(study),
                    "title": f"Monitor: {study.title}", "opts": self.model._meta}
         return TemplateResponse(request, "admin/studyapp/study_monitor.html", context)
 

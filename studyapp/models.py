@@ -67,7 +67,7 @@ class StimulusJob(models.Model):
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the running worker")
-    artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
+    artifact = models.CharField(max_length=500, blank=True, help_text="folder under ARTIFACT_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
@@ -124,7 +124,7 @@ class Exemplar(models.Model):
     group = models.PositiveSmallIntegerField(
         default=0, help_text="which of the unit's ordered strips (role strip); 0 for every other role")
     position = models.PositiveIntegerField()
-    image = models.CharField(max_length=300, help_text="path under MEDIA_ROOT")
+    image = models.CharField(max_length=300, help_text="published image: a file name in MEDIA_ROOT")
 
     class Meta:
         ordering = ["unit", "role", "group", "position"]
@@ -180,9 +180,16 @@ class Study(models.Model):
                   "{turkSubmitTo}/mturk/externalSubmit?assignmentId={assignmentId}",
     )
     completion_code = models.CharField(max_length=100, blank=True)
+    allow_plain_link = models.BooleanField(
+        default=False, help_text="also admit arrivals without the platform's parameters (a plain link); "
+                                 "a Prolific or MTurk study otherwise requires them")
     participants_per_condition = models.PositiveIntegerField(default=30)
     time_limit_minutes = models.PositiveIntegerField(
         default=60, help_text="a participant slot is released after this long without finishing",
+    )
+    consent_grace_minutes = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)],
+        help_text="a slot whose participant has not consented after this long is released",
     )
 
     min_catch_accuracy = models.FloatField(default=0.8, validators=[MinValueValidator(0), MaxValueValidator(1)])
@@ -340,7 +347,7 @@ class Trial(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     attempt = models.PositiveIntegerField(null=True, blank=True)
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="trials")
-    # Image paths under MEDIA_ROOT, fixed when the trial list is built so that serving a trial is a lookup.
+    # Published image names, fixed when the trial list is built so that serving a trial is a lookup.
     references_min = models.JSONField(default=list)
     references_max = models.JSONField(default=list)
     query_a = models.CharField(max_length=300, blank=True)
@@ -413,8 +420,8 @@ class SobolAnalysis(models.Model):
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
-    image = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
-    overlay = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
+    image = models.CharField(max_length=300, blank=True, help_text="path under ARTIFACT_ROOT")
+    overlay = models.CharField(max_length=300, blank=True, help_text="path under ARTIFACT_ROOT")
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
 

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django.views.static import serve
 
-from . import participation
+from . import arrivals, participation
 from .models import Participant, Study
 from .recruitment import parse_arrival
 
@@ -42,21 +42,33 @@ def landing(request, slug):
 @require_POST
 def start(request, slug):
     study = get_object_or_404(Study, slug=slug)
+    arrivals.record(study, "arrived")
+    wait = arrivals.limited(request, study)
+    if wait:
+        arrivals.record(study, "refused")
+        response = _unavailable(request, study, "Please wait", "Too many people are starting this study from your "
+                                f"network right now. Please try again in {wait} seconds.", 429)
+        response["Retry-After"] = str(wait)
+        return response
     try:
         arrival = parse_arrival(request.POST)
         # PostgreSQL text cannot hold NUL, which a hand-made request can put in a header.
         user_agent = request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")
-        participant = participation.start(study, arrival, user_agent)
+        participant = participation.start(study, arrival, user_agent,
+                                          resume_token=request.COOKIES.get(RESUME_COOKIE.format(study.pk)))
     except ValueError as exc:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Link not valid", f"The study link is not valid: {exc}.", 400)
     except participation.AlreadyParticipated:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Thank you", "You have already taken part in this study, so you "
                             "cannot take part again. Thank you for your interest.", 403)
     except participation.ParticipationError as exc:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Not available", exc.detail, exc.status)
     response = redirect("studyapp:experiment", token=participant.token)
     response.set_cookie(RESUME_COOKIE.format(study.pk), participant.token, max_age=7 * 24 * 3600,
-                        httponly=True, samesite="Lax")
+                        httponly=True, samesite="Lax", secure=settings.RESUME_COOKIE_SECURE)
     return response
 
 

@@ -107,6 +107,14 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
 PARTICIPANT_RATE_LIMIT_PER_TOKEN = env.int("RATE_LIMIT_PER_TOKEN", default=120)
 PARTICIPANT_RATE_LIMIT_PER_IP = env.int("RATE_LIMIT_PER_IP", default=600)
 PARTICIPANT_RATE_LIMIT_WINDOW = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+# The start form, which reserves a slot: arrivals per window per client address (and study) and per
+# study (0 turns one off). A person starts once; a flood from one address or from many is cut off.
+ARRIVAL_RATE_LIMIT_PER_IP = env.int("ARRIVAL_RATE_LIMIT_PER_IP", default=10)
+ARRIVAL_RATE_LIMIT_PER_STUDY = env.int("ARRIVAL_RATE_LIMIT_PER_STUDY", default=1200)
+ARRIVAL_RATE_LIMIT_WINDOW = env.int("ARRIVAL_RATE_LIMIT_WINDOW_SECONDS", default=60)
+# The cookie that lets a participant's browser resume holds the participant's token: over HTTPS only in
+# production (settings/production.py).
+RESUME_COOKIE_SECURE = env.bool("RESUME_COOKIE_SECURE", default=False)
 # Proxies in front of the app that append to X-Forwarded-For; 0 uses the connection's own address.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 CSRF_FAILURE_VIEW = "studyapp.csrf.csrf_failure"

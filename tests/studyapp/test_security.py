@@ -554,7 +554,7 @@ def test_redis_counts_both_limits_in_one_round_trip_and_spares_tokens_once_the_a
         guessed = secrets.token_urlsafe(24)
         assert client.get(f"/api/p/{guessed}/session", REMOTE_ADDR="198.51.100.7").status_code == 429  # the address's
         prefix = settings.CACHES["default"]["KEY_PREFIX"]
-        keys = server.keys(f"{prefix}:*")
+        keys = server.keys(f"{prefix}:*:ratelimit:*")
         # one address counter and three token counters (the participant's and two guesses); the guess
         # refused by the address limit left no counter of its own
         assert len(keys) == 4 and all(0 < server.ttl(k) <= 61 for k in keys)
