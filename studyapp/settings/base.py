@@ -39,6 +39,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "studyapp.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the sessions and the CSRF check: a refused request costs a cache increment, nothing more.
     "studyapp.ratelimit.ParticipantRateLimitMiddleware",
@@ -119,9 +120,11 @@ RESUME_COOKIE_SECURE = env.bool("RESUME_COOKIE_SECURE", default=False)
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 CSRF_FAILURE_VIEW = "studyapp.csrf.csrf_failure"
 
-# The admin's sign-in: this many failures for a username or an address within the window lock it out.
+# The admin's sign-in: this many failures for a username from one address within the window lock that
+# pair out; the second figure, from one address whatever the usernames, the address.
 AUTHENTICATION_BACKENDS = ["studyapp.lockout.LockoutBackend"]
 LOGIN_LOCKOUT_ATTEMPTS = env.int("LOGIN_LOCKOUT_ATTEMPTS", default=5)
+LOGIN_LOCKOUT_ADDRESS_ATTEMPTS = env.int("LOGIN_LOCKOUT_ADDRESS_ATTEMPTS", default=20)
 LOGIN_LOCKOUT_WINDOW_SECONDS = env.int("LOGIN_LOCKOUT_WINDOW_SECONDS", default=15 * 60)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 

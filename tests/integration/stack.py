@@ -100,6 +100,10 @@ class Stack:
             "STIMULI_CACHE_DIR": str(ROOT / "var" / "cache"),
             "SESSION_COOKIE_SECURE": "false",
             "CSRF_COOKIE_SECURE": "false",
+            "RESUME_COOKIE_SECURE": "false",
+            "SECURE_SSL_REDIRECT": "false",
+            # Every browser of the tests arrives from 127.0.0.1.
+            "ARRIVAL_RATE_LIMIT_PER_IP": "0",
             "DEMO_ADMIN_PASSWORD": self.admin_password,
             "PYTHONUNBUFFERED": "1",
             # Short enough that a job whose worker was killed is retried within the test's patience.
