@@ -122,3 +122,45 @@ def import_artifact(job, folder):
     }
     job.save(update_fields=["artifact", "summary"])
     return created
+
+
+def relocate_legacy_layout(StimulusJob, Exemplar, Trial, SobolAnalysis):
+    """Move what earlier versions kept under MEDIA_ROOT (MEDIA_ROOT/artifacts/job-N with its manifest,
+    MEDIA_ROOT/regions) to ARTIFACT_ROOT, publish the images trials show, and rename the stored image
+    paths (exemplars and the trial lists built from them) to the published names. Takes the models as
+    a migration's historical ones; a second run finds nothing to do."""
+    import shutil
+
+    media, private = Path(settings.MEDIA_ROOT), Path(settings.ARTIFACT_ROOT)
+    for job in StimulusJob.objects.filter(artifact__startswith="artifacts/"):
+        old, new = media / job.artifact, private / Path(job.artifact).name
+        if old.is_dir() and not new.exists():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(old), str(new))
+        renamed = {}
+        for exemplar in Exemplar.objects.filter(unit__job=job, image__startswith=job.artifact + "/"):
+            if exemplar.image not in renamed:
+                source = new / exemplar.image[len(job.artifact) + 1:]
+                if not source.is_file():
+                    continue
+                renamed[exemplar.image] = publish_image(source.read_bytes())
+            exemplar.image = renamed[exemplar.image]
+            exemplar.save(update_fields=["image"])
+        for trial in Trial.objects.filter(unit__job=job):
+            for field in ("references_min", "references_max", "strip_a", "strip_b"):
+                setattr(trial, field, [renamed.get(p, p) for p in getattr(trial, field)])
+            trial.query_a, trial.query_b = renamed.get(trial.query_a, trial.query_a), renamed.get(trial.query_b,
+                                                                                                    trial.query_b)
+            trial.save(update_fields=["references_min", "references_max", "strip_a", "strip_b", "query_a", "query_b"])
+        job.artifact = new.name
+        job.save(update_fields=["artifact"])
+    for analysis in SobolAnalysis.objects.exclude(image=""):
+        for name in (analysis.image, analysis.overlay):
+            old, new = media / name, private / name
+            if name and old.is_file() and not new.exists():
+                new.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(old), str(new))
+    for folder in ("artifacts", "regions"):
+        with_nothing_left = media / folder
+        if with_nothing_left.is_dir() and not any(with_nothing_left.rglob("*.png")):
+            shutil.rmtree(with_nothing_left, ignore_errors=True)

@@ -4,6 +4,13 @@ import django.core.validators
 from django.db import migrations, models
 
 
+def relocate_artifacts(apps, schema_editor):
+    from studyapp.artifacts import relocate_legacy_layout
+
+    relocate_legacy_layout(*(apps.get_model("studyapp", name) for name in
+                             ("StimulusJob", "Exemplar", "Trial", "SobolAnalysis")))
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -41,4 +48,6 @@ class Migration(migrations.Migration):
             name='artifact',
             field=models.CharField(blank=True, help_text='folder under ARTIFACT_ROOT', max_length=500),
         ),
+        # Artifacts and manifests out of MEDIA_ROOT, images published flat (studyapp.artifacts).
+        migrations.RunPython(relocate_artifacts, migrations.RunPython.noop),
     ]

@@ -126,3 +126,42 @@ def test_artifacts_inside_media_root_fail_the_system_check(tmp_path):
         assert [e.id for e in artifacts_are_not_served(None)] == ["studyapp.E001"]
     with override_settings(MEDIA_ROOT=tmp_path / "media", ARTIFACT_ROOT=tmp_path / "artifacts"):
         assert artifacts_are_not_served(None) == []
+
+
+@pytest.mark.django_db
+def test_the_migration_moves_an_earlier_layout_out_of_media_root(tmp_path):
+    """Earlier versions kept artifacts at MEDIA_ROOT/artifacts/job-N, served with their manifests."""
+    from studyapp.artifacts import relocate_legacy_layout
+    from studyapp.models import Exemplar, SobolAnalysis
+    from tests.studyapp.conftest import make_job, make_study
+
+    job = make_job(bases=("neuron",), n_units=1, n_strips=1, overlays=False)
+    media, private = tmp_path / "media", tmp_path / "artifacts"
+    legacy = media / "artifacts" / f"job-{job.pk}"
+    (legacy / "images").mkdir(parents=True)
+    (legacy / "manifest.json").write_text('{"queries_max": []}')
+    for exemplar in Exemplar.objects.filter(unit__job=job):
+        (legacy / "images" / exemplar.image).write_bytes(exemplar.image.encode())
+        exemplar.image = f"artifacts/job-{job.pk}/images/{exemplar.image}"
+        exemplar.save()
+    StimulusJob.objects.filter(pk=job.pk).update(artifact=f"artifacts/job-{job.pk}")
+    with override_settings(MEDIA_ROOT=media, ARTIFACT_ROOT=private):
+        study = make_study(job)
+        participant = participation_start(study)
+        relocate_legacy_layout(StimulusJob, Exemplar, Trial, SobolAnalysis)
+        relocate_legacy_layout(StimulusJob, Exemplar, Trial, SobolAnalysis)  # a second run changes nothing
+        assert (private / f"job-{job.pk}" / "manifest.json").is_file() and not (media / "artifacts").exists()
+        images = set(Exemplar.objects.filter(unit__job=job).values_list("image", flat=True))
+        assert all("/" not in image and (media / image).is_file() for image in images)
+        trial = Trial.objects.filter(participant=participant).first()
+        assert {trial.query_a, trial.query_b, *trial.references_max} <= images
+        client = Client()
+        assert client.get(f"/media/{trial.query_a}").status_code == 200
+        assert StimulusJob.objects.get(pk=job.pk).artifact == f"job-{job.pk}"
+
+
+def participation_start(study):
+    from studyapp import participation
+    from studyapp.recruitment import Arrival
+
+    return participation.start(study, Arrival("link", None, {}))
