@@ -250,7 +250,7 @@ class Condition(models.Model):
         return self.name
 
     def units(self):
-        return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
+        return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
     def clean(self):
         """Refuse, when the researcher saves it, a condition that no participant could be given."""

@@ -60,29 +60,39 @@ def phase(participant):
     return "questionnaire"
 
 
+# Exemplar lists per unit pk. An import replaces a job's units by new rows (new pks) and never edits a
+# unit's exemplars, so an entry never goes stale; a launch burst then reads them once per process, not
+# once per arrival.
+_unit_exemplars = {}
+UNIT_EXEMPLARS_CACHED = 4096
+
+
 def condition_units(condition):
     """The condition's units with their exemplar lists, in the artifact's order."""
-    units = list(condition.units().order_by("index"))
-    lists = defaultdict(lambda: defaultdict(list))
-    strips = defaultdict(lambda: defaultdict(list))
-    exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
-    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
-        if role == Exemplar.Role.STRIP:
-            strips[unit_id][group].append(image)
-        else:
-            lists[unit_id][role].append(image)
-    return [
-        trials.UnitExemplars(
-            unit_id=u.pk,
-            references_max=lists[u.pk][Exemplar.Role.REFERENCE_MAX],
-            references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
-            queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
-            queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
-            strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
-            overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
-        )
-        for u in units
-    ]
+    units = list(condition.units().order_by("index").values_list("pk", flat=True))
+    missing = [pk for pk in units if pk not in _unit_exemplars]
+    if missing:
+        lists = defaultdict(lambda: defaultdict(list))
+        strips = defaultdict(lambda: defaultdict(list))
+        exemplars = Exemplar.objects.filter(unit__in=missing).order_by("unit_id", "role", "group", "position")
+        for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+            if role == Exemplar.Role.STRIP:
+                strips[unit_id][group].append(image)
+            else:
+                lists[unit_id][role].append(image)
+        if len(_unit_exemplars) + len(missing) > UNIT_EXEMPLARS_CACHED:
+            _unit_exemplars.clear()
+        for pk in missing:
+            _unit_exemplars[pk] = trials.UnitExemplars(
+                unit_id=pk,
+                references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
+                references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
+                queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
+                queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
+                strips=[strips[pk][group] for group in sorted(strips[pk])],
+                overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
+            )
+    return [_unit_exemplars[pk] for pk in units]
 
 
 def _trial_rows(participant, specs, first_position):
