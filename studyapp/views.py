@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import Http404
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django.views.static import serve
 
 from . import arrivals, participation
@@ -46,8 +46,8 @@ def start(request, slug):
     wait = arrivals.limited(request, study)
     if wait:
         arrivals.record(study, "refused")
-        response = _unavailable(request, study, "Please wait", "Too many people are starting this study from your "
-                                f"network right now. Please try again in {wait} seconds.", 429)
+        response = _unavailable(request, study, "Please wait", "Too many people are starting this study right now. "
+                                f"Please try again in {wait} seconds.", 429)
         response["Retry-After"] = str(wait)
         return response
     try:
@@ -79,7 +79,7 @@ def experiment(request, token):
     return render(request, "studyapp/experiment.html", {"study": participant.study, "config": config})
 
 
-@require_GET
+@require_safe
 def media(request, name):
     """A published stimulus image (studyapp.artifacts): the URL pattern admits content names alone, so no
     folder, listing or other file of MEDIA_ROOT's is reachable."""
