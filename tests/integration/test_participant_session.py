@@ -118,7 +118,7 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     page.screenshot(path=shots / "09-done.png")
     assert page.locator("#completion-code").inner_text().strip() == "DEMO-DONE"
     # The whole study played under the participant pages' policy without a single violation.
-    assert violations == []
+    assert violations == [], sorted({v[:160] for v in violations})
 
     status, answered, total, attempts = stack.sql(
         DEMO_PARTICIPANTS.format("p.status, p.answered, p.trial_count, p.practice_attempts"))[0]
