@@ -44,19 +44,6 @@ def occupied(conditions):
     return {row["condition_id"]: row["n"] for row in rows}
 
 
-def choose_condition(study):
-    """The condition with the fewest occupied slots; ties go to the earliest condition. Without a lock:
-    `reserve` takes the slot."""
-    conditions = list(study.conditions.all())
-    if not conditions:
-        raise StudyFull("the study has no conditions")
-    counts = occupied(conditions)
-    ranked = sorted(conditions, key=lambda c: (counts.get(c.pk, 0), c.pk))
-    if counts.get(ranked[0].pk, 0) >= study.participants_per_condition:
-        raise StudyFull("every condition has its quota of participants")
-    return ranked[0]
-
-
 def reserve(study, create):
     """Call `create(condition)` (which inserts the participant row) for the neediest condition with a
     free slot, under that condition's row lock, in a transaction of its own. Raises StudyFull."""
