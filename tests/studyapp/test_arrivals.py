@@ -186,3 +186,15 @@ def test_an_arrival_does_not_wait_for_another_arrivals_lock():
         holder.rollback()
     assert isinstance(outcome[0], Participant), outcome
     assert outcome[0].condition_id == second.pk and took < 3
+
+
+@pytest.mark.django_db
+def test_both_links_the_demo_prints_still_start(settings):
+    from studyapp.demo import demo_study
+
+    study = demo_study(make_job(bases=("neuron", "pca", "nmf")))
+    assert study.recruitment == Study.Recruitment.PROLIFIC
+    landing = Client().get(f"/s/{study.slug}/?PROLIFIC_PID=demo-1&STUDY_ID=demo&SESSION_ID=1")
+    assert b'name="SESSION_ID" value="1"' in landing.content
+    assert start(Client(), study, PROLIFIC_PID="demo-1", STUDY_ID="demo", SESSION_ID="1").status_code == 302
+    assert start(Client(), study).status_code == 302
