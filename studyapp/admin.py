@@ -1,18 +1,22 @@
 """The researcher's door: networks, image sets, stimulus jobs, units, studies and their data."""
 import io
+import re
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.views.static import serve
 
-from . import jobs, lifecycle, participation, tasks
+from . import arrivals, jobs, lifecycle, participation, tasks
 from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
@@ -20,6 +24,13 @@ from .models import (Condition, Exemplar, ImageSet, Network, Participant, Respon
                      Unit)
 
 THUMBNAILS_PER_ROLE = 9
+# Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and the region analyses' pictures,
+# never its manifest or a folder.
+RESEARCH_PICTURE = re.compile(r"(job-\d+/images|regions)/[0-9a-f]{20}\.png")
+
+
+def research_picture_url(path):
+    return reverse("admin:studyapp_research_picture", args=[path])
 
 
 @admin.register(Network)
@@ -112,6 +123,19 @@ class StimulusJobAdmin(JobAdmin):
     results = ["measures_table", "region_sobol", "artifact"]
     result_columns = ["unit_count"]
 
+    def get_urls(self):
+        own = [path("pictures/<path:picture>", self.admin_site.admin_view(self.picture_view),
+                    name="studyapp_research_picture")]
+        return own + super().get_urls()
+
+    def picture_view(self, request, picture):
+        """A picture of the private artifact store, for researchers who may see stimulus jobs."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if not RESEARCH_PICTURE.fullmatch(picture):
+            raise Http404("not a picture")
+        return serve(request, picture, document_root=settings.ARTIFACT_ROOT)
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(unit_total=Count("units"))
 
@@ -146,7 +170,7 @@ class StimulusJobAdmin(JobAdmin):
         if not sobol:
             return "— (set sobol_images in the parameters)"
         share = sobol.get("interaction_share") or {}
-        rows = [(f"/media/{job.artifact}/{image['image']}", image.get("target_class"),
+        rows = [(research_picture_url(f"{job.artifact}/{image['image']}"), image.get("target_class"),
                  f"{image['interaction_share']:.3f}", _index_grid(image["ST"], sobol["grid"]))
                 for image in sobol.get("images", [])]
         head = format_html(
@@ -186,8 +210,8 @@ def _index_grid(values, grid):
 
 def _thumbnails(unit, role):
     images = [e.image for e in unit.exemplars.all() if e.role == role and e.group == 0][:THUMBNAILS_PER_ROLE]
-    return format_html_join("", "<img src='/media/{}' width='40' height='40' style='margin:1px;image-rendering:pixelated'>",
-                            ((image,) for image in images))
+    return format_html_join("", "<img src='{}' width='40' height='40' style='margin:1px;image-rendering:pixelated'>",
+                            ((f"{settings.MEDIA_URL}{image}",) for image in images))
 
 
 @admin.register(Unit)
@@ -255,8 +279,8 @@ class StudyAdmin(admin.ModelAdmin):
         ("Trial plan", {"fields": ["n_practice", "practice_max_attempts", "practice_feedback", "n_main",
                                    "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
                                    "min_width", "min_height"]}),
-        ("Recruitment", {"fields": ["recruitment", "completion_url", "completion_code",
-                                    "participants_per_condition", "time_limit_minutes"]}),
+        ("Recruitment", {"fields": ["recruitment", "allow_plain_link", "completion_url", "completion_code",
+                                    "participants_per_condition", "time_limit_minutes", "consent_grace_minutes"]}),
         ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side",
                                         "min_total_minutes", "max_total_minutes", "min_answer_interval_ms",
                                         "max_fast_answer_share"]}),
@@ -298,8 +322,11 @@ class StudyAdmin(admin.ModelAdmin):
 
     def monitor_view(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)
+        if not self.has_view_permission(request, study):
+            raise PermissionDenied
         context = {**self.admin_site.each_context(request), "study": study, "rows": study_monitor(study),
                    "participants": participant_evidence(study),
+                   "arrivals": arrivals.per_minute(study),
                    "title": f"Monitor: {study.title}", "opts": self.model._meta}
         return TemplateResponse(request, "admin/studyapp/study_monitor.html", context)
 
@@ -307,6 +334,9 @@ class StudyAdmin(admin.ModelAdmin):
         """Walk the study as a participant of one condition. GET only shows the choice: a participant
         row is created on POST, so a link prefetcher or a crawler following the link starts nothing."""
         study = get_object_or_404(Study, pk=study_id)
+        # A preview stores a participant row and its trials: for those who may change the study.
+        if not self.has_change_permission(request, study):
+            raise PermissionDenied
         conditions = list(study.conditions.all())
         if request.method == "POST":
             condition = next((c for c in conditions if str(c.pk) == request.POST.get("condition")), None)
@@ -411,8 +441,8 @@ class SobolAnalysisAdmin(JobAdmin):
     def pictures(self, analysis):
         if not analysis.overlay:
             return "—"
-        return format_html("<img src='/media/{}' width='224'> <img src='/media/{}' width='224'>",
-                           analysis.image, analysis.overlay)
+        return format_html("<img src='{}' width='224'> <img src='{}' width='224'>",
+                           research_picture_url(analysis.image), research_picture_url(analysis.overlay))
 
     @admin.display(description="indices per region (row by row)")
     def indices(self, analysis):

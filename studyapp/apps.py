@@ -10,6 +10,6 @@ class StudyAppConfig(AppConfig):
         from django.contrib import admin
 
         # Importing the module connects its failed-sign-in counters; the form says why a lockout refuses.
-        from . import lockout
+        from . import checks, lockout  # noqa: F401
 
         admin.site.login_form = lockout.LockoutAdminAuthenticationForm

@@ -35,7 +35,9 @@ def demo_study(job, slug="demo"):
     study, _ = Study.objects.update_or_create(
         slug=slug,
         defaults={"title": "Which images excite this unit? (demo)", "status": Study.Status.LIVE,
-                  "recruitment": Study.Recruitment.PROLIFIC, "completion_code": "DEMO-DONE"},
+                  "recruitment": Study.Recruitment.PROLIFIC, "completion_code": "DEMO-DONE",
+                  # The demo prints a plain link beside the Prolific one; a real study leaves this off.
+                  "allow_plain_link": True},
     )
     for basis in DEMO_BASES:
         Condition.objects.update_or_create(

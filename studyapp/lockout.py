@@ -1,11 +1,13 @@
 """Sign-in lockout for the researcher's door (the admin).
 
-Failed sign-ins are counted in Django's cache per username and per client address. After
-`LOGIN_LOCKOUT_ATTEMPTS` failures within `LOGIN_LOCKOUT_WINDOW_SECONDS`, that username or address is
-refused for `LOGIN_LOCKOUT_SECONDS`, whatever the password: the authentication backend refuses before
-checking it (so any sign-in path is covered) and the admin's login form says why. Attempts made while
-locked out are not counted, so a lockout ends on time. A successful sign-in clears the counts of its
-username and address.
+Failed sign-ins are counted in Django's cache per (username, client address) and per client address.
+After `LOGIN_LOCKOUT_ATTEMPTS` failures within `LOGIN_LOCKOUT_WINDOW_SECONDS` for one username from one
+address, that pair is refused for `LOGIN_LOCKOUT_SECONDS`, whatever the password; after
+`LOGIN_LOCKOUT_ADDRESS_ATTEMPTS` failures from one address, whatever the usernames, the address is. A
+username alone is never locked: someone guessing the researcher's password from elsewhere locks out
+themselves, not the researcher. The authentication backend refuses before checking the password (so
+any sign-in path is covered) and the admin's login form says why. Attempts made while locked out are not
+counted, so a lockout ends on time. A successful sign-in clears the count of its pair.
 
 As with the rate limits, several web processes need a shared cache (CACHE_URL) for the counts to add up,
 and as they do, the lockout fails open: while the cache cannot be reached, sign-ins are checked by
@@ -31,13 +33,15 @@ KEY_PREFIX = "lockout"
 
 
 def _subjects(request, username):
+    """(kind, digest, failures allowed) of each counter a sign-in attempt is counted on."""
+    address = client_address(request) if request is not None else ""
     subjects = []
     if username:
-        subjects.append(("user", str(username).casefold()))
+        subjects.append(("user-ip", f"{str(username).casefold()}\x00{address}", settings.LOGIN_LOCKOUT_ATTEMPTS))
     if request is not None:
-        subjects.append(("ip", client_address(request)))
-    return [(kind, hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
-            for kind, value in subjects]
+        subjects.append(("ip", address, settings.LOGIN_LOCKOUT_ADDRESS_ATTEMPTS))
+    return [(kind, hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest(), limit)
+            for kind, value, limit in subjects]
 
 
 def _lock_key(kind, digest):
@@ -52,7 +56,7 @@ def locked_for(request, username):
     """Seconds until sign-in is allowed again for this username or client address; 0 when it is."""
     if not cache_available():
         return 0
-    keys = [_lock_key(kind, digest) for kind, digest in _subjects(request, username)]
+    keys = [_lock_key(kind, digest) for kind, digest, _ in _subjects(request, username)]
     try:
         until = max(cache.get_many(keys).values(), default=0)
     except CACHE_ERRORS as exc:
@@ -63,7 +67,7 @@ def locked_for(request, username):
 
 def message(seconds):
     minutes = max(1, math.ceil(seconds / 60))
-    return (f"Too many failed sign-in attempts. Signing in is blocked for this account or network for "
+    return (f"Too many failed sign-in attempts. Signing in from this network is blocked for "
             f"{minutes} more minute{'s' if minutes != 1 else ''}; please try again later.")
 
 
@@ -80,7 +84,7 @@ def count_failure(sender, credentials, request=None, **kwargs):
 
 def _count_failure(request, username):
     window = settings.LOGIN_LOCKOUT_WINDOW_SECONDS
-    for kind, digest in _subjects(request, username):
+    for kind, digest, limit in _subjects(request, username):
         key = _count_key(kind, digest)
         if cache.add(key, 1, timeout=window):
             failures = 1
@@ -90,7 +94,7 @@ def _count_failure(request, username):
             except ValueError:  # expired between the two calls
                 cache.add(key, 1, timeout=window)
                 failures = 1
-        if failures >= settings.LOGIN_LOCKOUT_ATTEMPTS:
+        if failures >= limit:
             duration = settings.LOGIN_LOCKOUT_SECONDS
             cache.set(_lock_key(kind, digest), time.time() + duration, timeout=duration)
             cache.delete(key)
@@ -101,7 +105,8 @@ def clear_failures(sender, request, user, **kwargs):
     if not cache_available():
         return
     try:
-        cache.delete_many([_count_key(kind, digest) for kind, digest in _subjects(request, user.get_username())])
+        cache.delete_many([_count_key(kind, digest) for kind, digest, _ in _subjects(request, user.get_username())
+                           if kind == "user-ip"])
     except CACHE_ERRORS as exc:
         cache_failed(exc, "sign-in failures are not cleared")
 

@@ -101,7 +101,7 @@ class StimulusJob(Job):
     seed = models.IntegerField(default=0)
     parameters = models.JSONField(default=dict, blank=True, help_text="further pipeline parameters")
 
-    artifact = models.CharField(max_length=500, blank=True, help_text="folder under MEDIA_ROOT")
+    artifact = models.CharField(max_length=500, blank=True, help_text="folder under ARTIFACT_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
 
     def __str__(self):
@@ -149,7 +149,7 @@ class Exemplar(models.Model):
     group = models.PositiveSmallIntegerField(
         default=0, help_text="which of the unit's ordered strips (role strip); 0 for every other role")
     position = models.PositiveIntegerField()
-    image = models.CharField(max_length=300, help_text="path under MEDIA_ROOT")
+    image = models.CharField(max_length=300, help_text="published image: a file name in MEDIA_ROOT")
 
     class Meta:
         ordering = ["unit", "role", "group", "position"]
@@ -205,9 +205,16 @@ class Study(models.Model):
                   "{turkSubmitTo}/mturk/externalSubmit?assignmentId={assignmentId}",
     )
     completion_code = models.CharField(max_length=100, blank=True)
+    allow_plain_link = models.BooleanField(
+        default=False, help_text="also admit arrivals without the platform's parameters (a plain link); "
+                                 "a Prolific or MTurk study otherwise requires them")
     participants_per_condition = models.PositiveIntegerField(default=30)
     time_limit_minutes = models.PositiveIntegerField(
         default=60, help_text="a participant slot is released after this long without finishing",
+    )
+    consent_grace_minutes = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)],
+        help_text="a slot whose participant has not consented after this long is released",
     )
 
     min_catch_accuracy = models.FloatField(default=0.8, validators=[MinValueValidator(0), MaxValueValidator(1)])
@@ -264,6 +271,13 @@ class Study(models.Model):
         return reverse("studyapp:landing", args=[self.slug])
 
 
+# Exemplar lists per unit pk. An import replaces a job's units by new rows (new pks) and never edits a
+# unit's exemplars, so an entry never goes stale; a launch burst then reads them once per process, not
+# once per arrival.
+_UNIT_EXEMPLARS: dict = {}
+UNIT_EXEMPLARS_CACHED = 4096
+
+
 class Condition(models.Model):
     """One arm of a study: units of one basis of one layer, shown with one kind of references."""
 
@@ -293,32 +307,35 @@ class Condition(models.Model):
         return self.name
 
     def units(self):
-        return Unit.objects.filter(job=self.job, layer=self.layer, basis=self.basis)
+        return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
     def unit_exemplars(self):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from."""
-        units = list(self.units().order_by("index"))
-        lists = defaultdict(lambda: defaultdict(list))
-        strips = defaultdict(lambda: defaultdict(list))
-        exemplars = Exemplar.objects.filter(unit__in=units).order_by("unit_id", "role", "group", "position")
-        for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
-            if role == Exemplar.Role.STRIP:
-                strips[unit_id][group].append(image)
-            else:
-                lists[unit_id][role].append(image)
-        return [
-            UnitExemplars(
-                unit_id=u.pk,
-                references_max=lists[u.pk][Exemplar.Role.REFERENCE_MAX],
-                references_min=lists[u.pk][Exemplar.Role.REFERENCE_MIN],
-                queries_max=lists[u.pk][Exemplar.Role.QUERY_MAX],
-                queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
-                strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
-                overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
-            )
-            for u in units
-        ]
+        units = list(self.units().order_by("index").values_list("pk", flat=True))
+        missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
+        if missing:
+            lists = defaultdict(lambda: defaultdict(list))
+            strips = defaultdict(lambda: defaultdict(list))
+            exemplars = Exemplar.objects.filter(unit__in=missing).order_by("unit_id", "role", "group", "position")
+            for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+                if role == Exemplar.Role.STRIP:
+                    strips[unit_id][group].append(image)
+                else:
+                    lists[unit_id][role].append(image)
+            if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
+                _UNIT_EXEMPLARS.clear()
+            for pk in missing:
+                _UNIT_EXEMPLARS[pk] = UnitExemplars(
+                    unit_id=pk,
+                    references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
+                    references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
+                    queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
+                    queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
+                    strips=[strips[pk][group] for group in sorted(strips[pk])],
+                    overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
+                )
+        return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):
         """Refuse, when the researcher saves it, a condition that no participant could be given."""
@@ -414,7 +431,7 @@ class Trial(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     attempt = models.PositiveIntegerField(null=True, blank=True)
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="trials")
-    # Image paths under MEDIA_ROOT, fixed when the trial list is built so that serving a trial is a lookup.
+    # Published image names, fixed when the trial list is built so that serving a trial is a lookup.
     references_min = models.JSONField(default=list)
     references_max = models.JSONField(default=list)
     query_a = models.CharField(max_length=300, blank=True)
@@ -489,8 +506,8 @@ class SobolAnalysis(Job):
     seed = models.IntegerField(default=0)
 
     result = models.JSONField(null=True, blank=True)
-    image = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
-    overlay = models.CharField(max_length=300, blank=True, help_text="path under MEDIA_ROOT")
+    image = models.CharField(max_length=300, blank=True, help_text="path under ARTIFACT_ROOT")
+    overlay = models.CharField(max_length=300, blank=True, help_text="path under ARTIFACT_ROOT")
 
     class Meta(Job.Meta):
         verbose_name = "Sobol region analysis"

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from . import assignment, trials
 from .models import Participant, Response, Study, Trial
-from .recruitment import hash_external_id
+from .recruitment import REQUIRED_PARAMETERS, SESSION_PARAMETER, hash_external_id
 
 
 class ParticipationError(Exception):
@@ -83,38 +83,75 @@ def find_participant(study, arrival, digest=None):
     return Participant.objects.filter(study=study, external_id_hash=digest).first()
 
 
-def start(study, arrival, user_agent=""):
+def start(study, arrival, user_agent="", resume_token=None):
     """Join `study`: resume an unfinished participation of the same recruitment id, refuse a repeat,
-    or assign a condition and store a fresh trial list."""
+    or assign a condition and store a fresh trial list. `resume_token` is the participation this
+    browser holds (its resume cookie), which may resume without the platform's session id."""
     if study.status != Study.Status.LIVE:
         raise ParticipationError("not_live", "This study is not accepting participants at the moment.", 403)
+    check_platform(study, arrival)
     digest = _arrival_digest(arrival)
     existing = find_participant(study, arrival, digest)
     if existing is not None:
-        if existing.status == Participant.Status.STARTED:
-            return existing
-        raise AlreadyParticipated(existing)
+        return _resume(existing, arrival, resume_token)
+    assignment.expire_stale_participants(study)
+    seed = secrets.randbits(62)
+
+    def create(condition):
+        return Participant.objects.create(
+            study=study, condition=condition, external_id_hash=digest, recruitment=arrival.platform,
+            recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300],
+        )
+
     try:
-        with transaction.atomic():
-            locked = assignment.lock_study(study.pk)
-            assignment.expire_stale_participants(locked)
-            try:
-                condition = assignment.choose_condition(locked)
-            except assignment.StudyFull as exc:
-                raise ParticipationError("study_full", "This study is full. Thank you for your interest.", 403) from exc
-            seed = secrets.randbits(62)
-            participant = Participant.objects.create(
-                study=locked, condition=condition, external_id_hash=digest, recruitment=arrival.platform,
-                recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300],
-            )
-            _store_trial_list(participant, condition, seed)
+        participant = assignment.reserve(study, create)
+    except assignment.StudyFull as exc:
+        raise ParticipationError("study_full", "This study is full. Thank you for your interest.", 403) from exc
     except IntegrityError:
         # The same recruitment id arrived twice at once; the other request created the participant.
         existing = find_participant(study, arrival, digest)
         if existing is None:
             raise
-        return existing
+        return _resume(existing, arrival, resume_token)
+    # After the slot's lock is let go: the trial list is the arrival's longest step.
+    try:
+        with transaction.atomic():
+            _store_trial_list(participant, participant.condition, seed)
+    except BaseException:
+        participant.delete()
+        raise
     return participant
+
+
+def check_platform(study, arrival):
+    """Refuse an arrival that did not come through the study's recruitment platform."""
+    if study.recruitment == Study.Recruitment.LINK:
+        return
+    if arrival.platform == "link" and study.allow_plain_link:
+        return
+    platform = Study.Recruitment(study.recruitment).label
+    if arrival.platform != study.recruitment:
+        raise ParticipationError("wrong_platform", f"This study takes participants through {platform} only. "
+                                 f"Please open it from {platform}.", 403)
+    missing = [k for k in REQUIRED_PARAMETERS[study.recruitment] if not arrival.info.get(k)]
+    if missing:
+        raise ParticipationError("incomplete_link", f"The link from {platform} is incomplete (it lacks "
+                                 f"{', '.join(missing)}). Please open the study from {platform} again.", 400)
+    if arrival.info.get("assignmentId") == "ASSIGNMENT_ID_NOT_AVAILABLE":
+        raise ParticipationError("hit_preview", "Please accept the HIT on MTurk before starting the study.", 403)
+
+
+def _resume(existing, arrival, resume_token):
+    """The participation of a returning recruitment id, if it is unfinished and the same platform
+    session (or the browser that holds it): a person's id alone, which others may know, is not enough."""
+    if existing.status != Participant.Status.STARTED:
+        raise AlreadyParticipated(existing)
+    key = SESSION_PARAMETER.get(existing.recruitment)
+    if resume_token != existing.token and key and existing.recruitment_info.get(key) != arrival.info.get(key):
+        raise ParticipationError(
+            "other_session", "This participation was started in another session. Please continue it there, or "
+            "return the study on the recruitment platform and start it again.", 403)
+    return existing
 
 
 def start_preview(study, condition):

@@ -13,6 +13,10 @@ PLATFORM_PARAMETERS = {
     "prolific": ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),
     "mturk": ("workerId", ("assignmentId", "hitId", "turkSubmitTo")),
 }
+# What a study recruited on a platform requires of an arrival's link, and the parameter naming the
+# platform's session (a Prolific submission, an MTurk assignment), which a resume must match.
+REQUIRED_PARAMETERS = {"prolific": ("STUDY_ID", "SESSION_ID"), "mturk": ("assignmentId", "hitId")}
+SESSION_PARAMETER = {"prolific": "SESSION_ID", "mturk": "assignmentId"}
 _MTURK_SUBMIT = re.compile(r"https://(www|workersandbox)\.mturk\.com/?")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 MAX_PARAMETER_LENGTH = 100

@@ -11,7 +11,8 @@ from .models import ImageSet, Network, SobolAnalysis
 
 def _save_png(data):
     name = f"regions/{hashlib.sha256(data).hexdigest()[:20]}.png"
-    path = Path(settings.MEDIA_ROOT) / name
+    # Researchers' pictures: kept with the artifacts, out of what participants are served.
+    path = Path(settings.ARTIFACT_ROOT) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         tmp = path.with_suffix(".tmp")

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from . import api, views
+from .artifacts import PUBLISHED_NAME
 
 app_name = "studyapp"
 
@@ -22,7 +23,7 @@ studyapp_patterns = [
     path("p/<slug:token>/", views.experiment, name="experiment"),
     path("api/p/<slug:token>/", include(participant_api)),
     path("api/openapi.json", api.openapi_schema, name="openapi"),
-    re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.+)$", views.media, name="media"),
+    re_path(rf"^{settings.MEDIA_URL.lstrip('/')}(?P<name>{PUBLISHED_NAME})$", views.media, name="media"),
 ]
 
 urlpatterns = [

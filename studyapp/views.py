@@ -7,10 +7,10 @@ from django.conf import settings
 from django.http import Http404
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django.views.static import serve
 
-from . import participation
+from . import arrivals, participation
 from .models import Participant, Study
 from .recruitment import parse_arrival
 
@@ -42,21 +42,33 @@ def landing(request, slug):
 @require_POST
 def start(request, slug):
     study = get_object_or_404(Study, slug=slug)
+    arrivals.record(study, "arrived")
+    wait = arrivals.limited(request, study)
+    if wait:
+        arrivals.record(study, "refused")
+        response = _unavailable(request, study, "Please wait", "Too many people are starting this study right now. "
+                                f"Please try again in {wait} seconds.", 429)
+        response["Retry-After"] = str(wait)
+        return response
     try:
         arrival = parse_arrival(request.POST)
         # PostgreSQL text cannot hold NUL, which a hand-made request can put in a header.
         user_agent = request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")
-        participant = participation.start(study, arrival, user_agent)
+        participant = participation.start(study, arrival, user_agent,
+                                          resume_token=request.COOKIES.get(RESUME_COOKIE.format(study.pk)))
     except ValueError as exc:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Link not valid", f"The study link is not valid: {exc}.", 400)
     except participation.AlreadyParticipated:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Thank you", "You have already taken part in this study, so you "
                             "cannot take part again. Thank you for your interest.", 403)
     except participation.ParticipationError as exc:
+        arrivals.record(study, "refused")
         return _unavailable(request, study, "Not available", exc.detail, exc.status)
     response = redirect("studyapp:experiment", token=participant.token)
     response.set_cookie(RESUME_COOKIE.format(study.pk), participant.token, max_age=7 * 24 * 3600,
-                        httponly=True, samesite="Lax")
+                        httponly=True, samesite="Lax", secure=settings.RESUME_COOKIE_SECURE)
     return response
 
 
@@ -67,9 +79,15 @@ def experiment(request, token):
     return render(request, "studyapp/experiment.html", {"study": participant.study, "config": config})
 
 
-def media(request, path):
+@require_safe
+def media(request, name):
+    """A published stimulus image (studyapp.artifacts): the URL pattern admits content names alone, so no
+    folder, listing or other file of MEDIA_ROOT's is reachable."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the proxy")
-    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response = serve(request, name, document_root=settings.MEDIA_ROOT)
     response["Cache-Control"] = f"public, max-age={MEDIA_CACHE_SECONDS}, immutable"
+    # Every published file has the same time, and its name is the URL's: the headers would only repeat them.
+    del response["Last-Modified"]
+    del response["Content-Disposition"]
     return response

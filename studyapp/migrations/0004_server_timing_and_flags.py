@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studyapp', '0002_strips_overlays_exclusion_rules_and_answer_index'),
+        ('studyapp', '0003_arrivals_and_media'),
     ]
 
     operations = [

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "studyapp.middleware.APIErrorShapeMiddleware",
+    "studyapp.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the sessions and the CSRF check: a refused request costs a cache increment, nothing more.
     "studyapp.ratelimit.ParticipantRateLimitMiddleware",
@@ -108,13 +109,23 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
 PARTICIPANT_RATE_LIMIT_PER_TOKEN = env.int("RATE_LIMIT_PER_TOKEN", default=120)
 PARTICIPANT_RATE_LIMIT_PER_IP = env.int("RATE_LIMIT_PER_IP", default=600)
 PARTICIPANT_RATE_LIMIT_WINDOW = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+# The start form, which reserves a slot: arrivals per window per client address (and study) and per
+# study (0 turns one off). A person starts once; a flood from one address or from many is cut off.
+ARRIVAL_RATE_LIMIT_PER_IP = env.int("ARRIVAL_RATE_LIMIT_PER_IP", default=10)
+ARRIVAL_RATE_LIMIT_PER_STUDY = env.int("ARRIVAL_RATE_LIMIT_PER_STUDY", default=1200)
+ARRIVAL_RATE_LIMIT_WINDOW = env.int("ARRIVAL_RATE_LIMIT_WINDOW_SECONDS", default=60)
+# The cookie that lets a participant's browser resume holds the participant's token: over HTTPS only in
+# production (settings/production.py).
+RESUME_COOKIE_SECURE = env.bool("RESUME_COOKIE_SECURE", default=False)
 # Proxies in front of the app that append to X-Forwarded-For; 0 uses the connection's own address.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 CSRF_FAILURE_VIEW = "studyapp.csrf.csrf_failure"
 
-# The admin's sign-in: this many failures for a username or an address within the window lock it out.
+# The admin's sign-in: this many failures for a username from one address within the window lock that
+# pair out; the second figure, from one address whatever the usernames, the address.
 AUTHENTICATION_BACKENDS = ["studyapp.lockout.LockoutBackend"]
 LOGIN_LOCKOUT_ATTEMPTS = env.int("LOGIN_LOCKOUT_ATTEMPTS", default=5)
+LOGIN_LOCKOUT_ADDRESS_ATTEMPTS = env.int("LOGIN_LOCKOUT_ADDRESS_ATTEMPTS", default=20)
 LOGIN_LOCKOUT_WINDOW_SECONDS = env.int("LOGIN_LOCKOUT_WINDOW_SECONDS", default=15 * 60)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 
@@ -135,11 +146,15 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Stimulus artifacts (manifest + content-addressed PNGs) live here; their names never change, so they
-# are served with a year-long cache lifetime.
+# The images participants are shown, flat and content-addressed, published from the artifacts on import;
+# their names never change, so they are served with a year-long cache lifetime. Nothing else lives here:
+# a proxy may serve the folder as it is.
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 SERVE_MEDIA = env.bool("SERVE_MEDIA", default=True)
+# Stimulus artifacts (manifest.json, the answer key to every trial, and the images) and the admin's
+# region pictures: never served to participants, and refused by a system check inside MEDIA_ROOT.
+ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 
 # Celery: with no broker configured, tasks run in the calling process (the embedded default).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")

@@ -36,3 +36,5 @@ CELERY_BROKER_URL = ""
 # as a whole would trip the per-address limit; the rate-limit tests turn the limits on for themselves.
 PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
 PARTICIPANT_RATE_LIMIT_PER_IP = 0
+ARRIVAL_RATE_LIMIT_PER_IP = 0
+ARRIVAL_RATE_LIMIT_PER_STUDY = 0

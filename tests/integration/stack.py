@@ -94,11 +94,16 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": REDIS_URL,
             "MEDIA_ROOT": str(self.workdir / "media"),
+            "ARTIFACT_ROOT": str(self.workdir / "artifacts"),
             "STATIC_ROOT": str(self.workdir / "static"),
             # Shared with other runs: the demo network trains deterministically, so its cache is safe to keep.
             "STIMULI_CACHE_DIR": str(ROOT / "var" / "cache"),
             "SESSION_COOKIE_SECURE": "false",
             "CSRF_COOKIE_SECURE": "false",
+            "RESUME_COOKIE_SECURE": "false",
+            "SECURE_SSL_REDIRECT": "false",
+            # Every browser of the tests arrives from 127.0.0.1.
+            "ARRIVAL_RATE_LIMIT_PER_IP": "0",
             "DEMO_ADMIN_PASSWORD": self.admin_password,
             "PYTHONUNBUFFERED": "1",
             # Short enough that a job whose worker was killed is retried within the test's patience.

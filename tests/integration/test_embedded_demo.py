@@ -21,7 +21,8 @@ def manage(env, *args):
 
 @pytest.fixture
 def embedded_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "MEDIA_ROOT",
+                                                             "ARTIFACT_ROOT")}
     env.update(DJANGO_SETTINGS_MODULE="studyapp.settings.local", STUDYAPP_VAR_DIR=str(tmp_path / "var"),
                STIMULI_CACHE_DIR=str(ROOT / "var" / "cache"))
     return env
@@ -34,7 +35,7 @@ def test_demo_sets_up_a_live_study_without_any_service(embedded_env, tmp_path):
     assert re.search(r"Participant link:\s+http://127\.0\.0\.1:8000/s/demo/\?PROLIFIC_PID=", out)
     password = re.search(r"user: admin\s+password: (\S+)", out).group(1)
     assert (tmp_path / "var" / "db.sqlite3").exists()
-    manifests = list((tmp_path / "var" / "media" / "artifacts").glob("job-*/manifest.json"))
+    manifests = list((tmp_path / "var" / "artifacts").glob("job-*/manifest.json"))
     assert len(manifests) == 1
     units = [u for entry in json.loads(manifests[0].read_text())["layers"] for u in entry["units"]]
     assert len(units) == 18 and all(0 <= u["measures"]["mis"] <= 1 for u in units)  # every unit has a machine score

@@ -46,7 +46,7 @@ def jobs_forgotten(stack):
 def test_a_worker_killed_mid_job_leaves_no_half_artifact_and_the_job_completes_on_retry(stack, jobs_forgotten):
     out = stack.manage("launch_stimuli", "--layer", "conv1", "--bases", "neuron,pca,nmf", "--units", "4").stdout
     job_id = int(out.split()[-1])
-    artifacts = stack.workdir / "media" / "artifacts"
+    artifacts = stack.workdir / "artifacts"
     mid_stages = {"activations", "bases", "exemplars", "render", "measures"}
     wait_until(lambda: job_state(stack, job_id)[1] in mid_stages, 300, "the job to reach the middle of the pipeline")
 

@@ -61,10 +61,19 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     page = browser.new_page(viewport={"width": 1280, "height": 860})
     sent = []
     page.on("request", lambda r: sent.append((r.method, r.url)) if "/api/p/" in r.url else None)
-    page.goto(f"{stack.base_url}/s/demo/?PROLIFIC_PID=it-participant-1&STUDY_ID=demo&SESSION_ID=s1")
+    # Every Content-Security-Policy violation, as the browser reports it to the page and on its console.
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.expose_function("reportViolation", lambda text: violations.append(text))
+    page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                         "window.reportViolation(e.violatedDirective + ' ' + e.blockedURI));")
+    landing = page.goto(f"{stack.base_url}/s/demo/?PROLIFIC_PID=it-participant-1&STUDY_ID=demo&SESSION_ID=s1")
+    assert "script-src 'self'" in landing.headers["content-security-policy"]
     page.screenshot(path=shots / "01-landing.png")
     assert stack.sql(DEMO_PARTICIPANTS.format("count(*)"))[0][0] == 0  # the link alone starts nothing
-    page.click("#start")
+    with page.expect_response(lambda r: "/p/" in r.url and "/api/" not in r.url) as experiment:
+        page.click("#start")
+    assert "default-src 'none'" in experiment.value.headers["content-security-policy"]
 
     page.locator("#study-consent").wait_for()
     page.screenshot(path=shots / "02-consent.png")
@@ -111,6 +120,8 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     page.locator("#study-done").wait_for()
     page.screenshot(path=shots / "09-done.png")
     assert page.locator("#completion-code").inner_text().strip() == "DEMO-DONE"
+    # The whole study played under the participant pages' policy without a single violation.
+    assert violations == [], sorted({v[:160] for v in violations})
 
     status, answered, total, attempts = stack.sql(
         DEMO_PARTICIPANTS.format("p.status, p.answered, p.trial_count, p.practice_attempts"))[0]

@@ -11,9 +11,10 @@ _counter = itertools.count()
 
 
 def image_name(job, basis, index, role, i):
-    """Content-addressed-looking names, as the artifact has: nothing in a name tells its role."""
+    """Content-addressed-looking names, as the importer publishes them: flat, nothing in a name tells its
+    role, its unit or its job."""
     digest = hashlib.sha256(f"{job.pk}-{basis}-{index}-{role}-{i}".encode()).hexdigest()[:20]
-    return f"artifacts/job-{job.pk}/images/{digest}.png"
+    return f"{digest}.png"
 
 
 def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True):

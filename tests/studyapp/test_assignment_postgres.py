@@ -1,4 +1,4 @@
-"""Simultaneous arrivals on PostgreSQL: the study-row lock makes assignment balanced and quota-exact."""
+"""Simultaneous arrivals on PostgreSQL: the conditions' row locks keep assignment balanced and quota-exact."""
 import threading
 from collections import Counter
 

@@ -2,13 +2,14 @@
 The pipeline itself is replaced by a writer of a small artifact; the real one runs in the integration
 tests through a Celery worker."""
 import json
+import re
 
 import pytest
 from django.test import override_settings
 
 from stimuli import pipeline
 from studyapp import jobs, lifecycle
-from studyapp.artifacts import ArtifactError, import_artifact
+from studyapp.artifacts import ArtifactError, import_artifact, published_name
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
 
 
@@ -23,7 +24,7 @@ def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
             for key, n in (("references_max", 9), ("references_min", 9), ("queries_max", 4), ("queries_min", 4)):
                 names = [f"images/{basis}{index}{key}{i}.png" for i in range(n)]
                 for name in names:
-                    (out_dir / name).write_bytes(b"png")
+                    (out_dir / name).write_bytes(name.encode())
                 lists[key] = names
             units.append({"index": index, "measures": {"explained_variance_ratio": 0.1}, **lists})
         layers.append({"layer": "conv2", "basis": basis, "n_components": 4,
@@ -36,8 +37,18 @@ def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
 
 @pytest.fixture
 def media(tmp_path):
-    with override_settings(MEDIA_ROOT=tmp_path / "media"):
+    with override_settings(MEDIA_ROOT=tmp_path / "media", ARTIFACT_ROOT=tmp_path / "artifacts"):
         yield tmp_path / "media"
+
+
+@pytest.fixture
+def artifacts(media, tmp_path):
+    return tmp_path / "artifacts"
+
+
+def published(name):
+    """Where the importer publishes the image the fake artifact writes at `name`."""
+    return published_name(name.encode())
 
 
 @pytest.fixture
@@ -68,7 +79,10 @@ def test_a_job_runs_the_pipeline_and_imports_units_and_exemplars(media, new_job,
     assert Exemplar.objects.filter(unit__job=new_job).count() == 4 * 26
     assert new_job.summary["layers"][0]["cumulative_explained_variance"] == [0.4, 0.7, 0.9, 1.0]
     image = Exemplar.objects.first().image
-    assert image.startswith(f"artifacts/job-{new_job.pk}/images/") and (media / image).is_file()
+    # Published flat under the content's hash; the artifact with its manifest stays out of MEDIA_ROOT.
+    assert re.fullmatch(r"[0-9a-f]{20}\.png", image) and (media / image).is_file()
+    assert sorted(p.name for p in media.iterdir()) == sorted({e.image for e in Exemplar.objects.all()})
+    assert new_job.artifact == f"job-{new_job.pk}"
 
 
 def test_a_redelivered_job_reuses_the_complete_artifact_and_leaves_no_duplicates(media, new_job, fake_pipeline):
@@ -82,8 +96,8 @@ def test_a_redelivered_job_reuses_the_complete_artifact_and_leaves_no_duplicates
     assert new_job.attempts == 2 and new_job.status == "succeeded"
 
 
-def test_a_half_written_folder_from_a_crash_is_regenerated(media, new_job, fake_pipeline):
-    leftover = media / "artifacts" / f"job-{new_job.pk}"
+def test_a_half_written_folder_from_a_crash_is_regenerated(artifacts, new_job, fake_pipeline):
+    leftover = artifacts / f"job-{new_job.pk}"
     leftover.mkdir(parents=True)
     (leftover / "stray.png").write_bytes(b"x")
     jobs.run_job(new_job.pk)
@@ -119,16 +133,16 @@ def test_cancelling_stops_the_pipeline_at_its_next_progress_report(media, new_jo
     assert new_job.status == "cancelled" and not Unit.objects.filter(job=new_job).exists()
 
 
-def test_an_artifact_with_a_missing_image_is_refused_whole(media, new_job):
-    folder = write_artifact(media / "artifacts" / "x")
+def test_an_artifact_with_a_missing_image_is_refused_whole(artifacts, new_job):
+    folder = write_artifact(artifacts / "x")
     next(folder.glob("images/*.png")).unlink()
     with pytest.raises(ArtifactError, match="missing"):
         import_artifact(new_job, folder)
     assert not Unit.objects.filter(job=new_job).exists()
 
 
-def test_an_unknown_manifest_version_is_refused(media, new_job):
-    folder = write_artifact(media / "artifacts" / "y")
+def test_an_unknown_manifest_version_is_refused(artifacts, new_job):
+    folder = write_artifact(artifacts / "y")
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
     with pytest.raises(ArtifactError, match="schema_version 99"):
@@ -144,7 +158,7 @@ def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipe
     assert not fake_pipeline
 
 
-def test_a_job_whose_worker_fell_silent_is_taken_over(media, new_job, fake_pipeline):
+def test_a_job_whose_worker_fell_silent_is_taken_over(artifacts, new_job, fake_pipeline):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -153,7 +167,7 @@ def test_a_job_whose_worker_fell_silent_is_taken_over(media, new_job, fake_pipel
 
     silent_since = timezone.now() - timedelta(seconds=settings.STIMULUS_STALE_AFTER_SECONDS + 1)
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=silent_since, attempts=1)
-    leftover = media / "artifacts" / f".job-{new_job.pk}.tmp-abc"
+    leftover = artifacts / f".job-{new_job.pk}.tmp-abc"
     leftover.mkdir(parents=True)
     assert jobs.run_job(new_job.pk) == 4
     new_job.refresh_from_db()
@@ -190,12 +204,12 @@ def test_the_job_page_shows_the_measures_per_basis(admin_client, media, new_job,
 
 def _with_images(folder, names):
     for name in names:
-        (folder / name).write_bytes(b"png")
+        (folder / name).write_bytes(name.encode())
     return names
 
 
-def test_every_ordered_strip_and_overlay_of_a_unit_is_imported_in_its_order(media, new_job):
-    folder = write_artifact(media / "artifacts" / "z", bases=("neuron",), n_units=1)
+def test_every_ordered_strip_and_overlay_of_a_unit_is_imported_in_its_order(artifacts, new_job):
+    folder = write_artifact(artifacts / "z", bases=("neuron",), n_units=1)
     manifest = json.loads((folder / "manifest.json").read_text())
     unit = manifest["layers"][0]["units"][0]
     unit["strips"] = [_with_images(folder, [f"images/s{k}-{i}.png" for i in range(5)]) for k in range(3)]
@@ -209,13 +223,12 @@ def test_every_ordered_strip_and_overlay_of_a_unit_is_imported_in_its_order(medi
     study = Study.objects.create(slug="s", title="s")
     condition = Condition.objects.create(study=study, name="n", job=new_job, layer="conv2", basis="neuron")
     (imported,) = condition.unit_exemplars()
-    prefix = f"artifacts/z/"
-    assert imported.strips == [[prefix + name for name in strip] for strip in unit["strips"]]
-    assert imported.overlays_max == [prefix + name for name in unit["attribution_overlays_max"]]
+    assert imported.strips == [[published(name) for name in strip] for strip in unit["strips"]]
+    assert imported.overlays_max == [published(name) for name in unit["attribution_overlays_max"]]
 
 
-def test_an_artifact_with_a_single_strip_still_imports_it(media, new_job):
-    folder = write_artifact(media / "artifacts" / "w", bases=("neuron",), n_units=1)
+def test_an_artifact_with_a_single_strip_still_imports_it(artifacts, new_job):
+    folder = write_artifact(artifacts / "w", bases=("neuron",), n_units=1)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["layers"][0]["units"][0]["strip"] = _with_images(folder, [f"images/s{i}.png" for i in range(5)])
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -225,7 +238,7 @@ def test_an_artifact_with_a_single_strip_still_imports_it(media, new_job):
 
 
 @pytest.mark.slow
-def test_a_real_job_with_sobol_images_shows_the_region_indices_on_its_page(admin_client, media):
+def test_a_real_job_with_sobol_images_shows_the_region_indices_on_its_page(admin_client, artifacts):
     """The real pipeline on the demo network, so the manifest's `sobol` entry is what the page reads."""
     job = StimulusJob.objects.create(
         network=Network.objects.create(name="demo"), image_set=ImageSet.objects.create(name="digits"),
@@ -238,5 +251,7 @@ def test_a_real_job_with_sobol_images_shows_the_region_indices_on_its_page(admin
     page = admin_client.get(f"/admin/studyapp/stimulusjob/{job.pk}/change/").content.decode()
     assert "Interaction share" in page and f"over 3 images: mean {sobol['interaction_share']['mean']:.3f}" in page
     for image in sobol["images"]:
-        assert f"/media/{job.artifact}/{image['image']}" in page and (media / job.artifact / image["image"]).is_file()
+        url = f"/admin/studyapp/stimulusjob/pictures/{job.artifact}/{image['image']}"
+        assert url in page and (artifacts / job.artifact / image["image"]).is_file()
+        assert admin_client.get(url).status_code == 200
     assert page.count("background:rgba(180,60,0,") == 3 * 4  # one cell per region of each image

@@ -8,8 +8,8 @@ from studyapp.models import ImageSet, Network, SobolAnalysis
 @pytest.fixture
 def media(tmp_path, monkeypatch):
     monkeypatch.setenv("STIMULI_CACHE_DIR", str(tmp_path / "cache"))
-    with override_settings(MEDIA_ROOT=tmp_path / "media"):
-        yield tmp_path / "media"
+    with override_settings(MEDIA_ROOT=tmp_path / "media", ARTIFACT_ROOT=tmp_path / "artifacts"):
+        yield tmp_path / "artifacts"
 
 
 def add_analysis(admin_client, monkeypatch, **fields):
@@ -34,7 +34,9 @@ def test_an_analysis_added_in_the_admin_runs_and_shows_its_indices(admin_client,
     assert len(analysis.result["ST"]) == 4 and analysis.result["label"] == 3
     assert (media / analysis.overlay).is_file() and (media / analysis.image).is_file()
     page = admin_client.get(f"/admin/studyapp/sobolanalysis/{analysis.pk}/change/").content.decode()
-    assert f"/media/{analysis.overlay}" in page and "interaction share" in page
+    url = f"/admin/studyapp/stimulusjob/pictures/{analysis.overlay}"
+    assert url in page and "interaction share" in page
+    assert admin_client.get(url).status_code == 200
     assert tasks.analyse_regions.name.endswith("analyse_regions")
 
 
