@@ -15,6 +15,8 @@ import numpy as np
 from . import SCHEMA_VERSION, __version__
 from .artifact import ArtifactWriter
 from .config import MIS_SELECTIONS, StimulusConfig
+from .decisions import decision_measures
+from .figures import draw_figures
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +160,21 @@ def _choose_by_machine_score(config: StimulusConfig, candidates, exemplars_of: C
 def _region_sobol(config: StimulusConfig, net, images, writer, size, device, report) -> dict:
     """The manifest's ``sobol`` entry: Sobol-SBSA region indices of the network's decision (its
     prediction) for ``config.sobol_images`` images spread over the classes, and the network's
-    interaction share. First and total order only: the share needs no second-order indices, which
-    would double the forward passes."""
+    interaction share. Second-order indices only with ``sobol_second_order``: the share needs none, and
+    they double the forward passes. Regions are the grid or, with ``sobol_regions="superpixels"``, each
+    image's SLIC superpixels; either way each image's label map is stored as a PNG."""
     from .render import render
     from .selection import unit_rng
-    from .sobol import choose_images, region_sobol_images, share_summary
+    from .sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
+        upper_triangle
 
     chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
+    regions = partial(superpixel_labels, n_segments=config.sobol_superpixels, seed=config.seed) \
+        if config.sobol_regions == "superpixels" else None
     results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol_grid,
                                   n_samples=config.sobol_n_samples, perturbation=config.sobol_perturbation,
-                                  device=device, batch_size=config.batch_size, second_order=False,
-                                  seed=config.seed, progress=lambda f: report("sobol", f))
+                                  device=device, batch_size=config.batch_size, second_order=config.sobol_second_order,
+                                  seed=config.seed, progress=lambda f: report("sobol", f), regions=regions)
     per_image = []
     for i, res in zip(chosen, results):
         d = res.to_dict()
@@ -178,12 +184,16 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
             "label": None if images.labels is None else int(images.labels[int(i)]),
             "target_class": res.target_class,
             **{k: d[k] for k in ("S1", "ST", "S1_conf", "ST_conf", "interaction_share", "variance")},
+            "n_regions": res.n_regions, "regions": writer.add_image(label_map_png(res.labels)),
         })
+        if config.sobol_second_order:
+            per_image[-1].update(S2=upper_triangle(res.S2), S2_conf=upper_triangle(res.S2_conf))
     first = results[0]
     return {
-        "grid": list(first.grid), "n_samples": config.sobol_n_samples, "n_base": first.n_base,
+        "grid": list(first.grid) if first.grid else None, "regions": config.sobol_regions,
+        "n_samples": config.sobol_n_samples, "n_base": first.n_base,
         "n_forwards_per_image": first.n_forwards, "perturbation": config.sobol_perturbation,
-        "output": first.output, "target": "prediction", "second_order": False,
+        "output": first.output, "target": "prediction", "second_order": config.sobol_second_order,
         "images": per_image,
         "interaction_share": share_summary([res.interaction_share for res in results]),
     }
@@ -332,6 +342,12 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                 n_images, size=config.completeness_max_images, replace=False))
             comp_images = images.subset(sub)
             comp_labels = None if labels is None else labels[sub]
+        # -- decision measures (stimuli.decisions): essence, ablation, label purity, surrogate rules --
+        decisions = decision_measures(config, net, images, fitted, chosen, influence, device)
+        for (layer, name), entries in chosen.items():
+            for u, _ex, measures in entries:
+                measures.update(decisions.unit_measures(layer, name, u))
+        # -------------------------------------------------------------------------------------------
         for j, (layer, name) in enumerate(jobs):
             basis, codes = fitted[(layer, name)]
             A = acts.values[layer]
@@ -383,10 +399,13 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                 entry["influence_concentration"] = _r(infl["concentration"])
             if overlays:
                 entry["attribution_method"] = config.attribution_method
+            entry.update(decisions.layer_entry(layer, name))
             if hasattr(basis, "reconstruction_err_"):
                 entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
             layer_entries.append(entry)
             report("measures", (j + 1) / len(jobs))
+
+        figures = draw_figures(layer_entries, writer.tmp) if config.figures else []
 
         # -- sobol --------------------------------------------------------------------------------
         report("sobol", 0.0)
@@ -412,6 +431,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         }
         if sobol is not None:
             manifest["sobol"] = sobol
+        if figures:
+            manifest["figures"] = figures
         if device.type == "cuda":
             manifest["device_name"] = torch.cuda.get_device_name(device)
         path = writer.commit(manifest)

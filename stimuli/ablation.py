@@ -1,0 +1,170 @@
+"""Per-unit ablation (Colin et al., 2024): how much of the network's decision a unit carries.
+
+A unit is ablated by setting its code to its mean code over the image set, at every spatial position
+of the layer, while every other unit keeps its code and the part of the activation that no unit
+explains is left as it is: the layer's output ``a`` becomes ``a − Σ_{j∈S} (h_j − h̄_j)·W_j`` for the set
+``S`` of ablated units. For neurons this is the channel set to its mean; for a basis that reconstructs
+the layer exactly (PCA with every component) it is the projection with those components at their
+mean. Ablating no unit leaves the network as it is, so every curve built on this
+(:mod:`stimuli.essence` too) ends at the network's own accuracy.
+
+:func:`units_at_mean` runs the network once per image batch up to the layer (:mod:`stimuli.tail`) and
+the rest once per set of ablated units. :func:`unit_ablation` reads, per unit, the drop in accuracy
+(against the labels where the dataset's classes are the network's, else against the network's own
+prediction) and the mean absolute change of the target logit — the logit of the class the unablated
+network predicts for that image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .completeness import _channels_first, _channels_last, _Projector
+
+
+@dataclass
+class Interventions:
+    """Outputs of the network with sets of units at their mean code, for the images that were read."""
+
+    clean_logits: np.ndarray      # N x classes, nothing ablated
+    predictions: np.ndarray       # V x N, top-1 class with each set ablated
+    target_logit: np.ndarray      # V x N, logit of the clean prediction with each set ablated
+    columns: np.ndarray           # V x N x len(columns), chosen logits with each set ablated
+    indices: np.ndarray           # N positions in the image set that were read
+    split: bool                   # the tail alone was re-run (else the whole network)
+
+    @property
+    def clean_predictions(self) -> np.ndarray:
+        return self.clean_logits.argmax(1)
+
+
+def _input_batches(images, preprocess, batch_size: int):
+    from .influence import _input_batches as batches
+
+    return batches(images, preprocess, batch_size)
+
+
+def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, layer: str, basis,
+                  variants: Sequence[Sequence[int]], columns: Sequence[int] = (), activation: str = "post_relu",
+                  device: torch.device | str = "cpu", batch_size: int = 256,
+                  progress: Callable[[float], None] | None = None) -> Interventions:
+    """The network's outputs with each set of units in ``variants`` at its mean code (module docstring).
+
+    ``images`` is an ImageSet (read through ``preprocess``) or an N x ... tensor of network inputs.
+    """
+    from .tail import split_at
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(f"ablation needs a module layer; {layer!r} is not a submodule") from None
+    split = split_at(model, layer)
+    projector = _Projector(basis, device)
+    # essence curves share sets (every order keeps all units at k = K): each distinct set runs once
+    keys = [tuple(sorted(int(u) for u in v)) for v in variants]
+    distinct = list(dict.fromkeys(keys))
+    expand = np.array([distinct.index(k) for k in keys], dtype=np.int64)
+    sets = [torch.as_tensor(np.asarray(v, dtype=np.int64), device=device) for v in distinct]
+    cols = torch.as_tensor(np.asarray(columns, dtype=np.int64), device=device)
+    state: dict = {}
+
+    def hook(_m, _inp, out):
+        if state.get("replace") is not None:
+            return state["replace"]
+        state["captured"] = out
+        return None
+
+    handle = None if split is not None else module.register_forward_hook(hook)
+    clean, preds, targets, picked, seen = [], [], [], [], []
+    n_total = len(images)
+    try:
+        with torch.inference_mode():
+            for idx, x in _input_batches(images, preprocess, batch_size):
+                x = x.to(device)
+                if split is not None:
+                    t, *carried = split.head(x)
+                    logits = split.tail(t, *carried).float()
+                else:
+                    state["replace"] = None
+                    logits = model(x).float()
+                    t = state.pop("captured")
+                a = torch.relu(t) if activation == "post_relu" else t
+                flat, moved_shape = _channels_last(a.float())
+                centred = projector.codes(flat) - projector.code_mean
+                target = logits.argmax(1)
+                p = torch.empty(len(sets), len(x), dtype=torch.long, device=device)
+                tl = torch.empty(len(sets), len(x), device=device)
+                pc = torch.empty(len(sets), len(x), len(cols), device=device)
+                for v, units in enumerate(sets):
+                    if len(units) == 0:
+                        out = logits
+                    else:
+                        changed = flat - centred[:, units] @ projector.W[units]
+                        replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
+                        if split is not None:
+                            out = split.tail(replaced, *carried).float()
+                        else:
+                            state["replace"] = replaced
+                            out = model(x).float()
+                            state["replace"] = None
+                    p[v] = out.argmax(1)
+                    tl[v] = out.gather(1, target[:, None])[:, 0]
+                    pc[v] = out[:, cols]
+                clean.append(logits.cpu().numpy())
+                preds.append(p.cpu().numpy())
+                targets.append(tl.cpu().numpy())
+                picked.append(pc.cpu().numpy())
+                seen.append(idx.numpy())
+                if progress:
+                    progress(sum(len(s) for s in seen) / n_total)
+    finally:
+        if handle is not None:
+            handle.remove()
+    if not seen:
+        raise ValueError("no image could be read for the ablations")
+    return Interventions(clean_logits=np.concatenate(clean), predictions=np.concatenate(preds, axis=1)[expand],
+                         target_logit=np.concatenate(targets, axis=1)[expand],
+                         columns=np.concatenate(picked, axis=1)[expand],
+                         indices=np.concatenate(seen), split=split is not None)
+
+
+def unit_ablation(model: torch.nn.Module, images, preprocess: Callable | None, layer: str, basis,
+                  units: Sequence[int], labels: np.ndarray | None = None, activation: str = "post_relu",
+                  device: torch.device | str = "cpu", batch_size: int = 256,
+                  progress: Callable[[float], None] | None = None) -> dict:
+    """Per unit of ``units``: ``accuracy_drop`` (accuracy of the network minus its accuracy with the
+    unit at its mean code) and ``logit_change`` (mean |Δ target logit|), with their means over the
+    units. ``labels`` (one per image) score accuracy; without them the reference is the network's own
+    prediction, so the baseline accuracy is 1."""
+    units = [int(u) for u in units]
+    run = units_at_mean(model, images, preprocess, layer, basis, [[u] for u in units], activation=activation,
+                        device=device, batch_size=batch_size, progress=progress)
+    return ablation_summary(run, units, labels)
+
+
+def ablation_summary(run: Interventions, units: Sequence[int], labels: np.ndarray | None = None,
+                     offset: int = 0) -> dict:
+    """:func:`unit_ablation`'s numbers from the variants ``offset … offset + len(units) − 1`` of a run."""
+    clean_pred = run.clean_predictions
+    reference = clean_pred if labels is None else np.asarray(labels)[run.indices]
+    base = float(np.mean(clean_pred == reference))
+    clean_target = run.clean_logits[np.arange(len(clean_pred)), clean_pred]
+    rows = slice(offset, offset + len(units))
+    drop = base - np.mean(run.predictions[rows] == reference[None, :], axis=1)
+    change = np.mean(np.abs(run.target_logit[rows] - clean_target[None, :]), axis=1)
+    return {
+        "units": [int(u) for u in units],
+        "accuracy_drop": [round(float(v), 6) for v in drop],
+        "logit_change": [round(float(v), 6) for v in change],
+        "accuracy_drop_mean": round(float(drop.mean()), 6) if len(units) else None,
+        "logit_change_mean": round(float(change.mean()), 6) if len(units) else None,
+        "baseline_accuracy": round(base, 6),
+        "reference": "predictions" if labels is None else "labels",
+        "n_images": int(len(clean_pred)),
+    }

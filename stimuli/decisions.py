@@ -1,0 +1,132 @@
+"""From units to decisions: the stimulus job's essence, ablation, label-purity and surrogate measures
+(stimuli.essence, stimuli.ablation, stimuli.purity, stimuli.surrogate) for every layer and basis.
+
+One pass of the network's head per image and (layer, basis) serves every intervention: the essence
+curves' and the ablations' sets of units at their mean code run together through the tail
+(:func:`stimuli.ablation.units_at_mean`), and the unablated pass gives the predictions the surrogate
+trees learn. The measures use a seeded subset of ``decision_max_images`` images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import StimulusConfig
+
+SURROGATE_K = (1, 2, 4, 8, 16)
+
+
+@dataclass
+class DecisionMeasures:
+    """Per (layer, basis): entries for the manifest's layer entry; per (layer, basis, unit): measures."""
+
+    layers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    units: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+
+    def layer_entry(self, layer: str, basis: str) -> dict[str, Any]:
+        return self.layers.get((layer, basis), {})
+
+    def unit_measures(self, layer: str, basis: str, unit: int) -> dict[str, Any]:
+        return self.units.get((layer, basis, int(unit)), {})
+
+
+def wanted(config: StimulusConfig) -> bool:
+    return bool(config.essence or config.ablation or config.surrogate or config.label_entropy_top_n)
+
+
+def _ablated_units(config: StimulusConfig, K: int, chosen_units: list[int], key: tuple[str, str]) -> list[int]:
+    """The chosen units first, then a seeded sample of the others up to ``ablation_max_units`` (all
+    units where the basis has no more): the layer's mean is over this sample."""
+    from .selection import unit_rng
+
+    rest = [u for u in range(K) if u not in set(chosen_units)]
+    room = max(0, min(config.ablation_max_units, K) - len(chosen_units))
+    sample = unit_rng(config.seed, "ablation", *key).choice(rest, size=min(room, len(rest)), replace=False) \
+        if room and rest else []
+    return list(chosen_units) + sorted(int(u) for u in sample)
+
+
+def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen: dict, influence: dict,
+                      device, report: Callable[[str, float], None] | None = None,
+                      stage: str = "measures") -> DecisionMeasures:
+    """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
+    (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them)."""
+    from .ablation import ablation_summary, units_at_mean
+    from .completeness import default_k, unit_order
+    from .essence import essence_orders, essence_summary, essence_variants
+    from .purity import top_label_entropy
+    from .selection import unit_rng
+    from .surrogate import surrogate_rules
+
+    out = DecisionMeasures()
+    if not wanted(config):
+        return out
+    net_labels = images.labels if images.labels is not None and net.class_names \
+        and images.class_names == net.class_names else None
+    n = len(images)
+    sub = np.arange(n)
+    if config.decision_max_images and n > config.decision_max_images:
+        sub = np.sort(unit_rng(config.seed, "decisions").choice(n, size=config.decision_max_images, replace=False))
+    sub_images = images.subset(sub) if len(sub) < n else images
+    sub_labels = None if net_labels is None else np.asarray(net_labels)[sub]
+    keys = list(chosen)
+    for j, key in enumerate(keys):
+        layer, name = key
+        basis, codes = fitted[key]
+        K = int(basis.n_components_)
+        units = [int(u) for u, _ex, _m in chosen[key]]
+        if config.label_entropy_top_n and images.labels is not None:
+            for u in units:
+                out.units[(layer, name, u)] = {"top_label_entropy": round(top_label_entropy(
+                    codes[:, u], images.labels, config.label_entropy_top_n), 6)}
+        if not (config.essence or config.ablation or config.surrogate):
+            continue
+        variance_order = unit_order(basis)
+        infl = influence.get(key)
+        importance = np.argsort(infl["rank"], kind="stable") if infl else variance_order
+        variants: list[list[int]] = []
+        columns: tuple[int, ...] = ()
+        orders = ks = None
+        if config.essence and infl:
+            ks = [k for k in (config.essence_k or default_k(K)) if k <= K] or [K]
+            orders = essence_orders(importance, variance_order, config.essence_random_seeds,
+                                    seed=int(unit_rng(config.seed, "essence", layer, name).integers(2 ** 31)))
+            variants += essence_variants(orders, ks)
+            if config.influence_versus is not None:
+                columns = (config.influence_class, config.influence_versus)
+        ablated = _ablated_units(config, K, units, key) if config.ablation else []
+        offset = len(variants)
+        variants += [[u] for u in ablated]
+        run = units_at_mean(net.model, sub_images, net.preprocess, layer, basis, variants, columns=columns,
+                            activation=config.activation, device=device, batch_size=config.batch_size,
+                            progress=None if report is None else (lambda f: report(stage, (j + f) / len(keys))))
+        entry: dict[str, Any] = {}
+        if orders is not None:
+            try:
+                entry["essence"] = essence_summary(run, orders, ks, config.influence_class, config.influence_versus,
+                                                   sub_labels)
+            except ValueError as exc:
+                entry["essence_error"] = str(exc).splitlines()[0]
+        if ablated:
+            summary = ablation_summary(run, ablated, sub_labels, offset=offset)
+            entry["ablation"] = {k: summary[k] for k in ("units", "accuracy_drop", "logit_change",
+                                                        "accuracy_drop_mean", "logit_change_mean",
+                                                        "baseline_accuracy", "reference", "n_images")}
+            for u, drop, change in zip(summary["units"][:len(units)], summary["accuracy_drop"],
+                                       summary["logit_change"]):
+                out.units.setdefault((layer, name, u), {}).update(
+                    {"ablation_accuracy_drop": drop, "ablation_logit_change": change})
+        if config.surrogate:
+            ks_tree = [k for k in (config.surrogate_k or SURROGATE_K) if k <= K] or [K]
+            try:
+                entry["surrogate"] = surrogate_rules(codes[sub[run.indices]], run.clean_predictions, importance,
+                                                     ks_tree, config.surrogate_depth, layer, name,
+                                                     class_names=net.class_names or None, seed=config.seed)
+                entry["surrogate"]["order"] = "influence" if infl else "variance"
+            except ValueError as exc:
+                entry["surrogate_error"] = str(exc).splitlines()[0]
+        out.layers[key] = entry
+    return out
