@@ -169,7 +169,7 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
         upper_triangle
 
     chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
-    regions = partial(superpixel_labels, n_segments=config.sobol_superpixels, seed=config.seed) \
+    regions = partial(superpixel_labels, n_segments=config.sobol_superpixels) \
         if config.sobol_regions == "superpixels" else None
     results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol_grid,
                                   n_samples=config.sobol_n_samples, perturbation=config.sobol_perturbation,

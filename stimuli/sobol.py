@@ -166,10 +166,11 @@ def grid_labels(height: int, width: int, grid: int | tuple[int, int]) -> np.ndar
     return rows[:, None] * gw + cols[None, :]
 
 
-def superpixel_labels(x, n_segments: int = 16, compactness: float = 10.0, seed: int = 0) -> np.ndarray:
+def superpixel_labels(x, n_segments: int = 16, compactness: float = 0.3) -> np.ndarray:
     """An H x W map of SLIC superpixels (scikit-image) of a C x H x W input, labels 0…D−1: regions that
-    follow the image's content, the "semantic" regions of SBSA. The input is scaled to [0, 1] first,
-    since SLIC's ``compactness`` weighs colour distances on that scale."""
+    follow the image's content, the "semantic" regions of SBSA. The input is the network's (normalised,
+    of any channel count), so it is scaled to [0, 1] and clustered as it is, not as sRGB through CIELAB;
+    ``compactness`` weighs space against intensity on that scale (scikit-image's 10 suits Lab's 0–100)."""
     from skimage.segmentation import slic
 
     arr = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
@@ -177,7 +178,7 @@ def superpixel_labels(x, n_segments: int = 16, compactness: float = 10.0, seed: 
     lo, hi = img.min(), img.max()
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     labels = slic(img, n_segments=n_segments, compactness=compactness, start_label=0,
-                  channel_axis=-1, enforce_connectivity=True)
+                  channel_axis=-1, convert2lab=False, enforce_connectivity=True)
     # SLIC may skip label values; renumber so that every region 0…D−1 exists
     _, dense = np.unique(labels, return_inverse=True)
     return dense.reshape(labels.shape).astype(np.int64)
