@@ -1,4 +1,4 @@
-"""Command line: ``python -m stimuli generate|layers|influence|sobol …``."""
+"""Command line: ``python -m stimuli generate|layers|influence|sobol|essence|ablate|surrogate …``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,41 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default="auto")
     i.add_argument("--offline", dest="allow_download", action="store_false", default=True)
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, text in (("essence", "accuracy on a class's decision with the top-k units by influence, by variance "
+                                   "and in random orders (Leino et al.)"),
+                       ("ablate", "per unit: the accuracy drop and mean |target logit change| with the unit at "
+                                  "its mean code"),
+                       ("surrogate", "decision trees on the top-k units' codes that predict the network's decision, "
+                                     "and the best tree's rules")):
+        d = sub.add_parser(name, help=text)
+        d.add_argument("--network", default="demo")
+        d.add_argument("--weights")
+        d.add_argument("--architecture")
+        d.add_argument("--dataset", default="digits")
+        d.add_argument("--max-images", dest="max_images", type=int)
+        d.add_argument("--layer", required=True)
+        d.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
+        d.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
+        d.add_argument("--class", dest="cls", type=int, required=name == "essence",
+                       help="class of interest" + ("" if name == "essence" else
+                                                   ": units ordered by influence on it (else by variance)"))
+        d.add_argument("--versus", type=int, help="a second class: the decision is class vs versus")
+        d.add_argument("--distribution", choices=["class", "all"], default="class")
+        d.add_argument("--pooling", choices=["mean", "max"], default="mean")
+        d.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+        d.add_argument("--device", default="auto")
+        d.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+        if name in ("essence", "surrogate"):
+            d.add_argument("--k", dest="ks", help="comma separated unit counts (default: 1, 2, 4, …)")
+        if name == "essence":
+            d.add_argument("--random-orders", dest="n_random", type=int, default=5)
+        if name == "surrogate":
+            d.add_argument("--depth", dest="depths", default="1,2,3,4,5", help="comma separated tree depths")
+        if name == "ablate":
+            d.add_argument("--units", help="comma separated unit indices (default: all)")
 
     s = sub.add_parser("sobol", help="Sobol-SBSA indices of image regions for the network's decision")
     s.add_argument("--network", default="demo")
@@ -243,9 +278,35 @@ def _sobol(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma separated integers, not {text!r}") from None
+
+
+def _decision(args: argparse.Namespace) -> int:
+    from .decisions import layer_report
+
+    report = layer_report(
+        args.command, network=args.network, dataset=args.dataset, layer=args.layer,
+        bases=tuple(b.strip() for b in args.bases.split(",") if b.strip()), cls=args.cls, versus=args.versus,
+        weights=args.weights, architecture=args.architecture, allow_download=args.allow_download,
+        max_images=args.max_images, n_components=args.n_components, distribution=args.distribution,
+        pooling=args.pooling, activation=args.activation, seed=args.seed,
+        ks=_ints(getattr(args, "ks", None), "--k"), depths=_ints(getattr(args, "depths", None), "--depth"),
+        units=_ints(getattr(args, "units", None), "--units"), n_random=getattr(args, "n_random", 5),
+        device=args.device, batch_size=args.batch_size)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"generate": _generate, "layers": _layers, "influence": _influence, "sobol": _sobol}
+    commands = {"generate": _generate, "layers": _layers, "influence": _influence, "sobol": _sobol,
+                "essence": _decision, "ablate": _decision, "surrogate": _decision}
     try:
         return commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:

@@ -130,3 +130,74 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
                 entry["surrogate_error"] = str(exc).splitlines()[0]
         out.layers[key] = entry
     return out
+
+
+MEASURES = ("essence", "ablate", "surrogate")
+
+
+def layer_report(measure: str, network: str = "demo", dataset: str = "digits", layer: str = "conv2",
+                 bases: tuple[str, ...] = ("neuron", "pca", "nmf"), *, cls: int | None = None,
+                 versus: int | None = None, weights: str | None = None, architecture: str | None = None,
+                 allow_download: bool = True, max_images: int | None = None, n_components: int | None = None,
+                 distribution: str = "class", pooling: str = "mean", activation: str = "post_relu", seed: int = 0,
+                 ks: list[int] | None = None, depths: list[int] | None = None, units: list[int] | None = None,
+                 n_random: int = 5, device: str = "auto", batch_size: int = 256) -> dict:
+    """One measure for one layer and several bases, from names alone, for the command line: the
+    essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
+    surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
+    from .ablation import unit_ablation
+    from .activations import extract
+    from .bases import make_basis
+    from .completeness import default_k, unit_order
+    from .datasets import load_dataset
+    from .essence import essence
+    from .influence import Quantity, influence_from_gradient, influence_order, pooled_gradient
+    from .networks import load_network, resolve_device
+    from .surrogate import surrogate_rules
+
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}, not {measure!r}")
+    if measure == "essence" and cls is None:
+        raise ValueError("the essence is that of a class: give --class")
+    device = resolve_device(device)
+    net = load_network(network, weights=weights, architecture=architecture, allow_download=allow_download)
+    images = load_dataset(dataset, max_images=max_images, seed=seed)
+    acts = extract(net.model, images, net.preprocess, [layer], pooling=pooling, activation=activation,
+                   device=device, batch_size=batch_size)
+    if len(acts.indices) < len(images):
+        images = images.subset(acts.indices)
+    A = acts.values[layer]
+    labels = images.labels if images.labels is not None and net.class_names \
+        and images.class_names == net.class_names else None
+    gradient = None
+    if cls is not None:
+        quantity = Quantity(cls, versus)
+        gradient, _ = pooled_gradient(net.model, images, net.preprocess, layer, quantity, activation=activation,
+                                      pooling=pooling, distribution=distribution, labels=labels, device=device,
+                                      batch_size=batch_size)
+    out: dict[str, Any] = {"measure": measure, "network": network, "layer": layer, "n_images": len(images),
+                           "class": cls, "versus": versus, "bases": {}}
+    kwargs = dict(activation=activation, device=device, batch_size=batch_size)
+    for name in bases:
+        basis = make_basis(name, n_components=n_components, random_state=seed)
+        codes = basis.fit_transform(A)
+        K = int(basis.n_components_)
+        order = influence_order(influence_from_gradient(basis, gradient, per="direction")) \
+            if gradient is not None else unit_order(basis)
+        if measure == "essence":
+            kk = [k for k in (ks or default_k(K)) if k <= K] or [K]
+            result = essence(net.model, images, net.preprocess, layer, basis, cls, order, unit_order(basis), kk,
+                             versus=versus, n_random=n_random, seed=seed, labels=labels, **kwargs)
+        elif measure == "ablate":
+            chosen = [u for u in (units if units is not None else range(K)) if 0 <= u < K]
+            result = unit_ablation(net.model, images, net.preprocess, layer, basis, chosen, labels=labels, **kwargs)
+        else:
+            from .ablation import units_at_mean
+
+            run = units_at_mean(net.model, images, net.preprocess, layer, basis, [], **kwargs)
+            result = surrogate_rules(codes[run.indices], run.clean_predictions, order, ks or SURROGATE_K,
+                                     depths or [1, 2, 3, 4, 5], layer, name, class_names=net.class_names or None,
+                                     seed=seed)
+            result["order"] = "influence" if gradient is not None else "variance"
+        out["bases"][name] = {"n_components": K, **result}
+    return out

@@ -270,3 +270,20 @@ def test_pipeline_writes_decisions_sobol_regions_and_figures(tmp_path, stimuli_c
     for f in m["figures"]:
         root = ET.parse(path / f["file"]).getroot()
         assert root.tag.endswith("svg") and len(list(root.iter())) > 50
+
+
+def test_cli_essence_ablate_surrogate_print_json(capsys, stimuli_cache):
+    from stimuli.__main__ import main
+
+    common = ["--layer", "conv2", "--bases", "neuron", "--max-images", "300", "--device", "cpu"]
+    assert main(["essence", *common, "--class", "3", "--k", "1,32", "--random-orders", "2"]) == 0
+    e = json.loads(capsys.readouterr().out)["bases"]["neuron"]
+    assert e["k"] == [1, 32] and e["accuracy_influence"][-1] == e["baseline_accuracy"] and e["n_random"] == 2
+    assert main(["ablate", *common, "--units", "0,5"]) == 0
+    a = json.loads(capsys.readouterr().out)["bases"]["neuron"]
+    assert a["units"] == [0, 5] and len(a["accuracy_drop"]) == 2 and a["reference"] == "labels"
+    assert main(["surrogate", *common, "--k", "2,4", "--depth", "2"]) == 0
+    s = json.loads(capsys.readouterr().out)["bases"]["neuron"]
+    assert s["order"] == "variance" and s["depth"] == 2 and s["rules"].count("conv2:neuron:") >= 1
+    with pytest.raises(SystemExit):
+        main(["essence", *common])  # the essence is that of a class
