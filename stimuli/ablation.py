@@ -56,6 +56,31 @@ def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, l
 
     ``images`` is an ImageSet (read through ``preprocess``) or an N x ... tensor of network inputs.
     """
+    return units_at_mean_bases(model, images, preprocess, layer, [(basis, variants)], columns, activation,
+                               device, batch_size, progress)[0]
+
+
+class _Sets:
+    """One basis's distinct sets of units: essence curves share sets (every order keeps all units at
+    k = K), so each distinct set runs once and the results are expanded back to ``variants``' order."""
+
+    def __init__(self, basis, variants: Sequence[Sequence[int]], device: torch.device) -> None:
+        keys = [tuple(sorted(int(u) for u in v)) for v in variants]
+        position: dict[tuple[int, ...], int] = {}
+        for k in keys:
+            position.setdefault(k, len(position))
+        self.expand = np.array([position[k] for k in keys], dtype=np.int64)
+        self.sets = [torch.as_tensor(np.asarray(k, dtype=np.int64), device=device) for k in position]
+        self.projector = _Projector(basis, device)
+        self.preds, self.targets, self.picked = [], [], []
+
+
+def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | None, layer: str,
+                        bases_variants: Sequence[tuple[object, Sequence[Sequence[int]]]], columns: Sequence[int] = (),
+                        activation: str = "post_relu", device: torch.device | str = "cpu", batch_size: int = 256,
+                        progress: Callable[[float], None] | None = None) -> list[Interventions]:
+    """:func:`units_at_mean` for several bases of one layer, with one pass of the network's head per
+    image for all of them."""
     from .tail import split_at
 
     device = torch.device(device)
@@ -65,12 +90,7 @@ def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, l
     except AttributeError:
         raise ValueError(f"ablation needs a module layer; {layer!r} is not a submodule") from None
     split = split_at(model, layer)
-    projector = _Projector(basis, device)
-    # essence curves share sets (every order keeps all units at k = K): each distinct set runs once
-    keys = [tuple(sorted(int(u) for u in v)) for v in variants]
-    distinct = list(dict.fromkeys(keys))
-    expand = np.array([distinct.index(k) for k in keys], dtype=np.int64)
-    sets = [torch.as_tensor(np.asarray(v, dtype=np.int64), device=device) for v in distinct]
+    per_basis = [_Sets(basis, variants, device) for basis, variants in bases_variants]
     cols = torch.as_tensor(np.asarray(columns, dtype=np.int64), device=device)
     state: dict = {}
 
@@ -81,7 +101,7 @@ def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, l
         return None
 
     handle = None if split is not None else module.register_forward_hook(hook)
-    clean, preds, targets, picked, seen = [], [], [], [], []
+    clean, seen = [], []
     n_total = len(images)
     try:
         with torch.inference_mode():
@@ -96,30 +116,31 @@ def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, l
                     t = state.pop("captured")
                 a = torch.relu(t) if activation == "post_relu" else t
                 flat, moved_shape = _channels_last(a.float())
-                centred = projector.codes(flat) - projector.code_mean
                 target = logits.argmax(1)
-                p = torch.empty(len(sets), len(x), dtype=torch.long, device=device)
-                tl = torch.empty(len(sets), len(x), device=device)
-                pc = torch.empty(len(sets), len(x), len(cols), device=device)
-                for v, units in enumerate(sets):
-                    if len(units) == 0:
-                        out = logits
-                    else:
-                        changed = flat - centred[:, units] @ projector.W[units]
-                        replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
-                        if split is not None:
-                            out = split.tail(replaced, *carried).float()
+                for b in per_basis:
+                    centred = b.projector.codes(flat) - b.projector.code_mean
+                    p = torch.empty(len(b.sets), len(x), dtype=torch.long, device=device)
+                    tl = torch.empty(len(b.sets), len(x), device=device)
+                    pc = torch.empty(len(b.sets), len(x), len(cols), device=device)
+                    for v, units in enumerate(b.sets):
+                        if len(units) == 0:
+                            out = logits
                         else:
-                            state["replace"] = replaced
-                            out = model(x).float()
-                            state["replace"] = None
-                    p[v] = out.argmax(1)
-                    tl[v] = out.gather(1, target[:, None])[:, 0]
-                    pc[v] = out[:, cols]
+                            changed = flat - centred[:, units] @ b.projector.W[units]
+                            replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
+                            if split is not None:
+                                out = split.tail(replaced, *carried).float()
+                            else:
+                                state["replace"] = replaced
+                                out = model(x).float()
+                                state["replace"] = None
+                        p[v] = out.argmax(1)
+                        tl[v] = out.gather(1, target[:, None])[:, 0]
+                        pc[v] = out[:, cols]
+                    b.preds.append(p.cpu().numpy())
+                    b.targets.append(tl.cpu().numpy())
+                    b.picked.append(pc.cpu().numpy())
                 clean.append(logits.cpu().numpy())
-                preds.append(p.cpu().numpy())
-                targets.append(tl.cpu().numpy())
-                picked.append(pc.cpu().numpy())
                 seen.append(idx.numpy())
                 if progress:
                     progress(sum(len(s) for s in seen) / n_total)
@@ -128,10 +149,12 @@ def units_at_mean(model: torch.nn.Module, images, preprocess: Callable | None, l
             handle.remove()
     if not seen:
         raise ValueError("no image could be read for the ablations")
-    return Interventions(clean_logits=np.concatenate(clean), predictions=np.concatenate(preds, axis=1)[expand],
-                         target_logit=np.concatenate(targets, axis=1)[expand],
-                         columns=np.concatenate(picked, axis=1)[expand],
-                         indices=np.concatenate(seen), split=split is not None)
+    clean_logits, indices = np.concatenate(clean), np.concatenate(seen)
+    return [Interventions(clean_logits=clean_logits, predictions=np.concatenate(b.preds, axis=1)[b.expand],
+                          target_logit=np.concatenate(b.targets, axis=1)[b.expand],
+                          columns=np.concatenate(b.picked, axis=1)[b.expand], indices=indices,
+                          split=split is not None)
+            for b in per_basis]
 
 
 def unit_ablation(model: torch.nn.Module, images, preprocess: Callable | None, layer: str, basis,

@@ -54,12 +54,11 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
                       stage: str = "measures") -> DecisionMeasures:
     """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
     (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them)."""
-    from .ablation import ablation_summary, units_at_mean
+    from .ablation import units_at_mean_bases
     from .completeness import default_k, unit_order
-    from .essence import essence_orders, essence_summary, essence_variants
+    from .essence import essence_orders, essence_variants
     from .purity import top_label_entropy
     from .selection import unit_rng
-    from .surrogate import surrogate_rules
 
     out = DecisionMeasures()
     if not wanted(config):
@@ -73,63 +72,81 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
     sub_images = images.subset(sub) if len(sub) < n else images
     sub_labels = None if net_labels is None else np.asarray(net_labels)[sub]
     keys = list(chosen)
-    for j, key in enumerate(keys):
-        layer, name = key
-        basis, codes = fitted[key]
-        K = int(basis.n_components_)
-        units = [int(u) for u, _ex, _m in chosen[key]]
-        if config.label_entropy_top_n and images.labels is not None:
-            for u in units:
-                out.units[(layer, name, u)] = {"top_label_entropy": round(top_label_entropy(
-                    codes[:, u], images.labels, config.label_entropy_top_n), 6)}
-        if not (config.essence or config.ablation or config.surrogate):
-            continue
-        variance_order = unit_order(basis)
-        infl = influence.get(key)
-        importance = np.argsort(infl["rank"], kind="stable") if infl else variance_order
-        variants: list[list[int]] = []
-        columns: tuple[int, ...] = ()
-        orders = ks = None
-        if config.essence and infl:
-            ks = [k for k in (config.essence_k or default_k(K)) if k <= K] or [K]
-            orders = essence_orders(importance, variance_order, config.essence_random_seeds,
-                                    seed=int(unit_rng(config.seed, "essence", layer, name).integers(2 ** 31)))
-            variants += essence_variants(orders, ks)
-            if config.influence_versus is not None:
-                columns = (config.influence_class, config.influence_versus)
-        ablated = _ablated_units(config, K, units, key) if config.ablation else []
-        offset = len(variants)
-        variants += [[u] for u in ablated]
-        run = units_at_mean(net.model, sub_images, net.preprocess, layer, basis, variants, columns=columns,
-                            activation=config.activation, device=device, batch_size=config.batch_size,
-                            progress=None if report is None else (lambda f: report(stage, (j + f) / len(keys))))
-        entry: dict[str, Any] = {}
-        if orders is not None:
-            try:
-                entry["essence"] = essence_summary(run, orders, ks, config.influence_class, config.influence_versus,
-                                                   sub_labels)
-            except ValueError as exc:
-                entry["essence_error"] = str(exc).splitlines()[0]
-        if ablated:
-            summary = ablation_summary(run, ablated, sub_labels, offset=offset)
-            entry["ablation"] = {k: summary[k] for k in ("units", "accuracy_drop", "logit_change",
-                                                        "accuracy_drop_mean", "logit_change_mean",
-                                                        "baseline_accuracy", "reference", "n_images")}
-            for u, drop, change in zip(summary["units"][:len(units)], summary["accuracy_drop"],
-                                       summary["logit_change"]):
-                out.units.setdefault((layer, name, u), {}).update(
-                    {"ablation_accuracy_drop": drop, "ablation_logit_change": change})
-        if config.surrogate:
-            ks_tree = [k for k in (config.surrogate_k or SURROGATE_K) if k <= K] or [K]
-            try:
-                entry["surrogate"] = surrogate_rules(codes[sub[run.indices]], run.clean_predictions, importance,
-                                                     ks_tree, config.surrogate_depth, layer, name,
-                                                     class_names=net.class_names or None, seed=config.seed)
-                entry["surrogate"]["order"] = "influence" if infl else "variance"
-            except ValueError as exc:
-                entry["surrogate_error"] = str(exc).splitlines()[0]
-        out.layers[key] = entry
+    if config.label_entropy_top_n and images.labels is not None:
+        for layer, name in keys:
+            codes = fitted[(layer, name)][1]
+            for u, _ex, _m in chosen[(layer, name)]:
+                out.units[(layer, name, int(u))] = {"top_label_entropy": round(top_label_entropy(
+                    codes[:, int(u)], images.labels, config.label_entropy_top_n), 6)}
+    if not (config.essence or config.ablation or config.surrogate):
+        return out
+    columns: tuple[int, ...] = ()
+    if config.essence and config.influence_versus is not None:
+        columns = (config.influence_class, config.influence_versus)
+    layers = list(dict.fromkeys(layer for layer, _ in keys))
+    for j, layer in enumerate(layers):
+        plans = []
+        for name in [n for l, n in keys if l == layer]:
+            key = (layer, name)
+            basis = fitted[key][0]
+            K = int(basis.n_components_)
+            variance_order = unit_order(basis)
+            infl = influence.get(key)
+            importance = np.argsort(infl["rank"], kind="stable") if infl else variance_order
+            variants: list[list[int]] = []
+            orders = ks = None
+            if config.essence and infl:
+                ks = [k for k in (config.essence_k or default_k(K)) if k <= K] or [K]
+                orders = essence_orders(importance, variance_order, config.essence_random_seeds,
+                                        seed=int(unit_rng(config.seed, "essence", layer, name).integers(2 ** 31)))
+                variants += essence_variants(orders, ks)
+            units = [int(u) for u, _ex, _m in chosen[key]]
+            ablated = _ablated_units(config, K, units, key) if config.ablation else []
+            plans.append(dict(key=key, name=name, K=K, infl=infl, importance=importance, orders=orders, ks=ks,
+                              units=units, ablated=ablated, offset=len(variants),
+                              variants=variants + [[u] for u in ablated]))
+        runs = units_at_mean_bases(
+            net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
+            columns=columns, activation=config.activation, device=device, batch_size=config.batch_size,
+            progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+        for plan, run in zip(plans, runs):
+            out.layers[plan["key"]] = _layer_entry(config, net, plan, run, fitted[plan["key"]][1][sub[run.indices]],
+                                                   sub_labels, out)
     return out
+
+
+def _layer_entry(config: StimulusConfig, net, plan: dict, run, codes: np.ndarray, labels, out: DecisionMeasures) -> dict:
+    """One (layer, basis)'s ``essence``, ``ablation`` and ``surrogate`` from its run; the chosen units'
+    ablation measures go into ``out.units``."""
+    from .ablation import ablation_summary
+    from .essence import essence_summary
+    from .surrogate import surrogate_rules
+
+    layer, name = plan["key"]
+    entry: dict[str, Any] = {}
+    if plan["orders"] is not None:
+        try:
+            entry["essence"] = essence_summary(run, plan["orders"], plan["ks"], config.influence_class,
+                                               config.influence_versus, labels)
+        except ValueError as exc:
+            entry["essence_error"] = str(exc).splitlines()[0]
+    if plan["ablated"]:
+        summary = ablation_summary(run, plan["ablated"], labels, offset=plan["offset"])
+        entry["ablation"] = summary
+        for u, drop, change in zip(summary["units"][:len(plan["units"])], summary["accuracy_drop"],
+                                   summary["logit_change"]):
+            out.units.setdefault((layer, name, u), {}).update(
+                {"ablation_accuracy_drop": drop, "ablation_logit_change": change})
+    if config.surrogate:
+        ks_tree = [k for k in (config.surrogate_k or SURROGATE_K) if k <= plan["K"]] or [plan["K"]]
+        try:
+            entry["surrogate"] = surrogate_rules(codes, run.clean_predictions, plan["importance"], ks_tree,
+                                                 config.surrogate_depth, layer, name,
+                                                 class_names=net.class_names or None, seed=config.seed)
+            entry["surrogate"]["order"] = "influence" if plan["infl"] else "variance"
+        except ValueError as exc:
+            entry["surrogate_error"] = str(exc).splitlines()[0]
+    return entry
 
 
 MEASURES = ("essence", "ablate", "surrogate")
