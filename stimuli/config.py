@@ -121,10 +121,10 @@ class StimulusConfig:
     # label purity of the top label_entropy_top_n images (0: none); surrogate decision trees over
     # surrogate_k units x surrogate_depth depths. Each intervention re-runs only the network after the
     # layer (stimuli.tail), so on the demo these add a few seconds
-    decision_max_images: int | None = 500
+    decision_max_images: int | None = 256
     essence: bool = True
     essence_k: list[int] | None = None
-    essence_random_seeds: int = 5
+    essence_random_seeds: int = 3
     ablation: bool = True
     ablation_max_units: int = 32
     label_entropy_top_n: int = 50
