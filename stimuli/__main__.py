@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, UNIT_SELECTIONS, StimulusConfig
+from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, SOBOL_REGIONS, UNIT_SELECTIONS, StimulusConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sobol-samples", dest="sobol_n_samples", type=int,
                    help="base sample size N, rounded up to a power of 2 (default 256)")
     g.add_argument("--sobol-perturbation", dest="sobol_perturbation", choices=SOBOL_PERTURBATIONS)
+    g.add_argument("--sobol-regions", dest="sobol_regions", choices=SOBOL_REGIONS,
+                   help="regions: the grid or SLIC superpixels (default grid)")
+    g.add_argument("--sobol-second-order", dest="sobol_second_order", action="store_true", default=None,
+                   help="also the second-order indices S2 (doubles the forward passes)")
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -155,7 +159,8 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
     keys = ("network", "weights", "architecture", "layers", "bases", "n_units", "n_components", "dataset",
             "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
-            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates")
+            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates",
+            "sobol_regions", "sobol_second_order")
     for key in keys:
         value = getattr(args, key)
         if value is not None:

@@ -75,6 +75,21 @@ class _Sets:
         self.preds, self.targets, self.picked = [], [], []
 
 
+def _checked(split, model: torch.nn.Module, x: torch.Tensor, state: dict):
+    """The cut network if it gives the whole network's logits on the first batch, else None (a trace
+    can succeed and still differ, e.g. where the forward pass branches on a value fixed while tracing).
+    The whole pass runs through the layer's hook, which only captures here."""
+    try:
+        t, *carried = split.head(x)
+        cut = split.tail(t, *carried).float()
+    except Exception:  # noqa: BLE001 - any failure of the traced graph means: use the hook path
+        return None
+    state["replace"] = None
+    whole = model(x).float()
+    state.pop("captured", None)
+    return split if cut.shape == whole.shape and torch.allclose(cut, whole, rtol=1e-4, atol=1e-4) else None
+
+
 def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | None, layer: str,
                         bases_variants: Sequence[tuple[object, Sequence[Sequence[int]]]], columns: Sequence[int] = (),
                         activation: str = "post_relu", device: torch.device | str = "cpu", batch_size: int = 256,
@@ -100,13 +115,15 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
         state["captured"] = out
         return None
 
-    handle = None if split is not None else module.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
     clean, seen = [], []
     n_total = len(images)
     try:
         with torch.inference_mode():
             for idx, x in _input_batches(images, preprocess, batch_size):
                 x = x.to(device)
+                if split is not None and not seen:
+                    split = _checked(split, model, x, state)
                 if split is not None:
                     t, *carried = split.head(x)
                     logits = split.tail(t, *carried).float()
@@ -145,8 +162,7 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
                 if progress:
                     progress(sum(len(s) for s in seen) / n_total)
     finally:
-        if handle is not None:
-            handle.remove()
+        handle.remove()
     if not seen:
         raise ValueError("no image could be read for the ablations")
     clean_logits, indices = np.concatenate(clean), np.concatenate(seen)

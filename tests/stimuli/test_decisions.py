@@ -71,21 +71,44 @@ def test_ablation_finds_the_planted_unit_and_not_the_dead_one():
     assert drops[0] == drops[2] == 0 and changes[0] == changes[2] == 0
 
 
-def test_units_at_mean_without_a_cut_matches_the_cut():
+def test_units_at_mean_without_a_cut_matches_the_cut(monkeypatch):
     """The hook path (used where the model cannot be traced) gives the same outputs as the tail."""
+    import stimuli.tail
+
     rng = np.random.default_rng(1)
     x = torch.as_tensor(rng.uniform(0, 1, size=(64, 4)).astype(np.float32))
     model = Planted()
     basis = make_basis("pca").fit(x.double().numpy())
     variants = [[], [0], [1, 2], [0, 1, 2, 3]]
     cut = units_at_mean(model, x, None, "hidden", basis, variants, activation="pre_relu")
-    scripted = torch.jit.script(model)
-    assert split_at(scripted, "hidden") is None
-    hooked = units_at_mean(Planted(), x, None, "hidden", basis, variants, activation="pre_relu")
-    assert cut.split
+    assert split_at(torch.jit.script(model), "hidden") is None
+    monkeypatch.setattr(stimuli.tail, "split_at", lambda *_: None)
+    hooked = units_at_mean(model, x, None, "hidden", basis, variants, activation="pre_relu")
+    assert cut.split and not hooked.split
     np.testing.assert_allclose(cut.target_logit, hooked.target_logit, atol=1e-5)
     # all four PCA units at their mean: every image gets the mean image's logit
     assert np.ptp(cut.target_logit[3][cut.clean_predictions == 1]) < 1e-4
+
+
+def test_a_cut_that_differs_from_the_network_is_not_used():
+    class Branchy(nn.Module):
+        """Traces without error, but the graph keeps the branch taken for the tracer's proxy."""
+
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Identity()
+
+        def forward(self, x):
+            h = self.hidden(x)
+            scale = 2.0 if isinstance(h, torch.fx.Proxy) else 1.0
+            return torch.stack([h.sum(1), -h.sum(1)], 1) * scale
+
+    x = torch.rand(8, 3)
+    assert split_at(Branchy(), "hidden") is not None
+    basis = make_basis("neuron").fit(x.double().numpy())
+    run = units_at_mean(Branchy(), x, None, "hidden", basis, [[0]], activation="pre_relu")
+    assert not run.split
+    np.testing.assert_allclose(run.clean_logits, Branchy()(x).numpy(), atol=1e-6)
 
 
 def test_split_at_an_inner_layer_carries_the_skip_connection():
