@@ -29,12 +29,22 @@ def _figure(ncols: int = 1):
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
+def _log_k(*axes) -> None:
+    """k doubles (1, 2, 4, …): a base-2 log axis with the counts written out."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+
+
 def _explained_variance(entries):
     fig, (ax,) = _figure()
     for e in entries:
         curve = e.get("cumulative_explained_variance") or []
         ax.plot(range(1, len(curve) + 1), curve, label=e["basis"])
-    ax.set(xlabel="units kept (k)", ylabel="explained variance", ylim=(0, 1.02), xscale="log")
+    ax.set(xlabel="units kept (k)", ylabel="explained variance", ylim=(0, 1.02))
+    _log_k(ax)
     ax.legend(fontsize="small")
     return fig
 
@@ -47,7 +57,8 @@ def _completeness(entries):
             continue
         line, = ax.plot(c["k"], c["accuracy"], marker="o", ms=3, label=f"{e['basis']} top-k")
         ax.plot(c["k"], c["accuracy_reverse"], ls="--", color=line.get_color(), label=f"{e['basis']} bottom-k")
-    ax.set(xlabel="units kept (k)", ylabel="network accuracy", ylim=(0, 1.02), xscale="log")
+    ax.set(xlabel="units kept (k)", ylabel="network accuracy", ylim=(0, 1.02))
+    _log_k(ax)
     ax.legend(fontsize="x-small")
     return fig
 
@@ -67,7 +78,8 @@ def _essence(entries):
         ax.axhline(s["baseline_accuracy"], color="black", lw=0.8, ls=":", label="network")
         versus = "rest" if s.get("versus") is None else f"class {s['versus']}"
         ax.set(title=f"{e['basis']}: class {s['class']} vs {versus}", xlabel="units kept (k)",
-               ylabel="balanced accuracy", ylim=(0.4, 1.02), xscale="log")
+               ylabel="balanced accuracy", ylim=(0.4, 1.02))
+        _log_k(ax)
         ax.legend(fontsize="x-small")
     return fig
 
@@ -78,8 +90,9 @@ def _surrogate(entries):
         s = e["surrogate"]
         by_k.plot(s["ks"], s["fidelity_by_k"], marker="o", ms=3, label=f"{e['basis']} (depth {s['depth']})")
         by_depth.plot(s["depths"], s["fidelity_by_depth"], marker="o", ms=3, label=f"{e['basis']} (k = {s['k']})")
-    by_k.set(xlabel="units (k)", ylabel="fidelity (held-out agreement)", ylim=(0, 1.02), xscale="log")
+    by_k.set(xlabel="units (k)", ylabel="fidelity (held-out agreement)", ylim=(0, 1.02))
     by_depth.set(xlabel="tree depth", ylabel="fidelity (held-out agreement)", ylim=(0, 1.02))
+    _log_k(by_k)
     by_k.legend(fontsize="x-small")
     by_depth.legend(fontsize="x-small")
     return fig
