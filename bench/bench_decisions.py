@@ -3,8 +3,9 @@
 
     .venv/bin/python bench/bench_decisions.py [--case demo,resnet18] [--n-images 1000] [--repeat 1]
 
-* ``demo``: the built-in digits CNN over the 1797 digits, layer ``conv2``, the demo job's three bases
-  (neuron, PCA, NMF), completeness on, class of interest 3 — the demo job as the admin launches it.
+* ``demo``: the demo job as ``manage.py demo`` launches it (studyapp/demo.py): the built-in digits CNN
+  over the 1797 digits, layer ``conv2``, neuron, PCA and NMF, machine scores from ``relu3``, attribution
+  overlays, completeness on, class of interest 3.
 * ``resnet18``: torchvision's ResNet-18 with random weights (nothing is downloaded) over an ImageFolder
   of generated 256 x 256 JPEGs (bench_stimuli's generator), layer ``layer4``, neurons + PCA, class of
   interest 0, completeness off — the configuration whose forward pass dominates, so the measures' own
@@ -96,6 +97,7 @@ def main() -> None:
 
         load_demo_checkpoint()
         ratios["demo"] = run_case("demo", {"layers": ["conv2"], "bases": ["neuron", "pca", "nmf"], "n_units": 6,
+                                           "mis_layer": "relu3", "attribution_overlays": True,
                                            "influence_class": 3}, args.repeat)
     if "resnet18" in cases:
         from bench_stimuli import make_image_folder

@@ -25,7 +25,9 @@ def _figure(ncols: int = 1):
     from matplotlib.figure import Figure
 
     matplotlib.rcParams["svg.hashsalt"] = "stimuli"
-    fig = Figure(figsize=(4.2 * ncols, 3.2), layout="constrained")
+    # fixed margins: constrained layout solves the layout again on every draw, and doubled the time
+    fig = Figure(figsize=(4.2 * ncols, 3.4))
+    fig.subplots_adjust(left=0.8 / (4.2 * ncols), right=1 - 0.1 / ncols, bottom=0.15, top=0.83, wspace=0.3)
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
