@@ -69,6 +69,7 @@ def test_ablation_finds_the_planted_unit_and_not_the_dead_one():
     assert drops[3] == 0 and changes[3] == 0
     # units the decision does not read change nothing either
     assert drops[0] == drops[2] == 0 and changes[0] == changes[2] == 0
+    assert not any(m._forward_hooks for m in model.modules())
 
 
 def test_units_at_mean_without_a_cut_matches_the_cut(monkeypatch):
