@@ -8,8 +8,8 @@
   overlays, completeness on, class of interest 3.
 * ``resnet18``: torchvision's ResNet-18 with random weights (nothing is downloaded) over an ImageFolder
   of generated 256 x 256 JPEGs (bench_stimuli's generator), layer ``layer4``, neurons + PCA, the class
-  the (seeded) random network predicts most as class of interest over all images, completeness off — the configuration whose forward pass dominates, so the measures' own
-  cost shows most.
+  the (seeded) random network predicts most as class of interest over all images, completeness off —
+  the configuration whose forward pass dominates, so the measures' own cost shows most.
 
 Each job runs in a fresh process, after the imports. The target: "with" at most 1.5x "without"
 (:data:`TARGET_RATIO`). On a shared machine the figures move with the other load: compare rows of one

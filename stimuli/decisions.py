@@ -115,7 +115,8 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
     return out
 
 
-def _layer_entry(config: StimulusConfig, net, plan: dict, run, codes: np.ndarray, labels, out: DecisionMeasures) -> dict:
+def _layer_entry(config: StimulusConfig, net, plan: dict, run, codes: np.ndarray, labels,
+                 out: DecisionMeasures) -> dict:
     """One (layer, basis)'s ``essence``, ``ablation`` and ``surrogate`` from its run; the chosen units'
     ablation measures go into ``out.units``."""
     from .ablation import ablation_summary
