@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .bases import NeuronBasis
 from .completeness import _channels_first, _channels_last, _Projector
 
 
@@ -70,9 +71,31 @@ class _Sets:
         for k in keys:
             position.setdefault(k, len(position))
         self.expand = np.array([position[k] for k in keys], dtype=np.int64)
+        K = int(basis.n_components_)
         self.sets = [torch.as_tensor(np.asarray(k, dtype=np.int64), device=device) for k in position]
+        # a set of more than half the units is changed through its complement: Σ_S = Σ_all − Σ_rest
+        self.complements = [torch.as_tensor(np.setdiff1d(np.arange(K), k), device=device) if 2 * len(k) > K
+                            else None for k in position]
+        self.neurons = isinstance(basis, NeuronBasis)
         self.projector = _Projector(basis, device)
         self.preds, self.targets, self.picked = [], [], []
+
+    def changed(self, flat: torch.Tensor, centred: torch.Tensor, v: int, cache: dict) -> torch.Tensor:
+        """The layer's output (rows x channels) with set ``v`` at its mean code. For neurons that is the
+        channels set to their means, with no product at all; otherwise the product runs over at most
+        half the units (an essence curve's sets hold nearly all of them at small k)."""
+        units = self.sets[v]
+        if self.neurons:
+            out = flat.clone()
+            out[:, units] = self.projector.code_mean[units]
+            return out
+        W = self.projector.W
+        rest = self.complements[v]
+        if rest is None:
+            return flat - centred[:, units] @ W[units]
+        if "all" not in cache:
+            cache["all"] = flat - centred @ W
+        return cache["all"] + centred[:, rest] @ W[rest]
 
 
 def _checked(split, model: torch.nn.Module, x: torch.Tensor, state: dict):
@@ -139,11 +162,12 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
                     p = torch.empty(len(b.sets), len(x), dtype=torch.long, device=device)
                     tl = torch.empty(len(b.sets), len(x), device=device)
                     pc = torch.empty(len(b.sets), len(x), len(cols), device=device)
+                    cache: dict = {}
                     for v, units in enumerate(b.sets):
                         if len(units) == 0:
                             out = logits
                         else:
-                            changed = flat - centred[:, units] @ b.projector.W[units]
+                            changed = b.changed(flat, centred, v, cache)
                             replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
                             if split is not None:
                                 out = split.tail(replaced, *carried).float()

@@ -80,8 +80,17 @@ def test_units_at_mean_without_a_cut_matches_the_cut(monkeypatch):
     x = torch.as_tensor(rng.uniform(0, 1, size=(64, 4)).astype(np.float32))
     model = Planted()
     basis = make_basis("pca").fit(x.double().numpy())
-    variants = [[], [0], [1, 2], [0, 1, 2, 3]]
+    variants = [[], [0], [1, 2], [0, 1, 2, 3], [0, 1, 3]]
     cut = units_at_mean(model, x, None, "hidden", basis, variants, activation="pre_relu")
+    # by hand: the hidden layer is the input itself, so the sets' codes are the basis's own codes
+    codes = basis.transform(x.double().numpy())
+    W = np.asarray(basis.components_)
+    with torch.inference_mode():
+        clean = model(x).argmax(1).numpy()
+        for v, S in enumerate(variants):
+            changed = x.double().numpy() - (codes[:, S] - basis.code_mean_[S]) @ W[S]
+            logits = model.head(torch.as_tensor(changed, dtype=torch.float32)).numpy()
+            np.testing.assert_allclose(cut.target_logit[v], logits[np.arange(len(x)), clean], atol=1e-4)
     assert split_at(torch.jit.script(model), "hidden") is None
     monkeypatch.setattr(stimuli.tail, "split_at", lambda *_: None)
     hooked = units_at_mean(model, x, None, "hidden", basis, variants, activation="pre_relu")
