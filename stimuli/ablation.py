@@ -99,7 +99,7 @@ class _Sets:
 
 
 def _checked(split, model: torch.nn.Module, x: torch.Tensor, state: dict):
-    """The cut network if it gives the whole network's logits on the first batch, else None (a trace
+    """The cut network if it gives the whole network's logits on the first images, else None (a trace
     can succeed and still differ, e.g. where the forward pass branches on a value fixed while tracing).
     The whole pass runs through the layer's hook, which only captures here."""
     try:
@@ -146,7 +146,7 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
             for idx, x in _input_batches(images, preprocess, batch_size):
                 x = x.to(device)
                 if split is not None and not seen:
-                    split = _checked(split, model, x, state)
+                    split = _checked(split, model, x[:8], state)
                 if split is not None:
                     t, *carried = split.head(x)
                     logits = split.tail(t, *carried).float()
