@@ -12,9 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import logging
+
 import numpy as np
 
 from .config import StimulusConfig
+
+log = logging.getLogger(__name__)
 
 SURROGATE_K = (1, 2, 4, 8, 16)
 
@@ -105,10 +109,19 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
             plans.append(dict(key=key, name=name, K=K, infl=infl, importance=importance, orders=orders, ks=ks,
                               units=units, ablated=ablated, offset=len(variants),
                               variants=variants + [[u] for u in ablated]))
-        runs = units_at_mean_bases(
-            net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
-            columns=columns, activation=config.activation, device=device, batch_size=config.batch_size,
-            progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+        try:
+            runs = units_at_mean_bases(
+                net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
+                columns=columns, activation=config.activation, device=device, batch_size=config.batch_size,
+                progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+        except (ValueError, RuntimeError) as exc:
+            # as completeness does: a layer that is no module (an FX node name) loses these measures,
+            # not the job
+            message = str(exc).splitlines()[0]
+            log.warning("decision measures skipped for %s: %s", layer, message)
+            for plan in plans:
+                out.layers[plan["key"]] = {"decisions_error": message}
+            continue
         for plan, run in zip(plans, runs):
             out.layers[plan["key"]] = _layer_entry(config, net, plan, run, fitted[plan["key"]][1][sub[run.indices]],
                                                    sub_labels, out)
