@@ -320,3 +320,18 @@ def test_cli_essence_ablate_surrogate_print_json(capsys, stimuli_cache):
     assert s["order"] == "variance" and s["depth"] == 2 and s["rules"].count("conv2:neuron:") >= 1
     with pytest.raises(SystemExit):
         main(["essence", *common])  # the essence is that of a class
+
+
+def test_a_layer_the_interventions_cannot_reach_loses_them_not_the_job(tmp_path, stimuli_cache, monkeypatch):
+    import stimuli.ablation
+    from stimuli.pipeline import run
+
+    def refuse(*_args, **_kwargs):
+        raise ValueError("ablation needs a module layer; 'add' is not a submodule")
+
+    monkeypatch.setattr(stimuli.ablation, "units_at_mean_bases", refuse)
+    path = run({"n_units": 2, "bases": ["neuron"], "influence_class": 3, "completeness": False}, tmp_path / "a")
+    entry = json.loads((path / "manifest.json").read_text())["layers"][0]
+    assert entry["decisions_error"].startswith("ablation needs a module layer")
+    assert "essence" not in entry and "surrogate" not in entry
+    assert "top_label_entropy" in entry["units"][0]["measures"]
