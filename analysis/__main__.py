@@ -89,7 +89,7 @@ def _report(args) -> None:
     res = run_report(
         df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
         fit_model=not args.no_model, exclusions=args.exclusions,
-        exclusion_options=_exclusion_options(args),
+        exclusion_options=_exclusion_options(args), curves=args.curves,
     )
     text = res.pop("text")
     print(json.dumps(res, indent=2, default=str) if args.json else text)
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
     common(p)
     p.add_argument("--formula", default=DEFAULT_FORMULA)
     p.add_argument("--out", default="analysis_report")
+    p.add_argument("--curves", default=None,
+                   help="the stimulus artifact's folder (or its figures/): its curves beside people's accuracy")
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     exclusion_options(p)

@@ -108,14 +108,17 @@ def _lrt_line(t: dict | None) -> str:
 
 def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot: int = 2000,
                seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
-               effect: str = "basis", exclusions: str = "auto") -> dict:
+               effect: str = "basis", exclusions: str = "auto", curves=None) -> dict:
     """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
     test, RT and confidence) → machine observer vs people per unit (when the export carries
     ``mis_delta``) → GLMM with the likelihood-ratio test of ``effect`` → REML LMMs of log RT and
     confidence on the same terms → plots → ``report.html`` and ``results.json``.
 
     ``exclusions`` (see :func:`analysis.exclusions.exclude`): by default the study's own flags when
-    the export carries them and no ``exclusion_options`` are given, else the analysis's rules."""
+    the export carries them and no ``exclusion_options`` are given, else the analysis's rules.
+
+    ``curves``: the stimulus artifact's folder (or its ``figures/``): its curves are shown beside
+    people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     excl = exclude(df, exclusions, exclusion_options)
@@ -208,10 +211,11 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
             notes += [f"{response} LMM: {w}" for w in m["fit"].warnings]
             lmm_texts[response] = m["fit"].summary() + (
                 "\n\n" + _lrt_line(m["lrt"]) if m["lrt"] else "")
+    curves_section = _curves_section(curves, main, results)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "report.html").write_text(
         _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine,
-              machine_note))
+              machine_note, curves_section))
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
     results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
@@ -250,6 +254,19 @@ def _data_notes(main: pd.DataFrame, units: pd.DataFrame) -> list[str]:
                        f"({', '.join(map(str, at_bound['unit'].head(5)))}"
                        f"{', ...' if len(at_bound) > 5 else ''}): their intervals reach the bound")
     return out
+
+
+def _curves_section(curves, main: pd.DataFrame, results: dict) -> str:
+    from .curves import accuracy_per_basis, curves_html, read_curves
+
+    if curves is None:
+        return ("<p class=note>skipped: the export carries no figures; give the stimulus artifact's folder "
+                "(--curves) to show the network's curves beside people's accuracy per basis</p>")
+    drawn = read_curves(curves)
+    per_basis = accuracy_per_basis(main)
+    results["curves"] = {"folder": str(curves), "figures": [c.title for c in drawn],
+                         "accuracy_per_basis": per_basis.to_dict(orient="records")}
+    return curves_html(drawn, per_basis, _table_html)
 
 
 def _lmm_frames(main: pd.DataFrame) -> dict:
@@ -348,7 +365,7 @@ def _machine_html(machine, machine_note, figure: str) -> str:
 
 
 def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine=None,
-          machine_note=None) -> str:
+          machine_note=None, curves_section="") -> str:
     figs = {caption.split(" (")[0]: _figure_html(caption, paths) for caption, paths in figures}
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in excl.notes + results["notes"])
     esc = html.escape
@@ -385,6 +402,8 @@ figure img{{max-width:100%;height:auto;max-height:360px}}figcaption{{font-size:.
 <details><summary>Accuracy of every unit ({len(units)} rows)</summary>{_table_html(units)}</details>
 <h2>Machine observer vs people</h2>
 {_machine_html(machine, machine_note, figs.get("Machine observer vs people per unit", ""))}
+<h2>The network's curves</h2>
+{curves_section}
 <h2>Response time and confidence</h2>
 <p>Median and quartiles per condition (RT in seconds).</p>
 {_table_html(rtc, rcols) if len(rcols) > 1 else "<p>No RT or confidence columns.</p>"}

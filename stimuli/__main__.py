@@ -1,4 +1,4 @@
-"""Command line: ``python -m stimuli generate|layers|influence|sobol …``."""
+"""Command line: ``python -m stimuli generate|layers|influence|sobol|essence|ablate|surrogate …``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, UNIT_SELECTIONS, StimulusConfig
+from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, SOBOL_REGIONS, UNIT_SELECTIONS, StimulusConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sobol-samples", dest="sobol_n_samples", type=int,
                    help="base sample size N, rounded up to a power of 2 (default 256)")
     g.add_argument("--sobol-perturbation", dest="sobol_perturbation", choices=SOBOL_PERTURBATIONS)
+    g.add_argument("--sobol-regions", dest="sobol_regions", choices=SOBOL_REGIONS,
+                   help="regions: the grid or SLIC superpixels (default grid)")
+    g.add_argument("--sobol-second-order", dest="sobol_second_order", action="store_true", default=None,
+                   help="also the second-order indices S2 (doubles the forward passes)")
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -85,6 +89,41 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default="auto")
     i.add_argument("--offline", dest="allow_download", action="store_false", default=True)
     i.add_argument("--json", action="store_true", help="print JSON")
+
+    for name, text in (("essence", "accuracy on a class's decision with the top-k units by influence, by variance "
+                                   "and in random orders (Leino et al.)"),
+                       ("ablate", "per unit: the accuracy drop and mean |target logit change| with the unit at "
+                                  "its mean code"),
+                       ("surrogate", "decision trees on the top-k units' codes that predict the network's decision, "
+                                     "and the best tree's rules")):
+        d = sub.add_parser(name, help=text)
+        d.add_argument("--network", default="demo")
+        d.add_argument("--weights")
+        d.add_argument("--architecture")
+        d.add_argument("--dataset", default="digits")
+        d.add_argument("--max-images", dest="max_images", type=int)
+        d.add_argument("--layer", required=True)
+        d.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
+        d.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
+        d.add_argument("--class", dest="cls", type=int, required=name == "essence",
+                       help="class of interest" + ("" if name == "essence" else
+                                                   ": units ordered by influence on it (else by variance)"))
+        d.add_argument("--versus", type=int, help="a second class: the decision is class vs versus")
+        d.add_argument("--distribution", choices=["class", "all"], default="class")
+        d.add_argument("--pooling", choices=["mean", "max"], default="mean")
+        d.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
+        d.add_argument("--seed", type=int, default=0)
+        d.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+        d.add_argument("--device", default="auto")
+        d.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+        if name in ("essence", "surrogate"):
+            d.add_argument("--k", dest="ks", help="comma separated unit counts (default: 1, 2, 4, …)")
+        if name == "essence":
+            d.add_argument("--random-orders", dest="n_random", type=int, default=5)
+        if name == "surrogate":
+            d.add_argument("--depth", dest="depths", default="1,2,3,4,5", help="comma separated tree depths")
+        if name == "ablate":
+            d.add_argument("--units", help="comma separated unit indices (default: all)")
 
     s = sub.add_parser("sobol", help="Sobol-SBSA indices of image regions for the network's decision")
     s.add_argument("--network", default="demo")
@@ -122,7 +161,8 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
     keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
             "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
-            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates")
+            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates",
+            "sobol_regions", "sobol_second_order")
     for key in keys:
         value = getattr(args, key)
         if value is not None:
@@ -246,9 +286,35 @@ def _sobol(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma separated integers, not {text!r}") from None
+
+
+def _decision(args: argparse.Namespace) -> int:
+    from .decisions import layer_report
+
+    report = layer_report(
+        args.command, network=args.network, dataset=args.dataset, layer=args.layer,
+        bases=tuple(b.strip() for b in args.bases.split(",") if b.strip()), cls=args.cls, versus=args.versus,
+        weights=args.weights, architecture=args.architecture, allow_download=args.allow_download,
+        max_images=args.max_images, n_components=args.n_components, distribution=args.distribution,
+        pooling=args.pooling, activation=args.activation, seed=args.seed,
+        ks=_ints(getattr(args, "ks", None), "--k"), depths=_ints(getattr(args, "depths", None), "--depth"),
+        units=_ints(getattr(args, "units", None), "--units"), n_random=getattr(args, "n_random", 5),
+        device=args.device, batch_size=args.batch_size)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"generate": _generate, "layers": _layers, "influence": _influence, "sobol": _sobol}
+    commands = {"generate": _generate, "layers": _layers, "influence": _influence, "sobol": _sobol,
+                "essence": _decision, "ablate": _decision, "surrogate": _decision}
     try:
         return commands[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:

@@ -105,7 +105,7 @@ def versions() -> dict[str, str]:
 def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: int, parameters: dict[str, Any],
                    layers: list[dict[str, Any]], n_images_rendered: int, device: str,
                    device_name: str | None = None, sobol: dict[str, Any] | None = None,
-                   created: _dt.datetime | None = None) -> dict[str, Any]:
+                   figures: list[Any] | None = None, created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
     created = created or _dt.datetime.now(_dt.timezone.utc)
@@ -123,6 +123,8 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
     }
     if sobol is not None:
         manifest["sobol"] = sobol
+    if figures:
+        manifest["figures"] = figures
     if device_name is not None:
         manifest["device_name"] = device_name
     return validate_manifest(manifest)

@@ -17,6 +17,7 @@ UNIT_SELECTIONS = ("random", "top_variance", "influence", *MIS_SELECTIONS)
 INFLUENCE_DISTRIBUTIONS = ("class", "all")
 ATTRIBUTION_METHODS = ("gradcam", "saliency", "occlusion", "lrp")
 SOBOL_PERTURBATIONS = ("inpaint-blur", "mean")
+SOBOL_REGIONS = ("grid", "superpixels")
 
 NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
                 "l1_ratio": 0.0}
@@ -106,6 +107,32 @@ class StimulusConfig:
     sobol_grid: int = 4
     sobol_n_samples: int = 256
     sobol_perturbation: str = "inpaint-blur"
+    # second-order indices S2 (upper triangle, with bootstrap half-widths) per image; doubles the forward
+    # passes (sobol_n_samples·(2·regions + 2) per image)
+    sobol_second_order: bool = False
+    # regions: the grid, or SLIC superpixels (scikit-image) of about sobol_superpixels segments that
+    # follow the image's content, as the "semantic" regions of SBSA
+    sobol_regions: str = "grid"
+    sobol_superpixels: int = 16
+    # from units to decisions (stimuli.decisions), on a seeded subset of decision_max_images images:
+    # the essence curves of influence_class (stimuli.essence; needs influence_class), over essence_k
+    # (default: 1, 2, 4, … K) with essence_random_seeds random orders; per-unit ablation
+    # (stimuli.ablation) of the chosen units and, for the layer's mean, up to ablation_max_units units;
+    # label purity of the top label_entropy_top_n images (0: none); surrogate decision trees over
+    # surrogate_k units x surrogate_depth depths. Each intervention re-runs only the network after the
+    # layer (stimuli.tail), so on the demo these add a few seconds
+    decision_max_images: int | None = 256
+    essence: bool = True
+    essence_k: list[int] | None = None
+    essence_random_seeds: int = 3
+    ablation: bool = True
+    ablation_max_units: int = 32
+    label_entropy_top_n: int = 50
+    surrogate: bool = True
+    surrogate_k: list[int] | None = None
+    surrogate_depth: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    # SVG figures of the curves (explained variance, completeness, essence, surrogate fidelity)
+    figures: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -276,6 +303,29 @@ class StimulusConfig:
              f"sobol_n_samples must be an integer >= 2, not {self.sobol_n_samples!r}")
         need(self.sobol_perturbation in SOBOL_PERTURBATIONS,
              f"sobol_perturbation must be one of {', '.join(SOBOL_PERTURBATIONS)}, not {self.sobol_perturbation!r}")
+        need(isinstance(self.sobol_second_order, bool), "sobol_second_order must be true or false")
+        need(self.sobol_regions in SOBOL_REGIONS,
+             f"sobol_regions must be one of {', '.join(SOBOL_REGIONS)}, not {self.sobol_regions!r}")
+        need(_is_int(self.sobol_superpixels) and 2 <= self.sobol_superpixels <= 256,
+             f"sobol_superpixels must be an integer in [2, 256], not {self.sobol_superpixels!r}")
+        need(self.decision_max_images is None
+             or (_is_int(self.decision_max_images) and self.decision_max_images >= 4),
+             "decision_max_images must be null or an integer >= 4")
+        for key in ("essence", "ablation", "surrogate", "figures"):
+            need(isinstance(getattr(self, key), bool), f"{key} must be true or false")
+        for key in ("essence_k", "surrogate_k"):
+            value = getattr(self, key)
+            need(value is None or (isinstance(value, list) and value and all(_is_int(k) and k >= 1 for k in value)),
+                 f"{key} must be null or a non-empty list of positive integers")
+        need(isinstance(self.surrogate_depth, list) and self.surrogate_depth
+             and all(_is_int(d) and d >= 1 for d in self.surrogate_depth),
+             "surrogate_depth must be a non-empty list of positive integers")
+        need(_is_int(self.essence_random_seeds) and self.essence_random_seeds >= 0,
+             "essence_random_seeds must be a non-negative integer")
+        need(_is_int(self.ablation_max_units) and self.ablation_max_units >= 0,
+             "ablation_max_units must be a non-negative integer")
+        need(_is_int(self.label_entropy_top_n) and self.label_entropy_top_n >= 0,
+             "label_entropy_top_n must be a non-negative integer")
         if "nmf" in self.bases and self.activation != "post_relu":
             raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
 

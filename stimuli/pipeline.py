@@ -18,6 +18,8 @@ import numpy as np
 
 from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
+from .decisions import decision_measures
+from .figures import draw_figures
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +205,21 @@ def _choose_by_machine_score(config: StimulusConfig, candidates, exemplars_of: C
 def _region_sobol(config: StimulusConfig, net, images, writer, size, device, report) -> dict:
     """The manifest's ``sobol`` entry: Sobol-SBSA region indices of the network's decision (its
     prediction) for ``config.sobol_images`` images spread over the classes, and the network's
-    interaction share. First and total order only: the share needs no second-order indices, which
-    would double the forward passes."""
+    interaction share. Second-order indices only with ``sobol_second_order``: the share needs none, and
+    they double the forward passes. Regions are the grid or, with ``sobol_regions="superpixels"``, each
+    image's SLIC superpixels; either way each image's label map is stored as a PNG."""
     from .render import render
     from .selection import unit_rng
-    from .sobol import choose_images, region_sobol_images, share_summary
+    from .sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
+        upper_triangle
 
     chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
+    regions = partial(superpixel_labels, n_segments=config.sobol_superpixels) \
+        if config.sobol_regions == "superpixels" else None
     results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol_grid,
                                   n_samples=config.sobol_n_samples, perturbation=config.sobol_perturbation,
-                                  device=device, batch_size=config.batch_size, second_order=False,
-                                  seed=config.seed, progress=lambda f: report("sobol", f))
+                                  device=device, batch_size=config.batch_size, second_order=config.sobol_second_order,
+                                  seed=config.seed, progress=lambda f: report("sobol", f), regions=regions)
     per_image = []
     for i, res in zip(chosen, results):
         d = res.to_dict()
@@ -223,12 +229,16 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
             "label": None if images.labels is None else int(images.labels[int(i)]),
             "target_class": res.target_class,
             **{k: d[k] for k in ("S1", "ST", "S1_conf", "ST_conf", "interaction_share", "variance")},
+            "n_regions": res.n_regions, "regions": writer.add_image(label_map_png(res.labels)),
         })
+        if config.sobol_second_order:
+            per_image[-1].update(S2=upper_triangle(res.S2), S2_conf=upper_triangle(res.S2_conf))
     first = results[0]
     return {
-        "grid": list(first.grid), "n_samples": config.sobol_n_samples, "n_base": first.n_base,
+        "grid": list(first.grid) if first.grid else None, "regions": config.sobol_regions,
+        "n_samples": config.sobol_n_samples, "n_base": first.n_base,
         "n_forwards_per_image": first.n_forwards, "perturbation": config.sobol_perturbation,
-        "output": first.output, "target": "prediction", "second_order": False,
+        "output": first.output, "target": "prediction", "second_order": config.sobol_second_order,
         "images": per_image,
         "interaction_share": share_summary([res.interaction_share for res in results]),
     }
@@ -429,10 +439,22 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered) -> 
     return entry
 
 
+def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
+                      chosen: Chosen, influence: dict):
+    """Part of stage ``measures``: the decision measures of :mod:`stimuli.decisions` (essence, ablation,
+    label purity, surrogate rules), added to each chosen unit's measures; the per-layer entries are
+    returned for :func:`layer_entries`."""
+    decisions = decision_measures(config, inputs.net, inputs.images, fitted, chosen.units, influence, inputs.device)
+    for (layer, name), units in chosen.units.items():
+        for unit in units:
+            unit.measures.update(decisions.unit_measures(layer, name, unit.index))
+    return decisions
+
+
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
-                  influence: dict, chosen: Chosen, rendered: Rendered, report: Progress) -> list[dict]:
+                  influence: dict, chosen: Chosen, rendered: Rendered, decisions, report: Progress) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
-    completeness, and its chosen units with their files."""
+    completeness, its decision measures, and its chosen units with their files."""
     from .completeness import cumulative_explained_variance, unit_order
 
     report("measures", 0.0)
@@ -463,6 +485,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             entry["influence_concentration"] = _r(influence[key]["concentration"])
         if rendered.overlays:
             entry["attribution_method"] = config.attribution_method
+        entry.update(decisions.layer_entry(layer, name))
         if hasattr(basis, "reconstruction_err_"):
             entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
         entries.append(entry)
@@ -481,7 +504,7 @@ def region_sobol(config: StimulusConfig, inputs: Inputs, writer: ArtifactWriter,
 
 
 def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[dict], sobol: dict | None,
-                   writer: ArtifactWriter, report: Progress) -> Path:
+                   figures: list[dict], writer: ArtifactWriter, report: Progress) -> Path:
     """Stage ``write``: the manifest (:func:`stimuli.artifact.build_manifest`), and the artifact
     renamed into place."""
     import torch
@@ -494,7 +517,7 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
     manifest = build_manifest(
         network=inputs.net.describe(), dataset=dataset, seed=config.seed,
         parameters={k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")},
-        layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol,
+        layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol, figures=figures,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     path = writer.commit(manifest)
     report("write", 1.0)
@@ -525,6 +548,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     chosen = choose_units(config, inputs, fitted, influence, report)
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
-        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, report)
+        decisions = measure_decisions(config, inputs, fitted, chosen, influence)
+        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, decisions, report)
+        figures = draw_figures(layers, writer.tmp) if config.figures else []
         sobol = region_sobol(config, inputs, writer, rendered.size, report)
-        return write_manifest(config, inputs, acts, layers, sobol, writer, report)
+        return write_manifest(config, inputs, acts, layers, sobol, figures, writer, report)

@@ -166,6 +166,44 @@ def grid_labels(height: int, width: int, grid: int | tuple[int, int]) -> np.ndar
     return rows[:, None] * gw + cols[None, :]
 
 
+def superpixel_labels(x, n_segments: int = 16, compactness: float = 0.3) -> np.ndarray:
+    """An H x W map of SLIC superpixels (scikit-image) of a C x H x W input, labels 0…D−1: regions that
+    follow the image's content, the "semantic" regions of SBSA. The input is the network's (normalised,
+    of any channel count), so it is scaled to [0, 1] and clustered as it is, not as sRGB through CIELAB;
+    ``compactness`` weighs space against intensity on that scale (scikit-image's 10 suits Lab's 0–100)."""
+    from skimage.segmentation import slic
+
+    arr = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
+    img = np.moveaxis(arr, 0, -1)
+    lo, hi = img.min(), img.max()
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    labels = slic(img, n_segments=n_segments, compactness=compactness, start_label=0,
+                  channel_axis=-1, convert2lab=False, enforce_connectivity=True)
+    # SLIC may skip label values; renumber so that every region 0…D−1 exists
+    _, dense = np.unique(labels, return_inverse=True)
+    return dense.reshape(labels.shape).astype(np.int64)
+
+
+def label_map_png(labels: np.ndarray) -> bytes:
+    """A region label map as a grayscale PNG (8-bit, or 16-bit over 255 regions) holding the labels."""
+    import io
+
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    image = Image.fromarray(labels.astype(np.uint8), mode="L") if labels.max() < 256 \
+        else Image.fromarray(labels.astype(np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upper_triangle(matrix: np.ndarray, digits: int = 6) -> list[list[float]]:
+    """Row i holds ``matrix[i, i+1:]``: a symmetric index matrix without its repeats and diagonal."""
+    m = np.nan_to_num(np.asarray(matrix, dtype=np.float64), nan=0.0)
+    return [[round(float(v), digits) for v in m[i, i + 1:]] for i in range(len(m) - 1)]
+
+
 def perturbed_baseline(x, perturbation: str = "inpaint-blur", blur_sigma: float | None = None):
     """The image every region fades to, in the network's input space (C x H x W tensor)."""
     import torch
@@ -200,6 +238,7 @@ class RegionSobol:
     n_forwards: int
     grid: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    S2_conf: np.ndarray | None = None
 
     @property
     def n_regions(self) -> int:
@@ -226,7 +265,7 @@ class RegionSobol:
                 "grid": list(self.grid) if self.grid else None, "n_regions": self.n_regions,
                 "n_base": self.n_base, "n_forwards": self.n_forwards, "variance": round(self.variance, 8),
                 "S1": r(self.S1), "ST": r(self.ST), "S1_conf": r(self.S1_conf), "ST_conf": r(self.ST_conf),
-                "S2": r(self.S2), "interaction_share": round(self.interaction_share, 6),
+                "S2": r(self.S2), "S2_conf": r(self.S2_conf), "interaction_share": round(self.interaction_share, 6),
                 "st_excess": round(self.st_excess, 6), **self.extra}
 
     def summary(self) -> str:
@@ -317,7 +356,8 @@ def region_sobol(model, image, preprocess: Callable | None = None, target_class:
     return RegionSobol(S1=res["S1"], ST=res["ST"], S1_conf=res.get("S1_conf", zeros),
                        ST_conf=res.get("ST_conf", zeros), S2=res.get("S2"), labels=labels,
                        target_class=int(target_class), output=output, perturbation=perturbation,
-                       variance=res["variance"], n_base=res["n_base"], n_forwards=len(points), grid=grid_shape)
+                       variance=res["variance"], n_base=res["n_base"], n_forwards=len(points), grid=grid_shape,
+                       S2_conf=res.get("S2_conf"))
 
 
 def choose_images(n_images: int, n: int, labels: Sequence[int] | None = None,
@@ -341,13 +381,19 @@ def choose_images(n_images: int, n: int, labels: Sequence[int] | None = None,
 
 def region_sobol_images(model, images, preprocess: Callable | None, indices: Sequence[int],
                         target_classes: Sequence[int] | None = None,
-                        progress: Callable[[float], None] | None = None, **kwargs) -> list[RegionSobol]:
+                        progress: Callable[[float], None] | None = None,
+                        regions: Callable[[Any], np.ndarray] | None = None, **kwargs) -> list[RegionSobol]:
     """:func:`region_sobol` for each image ``indices`` of ``images`` (an ImageSet or a sequence of input
-    tensors); ``target_classes`` defaults to each image's predicted class."""
+    tensors); ``target_classes`` defaults to each image's predicted class. ``regions`` (an input
+    tensor -> label map, such as :func:`superpixel_labels`) gives each image its own regions in place
+    of the grid."""
     out = []
     for j, i in enumerate(indices):
         img = images.load(int(i)) if hasattr(images, "load") else images[int(i)]
         tc = None if target_classes is None else int(target_classes[j])
+        if regions is not None:
+            img = img if preprocess is None or not hasattr(images, "load") else preprocess(img)
+            kwargs["grid"] = regions(img)
         out.append(region_sobol(model, img, preprocess, tc, **kwargs))
         if progress:
             progress((j + 1) / len(indices))

@@ -24,9 +24,9 @@ from .models import (Condition, Exemplar, ImageSet, Network, Participant, Respon
                      Unit)
 
 THUMBNAILS_PER_ROLE = 9
-# Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and the region analyses' pictures,
+# Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and figures, the region analyses' pictures,
 # never its manifest or a folder.
-RESEARCH_PICTURE = re.compile(r"(job-\d+/images|regions)/[0-9a-f]{20}\.png")
+RESEARCH_PICTURE = re.compile(r"(job-\d+/images|regions)/[0-9a-f]{20}\.png|job-\d+/figures/[\w.-]+\.svg")
 
 
 def research_picture_url(path):
@@ -120,7 +120,7 @@ class JobAdmin(admin.ModelAdmin):
 class StimulusJobAdmin(JobAdmin):
     form = StimulusJobForm
     inputs = StimulusJobForm.Meta.fields
-    results = ["measures_table", "region_sobol", "artifact"]
+    results = ["measures_table", "curves", "region_sobol", "artifact"]
     result_columns = ["unit_count"]
 
     def get_urls(self):
@@ -164,20 +164,35 @@ class StimulusJobAdmin(JobAdmin):
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
         return format_html("<table>{}{}</table>", header, body)
 
+    @admin.display(description="curves")
+    def curves(self, job):
+        """The artifact's SVG figures (stimuli.figures): explained variance, completeness, essence and
+        surrogate fidelity per layer, the bases side by side."""
+        figures = job.summary.get("figures") or []
+        if not figures:
+            return "—"
+        return format_html_join(
+            "", "<figure class='job-curve' style='display:inline-block;margin:0 8px 8px 0'>"
+                "<img src='{}' alt='{}' style='max-width:560px'><figcaption>{}</figcaption></figure>",
+            ((research_picture_url(f"{job.artifact}/{f['file']}"), f["title"], f["title"]) for f in figures))
+
     @admin.display(description="Sobol region indices of the decision")
     def region_sobol(self, job):
         sobol = job.summary.get("sobol")
         if not sobol:
             return "— (set sobol_images in the parameters)"
         share = sobol.get("interaction_share") or {}
+        grid = sobol.get("grid")
         rows = [(research_picture_url(f"{job.artifact}/{image['image']}"), image.get("target_class"),
-                 f"{image['interaction_share']:.3f}", _index_grid(image["ST"], sobol["grid"]))
+                 f"{image['interaction_share']:.3f}",
+                 _index_grid(image["ST"], grid) if grid else ", ".join(_fmt(v) for v in image["ST"]))
                 for image in sobol.get("images", [])]
+        regions = format_html("Grid {}×{}", *grid) if grid else "SLIC superpixels"
         head = format_html(
             "<p>Interaction share (1 − Σ first-order indices) over {} images: mean {}, median {}, sd {}. "
-            "Grid {}×{}, {} samples; cells show each region's total index.</p>",
+            "{}, {} samples; cells show each region's total index.</p>",
             share.get("n_images"), _fmt(share.get("mean")), _fmt(share.get("median")), _fmt(share.get("sd")),
-            *sobol["grid"], sobol.get("n_samples"))
+            regions, sobol.get("n_samples"))
         body = format_html_join(
             "", "<tr><td><img src='{}' width='48' height='48' style='image-rendering:pixelated'></td>"
                 "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)

@@ -23,10 +23,12 @@ def demo_job():
     if existing is not None:
         return existing, False
     # relu3, the demo's penultimate layer, embeds the images for each unit's machine score; the
-    # attribution overlays let a researcher add an `overlay` condition without running another job.
+    # attribution overlays let a researcher add an `overlay` condition without running another job;
+    # a class of interest gives the job's page the essence curves beside the other measures.
     job = StimulusJob.objects.create(network=network, image_set=image_set, layer=DEMO_LAYER,
                                      bases=",".join(DEMO_BASES), n_units=DEMO_UNITS, seed=0,
-                                     parameters={"mis_layer": "relu3", "attribution_overlays": True})
+                                     parameters={"mis_layer": "relu3", "attribution_overlays": True,
+                                                 "influence_class": 3})
     return job, True
 
 

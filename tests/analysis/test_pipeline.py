@@ -190,3 +190,37 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     for stem in ("accuracy", "unit_accuracy", "rt", "confidence"):
         assert (tmp_path / f"{stem}.svg").exists() and (tmp_path / f"{stem}.png").exists()
     assert "Likelihood-ratio test of basis: chi2(2)" in res["text"]
+
+
+def test_report_shows_the_artifact_curves_beside_accuracy_per_basis(tmp_path, capsys):
+    """The report takes the stimulus artifact's folder: its SVG figures, titled by its manifest, are
+    embedded beside people's accuracy per basis; without it the section says it was skipped."""
+    import base64
+
+    from analysis.__main__ import main as analysis_main
+
+    artifact = tmp_path / "artifact"
+    (artifact / "figures").mkdir(parents=True)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>'
+    (artifact / "figures" / "conv2-essence.svg").write_bytes(svg)
+    (artifact / "manifest.json").write_text(json.dumps({"figures": [
+        {"layer": "conv2", "kind": "essence", "title": "conv2: essence of the class", "file": "figures/conv2-essence.svg"}]}))
+    export = tmp_path / "e.csv"
+    _export().to_csv(export, index=False)
+    assert analysis_main(["report", str(export), "--out", str(tmp_path / "with"), "--n-boot", "20", "--no-model",
+                          "--curves", str(artifact), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    page = (tmp_path / "with" / "report.html").read_text()
+    assert "data:image/svg+xml;base64," + base64.b64encode(svg).decode() in page
+    assert "conv2: essence of the class</figcaption>" in page
+    per_basis = {r["basis"]: r["accuracy"] for r in res["curves"]["accuracy_per_basis"]}
+    from analysis.exclusions import exclude
+    from analysis.load import main_trials
+
+    kept = main_trials(exclude(_export(), "auto", None).kept)
+    assert kept.participant.nunique() < 12  # people excluded by the rules do not count
+    for basis, acc in per_basis.items():
+        assert acc == pytest.approx(kept.loc[kept.basis == basis, "correct"].mean())
+    assert len(per_basis) == 2
+    run_report(_export(), tmp_path / "without", n_boot=20, fit_model=False)
+    assert "skipped: the export carries no figures" in (tmp_path / "without" / "report.html").read_text()

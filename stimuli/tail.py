@@ -1,0 +1,101 @@
+"""A network cut at a layer: the head runs once per image, the tail once per intervention.
+
+Essence curves and per-unit ablations change a layer's output many times per image. Re-running the
+whole network each time would repeat the work before the layer; with the tail alone, an intervention
+on ResNet-18's ``layer4`` costs the average pool and the classifier. The cut is made on a torch.fx
+trace of the model (the layer kept as one leaf module): values computed before the layer that the tail
+still reads (a skip connection around a cut inside a block) travel with the layer's output.
+
+Where the model cannot be traced (a TorchScript file, data-dependent control flow), or the layer is not
+a module, :func:`split_at` returns None and callers fall back to full forward passes with a hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+
+class _LeafTracer(fx.Tracer):
+    def __init__(self, leaf: str) -> None:
+        super().__init__()
+        self.leaf = leaf
+
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        return qualname == self.leaf or super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class Split:
+    """``head(x) -> (layer output, *carried)``; ``tail(layer output, *carried) -> logits``."""
+
+    head: fx.GraphModule
+    tail: fx.GraphModule
+    n_carried: int
+
+
+def _copy(graph: fx.Graph, nodes, env: dict) -> None:
+    for node in nodes:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+
+
+def split_at(model: torch.nn.Module, layer: str) -> Split | None:
+    """The model cut after module ``layer``, or None where it cannot be cut (module docstring)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return None
+    try:
+        graph = _LeafTracer(layer).trace(model)
+    except Exception:  # noqa: BLE001 - any tracing failure means: use the hook path
+        return None
+    nodes = list(graph.nodes)
+    cut = [n for n in nodes if n.op == "call_module" and n.target == layer]
+    if len(cut) != 1:
+        return None
+    cut = cut[0]
+    position = {n: i for i, n in enumerate(nodes)}
+    after: set[fx.Node] = set()
+    for n in nodes[position[cut] + 1:]:
+        if any(a is cut or a in after for a in n.all_input_nodes):
+            after.add(n)
+    output = next(n for n in nodes if n.op == "output")
+    if output not in after or any(a is not cut and a not in after for a in output.all_input_nodes):
+        return None
+    tail_nodes = [n for n in nodes if n in after and n.op != "output"]
+    # constants are copied into the tail; any other value from before the cut is carried
+    carried, constants = [], []
+    for n in tail_nodes:
+        for a in n.all_input_nodes:
+            if a is cut or a in after:
+                continue
+            if a.op == "get_attr":
+                if a not in constants:
+                    constants.append(a)
+            elif a not in carried:
+                carried.append(a)
+
+    tail = fx.Graph()
+    env: dict = {cut: tail.placeholder("layer_output")}
+    for j, a in enumerate(carried):
+        env[a] = tail.placeholder(f"carried_{j}")
+    _copy(tail, constants, env)
+    _copy(tail, tail_nodes, env)
+    tail.output(env[output.args[0]] if len(output.args) == 1 else tuple(env[a] for a in output.args))
+
+    needed: set[fx.Node] = set()
+    stack = [cut, *carried]
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(n.all_input_nodes)
+    head = fx.Graph()
+    env = {}
+    _copy(head, [n for n in nodes if n in needed], env)
+    head.output((env[cut], *(env[a] for a in carried)))
+    try:
+        return Split(head=fx.GraphModule(model, head), tail=fx.GraphModule(model, tail), n_carried=len(carried))
+    except Exception:  # noqa: BLE001
+        return None
