@@ -5,8 +5,9 @@ import pytest
 from studyapp import participation
 from studyapp.models import Participant, Response, Trial
 from studyapp.recruitment import Arrival
-from studyapp.simulation import (AnswerOracle, Behaviour, Browser, Outcome, Request, SimulationResult, _Page,
-                                 image_key, parse_accuracy, percentile, simulate)
+from studyapp.simulation import (AnswerOracle, Behaviour, Browser, Outcome, Request, SimulationResult, image_key,
+                                 parse_accuracy, percentile, simulate)
+from studyapp.simulation.browser import PageParser
 from tests.studyapp.conftest import make_job, make_study
 
 
@@ -35,7 +36,7 @@ def test_percentile_interpolates():
 
 
 def test_pages_are_parsed_as_the_browser_reads_them():
-    page = _Page()
+    page = PageParser()
     page.feed('<form method="post" action="/s/x/start"><input type="hidden" name="csrfmiddlewaretoken" '
               'value="tok"><input type="hidden" name="PROLIFIC_PID" value="p1"><button>Go</button></form>'
               '<script id="study-config" type="application/json">{"token": "t", "x": "\\u003C/script\\u003E"}'
