@@ -5,8 +5,10 @@ R_X R_X' = X'X − R_ZX'R_ZX, c_β = R_X⁻¹(X'y − R_ZX'c_u), β̂ = R_X'⁻�
 residual sum of squares r² = y'y − c_u'c_u − c_β'c_β. Then
 ML:   −2ℓ(θ) = log|L|² + n (1 + log(2π r²/n))
 REML: −2ℓ_R(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p))).
-Only θ is optimised; everything else is closed form. The cross-products are formed once, so
-each evaluation costs one dense q × q Cholesky and never touches the n rows.
+Only θ is optimised; everything else is closed form. On the dense path (small q) the
+cross-products are formed once, so each evaluation costs one dense q × q Cholesky and never
+touches the n rows; on the sparse path (many random effects) each evaluation assembles and
+factorizes Λ'Z'ZΛ + I in the blocked sparse form of analysis/_blocked.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from ._mixed import (
     fixed_table,
     information_criteria,
     lrt,
+    DenseFactor,
     minimize_bounded,
+    progress,
     single_threaded_blas,
     random_tables,
     ranef_tables,
@@ -35,18 +39,22 @@ __all__ = ["LinearMixedModel", "lrt"]
 
 
 class LinearMixedModel:
-    """``LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", df).fit(reml=True)``."""
+    """``LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", df).fit(reml=True)``.
 
-    def __init__(self, design: MixedDesign):
+    ``method``: "auto", "dense" or "sparse" (see ``RandomStructure``).
+    """
+
+    def __init__(self, design: MixedDesign, method: str = "auto"):
         self.design = design
         y = design.y_raw
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
             y = pd.to_numeric(y, errors="raise")
         self.y = np.asarray(y, dtype=float)
         self.X = design.X
-        self.rs = RandomStructure(design)
+        self.rs = RandomStructure(design, method)
         rs = self.rs
-        self.ZtZ = rs.ZtWZ(None)
+        self.ZtZ = None if rs.sparse else rs.ZtWZ(None)
+        self._progress = None
         self.ZtX = np.asarray(rs.Zt @ self.X)
         self.Zty = np.asarray(rs.Zt @ self.y)
         self.XtX = self.X.T @ self.X
@@ -54,24 +62,32 @@ class LinearMixedModel:
         self.yty = float(self.y @ self.y)
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame) -> "LinearMixedModel":
+    def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto") -> "LinearMixedModel":
         design = build_design(formula, data)
         if not design.blocks:
             raise ValueError("the formula has no random-effect term such as (1 | participant)")
-        return cls(design)
+        return cls(design, method)
 
     def _solve(self, theta):
-        Lt = self.rs.Lambda_t(theta)
-        A = self.rs.sandwich(Lt, self.ZtZ)
-        A[np.diag_indices_from(A)] += 1.0
-        L = cholesky_lower(A)
-        cu = tri_solve(L, Lt @ self.Zty)
-        RZX = tri_solve(L, np.asarray(Lt @ self.ZtX))
+        """The profiled pieces at θ. ``L`` is a factor object (``solve``, ``solve_t``,
+        ``logdet``), dense or sparse; everything else is at most q × p."""
+        rs = self.rs
+        Lt = rs.Lambda_t(theta)
+        if rs.sparse:
+            L = rs.factor(rs.zl(theta), None)
+        else:
+            A = rs.sandwich(Lt, self.ZtZ)
+            A[np.diag_indices_from(A)] += 1.0
+            L = DenseFactor(A)
+        if self._progress is not None:
+            self._progress.update()
+        cu = L.solve(Lt @ self.Zty)
+        RZX = L.solve(np.asarray(Lt @ self.ZtX))
         RX = cholesky_lower(self.XtX - RZX.T @ RZX)
         cb = tri_solve(RX, self.Xty - RZX.T @ cu)
         beta = tri_solve(RX, cb, trans=True)
         r2 = max(self.yty - cu @ cu - cb @ cb, 1e-300)
-        ldL = 2 * np.log(np.diag(L)).sum()
+        ldL = L.logdet()
         ldRX = 2 * np.log(np.diag(RX)).sum()
         return dict(L=L, Lt=Lt, cu=cu, RZX=RZX, RX=RX, beta=beta, r2=r2, ldL=ldL, ldRX=ldRX)
 
@@ -88,8 +104,12 @@ class LinearMixedModel:
         return s["ldL"] + n * (1 + math.log(2 * math.pi * s["r2"] / n))
 
     def fit(self, reml: bool = True) -> MixedResult:
-        with single_threaded_blas():
-            return self._fit(reml)
+        with single_threaded_blas(), progress(f"LMM fit ({self.rs.method}, q={self.rs.q})") as bar:
+            self._progress = bar
+            try:
+                return self._fit(reml)
+            finally:
+                self._progress = None
 
     def _fit(self, reml: bool = True) -> MixedResult:
         rs = self.rs
@@ -104,7 +124,7 @@ class LinearMixedModel:
         sigma2 = s["r2"] / (n - p if reml else n)
         RXinv = tri_solve(s["RX"], np.eye(p))
         vcov = sigma2 * RXinv.T @ RXinv
-        u = tri_solve(s["L"], s["cu"] - s["RZX"] @ s["beta"], trans=True)
+        u = s["L"].solve_t(s["cu"] - s["RZX"] @ s["beta"])
         b = np.asarray(s["Lt"].T @ u)
         random, corr = random_tables(rs, theta, sigma2)
         random = pd.concat(
@@ -136,5 +156,5 @@ class LinearMixedModel:
             sigma=math.sqrt(sigma2),
             se_method="exact",
             model=self,
-            extra={"nfev": nfev},
+            extra={"nfev": nfev, "method": rs.method},
         )
