@@ -90,6 +90,13 @@ class BlockedPattern:
         self.e_level, self.e_a, self.e_r = e_level, e_a, r[e_level]
         # row i, slot a of the first term, slot c of the rest → entry of B
         self.bmap = eidx[inv][:, :, :].transpose(0, 2, 1).reshape(n, p1 * m2) if m2 else None
+        # C' as CSR with the same fixed pattern: C'C is then a CSR × CSR product, with no
+        # conversion between formats at each factorization
+        tr = sp.csr_matrix((np.arange(1, nnz + 1, dtype=float), self.indices, self.indptr),
+                           shape=(q1, q2)).T.tocsr()
+        tr.sort_indices()
+        self.t_perm = tr.data.astype(np.int64) - 1
+        self.t_indices, self.t_indptr = tr.indices, tr.indptr
         self.pairs_count = int(np.sum(self.e_r))
         self._pairs = None
 
@@ -119,11 +126,10 @@ class BlockedPattern:
             starts = np.concatenate([[0], np.cumsum(seg)[:-1]])
             row = np.repeat(np.arange(self.q1), np.diff(self.indptr))
             rowstart = self.indptr[row]
-            itype = np.int32 if max(self.nnz, self.q2 * self.q2) < 2**31 else np.int64
-            e1 = (np.repeat(rowstart - starts, seg) + np.arange(self.pairs_count)).astype(itype)
-            flat = self.indices[e1].astype(itype) * itype(self.q2) + np.repeat(
-                self.indices.astype(itype), seg
-            )
+            # native-width indices: np.take would convert narrower ones on every call
+            e1 = np.repeat(rowstart - starts, seg) + np.arange(self.pairs_count)
+            flat = self.indices[e1].astype(np.intp) * self.q2
+            flat += np.repeat(self.indices.astype(np.intp), seg)
             self._pairs = (e1, flat, starts)
         return self._pairs
 
@@ -158,7 +164,8 @@ class BlockedFactor:
             E = np.bincount(
                 pat.eflat, weights=(wz2[:, pat._c2] * z2[:, pat._d2]).ravel(), minlength=q2 * q2
             ).reshape(q2, q2)
-            E -= (self.C.T @ self.C).toarray()
+            Ct = sp.csr_matrix((cdata[pat.t_perm], pat.t_indices, pat.t_indptr), shape=(q2, pat.q1))
+            E -= (Ct @ self.C).toarray()
             E[np.diag_indices_from(E)] += 1.0
             self.L2 = la.cholesky(E, lower=True, check_finite=False)
             self.logdet2 = 2 * np.log(np.diag(self.L2)).sum()
@@ -219,7 +226,10 @@ class BlockedFactor:
             Si = np.tril(Si) + np.tril(Si, -1).T
             e1, flat, starts = pat.pairs()
             cdata = self.C.data
-            Q = np.add.reduceat(cdata[e1] * Si.ravel()[flat], starts) if len(starts) else cdata
+            prod = np.take(cdata, e1)
+            prod *= np.take(Si.ravel(), flat)
+            Q = np.add.reduceat(prod, starts) if len(starts) else cdata
+            del prod
             # M_ℓ = (C S⁻¹ C')_ℓℓ = Σ_k Q[(ℓ, a), k] C[(ℓ, b), k], over C's pattern only
             base = np.arange(pat.nnz) - pat.e_a * pat.e_r
             key = pat.e_level * (p1 * p1) + pat.e_a * p1

@@ -99,9 +99,10 @@ class BinomialGLMM:
 
     # -- likelihood pieces --------------------------------------------------------------
     def _loglik_cond(self, eta):
-        # log p(y | η) without the binomial coefficients; log μ = −log(1 + e^{−η})
+        # log p(y | η) without the binomial coefficients: y log μ + (1 − y) log(1 − μ)
+        # = y η − log(1 + e^η), one logaddexp instead of two
         n, y = self.n_trials, self.y
-        return float(np.sum(n * (-y * np.logaddexp(0, -eta) - (1 - y) * np.logaddexp(0, eta))))
+        return float(np.sum(n * (y * eta - np.logaddexp(0, eta))))
 
     def _pirls(self, theta, beta=None, tol=1e-10, maxit=60):
         """Conditional mode û (and β̂ when ``beta`` is None, the nAGQ = 0 stage).
@@ -167,7 +168,8 @@ class BinomialGLMM:
                 decrement < tol and np.max(np.abs(step * du), initial=0) < 1e-9
             ):
                 break
-            if not chord or step < 1.0 or decrement > 0.1 * last:
+            # far from û, or converging slowly, a fresh factor (a Newton step) pays for itself
+            if not chord or step < 1.0 or decrement > 1e-3 or decrement > 1e-2 * last:
                 H = None
             last = decrement
         mu = expit(eta)
@@ -326,16 +328,23 @@ class BinomialGLMM:
 
     def _hessian_vcov(self, x, nth):
         """2 H⁻¹ over (θ, β), β block, H by central differences of the exact gradient
-        (lme4's default standard errors come from the same Hessian)."""
+        (lme4's default standard errors come from the same Hessian). On the sparse path, where
+        each gradient costs a factorization and a selected inverse, forward differences halve
+        the work; their O(h) error is ~10⁻⁵ of a standard error."""
         d = len(x)
         h = 1e-5 * np.maximum(np.abs(x), 1.0)
         H = np.empty((d, d))
+        central = not self.rs.sparse
+        g0 = None if central else self.deviance_and_gradient(x[:nth], x[nth:])[1]
         for i in range(d):
             e = np.zeros(d)
             e[i] = h[i]
             gp = self.deviance_and_gradient((x + e)[:nth], (x + e)[nth:])[1]
-            gm = self.deviance_and_gradient((x - e)[:nth], (x - e)[nth:])[1]
-            H[:, i] = (gp - gm) / (2 * h[i])
+            if central:
+                gm = self.deviance_and_gradient((x - e)[:nth], (x - e)[nth:])[1]
+                H[:, i] = (gp - gm) / (2 * h[i])
+            else:
+                H[:, i] = (gp - g0) / h[i]
         H = (H + H.T) / 2
         self.deviance(x[:nth], x[nth:])
         try:
