@@ -116,3 +116,46 @@ def test_crossed_glmm_beyond_dense_memory_recovers_planted_values():
     assert sd["unit"] == pytest.approx(0.15, abs=0.03)
     assert sd["Residual"] == pytest.approx(0.4, abs=0.01)
     assert isinstance(lmm.ranef["unit"], pd.DataFrame) and lmm.extra["method"] == "sparse"
+
+
+LME4 = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "lme4"
+
+
+def _rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def test_sparse_path_agrees_with_lme4_references():
+    """The sparse factorization forced on lme4's own examples, at the reference tests' tolerances
+    (values as in test_lme4_reference.py): crossed, nested, random slope and aggregated binomial."""
+    d = pd.read_csv(LME4 / "Penicillin.csv")
+    res = LinearMixedModel.from_formula("diameter ~ 1 + (1 | plate) + (1 | sample)", d,
+                                        method="sparse").fit()
+    assert res.extra["method"] == "sparse"
+    sd = res.random.set_index("group").sd
+    assert _rel(sd["plate"], 0.8467) < 1e-3 and _rel(sd["sample"], 1.9316) < 1e-3
+    assert _rel(sd["Residual"], 0.5499) < 1e-3 and abs(res.deviance - 330.8606) < 1e-2
+
+    d = pd.read_csv(LME4 / "Pastes.csv")
+    res = LinearMixedModel.from_formula("strength ~ 1 + (1 | batch/cask)", d, method="sparse").fit()
+    sd = res.random.set_index("group").sd
+    assert _rel(sd["batch:cask"], 2.9041) < 1e-3 and _rel(sd["batch"], 1.2874) < 1e-3
+    assert _rel(res.fixed.std_error.iloc[0], 0.6769) < 1e-3 and abs(res.deviance - 246.9907) < 1e-2
+
+    d = pd.read_csv(LME4 / "sleepstudy.csv").astype({"Subject": str})
+    res = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", d, method="sparse").fit()
+    f = res.fixed.set_index("term")
+    assert _rel(f.loc["Days", "estimate"], 10.467285959595987) < 1e-6
+    assert _rel(f.loc["Days", "std_error"], 1.545789643905981) < 1e-3
+    r = res.random.set_index(["group", "term"]).variance
+    assert _rel(r["Subject", "Days"], 35.071714450938849) < 1e-3
+    assert abs(res.deviance - 1743.628) < 1e-2
+
+    d = pd.read_csv(LME4 / "cbpp.csv").astype({"period": int}).astype({"period": str})
+    res = BinomialGLMM.from_formula("incidence ~ period + (1 | herd)", d, trials="size",
+                                    method="sparse").fit()
+    f = res.fixed.set_index("term")
+    assert _rel(f.loc["period4", "estimate"], -1.58030423764517) < 1e-3
+    assert _rel(f.loc["period4", "std_error"], 0.4220) < 0.03
+    assert _rel(res.random.variance.iloc[0], 0.41245527438386) < 1e-3
+    assert abs(-2 * res.loglik - 184.05267459802) < 1e-2
