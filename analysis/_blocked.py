@@ -28,6 +28,8 @@ import scipy.sparse as sp
 # Σ r² (pairs of entries in one row of C) above which the selected inverse is not attempted:
 # 4·10⁸ index pairs would need several GB.
 MAX_PAIRS = 400_000_000
+# The Schur complement over the terms after the largest is held dense: 16,000² is 2 GB.
+MAX_SCHUR_Q = 16_000
 
 
 class BlockedPattern:
@@ -45,6 +47,13 @@ class BlockedPattern:
         self.q1 = q1 = p1 * n1
         self.q = q = rs.q
         self.q2 = q2 = q - q1
+        if q2 > MAX_SCHUR_Q:
+            raise ValueError(
+                f"the random terms other than {b1.group!r} hold {q2} effects; the sparse "
+                f"factorization keeps their Schur complement dense and supports at most "
+                f"{MAX_SCHUR_Q} (put the term with most levels in one block, e.g. "
+                f"(1 + x | {b1.group}) rather than two terms on it)"
+            )
         off1 = offs[k1]
         # permuted position of every original column: the first term's columns, then the rest
         self.order = np.concatenate(

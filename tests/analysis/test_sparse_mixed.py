@@ -159,3 +159,13 @@ def test_sparse_path_agrees_with_lme4_references():
     assert _rel(f.loc["period4", "std_error"], 0.4220) < 0.03
     assert _rel(res.random.variance.iloc[0], 0.41245527438386) < 1e-3
     assert abs(-2 * res.loglik - 184.05267459802) < 1e-2
+
+
+def test_sparse_refuses_a_schur_complement_too_large_to_hold(monkeypatch):
+    import analysis._blocked as blocked
+
+    df = simulate_responses(40, 30, seed=1, units_per_participant=5)
+    design = build_design("correct ~ basis + (1 | participant) + (1 | unit)", df)
+    monkeypatch.setattr(blocked, "MAX_SCHUR_Q", 20)
+    with pytest.raises(ValueError, match="Schur complement"):
+        RandomStructure(design, "sparse")
