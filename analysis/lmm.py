@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy.optimize as opt
 
 from ._mixed import (
     MixedResult,
@@ -104,53 +103,23 @@ class LinearMixedModel:
             return s["ldL"] + s["ldRX"] + m * (1 + math.log(2 * math.pi * s["r2"] / m))
         return s["ldL"] + n * (1 + math.log(2 * math.pi * s["r2"] / n))
 
-    def criterion_and_gradient(self, theta, reml: bool = True):
-        """The criterion and its exact gradient over θ.
-
-        With D_k = ∂Λ/∂θ_k: ∂log|A| = 2 tr(A⁻¹Λ'Z'Z D_k) (entries of A⁻¹ on A's pattern only);
-        ∂r² = −2 e'Z D_k û with e = y − Xβ̂ − ZΛû (β̂, û minimise the penalised sum of squares,
-        so they hold still); ∂log|R_X|² = −2 tr(P⁻¹ W'D_kΛ'W) with P = X'V⁻¹X, W = Z'V⁻¹X and
-        V = I + ZΛΛ'Z', V⁻¹X = X − ZΛA⁻¹Λ'Z'X.
-        """
+    def _criterion_from_residuals(self, theta, reml: bool = True) -> float:
+        """The criterion with r² = ‖y − Xβ̂ − ZΛû‖² + ‖û‖² summed from the residuals: the closed
+        form y'y − c_u'c_u − c_β'c_β loses ~10⁻¹¹ of the criterion to cancellation at 10⁵ rows and
+        more at 10⁶, which finite-difference gradients magnify into a hundred extra evaluations.
+        Costs a few passes over the rows, which the sparse path makes anyway."""
         rs = self.rs
         theta = np.asarray(theta, dtype=float)
         try:
             s = self._solve(theta)
         except np.linalg.LinAlgError:
-            return np.inf, np.zeros(len(theta))
-        X = self.X
-        n, p = X.shape
-        m = n - p if reml else n
-        L, zl = s["L"], rs.zl(theta)
-        u = L.solve_t(s["cu"] - s["RZX"] @ s["beta"])
-        e = self.y - X @ s["beta"] - rs.mul(zl, u)
-        # r² = ‖e‖² + ‖û‖² from the residuals: y'y − c_u'c_u − c_β'c_β loses ~10⁻¹¹ of the
-        # criterion to cancellation at 10⁵ rows, enough to stall the line search
+            return np.inf
+        n, p = self.X.shape
+        u = s["L"].solve_t(s["cu"] - s["RZX"] @ s["beta"])
+        e = self.y - self.X @ s["beta"] - rs.mul(rs.zl(theta), u)
         r2 = float(e @ e + u @ u)
-        f = s["ldL"] + (s["ldRX"] if reml else 0.0) + m * (1 + math.log(2 * math.pi * r2 / m))
-        G = np.einsum("ica,ia->ic", L.row_inverse(rs), zl)
-        if reml:
-            UX = L.solve_t(s["RZX"])
-            VX = X - np.column_stack([rs.mul(zl, UX[:, j]) for j in range(p)])
-            W = np.asarray(rs.Zt @ VX)
-            Y = np.asarray(s["Lt"] @ W)
-            RXi = tri_solve(s["RX"], np.eye(p))
-            Pinv = RXi.T @ RXi
-        g = np.zeros(len(theta))
-        t, off = 0, 0
-        for k, blk in enumerate(rs.blocks):
-            slots = np.flatnonzero(rs.slot_block == k)
-            col0 = off + blk.codes * blk.p
-            lev0 = off + np.arange(blk.n_levels) * blk.p
-            for j in range(blk.p):
-                for i in range(j, blk.p):
-                    xi = blk.X[:, i]
-                    g[t] = 2 * np.sum(xi * G[:, slots[j]]) - 2 * m * np.sum(e * xi * u[col0 + j]) / r2
-                    if reml:
-                        g[t] -= 2 * np.sum(Pinv * (W[lev0 + i].T @ Y[lev0 + j]).T)
-                    t += 1
-            off += blk.p * blk.n_levels
-        return f, g
+        m = n - p if reml else n
+        return s["ldL"] + (s["ldRX"] if reml else 0.0) + m * (1 + math.log(2 * math.pi * r2 / m))
 
     def fit(self, reml: bool = True) -> MixedResult:
         with single_threaded_blas(), progress(f"LMM fit ({self.rs.method}, q={self.rs.q})") as bar:
@@ -163,29 +132,18 @@ class LinearMixedModel:
     def _fit(self, reml: bool = True) -> MixedResult:
         rs = self.rs
         if rs.sparse:
-            # finite differences of a criterion summed over a million rows are noisy enough to
-            # cost L-BFGS-B over a hundred evaluations; the exact gradient needs a dozen or two
-            def run(x0):
-                return opt.minimize(
-                    lambda t: self.criterion_and_gradient(t, reml), x0, jac=True,
-                    method="L-BFGS-B", bounds=rs.bounds(),
-                    options={"ftol": 1e-14, "gtol": 1e-4, "maxiter": 1000, "maxcor": 20},
-                )
-
-            res = run(rs.theta0())
-            nfev = res.nfev
+            crit = lambda t: self._criterion_from_residuals(t, reml)  # noqa: E731
+            theta, dev, nfev, ok = minimize_bounded(crit, rs.theta0(), rs.bounds(), polish=False)
             # an SD at zero is a stationary point (the criterion is even in it), where a
             # gradient method can stop although a positive SD is better: restart off the bound
-            at0 = np.isfinite(rs.theta_lower) & (res.x <= 1e-8)
+            at0 = np.isfinite(rs.theta_lower) & (theta <= 1e-8)
             if at0.any():
-                again = run(np.where(at0, 0.1, res.x))
-                nfev += again.nfev
-                if again.fun < res.fun:
-                    res = again
-            theta = res.x
-            _, g = self.criterion_and_gradient(theta, reml)
-            free = ~(np.isfinite(rs.theta_lower) & (theta <= 1e-8))
-            ok = bool(res.success) or bool(np.max(np.abs(g[free]), initial=0) < 1e-3)
+                th2, dev2, nf2, ok2 = minimize_bounded(
+                    crit, np.where(at0, 0.1, theta), rs.bounds(), polish=False
+                )
+                nfev += nf2
+                if dev2 < dev:
+                    theta, dev, ok = th2, dev2, ok2
         else:
             theta, dev, nfev, ok = minimize_bounded(
                 lambda t: self.criterion(t, reml), rs.theta0(), rs.bounds(), polish=rs.q <= 200
