@@ -55,6 +55,7 @@ bench: install-test
 	$(PY) bench/bench_sobol.py
 	$(PY) bench/bench_stimuli_numerics.py
 	$(PY) bench/bench_analysis.py
+	$(PY) bench/bench_analysis.py --scale
 	$(PY) bench/profile_answer.py --top 0
 	$(PY) bench/bench_load.py --calibrate
 	$(PY) bench/bench_load.py

@@ -7,7 +7,7 @@ import json
 import sys
 
 from .exclusions import MODES, exclude
-from .load import ExportError, main_trials, normalise, parse_mapping, read_responses, read_table
+from .load import ExportError, main_trials, normalise, read_responses, read_table
 from .report import DEFAULT_FORMULA
 from .satterthwaite import DDF_METHODS
 from .tables import format_table

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,23 +20,59 @@ import scipy.linalg as la
 import scipy.optimize as opt
 import scipy.sparse as sp
 from scipy import stats
+from tqdm import tqdm
 
+from ._blocked import BlockedFactor, BlockedPattern
 from .formula import MixedDesign
 
-# Above this many random effects the dense q × q Cholesky would dominate; see README.
+# Above this many random effects a dense q × q matrix (288 MB at 6000) is never formed: the
+# blocked sparse factorization (analysis/_blocked.py) is used whatever the cost model says.
 MAX_DENSE_Q = 6000
+# Below this the dense Cholesky is always cheap (milliseconds) and the choice is not worth making.
+MIN_SPARSE_Q = 300
+METHODS = ("auto", "dense", "sparse")
+
+
+class DenseFactor:
+    """A = L L' by LAPACK for small q; the same interface as ``BlockedFactor``."""
+
+    def __init__(self, A: np.ndarray):
+        self.L = cholesky_lower(A)
+
+    def solve(self, b):
+        return tri_solve(self.L, b)
+
+    def solve_t(self, x):
+        return tri_solve(self.L, x, trans=True)
+
+    def logdet(self) -> float:
+        return float(2 * np.log(np.diag(self.L)).sum())
+
+    def row_inverse(self, rs) -> np.ndarray:
+        """R[i, c, a] = A⁻¹[col_c(i), col_a(i)]."""
+        Ainv, _ = la.lapack.dpotri(self.L, lower=1)
+        Ainv = np.tril(Ainv) + np.tril(Ainv, -1).T
+        return Ainv[rs.cols[:, :, None], rs.cols[:, None, :]]
 
 
 class RandomStructure:
-    """θ ↔ Λθ for a design's random terms, and fast Z'WZ (dense, by scatter-add)."""
+    """θ ↔ Λθ for a design's random terms, and the factorization of Λ'Z'WZΛ + I.
 
-    def __init__(self, design: MixedDesign):
+    ``method``: "dense" (LAPACK Cholesky of the q × q matrix, fastest for small q), "sparse"
+    (the blocked sparse factorization of analysis/_blocked.py, nothing q × q) or "auto": sparse
+    above MAX_DENSE_Q random effects, otherwise whichever the operation count says is cheaper.
+    """
+
+    def __init__(self, design: MixedDesign, method: str = "auto"):
         self.design = design
         self.blocks = design.blocks
         self.q = design.q
-        if self.q > MAX_DENSE_Q:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        if method == "dense" and self.q > MAX_DENSE_Q:
             raise ValueError(
-                f"{self.q} random effects: the dense Cholesky used here supports at most {MAX_DENSE_Q}"
+                f"{self.q} random effects: the dense Cholesky supports at most {MAX_DENSE_Q}; "
+                "use method='sparse' or 'auto'"
             )
         # θ layout: per block, lower triangle of T_k column-major (lme4's order)
         self.theta_slices, lower, names = [], [], []
@@ -65,6 +102,26 @@ class RandomStructure:
         self.Z = design.Z().tocsr()
         self.Zt = self.Z.T.tocsr()
         self._prepare_scatter()
+        self.pattern = None
+        self.sparse = False
+        if method == "sparse" or (method == "auto" and self.q >= MIN_SPARSE_Q and self.n_theta):
+            pattern = BlockedPattern(self)
+            if method == "sparse" or self.q > MAX_DENSE_Q or pattern.cost() < self.q**3 / 3:
+                self.pattern, self.sparse = pattern, True
+        if not self.sparse:
+            self._prepare_dense()
+
+    @property
+    def method(self) -> str:
+        return "sparse" if self.sparse else "dense"
+
+    def factor(self, zl: np.ndarray, w: np.ndarray | None):
+        """Factor of (ZΛ)' diag(w) (ZΛ) + I from the stored values ``zl`` of ZΛ."""
+        if self.sparse:
+            return BlockedFactor(self.pattern, zl, w)
+        A = self.cross(zl, w)
+        A[np.diag_indices_from(A)] += 1.0
+        return DenseFactor(A)
 
     def theta0(self) -> np.ndarray:
         return np.where(np.isfinite(self.theta_lower), 1.0, 0.0)
@@ -110,12 +167,15 @@ class RandomStructure:
         self.vals = np.column_stack(vals) if vals else np.zeros((n, 0))
         self.slot_block = np.array(slot_block, int)
         self.slot_j = np.array(slot_j, int)
+        self._indptr = np.arange(0, n * m + 1, m)
+        self._scalar = all(b.p == 1 for b in self.blocks)
+
+    def _prepare_dense(self):
+        m = self.m
         pa, pc = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
         self._pa, self._pc = pa.ravel(), pc.ravel()
         # Z'WZ = scatter-add of w·z_a·z_c into (col_a, col_c) over all ordered slot pairs
         self._flat = (self.cols[:, self._pa] * self.q + self.cols[:, self._pc]).ravel()
-        self._indptr = np.arange(0, n * m + 1, m)
-        self._scalar = all(b.p == 1 for b in self.blocks)
 
     def cross(self, zl: np.ndarray, w: np.ndarray | None) -> np.ndarray:
         """Dense (ZΛ)' diag(w) (ZΛ) from the n × m stored values ``zl`` of ZΛ."""
@@ -212,6 +272,14 @@ def minimize_bounded(fun, x0, bounds, maxiter=2000, polish=True, ftol=1e-12, eps
             x, f = nm.x, nm.fun
         ok = ok or bool(nm.success)
     return x, f, nfev, ok
+
+
+def progress(desc: str):
+    """A running count of criterion evaluations on stderr, for fits long enough to wonder about:
+    tqdm shows it only after ``delay`` seconds and only when stderr is a terminal
+    (``disable=None``), so short fits, tests and piped output stay silent."""
+    return tqdm(desc=desc, unit=" evaluations", delay=3.0, disable=None, leave=False,
+                file=sys.stderr, mininterval=0.5)
 
 
 @dataclass

@@ -5,8 +5,10 @@ R_X R_X' = X'X − R_ZX'R_ZX, c_β = R_X⁻¹(X'y − R_ZX'c_u), β̂ = R_X'⁻�
 residual sum of squares r² = y'y − c_u'c_u − c_β'c_β. Then
 ML:   −2ℓ(θ) = log|L|² + n (1 + log(2π r²/n))
 REML: −2ℓ_R(θ) = log|L|² + log|R_X|² + (n−p)(1 + log(2π r²/(n−p))).
-Only θ is optimised; everything else is closed form. The cross-products are formed once, so
-each evaluation costs one dense q × q Cholesky and never touches the n rows.
+Only θ is optimised; everything else is closed form. On the dense path (small q) the
+cross-products are formed once, so each evaluation costs one dense q × q Cholesky and never
+touches the n rows; on the sparse path (many random effects) each evaluation assembles and
+factorizes Λ'Z'ZΛ + I in the blocked sparse form of analysis/_blocked.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from ._mixed import (
     fixed_table,
     information_criteria,
     lrt,
+    DenseFactor,
     minimize_bounded,
+    progress,
     single_threaded_blas,
     random_tables,
     ranef_tables,
@@ -36,18 +40,22 @@ __all__ = ["LinearMixedModel", "lrt"]
 
 
 class LinearMixedModel:
-    """``LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", df).fit(reml=True)``."""
+    """``LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", df).fit(reml=True)``.
 
-    def __init__(self, design: MixedDesign):
+    ``method``: "auto", "dense" or "sparse" (see ``RandomStructure``).
+    """
+
+    def __init__(self, design: MixedDesign, method: str = "auto"):
         self.design = design
         y = design.y_raw
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
             y = pd.to_numeric(y, errors="raise")
         self.y = np.asarray(y, dtype=float)
         self.X = design.X
-        self.rs = RandomStructure(design)
+        self.rs = RandomStructure(design, method)
         rs = self.rs
-        self.ZtZ = rs.ZtWZ(None)
+        self.ZtZ = None if rs.sparse else rs.ZtWZ(None)
+        self._progress = None
         self.ZtX = np.asarray(rs.Zt @ self.X)
         self.Zty = np.asarray(rs.Zt @ self.y)
         self.XtX = self.X.T @ self.X
@@ -55,24 +63,32 @@ class LinearMixedModel:
         self.yty = float(self.y @ self.y)
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame) -> "LinearMixedModel":
+    def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto") -> "LinearMixedModel":
         design = build_design(formula, data)
         if not design.blocks:
             raise ValueError("the formula has no random-effect term such as (1 | participant)")
-        return cls(design)
+        return cls(design, method)
 
     def _solve(self, theta):
-        Lt = self.rs.Lambda_t(theta)
-        A = self.rs.sandwich(Lt, self.ZtZ)
-        A[np.diag_indices_from(A)] += 1.0
-        L = cholesky_lower(A)
-        cu = tri_solve(L, Lt @ self.Zty)
-        RZX = tri_solve(L, np.asarray(Lt @ self.ZtX))
+        """The profiled pieces at θ. ``L`` is a factor object (``solve``, ``solve_t``,
+        ``logdet``), dense or sparse; everything else is at most q × p."""
+        rs = self.rs
+        Lt = rs.Lambda_t(theta)
+        if rs.sparse:
+            L = rs.factor(rs.zl(theta), None)
+        else:
+            A = rs.sandwich(Lt, self.ZtZ)
+            A[np.diag_indices_from(A)] += 1.0
+            L = DenseFactor(A)
+        if self._progress is not None:
+            self._progress.update()
+        cu = L.solve(Lt @ self.Zty)
+        RZX = L.solve(np.asarray(Lt @ self.ZtX))
         RX = cholesky_lower(self.XtX - RZX.T @ RZX)
         cb = tri_solve(RX, self.Xty - RZX.T @ cu)
         beta = tri_solve(RX, cb, trans=True)
         r2 = max(self.yty - cu @ cu - cb @ cb, 1e-300)
-        ldL = 2 * np.log(np.diag(L)).sum()
+        ldL = L.logdet()
         ldRX = 2 * np.log(np.diag(RX)).sum()
         return dict(L=L, Lt=Lt, cu=cu, RZX=RZX, RX=RX, beta=beta, r2=r2, ldL=ldL, ldRX=ldRX)
 
@@ -88,13 +104,35 @@ class LinearMixedModel:
             return s["ldL"] + s["ldRX"] + m * (1 + math.log(2 * math.pi * s["r2"] / m))
         return s["ldL"] + n * (1 + math.log(2 * math.pi * s["r2"] / n))
 
+    def _criterion_from_residuals(self, theta, reml: bool = True) -> float:
+        """The criterion with r² = ‖y − Xβ̂ − ZΛû‖² + ‖û‖² summed from the residuals: the closed
+        form y'y − c_u'c_u − c_β'c_β loses ~10⁻¹¹ of the criterion to cancellation at 10⁵ rows and
+        more at 10⁶, which finite-difference gradients magnify into a hundred extra evaluations.
+        Costs a few passes over the rows, which the sparse path makes anyway."""
+        rs = self.rs
+        theta = np.asarray(theta, dtype=float)
+        try:
+            s = self._solve(theta)
+        except np.linalg.LinAlgError:
+            return np.inf
+        n, p = self.X.shape
+        u = s["L"].solve_t(s["cu"] - s["RZX"] @ s["beta"])
+        e = self.y - self.X @ s["beta"] - rs.mul(rs.zl(theta), u)
+        r2 = float(e @ e + u @ u)
+        m = n - p if reml else n
+        return s["ldL"] + (s["ldRX"] if reml else 0.0) + m * (1 + math.log(2 * math.pi * r2 / m))
+
     def fit(self, reml: bool = True, ddf: str = "satterthwaite") -> MixedResult:
         """``ddf``: ``"satterthwaite"`` (default, as lmerTest) for t tests of the fixed effects on
         Satterthwaite's denominator df; ``"normal"`` for the normal approximation (z)."""
         if ddf not in DDF_METHODS:
             raise ValueError(f"unknown ddf {ddf!r}; expected one of {', '.join(DDF_METHODS)}")
-        with single_threaded_blas():
-            res = self._fit(reml)
+        with single_threaded_blas(), progress(f"LMM fit ({self.rs.method}, q={self.rs.q})") as bar:
+            self._progress = bar
+            try:
+                res = self._fit(reml)
+            finally:
+                self._progress = None
             if ddf == "satterthwaite":
                 df, notes = satterthwaite_df(self, res)
                 res.with_ddf(df, "Satterthwaite", notes)
@@ -123,9 +161,23 @@ class LinearMixedModel:
 
     def _fit(self, reml: bool = True) -> MixedResult:
         rs = self.rs
-        theta, dev, nfev, ok = minimize_bounded(
-            lambda t: self.criterion(t, reml), rs.theta0(), rs.bounds(), polish=rs.q <= 200
-        )
+        if rs.sparse:
+            crit = lambda t: self._criterion_from_residuals(t, reml)  # noqa: E731
+            theta, dev, nfev, ok = minimize_bounded(crit, rs.theta0(), rs.bounds(), polish=False)
+            # an SD at zero is a stationary point (the criterion is even in it), where a
+            # gradient method can stop although a positive SD is better: restart off the bound
+            at0 = np.isfinite(rs.theta_lower) & (theta <= 1e-8)
+            if at0.any():
+                th2, dev2, nf2, ok2 = minimize_bounded(
+                    crit, np.where(at0, 0.1, theta), rs.bounds(), polish=False
+                )
+                nfev += nf2
+                if dev2 < dev:
+                    theta, dev, ok = th2, dev2, ok2
+        else:
+            theta, dev, nfev, ok = minimize_bounded(
+                lambda t: self.criterion(t, reml), rs.theta0(), rs.bounds(), polish=rs.q <= 200
+            )
         # variances that sit on the boundary are exactly zero, as in lme4
         theta = np.where(np.isfinite(rs.theta_lower) & (theta < 1e-7), 0.0, theta)
         dev = self.criterion(theta, reml)
@@ -134,7 +186,7 @@ class LinearMixedModel:
         sigma2 = s["r2"] / (n - p if reml else n)
         RXinv = tri_solve(s["RX"], np.eye(p))
         vcov = sigma2 * RXinv.T @ RXinv
-        u = tri_solve(s["L"], s["cu"] - s["RZX"] @ s["beta"], trans=True)
+        u = s["L"].solve_t(s["cu"] - s["RZX"] @ s["beta"])
         b = np.asarray(s["Lt"].T @ u)
         random, corr = random_tables(rs, theta, sigma2)
         random = pd.concat(
@@ -166,5 +218,5 @@ class LinearMixedModel:
             sigma=math.sqrt(sigma2),
             se_method="exact",
             model=self,
-            extra={"nfev": nfev},
+            extra={"nfev": nfev, "method": rs.method},
         )

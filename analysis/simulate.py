@@ -36,9 +36,12 @@ def simulate_responses(
     sd_rt_unit: float = 0.15,
     sd_rt_residual: float = 0.4,
     seed: int = 0,
+    units_per_participant: int | None = None,
 ) -> pd.DataFrame:
     """Participants × units fully crossed; each unit belongs to one basis (units are nested in
     bases, participants cross them), as in a study that shows every participant every unit.
+    With ``units_per_participant`` each participant sees that many units drawn at random
+    instead (an incomplete crossed design, as a large online study has).
 
     Planted truth: logit P(correct) = intercept + effects[basis] + a_participant + c_unit,
     log rt_ms = log_rt_mean + log_rt_effects[basis] + participant + unit + noise.
@@ -49,7 +52,19 @@ def simulate_responses(
     c = rng.normal(0, sd_unit, n_units)
     ar = rng.normal(0, sd_rt_participant, n_participants)
     cr = rng.normal(0, sd_rt_unit, n_units)
-    P, U = np.meshgrid(np.arange(n_participants), np.arange(n_units), indexing="ij")
+    if units_per_participant is None:
+        P, U = np.meshgrid(np.arange(n_participants), np.arange(n_units), indexing="ij")
+    else:
+        k = units_per_participant
+        if not 0 < k <= n_units:
+            raise ValueError(f"units_per_participant must lie in 1..{n_units}")
+        P = np.repeat(np.arange(n_participants), k)[:, None]
+        # k distinct units per participant: the k smallest of n_units uniform keys per row
+        # would need n_participants × n_units memory, so draw in chunks of participants
+        U = np.concatenate([
+            np.argpartition(rng.random((min(4096, n_participants - s), n_units)), k - 1, axis=1)[:, :k]
+            for s in range(0, n_participants, 4096)
+        ])
     P = np.repeat(P.ravel(), trials_per_pair)
     U = np.repeat(U.ravel(), trials_per_pair)
     B = unit_basis[U]

@@ -15,6 +15,15 @@ process (interpreter and imports included), and recovery of the planted values.
 
     python bench/bench_analysis.py [--participants 500] [--units 200] [--timeout 120]
                                    [--sub-participants 100] [--sub-units 40] [--no-statsmodels]
+
+``--scale`` instead runs the sizes of the field's largest studies, each participant answering a
+random subset of the units (an incomplete crossed design): 118,800 answers (1,800 participants ×
+760 units, 66 each), 200,000 (5,000 × 1,000, 40 each) and 1,000,000 (50,000 × 2,000, 20 each),
+GLMM and LMM at each, with the sparse factorization and the dense one side by side (the dense
+one only up to ``--dense-max-q`` random effects, since its q × q matrix would not fit, and cut
+off after ``--dense-timeout`` seconds).
+
+    python bench/bench_analysis.py --scale [--sizes small,medium,large] [--dense-timeout 600]
 """
 
 from __future__ import annotations
@@ -43,22 +52,27 @@ TRUTH = {
 VC = {"participant": "0 + C(participant)", "unit": "0 + C(unit)"}
 
 
+# (participants, units, units per participant) of the --scale table
+SCALE_SIZES = {"small": (1800, 760, 66), "medium": (5000, 1000, 40), "large": (50000, 2000, 20)}
+
+
 # -- workers: one fit each, in a fresh interpreter ----------------------------------------------
-def _ours_glmm(df):
+def _ours_glmm(df, method="auto"):
     from analysis.glmm import BinomialGLMM
 
-    r = BinomialGLMM.from_formula("correct ~ basis + (1 | participant) + (1 | unit)", df).fit()
+    r = BinomialGLMM.from_formula("correct ~ basis + (1 | participant) + (1 | unit)", df,
+                                  method=method).fit()
     sd = r.random.set_index("group").sd
     return bool(r.converged), {**dict(zip(r.fixed.term, r.fixed.estimate)),
                          "sd participant": sd["participant"], "sd unit": sd["unit"]}
 
 
-def _ours_lmm(df):
+def _ours_lmm(df, method="auto"):
     from analysis.lmm import LinearMixedModel
 
     # the fit alone, as statsmodels' (which has no Satterthwaite df)
     r = LinearMixedModel.from_formula("log_rt ~ basis + (1 | participant) + (1 | unit)",
-                                      df).fit(reml=True, ddf="normal")
+                                      df, method=method).fit(reml=True, ddf="normal")
     sd = r.random.set_index("group").sd
     return bool(r.converged), {**dict(zip(r.fixed.term, r.fixed.estimate)),
                          "sd participant": sd["participant"], "sd unit": sd["unit"],
@@ -94,22 +108,28 @@ WORKERS = {"ours_glmm": _ours_glmm, "ours_lmm": _ours_lmm, "sm_vb_glmm": _sm_vb_
            "sm_mixedlm": _sm_mixedlm}
 
 
-def worker(name, participants, units, seed):
+def worker(name, participants, units, seed, per_participant=None, method=None, trace=True):
     from analysis.simulate import simulate_responses
 
-    df = simulate_responses(participants, units, seed=seed, **PLANTED)
+    df = simulate_responses(participants, units, seed=seed, units_per_participant=per_participant,
+                            **PLANTED)
     fn = WORKERS[name]
     if name.startswith("sm_"):
         import statsmodels.formula.api  # noqa: F401  (imports outside the clock, as for ours)
+    else:
+        import analysis.glmm  # noqa: F401
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tracemalloc.start()
-    t = time.perf_counter()
-    converged, est = fn(df)
-    wall = time.perf_counter() - t
-    traced = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
+    if trace:  # tracemalloc slows NumPy-heavy fits; the scale table reports RSS only
+        tracemalloc.start()
+    t, cpu = time.perf_counter(), time.process_time()
+    converged, est = fn(df) if method is None else fn(df, method)
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    traced = tracemalloc.get_traced_memory()[1] / 2**20 if trace else float("nan")
+    if trace:
+        tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": len(df), "wall_s": wall, "traced_mib": traced, "rss_mib": rss,
+    print(json.dumps({"rows": len(df), "wall_s": wall, "cpu_s": cpu, "traced_mib": traced,
+                      "rss_mib": rss,
                       "rss_before_mib": rss0, "converged": converged, "estimates": est}))
 
 
@@ -163,6 +183,60 @@ def table(rows):
     return "\n".join(lines)
 
 
+def run_scale(name, size, method, seed, timeout):
+    participants, units, k = SCALE_SIZES[size]
+    cmd = [sys.executable, __file__, "--worker", name, "--participants", str(participants),
+           "--units", str(units), "--seed", str(seed), "--per-participant", str(k),
+           "--method", method]
+    t = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"cut_off": True, "elapsed_s": time.perf_counter() - t}
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1][-200:] if out.stderr.strip() else
+                f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def scale(a):
+    sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    print("planted: logit icpt +0.8, basisnmf -0.4, basispca +0.5, sd participant 0.6, sd unit 0.9;"
+          "\n         log RT icpt +7.8, basisnmf -0.05, basispca +0.1, sd participant 0.3, "
+          "sd unit 0.15, sd residual 0.4\n")
+    head = (f"{'answers':>9}  {'participants x units':<21}{'q':>7}  {'fit':<5}{'method':<8}"
+            f"{'wall s':>9}{'CPU s':>8}{'RSS MiB':>9}  {'conv':<5} recovery")
+    print(head)
+    print("-" * len(head))
+    for size in sizes:
+        participants, units, k = SCALE_SIZES[size]
+        q = participants + units
+        for kind in ("glmm", "lmm"):
+            for method in ("sparse", "dense"):
+                label = (f"{participants * k:>9,}  {f'{participants:,} x {units:,}':<21}{q:>7,}  "
+                         f"{kind.upper():<5}{method:<8}")
+                if method == "dense" and q > a.dense_max_q:
+                    gb = q * q * 8 / 2**30
+                    print(f"{label}{'—':>9}{'—':>8}{'—':>9}  not run: one dense {q:,}² matrix "
+                          f"is {gb:.1f} GB",
+                          flush=True)
+                    continue
+                print(f"  running {kind} {method} at {size} ...", file=sys.stderr, flush=True)
+                timeout = a.dense_timeout if method == "dense" else None
+                r = run_scale(f"ours_{kind}", size, method, a.seed, timeout)
+                if r.get("cut_off"):
+                    print(f"{label}{'>' + format(r['elapsed_s'], '.0f'):>9}{'':>8}{'':>9}  "
+                          "cut off at the time limit (killed)", flush=True)
+                elif "error" in r:
+                    print(f"{label}  error: {r['error']}", flush=True)
+                else:
+                    print(f"{label}{r['wall_s']:>9.2f}{r['cpu_s']:>8.2f}{r['rss_mib']:>9.0f}  "
+                          f"{str(r['converged']):<5} {recovery(kind, r['estimates'])}", flush=True)
+    print("\nwall: the fit alone (model building included, data simulated before the clock); CPU: "
+          "its processor time (the fits are single-threaded, so on an idle machine wall ≈ CPU); "
+          "RSS: peak resident set of the worker process, interpreter and imports included")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--participants", type=int, default=500)
@@ -173,10 +247,24 @@ def main():
     ap.add_argument("--timeout", type=float, default=120.0,
                     help="seconds per statsmodels fit at full size before it is killed")
     ap.add_argument("--no-statsmodels", action="store_true")
+    ap.add_argument("--scale", action="store_true",
+                    help="the 118,800 / 200,000 / 1,000,000-answer table, sparse vs dense")
+    ap.add_argument("--sizes", default="small,medium,large",
+                    help=f"--scale sizes, of {', '.join(SCALE_SIZES)}")
+    ap.add_argument("--dense-max-q", type=int, default=6000,
+                    help="--scale: largest number of random effects the dense fit is tried at")
+    ap.add_argument("--dense-timeout", type=float, default=600.0,
+                    help="--scale: seconds before a dense fit is killed")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--per-participant", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--method", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        worker(a.worker, a.participants, a.units, a.seed)
+        worker(a.worker, a.participants, a.units, a.seed, a.per_participant, a.method,
+               trace=a.method is None)
+        return
+    if a.scale:
+        scale(a)
         return
     have_sm = not a.no_statsmodels
     if have_sm:
