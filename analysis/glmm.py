@@ -14,7 +14,6 @@ jointly from there. Stopping after the first stage gives visibly different estim
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import scipy.optimize as opt
