@@ -54,11 +54,13 @@ bench: install-test
 	$(PY) bench/bench_stimuli.py
 	$(PY) bench/bench_sobol.py
 	$(PY) bench/bench_stimuli_numerics.py
+	$(PY) bench/bench_decisions.py
 	$(PY) bench/bench_analysis.py
 	$(PY) bench/bench_analysis.py --scale
 	$(PY) bench/profile_answer.py --top 0
 	$(PY) bench/bench_load.py --calibrate
 	$(PY) bench/bench_load.py
+	$(PY) bench/bench_burst.py
 
 clean:
 	rm -rf var
