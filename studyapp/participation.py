@@ -80,6 +80,8 @@ def condition_units(condition):
             queries_min=lists[u.pk][Exemplar.Role.QUERY_MIN],
             strips=[strips[u.pk][group] for group in sorted(strips[u.pk])],
             overlays_max=lists[u.pk][Exemplar.Role.OVERLAY_MAX],
+            synthetic_max=lists[u.pk][Exemplar.Role.SYNTHETIC_MAX],
+            synthetic_min=lists[u.pk][Exemplar.Role.SYNTHETIC_MIN],
         )
         for u in units
     ]
