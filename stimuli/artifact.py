@@ -52,6 +52,14 @@ class ArtifactWriter:
             self._names.add(name)
         return name
 
+    def add_file(self, name: str, data: bytes) -> str:
+        """Store a file beside the manifest (never under images/, which the web serves); return its path."""
+        if "/" in name or name in ("", ".", "..", MANIFEST):
+            raise ValueError(f"not a plain file name: {name!r}")
+        with open(self.tmp / name, "wb") as f:
+            f.write(data)
+        return name
+
     @property
     def n_images(self) -> int:
         return len(self._names)

@@ -18,7 +18,7 @@ from .config import MIS_SELECTIONS, StimulusConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", "sobol", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "measures", "sobol", "write")
 
 Progress = Callable[[str, float], None]
 
@@ -206,6 +206,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     from .mis import machine_score_details
     from .networks import load_network, resolve_device
     from .render import render
+    from .scores import score_matrix
     from .selection import select_units, unit_rng
 
     if isinstance(config, dict):
@@ -246,7 +247,8 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     for j, (layer, name) in enumerate(jobs):
         A = acts.values[layer]
         basis = make_basis(name, **_basis_params(config, name))
-        codes = basis.fit_transform(A)
+        # the unit's score (stimuli.scores) ranks the images, as it drives feature visualizations
+        codes = score_matrix(basis.fit(A), A)
         fitted[(layer, name)] = (basis, codes)
         report("bases", (j + 1) / len(jobs))
     influence = _influence(config, net, images, fitted, device, report) if config.influence_class is not None else {}
@@ -319,6 +321,16 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             if config.attribution_overlays else {}
         report("render", 1.0)
 
+        # -- featurevis (stimuli.featurevis): synthetic references, measures added to `chosen` --------
+        report("featurevis", 0.0)
+        synthetic, feature_vis = {}, None
+        if config.feature_vis_params() is not None:
+            from .featurevis import synthetic_references
+            synthetic, feature_vis = synthetic_references(config, net, images, fitted, chosen, writer, size,
+                                                          device, report)
+        report("featurevis", 1.0)
+        # -- end featurevis ---------------------------------------------------------------------
+
         # -- measures -----------------------------------------------------------------------------
         report("measures", 0.0)
         layer_entries = []
@@ -361,6 +373,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
                     "strip": [files[int(i)] for i in ex.strip],
                     "strips": [[files[int(i)] for i in row] for row in ex.strips],
                 })
+                units_out[-1].update(synthetic.get((layer, name, u), {}))
                 if overlays:
                     units_out[-1]["attribution_overlays_max"] = overlays[(layer, name, u)]
             entry = {
@@ -412,6 +425,9 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         }
         if sobol is not None:
             manifest["sobol"] = sobol
+        if feature_vis is not None:
+            manifest["parameters"]["feature_vis"] = config.feature_vis_params()
+            manifest["feature_vis"] = feature_vis
         if device.type == "cuda":
             manifest["device_name"] = torch.cuda.get_device_name(device)
         path = writer.commit(manifest)
