@@ -102,3 +102,16 @@ def test_the_unit_page_shows_synthetic_and_natural_references_with_the_ratio(adm
     synthetic = Exemplar.objects.filter(unit=unit, role="synthetic_max").first().image
     natural = Exemplar.objects.filter(unit=unit, role="reference_max").first().image
     assert synthetic in page and natural in page
+
+
+@pytest.mark.django_db
+def test_a_synthetic_condition_over_a_job_without_feature_visualizations_is_refused():
+    from django.core.exceptions import ValidationError
+
+    study = make_study(make_job(bases=("neuron",)))
+    condition = study.conditions.get()
+    condition.reference_type = "synthetic"
+    with pytest.raises(ValidationError, match="feature_vis"):
+        condition.full_clean()
+    condition.reference_type = "natural"
+    condition.full_clean()
