@@ -182,33 +182,35 @@ class Target:
     sign: float
 
 
+def _batched(one: Callable[[torch.Tensor], torch.Tensor], device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """horama's one-image preconditioner over a batch, clipped to what a PNG holds: ``torch.vmap`` on a
+    GPU, so a step is a few batched kernels; a loop on the CPU, where vmap measured slower (0.19 s vs 0.11 s
+    a step for 8 Fourier images of 96 px with their backward, one core). Both give the same images."""
+    if torch.device(device).type == "cuda":
+        return lambda p: torch.vmap(one)(p).clamp(0.0, 1.0)
+    return lambda p: torch.stack([one(p[i]) for i in range(p.shape[0])]).clamp(0.0, 1.0)
+
+
 def _parameterization(method: str, n: int, size: int, magnitude: torch.Tensor | None, gen: torch.Generator,
                       device) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """The optimised tensor (n images' phases or spectra, started from noise) and the map from it to
-    n x 3 x size x size images in [0, 1], through horama's preconditioners one image at a time."""
+    n x 3 x size x size images in [0, 1], through horama's preconditioners (:func:`_batched`)."""
     _horama()
     from horama.fourier_fv import fourier_preconditionner, get_fft_scale
     from horama.maco_fv import maco_preconditioner
 
     spectrum_shape = (n, 3, size, size // 2 + 1)
+    # the noise is drawn on the CPU from the job's generator, so a seed gives the same start on any device
     if method == "maco":
         phase = torch.randn(spectrum_shape, generator=gen).to(device).requires_grad_(True)
         mag = magnitude.to(device)
-
-        def images(p):
-            return torch.stack([maco_preconditioner(mag, p[i], VALUES_RANGE, device)
-                                for i in range(n)]).clamp(0.0, 1.0)
-        return phase, images
+        return phase, _batched(lambda p: maco_preconditioner(mag, p, VALUES_RANGE, device), device)
     re = torch.randn(spectrum_shape, generator=gen)
     im = torch.randn(spectrum_shape, generator=gen)
     spectrum = torch.stack([re, im], -1).to(device).requires_grad_(True)
     scale = get_fft_scale(size, size, FOURIER_DECAY).to(device)
-
-    def images(s):
-        c = torch.view_as_complex(s)
-        return torch.stack([fourier_preconditionner(c[i], scale, VALUES_RANGE, device)
-                            for i in range(n)]).clamp(0.0, 1.0)
-    return spectrum, images
+    return spectrum, _batched(
+        lambda s: fourier_preconditionner(torch.view_as_complex(s), scale, VALUES_RANGE, device), device)
 
 
 def _robust(x: torch.Tensor, input_size: int, gen: torch.Generator) -> torch.Tensor:
@@ -282,11 +284,13 @@ def optimize(model, layer: str, basis, targets: list[Target], to_input: DisplayT
 
 
 def score_png(model, layer: str, basis, unit: int, data: bytes, to_input: DisplayToInput,
-              pooling: str = "mean", activation: str = "post_relu", device="cpu") -> float:
-    """The unit's score on a saved PNG, read back through the network's own preprocessing."""
+              pooling: str = "mean", activation: str = "post_relu", device="cpu", extractor=None) -> float:
+    """The unit's score on a saved PNG, read back through the network's own preprocessing.
+    ``extractor``: a :func:`stimuli.activations.layer_extractor` of ``model`` for ``layer``, to reuse."""
     from .activations import layer_extractor, pool
 
-    extractor = layer_extractor(model.to(device).eval(), [layer])
+    if extractor is None:
+        extractor = layer_extractor(model.to(device).eval(), [layer])
     with torch.no_grad():
         t = extractor(to_input.from_png(data).to(device))[layer]
         if activation == "post_relu":
@@ -316,9 +320,12 @@ def visualize_units(net, images, layer: str, basis, units: list[int], n_images: 
     shown_all = torch.cat(shown)
     out: dict[int, dict[str, list[bytes]]] = {u: {"max": [], "min": []} for u in units}
     scored: dict[int, dict[str, list[tuple[float, bytes]]]] = {u: {"max": [], "min": []} for u in units}
+    from .activations import layer_extractor
+
+    extractor = layer_extractor(net.model.to(device).eval(), [layer])
     for t, img in zip(targets, shown_all):
         data = to_png(img)
-        s = score_png(net.model, layer, basis, t.unit, data, to_input, pooling, activation, device)
+        s = score_png(net.model, layer, basis, t.unit, data, to_input, pooling, activation, device, extractor)
         scored[t.unit]["max" if t.sign > 0 else "min"].append((s, data))
     for u in units:
         out[u]["max"] = [d for _, d in sorted(scored[u]["max"], key=lambda p: -p[0])]
@@ -356,11 +363,14 @@ def synthetic_references(config, net, images, fitted: dict, chosen: dict, writer
                                f"{layer}:{name}", pooling=config.pooling, activation=config.activation,
                                device=device, batch_size=config.batch_size,
                                progress=lambda f, j=j: report("featurevis", (j + f) / len(jobs)))
+        from .activations import layer_extractor
+
+        extractor = layer_extractor(net.model.to(device).eval(), [layer])
         for u, _ex, measures in entries:
             smax = score_png(net.model, layer, basis, u, pngs[u]["max"][0], to_input, config.pooling,
-                             config.activation, device)
+                             config.activation, device, extractor)
             smin = score_png(net.model, layer, basis, u, pngs[u]["min"][0], to_input, config.pooling,
-                             config.activation, device)
+                             config.activation, device, extractor)
             nmax, nmin = float(codes[:, u].max()), float(codes[:, u].min())
             measures.update({
                 "synthetic_max_score": round(smax, 6), "synthetic_min_score": round(smin, 6),

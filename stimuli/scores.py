@@ -7,14 +7,12 @@ job extracts them) to the N x K codes, differentiably:
 - ``neuron``: the pooled channel itself;
 - ``pca``: the centred activation projected on the component;
 - ``sae``: the autoencoder's TopK encoder (:meth:`stimuli.bases.SAEBasis.encode`);
-- ``nmf`` and ``dictionary``: the code of the pooled activation along the atoms, from the problem
-  scikit-learn's ``transform`` solves (non-negative least squares with NMF's ``alpha_W`` penalties; the
-  non-negative lasso for dictionary learning), solved by a fixed number of FISTA steps from the clipped
-  least-squares code, unrolled so that gradients pass through the solve. A fixed solve rather than
-  scikit-learn's own: its coordinate descent stops at a tolerance and is not differentiable, and the
-  near-exact factorisations of a layer (as many atoms as channels) are so ill-conditioned that two
-  approximate solvers can order images differently; ranking with this function too keeps exemplars and
-  visualizations on one definition.
+- ``nmf`` and ``dictionary``: the code of the pooled activation along the atoms, as the basis's own
+  ``transform`` finds it (scikit-learn's solver for the problem: non-negative least squares with NMF's
+  ``alpha_W`` penalties; the non-negative lasso for dictionary learning). Its value is scikit-learn's
+  exactly; its gradient is that of the solution on the atoms the solver uses (the code solves
+  ``(D_S D_S^T + l2 I) w_S = D_S x - l1`` there, which is linear in ``x``: the solution is piecewise
+  linear in the data), so the function that ranks natural images is the one visualizations climb.
 """
 
 from __future__ import annotations
@@ -22,23 +20,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-FISTA_STEPS = 300
 
-
-def _fista_nonneg(X: torch.Tensor, D: torch.Tensor, l1: float, l2: float, steps: int) -> torch.Tensor:
-    """argmin_{W >= 0} 0.5 ||X - W D||^2 + l1 |W|_1 + 0.5 l2 ||W||^2, each row of X on its own."""
+def _on_active_set(x: torch.Tensor, D: torch.Tensor, active: torch.Tensor, l1: float, l2: float,
+                   chunk: int = 256) -> torch.Tensor:
+    """Row by row, the code on the atoms ``active`` (N x K bool) from the optimality conditions there; a
+    tiny ridge keeps near-collinear atoms (a layer with as many atoms as channels) solvable."""
     G = D @ D.T
-    L = max(float(torch.linalg.eigvalsh(G.double()).max()) + l2, 1e-12)
-    XD = X @ D.T
-    W = torch.relu(X @ torch.linalg.pinv(D))
-    Y, t = W, 1.0
-    for _ in range(steps):
-        grad = Y @ G - XD + l2 * Y
-        W_next = torch.relu(Y - (grad + l1) / L)
-        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
-        Y = W_next + ((t - 1) / t_next) * (W_next - W)
-        W, t = W_next, t_next
-    return W
+    K = G.shape[0]
+    eye = torch.eye(K, dtype=x.dtype, device=x.device)
+    ridge = 1e-6 * float(G.diagonal().mean()) + l2
+    out = []
+    for s in range(0, x.shape[0], chunk):
+        m = active[s:s + chunk].to(x.dtype)
+        lhs = m[:, :, None] * m[:, None, :] * (G + ridge * eye) + (1 - m)[:, :, None] * eye
+        rhs = m * (x[s:s + chunk] @ D.T - l1)
+        out.append(torch.linalg.solve(lhs, rhs))
+    return torch.cat(out) if out else x.new_zeros((0, K))
+
+
+def _solved(basis, x: torch.Tensor, D: torch.Tensor, l1: float, l2: float, scale: float = 1.0) -> torch.Tensor:
+    """scikit-learn's code (the value) with the active-set gradient."""
+    value = torch.as_tensor(basis.transform(x.detach().double().cpu().numpy()), dtype=x.dtype, device=x.device)
+    if not x.requires_grad:
+        return value
+    linear = _on_active_set(x / scale, D, value > 0, l1, l2) * scale
+    return value + (linear - linear.detach())
 
 
 def unit_scores(basis, pooled: torch.Tensor) -> torch.Tensor:
@@ -59,12 +65,11 @@ def unit_scores(basis, pooled: torch.Tensor) -> torch.Tensor:
         alpha, ratio = float(basis.alpha_W), float(basis.l1_ratio)
         # scikit-learn scales W's penalties by the number of features
         l1, l2 = x.shape[1] * alpha * ratio, x.shape[1] * alpha * (1.0 - ratio)
-        return _fista_nonneg(x, t(basis.components_), l1, l2, FISTA_STEPS)
+        return _solved(basis, x, t(basis.components_), l1, l2)
     if name == "dictionary":
         if not basis.positive_code:
             raise ValueError("the dictionary score needs positive_code=True (a non-negative code)")
-        scale = float(basis.scale_)
-        return _fista_nonneg(x / scale, t(basis.components_), float(basis.alpha), 0.0, FISTA_STEPS) * scale
+        return _solved(basis, x, t(basis.components_), float(basis.alpha), 0.0, scale=float(basis.scale_))
     raise ValueError(f"no score function for basis {name!r}")
 
 
