@@ -304,8 +304,9 @@ def visualize_units(net, images, layer: str, basis, units: list[int], n_images: 
                     progress: Callable[[float], None] | None = None) -> dict[int, dict[str, list[bytes]]]:
     """``{unit: {"max": [png, ...], "min": [png, ...]}}``, each list strongest first (by the score read
     back from the PNG). Images are optimised in batches of at most ``batch_size``; a batch's seed is
-    derived from ``fv["seed"]``, ``key`` (layer and basis) and the batch's first image, so a unit's
-    images do not depend on the device's batch size only through the batch composition."""
+    derived from ``fv["seed"]``, ``key`` (layer and basis) and the batch's first image, so one
+    configuration gives the same images (bytes, on the CPU), and a different ``batch_size`` regroups
+    the images and gives different ones. Each image has its own start: distinct seeds within a unit."""
     to_input = DisplayToInput(net, images)
     targets = [Target(u, s) for u in units for s in (1.0, -1.0) for _ in range(n_images)]
     shown = []
