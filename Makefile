@@ -53,6 +53,7 @@ frontend:
 bench: install-test
 	$(PY) bench/bench_stimuli.py
 	$(PY) bench/bench_sobol.py
+	$(PY) bench/bench_featurevis.py
 	$(PY) bench/bench_analysis.py
 	$(PY) bench/profile_answer.py --top 0
 	$(PY) bench/bench_load.py --calibrate
