@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sobol-samples", dest="sobol_n_samples", type=int,
                    help="base sample size N, rounded up to a power of 2 (default 256)")
     g.add_argument("--sobol-perturbation", dest="sobol_perturbation", choices=SOBOL_PERTURBATIONS)
+    g.add_argument("--feature-vis", dest="feature_vis_method", choices=["fourier", "maco"],
+                   help="add synthetic references (feature visualizations) with this parameterisation")
+    g.add_argument("--feature-vis-steps", dest="feature_vis_steps", type=int,
+                   help="optimisation steps per feature visualization (default 256)")
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -127,6 +131,14 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             data[key] = value
     if args.attribution_method is not None:
         data["attribution_overlays"] = True
+    if args.feature_vis_method is not None or args.feature_vis_steps is not None:
+        fv = data.get("feature_vis")
+        fv = dict(fv) if isinstance(fv, dict) else {}
+        if args.feature_vis_method is not None:
+            fv["method"] = args.feature_vis_method
+        if args.feature_vis_steps is not None:
+            fv["steps"] = args.feature_vis_steps
+        data["feature_vis"] = fv
     return StimulusConfig.from_dict(data)
 
 
