@@ -235,13 +235,25 @@ def optimize(model, layer: str, basis, targets: list[Target], to_input: DisplayT
              progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """Displayed images (len(targets) x C x size x size in [0, 1]) optimised together, image ``i`` for
     ``targets[i]``. Deterministic on the CPU for a given ``seed``."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    # only the image is optimised: no gradients for the weights, and the caller's flags given back after
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        return _optimize(model, layer, basis, targets, to_input, size, fv, magnitude, seed, pooling, activation,
+                         device, progress)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _optimize(model, layer, basis, targets, to_input, size, fv, magnitude, seed, pooling, activation, device,
+              progress) -> torch.Tensor:
     from .activations import layer_extractor, pool
 
-    device = torch.device(device)
     gen = torch.Generator().manual_seed(int(seed))
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     extractor = layer_extractor(model, [layer])
     to_input = to_input.to(device)
     n = len(targets)

@@ -114,6 +114,9 @@ def test_feature_vis_off_by_default(tmp_path):
 
 def test_same_seed_same_png_bytes(demo, digits):
     from stimuli.bases import make_basis
+
+    for p in demo.model.parameters():
+        p.requires_grad_(True)
     from stimuli.featurevis import visualize_units
 
     basis = make_basis("neuron").fit(np.zeros((2, 32)))
@@ -123,6 +126,8 @@ def test_same_seed_same_png_bytes(demo, digits):
     c = visualize_units(demo, digits, "conv2", basis, [1, 2], 2, {**fv, "seed": 4}, None, 32, "conv2:neuron")
     assert a == b
     assert a != c
+    # the weights' gradient flags are the caller's again
+    assert all(p.requires_grad for p in demo.model.parameters())
 
 
 def test_resnet18_one_unit_per_basis(tmp_path, stimuli_cache):
