@@ -55,6 +55,7 @@ bench: install-test
 	$(PY) bench/bench_sobol.py
 	$(PY) bench/bench_stimuli_numerics.py
 	$(PY) bench/bench_decisions.py
+	$(PY) bench/bench_featurevis.py
 	$(PY) bench/bench_analysis.py
 	$(PY) bench/bench_analysis.py --scale
 	$(PY) bench/profile_answer.py --top 0

@@ -16,12 +16,18 @@ BOROWSKI_MAP = {
     "participant": "subject_id",
     "unit": "unit_name",
     "condition": "instr_type",
+    "reference_type": "instr_type",
     "correct": "correct",
     "trial_kind": "trial_type",
     "catch": "catch_trial",
     "rt": "RT",
     "confidence": "abs_conf_rating",
 }
+
+
+#: a foreign table's reference types in ours: Borowski et al.'s feature visualizations are "optimized",
+#: and their two no-reference baselines (before and after the references) are both "none"
+REFERENCE_TYPE_VALUES = {"optimized": "synthetic", "none_pre": "none", "none_post": "none"}
 
 
 class ExportError(ValueError):
@@ -117,6 +123,9 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["unit"] = df["unit"].astype(str)
     df["condition"] = df["condition"].astype(str)
     df["trial_kind"] = df["trial_kind"].astype(str).str.strip().str.lower()
+    if "reference_type" in df.columns:
+        kind = df["reference_type"].astype(str).str.strip().str.lower()
+        df["reference_type"] = kind.map(lambda v: REFERENCE_TYPE_VALUES.get(v, v))
     if "catch" in df.columns:
         catch = _as01(df["catch"].fillna(False)).astype(bool)
         df.loc[catch & (df["trial_kind"] == "main"), "trial_kind"] = "catch"

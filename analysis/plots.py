@@ -23,7 +23,15 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     x = range(len(table))
     acc = table["accuracy"].to_numpy()
     err = _error_bars(acc, table["ci_low"].to_numpy(), table["ci_high"].to_numpy())
-    ax.bar(x, acc, color="#4c78a8", width=0.6)
+    if "reference_type" in table.columns:
+        # one colour per reference type: natural vs synthetic references read off one figure
+        kinds = list(dict.fromkeys(table["reference_type"]))
+        palette = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#72b7b2"]
+        for i, k in enumerate(kinds):
+            at = np.flatnonzero(table["reference_type"].to_numpy() == k)
+            ax.bar(at, acc[at], color=palette[i % len(palette)], width=0.6, label=f"{k} references")
+    else:
+        ax.bar(x, acc, color="#4c78a8", width=0.6)
     ax.errorbar(x, acc, yerr=err, fmt="none", ecolor="black", capsize=4, lw=1)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(list(x))

@@ -136,6 +136,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
 
     table = section("accuracy per condition",
                     lambda: accuracy_by_condition(kept, n_boot=n_boot, seed=seed), pd.DataFrame())
+    table = section("reference types", lambda: by_reference_type(table, kept), table)
     desc = section("descriptives (results.json)", lambda: describe(kept, n_boot=n_boot, seed=seed), {})
     units = section("per-unit accuracy", lambda: unit_accuracy(kept), pd.DataFrame())
     rtc = section("response time and confidence", lambda: rt_confidence_by_condition(kept), pd.DataFrame())
@@ -223,6 +224,18 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     return results
 
 
+def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-condition table with each condition's ``reference_type`` (natural, synthetic, mixed, …)
+    beside it, rows grouped by reference type, so natural and synthetic references compare in one
+    table and one figure. Unchanged when the export has no reference types."""
+    if table.empty or "reference_type" not in df.columns:
+        return table
+    kinds = df.groupby("condition")["reference_type"].agg(lambda s: "/".join(sorted(set(map(str, s)))))
+    out = table.copy()
+    out.insert(1, "reference_type", out["condition"].map(kinds))
+    return out.sort_values(["reference_type", "condition"], kind="stable").reset_index(drop=True)
+
+
 def _constant_response(formula: str, data: pd.DataFrame, binomial: bool) -> str | None:
     """Why a model of ``formula`` cannot be fitted to ``data`` because its response does not vary
     (every answer correct, a constant rating), else None."""
@@ -284,7 +297,7 @@ def _lmm_frames(main: pd.DataFrame) -> dict:
     return {k: v for k, v in frames.items() if len(v)}
 
 
-_ACC_COLS = ["condition", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
+_ACC_COLS = ["condition", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
              "participant_sem"]
 _RTC_COLS = ["condition", "rt_median_s", "rt_q1_s", "rt_q3_s", "rt_iqr_s", "confidence_median",
              "confidence_q1", "confidence_q3", "confidence_iqr", "confidence_mean"]

@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="regions: the grid or SLIC superpixels (default grid)")
     g.add_argument("--sobol-second-order", dest="sobol_second_order", action="store_true", default=None,
                    help="also the second-order indices S2 (doubles the forward passes)")
+    g.add_argument("--feature-vis", dest="feature_vis_method", choices=["fourier", "maco"],
+                   help="add synthetic references (feature visualizations) with this parameterisation")
+    g.add_argument("--feature-vis-steps", dest="feature_vis_steps", type=int,
+                   help="optimisation steps per feature visualization (default 256)")
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -169,6 +173,14 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             data[key] = value
     if args.attribution_method is not None:
         data["attribution_overlays"] = True
+    if args.feature_vis_method is not None or args.feature_vis_steps is not None:
+        fv = data.get("feature_vis")
+        fv = dict(fv) if isinstance(fv, dict) else {}
+        if args.feature_vis_method is not None:
+            fv["method"] = args.feature_vis_method
+        if args.feature_vis_steps is not None:
+            fv["steps"] = args.feature_vis_steps
+        data["feature_vis"] = fv
     return StimulusConfig.from_dict(data)
 
 

@@ -61,6 +61,14 @@ class ArtifactWriter:
             self._names.add(name)
         return name
 
+    def add_file(self, name: str, data: bytes) -> str:
+        """Store a file beside the manifest (never under images/, which the web serves); return its path."""
+        if "/" in name or name in ("", ".", "..", MANIFEST):
+            raise ValueError(f"not a plain file name: {name!r}")
+        with open(self.tmp / name, "wb") as f:
+            f.write(data)
+        return name
+
     @property
     def n_images(self) -> int:
         return len(self._names)
@@ -105,7 +113,8 @@ def versions() -> dict[str, str]:
 def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: int, parameters: dict[str, Any],
                    layers: list[dict[str, Any]], n_images_rendered: int, device: str,
                    device_name: str | None = None, sobol: dict[str, Any] | None = None,
-                   figures: list[Any] | None = None, created: _dt.datetime | None = None) -> dict[str, Any]:
+                   figures: list[Any] | None = None, feature_vis: dict[str, Any] | None = None,
+                   created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
     created = created or _dt.datetime.now(_dt.timezone.utc)
@@ -125,6 +134,8 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
         manifest["sobol"] = sobol
     if figures:
         manifest["figures"] = figures
+    if feature_vis is not None:
+        manifest["feature_vis"] = feature_vis
     if device_name is not None:
         manifest["device_name"] = device_name
     return validate_manifest(manifest)

@@ -18,6 +18,13 @@ INFLUENCE_DISTRIBUTIONS = ("class", "all")
 ATTRIBUTION_METHODS = ("gradcam", "saliency", "occlusion", "lrp")
 SOBOL_PERTURBATIONS = ("inpaint-blur", "mean")
 SOBOL_REGIONS = ("grid", "superpixels")
+# feature visualizations (stimuli.featurevis): horama's parameterisation, optimisation steps, NAdam's
+# learning rate, the optimised image's side (null: the display size) and the seed. Fourier by default:
+# on the demo network (conv2 channels 0-5, 128 steps, one image each) MACO with the digits' own magnitude
+# template left 1 of 6 channels below its best natural image and 2 of 6 above their lowest, the Fourier
+# basis none (maximum ratios 1.35-4.1)
+FEATURE_VIS_METHODS = ("maco", "fourier")
+FEATURE_VIS_DEFAULTS = {"method": "fourier", "steps": 256, "lr": 0.1, "image_size": None, "seed": 0}
 
 NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
                 "l1_ratio": 0.0}
@@ -133,6 +140,8 @@ class StimulusConfig:
     surrogate_depth: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     # SVG figures of the curves (explained variance, completeness, essence, surrogate fidelity)
     figures: bool = True
+    # synthetic references: false, or a mapping with keys among FEATURE_VIS_DEFAULTS
+    feature_vis: bool | dict[str, Any] = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -182,6 +191,12 @@ class StimulusConfig:
 
     def sae_params(self) -> dict[str, Any]:
         return {**SAE_DEFAULTS, **self.sae}
+
+    def feature_vis_params(self) -> dict[str, Any] | None:
+        """The feature_vis settings with defaults filled in, or None when off."""
+        if self.feature_vis is False:
+            return None
+        return {**FEATURE_VIS_DEFAULTS, **({} if self.feature_vis is True else self.feature_vis)}
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
@@ -326,8 +341,34 @@ class StimulusConfig:
              "ablation_max_units must be a non-negative integer")
         need(_is_int(self.label_entropy_top_n) and self.label_entropy_top_n >= 0,
              "label_entropy_top_n must be a non-negative integer")
+        self._check_feature_vis()
         if "nmf" in self.bases and self.activation != "post_relu":
             raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
+
+    def _check_feature_vis(self) -> None:
+        fv = self.feature_vis
+        if isinstance(fv, bool):
+            return
+        if not isinstance(fv, dict):
+            raise ValueError("feature_vis must be false, true or a mapping with keys among "
+                             f"{', '.join(FEATURE_VIS_DEFAULTS)}")
+        bad = sorted(set(fv) - set(FEATURE_VIS_DEFAULTS))
+        if bad:
+            raise ValueError(f"unknown feature_vis key(s): {', '.join(bad)}; known: {', '.join(FEATURE_VIS_DEFAULTS)}")
+        p = self.feature_vis_params()
+        if p["method"] not in FEATURE_VIS_METHODS:
+            raise ValueError(f"feature_vis.method must be one of {', '.join(FEATURE_VIS_METHODS)}, not {p['method']!r}")
+        if not (_is_int(p["steps"]) and p["steps"] >= 1):
+            raise ValueError(f"feature_vis.steps must be a positive integer, not {p['steps']!r}")
+        if not (_is_int(p["seed"]) and p["seed"] >= 0):
+            raise ValueError(f"feature_vis.seed must be a non-negative integer, not {p['seed']!r}")
+        lr = p["lr"]
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"feature_vis.lr must be a positive number, not {lr!r}")
+        size = p["image_size"]
+        if size is not None and not (_is_int(size) and 8 <= size <= 1024 and size % 2 == 0):
+            raise ValueError(f"feature_vis.image_size must be null (the display size) or an even integer in "
+                             f"[8, 1024], not {size!r}")
 
     def _check_per_basis(self, name: str, value: Any, allow_none: bool) -> None:
         if value is None and allow_none:

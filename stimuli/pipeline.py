@@ -23,7 +23,7 @@ from .figures import draw_figures
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "measures", "sobol", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "measures", "sobol", "write")
 
 Progress = Callable[[str, float], None]
 
@@ -284,13 +284,16 @@ def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress):
 def fit_bases(config: StimulusConfig, acts, report: Progress) -> dict[tuple[str, str], Fitted]:
     """Stage ``bases``: every basis of ``config.bases`` fitted on every layer's activations."""
     from .bases import make_basis
+    from .scores import score_matrix
 
     jobs = [(layer, b) for layer in config.layers for b in config.bases]
     fitted: dict[tuple[str, str], Fitted] = {}
     report("bases", 0.0)
     for j, (layer, name) in enumerate(jobs):
+        A = acts.values[layer]
         basis = make_basis(name, **_basis_params(config, name))
-        codes = basis.fit_transform(acts.values[layer])
+        # the unit's score (stimuli.scores) ranks the images, as it drives feature visualizations
+        codes = score_matrix(basis.fit(A), A)
         fitted[(layer, name)] = Fitted(basis, codes)
         report("bases", (j + 1) / len(jobs))
     return fitted
@@ -420,7 +423,7 @@ def _network_labels(inputs: Inputs) -> np.ndarray | None:
     return None
 
 
-def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered) -> dict:
+def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict) -> dict:
     files = rendered.files
     ex = unit.exemplars
     entry = {
@@ -434,9 +437,33 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered) -> 
         "strip": [files[int(i)] for i in ex.strip],
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }
+    entry.update(synthetic.get((layer, name, unit.index), {}))
     if rendered.overlays:
         entry["attribution_overlays_max"] = rendered.overlays[(layer, name, unit.index)]
     return entry
+
+
+class Synthetic(NamedTuple):
+    """What the ``featurevis`` stage wrote: each unit's ``synthetic_max`` / ``synthetic_min`` files by
+    (layer, basis, unit), and the manifest's ``feature_vis`` entry (None when off)."""
+
+    files: dict[tuple[str, str, int], dict]
+    entry: dict | None
+
+
+def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
+                           chosen: Chosen, writer: ArtifactWriter, size: int, report: Progress) -> Synthetic:
+    """Stage ``featurevis``: synthetic references of every chosen unit (:mod:`stimuli.featurevis`), their
+    scores added to the units' measures; nothing when ``feature_vis`` is off."""
+    report("featurevis", 0.0)
+    synthetic = Synthetic({}, None)
+    if config.feature_vis_params() is not None:
+        from .featurevis import synthetic_references
+
+        synthetic = Synthetic(*synthetic_references(config, inputs.net, inputs.images, fitted, chosen.units,
+                                                    writer, size, inputs.device, report))
+    report("featurevis", 1.0)
+    return synthetic
 
 
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
@@ -452,7 +479,8 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 
 
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
-                  influence: dict, chosen: Chosen, rendered: Rendered, decisions, report: Progress) -> list[dict]:
+                  influence: dict, chosen: Chosen, rendered: Rendered, synthetic: Synthetic, decisions,
+                  report: Progress) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
     completeness, its decision measures, and its chosen units with their files."""
     from .completeness import cumulative_explained_variance, unit_order
@@ -474,7 +502,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             "cumulative_explained_variance": _r(cum),
             "cumulative_order": [int(i) for i in unit_order(basis)],
             "completeness": completeness,
-            "units": [_unit_entry(layer, name, u, rendered) for u in chosen.units[key]],
+            "units": [_unit_entry(layer, name, u, rendered, synthetic.files) for u in chosen.units[key]],
         }
         if completeness_error:
             entry["completeness_error"] = completeness_error
@@ -504,7 +532,7 @@ def region_sobol(config: StimulusConfig, inputs: Inputs, writer: ArtifactWriter,
 
 
 def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[dict], sobol: dict | None,
-                   figures: list[dict], writer: ArtifactWriter, report: Progress) -> Path:
+                   figures: list[dict], feature_vis: dict | None, writer: ArtifactWriter, report: Progress) -> Path:
     """Stage ``write``: the manifest (:func:`stimuli.artifact.build_manifest`), and the artifact
     renamed into place."""
     import torch
@@ -514,10 +542,13 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
     dataset["n_skipped"] = int(dataset["n_skipped"] + acts.n_failed)
     dataset["n_images"] = len(inputs.images)
     device = inputs.device
+    parameters = {k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")}
+    if feature_vis is not None:
+        parameters["feature_vis"] = config.feature_vis_params()
     manifest = build_manifest(
-        network=inputs.net.describe(), dataset=dataset, seed=config.seed,
-        parameters={k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")},
+        network=inputs.net.describe(), dataset=dataset, seed=config.seed, parameters=parameters,
         layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol, figures=figures,
+        feature_vis=feature_vis,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     path = writer.commit(manifest)
     report("write", 1.0)
@@ -548,8 +579,10 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     chosen = choose_units(config, inputs, fitted, influence, report)
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
+        synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
         decisions = measure_decisions(config, inputs, fitted, chosen, influence)
-        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, decisions, report)
+        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
+                               report)
         figures = draw_figures(layers, writer.tmp) if config.figures else []
         sobol = region_sobol(config, inputs, writer, rendered.size, report)
-        return write_manifest(config, inputs, acts, layers, sobol, figures, writer, report)
+        return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report)

@@ -235,7 +235,7 @@ class UnitAdmin(admin.ModelAdmin):
                     "least_activating"]
     list_filter = ["basis", "layer", "job"]
     readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating",
-                       "attribution_overlays", "first_ordered_strip"]
+                       "attribution_overlays", "first_ordered_strip", "synthetic_vs_natural"]
     inlines = [ExemplarInline]
 
     def get_queryset(self, request):
@@ -269,6 +269,21 @@ class UnitAdmin(admin.ModelAdmin):
     @admin.display(description="attribution overlays (most activating)")
     def attribution_overlays(self, unit):
         return _thumbnails(unit, Exemplar.Role.OVERLAY_MAX) or "— (the job ran without attribution_overlays)"
+
+    @admin.display(description="synthetic vs natural references")
+    def synthetic_vs_natural(self, unit):
+        synthetic_max = _thumbnails(unit, Exemplar.Role.SYNTHETIC_MAX)
+        if not synthetic_max:
+            return "— (the job ran without feature_vis)"
+        ratio = unit.measures.get("synthetic_max_ratio")
+        ratio = f"{ratio:.2f}×" if isinstance(ratio, (int, float)) else "—"
+        return format_html(
+            "<table><tr><th></th><th>synthetic</th><th>natural</th></tr>"
+            "<tr><th>max</th><td>{}</td><td>{}</td></tr><tr><th>min</th><td>{}</td><td>{}</td></tr></table>"
+            "<p>synthetic / natural maximum: {} (scores {} vs {})</p>",
+            synthetic_max, _thumbnails(unit, Exemplar.Role.REFERENCE_MAX),
+            _thumbnails(unit, Exemplar.Role.SYNTHETIC_MIN), _thumbnails(unit, Exemplar.Role.REFERENCE_MIN),
+            ratio, unit.measures.get("synthetic_max_score", "—"), unit.measures.get("natural_max_score", "—"))
 
     @admin.display(description="ordered strip, lowest first")
     def first_ordered_strip(self, unit):

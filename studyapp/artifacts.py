@@ -24,6 +24,8 @@ ROLE_LISTS = {
     Exemplar.Role.QUERY_MAX: "queries_max",
     Exemplar.Role.QUERY_MIN: "queries_min",
     Exemplar.Role.OVERLAY_MAX: "attribution_overlays_max",
+    Exemplar.Role.SYNTHETIC_MAX: "synthetic_max",
+    Exemplar.Role.SYNTHETIC_MIN: "synthetic_min",
 }
 
 

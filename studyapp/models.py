@@ -143,6 +143,8 @@ class Exemplar(models.Model):
         QUERY_MIN = "query_min", "query from the bottom band"
         STRIP = "strip", "ordered strip"
         OVERLAY_MAX = "overlay_max", "attribution overlay of a maximally activating reference"
+        SYNTHETIC_MAX = "synthetic_max", "feature visualization raising the unit"
+        SYNTHETIC_MIN = "synthetic_min", "feature visualization lowering the unit"
 
     unit = models.ForeignKey(Unit, on_delete=models.CASCADE, related_name="exemplars")
     role = models.CharField(max_length=20, choices=Role.choices)
@@ -286,6 +288,8 @@ class Condition(models.Model):
         MAX_ONLY = "max_only", "maximally activating references only"
         NONE = "none", "no references (chance baseline)"
         OVERLAY = "overlay", "9 + 9 natural references, the most activating with attribution heat maps"
+        SYNTHETIC = "synthetic", "feature visualizations as references (queries stay natural)"
+        MIXED = "mixed", "feature visualizations and natural references side by side"
 
     class Paradigm(models.TextChoices):
         REFERENCE_2AFC = "reference_2afc", "reference 2AFC (Borowski et al.)"
@@ -334,6 +338,8 @@ class Condition(models.Model):
                     queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
                     strips=[strips[pk][group] for group in sorted(strips[pk])],
                     overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
+                    synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
+                    synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
                 )
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 

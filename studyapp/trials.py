@@ -6,13 +6,16 @@ its id and its exemplar image lists (as the stimulus artifact orders them), and 
 references, two queries (one from the top activation band, one from the bottom), the correct side drawn
 at random; a catch trial's queries are reference images themselves, so answering it needs attention only.
 The `overlay` reference type shows the most activating references as attribution heat maps (where in
-the image the unit responds), so a study can measure whether the overlay helps people.
+the image the unit responds), so a study can measure whether the overlay helps people. `synthetic` shows
+feature visualizations as references while queries stay natural images (Borowski et al.'s "optimized"
+condition); `mixed` shows the feature visualizations and the natural references side by side.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
-REFERENCE_TYPES = ("natural", "max_only", "none", "overlay")
+REFERENCE_TYPES = ("natural", "max_only", "none", "overlay", "synthetic", "mixed")
+SYNTHETIC_TYPES = ("synthetic", "mixed")
 
 
 PARADIGMS = ("reference_2afc", "ordered_strip")
@@ -27,6 +30,8 @@ class UnitExemplars:
     queries_min: list
     strips: list = field(default_factory=list)  # disjoint ordered strips, each lowest activation first
     overlays_max: list = field(default_factory=list)  # aligned with references_max
+    synthetic_max: list = field(default_factory=list)  # feature visualizations, strongest first
+    synthetic_min: list = field(default_factory=list)
 
 
 @dataclass
@@ -55,6 +60,14 @@ def _shown_references(unit, reference_type):
         if len(unit.overlays_max) != len(unit.references_max):
             raise ValueError(f"unit {unit.unit_id} has no attribution overlay for each maximal reference")
         return list(unit.overlays_max), list(unit.references_min)
+    if reference_type in ("synthetic", "mixed"):
+        if not unit.synthetic_max or not unit.synthetic_min:
+            raise ValueError(f"unit {unit.unit_id} has no feature visualizations: run its stimulus job with "
+                             "feature_vis")
+        if reference_type == "synthetic":
+            return list(unit.synthetic_max), list(unit.synthetic_min)
+        return (list(unit.synthetic_max) + list(unit.references_max),
+                list(unit.synthetic_min) + list(unit.references_min))
     raise ValueError(f"unknown reference type {reference_type!r}; expected one of {REFERENCE_TYPES}")
 
 
@@ -114,8 +127,11 @@ def main_trials(units, n, catch_ratio, reference_type, rng):
         if slot in catch_slots:
             # Catch queries come from the references the participant sees; with no references shown
             # the maximal reference still has the highest activation, so the answer key stays valid.
-            query_max = unit.references_max[int(rng.integers(len(unit.references_max)))]
-            query_min = unit.references_min[int(rng.integers(len(unit.references_min)))]
+            # with feature visualizations shown, a catch query is one of them (Borowski et al.)
+            pool_max, pool_min = (_shown_references(unit, reference_type) if reference_type in SYNTHETIC_TYPES
+                                  else (unit.references_max, unit.references_min))
+            query_max = pool_max[int(rng.integers(len(pool_max)))]
+            query_min = pool_min[int(rng.integers(len(pool_min)))]
             trials.append(_trial(rng, unit, "main", "catch", query_max, query_min, reference_type))
             continue
         pairs = pair_orders[unit.unit_id]

@@ -15,7 +15,7 @@ from analysis.load import BOROWSKI_MAP, ExportError, parse_mapping, read_respons
 from analysis.report import adapt_formula, run_report
 
 BOROWSKI = Path(__file__).resolve().parents[1] / "data" / "borowski2021" / "experiment_I_trials.csv"
-MAP = ("participant=subject_id,unit=unit_name,condition=instr_type,correct=correct,"
+MAP = ("participant=subject_id,unit=unit_name,condition=instr_type,reference_type=instr_type,correct=correct,"
        "trial_kind=trial_type,catch=catch_trial,rt=RT,confidence=abs_conf_rating")
 
 # Borowski et al. README table: trials, accuracy, per-participant mean ± SEM, median RT, confidence

@@ -65,3 +65,14 @@ def test_generate_with_machine_score_selection(tmp_path, capsys):
     assert [u["measures"]["mis"] for u in entry["units"]] == [max(scores), min(scores)]
     assert main(["generate", "--unit-selection", "mis_top", "--quiet", "--out", str(tmp_path / "e")]) == 2
     assert "needs mis_layer" in capsys.readouterr().err
+
+
+def test_feature_vis_flags(tmp_path):
+    from stimuli.__main__ import _config, _parser
+
+    cfg = tmp_path / "fv.json"
+    cfg.write_text(json.dumps({"feature_vis": {"lr": 0.2, "seed": 5}}))
+    config = _config(_parser().parse_args(["generate", str(cfg), "--feature-vis", "maco", "--feature-vis-steps", "16",
+                                           "--out", str(tmp_path / "o")]))
+    assert config.feature_vis_params() == {"method": "maco", "steps": 16, "lr": 0.2, "image_size": None, "seed": 5}
+    assert _config(_parser().parse_args(["generate", "--out", str(tmp_path / "p")])).feature_vis is False

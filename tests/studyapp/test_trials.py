@@ -132,3 +132,34 @@ def test_unknown_paradigm_is_refused():
     with pytest.raises(ValueError, match="paradigm"):
         build_trial_list(units(), n_practice=1, n_main=1, catch_ratio=0, reference_type="natural", seed=0,
                          paradigm="odd-one-out")
+
+
+def synthetic_units(n=3):
+    return [UnitExemplars(**{**u.__dict__, "synthetic_max": [f"u{u.unit_id}-smax{i}" for i in range(3)],
+                             "synthetic_min": [f"u{u.unit_id}-smin{i}" for i in range(3)]}) for u in units(n)]
+
+
+def test_synthetic_references_with_natural_queries():
+    specs = build_trial_list(synthetic_units(), n_practice=3, n_main=27, catch_ratio=1 / 9,
+                             reference_type="synthetic", seed=4)
+    for spec in specs:
+        assert all("smax" in r for r in spec.references_max) and all("smin" in r for r in spec.references_min)
+        right, wrong = correct_and_wrong(spec)
+        if spec.kind == "catch":
+            # a catch query is one of the references on screen
+            assert right in spec.references_max and wrong in spec.references_min
+        else:
+            assert "qmax" in right and "qmin" in wrong
+    assert sum(s.kind == "catch" for s in specs) == 3
+
+
+def test_mixed_references_show_both_kinds_side_by_side():
+    spec = build_trial_list(synthetic_units(), n_practice=0, n_main=3, catch_ratio=0, reference_type="mixed",
+                            seed=5)[0]
+    assert sum("smax" in r for r in spec.references_max) == 3 and sum("rmax" in r for r in spec.references_max) == 9
+    assert sum("smin" in r for r in spec.references_min) == 3 and sum("rmin" in r for r in spec.references_min) == 9
+
+
+def test_synthetic_condition_needs_feature_visualizations():
+    with pytest.raises(ValueError, match="feature_vis"):
+        build_trial_list(units(), n_practice=1, n_main=3, catch_ratio=0, reference_type="synthetic", seed=1)
