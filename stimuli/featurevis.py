@@ -278,11 +278,14 @@ def _optimize(model, layer, basis, targets, to_input, size, fv, magnitude, seed,
         codes = unit_scores(basis, pooled)
         picked = codes.gather(1, units[:, None])[:, 0]
         # a sparse code (NMF, dictionary, SAE) is 0 over a whole region of images and gives no gradient
-        # there, like a dead ReLU; while an image sits at 0 its objective is the part of the activation
-        # the other atoms leave unexplained, along the unit's atom (what a sparse solver's optimality
-        # condition compares with its threshold), which leads into the region where the code is positive
+        # there, like a dead ReLU; while an image sits at 0 its objective is the cosine between the
+        # activation and the unit's atom, which leads into the region where the solver picks that atom.
+        # (The residual along the atom, what the solver's optimality condition compares with its
+        # threshold, stalled on one demo dictionary atom: the other atoms kept absorbing what it gained.)
         along = ((pooled - offset - codes @ comp) * atoms).sum(1)
-        objective = torch.where((signs > 0) & (picked <= 0) & sparse, ESCAPE * along, signs * picked)
+        centred = pooled - offset
+        aligned = (centred * atoms).sum(1) / centred.norm(dim=1).clamp_min(1e-12)
+        objective = torch.where((signs > 0) & (picked <= 0) & sparse, ESCAPE * aligned, signs * picked)
         # pushed down, a sparse code stops at 0 with no gradient, a hair from turning positive again once
         # the image is rounded to 8 bits: the same term keeps pushing it into the region where it is 0
         objective = objective - torch.where((signs < 0) & sparse, ESCAPE * along, torch.zeros_like(along))
