@@ -71,27 +71,34 @@ def _parser() -> argparse.ArgumentParser:
     l.add_argument("--architecture")
     l.add_argument("--offline", dest="allow_download", action="store_false", default=True)
 
-    i = sub.add_parser("influence", help="distributional influence of a layer's units on a class, per basis")
-    i.add_argument("--network", default="demo")
-    i.add_argument("--weights")
-    i.add_argument("--architecture")
-    i.add_argument("--dataset", default="digits")
-    i.add_argument("--max-images", dest="max_images", type=int)
-    i.add_argument("--layer", required=True)
-    i.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
-    i.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
-    i.add_argument("--class", dest="cls", type=int, required=True, help="class of interest (its logit)")
+    def layer_measure(name, help_text, class_help, class_required):
+        """A subcommand measuring one layer's units per basis: the flags influence, essence, ablate and
+        surrogate share."""
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--network", default="demo")
+        p.add_argument("--weights")
+        p.add_argument("--architecture")
+        p.add_argument("--dataset", default="digits")
+        p.add_argument("--max-images", dest="max_images", type=int)
+        p.add_argument("--layer", required=True)
+        p.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
+        p.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
+        p.add_argument("--class", dest="cls", type=int, required=class_required, help=class_help)
+        p.add_argument("--distribution", choices=["class", "all"], default="class",
+                       help="images of the class (labels, or predictions when the dataset's classes are not "
+                            "the network's) or all images")
+        p.add_argument("--pooling", choices=["mean", "max"], default="mean")
+        p.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--offline", dest="allow_download", action="store_false", default=True)
+        return p
+
+    i = layer_measure("influence", "distributional influence of a layer's units on a class, per basis",
+                      "class of interest (its logit)", True)
     i.add_argument("--versus", type=int, help="a second class: the quantity is the logit difference")
-    i.add_argument("--distribution", choices=["class", "all"], default="class",
-                   help="images of the class (labels, or predictions when the dataset's classes are not "
-                        "the network's) or all images")
     i.add_argument("--top", type=int, default=5)
-    i.add_argument("--pooling", choices=["mean", "max"], default="mean")
-    i.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--batch-size", dest="batch_size", type=int, default=256)
-    i.add_argument("--device", default="auto")
-    i.add_argument("--offline", dest="allow_download", action="store_false", default=True)
     i.add_argument("--json", action="store_true", help="print JSON")
 
     for name, text in (("essence", "accuracy on a class's decision with the top-k units by influence, by variance "
@@ -100,26 +107,10 @@ def _parser() -> argparse.ArgumentParser:
                                   "its mean code"),
                        ("surrogate", "decision trees on the top-k units' codes that predict the network's decision, "
                                      "and the best tree's rules")):
-        d = sub.add_parser(name, help=text)
-        d.add_argument("--network", default="demo")
-        d.add_argument("--weights")
-        d.add_argument("--architecture")
-        d.add_argument("--dataset", default="digits")
-        d.add_argument("--max-images", dest="max_images", type=int)
-        d.add_argument("--layer", required=True)
-        d.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
-        d.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
-        d.add_argument("--class", dest="cls", type=int, required=name == "essence",
-                       help="class of interest" + ("" if name == "essence" else
-                                                   ": units ordered by influence on it (else by variance)"))
+        d = layer_measure(name, text, "class of interest" + ("" if name == "essence" else
+                                                              ": units ordered by influence on it (else by variance)"),
+                          name == "essence")
         d.add_argument("--versus", type=int, help="a second class: the decision is class vs versus")
-        d.add_argument("--distribution", choices=["class", "all"], default="class")
-        d.add_argument("--pooling", choices=["mean", "max"], default="mean")
-        d.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
-        d.add_argument("--seed", type=int, default=0)
-        d.add_argument("--batch-size", dest="batch_size", type=int, default=256)
-        d.add_argument("--device", default="auto")
-        d.add_argument("--offline", dest="allow_download", action="store_false", default=True)
         if name in ("essence", "surrogate"):
             d.add_argument("--k", dest="ks", help="comma separated unit counts (default: 1, 2, 4, …)")
         if name == "essence":
