@@ -126,6 +126,16 @@ def batches(images: ImageSet, preprocess: Callable, batch_size: int = 256, num_w
     yield from loader(images, preprocess, batch_size, num_workers, device)
 
 
+def _keep_rows(values: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``values[rows]`` for ascending ``rows``, moved up in place rather than copied, so dropping a few
+    unreadable images does not hold the N x C matrix twice. Safe because ``rows[j] >= j``: a chunk
+    reads only rows at or after the ones it writes, and later chunks read beyond them."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        values[start:start + len(part)] = values[part]
+    return values[:len(rows)]
+
+
 def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
     """A callable returning ``{layer: output}``: torchvision's feature extractor, or for a
     TorchScript model (which FX cannot trace and which refuses forward hooks) a copy of its forward
@@ -305,5 +315,5 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
     if len(indices) == 0:
         raise ValueError("no image could be read")
     if len(indices) < n:
-        values = {k: v[indices] for k, v in values.items()}
+        values = {k: _keep_rows(v, indices) for k, v in values.items()}
     return Activations(values=values, indices=indices, n_failed=n_failed, shapes=shapes)

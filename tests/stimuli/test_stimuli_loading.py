@@ -88,3 +88,12 @@ def test_mean_pooling_of_bfloat16_maps_accumulates_in_float32():
     assert out.dtype == torch.float32
     assert out.item() == pytest.approx(1 + 2 ** -7, abs=1e-7)
     assert pool(t, "max").dtype == torch.float32
+
+
+def test_dropping_rows_moves_them_up_in_place():
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    rows = np.array([0, 2, 3, 7, 8])
+    expected = values[rows].copy()
+    kept = activations._keep_rows(values, rows, chunk=2)
+    np.testing.assert_array_equal(kept, expected)
+    assert np.shares_memory(kept, values)
