@@ -270,13 +270,18 @@ def autocast(device: torch.device, enabled: bool | None = None):
 def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Sequence[str],
             pooling: str = "mean", activation: str = "post_relu", device: torch.device | str = "cpu",
             batch_size: int = 256, num_workers: int | None = 0,
-            progress: Callable[[float], None] | None = None, mixed_precision: bool | None = None) -> Activations:
+            progress: Callable[[float], None] | None = None, mixed_precision: bool | None = None,
+            decode: str = "auto") -> Activations:
     """Pooled activations of ``layers`` for every image; ``post_relu`` applies a ReLU to each hooked
     output first (the NMF basis needs non-negative data). ``num_workers=None`` picks
-    :func:`auto_num_workers`; ``mixed_precision=None`` autocasts to bfloat16 on CUDA only."""
+    :func:`auto_num_workers`; ``mixed_precision=None`` autocasts to bfloat16 on CUDA only; ``decode``
+    "auto" decodes JPEGs on a CUDA device (:mod:`stimuli.decoding`) and with PIL elsewhere."""
+    from .decoding import device_batches, use_device_decoding
+
     device = torch.device(device)
     if num_workers is None:
         num_workers = auto_num_workers(images)
+    source = device_batches if use_device_decoding(images, preprocess, device, decode) else batches
     model = model.to(device).eval()
     channels_last = uses_channels_last(model, device)
     extractor = layer_extractor(model, layers)
@@ -287,7 +292,7 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
     n_failed = 0
     done = 0
     with torch.inference_mode(), autocast(device, mixed_precision):
-        for idx, x, failed in batches(images, preprocess, batch_size, num_workers, device):
+        for idx, x, failed in source(images, preprocess, batch_size, num_workers, device):
             n_failed += failed
             done += len(idx) + failed
             if x is not None:

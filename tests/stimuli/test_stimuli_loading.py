@@ -79,6 +79,9 @@ def test_config_leaves_the_worker_count_open_by_default():
     StimulusConfig(num_workers=3).validate()
     with pytest.raises(ValueError, match="num_workers"):
         StimulusConfig(num_workers=-1).validate()
+    assert StimulusConfig().decode == "auto"
+    with pytest.raises(ValueError, match="decode"):
+        StimulusConfig(decode="nvjpeg").validate()
 
 
 def test_mean_pooling_of_bfloat16_maps_accumulates_in_float32():
@@ -97,3 +100,23 @@ def test_dropping_rows_moves_them_up_in_place():
     kept = activations._keep_rows(values, rows, chunk=2)
     np.testing.assert_array_equal(kept, expected)
     assert np.shares_memory(kept, values)
+
+
+def test_torchvision_decoding_drops_the_same_files_and_matches_pil(tmp_path):
+    from stimuli.networks import imagenet_preprocess
+
+    images = FolderImageSet(_folder(tmp_path / "set"))
+    victim = images.files[3]
+    victim.write_bytes(victim.read_bytes()[:200])
+    preprocess = imagenet_preprocess(resize=36, crop=32)
+    pil = extract(_model(), images, preprocess, ["2"], batch_size=4, decode="pil")
+    tv = extract(_model(), images, preprocess, ["2"], batch_size=4, num_workers=2, decode="torchvision")
+    assert pil.n_failed == tv.n_failed == 1
+    np.testing.assert_array_equal(pil.indices, tv.indices)
+    # PIL and tensor resizing round differently; the activations agree to that rounding
+    np.testing.assert_allclose(pil.values["2"], tv.values["2"], atol=0.05)
+    sub = images.subset([0, 1, 2, 4, 5, 6])
+    np.testing.assert_array_equal(extract(_model(), sub, preprocess, ["2"], batch_size=4, decode="torchvision").values["2"],
+                                  tv.values["2"][:6])
+    with pytest.raises(ValueError, match="decode"):
+        extract(_model(), load_dataset("digits").subset(range(8)), preprocess, ["2"], decode="torchvision")
