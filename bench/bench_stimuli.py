@@ -15,6 +15,16 @@ Two cases:
 own loader and batch size; "ratio" is a run's wall time over that. Both clocks start after the
 imports (printed separately for the pipeline): they are a worker's start-up cost, not a job's. The
 pipeline's clock includes loading the network, scanning the folder, fitting, rendering and writing.
+``resnet50`` (the research-scale case) compares against torchvision's canonical loop instead, so that
+a slow loader cannot hide in both numbers: ``DataLoader(ImageFolder(root, weights.transforms()),
+batch_size, num_workers, pin_memory)`` and ``model(x)`` under ``torch.inference_mode()``, on the same
+folder of photograph-like 500 x 375 JPEGs (jittered crops of scikit-learn's sample photographs, so
+decoding costs what it costs on real photographs), with the same worker count, in the same run. The
+pipeline reads three layers (layer2, layer3, layer4) with neuron + PCA bases; the decision measures and
+completeness are off (``essence``, ``ablation``, ``surrogate``, ``figures`` false,
+``label_entropy_top_n`` 0, ``completeness`` false), as they are extra forward passes by design.
+``--sizes 5000,20000`` runs it at several folder sizes to show how peak RSS grows with N.
+
 Every measurement runs in a fresh process, so its peak RSS is its own; the best of ``--repeat`` runs
 is shown for the bare pass and for neurons + PCA, one run for the slower bases. On a shared machine
 the figures move with the other load: compare rows of one run only.
@@ -56,6 +66,74 @@ def make_image_folder(root: Path, n: int, size: int = 256, n_classes: int = 10, 
         rgb += 0.2 * rng.normal(size=rgb.shape)
         Image.fromarray(np.clip((rgb + 1) * 127.5, 0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
     return root
+
+
+def make_photo_folder(root: Path, n: int, size: tuple[int, int] = (500, 375), n_classes: int = 10,
+                      seed: int = 0) -> Path:
+    """``n`` JPEGs of ``size`` cut from scikit-learn's two sample photographs: a random crop (half to
+    all of the width), a random colour gain, noise, a random mirror and a random JPEG quality, so every
+    file decodes like a distinct photograph."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    w, h = size
+    for i in range(n):
+        folder = root / f"class{i % n_classes:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        src = photos[i % len(photos)]
+        cw = int(src.width * rng.uniform(0.5, 1.0))
+        ch = min(int(cw * h / w), src.height)
+        x0, y0 = rng.integers(0, src.width - cw + 1), rng.integers(0, src.height - ch + 1)
+        im = src.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) * rng.uniform(0.8, 1.2, size=3) + rng.normal(0, 6, size=(h, w, 3))
+        if rng.random() < 0.5:
+            a = a[:, ::-1]
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg",
+                                                                   quality=int(rng.integers(75, 95)))
+    return root
+
+
+def torchvision_loop(case: dict) -> dict:
+    """torchvision's canonical inference loop over the folder (the ``resnet50`` case's baseline)."""
+    import torch
+    import torchvision
+    from torchvision.models import get_model, get_model_weights
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = get_model(case["network"], weights=None).to(device).eval()
+    # the transforms of the ImageNet weights, read from their metadata: nothing is downloaded
+    transforms = get_model_weights(case["network"]).DEFAULT.transforms()
+    start = time.perf_counter()
+    dataset = torchvision.datasets.ImageFolder(case["dataset"], transforms)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=case["batch_size"], num_workers=case["num_workers"],
+                                         pin_memory=device.type == "cuda")
+    with torch.inference_mode():
+        for x, _ in loader:
+            model(x.to(device, non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"seconds": time.perf_counter() - start, "n_images": len(dataset), "rss_mib": _peak_rss_mib()}
+
+
+def run_research_case(name: str, case: dict) -> tuple:
+    base = _best(case["repeat"], torchvision_loop, case)
+    n = base["n_images"]
+    print(f"\n== {name}: {case['description']}; {n} images, layers {', '.join(case['layers'])}, "
+          f"batch {case['batch_size']}, loader workers {case['num_workers']} (both)")
+    print(f"{'run':<34}{'runs':>5}{'wall s':>9}{'ratio':>8}{'img/s':>9}{'peak RSS MiB':>14}")
+    print(f"{'torchvision loop (baseline)':<34}{case['repeat']:>5}{base['seconds']:>9.2f}{1.0:>8.2f}"
+          f"{n / base['seconds']:>9.1f}{base['rss_mib']:>14.0f}")
+    r = _best(case["repeat"], pipeline, case, ["neuron", "pca"], False)
+    ratio = r["seconds"] / base["seconds"]
+    print(f"{'pipeline neuron+pca':<34}{case['repeat']:>5}{r['seconds']:>9.2f}{ratio:>8.2f}"
+          f"{n / r['seconds']:>9.1f}{r['rss_mib']:>14.0f}")
+    print("      stages s: " + "  ".join(f"{k} {v:.2f}" for k, v in r["stages"].items() if k != "end")
+          + f"   (imports before the clock {r['imports']:.2f})")
+    return n, ratio, r["rss_mib"], base["rss_mib"]
 
 
 def _network(case: dict):
@@ -109,7 +187,8 @@ def pipeline(case: dict, bases: list[str], completeness: bool) -> dict:
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    config = StimulusConfig(network=case["network"], dataset=case["dataset"], layers=[case["layer"]], bases=bases,
+    layers = case.get("layers") or [case["layer"]]
+    config = StimulusConfig(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
                             n_units=case["units"], batch_size=case["batch_size"], num_workers=case["num_workers"],
                             completeness=completeness, **case.get("extra", {}))
     stages: dict[str, float] = {}
@@ -168,12 +247,17 @@ def run_case(name: str, case: dict, runs: list[tuple[str, list[str], bool, int]]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="demo,resnet18", help="comma separated: demo, resnet18")
+    p.add_argument("--case", default="demo,resnet18", help="comma separated: demo, resnet18, resnet50")
+    p.add_argument("--sizes", default="5000,20000", help="folder sizes of the resnet50 case")
+    p.add_argument("--folder", default=None,
+                   help="where the resnet50 case keeps its generated folders (kept between runs); default a temporary one")
     p.add_argument("--n-images", type=int, default=1000, help="generated images for the resnet18 case")
     p.add_argument("--layer", default="layer4", help="resnet18 layer")
     p.add_argument("--units", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers, for both passes")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers, for both passes (default: 0, and for resnet50 the pipeline's own "
+                        "automatic count, stimuli.activations.auto_num_workers)")
     p.add_argument("--repeat", type=int, default=2, help="runs of the bare pass and of neurons + PCA")
     args = p.parse_args()
     cases = [c.strip() for c in args.case.split(",") if c.strip()]
@@ -207,7 +291,7 @@ def main() -> None:
             folder = make_image_folder(Path(tmp) / "gratings", args.n_images)
             print(f"\ngenerated {args.n_images} 256x256 JPEGs in {time.perf_counter() - t:.1f} s")
             case = {"network": "resnet18", "dataset": str(folder), "layer": args.layer, "units": args.units,
-                    "batch_size": args.batch_size, "num_workers": args.num_workers, "repeat": args.repeat,
+                    "batch_size": args.batch_size, "num_workers": args.num_workers or 0, "repeat": args.repeat,
                     "description": "ResNet-18, random weights, 224x224 inputs",
                     "extra": {"n_components": {"nmf": 64, "sae": 1024}}}
             rows += run_case("resnet18", case, [
@@ -215,6 +299,8 @@ def main() -> None:
                 ("nmf (64 atoms)", ["nmf"], False, 1),
                 ("sae (1024 latents)", ["sae"], False, 1),
             ])
+    if "resnet50" in cases:
+        research(args)
     main_rows = [r for r in rows if r[1] == "neuron+pca"]
     if main_rows:
         print()
@@ -223,6 +309,40 @@ def main() -> None:
             extra = f"; {ratio_cl:.2f} against the channels-last bare pass" if ratio_cl else ""
             print(f"{case_name}: neuron+pca, completeness off: ratio {ratio:.2f} ({verdict} the target "
                   f"<= {TARGET_RATIO}){extra}")
+
+
+def research(args) -> None:
+    from stimuli.activations import MAX_AUTO_WORKERS, usable_cores
+
+    workers = args.num_workers if args.num_workers is not None else min(usable_cores(), MAX_AUTO_WORKERS)
+    layers = ["layer2", "layer3", "layer4"]
+    channels = 512 + 1024 + 2048
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(args.folder) if args.folder else Path(tmp)
+        for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
+            folder = home / f"photos{n}"
+            if not folder.is_dir():
+                t = time.perf_counter()
+                make_photo_folder(folder, n)
+                print(f"\ngenerated {n} 500x375 JPEGs in {time.perf_counter() - t:.1f} s")
+            case = {"network": "resnet50", "dataset": str(folder), "layers": layers, "layer": layers[0],
+                    "units": args.units, "batch_size": args.batch_size, "num_workers": workers,
+                    "repeat": args.repeat, "description": "ResNet-50, random weights, 224x224 inputs",
+                    "extra": {"essence": False, "ablation": False, "surrogate": False, "figures": False,
+                              "label_entropy_top_n": 0}}
+            results.append(run_research_case(f"resnet50 x {n}", case))
+    print()
+    for n, ratio, rss, base_rss in results:
+        verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+        print(f"resnet50 x {n}: pipeline / torchvision loop {ratio:.2f} ({verdict} <= {TARGET_RATIO}); "
+              f"peak RSS {rss:.0f} MiB (baseline {base_rss:.0f}); pooled matrix {n * channels * 4 / 2**20:.0f} MiB")
+    if len(results) > 1:
+        (n0, _, rss0, _), (n1, _, rss1, _) = results[0], results[-1]
+        allowed = rss0 + (n1 - n0) * channels * 4 / 2**20
+        verdict = "meets" if rss1 <= 1.1 * allowed else "misses"
+        print(f"peak RSS at {n1}: {rss1:.0f} MiB against {rss0:.0f} + pooled growth "
+              f"{(n1 - n0) * channels * 4 / 2**20:.0f} = {allowed:.0f} MiB (+10 %: {1.1 * allowed:.0f}): {verdict}")
 
 
 if __name__ == "__main__":

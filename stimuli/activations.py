@@ -1,10 +1,16 @@
 """One forward pass over an image set, returning a spatially pooled N x C float32 matrix per layer.
 
-Pooling happens inside the batch loop, so nothing of shape N x C x H x W is ever held.
+Pooling happens inside the batch loop, so nothing of shape N x C x H x W is ever held. Loading follows
+torchvision's reference classification scripts (``references/classification/train.py``): decoding in
+DataLoader worker processes, pinned host memory and non-blocking copies on CUDA, and on CUDA a
+channels-last, bfloat16-autocast forward pass whose pooled rows are reduced and kept in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -29,12 +35,15 @@ class Activations:
 
 
 def pool(t: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
-    """B x C x ... -> B x C. Dimensions after the channel dimension are spatial."""
+    """B x C x ... -> B x C float32. Dimensions after the channel dimension are spatial; a mean of
+    bfloat16 maps (autocast on CUDA) is accumulated in float32, not in their 8-bit mantissa."""
     if t.ndim == 2:
-        return t
+        return t.float()
     # reduce over the spatial dimensions in place of flatten(2), which copies channels-last maps
     dims = tuple(range(2, t.ndim))
-    return t.mean(dims) if pooling == "mean" else t.amax(dims)
+    if pooling == "mean":
+        return t.mean(dims, dtype=torch.float32) if t.is_floating_point() else t.float().mean(dims)
+    return t.amax(dims).float()
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -60,11 +69,71 @@ def _collate(items):
     return torch.tensor([i for i, _ in ok]), torch.stack([t for _, t in ok]), failed
 
 
-def batches(images: ImageSet, preprocess: Callable, batch_size: int = 256, num_workers: int = 0):
+MAX_AUTO_WORKERS = 8
+PREFETCH_FACTOR = 4
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and ``taskset`` narrow),
+    not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def may_fork_workers() -> bool:
+    """False in a daemonic process (a Celery prefork child, a multiprocessing pool worker), which
+    may not start processes of its own: DataLoader workers there fail with an AssertionError."""
+    if multiprocessing.current_process().daemon:
+        return False
+    try:
+        import billiard  # Celery's fork of multiprocessing marks its pool children here
+    except ImportError:
+        return True
+    return not billiard.current_process().daemon
+
+
+def auto_num_workers(images: ImageSet) -> int:
+    """The loader worker count a job gets when its configuration leaves it open: the usable cores
+    (capped at :data:`MAX_AUTO_WORKERS`) for a folder of files, none for an in-memory set (the
+    digits decode in microseconds; a worker would cost more than it saves) or where this process may
+    not fork."""
+    from .datasets import FolderImageSet, SubsetImageSet
+
+    base = images.base if isinstance(images, SubsetImageSet) else images
+    if not isinstance(base, FolderImageSet) or not may_fork_workers():
+        return 0
+    return min(usable_cores(), MAX_AUTO_WORKERS)
+
+
+def loader(images: ImageSet, preprocess: Callable, batch_size: int = 256, num_workers: int = 0,
+           device: torch.device | str = "cpu") -> torch.utils.data.DataLoader:
+    """The DataLoader of an activation pass: in file order, pinned batches when they go to a CUDA
+    device, workers kept for the loader's life and ``PREFETCH_FACTOR`` batches ahead per worker."""
+    device = torch.device(device)
+    options: dict = {}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR)
+    return torch.utils.data.DataLoader(_Indexed(images, preprocess), batch_size=batch_size, shuffle=False,
+                                       num_workers=num_workers, collate_fn=_collate,
+                                       pin_memory=device.type == "cuda", **options)
+
+
+def batches(images: ImageSet, preprocess: Callable, batch_size: int = 256, num_workers: int = 0,
+            device: torch.device | str = "cpu"):
     """Yield ``(indices, input batch, n_failed)``; decoding failures are dropped and counted."""
-    loader = torch.utils.data.DataLoader(_Indexed(images, preprocess), batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=_collate)
-    yield from loader
+    yield from loader(images, preprocess, batch_size, num_workers, device)
+
+
+def _keep_rows(values: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``values[rows]`` for ascending ``rows``, moved up in place rather than copied, so dropping a few
+    unreadable images does not hold the N x C matrix twice. Safe because ``rows[j] >= j``: a chunk
+    reads only rows at or after the ones it writes, and later chunks read beyond them."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        values[start:start + len(part)] = values[part]
+    return values[:len(rows)]
 
 
 def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
@@ -188,13 +257,31 @@ def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
             and any(isinstance(m, nn.Conv2d) for m in model.modules()))
 
 
+def autocast(device: torch.device, enabled: bool | None = None):
+    """bfloat16 autocast on CUDA (``enabled=None``), where tensor cores run it at several times the
+    float32 rate; a no-op elsewhere, so CPU results stay float32 and bit-identical between runs."""
+    if enabled is None:
+        enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Sequence[str],
             pooling: str = "mean", activation: str = "post_relu", device: torch.device | str = "cpu",
-            batch_size: int = 256, num_workers: int = 0,
-            progress: Callable[[float], None] | None = None) -> Activations:
+            batch_size: int = 256, num_workers: int | None = 0,
+            progress: Callable[[float], None] | None = None, mixed_precision: bool | None = None,
+            decode: str = "auto") -> Activations:
     """Pooled activations of ``layers`` for every image; ``post_relu`` applies a ReLU to each hooked
-    output first (the NMF basis needs non-negative data)."""
+    output first (the NMF basis needs non-negative data). ``num_workers=None`` picks
+    :func:`auto_num_workers`; ``mixed_precision=None`` autocasts to bfloat16 on CUDA only; ``decode``
+    "auto" decodes JPEGs on a CUDA device (:mod:`stimuli.decoding`) and with PIL elsewhere."""
+    from .decoding import device_batches, use_device_decoding
+
     device = torch.device(device)
+    if num_workers is None:
+        num_workers = auto_num_workers(images)
+    source = device_batches if use_device_decoding(images, preprocess, device, decode) else batches
     model = model.to(device).eval()
     channels_last = uses_channels_last(model, device)
     extractor = layer_extractor(model, layers)
@@ -204,8 +291,8 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
     kept = np.zeros(n, dtype=bool)
     n_failed = 0
     done = 0
-    with torch.inference_mode():
-        for idx, x, failed in batches(images, preprocess, batch_size, num_workers):
+    with torch.inference_mode(), autocast(device, mixed_precision):
+        for idx, x, failed in source(images, preprocess, batch_size, num_workers, device):
             n_failed += failed
             done += len(idx) + failed
             if x is not None:
@@ -219,7 +306,7 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
                         # in place: the forward pass is over, and a ReLU is idempotent should two
                         # layer names share one tensor; no second B x C x H x W copy
                         t = t.clamp_(min=0) if t.is_floating_point() else torch.relu(t)
-                    pooled = pool(t, pooling).float().cpu().numpy()
+                    pooled = pool(t, pooling).cpu().numpy()
                     if layer not in values:
                         shapes[layer] = tuple(t.shape[1:])
                         values[layer] = np.zeros((n, pooled.shape[1]), dtype=np.float32)
@@ -233,5 +320,5 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
     if len(indices) == 0:
         raise ValueError("no image could be read")
     if len(indices) < n:
-        values = {k: v[indices] for k, v in values.items()}
+        values = {k: _keep_rows(v, indices) for k, v in values.items()}
     return Activations(values=values, indices=indices, n_failed=n_failed, shapes=shapes)

@@ -40,7 +40,8 @@ def unit_shares(A: np.ndarray, codes: np.ndarray, components: np.ndarray) -> np.
     contribution, ``(c_kᵀ X w_k)² / (||c_k||² ||w_k||² ||X||²)`` with ``X`` and ``c_k`` centred (module
     docstring); in [0, 1]."""
     X = A - A.mean(axis=0)
-    C = codes - codes.mean(axis=0)
+    # the neuron basis's codes are its activations: one centred N x C copy, not two
+    C = X if codes is A else codes - codes.mean(axis=0)
     total = float((X ** 2).sum())
     if total == 0:
         return np.zeros(components.shape[0])
@@ -98,6 +99,7 @@ class NeuronBasis(Basis):
         self.random_state = random_state
 
     def fit_transform(self, A, y=None) -> np.ndarray:
+        given = A
         A = _as_2d(A)
         c = A.shape[1]
         if self.n_components not in (None, c):
@@ -105,7 +107,8 @@ class NeuronBasis(Basis):
         self.components_ = np.eye(c)
         self.offset_ = np.zeros(c)
         self._finish(A, A)
-        return A.copy()
+        # float32 activations were already copied to float64 by _as_2d; copy only what the caller owns
+        return A.copy() if A is given else A
 
     def transform(self, A) -> np.ndarray:
         return _as_2d(A).copy()

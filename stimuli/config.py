@@ -78,7 +78,12 @@ class StimulusConfig:
     n_strips: int = 4
     render_size: int | None = None
     batch_size: int = 256
-    num_workers: int = 0
+    # DataLoader worker processes decoding images; None: the usable cores, capped, for a folder, and
+    # none for the in-memory digits or inside a daemonic process (stimuli.activations.auto_num_workers)
+    num_workers: int | None = None
+    # JPEG decoding: "auto" with nvJPEG on a CUDA device (torchvision's decode_jpeg, stimuli.decoding)
+    # and with PIL elsewhere; "pil" or "torchvision" to choose
+    decode: str = "auto"
     device: str = "auto"
     nmf: dict[str, Any] = field(default_factory=dict)
     dictionary: dict[str, Any] = field(default_factory=dict)
@@ -242,8 +247,10 @@ class StimulusConfig:
              f"render_size must be null or an integer in [8, 1024], not {self.render_size!r}")
         need(_is_int(self.batch_size) and self.batch_size >= 1,
              f"batch_size must be a positive integer, not {self.batch_size!r}")
-        need(_is_int(self.num_workers) and self.num_workers >= 0,
-             f"num_workers must be a non-negative integer, not {self.num_workers!r}")
+        need(self.num_workers is None or (_is_int(self.num_workers) and self.num_workers >= 0),
+             f"num_workers must be a non-negative integer or null (automatic), not {self.num_workers!r}")
+        need(self.decode in ("auto", "pil", "torchvision"),
+             f"decode must be 'auto', 'pil' or 'torchvision', not {self.decode!r}")
         need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda", "mps")
                                                or self.device.startswith("cuda:")),
              f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")

@@ -300,6 +300,12 @@ class _RGB:
     def __call__(self, image) -> torch.Tensor:
         return self.transform(image.convert("RGB"))
 
+    @property
+    def tensor_transform(self) -> Callable:
+        """The same transform for an RGB CHW uint8 tensor (torchvision's transforms take both), for
+        decoding on the device (stimuli.decoding)."""
+        return self.transform
+
 
 def _resolve_weights(name: str, weights: str):
     from torchvision import models

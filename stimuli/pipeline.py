@@ -273,7 +273,8 @@ def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress):
     images = inputs.images
     acts = act.extract(inputs.net.model, images, inputs.net.preprocess, config.layers, pooling=config.pooling,
                        activation=config.activation, device=inputs.device, batch_size=config.batch_size,
-                       num_workers=config.num_workers, progress=lambda f: report("activations", f))
+                       num_workers=config.num_workers, progress=lambda f: report("activations", f),
+                       decode=config.decode)
     if len(acts.indices) < len(images):
         images = images.subset(acts.indices)
     strip_ranks(len(images), config.strip_length, config.n_strips)

@@ -15,8 +15,8 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SETTINGS_DIR = ROOT / "studyapp" / "settings"
-# Read by Django and Celery themselves, not by our settings modules.
-FRAMEWORK_VARIABLES = {"DJANGO_SETTINGS_MODULE"}
+# Read by Django and Celery themselves, or by torch (its model cache), not by our settings modules.
+FRAMEWORK_VARIABLES = {"DJANGO_SETTINGS_MODULE", "TORCH_HOME"}
 SERVICES = {"web", "worker-gpu", "worker", "redis", "postgres"}
 
 
@@ -163,6 +163,19 @@ def test_the_gpu_worker_takes_the_gpu_queue_and_reserves_an_nvidia_gpu(compose):
     assert routed <= listened, routed - listened
     # Only the GPU worker takes GPU work: a job landing on the CPU worker would run for hours.
     assert "gpu" not in queues(compose["services"]["worker"]["command"])
+
+
+def test_the_model_cache_is_one_named_volume_every_worker_mounts(compose):
+    declared = set(compose.get("volumes") or {})
+    for name in ("worker-gpu", "worker"):
+        service = compose["services"][name]
+        env = environment(service)
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
+        for variable in ("TORCH_HOME", "STIMULI_CACHE_DIR"):
+            mount = next((m for m in mounts if env[variable].startswith(m + "/")), None)
+            assert mount is not None and mounts[mount] in declared, (name, variable, env[variable])
+    gpu_mounts = [str(v) for v in compose["services"]["worker-gpu"]["volumes"]]
+    assert any(v.endswith(":/datasets:ro") for v in gpu_mounts), gpu_mounts
 
 
 def test_every_variable_passed_to_the_app_is_one_the_settings_read(compose):

@@ -67,3 +67,24 @@ def test_no_hook_is_left_on_the_model(stimuli_cache):
     extract(model, images, _preprocess, ["conv"], batch_size=4)
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_the_neuron_basis_holds_one_float64_copy_beyond_its_centring():
+    import tracemalloc
+
+    from stimuli.bases import NeuronBasis
+
+    A = np.random.default_rng(0).random((4000, 64), dtype=np.float32)
+    copy64 = A.size * 8
+    tracemalloc.start()
+    try:
+        codes = NeuronBasis().fit_transform(A)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the float64 codes, one centred matrix and a squared temporary while the shares are computed (three
+    # N x C float64 arrays at once); a second centred copy for the codes made it four, then a fifth copy
+    assert peak < 3.5 * copy64, peak / copy64
+    np.testing.assert_array_equal(codes, A.astype(np.float64))
+    owned = A.astype(np.float64)
+    assert not np.shares_memory(NeuronBasis().fit_transform(owned), owned)
