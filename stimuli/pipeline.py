@@ -468,10 +468,11 @@ def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[
 
 
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
-                      chosen: Chosen, influence: dict):
+                      chosen: Chosen, influence: dict, report: Progress):
     """Part of stage ``measures``: the decision measures of :mod:`stimuli.decisions` (essence, ablation,
     label purity, surrogate rules), added to each chosen unit's measures; the per-layer entries are
     returned for :func:`layer_entries`."""
+    report("measures", 0.0)
     decisions = decision_measures(config, inputs.net, inputs.images, fitted, chosen.units, influence, inputs.device)
     for (layer, name), units in chosen.units.items():
         for unit in units:
@@ -581,7 +582,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
         synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
-        decisions = measure_decisions(config, inputs, fitted, chosen, influence)
+        decisions = measure_decisions(config, inputs, fitted, chosen, influence, report)
         layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
                                report)
         figures = draw_figures(layers, writer.tmp) if config.figures else []
