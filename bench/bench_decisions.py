@@ -19,11 +19,8 @@ run only.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import multiprocessing as mp
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,37 +32,22 @@ OFF = {"essence": False, "ablation": False, "surrogate": False, "label_entropy_t
 
 def job(config: dict) -> dict:
     import torch
-    from bench_stimuli import _warm_imports
+    from bench_stimuli import _warm_imports, timed_run
 
     _warm_imports()
     # the same random ResNet-18 in every process, so that both jobs and the class chosen below agree
     torch.manual_seed(0)
     from stimuli import decisions, figures  # noqa: F401  (imported before the clock, as a worker would)
-    from stimuli.pipeline import run
 
-    stages: dict[str, float] = {}
-    state = {"stage": None, "t": time.perf_counter()}
-
-    def progress(stage: str, fraction: float) -> None:
-        now = time.perf_counter()
-        if state["stage"] is not None:
-            stages[state["stage"]] = stages.get(state["stage"], 0.0) + now - state["t"]
-        state["stage"], state["t"] = stage, now
-
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        run(config, Path(tmp) / "artifact", progress=progress)
-        seconds = time.perf_counter() - start
+    seconds, stages, _ = timed_run(config)
     return {"seconds": seconds, "stages": stages}
 
 
-def _in_child(config: dict) -> dict:
-    with cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as ex:
-        return ex.submit(job, config).result()
-
-
 def _best(config: dict, repeat: int) -> dict:
-    return min((_in_child(config) for _ in range(repeat)), key=lambda r: r["seconds"])
+    """The fastest of ``repeat`` runs, each in a fresh process (bench_stimuli's ``_best``)."""
+    from bench_stimuli import _best as best_in_fresh_processes
+
+    return best_in_fresh_processes(repeat, job, config)
 
 
 def run_case(name: str, config: dict, repeat: int) -> float:

@@ -185,12 +185,20 @@ def _warm_imports() -> float:
 def pipeline(case: dict, bases: list[str], completeness: bool) -> dict:
     imports = _warm_imports()
     from stimuli.config import StimulusConfig
-    from stimuli.pipeline import run
 
     layers = case.get("layers") or [case["layer"]]
     config = StimulusConfig(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
                             n_units=case["units"], batch_size=case["batch_size"], num_workers=case["num_workers"],
                             completeness=completeness, **case.get("extra", {}))
+    seconds, stages, n_png = timed_run(config, lambda out: len(list((out / "images").iterdir())))
+    return {"seconds": seconds, "stages": stages, "rss_mib": _peak_rss_mib(), "n_png": n_png, "imports": imports}
+
+
+def timed_run(config, inspect=None) -> tuple[float, dict[str, float], object]:
+    """One stimulus job on ``config`` in a temporary folder: its wall seconds, the seconds of each
+    progress stage, and ``inspect(artifact folder)`` (None without it) read before the folder goes."""
+    from stimuli.pipeline import run
+
     stages: dict[str, float] = {}
     state = {"stage": None, "t": time.perf_counter()}
 
@@ -204,9 +212,9 @@ def pipeline(case: dict, bases: list[str], completeness: bool) -> dict:
         start = time.perf_counter()
         out = run(config, Path(tmp) / "artifact", progress=progress)
         seconds = time.perf_counter() - start
-        n_png = len(list((out / "images").iterdir()))
+        seen = inspect(out) if inspect is not None else None
     progress("end", 0.0)
-    return {"seconds": seconds, "stages": stages, "rss_mib": _peak_rss_mib(), "n_png": n_png, "imports": imports}
+    return seconds, stages, seen
 
 
 def _in_child(fn, *args):
