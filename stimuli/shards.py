@@ -172,8 +172,10 @@ def merge_shards(folder: str | os.PathLike, n_shards: int, config: StimulusConfi
 
     folder = Path(folder)
     print_ = fingerprint(_config(config)) if config is not None else None
-    files = [np.load(folder / shard_name(i, n_shards), allow_pickle=False) for i in range(n_shards)]
+    files = []
     try:
+        for i in range(n_shards):
+            files.append(np.load(folder / shard_name(i, n_shards), allow_pickle=False))
         headers = []
         for i, data in enumerate(files):
             if int(data["format"]) != FORMAT or int(data["index"]) != i or int(data["n_shards"]) != n_shards:
