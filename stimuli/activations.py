@@ -34,6 +34,10 @@ class Activations:
     shapes: dict[str, tuple[int, ...]] | None = None
 
 
+class NoImageRead(ValueError):
+    """Not one image of the set could be read."""
+
+
 def pool(t: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
     """B x C x ... -> B x C float32. Dimensions after the channel dimension are spatial; a mean of
     bfloat16 maps (autocast on CUDA) is accumulated in float32, not in their 8-bit mantissa."""
@@ -318,7 +322,7 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
                 progress(done / n)
     indices = np.flatnonzero(kept)
     if len(indices) == 0:
-        raise ValueError("no image could be read")
+        raise NoImageRead("no image could be read")
     if len(indices) < n:
         values = {k: _keep_rows(v, indices) for k, v in values.items()}
     return Activations(values=values, indices=indices, n_failed=n_failed, shapes=shapes)

@@ -262,19 +262,25 @@ def load_inputs(config: StimulusConfig, report: Progress) -> Inputs:
     return Inputs(net=net, images=images, device=device)
 
 
-def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress):
+def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress, acts=None):
     """Stage ``activations``: the pooled activations of every layer, and the inputs with the image set
-    narrowed to the images that could be read. Refuses an image set too small for the strips now,
-    not after the bases are fitted."""
+    narrowed to the images that could be read. ``acts`` given (a sharded pass merged by
+    :func:`stimuli.shards.merge_shards`) stand in for the pass. Refuses an image set too small for the
+    strips now, not after the bases are fitted."""
     from . import activations as act
     from .exemplars import strip_ranks
 
     report("activations", 0.0)
     images = inputs.images
-    acts = act.extract(inputs.net.model, images, inputs.net.preprocess, config.layers, pooling=config.pooling,
-                       activation=config.activation, device=inputs.device, batch_size=config.batch_size,
-                       num_workers=config.num_workers, progress=lambda f: report("activations", f),
-                       decode=config.decode)
+    if acts is None:
+        acts = act.extract(inputs.net.model, images, inputs.net.preprocess, config.layers, pooling=config.pooling,
+                           activation=config.activation, device=inputs.device, batch_size=config.batch_size,
+                           num_workers=config.num_workers, progress=lambda f: report("activations", f),
+                           decode=config.decode)
+    elif sorted(acts.values) != sorted(config.layers) or np.any(np.diff(acts.indices) <= 0) \
+            or (len(acts.indices) > 0 and not 0 <= acts.indices[0] <= acts.indices[-1] < len(images)):
+        raise ValueError(f"the given activations (layers {', '.join(acts.values)}, {len(acts.indices)} images) "
+                         f"are not those of this job's layers and {len(images)} images")
     if len(acts.indices) < len(images):
         images = images.subset(acts.indices)
     strip_ranks(len(images), config.strip_length, config.n_strips)
@@ -558,11 +564,13 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
 
 
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
-        overwrite: bool = False) -> Path:
+        overwrite: bool = False, activations=None) -> Path:
     """Generate one stimulus artifact in ``out_dir`` (docs/contracts.md, section 1) and return its path.
 
     ``progress(stage, fraction)`` is called with the stages of :data:`STAGES`. ``out_dir`` must not
-    exist unless ``overwrite``; it is replaced only once the new artifact is complete.
+    exist unless ``overwrite``; it is replaced only once the new artifact is complete. ``activations``,
+    when given, are the image set's pooled activations computed elsewhere (the shards of
+    :mod:`stimuli.shards`, merged), and the pipeline starts from them.
     """
     if isinstance(config, dict):
         config = StimulusConfig.from_dict(config)
@@ -575,7 +583,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
     inputs = load_inputs(config, report)
-    acts, inputs = read_activations(config, inputs, report)
+    acts, inputs = read_activations(config, inputs, report, activations)
     fitted = fit_bases(config, acts, report)
     influence = measure_influence(config, inputs, fitted)
     chosen = choose_units(config, inputs, fitted, influence, report)

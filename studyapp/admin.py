@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.static import serve
 
-from . import arrivals, jobs, lifecycle, participation, tasks
+from . import arrivals, checks, jobs, lifecycle, participation, tasks
 from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
@@ -120,8 +120,29 @@ class JobAdmin(admin.ModelAdmin):
 class StimulusJobAdmin(JobAdmin):
     form = StimulusJobForm
     inputs = StimulusJobForm.Meta.fields
-    results = ["measures_table", "curves", "region_sobol", "artifact"]
+    results = ["shard_table", "measures_table", "curves", "region_sobol", "artifact"]
     result_columns = ["unit_count"]
+
+    def changelist_view(self, request, extra_context=None):
+        problem = checks.sharding_without_result_backend()
+        if problem:
+            messages.warning(request, f"{problem}.")
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="shards of the activation pass")
+    def shard_table(self, job):
+        """Each shard's state, for a job whose activation pass was split (its progress above is their mean)."""
+        shards = list(job.shards.all())
+        if not shards:
+            return "— (one task)"
+        rows = [(s.index + 1, s.status, s.stage or "—", f"{s.progress:.0f} %", s.attempts, s.worker or "—",
+                 s.heartbeat.strftime("%Y-%m-%d %H:%M:%S") if s.heartbeat else "—", s.error.splitlines()[0] if s.error
+                 else "") for s in shards]
+        header = mark_safe("<tr><th>shard</th><th>status</th><th>stage</th><th>progress</th><th>attempts</th>"
+                           "<th>worker</th><th>last heartbeat</th><th>error</th></tr>")
+        body = format_html_join("", "<tr class='shard'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                                    "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html("<table>{}{}</table>", header, body)
 
     def get_urls(self):
         own = [path("pictures/<path:picture>", self.admin_site.admin_view(self.picture_view),

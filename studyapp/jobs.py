@@ -13,8 +13,25 @@ from .models import StimulusJob
 log = logging.getLogger(__name__)
 
 
+# Parameters of the job, not of the pipeline: "shards", how many parts its activation pass is split into
+# (1: one task; absent: STIMULUS_SHARD_IMAGES decides).
+JOB_PARAMETERS = ("shards",)
+
+
+def requested_shards(job):
+    """The job's own shard count, or None to leave it to STIMULUS_SHARD_IMAGES; ValueError if it is not a
+    positive integer."""
+    n = job.parameters.get("shards")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"shards must be a positive integer, not {n!r}")
+    return n
+
+
 def pipeline_config(job):
+    """The pipeline's configuration of the job (its parameters checked, the job's own ones included)."""
     from stimuli.config import StimulusConfig
+
+    requested_shards(job)
 
     network = job.network
     image_set = job.image_set
@@ -25,7 +42,7 @@ def pipeline_config(job):
         "bases": job.basis_list,
         "n_units": job.n_units,
         "seed": job.seed,
-        **job.parameters,
+        **{k: v for k, v in job.parameters.items() if k not in JOB_PARAMETERS},
     }
     if network.source == network.Source.TORCHVISION and network.weights:
         values["weights"] = network.weights
@@ -37,10 +54,13 @@ def pipeline_config(job):
 def run_job(job_id):
     """Generate (unless a complete artifact is already in place from an earlier attempt) and import; the
     number of units imported. Raises lifecycle.JobBusy when another live worker holds the job."""
-    return lifecycle.run(StimulusJob, job_id, _generate_and_import)
+    return lifecycle.run(StimulusJob, job_id, generate_and_import)
 
 
-def _generate_and_import(job, progress):
+def generate_and_import(job, progress, activations=None):
+    """The job's artifact generated (unless complete from an earlier attempt) and imported; the number of
+    units. `activations(config)`, when given, returns the activations the pipeline starts from (a sharded
+    job's merged shards), asked for only when the artifact is to be generated."""
     from stimuli import pipeline
     from stimuli.artifact import MANIFEST
 
@@ -52,7 +72,11 @@ def _generate_and_import(job, progress):
         # A worker killed mid-job leaves its temporary folder behind; the artifact itself never is half.
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        pipeline.run(pipeline_config(job), out_dir, progress=progress)
+        config = pipeline_config(job)
+        if activations is None:
+            pipeline.run(config, out_dir, progress=progress)
+        else:
+            pipeline.run(config, out_dir, progress=progress, activations=activations(config))
     StimulusJob.objects.filter(pk=job.pk).update(stage="import")
     import_artifact(job, out_dir)
     n_units = job.units.count()

@@ -55,7 +55,8 @@ class Heartbeat:
 
 class ProgressReporter:
     """Writes the stage and percentage to the job row at most every PROGRESS_INTERVAL_S, and stops the
-    work when a researcher has asked to cancel."""
+    work when a researcher has asked to cancel. A part of a job (a shard) overrides `write` and
+    `stopped` to report to, and listen to, the job it belongs to."""
 
     def __init__(self, model, job_id):
         self.rows = model.objects.filter(pk=job_id)
@@ -67,14 +68,29 @@ class ProgressReporter:
         if stage == self.last_stage and fraction < 1.0 and now - self.last_write < PROGRESS_INTERVAL_S:
             return
         self.last_stage, self.last_write = stage, now
-        self.rows.update(stage=stage, progress=round(100 * min(max(fraction, 0), 1), 1))
-        if self.rows.values_list("status", flat=True).first() == Job.Status.CANCEL_REQUESTED:
+        self.write(stage, min(max(fraction, 0), 1))
+        if self.stopped():
             raise JobCancelled()
 
+    def write(self, stage, fraction):
+        self.rows.update(stage=stage, progress=round(100 * fraction, 1))
 
-def claim(model, job_id):
+    def stopped(self):
+        return self.rows.values_list("status", flat=True).first() == Job.Status.CANCEL_REQUESTED
+
+
+def _live(job):
+    return job.status == Job.Status.RUNNING and job.heartbeat is not None and \
+        (timezone.now() - job.heartbeat).total_seconds() < settings.STIMULUS_STALE_AFTER_SECONDS
+
+
+def claim(model, job_id, handed_over=False):
     """Mark the job running; None when it is finished or cancelled (a redelivered message after a
-    completed run does nothing). Raises JobBusy when another live worker holds it."""
+    completed run does nothing). Raises JobBusy when another live worker holds it. The claim's heartbeat
+    holds the job until the runner's own takes over, so two redelivered messages cannot both take it.
+
+    With `handed_over`, the job is taken up where other tasks left it running (a sharded job's callback,
+    after its shards): it must still be running, and no new attempt is counted."""
     with transaction.atomic():
         job = model.objects.select_for_update().get(pk=job_id)
         if job.status in (Job.Status.SUCCEEDED, Job.Status.CANCELLED):
@@ -82,21 +98,40 @@ def claim(model, job_id):
         if job.status == Job.Status.CANCEL_REQUESTED:
             finish(job, Job.Status.CANCELLED)
             return None
-        if job.status == Job.Status.RUNNING and job.heartbeat is not None and \
-                (timezone.now() - job.heartbeat).total_seconds() < settings.STIMULUS_STALE_AFTER_SECONDS:
+        if _live(job):
             raise JobBusy(f"{model._meta.verbose_name} {job.pk} is running on a live worker")
+        job.heartbeat = timezone.now()
+        if handed_over:
+            if job.status != Job.Status.RUNNING:  # failed meanwhile, or queued again for a new run
+                return None
+            job.save(update_fields=["heartbeat"])
+            return job
         job.status = Job.Status.RUNNING
         job.attempts += 1
         job.started = job.started or timezone.now()
         job.error = ""
-        job.save(update_fields=["status", "attempts", "started", "error"])
+        job.save(update_fields=["status", "attempts", "started", "error", "heartbeat"])
         return job
+
+
+def release(job):
+    """Leave a claimed job running with no worker holding it: its work goes on in other tasks (a
+    sharded job's shards), and the task that takes it up next (their callback) need not wait for this
+    claim's heartbeat to go stale."""
+    type(job).objects.filter(pk=job.pk).update(heartbeat=None)
 
 
 def finish(job, status, error=""):
     # A failed or cancelled job keeps the progress its row holds; `job` may be an older copy.
     done = {"progress": 100.0} if status == Job.Status.SUCCEEDED else {}
     type(job).objects.filter(pk=job.pk).update(status=status, error=error, finished=timezone.now(), **done)
+
+
+def fail(job, exc, context=""):
+    """Record `exc`, being handled now, as the job's failure; `context` leads the error's first line."""
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    finish(job, Job.Status.FAILED, error=f"{context}{detail}\n\n{traceback.format_exc()[-4000:]}")
+    log.exception("%s %s failed", job._meta.verbose_name, job.pk)
 
 
 def requeue(queryset):
@@ -114,24 +149,28 @@ def request_cancel(queryset):
         status=Job.Status.CANCEL_REQUESTED)
 
 
-def run(model, job_id, work):
+def run(model, job_id, work, reporter=ProgressReporter):
     """Run `work(job, progress)` through the job's lifecycle; its value, or None when the job had already
     finished or was cancelled."""
     job = claim(model, job_id)
     if job is None:
         return None
-    name = f"{model._meta.verbose_name} {job.pk}"
+    return carry_out(job, work, reporter)
+
+
+def carry_out(job, work, reporter=ProgressReporter):
+    """The lifecycle of a claimed job: `work(job, progress)` under its heartbeat, then success,
+    cancellation or failure recorded; the work's value, or None when it was cancelled."""
+    model = type(job)
     try:
         with Heartbeat(model, job.pk):
-            value = work(job, ProgressReporter(model, job.pk))
+            value = work(job, reporter(model, job.pk))
     except JobCancelled:
         finish(job, Job.Status.CANCELLED)
-        log.info("%s cancelled", name)
+        log.info("%s %s cancelled", model._meta.verbose_name, job.pk)
         return None
     except Exception as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        finish(job, Job.Status.FAILED, error=f"{detail}\n\n{traceback.format_exc()[-4000:]}")
-        log.exception("%s failed", name)
+        fail(job, exc)
         raise
     finish(job, Job.Status.SUCCEEDED)
     return value

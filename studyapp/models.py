@@ -112,6 +112,27 @@ class StimulusJob(Job):
         return [b.strip() for b in self.bases.split(",") if b.strip()]
 
 
+class StimulusShard(Job):
+    """One shard of a sharded stimulus job's activation pass (`stimuli.shards`): a range of the image
+    set, run by its own task on the gpu queue and written to the job's private shard folder. It lives
+    a job's lifecycle of its own (claim, heartbeat, retry on a dead worker); a cancel is asked of the
+    stimulus job, which every shard reads (`studyapp.shards`)."""
+
+    job = models.ForeignKey(StimulusJob, on_delete=models.CASCADE, related_name="shards")
+    index = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True, help_text="the Celery worker that took it up last")
+
+    class Meta(Job.Meta):
+        ordering = ["job", "index"]
+        constraints = [
+            *Job.Meta.constraints,
+            models.UniqueConstraint(fields=["job", "index"], name="unique_shard_per_job"),
+        ]
+
+    def __str__(self):
+        return f"shard {self.index + 1} of stimulus job {self.job_id}"
+
+
 class Unit(models.Model):
     """A unit of a layer in one basis: a neuron, a principal component or a sparse-code atom."""
 

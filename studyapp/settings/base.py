@@ -158,6 +158,8 @@ ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 
 # Celery: with no broker configured, tasks run in the calling process (the embedded default).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="")
+# Where a sharded stimulus job's chord counts its finished shards (Redis: redis://redis:6379/2). Without
+# one, a broker's stimulus jobs run as one task each and `manage.py check` says so.
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -166,6 +168,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {
     "studyapp.tasks.generate_stimuli": {"queue": "gpu"},
+    "studyapp.tasks.extract_stimulus_shard": {"queue": "gpu"},
+    "studyapp.tasks.finish_stimulus_shards": {"queue": "gpu"},
     "studyapp.tasks.analyse_regions": {"queue": "gpu"},
 }
 # With Redis, a message whose worker died is handed out again once this many seconds have passed since
@@ -173,6 +177,10 @@ CELERY_TASK_ROUTES = {
 # short and a quick retry matters more.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600),
+    # Workers look for such messages this often: kombu's own default works out at 100 s (a sweep every
+    # 10 s that scans Redis every 10th time). A short visibility timeout wants a short sweep too.
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_SECONDS", default=100),
+    "unacked_restore_throttle": 1,
     # Without them, sending a task to a broker that does not answer blocks the admin's request for good
     # (kombu's default is no timeout); with them it fails, and the admin says the queue is unreachable.
     # Above kombu's 1 s BRPOP poll, which a worker's connection must outlast.
@@ -187,6 +195,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 STIMULUS_HEARTBEAT_SECONDS = env.float("STIMULUS_HEARTBEAT_SECONDS", default=10.0)
 STIMULUS_STALE_AFTER_SECONDS = env.float("STIMULUS_STALE_AFTER_SECONDS", default=60.0)
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A stimulus job over more images than this is split into shards of about this many, each a task of its
+# own on the gpu queue, so that several GPU workers share it (studyapp/shards.py); 0: never. A job's
+# parameters may ask for a number of shards themselves ({"shards": 4}; 1: one task).
+STIMULUS_SHARD_IMAGES = env.int("STIMULUS_SHARD_IMAGES", default=10000)
 
 # The demo network's trained weights are cached here so it trains once per machine.
 STIMULI_CACHE_DIR = env("STIMULI_CACHE_DIR", default=str(VAR_DIR / "cache"))

@@ -93,6 +93,8 @@ class Stack:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": REDIS_URL,
+            # A sharded stimulus job's chord counts its shards' results here.
+            "CELERY_RESULT_BACKEND": REDIS_URL,
             "MEDIA_ROOT": str(self.workdir / "media"),
             "ARTIFACT_ROOT": str(self.workdir / "artifacts"),
             "STATIC_ROOT": str(self.workdir / "static"),
@@ -108,6 +110,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             # Short enough that a job whose worker was killed is retried within the test's patience.
             "CELERY_VISIBILITY_TIMEOUT": "8",
+            "CELERY_UNACKED_RESTORE_SECONDS": "2",
             "STIMULUS_HEARTBEAT_SECONDS": "1",
             "STIMULUS_STALE_AFTER_SECONDS": "4",
         }
@@ -134,10 +137,12 @@ class Stack:
                                                 stderr=subprocess.STDOUT, start_new_session=True)
         return self.processes[name]
 
-    def start_worker(self):
-        return self.start_process("worker", [
+    def start_worker(self, name="worker"):
+        """A Celery worker on both queues, its node named `name@host` (what a shard row's `worker` says)."""
+        return self.start_process(name, [
             PYTHON, "-m", "celery", "-A", "studyapp", "worker", "--queues", "gpu,default", "--pool", "solo",
-            "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname",
+            f"{name}@%h",
         ])
 
     def start_web(self, name="web", port=None, workers=2, **env):
