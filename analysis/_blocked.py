@@ -137,7 +137,7 @@ class BlockedPattern:
         return out
 
     def pairs(self):
-        """The unordered pairs e₁ < e₂ of entries in one row of C, in row order, with the flat
+        """The unordered pairs e₁ < e₂ of entries in one row of C, row by row, with the flat
         index of (col e₂, col e₁) in S's lower triangle; built on first use, None when there
         are more than MAX_PAIRS (a row of C holds its columns in increasing order, so col e₂ is
         the larger)."""
@@ -145,11 +145,17 @@ class BlockedPattern:
             count = (self.pairs_count - self.nnz) // 2
             if count > MAX_PAIRS:
                 return None
-            row = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
-            after = self.indptr[row + 1] - 1 - np.arange(self.nnz)  # partners later in the row
-            e1 = np.repeat(np.arange(self.nnz, dtype=np.intp), after)
-            first = np.cumsum(after) - after
-            e2 = e1 + 1 + (np.arange(len(e1), dtype=np.intp) - np.repeat(first, after))
+            # rows grouped by length: each group's pairs are one broadcast of its row starts
+            # against the upper triangle of a length × length pattern
+            lengths = np.diff(self.indptr)
+            e1s, e2s = [], []
+            for length in np.unique(lengths[lengths > 1]):
+                starts = self.indptr[:-1][lengths == length].astype(np.intp)
+                a, b = np.triu_indices(int(length), 1)
+                e1s.append((starts[:, None] + a).ravel())
+                e2s.append((starts[:, None] + b).ravel())
+            e1 = np.concatenate(e1s) if e1s else np.zeros(0, np.intp)
+            e2 = np.concatenate(e2s) if e2s else np.zeros(0, np.intp)
             cols = self.indices.astype(np.intp)
             flat = cols[e2] * self.q2 + cols[e1]
             self._pairs = (e1, e2, flat)
