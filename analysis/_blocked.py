@@ -17,6 +17,11 @@ the largest objects are B's pattern (one entry per distinct level pair) and S (q
 The same factor yields the entries of A⁻¹ that the Laplace gradient needs (on A's pattern
 only), by the block form of the inverse with Q = C S⁻¹ evaluated on C's pattern:
 A⁻¹₂₂ = S⁻¹, A⁻¹₁₂ = −L₁'⁻¹Q, A⁻¹₁₁ = L₁'⁻¹(I + QC')L₁⁻¹ (diagonal blocks).
+
+Both C'C and Q are sums over the pairs of entries that share a row of C. Each unordered pair is
+visited once, in row order, and only the lower triangles of S and S⁻¹ are written or read
+(LAPACK's potrf and potri need no more): half the products of a general sparse product, and the
+gathers stay within a row of C, which is what the time goes on at a million rows.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
-# Σ r² (pairs of entries in one row of C) above which the selected inverse is not attempted:
-# 4·10⁸ index pairs would need several GB.
-MAX_PAIRS = 400_000_000
+# Pairs of entries in one row of C above which their index arrays (24 bytes a pair) are not
+# built: C'C falls back to scipy's sparse product, and the selected inverse is not attempted.
+MAX_PAIRS = 100_000_000
 # The Schur complement over the terms after the largest is held dense: 16,000² is 2 GB.
 MAX_SCHUR_Q = 16_000
 
@@ -75,6 +80,10 @@ class BlockedPattern:
         c_idx, d_idx = np.meshgrid(np.arange(m2), np.arange(m2), indexing="ij")
         self._c2, self._d2 = c_idx.ravel(), d_idx.ravel()
         self.eflat = (self.cols2[:, self._c2] * q2 + self.cols2[:, self._d2]).ravel()
+        # the same entries in S's lower triangle, where the selected inverse reads S⁻¹
+        hi = np.maximum(self.cols2[:, self._c2], self.cols2[:, self._d2])
+        lo = np.minimum(self.cols2[:, self._c2], self.cols2[:, self._d2])
+        self.eflat_lower = (hi * q2 + lo).ravel()
         # B's pattern: one row-set per (level, column of the rest) pair that occurs
         keys = lv[:, None] * max(q2, 1) + self.cols2
         uniq, inv = np.unique(keys.ravel(), return_inverse=True)
@@ -107,6 +116,8 @@ class BlockedPattern:
         self.t_perm = tr.data.astype(np.int64) - 1
         self.t_indices, self.t_indptr = tr.indices, tr.indptr
         self.pairs_count = int(np.sum(self.e_r))
+        # flat index of every entry's diagonal element in S
+        self.diag_flat = self.indices.astype(np.intp) * (q2 + 1)
         self._pairs = None
 
     # -- cost model for choosing dense or blocked ------------------------------------------
@@ -126,21 +137,57 @@ class BlockedPattern:
         return out
 
     def pairs(self):
-        """For every entry e₂ of C, the entries e₁ of its row and the flat index of S⁻¹[col e₁,
-        col e₂]: built on first use (the selected inverse needs it; the deviance does not)."""
+        """The unordered pairs e₁ < e₂ of entries in one row of C, row by row, with the flat
+        index of (col e₂, col e₁) in S's lower triangle; built on first use, None when there
+        are more than MAX_PAIRS (a row of C holds its columns in increasing order, so col e₂ is
+        the larger)."""
         if self._pairs is None:
-            if self.pairs_count > MAX_PAIRS:
-                raise MemoryError(f"{self.pairs_count} entry pairs: selected inverse too large")
-            seg = self.e_r
-            starts = np.concatenate([[0], np.cumsum(seg)[:-1]])
-            row = np.repeat(np.arange(self.q1), np.diff(self.indptr))
-            rowstart = self.indptr[row]
-            # native-width indices: np.take would convert narrower ones on every call
-            e1 = np.repeat(rowstart - starts, seg) + np.arange(self.pairs_count)
-            flat = self.indices[e1].astype(np.intp) * self.q2
-            flat += np.repeat(self.indices.astype(np.intp), seg)
-            self._pairs = (e1, flat, starts)
+            count = (self.pairs_count - self.nnz) // 2
+            if count > MAX_PAIRS:
+                return None
+            # rows grouped by length: each group's pairs are one broadcast of its row starts
+            # against the upper triangle of a length × length pattern
+            lengths = np.diff(self.indptr)
+            e1s, e2s = [], []
+            for length in np.unique(lengths[lengths > 1]):
+                starts = self.indptr[:-1][lengths == length].astype(np.intp)
+                a, b = np.triu_indices(int(length), 1)
+                e1s.append((starts[:, None] + a).ravel())
+                e2s.append((starts[:, None] + b).ravel())
+            e1 = np.concatenate(e1s) if e1s else np.zeros(0, np.intp)
+            e2 = np.concatenate(e2s) if e2s else np.zeros(0, np.intp)
+            cols = self.indices.astype(np.intp)
+            flat = cols[e2] * self.q2 + cols[e1]
+            self._pairs = (e1, e2, flat)
         return self._pairs
+
+    def gram_lower(self, cdata: np.ndarray) -> np.ndarray | None:
+        """C'C from C's values, lower triangle and diagonal only (the upper is left zero)."""
+        pairs = self.pairs()
+        if pairs is None:
+            return None
+        e1, e2, flat = pairs
+        q2 = self.q2
+        # (np.bincount of no pairs at all, as in a nested design, would give integers)
+        out = np.bincount(flat, weights=cdata[e1] * cdata[e2], minlength=q2 * q2).astype(
+            float, copy=False)
+        out[:: q2 + 1] += np.bincount(self.indices, weights=cdata * cdata, minlength=q2)
+        return out.reshape(q2, q2)
+
+    def times_inverse(self, cdata: np.ndarray, Si: np.ndarray) -> np.ndarray:
+        """Q = C S⁻¹ on C's pattern from the lower triangle of S⁻¹:
+        Q[e₂] = Σ over e₁ in e₂'s row of C[e₁] S⁻¹[col e₁, col e₂]."""
+        pairs = self.pairs()
+        if pairs is None:
+            raise MemoryError(f"{self.pairs_count} entry pairs: selected inverse too large")
+        e1, e2, flat = pairs
+        flat_si = Si.ravel()
+        s = flat_si[flat]
+        Q = cdata * flat_si[self.diag_flat]
+        if len(e1):
+            Q += np.bincount(e2, weights=cdata[e1] * s, minlength=self.nnz)
+            Q += np.bincount(e1, weights=cdata[e2] * s, minlength=self.nnz)
+        return Q
 
 
 class BlockedFactor:
@@ -173,8 +220,13 @@ class BlockedFactor:
             E = np.bincount(
                 pat.eflat, weights=(wz2[:, pat._c2] * z2[:, pat._d2]).ravel(), minlength=q2 * q2
             ).reshape(q2, q2)
-            Ct = sp.csr_matrix((cdata[pat.t_perm], pat.t_indices, pat.t_indptr), shape=(q2, pat.q1))
-            E -= (Ct @ self.C).toarray()
+            # only S's lower triangle is formed: potrf reads no more
+            gram = pat.gram_lower(cdata)
+            if gram is None:
+                Ct = sp.csr_matrix((cdata[pat.t_perm], pat.t_indices, pat.t_indptr),
+                                   shape=(q2, pat.q1))
+                gram = (Ct @ self.C).toarray()
+            E -= gram
             E[np.diag_indices_from(E)] += 1.0
             self.L2 = la.cholesky(E, lower=True, check_finite=False)
             self.logdet2 = 2 * np.log(np.diag(self.L2)).sum()
@@ -231,14 +283,9 @@ class BlockedFactor:
         s1, s2 = pat.slots1, pat.slots2
         M = np.zeros((n1, p1, p1))
         if q2:
-            Si, _ = la.lapack.dpotri(self.L2, lower=1)
-            Si = np.tril(Si) + np.tril(Si, -1).T
-            e1, flat, starts = pat.pairs()
+            Si, _ = la.lapack.dpotri(self.L2, lower=1)  # lower triangle of S⁻¹
             cdata = self.C.data
-            prod = np.take(cdata, e1)
-            prod *= np.take(Si.ravel(), flat)
-            Q = np.add.reduceat(prod, starts) if len(starts) else cdata
-            del prod
+            Q = pat.times_inverse(cdata, Si)
             # M_ℓ = (C S⁻¹ C')_ℓℓ = Σ_k Q[(ℓ, a), k] C[(ℓ, b), k], over C's pattern only
             base = np.arange(pat.nnz) - pat.e_a * pat.e_r
             key = pat.e_level * (p1 * p1) + pat.e_a * p1
@@ -252,7 +299,7 @@ class BlockedFactor:
                 for c in range(pat.m2):
                     R[:, s1[a], s2[c]] = ent[:, a, c]
                     R[:, s2[c], s1[a]] = ent[:, a, c]
-            S22 = Si.ravel()[pat.eflat].reshape(n, pat.m2, pat.m2)
+            S22 = Si.ravel()[pat.eflat_lower].reshape(n, pat.m2, pat.m2)
             for c in range(pat.m2):
                 for d in range(pat.m2):
                     R[:, s2[c], s2[d]] = S22[:, c, d]

@@ -23,7 +23,8 @@ GLMM and LMM at each, with the sparse factorization and the dense one side by si
 one only up to ``--dense-max-q`` random effects, since its q × q matrix would not fit, and cut
 off after ``--dense-timeout`` seconds).
 
-    python bench/bench_analysis.py --scale [--sizes small,medium,large] [--dense-timeout 600]
+    python bench/bench_analysis.py --scale [--sizes small,medium,large] [--methods sparse,dense]
+                                   [--dense-timeout 600]
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ def run_scale(name, size, method, seed, timeout):
 
 def scale(a):
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     print("planted: logit icpt +0.8, basisnmf -0.4, basispca +0.5, sd participant 0.6, sd unit 0.9;"
           "\n         log RT icpt +7.8, basisnmf -0.05, basispca +0.1, sd participant 0.3, "
           "sd unit 0.15, sd residual 0.4\n")
@@ -212,7 +214,7 @@ def scale(a):
         participants, units, k = SCALE_SIZES[size]
         q = participants + units
         for kind in ("glmm", "lmm"):
-            for method in ("sparse", "dense"):
+            for method in methods:
                 label = (f"{participants * k:>9,}  {f'{participants:,} x {units:,}':<21}{q:>7,}  "
                          f"{kind.upper():<5}{method:<8}")
                 if method == "dense" and q > a.dense_max_q:
@@ -251,6 +253,8 @@ def main():
                     help="the 118,800 / 200,000 / 1,000,000-answer table, sparse vs dense")
     ap.add_argument("--sizes", default="small,medium,large",
                     help=f"--scale sizes, of {', '.join(SCALE_SIZES)}")
+    ap.add_argument("--methods", default="sparse,dense",
+                    help="--scale: factorizations to run, of sparse, dense")
     ap.add_argument("--dense-max-q", type=int, default=6000,
                     help="--scale: largest number of random effects the dense fit is tried at")
     ap.add_argument("--dense-timeout", type=float, default=600.0,
