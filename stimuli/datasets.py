@@ -8,8 +8,8 @@ Unreadable files are skipped and counted (``n_skipped``), never fatal.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DIGITS_DISPLAY_SIZE = 96
 FOLDER_DISPLAY_SIZE = 224
+LISTING_FORMAT = 1
 
 # PIL raises these for files that are not images or are damaged
 READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -86,41 +87,86 @@ class FolderImageSet(ImageSet):
 
     Files whose header PIL cannot read are skipped at scan time; a file that fails to decode later
     is reported by :meth:`load` raising one of ``READ_ERRORS`` (the activation pass drops it).
+    :meth:`listing` records what a scan found and :meth:`from_listing` takes it up again without
+    looking at the folder, so processes that share a job work on one numbering of its images.
     """
 
     source = "folder"
 
-    def __init__(self, root: str | os.PathLike, verify: bool = True) -> None:
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
+    def __init__(self, root: str | os.PathLike, verify: bool = True,
+                 progress: Callable[[float], None] | None = None) -> None:
+        root_path = Path(root).expanduser()
+        if not root_path.is_dir():
             raise ValueError(f"dataset folder not found: {root}")
-        self.name = self.root.name
-        classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        classes = sorted(d.name for d in root_path.iterdir() if d.is_dir() and not d.name.startswith("."))
         candidates: list[tuple[Path, int]] = []
-        for f in sorted(self.root.iterdir()):
+        for f in sorted(root_path.iterdir()):
             if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
                 candidates.append((f, -1))
         for ci, c in enumerate(classes):
-            for dirpath, dirnames, filenames in os.walk(self.root / c, followlinks=True):
+            for dirpath, dirnames, filenames in os.walk(root_path / c, followlinks=True):
                 dirnames.sort()
                 for fn in sorted(filenames):
                     if Path(fn).suffix.lower() in IMAGE_EXTENSIONS and not fn.startswith("."):
                         candidates.append((Path(dirpath) / fn, ci))
         files, labels, skipped = [], [], 0
-        for path, label in candidates:
+        step = max(1, len(candidates) // 100)
+        for j, (path, label) in enumerate(candidates):
+            if progress is not None and j % step == 0:
+                progress(j / len(candidates))
             if verify and not _readable(path):
                 skipped += 1
                 continue
             files.append(path)
             labels.append(label)
+        if progress is not None:
+            progress(1.0)
         if not files:
             raise ValueError(f"no readable images in {root} (skipped {skipped}); expected an ImageFolder "
-                             f"layout: {self.root.name}/<class>/<image>.jpg")
+                             f"layout: {root_path.name}/<class>/<image>.jpg")
+        self._take(root_path, files, labels, classes, skipped)
+
+    def _take(self, root: Path, files: list[Path], labels: Sequence[int], classes: list[str],
+              skipped: int) -> None:
+        self.root = root
+        self.name = root.name
         self.files = files
         self.class_names = classes or None
-        lab = np.asarray(labels, dtype=np.int64)
-        self.labels = lab if classes and (lab >= 0).all() else None
+        self._file_labels = np.asarray(labels, dtype=np.int64)
+        self.labels = self._file_labels if classes and (self._file_labels >= 0).all() else None
         self.n_skipped = skipped
+
+    def listing(self) -> dict:
+        """What the scan found, as plain JSON values: the root, each image's path relative to it in
+        order, its class index (-1 for an image directly in the root), the class names and how many
+        files were skipped. :meth:`from_listing` rebuilds the same image set from it."""
+        return {"format": LISTING_FORMAT, "root": str(self.root),
+                "files": [f.relative_to(self.root).as_posix() for f in self.files],
+                "labels": [int(v) for v in self._file_labels], "class_names": list(self.class_names or []),
+                "n_skipped": int(self.n_skipped)}
+
+    @classmethod
+    def from_listing(cls, listing: dict) -> "FolderImageSet":
+        """The image set a :meth:`listing` describes, in its order, neither listing the folder nor
+        opening a file; ValueError for a listing of another format or one that does not hold
+        together (a path that leaves the root, a label with no class)."""
+        if listing.get("format") != LISTING_FORMAT:
+            raise ValueError(f"an image listing of format {listing.get('format')!r}, not {LISTING_FORMAT}")
+        root, names = Path(listing["root"]), listing["files"]
+        labels, classes = listing["labels"], list(listing["class_names"])
+        if not names or len(labels) != len(names):
+            raise ValueError(f"an image listing of {len(names)} files and {len(labels)} labels")
+        files = []
+        for name in names:
+            rel = PurePosixPath(name)
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                raise ValueError(f"an image listing's path {name!r} is not inside its root")
+            files.append(root.joinpath(*rel.parts))
+        if any(not -1 <= int(v) < len(classes) for v in labels):
+            raise ValueError(f"an image listing's labels are not in -1..{len(classes) - 1}")
+        images = cls.__new__(cls)
+        images._take(root, files, labels, classes, int(listing["n_skipped"]))
+        return images
 
     def __len__(self) -> int:
         return len(self.files)
@@ -187,8 +233,12 @@ def _readable(path: Path) -> bool:
 
 
 def load_dataset(spec: str, max_images: int | None = None, seed: int = 0) -> ImageSet:
-    """``"digits"`` or a folder path; ``max_images`` draws a seeded subset (kept in file order)."""
-    images: ImageSet = DigitsImageSet() if spec == "digits" else FolderImageSet(spec)
+    """``"digits"`` or a folder path; ``max_images`` draws a seeded subset (:func:`sample`)."""
+    return sample(DigitsImageSet() if spec == "digits" else FolderImageSet(spec), max_images, seed)
+
+
+def sample(images: ImageSet, max_images: int | None, seed: int) -> ImageSet:
+    """A seeded subset of ``max_images`` images kept in file order, or ``images`` when it has no more."""
     if max_images is not None and max_images < len(images):
         rng = np.random.default_rng(seed)
         images = images.subset(np.sort(rng.choice(len(images), size=max_images, replace=False)))

@@ -247,8 +247,9 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
 # -------------------------------------------------------------------------------------------------
 # the stages, in the order run() calls them
 # -------------------------------------------------------------------------------------------------
-def load_inputs(config: StimulusConfig, report: Progress) -> Inputs:
-    """Stage ``network``: the network, the image set and the device."""
+def load_inputs(config: StimulusConfig, report: Progress, images=None) -> Inputs:
+    """Stage ``network``: the network, the image set (``images`` when given, as
+    :func:`stimuli.shards.listed_images` builds it from a listing) and the device."""
     from .datasets import load_dataset
     from .networks import load_network, resolve_device
 
@@ -257,7 +258,8 @@ def load_inputs(config: StimulusConfig, report: Progress) -> Inputs:
     net = load_network(config.network, weights=config.weights, architecture=config.architecture,
                        num_classes=config.num_classes, allow_download=config.allow_download,
                        log=log.info)
-    images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
+    if images is None:
+        images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
     report("network", 1.0)
     return Inputs(net=net, images=images, device=device)
 
@@ -564,13 +566,15 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
 
 
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
-        overwrite: bool = False, activations=None) -> Path:
+        overwrite: bool = False, activations=None, images=None) -> Path:
     """Generate one stimulus artifact in ``out_dir`` (docs/contracts.md, section 1) and return its path.
 
     ``progress(stage, fraction)`` is called with the stages of :data:`STAGES`. ``out_dir`` must not
     exist unless ``overwrite``; it is replaced only once the new artifact is complete. ``activations``,
     when given, are the image set's pooled activations computed elsewhere (the shards of
-    :mod:`stimuli.shards`, merged), and the pipeline starts from them.
+    :mod:`stimuli.shards`, merged), and the pipeline starts from them. ``images``, when given, is the
+    image set of ``config.dataset`` (max_images applied) that those activations number, as
+    :func:`stimuli.shards.listed_images` rebuilds it, in place of scanning the folder again.
     """
     if isinstance(config, dict):
         config = StimulusConfig.from_dict(config)
@@ -582,7 +586,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         if progress is not None:
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
-    inputs = load_inputs(config, report)
+    inputs = load_inputs(config, report, images=images)
     acts, inputs = read_activations(config, inputs, report, activations)
     fitted = fit_bases(config, acts, report)
     influence = measure_influence(config, inputs, fitted)

@@ -10,6 +10,11 @@ shards share, atomically: a temporary file renamed into place, so a file that is
 whose file is already there, for the same configuration, does nothing: a redelivered shard costs a look.
 :func:`merge_shards` reads the files back into the :class:`~stimuli.activations.Activations` the
 unsharded pass returns, and :func:`stimuli.pipeline.run` takes them in place of its own pass.
+
+A folder of images is scanned once, before the shards run: :func:`write_listing` puts what the scan found
+(:meth:`~stimuli.datasets.FolderImageSet.listing`) into the shards' folder, and every shard and the run
+that merges them take their image set from it (:func:`listed_images`) rather than from the folder. They
+number the images alike, however the folder changes meanwhile, and no file's header is read twice.
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ from .config import StimulusConfig
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
-FORMAT = 1
+FORMAT = 2  # 2: a shard records the image listing it was computed from
+LISTING = "images.json"
+LISTING_KIND = "stimuli.shards.listing"
+
+
+class ListingError(ValueError):
+    """The shards' folder holds no image listing for this configuration: the shards cannot know which
+    images are theirs, and scanning the folder themselves could number them otherwise."""
 
 
 def shard_ranges(n_images: int, n_shards: int, batch_size: int) -> list[range]:
@@ -83,13 +95,14 @@ def _config(config: StimulusConfig | dict) -> StimulusConfig:
     return StimulusConfig.from_dict(config) if isinstance(config, dict) else config
 
 
-def _complete(path: Path, print_: str, index: int, n_shards: int) -> bool:
-    """Whether ``path`` is a whole shard file for this configuration and shard."""
+def _complete(path: Path, print_: str, listed: str, index: int, n_shards: int) -> bool:
+    """Whether ``path`` is a whole shard file for this configuration, image listing and shard."""
     if not path.is_file():
         return False
     try:
         with np.load(path, allow_pickle=False) as data:
             return (int(data["format"]) == FORMAT and str(data["fingerprint"]) == print_
+                    and str(data["listing"]) == listed
                     and int(data["index"]) == index and int(data["n_shards"]) == n_shards
                     and all(f"values_{i}" in data for i in range(len(data["layers"]))))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
@@ -97,10 +110,19 @@ def _complete(path: Path, print_: str, index: int, n_shards: int) -> bool:
 
 
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    _write_with(path, lambda f: np.savez(f, **arrays))
+
+
+def _write_bytes_atomically(path: Path, data: bytes) -> None:
+    _write_with(path, lambda f: f.write(data))
+
+
+def _write_with(path: Path, write: Callable) -> None:
+    """``write(file)`` into a temporary file beside ``path``, renamed into place once it is whole."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -109,12 +131,99 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+def needs_listing(config: StimulusConfig | dict) -> bool:
+    """Whether the job's image set is a folder, which its shards take from a listing (the built-in
+    digits are the same in every process)."""
+    return _config(config).dataset != "digits"
+
+
+def write_listing(config: StimulusConfig | dict, folder: str | os.PathLike,
+                  progress: Callable[[float], None] | None = None) -> Path | None:
+    """Scan the configuration's image folder and write the listing its shards work from into
+    ``folder``, atomically; the listing's path, or None for the digits, which need none. A listing
+    already there for this configuration is kept as it is (with it, the shards computed from it stay
+    valid). ``progress(fraction)`` follows the scan, which opens every file's header."""
+    from .datasets import FolderImageSet
+
+    config = _config(config)
+    if not needs_listing(config):
+        return None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LISTING
+    try:
+        _listed(config, folder)
+    except ListingError:
+        pass
+    else:
+        log.info("image listing already written: %s", path)
+        return path
+    images = FolderImageSet(config.dataset, progress=progress)
+    data = {"kind": LISTING_KIND, **images.listing(), "fingerprint": fingerprint(config)}
+    _write_bytes_atomically(path, json.dumps(data, separators=(",", ":")).encode())
+    log.info("image listing of %d images (%d skipped) written: %s", len(images), images.n_skipped, path)
+    return path
+
+
+def read_listing(config: StimulusConfig | dict, folder: str | os.PathLike) -> dict:
+    """The listing in ``folder``, checked against the configuration (its folder, its fingerprint);
+    ListingError when it is missing, damaged or written for something else."""
+    return _read_listing(_config(config), Path(folder))[0]
+
+
+def _read_listing(config: StimulusConfig, folder: Path) -> tuple[dict, str]:
+    """The checked listing and the SHA-256 of its file, read once (a shard records the digest)."""
+    from .datasets import LISTING_FORMAT
+
+    path = folder / LISTING
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except FileNotFoundError:
+        raise ListingError(f"no image listing at {path}: the job's coordinator writes it before the shards "
+                           "run; launch the job again") from None
+    except (OSError, ValueError) as exc:
+        raise ListingError(f"the image listing {path} cannot be read ({exc}); launch the job again") from None
+    if not isinstance(data, dict) or data.get("kind") != LISTING_KIND or data.get("format") != LISTING_FORMAT:
+        raise ListingError(f"{path} is not an image listing of format {LISTING_FORMAT}")
+    root = str(Path(config.dataset).expanduser())
+    if data.get("root") != root:
+        raise ListingError(f"the image listing {path} is of {data.get('root')!r}, not of the job's folder {root!r}")
+    if data.get("fingerprint") != fingerprint(config):
+        raise ListingError(f"the image listing {path} was written for another configuration; launch the job again")
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def listed_images(config: StimulusConfig | dict, folder: str | os.PathLike):
+    """The image set the shards of ``folder`` and their merged run work on: a folder's from its listing
+    (ListingError without one), neither listed nor opened again, subsampled to ``max_images`` as
+    :func:`stimuli.datasets.load_dataset` does; the digits as always."""
+    return _listed(_config(config), Path(folder))[0]
+
+
+def _listed(config: StimulusConfig, folder: Path):
+    """The image set of :func:`listed_images` and the digest of its listing ("" for the digits)."""
+    from .datasets import FolderImageSet, load_dataset, sample
+
+    if not needs_listing(config):
+        return load_dataset(config.dataset, max_images=config.max_images, seed=config.seed), ""
+    data, digest = _read_listing(config, folder)
+    try:
+        images = FolderImageSet.from_listing(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ListingError(f"the image listing {folder / LISTING} does not hold together ({exc}); "
+                           "launch the job again") from None
+    return sample(images, config.max_images, config.seed), digest
+
+
 def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int, folder: str | os.PathLike,
                   progress: Progress | None = None) -> Path:
     """Run the activation pass over shard ``shard_index`` of ``n_shards`` and write its file into
-    ``folder``; the file's path. Loads the network and the image set as :func:`stimuli.pipeline.run`
-    does. Returns at once, computing nothing, when the shard's file is already there for this
-    configuration. ``progress(stage, fraction)`` sees the stages ``network`` and ``activations``."""
+    ``folder``; the file's path. Loads the network as :func:`stimuli.pipeline.run` does, and the image
+    set from the listing in ``folder`` (:func:`listed_images`; a folder's job without one is refused
+    with ListingError). Returns at once, computing nothing, when the shard's file is already there for
+    this configuration and listing. ``progress(stage, fraction)`` sees the stages ``network`` and
+    ``activations``."""
     from . import activations as act
     from .pipeline import load_inputs
 
@@ -125,7 +234,8 @@ def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / shard_name(shard_index, n_shards)
     print_ = fingerprint(config)
-    if _complete(path, print_, shard_index, n_shards):
+    images, listed = _listed(config, folder)
+    if _complete(path, print_, listed, shard_index, n_shards):
         log.info("shard %d of %d already written: %s", shard_index + 1, n_shards, path)
         return path
 
@@ -133,12 +243,13 @@ def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int
         if progress is not None:
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
-    inputs = load_inputs(config, report)
+    inputs = load_inputs(config, report, images=images)
     part = shard_ranges(len(inputs.images), n_shards, config.batch_size)[shard_index]
     report("activations", 0.0)
     arrays: dict[str, np.ndarray] = {
-        "format": np.int64(FORMAT), "fingerprint": np.str_(print_), "index": np.int64(shard_index),
-        "n_shards": np.int64(n_shards), "start": np.int64(part.start), "stop": np.int64(part.stop),
+        "format": np.int64(FORMAT), "fingerprint": np.str_(print_), "listing": np.str_(listed),
+        "index": np.int64(shard_index), "n_shards": np.int64(n_shards), "start": np.int64(part.start),
+        "stop": np.int64(part.stop),
     }
     try:
         if len(part) == 0:
@@ -166,12 +277,16 @@ def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int
 
 def merge_shards(folder: str | os.PathLike, n_shards: int, config: StimulusConfig | dict | None = None):
     """The :class:`~stimuli.activations.Activations` of the whole image set from the ``n_shards`` files
-    in ``folder``, equal to those of the unsharded pass. With ``config``, files written for another
-    configuration are refused. Holds one N x C matrix per layer and one shard's rows besides."""
+    in ``folder``, equal to those of the unsharded pass. Files computed from different image listings
+    are refused, and with ``config`` those written for another configuration or listing. Holds one
+    N x C matrix per layer and one shard's rows besides."""
     from .activations import Activations, NoImageRead
 
     folder = Path(folder)
     print_ = fingerprint(_config(config)) if config is not None else None
+    listed = None
+    if config is not None:
+        listed = _read_listing(_config(config), folder)[1] if needs_listing(config) else ""
     files = []
     try:
         for i in range(n_shards):
@@ -182,6 +297,8 @@ def merge_shards(folder: str | os.PathLike, n_shards: int, config: StimulusConfi
                 raise ValueError(f"{folder / shard_name(i, n_shards)} is not shard {i} of {n_shards}")
             if print_ is not None and str(data["fingerprint"]) != print_:
                 raise ValueError(f"{folder / shard_name(i, n_shards)} was written for another configuration")
+            if str(data["listing"]) != (str(files[0]["listing"]) if listed is None else listed):
+                raise ValueError(f"{folder / shard_name(i, n_shards)} was computed from another image listing")
             headers.append((int(data["start"]), int(data["stop"]), [str(s) for s in data["layers"]]))
         if [h[0] for h in headers[1:]] != [h[1] for h in headers[:-1]] or headers[0][0] != 0:
             raise ValueError(f"the shards in {folder} do not cover the image set contiguously")

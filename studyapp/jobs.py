@@ -57,10 +57,11 @@ def run_job(job_id):
     return lifecycle.run(StimulusJob, job_id, generate_and_import)
 
 
-def generate_and_import(job, progress, activations=None):
+def generate_and_import(job, progress, given=None):
     """The job's artifact generated (unless complete from an earlier attempt) and imported; the number of
-    units. `activations(config)`, when given, returns the activations the pipeline starts from (a sharded
-    job's merged shards), asked for only when the artifact is to be generated."""
+    units. `given(config)`, when given, returns what the pipeline starts from in place of its own work
+    (a sharded job's image set from its listing and its merged shards: `pipeline.run`'s `images` and
+    `activations`), asked for only when the artifact is to be generated."""
     from stimuli import pipeline
     from stimuli.artifact import MANIFEST
 
@@ -73,10 +74,7 @@ def generate_and_import(job, progress, activations=None):
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         config = pipeline_config(job)
-        if activations is None:
-            pipeline.run(config, out_dir, progress=progress)
-        else:
-            pipeline.run(config, out_dir, progress=progress, activations=activations(config))
+        pipeline.run(config, out_dir, progress=progress, **(given(config) if given is not None else {}))
     StimulusJob.objects.filter(pk=job.pk).update(stage="import")
     import_artifact(job, out_dir)
     n_units = job.units.count()

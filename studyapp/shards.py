@@ -8,9 +8,11 @@ complete artifact already there, and the import replaces the job's units. The jo
 switch: a shard that starts or reports progress while its job is not running (cancel requested,
 failed) stops, and the callback records the cancellation.
 
-Shard files live in the job's private folder under ARTIFACT_ROOT (never MEDIA_ROOT), removed once the
-artifact is imported; a cancelled or failed job keeps them, so launching it again reuses the shards
-that were complete.
+Before the shards are sent, the coordinator scans a folder's images once and writes the listing the
+shards and the callback take their image set from (`stimuli.shards.write_listing`), so they all number
+the images as the folder was then. Shard files and the listing live in the job's private folder under
+ARTIFACT_ROOT (never MEDIA_ROOT), removed once the artifact is imported; a cancelled or failed job keeps
+them, so launching it again reuses the listing and the shards that were complete.
 """
 import logging
 import math
@@ -85,7 +87,15 @@ def start_job(job_id, send_shards):
         raise
     if n_shards == 1:
         return lifecycle.carry_out(job, jobs.generate_and_import)
-    prepare(job, n_shards)
+    try:
+        prepare(job, n_shards)
+    except lifecycle.JobCancelled:
+        lifecycle.finish(job, Job.Status.CANCELLED)
+        log.info("stimulus job %s cancelled while its images were listed", job.pk)
+        return None
+    except Exception as exc:
+        lifecycle.fail(job, exc)
+        raise
     try:
         send_shards(job.pk, n_shards)
     except Exception as exc:
@@ -97,8 +107,10 @@ def start_job(job_id, send_shards):
 
 
 def prepare(job, n_shards):
-    """The job's shard rows for this run, queued, and the job released to them at stage "activations".
-    A shard still marked running is left as it is: its worker, or its redelivered message, decides."""
+    """The job's shard rows for this run, queued; its image listing written (`write_listing`); and the
+    job released to the shards at stage "activations". A shard still marked running is left as it is:
+    its worker, or its redelivered message, decides. Raises lifecycle.JobCancelled when a cancel is
+    requested while the images are listed."""
     with transaction.atomic():
         StimulusJob.objects.select_for_update().filter(pk=job.pk).first()  # one coordinator at a time
         rows = StimulusShard.objects.filter(job=job)
@@ -109,8 +121,20 @@ def prepare(job, n_shards):
         else:
             rows.exclude(status=Job.Status.RUNNING).update(status=Job.Status.QUEUED, stage="", progress=0, error="",
                                                            finished=None)
-        StimulusJob.objects.filter(pk=job.pk).update(stage="activations", progress=0)
-        lifecycle.release(job)
+    write_listing(job)
+    StimulusJob.objects.filter(pk=job.pk).update(stage="activations", progress=0)
+    lifecycle.release(job)
+
+
+def write_listing(job):
+    """The job's image listing in its shard folder, under the claim's heartbeat (a large folder's scan
+    opens every file's header, minutes for 100,000 images) and reporting the scan at stage "listing";
+    kept when one is already there for the job's configuration."""
+    from stimuli.shards import write_listing as write
+
+    progress = lifecycle.ProgressReporter(StimulusJob, job.pk)
+    with lifecycle.Heartbeat(StimulusJob, job.pk):
+        write(jobs.pipeline_config(job), shards_dir(job), progress=lambda fraction: progress("listing", fraction))
 
 
 class ShardProgress(lifecycle.ProgressReporter):
@@ -206,10 +230,10 @@ def finish_job(job_id, n_shards):
 
 
 def _merge_generate_import(job, progress, n_shards):
-    from stimuli.shards import merge_shards
+    from stimuli.shards import listed_images, merge_shards
 
     folder = shards_dir(job)
-    n_units = jobs.generate_and_import(job, progress, activations=lambda config: merge_shards(folder, n_shards,
-                                                                                           config))
+    n_units = jobs.generate_and_import(job, progress, given=lambda config: {
+        "images": listed_images(config, folder), "activations": merge_shards(folder, n_shards, config)})
     shutil.rmtree(folder, ignore_errors=True)
     return n_units

@@ -1,15 +1,19 @@
-"""A sharded stimulus job's bookkeeping: how many shards, the shards run in process where there is no
-broker, progress as their mean, cancel and failure reaching every shard, redelivered shards and
-callbacks doing nothing twice, and the chord a broker gets. The shard pass and the pipeline are replaced
-by fakes here, except in the one test that runs them for real; the Celery workers run them in
+"""A sharded stimulus job's bookkeeping: how many shards, a folder's images listed once by the coordinator
+for every shard and the callback, the shards run in process where there is no broker, progress as their
+mean, cancel and failure reaching every shard, redelivered shards and callbacks doing nothing twice, and
+the chord a broker gets. The shard pass and the pipeline are replaced by fakes here, except in the tests
+that run them for real; the Celery workers run them in
 tests/integration/test_shards.py."""
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 from django.utils import timezone
+from PIL import Image
 
+import stimuli.datasets
 import stimuli.shards
 from stimuli import pipeline
 from studyapp import jobs, lifecycle, shards, tasks
@@ -42,7 +46,7 @@ class FakePass:
     writes a file; `during(shard_index, job)` runs inside a shard's pass, between two progress reports."""
 
     def __init__(self, monkeypatch):
-        self.shards_run, self.merged, self.pipeline_runs = [], [], []
+        self.shards_run, self.merged, self.pipeline_runs, self.images_given = [], [], [], []
         self.during = lambda index, job_id: None
         monkeypatch.setattr(stimuli.shards, "extract_shard", self.extract_shard)
         monkeypatch.setattr(stimuli.shards, "merge_shards", self.merge_shards)
@@ -63,8 +67,9 @@ class FakePass:
         self.merged.append(sorted(p.name for p in folder.iterdir()))
         return "merged activations"
 
-    def run(self, config, out_dir, progress=None, activations=None):
+    def run(self, config, out_dir, progress=None, activations=None, images=None):
         self.pipeline_runs.append(activations)
+        self.images_given.append(images)
         return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
 
 
@@ -107,6 +112,105 @@ def test_the_admin_form_refuses_a_bad_shard_count(admin_client, db):
         "seed": 0, "parameters": '{"shards": 0}'})
     assert page.status_code == 200 and "shards must be a positive integer" in page.content.decode()
     assert not StimulusJob.objects.exists()
+
+
+def folder_job(root, **parameters):
+    network, _ = Network.objects.get_or_create(name="demo")
+    image_set = ImageSet.objects.create(name=root.name, source=ImageSet.Source.FOLDER, path=str(root))
+    return StimulusJob.objects.create(network=network, image_set=image_set, layer="conv1", bases="neuron,pca",
+                                      parameters={"shards": 3, "batch_size": 2, "num_workers": 0, **parameters})
+
+
+def image_folder(root, n=10):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / f"class{i % 2}" / f"{i:02d}.png")
+    return root
+
+
+def ids(images):
+    return [images.image_id(i) for i in range(len(images))]
+
+
+def test_the_coordinator_lists_a_folders_images_once_for_every_shard_and_the_callback(db, storage, fake,
+                                                                                      monkeypatch):
+    root = image_folder(storage / "imgs")
+    job = folder_job(root)
+    at_start = ids(stimuli.datasets.FolderImageSet(root))
+    headers_read, stages, seen = [], [], {}
+    readable = stimuli.datasets._readable
+    monkeypatch.setattr(stimuli.datasets, "_readable", lambda path: headers_read.append(path) or readable(path))
+    progress = lifecycle.ProgressReporter.write
+    monkeypatch.setattr(lifecycle.ProgressReporter, "write",
+                        lambda self, stage, fraction: stages.append(stage) or progress(self, stage, fraction))
+
+    def during(index, job_id):
+        if index == 0:  # a file added while the shards run: no shard and not the callback see it
+            (root / "class0" / "0.png").write_bytes((root / "class0" / "00.png").read_bytes())
+        config = jobs.pipeline_config(StimulusJob.objects.get(pk=job_id))
+        seen[index] = ids(stimuli.shards.listed_images(config, shards.shards_dir(job)))
+
+    fake.during = during
+    launch(job)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert len(headers_read) == 10  # one scan, by the coordinator
+    assert stages[0] == "listing"  # the scan shows on the job page
+    assert seen == {0: at_start, 1: at_start, 2: at_start} and ids(fake.images_given[0]) == at_start
+    assert len(stimuli.datasets.FolderImageSet(root)) == 11
+    assert not shards.shards_dir(job).exists()  # the listing went with the shard files
+
+
+def test_a_shard_or_callback_without_the_listing_fails_the_job_with_a_clear_error(db, storage, monkeypatch):
+    monkeypatch.setattr(tasks, "send_shards", lambda job_id, n: None)  # the coordinator only
+    job = folder_job(image_folder(storage / "imgs"))
+    launch(job)
+    listing = shards.shards_dir(job) / stimuli.shards.LISTING
+    assert listing.is_file()
+    listing.unlink()
+    with pytest.raises(stimuli.shards.ListingError):
+        shards.run_shard(job.pk, 0, 3)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error.startswith("shard 1 of 3 failed: stimuli.shards.ListingError: no image listing at ")
+    assert "the job's coordinator writes it before the shards run" in job.error.splitlines()[0]
+
+    # the shards done, the listing gone: the callback refuses too, rather than scanning the folder again
+    StimulusJob.objects.filter(pk=job.pk).update(status="running", error="", heartbeat=None)
+    job.shards.update(status="succeeded")
+    with pytest.raises(stimuli.shards.ListingError, match="no image listing"):
+        shards.finish_job(job.pk, 3)
+    job.refresh_from_db()
+    assert job.status == "failed" and "ListingError: no image listing" in job.error
+    assert not job.units.exists()
+
+
+def test_a_folder_that_cannot_be_listed_or_a_cancel_while_listing_ends_the_job_before_any_shard(db, storage,
+                                                                                              monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks, "send_shards", lambda job_id, n: sent.append(job_id))
+    empty = storage / "empty"
+    (empty / "class0").mkdir(parents=True)
+    (empty / "class0" / "a.png").write_text("not an image")
+    (empty / "class0" / "b.png").write_text("not an image")
+    job = folder_job(empty, batch_size=1, shards=2)
+    with pytest.raises(ValueError, match="no readable images"):
+        launch(job)
+    job.refresh_from_db()
+    assert job.status == "failed" and "no readable images" in job.error
+
+    job = folder_job(image_folder(storage / "imgs"))
+    write = stimuli.shards.write_listing
+
+    def cancelled_midway(config, folder, progress=None):
+        lifecycle.request_cancel(StimulusJob.objects.filter(pk=job.pk))
+        return write(config, folder, progress=progress)
+
+    monkeypatch.setattr(stimuli.shards, "write_listing", cancelled_midway)
+    assert launch(job) is None
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.stage == "listing" and sent == []
 
 
 def test_without_a_broker_the_shards_run_in_process_then_the_callback_imports(job, fake, storage):
