@@ -59,6 +59,14 @@ def column_mean(A: np.ndarray) -> np.ndarray:
     return total / max(len(A), 1)
 
 
+def centred_blocks(A: np.ndarray, mean: np.ndarray):
+    """``(start, stop, A[start:stop] − mean)`` in float64 over row blocks, each written into the same
+    buffer: a block is valid until the next one is made."""
+    buf = np.empty((min(ROWS, len(A)), A.shape[1]))
+    for s, e in row_blocks(len(A)):
+        yield s, e, np.subtract(A[s:e], mean, out=buf[:e - s])
+
+
 def _block(codes, s: int, e: int) -> np.ndarray:
     """Rows ``s:e`` of an N x K code matrix in float64, or of an object that computes them
     (:class:`stimuli.scores.Codes`)."""
@@ -85,15 +93,21 @@ def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = 
         code_mean /= max(n, 1)
     total, fit, code_sq = 0.0, np.zeros(W.shape[0]), np.zeros(W.shape[0])
     G = np.zeros((W.shape[0], W.shape[0])) if gram else None
-    for s, e in row_blocks(n):
-        X = A[s:e].astype(np.float64) - mean
-        C = _block(codes, s, e) - code_mean
-        total += float((X ** 2).sum())
-        fit += (C * (X @ W.T)).sum(axis=0)
-        code_sq += (C ** 2).sum(axis=0)
-        if gram:
-            G += C.T @ C
+    for s, e, X in centred_blocks(A, mean):
+        total += float((X * X).sum())
+        _add_code_sums(_block(codes, s, e), code_mean, X @ W.T, fit, code_sq, G)
     return {"total": total, "fit": fit, "code_sq": code_sq, "gram": G}
+
+
+def _add_code_sums(C: np.ndarray, code_mean: np.ndarray, projected: np.ndarray, fit: np.ndarray,
+                   code_sq: np.ndarray, gram: np.ndarray | None) -> None:
+    """One row block's terms of :func:`centred_products`, added in place (the block's codes are
+    freed on return, before the next block's are made)."""
+    C -= code_mean
+    fit += (C * projected).sum(axis=0)
+    code_sq += (C * C).sum(axis=0)
+    if gram is not None:
+        gram += C.T @ C
 
 
 def unit_shares(A: np.ndarray, codes, components: np.ndarray) -> np.ndarray:
@@ -113,8 +127,8 @@ def column_variance(A: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray
     """Each column's (biased) variance in float64, two passes over row blocks."""
     mean = column_mean(A) if mean is None else mean
     sq = np.zeros(A.shape[1])
-    for s, e in row_blocks(len(A)):
-        sq += ((A[s:e].astype(np.float64) - mean) ** 2).sum(axis=0)
+    for _s, _e, X in centred_blocks(A, mean):
+        sq += (X * X).sum(axis=0)
     return sq / max(len(A), 1)
 
 
@@ -215,8 +229,7 @@ class PCABasis(Basis):
             return self._fit_randomized(A.astype(np.float64, copy=False), k)
         mean = column_mean(A)
         cov = np.zeros((c, c))
-        for s, e in row_blocks(n):
-            X = A[s:e].astype(np.float64) - mean
+        for _s, _e, X in centred_blocks(A, mean):
             cov += X.T @ X
         cov /= n
         values, vectors = eigh(cov, subset_by_index=[c - k, c - 1])

@@ -91,7 +91,9 @@ def _linear_scores(basis, X: np.ndarray, units=slice(None)) -> np.ndarray:
     if basis.name == "neuron":
         return np.asarray(X[:, units], dtype=np.float64)
     W = np.asarray(basis.components_, dtype=np.float64)[units]
-    return (np.asarray(X, dtype=np.float64) - basis.offset_) @ W.T
+    X = np.array(X, dtype=np.float64)
+    X -= basis.offset_
+    return X @ W.T
 
 
 class Codes:
@@ -157,7 +159,14 @@ class Codes:
             self.mean /= max(n, 1)
         sq, lo, hi = np.zeros(k), np.full(k, np.inf), np.full(k, -np.inf)
         for s, e in self._blocks():
-            B = self.block(s, e)
-            sq += ((B - self.mean) ** 2).sum(axis=0)
-            lo, hi = np.minimum(lo, B.min(axis=0)), np.maximum(hi, B.max(axis=0))
+            _fold(self.block(s, e), self.mean, sq, lo, hi)
         self.std, self.min, self.max = np.sqrt(sq / max(n, 1)), lo, hi
+
+
+def _fold(B: np.ndarray, mean: np.ndarray, sq: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """One row block's squared deviations, minima and maxima, folded in place (the block is freed on
+    return, before the next one is made)."""
+    np.minimum(lo, B.min(axis=0), out=lo)
+    np.maximum(hi, B.max(axis=0), out=hi)
+    B -= mean
+    sq += (B * B).sum(axis=0)
