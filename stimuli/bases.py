@@ -26,12 +26,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 
-ROWS = 4096
-"""Rows per block where a statistic of the activations is summed block by block: the temporaries are
-``ROWS`` x C, whatever the number of images."""
+def block_rows(n_columns: int) -> int:
+    """Rows per block where a statistic of an N x C matrix is summed block by block: about 2 M values
+    (16 MiB in float64) per temporary, 256 to 4096 rows, whatever the number of images."""
+    return int(np.clip(2 ** 21 // max(n_columns, 1), 256, 4096))
 
 
-def row_blocks(n: int, rows: int = ROWS):
+def row_blocks(n: int, rows: int):
     """``(start, stop)`` of consecutive blocks of ``rows`` rows covering ``n``."""
     return ((s, min(n, s + rows)) for s in range(0, n, rows))
 
@@ -42,7 +43,7 @@ def _checked(A: Any) -> np.ndarray:
     A = np.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"activations must be an N x C matrix, got shape {A.shape}")
-    if not all(np.isfinite(A[s:e]).all() for s, e in row_blocks(len(A))):
+    if not all(np.isfinite(A[s:e]).all() for s, e in row_blocks(len(A), block_rows(A.shape[1]))):
         raise ValueError("activations contain NaN or infinite values")
     return A
 
@@ -54,7 +55,7 @@ def _as_2d(A: Any) -> np.ndarray:
 def column_mean(A: np.ndarray) -> np.ndarray:
     """Each column's mean in float64, summed block by block (a float32 matrix is never copied whole)."""
     total = np.zeros(A.shape[1])
-    for s, e in row_blocks(len(A)):
+    for s, e in row_blocks(len(A), block_rows(A.shape[1])):
         total += A[s:e].sum(axis=0, dtype=np.float64)
     return total / max(len(A), 1)
 
@@ -62,8 +63,9 @@ def column_mean(A: np.ndarray) -> np.ndarray:
 def centred_blocks(A: np.ndarray, mean: np.ndarray):
     """``(start, stop, A[start:stop] − mean)`` in float64 over row blocks, each written into the same
     buffer: a block is valid until the next one is made."""
-    buf = np.empty((min(ROWS, len(A)), A.shape[1]))
-    for s, e in row_blocks(len(A)):
+    rows = block_rows(A.shape[1])
+    buf = np.empty((min(rows, len(A)), A.shape[1]))
+    for s, e in row_blocks(len(A), rows):
         yield s, e, np.subtract(A[s:e], mean, out=buf[:e - s])
 
 
@@ -75,8 +77,7 @@ def _block(codes, s: int, e: int) -> np.ndarray:
     return np.asarray(codes[s:e], dtype=np.float64)
 
 
-def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = False,
-                     code_mean: np.ndarray | None = None) -> dict[str, Any]:
+def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = False) -> dict[str, Any]:
     """The centred sums the variance shares are made of, accumulated over row blocks with ``X`` the
     centred activations, ``C`` the centred codes and ``W`` the atoms: ``total = ||X||²``,
     ``fit_k = c_kᵀ X w_k``, ``code_sq_k = ||c_k||²`` and, with ``gram``, ``gram = CᵀC`` (K x K).
@@ -84,11 +85,11 @@ def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = 
     W = np.asarray(components, dtype=np.float64)
     n = len(A)
     mean = column_mean(A)
-    if code_mean is None and hasattr(codes, "block"):
+    if hasattr(codes, "block"):
         code_mean = codes.mean
-    if code_mean is None:
+    else:
         code_mean = np.zeros(W.shape[0])
-        for s, e in row_blocks(n):
+        for s, e in row_blocks(n, block_rows(W.shape[0])):
             code_mean += _block(codes, s, e).sum(axis=0)
         code_mean /= max(n, 1)
     total, fit, code_sq = 0.0, np.zeros(W.shape[0]), np.zeros(W.shape[0])
@@ -216,7 +217,7 @@ class PCABasis(Basis):
         """Components from the eigendecomposition of the C x C covariance, summed over row blocks in
         float64 (no N x C copy of the activations); signs as scikit-learn's PCA sets them
         (``svd_flip``: each component's largest coordinate positive). Layers wider than 4096 channels
-        keep scikit-learn's randomized PCA on a float64 copy, where a C x C matrix would be the larger."""
+        keep scikit-learn's randomized PCA on a float64 copy: a full C x C eigendecomposition costs C³."""
         from scipy.linalg import eigh
         from sklearn.utils.extmath import svd_flip
 

@@ -104,19 +104,23 @@ class Codes:
     asked for, in float64, a block of rows or one unit's column at a time (one matrix-vector product).
     The other bases' scores come from a solver or an encoder, too dear to repeat: they are kept once,
     in float32, the precision :func:`score_matrix` computes them in (so the values are the same).
-    ``mean``, ``std``, ``min`` and ``max`` (per unit, float64) are taken over row blocks when the codes
-    are made. ``A`` is referenced, not copied.
+    ``mean``, ``std``, ``min`` and ``max`` (per unit, float64) are taken over row blocks
+    (:func:`stimuli.bases.block_rows`) when the codes are made. ``A`` is referenced, not copied.
     """
 
-    def __init__(self, basis, A: np.ndarray, batch_size: int = 4096) -> None:
-        self.basis, self.A, self.batch_size = basis, A, batch_size
+    def __init__(self, basis, A: np.ndarray) -> None:
+        from .bases import block_rows
+
+        self.basis, self.A = basis, A
         self.shape = (len(A), int(basis.n_components_))
-        self._stored = None if basis.name in LINEAR else score_matrix(basis, A, batch_size, dtype=np.float32)
+        self.batch_size = block_rows(max(A.shape[1], self.shape[1]))
+        self._stored = None if basis.name in LINEAR else score_matrix(basis, A, dtype=np.float32)
         self._summarise()
 
     def _blocks(self):
-        n = self.shape[0]
-        return ((s, min(n, s + self.batch_size)) for s in range(0, n, self.batch_size))
+        from .bases import row_blocks
+
+        return row_blocks(self.shape[0], self.batch_size)
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop``, every unit, float64."""

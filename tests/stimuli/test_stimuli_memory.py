@@ -140,7 +140,7 @@ def test_fitting_and_choosing_units_add_no_memory_that_grows_with_the_images():
     36,864 images the stages' peak may grow by a quarter of one layer's float32 matrix at most (one
     unit's responses and its sort orders are O(N)); float64 codes per (layer, basis) and float64 copies
     for fitting grew it by about sixteen such matrices here."""
-    c, small, large = 256, 12288, 36864  # both several row blocks (stimuli.bases.ROWS)
+    c, small, large = 256, 12288, 36864  # both several row blocks (stimuli.bases.block_rows)
     growth = _traced_peak_of_the_stages(large, c) - _traced_peak_of_the_stages(small, c)
     one_matrix = (large - small) * c * 4
     assert growth < 0.25 * one_matrix, growth / one_matrix
