@@ -70,11 +70,11 @@ def centred_blocks(A: np.ndarray, mean: np.ndarray):
 
 
 def _block(codes, s: int, e: int) -> np.ndarray:
-    """Rows ``s:e`` of an N x K code matrix in float64, or of an object that computes them
-    (:class:`stimuli.scores.Codes`)."""
+    """Rows ``s:e`` of an N x K code matrix as a new float64 array (the caller centres it in place), or
+    of an object that computes them (:class:`stimuli.scores.Codes`)."""
     if hasattr(codes, "block"):
         return codes.block(s, e)
-    return np.asarray(codes[s:e], dtype=np.float64)
+    return np.array(codes[s:e], dtype=np.float64)
 
 
 def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = False) -> dict[str, Any]:

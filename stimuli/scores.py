@@ -87,9 +87,9 @@ LINEAR = ("neuron", "pca")
 
 
 def _linear_scores(basis, X: np.ndarray, units=slice(None)) -> np.ndarray:
-    """:func:`unit_scores` of a linear basis (the channel; the centred projection) in float64."""
+    """:func:`unit_scores` of a linear basis (the channel; the centred projection) as a new float64 array."""
     if basis.name == "neuron":
-        return np.asarray(X[:, units], dtype=np.float64)
+        return np.array(X[:, units], dtype=np.float64)
     W = np.asarray(basis.components_, dtype=np.float64)[units]
     X = np.array(X, dtype=np.float64)
     X -= basis.offset_
@@ -123,7 +123,7 @@ class Codes:
         return row_blocks(self.shape[0], self.batch_size)
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop``, every unit, float64."""
+        """Rows ``start:stop``, every unit, as a new float64 array."""
         if self._stored is not None:
             return self._stored[start:stop].astype(np.float64)
         return _linear_scores(self.basis, self.A[start:stop])
