@@ -26,29 +26,111 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 
-def _as_2d(A: Any) -> np.ndarray:
+def block_rows(n_columns: int) -> int:
+    """Rows per block where a statistic of an N x C matrix is summed block by block: about 2 M values
+    (16 MiB in float64) per temporary, 256 to 4096 rows, whatever the number of images."""
+    return int(np.clip(2 ** 21 // max(n_columns, 1), 256, 4096))
+
+
+def row_blocks(n: int, rows: int):
+    """``(start, stop)`` of consecutive blocks of ``rows`` rows covering ``n``."""
+    return ((s, min(n, s + rows)) for s in range(0, n, rows))
+
+
+def _checked(A: Any) -> np.ndarray:
+    """``A`` as an N x C array in its own dtype, its values checked finite block by block (no N x C
+    temporary)."""
     A = np.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"activations must be an N x C matrix, got shape {A.shape}")
-    if not np.isfinite(A).all():
+    if not all(np.isfinite(A[s:e]).all() for s, e in row_blocks(len(A), block_rows(A.shape[1]))):
         raise ValueError("activations contain NaN or infinite values")
-    return A.astype(np.float64, copy=False)
+    return A
 
 
-def unit_shares(A: np.ndarray, codes: np.ndarray, components: np.ndarray) -> np.ndarray:
+def _as_2d(A: Any) -> np.ndarray:
+    return _checked(A).astype(np.float64, copy=False)
+
+
+def column_mean(A: np.ndarray) -> np.ndarray:
+    """Each column's mean in float64, summed block by block (a float32 matrix is never copied whole)."""
+    total = np.zeros(A.shape[1])
+    for s, e in row_blocks(len(A), block_rows(A.shape[1])):
+        total += A[s:e].sum(axis=0, dtype=np.float64)
+    return total / max(len(A), 1)
+
+
+def centred_blocks(A: np.ndarray, mean: np.ndarray):
+    """``(start, stop, A[start:stop] − mean)`` in float64 over row blocks, each written into the same
+    buffer: a block is valid until the next one is made."""
+    rows = block_rows(A.shape[1])
+    buf = np.empty((min(rows, len(A)), A.shape[1]))
+    for s, e in row_blocks(len(A), rows):
+        yield s, e, np.subtract(A[s:e], mean, out=buf[:e - s])
+
+
+def _block(codes, s: int, e: int) -> np.ndarray:
+    """Rows ``s:e`` of an N x K code matrix as a new float64 array (the caller centres it in place), or
+    of an object that computes them (:class:`stimuli.scores.Codes`)."""
+    if hasattr(codes, "block"):
+        return codes.block(s, e)
+    return np.array(codes[s:e], dtype=np.float64)
+
+
+def centred_products(A: np.ndarray, codes, components: np.ndarray, gram: bool = False) -> dict[str, Any]:
+    """The centred sums the variance shares are made of, accumulated over row blocks with ``X`` the
+    centred activations, ``C`` the centred codes and ``W`` the atoms: ``total = ||X||²``,
+    ``fit_k = c_kᵀ X w_k``, ``code_sq_k = ||c_k||²`` and, with ``gram``, ``gram = CᵀC`` (K x K).
+    ``codes`` is an N x K array or anything with ``block(start, stop)`` (and ``mean``)."""
+    W = np.asarray(components, dtype=np.float64)
+    n = len(A)
+    mean = column_mean(A)
+    if hasattr(codes, "block"):
+        code_mean = codes.mean
+    else:
+        code_mean = np.zeros(W.shape[0])
+        for s, e in row_blocks(n, block_rows(W.shape[0])):
+            code_mean += _block(codes, s, e).sum(axis=0)
+        code_mean /= max(n, 1)
+    total, fit, code_sq = 0.0, np.zeros(W.shape[0]), np.zeros(W.shape[0])
+    G = np.zeros((W.shape[0], W.shape[0])) if gram else None
+    for s, e, X in centred_blocks(A, mean):
+        total += float((X * X).sum())
+        _add_code_sums(_block(codes, s, e), code_mean, X @ W.T, fit, code_sq, G)
+    return {"total": total, "fit": fit, "code_sq": code_sq, "gram": G}
+
+
+def _add_code_sums(C: np.ndarray, code_mean: np.ndarray, projected: np.ndarray, fit: np.ndarray,
+                   code_sq: np.ndarray, gram: np.ndarray | None) -> None:
+    """One row block's terms of :func:`centred_products`, added in place (the block's codes are
+    freed on return, before the next block's are made)."""
+    C -= code_mean
+    fit += (C * projected).sum(axis=0)
+    code_sq += (C * C).sum(axis=0)
+    if gram is not None:
+        gram += C.T @ C
+
+
+def unit_shares(A: np.ndarray, codes, components: np.ndarray) -> np.ndarray:
     """Each unit's share of the variance of ``A`` (N x C) reconstructed by least squares from its own
     contribution, ``(c_kᵀ X w_k)² / (||c_k||² ||w_k||² ||X||²)`` with ``X`` and ``c_k`` centred (module
-    docstring); in [0, 1]."""
-    X = A - A.mean(axis=0)
-    # the neuron basis's codes are its activations: one centred N x C copy, not two
-    C = X if codes is A else codes - codes.mean(axis=0)
-    total = float((X ** 2).sum())
+    docstring); in [0, 1]. Summed over row blocks (:func:`centred_products`)."""
+    sums = centred_products(A, codes, components)
+    total, fit = sums["total"], sums["fit"]
     if total == 0:
-        return np.zeros(components.shape[0])
-    fit = ((C.T @ X) * components).sum(axis=1)
-    scale = (C ** 2).sum(axis=0) * (components ** 2).sum(axis=1)
+        return np.zeros(np.asarray(components).shape[0])
+    scale = sums["code_sq"] * (np.asarray(components, dtype=np.float64) ** 2).sum(axis=1)
     share = np.divide(fit ** 2, scale * total, out=np.zeros_like(fit), where=scale > 0)
     return np.clip(share, 0.0, 1.0)
+
+
+def column_variance(A: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Each column's (biased) variance in float64, two passes over row blocks."""
+    mean = column_mean(A) if mean is None else mean
+    sq = np.zeros(A.shape[1])
+    for _s, _e, X in centred_blocks(A, mean):
+        sq += (X * X).sum(axis=0)
+    return sq / max(len(A), 1)
 
 
 class Basis(TransformerMixin, BaseEstimator):
@@ -78,7 +160,7 @@ class Basis(TransformerMixin, BaseEstimator):
         return int(self.components_.shape[0])
 
     def _finish(self, A: np.ndarray, codes: np.ndarray) -> None:
-        self.total_variance_ = float(A.var(axis=0).sum())
+        self.total_variance_ = float(column_variance(A).sum())
         self.code_mean_ = codes.mean(axis=0)
         self.explained_variance_ratio_ = unit_shares(A, codes, self.components_)
         self.explained_variance_ = self.explained_variance_ratio_ * self.total_variance_
@@ -98,20 +180,28 @@ class NeuronBasis(Basis):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit_transform(self, A, y=None) -> np.ndarray:
-        given = A
-        A = _as_2d(A)
+    def fit(self, A, y=None) -> "NeuronBasis":
+        """The channels' means and variances, summed over row blocks: no copy of ``A``."""
+        A = _checked(A)
         c = A.shape[1]
         if self.n_components not in (None, c):
             raise ValueError(f"the neuron basis has one unit per channel ({c}), not {self.n_components}")
+        mean = column_mean(A)
+        var = column_variance(A, mean)
         self.components_ = np.eye(c)
         self.offset_ = np.zeros(c)
-        self._finish(A, A)
-        # float32 activations were already copied to float64 by _as_2d; copy only what the caller owns
-        return A.copy() if A is given else A
+        self.code_mean_ = mean
+        self.total_variance_ = float(var.sum())
+        # a channel's least-squares share (module docstring) is its variance over the total
+        self.explained_variance_ratio_ = var / self.total_variance_ if self.total_variance_ > 0 else np.zeros(c)
+        self.explained_variance_ = self.explained_variance_ratio_ * self.total_variance_
+        return self
+
+    def fit_transform(self, A, y=None) -> np.ndarray:
+        return self.fit(A).transform(A)
 
     def transform(self, A) -> np.ndarray:
-        return _as_2d(A).copy()
+        return _checked(A).astype(np.float64, copy=True)
 
 
 class PCABasis(Basis):
@@ -123,23 +213,53 @@ class PCABasis(Basis):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit_transform(self, A, y=None) -> np.ndarray:
-        from sklearn.decomposition import PCA
+    def fit(self, A, y=None) -> "PCABasis":
+        """Components from the eigendecomposition of the C x C covariance, summed over row blocks in
+        float64 (no N x C copy of the activations); signs as scikit-learn's PCA sets them
+        (``svd_flip``: each component's largest coordinate positive). Layers wider than 4096 channels
+        keep scikit-learn's randomized PCA on a float64 copy: a full C x C eigendecomposition costs C³."""
+        from scipy.linalg import eigh
+        from sklearn.utils.extmath import svd_flip
 
-        A = _as_2d(A)
+        A = _checked(A)
+        n, c = A.shape
         k = min(A.shape) if self.n_components is None else self.n_components
         if k > min(A.shape):
             raise ValueError(f"PCA can have at most {min(A.shape)} components here, not {k}")
-        solver = "full" if A.shape[1] <= 4096 else "randomized"
-        self._pca = PCA(n_components=k, svd_solver=solver, random_state=self.random_state)
-        codes = self._pca.fit_transform(A)
-        self.components_ = self._pca.components_.astype(np.float64)
-        self.offset_ = self._pca.mean_.astype(np.float64)
+        if c > 4096:
+            return self._fit_randomized(A.astype(np.float64, copy=False), k)
+        mean = column_mean(A)
+        cov = np.zeros((c, c))
+        for _s, _e, X in centred_blocks(A, mean):
+            cov += X.T @ X
+        cov /= n
+        values, vectors = eigh(cov, subset_by_index=[c - k, c - 1])
+        components = vectors[:, ::-1].T
+        _, components = svd_flip(None, components, u_based_decision=False)
+        self.components_ = np.ascontiguousarray(components)
+        self.offset_ = mean
+        self.code_mean_ = np.zeros(k)
+        self.total_variance_ = float(np.trace(cov))
+        self.explained_variance_ = np.clip(values[::-1], 0.0, None)
+        self.explained_variance_ratio_ = self.explained_variance_ / self.total_variance_ \
+            if self.total_variance_ > 0 else np.zeros(k)
+        return self
+
+    def _fit_randomized(self, A: np.ndarray, k: int) -> "PCABasis":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=k, svd_solver="randomized", random_state=self.random_state)
+        codes = pca.fit_transform(A)
+        self.components_ = pca.components_.astype(np.float64)
+        self.offset_ = pca.mean_.astype(np.float64)
         self._finish(A, codes)
         # sklearn's own ratio, identical up to rounding, keeps the textbook definition exact
-        self.explained_variance_ = self._pca.explained_variance_ * (A.shape[0] - 1) / A.shape[0]
+        self.explained_variance_ = pca.explained_variance_ * (A.shape[0] - 1) / A.shape[0]
         self.explained_variance_ratio_ = self.explained_variance_ / self.total_variance_
-        return codes
+        return self
+
+    def fit_transform(self, A, y=None) -> np.ndarray:
+        return self.fit(A).transform(A)
 
     def transform(self, A) -> np.ndarray:
         return (_as_2d(A) - self.offset_) @ self.components_.T

@@ -29,7 +29,7 @@ def unit_order(basis: Basis) -> np.ndarray:
     return np.argsort(-np.asarray(basis.explained_variance_ratio_), kind="stable")
 
 
-def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes: np.ndarray | None = None,
+def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes=None,
                                   order: np.ndarray | None = None) -> np.ndarray:
     """For k = 1…K, the share of the variance of ``A`` that the units ``order[:k]`` reconstruct by least
     squares: the centred data fitted by ``Σ_j β_j c_j w_jᵀ`` (each unit's centred code times its atom,
@@ -39,22 +39,25 @@ def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes: np.ndarray
     sum of the ratios. The first point is ``explained_variance_ratio_`` of the first unit
     (:func:`stimuli.bases.unit_shares`).
 
-    Computed from K x K matrices: one Cholesky factor of ``M`` in unit order gives every k at once
-    (``R²_k`` is the running sum of the squared entries of ``L⁻¹ b``).
+    ``codes`` is an N x K array, a :class:`stimuli.scores.Codes`, or None for ``basis.transform(A)``.
+    Computed from K x K matrices summed over row blocks (:func:`stimuli.bases.centred_products`), so no
+    N x C or N x K float64 copy is made; one Cholesky factor of ``M`` in unit order gives every k at
+    once (``R²_k`` is the running sum of the squared entries of ``L⁻¹ b``).
     """
     from scipy.linalg import cholesky, solve_triangular
 
-    A = np.asarray(A, dtype=np.float64)
-    codes = basis.transform(A) if codes is None else np.asarray(codes, dtype=np.float64)
+    from .bases import centred_products
+
+    codes = basis.transform(A) if codes is None else codes
     order = unit_order(basis) if order is None else np.asarray(order)
-    W = np.asarray(basis.components_, dtype=np.float64)[order]
-    C = codes[:, order] - codes[:, order].mean(axis=0)
-    X = A - A.mean(axis=0)
-    total = float((X ** 2).sum())
+    W = np.asarray(basis.components_, dtype=np.float64)
+    sums = centred_products(A, codes, W, gram=True)
+    total = sums["total"]
     if total == 0 or len(order) == 0:
         return np.zeros(len(order))
-    b = ((C.T @ X) * W).sum(axis=1)
-    M = (C.T @ C) * (W @ W.T)
+    W = W[order]
+    b = sums["fit"][order]
+    M = sums["gram"][np.ix_(order, order)] * (W @ W.T)
     # a ridge far below the data's scale lets the factor exist when units are linearly dependent (a
     # code that never varies, more atoms than channels); it only shrinks each fit, never raises it
     ridge = 1e-12 * max(float(np.diag(M).max()), np.finfo(float).tiny)

@@ -57,7 +57,8 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
                       device, report: Callable[[str, float], None] | None = None,
                       stage: str = "measures") -> DecisionMeasures:
     """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
-    (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them)."""
+    (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them; ``fitted``
+    maps (layer, basis) to ``(basis, codes)`` with :class:`stimuli.scores.Codes`)."""
     from .ablation import units_at_mean_bases
     from .completeness import default_k, unit_order
     from .essence import essence_orders, essence_variants
@@ -81,7 +82,7 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
             codes = fitted[(layer, name)][1]
             for u, _ex, _m in chosen[(layer, name)]:
                 out.units[(layer, name, int(u))] = {"top_label_entropy": round(top_label_entropy(
-                    codes[:, int(u)], images.labels, config.label_entropy_top_n), 6)}
+                    codes.column(int(u)), images.labels, config.label_entropy_top_n), 6)}
     if not (config.essence or config.ablation or config.surrogate):
         return out
     columns: tuple[int, ...] = ()
@@ -123,8 +124,8 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
                 out.layers[plan["key"]] = {"decisions_error": message}
             continue
         for plan, run in zip(plans, runs):
-            out.layers[plan["key"]] = _layer_entry(config, net, plan, run, fitted[plan["key"]][1][sub[run.indices]],
-                                                   sub_labels, out)
+            codes = fitted[plan["key"]][1].rows(sub[run.indices])
+            out.layers[plan["key"]] = _layer_entry(config, net, plan, run, codes, sub_labels, out)
     return out
 
 

@@ -387,7 +387,7 @@ def synthetic_references(config, net, images, fitted: dict, chosen: dict, writer
                              config.activation, device, extractor)
             smin = score_png(net.model, layer, basis, u, pngs[u]["min"][0], to_input, config.pooling,
                              config.activation, device, extractor)
-            nmax, nmin = float(codes[:, u].max()), float(codes[:, u].min())
+            nmax, nmin = float(codes.max[u]), float(codes.min[u])
             measures.update({
                 "synthetic_max_score": round(smax, 6), "synthetic_min_score": round(smin, 6),
                 "natural_max_score": round(nmax, 6), "natural_min_score": round(nmin, 6),

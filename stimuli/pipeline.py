@@ -39,10 +39,11 @@ class Inputs:
 
 
 class Fitted(NamedTuple):
-    """A basis fitted on a layer's pooled activations, and the images' codes in it (N x K)."""
+    """A basis fitted on a layer's pooled activations, and the images' codes in it
+    (:class:`stimuli.scores.Codes`: one unit's column at a time, never an N x K float64 matrix)."""
 
     basis: Any
-    codes: np.ndarray
+    codes: Any
 
 
 class ChosenUnit(NamedTuple):
@@ -151,13 +152,13 @@ def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict[tupl
     return out
 
 
-def _unit_exemplars(config: StimulusConfig, codes: np.ndarray, layer: str, basis: str, unit: int):
+def _unit_exemplars(config: StimulusConfig, codes, layer: str, basis: str, unit: int):
     """A unit's exemplars, seeded by the unit's own name (not its position among the chosen), so that a
     unit gets the same exemplars however it was chosen."""
     from .exemplars import select_exemplars
     from .selection import unit_rng
 
-    return select_exemplars(codes[:, unit], config.n_references, config.query_percentile, config.n_queries,
+    return select_exemplars(codes.column(unit), config.n_references, config.query_percentile, config.n_queries,
                             config.strip_length, rng=unit_rng(config.seed, "queries", layer, basis, str(unit)),
                             n_strips=config.n_strips)
 
@@ -291,9 +292,11 @@ def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress, a
 
 
 def fit_bases(config: StimulusConfig, acts, report: Progress) -> dict[tuple[str, str], Fitted]:
-    """Stage ``bases``: every basis of ``config.bases`` fitted on every layer's activations."""
+    """Stage ``bases``: every basis of ``config.bases`` fitted on every layer's activations. The codes
+    reference the pooled matrices rather than copy them (:class:`stimuli.scores.Codes`), so what this
+    stage adds per (layer, basis) does not grow with the number of images for neurons and PCA."""
     from .bases import make_basis
-    from .scores import score_matrix
+    from .scores import Codes
 
     jobs = [(layer, b) for layer in config.layers for b in config.bases]
     fitted: dict[tuple[str, str], Fitted] = {}
@@ -302,8 +305,7 @@ def fit_bases(config: StimulusConfig, acts, report: Progress) -> dict[tuple[str,
         A = acts.values[layer]
         basis = make_basis(name, **_basis_params(config, name))
         # the unit's score (stimuli.scores) ranks the images, as it drives feature visualizations
-        codes = score_matrix(basis.fit(A), A)
-        fitted[(layer, name)] = Fitted(basis, codes)
+        fitted[(layer, name)] = Fitted(basis, Codes(basis.fit(A), A))
         report("bases", (j + 1) / len(jobs))
     return fitted
 
@@ -313,12 +315,11 @@ def _unit_measures(fitted: Fitted, std: np.ndarray, rank: np.ndarray, unit: int,
     """A chosen unit's measures: its share of the variance, its responses, its query bands, and its
     influence and machine score where those were computed."""
     basis, codes = fitted
-    r = codes[:, unit]
     measures = {
         "explained_variance_ratio": round(float(basis.explained_variance_ratio_[unit]), 6),
         "variance_rank": int(rank[unit]) + 1,
-        "response_mean": round(float(r.mean()), 6), "response_std": round(float(std[unit]), 6),
-        "response_min": round(float(r.min()), 6), "response_max": round(float(r.max()), 6),
+        "response_mean": round(float(codes.mean[unit]), 6), "response_std": round(float(std[unit]), 6),
+        "response_min": round(float(codes.min[unit]), 6), "response_max": round(float(codes.max[unit]), 6),
         "query_max_threshold": round(exemplars.band_max_threshold, 6),
         "query_min_threshold": round(exemplars.band_min_threshold, 6),
     }
@@ -347,7 +348,7 @@ def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str,
     for j, key in enumerate(fitted):
         layer, name = key
         basis, codes = fitted[key]
-        std = codes.std(axis=0)
+        std = codes.std
         exemplars_of = partial(_unit_exemplars, config, codes, layer, name)
         if config.unit_selection in MIS_SELECTIONS:
             candidates = select_units(basis.explained_variance_ratio_, config.mis_candidates, "top_variance",

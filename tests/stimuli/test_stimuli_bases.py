@@ -158,3 +158,26 @@ def test_every_basis_is_a_scikit_learn_estimator(name):
     np.testing.assert_allclose(copy.transform(A), fitted.transform(A))
     other = clone(basis).set_params(random_state=4)
     assert other.random_state == 4 and basis.random_state == 3
+
+
+@pytest.mark.parametrize("name", ["neuron", "pca", "nmf"])
+def test_block_sums_leave_float64_activations_and_codes_untouched(name):
+    """The row blocks are centred in place, so they must be copies, never views of the caller's float64
+    arrays (a view once centred NMF's codes before they were sorted)."""
+    from stimuli.bases import unit_shares
+    from stimuli.scores import Codes
+
+    rng = np.random.default_rng(6)
+    A = np.abs(rng.normal(size=(300, 8)))
+    A0 = A.copy()
+    b = make_basis(name, random_state=0).fit(A)
+    codes = b.transform(A)
+    codes0 = codes.copy()
+    shares = unit_shares(A, codes, b.components_)
+    cum = cumulative_explained_variance(b, A, codes)
+    held = Codes(b, A)
+    np.testing.assert_allclose(cumulative_explained_variance(b, A, held), cum, atol=1e-5)
+    held.column(0), held.rows([0, 5])
+    np.testing.assert_array_equal(A, A0)
+    np.testing.assert_array_equal(codes, codes0)
+    np.testing.assert_allclose(shares, b.explained_variance_ratio_, atol=1e-5)

@@ -1,14 +1,17 @@
-"""Activation extraction holds one batch of feature maps at a time, whatever N and H x W are.
+"""Memory that does not grow with the number of images N beyond the pooled N x C matrices.
 
-Checked structurally rather than by timing or RSS: the layer's outputs are watched through weak
-references, so the test sees how many feature maps are alive when each batch is computed and after
-the pass, and the returned arrays must be N x C.
+Activation extraction holds one batch of feature maps at a time, whatever N and H x W are: checked
+structurally rather than by timing or RSS, the layer's outputs watched through weak references, so
+the test sees how many feature maps are alive when each batch is computed and after the pass, and the
+returned arrays must be N x C. Fitting the bases and choosing units are checked with tracemalloc
+(NumPy reports its buffers to it): deterministic byte counts at two sizes, no timing.
 """
 
 import gc
 import weakref
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -69,22 +72,75 @@ def test_no_hook_is_left_on_the_model(stimuli_cache):
         assert not m._forward_hooks and not m._forward_pre_hooks
 
 
-def test_the_neuron_basis_holds_one_float64_copy_beyond_its_centring():
+@pytest.mark.parametrize("name", ["neuron", "pca"])
+def test_neuron_and_pca_fit_without_copying_the_activations(name):
+    """Both are fitted from sums over row blocks (the channels' moments; the C x C covariance), so a
+    fit allocates a few blocks, not the float64 copy and centred copies it once took (five N x C
+    float64 arrays at once); fit_transform's codes are then the one N x C float64 array."""
     import tracemalloc
 
-    from stimuli.bases import NeuronBasis
+    from stimuli.bases import make_basis
 
-    A = np.random.default_rng(0).random((4000, 64), dtype=np.float32)
+    A = np.random.default_rng(0).random((40000, 64), dtype=np.float32)
     copy64 = A.size * 8
     tracemalloc.start()
     try:
-        codes = NeuronBasis().fit_transform(A)
+        basis = make_basis(name).fit(A)
+        _, fit_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        codes = basis.fit_transform(A)
+        _, codes_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fit_peak < 0.25 * copy64, fit_peak / copy64
+    assert codes_peak < 2.5 * copy64, codes_peak / copy64
+    if name == "neuron":
+        np.testing.assert_array_equal(codes, A.astype(np.float64))
+        owned = A.astype(np.float64)
+        assert not np.shares_memory(basis.fit_transform(owned), owned)
+
+
+def _pooled(n: int, c: int, seed: int) -> np.ndarray:
+    """Post-ReLU-like pooled activations: a few shared directions plus noise, clipped at zero."""
+    rng = np.random.default_rng(seed)
+    low = rng.standard_normal((n, 8), dtype=np.float32) @ rng.standard_normal((8, c), dtype=np.float32)
+    return np.maximum(low + rng.standard_normal((n, c), dtype=np.float32), 0)
+
+
+def _traced_peak_of_the_stages(n: int, c: int = 256) -> int:
+    """Peak memory numpy allocates (tracemalloc sees its buffers) while the bases are fitted, the units
+    chosen with their exemplars and measures, and the variance curves computed, on pooled matrices that
+    exist before tracing starts: what the stages add beyond the pooled activations."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from stimuli.completeness import cumulative_explained_variance
+    from stimuli.config import StimulusConfig
+    from stimuli.pipeline import Inputs, choose_units, fit_bases
+
+    layers = ["a", "b"]
+    acts = SimpleNamespace(values={layer: _pooled(n, c, seed) for seed, layer in enumerate(layers)})
+    config = StimulusConfig(layers=layers, bases=["neuron", "pca"], n_units=4, completeness=False)
+    report = lambda stage, fraction: None  # noqa: E731
+    tracemalloc.start()
+    try:
+        fitted = fit_bases(config, acts, report)
+        chosen = choose_units(config, Inputs(net=None, images=None, device=None), fitted, {}, report)
+        for (layer, _name), (basis, codes) in fitted.items():
+            cumulative_explained_variance(basis, acts.values[layer], codes)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # the float64 codes, one centred matrix and a squared temporary while the shares are computed (three
-    # N x C float64 arrays at once); a second centred copy for the codes made it four, then a fifth copy
-    assert peak < 3.5 * copy64, peak / copy64
-    np.testing.assert_array_equal(codes, A.astype(np.float64))
-    owned = A.astype(np.float64)
-    assert not np.shares_memory(NeuronBasis().fit_transform(owned), owned)
+    assert sum(len(units) for units in chosen.units.values()) == 16
+    return peak
+
+
+def test_fitting_and_choosing_units_add_no_memory_that_grows_with_the_images():
+    """Issue 17's rule: beyond the pooled N x C matrices, memory may not grow with N. Between 12,288 and
+    36,864 images the stages' peak may grow by a quarter of one layer's float32 matrix at most (one
+    unit's responses and its sort orders are O(N)); float64 codes per (layer, basis) and float64 copies
+    for fitting grew it by about sixteen such matrices here."""
+    c, small, large = 256, 12288, 36864  # both several row blocks (stimuli.bases.block_rows)
+    growth = _traced_peak_of_the_stages(large, c) - _traced_peak_of_the_stages(small, c)
+    one_matrix = (large - small) * c * 4
+    assert growth < 0.25 * one_matrix, growth / one_matrix
