@@ -82,6 +82,23 @@ class DigitsImageSet(ImageSet):
         return f"digits:{i}"
 
 
+def image_files(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """The image files of an ImageFolder layout in scan order, each with its class index (-1 for an
+    image directly in ``root``), and the class names; no file is opened."""
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    candidates: list[tuple[Path, int]] = []
+    for f in sorted(root.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+            candidates.append((f, -1))
+    for ci, c in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(root / c, followlinks=True):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                if Path(fn).suffix.lower() in IMAGE_EXTENSIONS and not fn.startswith("."):
+                    candidates.append((Path(dirpath) / fn, ci))
+    return candidates, classes
+
+
 class FolderImageSet(ImageSet):
     """An ImageFolder layout (``root/<class>/<image>``); images directly in ``root`` have no label.
 
@@ -98,17 +115,7 @@ class FolderImageSet(ImageSet):
         root_path = Path(root).expanduser()
         if not root_path.is_dir():
             raise ValueError(f"dataset folder not found: {root}")
-        classes = sorted(d.name for d in root_path.iterdir() if d.is_dir() and not d.name.startswith("."))
-        candidates: list[tuple[Path, int]] = []
-        for f in sorted(root_path.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                candidates.append((f, -1))
-        for ci, c in enumerate(classes):
-            for dirpath, dirnames, filenames in os.walk(root_path / c, followlinks=True):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    if Path(fn).suffix.lower() in IMAGE_EXTENSIONS and not fn.startswith("."):
-                        candidates.append((Path(dirpath) / fn, ci))
+        candidates, classes = image_files(root_path)
         files, labels, skipped = [], [], 0
         step = max(1, len(candidates) // 100)
         for j, (path, label) in enumerate(candidates):

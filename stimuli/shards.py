@@ -67,7 +67,7 @@ def count_images(config: StimulusConfig | dict) -> int:
     """How many images the job's activation pass will see, cheaply: a folder's image files are counted
     without opening them (the few unreadable ones the pass skips do not change how many shards a job
     wants)."""
-    from .datasets import IMAGE_EXTENSIONS, DigitsImageSet
+    from .datasets import DigitsImageSet, image_files
 
     config = _config(config)
     if config.dataset == "digits":
@@ -76,8 +76,7 @@ def count_images(config: StimulusConfig | dict) -> int:
         root = Path(config.dataset).expanduser()
         if not root.is_dir():
             raise ValueError(f"dataset folder not found: {config.dataset}")
-        n = sum(1 for _dir, _dirs, files in os.walk(root, followlinks=True)
-                for name in files if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."))
+        n = len(image_files(root)[0])
     return n if config.max_images is None else min(n, config.max_images)
 
 
