@@ -20,10 +20,15 @@ import pandas as pd
 import scipy.optimize as opt
 from scipy.special import expit, gammaln
 
+from . import checks
 from ._mixed import (
     MixedResult,
     RandomStructure,
     cholesky_lower,
+    design_fields,
+    gradient_check,
+    start_value_warnings,
+    theta_labels,
     fixed_table,
     information_criteria,
     lrt,
@@ -34,9 +39,15 @@ from ._mixed import (
     ranef_tables,
     tri_solve,
 )
-from .formula import MixedDesign, build_design
+from .formula import FormulaError, MixedDesign, build_design
 
-__all__ = ["BinomialGLMM", "lrt", "binary_response"]
+__all__ = ["BinomialGLMM", "lrt", "binary_response", "SEPARATION_SE", "SEPARATION_ESTIMATE"]
+
+# Signs of (quasi-)complete separation on the logit scale: a standard error of 10 leaves the odds
+# ratio's 95 % interval spanning e^±20, no information at all; an estimate beyond ±15 is an odds
+# ratio of 3·10⁶, a fitted probability of 0 or 1. Real effects in these studies are a few units.
+SEPARATION_SE = 10.0
+SEPARATION_ESTIMATE = 15.0
 
 
 def binary_response(y: pd.Series) -> np.ndarray:
@@ -60,8 +71,10 @@ class BinomialGLMM:
     """``BinomialGLMM.from_formula("correct ~ basis + (1 | participant) + (1 | unit)", df).fit()``.
 
     ``trials``: for aggregated data, a column of numbers of trials; the response is then the
-    count of successes (lme4's ``cbind(k, n - k)``). ``method``: "auto", "dense" or "sparse",
-    how Λ'Z'WZΛ + I is factorized (see ``RandomStructure``); the estimates do not depend on it.
+    count of successes (lme4's ``cbind(k, n - k)``, which the formula may also write:
+    ``cbind(k, n - k) ~ ...``). ``method``: "auto", "dense" or "sparse", how Λ'Z'WZΛ + I is
+    factorized (see ``RandomStructure``); the estimates do not depend on it. ``strict``: values
+    a transform in the formula cannot take raise instead of being dropped with a note.
     """
 
     def __init__(self, design: MixedDesign, trials: np.ndarray | None = None, method: str = "auto"):
@@ -71,30 +84,43 @@ class BinomialGLMM:
         self._progress = None
         self._chord = None  # last factor, reused by the sparse PIRLS steps
         self._last = None  # the last point evaluated, see _evaluate
+        self.offset = np.zeros(len(design.X)) if design.offset is None else design.offset
+        self.warnings = []
+        if trials is None and design.trials is not None:
+            trials = design.trials
         if trials is None:
             self.y = binary_response(design.y_raw)
             self.n_trials = np.ones_like(self.y)
             self._const = 0.0
+            w = checks.non_integer_successes(self.y)
         else:
             k = np.asarray(design.y_raw, dtype=float)
             nt = np.asarray(trials, dtype=float)
             if np.any(nt <= 0) or np.any(k < 0) or np.any(k > nt):
-                raise ValueError("need 0 ≤ successes ≤ trials and trials > 0")
+                bad = int(np.sum((nt <= 0) | (k < 0) | (k > nt)))
+                raise checks.DataError(f"need 0 ≤ successes ≤ trials and trials > 0; {bad} rows "
+                                       "are not")
             self.y = k / nt
             self.n_trials = nt
             self._const = float(np.sum(gammaln(nt + 1) - gammaln(k + 1) - gammaln(nt - k + 1)))
+            w = checks.non_integer_successes(k, nt)
+        if w:
+            self.warnings.append(w)
         self._u = np.zeros(self.rs.q)
         self._beta = np.zeros(self.X.shape[1])
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, trials: str | None = None,
-                     method: str = "auto"):
+                     method: str = "auto", strict: bool = False):
         if trials is not None and trials not in data.columns:
-            raise KeyError(f"trials column {trials!r} is not in the data")
-        frame = data if trials is None else data.dropna(subset=[trials])
-        design = build_design(formula, frame)
+            raise FormulaError(f"trials column {trials!r} is not in the data")
+        design = build_design(formula, data, strict=strict,
+                              extra_columns=() if trials is None else (trials,))
+        if trials is not None and design.trials is not None:
+            raise FormulaError("give the trials either as cbind(successes, failures) or as "
+                               "trials=, not both")
         if not design.blocks:
-            raise ValueError("the formula has no random-effect term such as (1 | participant)")
+            raise FormulaError("the formula has no random-effect term such as (1 | participant)")
         return cls(design, None if trials is None else design.data[trials].to_numpy(), method)
 
     # -- likelihood pieces --------------------------------------------------------------
@@ -116,7 +142,7 @@ class BinomialGLMM:
         u = self._u.copy()
         b = self._beta.copy() if joint else np.asarray(beta, float)
         p = X.shape[1]
-        xb = X @ b
+        xb = X @ b + self.offset
 
         def state(u, xb):
             eta = xb + rs.mul(zl, u)
@@ -276,7 +302,8 @@ class BinomialGLMM:
         theta = np.where(np.isfinite(rs.theta_lower) & (x[:nth] < 1e-7), 0.0, x[:nth])
         beta = x[nth:]
         x = np.concatenate([theta, beta])
-        dev, s = self._evaluate(x, nth, gradient=False)
+        # the gradient at the optimum is usually the last one the optimiser asked for (cached)
+        dev, grad, s = self._evaluate(x, nth)
         vcov, se_method = None, "rx"
         if se == "hessian":
             if H is None:
@@ -292,16 +319,27 @@ class BinomialGLMM:
         k = nth + p
         nobs = len(self.y)
         aic, bic = information_criteria(loglik, k, nobs)
+        fixed = fixed_table(self.design.fixed_names, beta, vcov)
+        warnings = list(self.warnings)
+        converged = bool(ok and np.isfinite(dev))
+        if not converged:
+            warnings.append("the optimiser did not reach a point where the gradient vanishes")
+        names = theta_labels(rs) + list(self.design.fixed_names)
+        gmax, gw = gradient_check(grad, H, names, self._free(x, grad, nth)) if stage2 else (None, [])
+        bad = self._separation(fixed) + start_value_warnings(rs, theta) + gw
+        if bad:
+            converged = False
+            warnings += bad
         return MixedResult(
             kind="glmm",
             formula=self.design.formula,
-            fixed=fixed_table(self.design.fixed_names, beta, vcov),
+            fixed=fixed,
             random=random,
             loglik=loglik,
             aic=aic,
             bic=bic,
             nobs=nobs,
-            converged=bool(ok and np.isfinite(dev)),
+            converged=converged,
             n_params=k,
             criterion="Laplace",
             deviance=dev,
@@ -314,7 +352,25 @@ class BinomialGLMM:
             model=self,
             extra={"nfev_stage1": nfev1, "nfev_stage2": nfev2, "beta_stage1": beta0,
                    "method": rs.method},
+            warnings=warnings,
+            gradient_max=gmax,
+            **design_fields(self.design),
         )
+
+    @staticmethod
+    def _separation(fixed: pd.DataFrame) -> list[str]:
+        """Fixed effects whose estimate or standard error only (quasi-)complete separation
+        explains: the likelihood keeps rising as the coefficient runs off to ±∞, and the table
+        would show a finite number with a meaningless z."""
+        out = []
+        for r in fixed.itertuples():
+            if not (np.isfinite(r.std_error) and np.isfinite(r.estimate)) or (
+                    r.std_error > SEPARATION_SE or abs(r.estimate) > SEPARATION_ESTIMATE):
+                out.append(f"possible complete separation: '{r.term}' has estimate {r.estimate:.3g} "
+                           f"and standard error {r.std_error:.3g} on the logit scale: the "
+                           "responses are all equal in some cell of the design, and the effect is "
+                           "not estimable")
+        return out
 
     def _rx_vcov(self, s):
         X, w = self.X, s["w"]
