@@ -179,8 +179,9 @@ def parse_formula(formula: str) -> ParsedFormula:
 def _names_used(text: str) -> list[str]:
     """Identifiers that must be data columns: not function names (followed by '('), not keyword
     names (followed by '='), not inside string literals, not numbers or literals."""
-    plain = _STRING.sub(" ", text)
-    out = []
+    # `a column name` in backticks (formulaic's quoting of names that are not identifiers)
+    out = [name for name in re.findall(r"`([^`]*)`", text)]
+    plain = _STRING.sub(" ", re.sub(r"`[^`]*`", " ", text))
     for m in _IDENT.finditer(plain):
         tok = m.group(0)
         rest = plain[m.end():].lstrip()

@@ -113,6 +113,7 @@ def test_offset_log_size(cbpp):
     ("Reactoin ~ Days + (1 | Subject)", "'Reactoin' (response) is not a column of the data; did you mean 'Reaction'?"),
     ("Reaction ~ Days + (1 | Subjet)", "'Subjet' (grouping factor) is not a column of the data; did you mean 'Subject'?"),
     ("log(Reaction) ~ factor(Dys) + (1 | Subject)", "'Dys' (fixed effects) is not a column of the data; did you mean 'Days'?"),
+    ("Reaction ~ `Day s` + (1 | Subject)", "'Day s' (fixed effects) is not a column of the data; did you mean 'Days'?"),
 ])
 def test_bad_column_is_one_line_with_the_closest_names(sleepstudy, formula, message):
     with pytest.raises(FormulaError) as e:
