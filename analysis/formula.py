@@ -11,7 +11,8 @@ random-effect terms ``(expr | group)``.  Supported bar forms: ``(1 | g)``,
 R's idioms are read as R reads them and translated for formulaic (the formula library,
 whose own spellings also work: ``C(x)``, ``C(x, contr.treatment("a"))``, ``I(x ** 2)``):
 
-- ``factor(x)``: x as a factor (formulaic's ``C(x)``), columns named ``factor(x)2`` as in R;
+- ``factor(x)`` (or ``as.factor(x)``): x as a factor (formulaic's ``C(x)``), columns named
+  ``factor(x)2`` as in R; a grouping factor may be written ``(1 | factor(g))``;
 - ``relevel(x, ref = "a")`` (or ``relevel(x, "a")``): a factor with ``a`` as the reference level;
 - ``I(Days^2)``: inside ``I()`` R's ``^`` is a power (in formulaic's Python it is xor);
 - ``offset(log(size))``: a term with a fixed coefficient of 1, added to the linear predictor;
@@ -274,6 +275,7 @@ class _Translator:
         return new
 
     def __call__(self, text: str) -> str:
+        text = self._sub(text, "as.factor", self._factor)
         text = self._sub(text, "factor", self._factor)
         text = self._sub(text, "relevel", self._relevel)
         return self._sub(text, "I", self._power)
@@ -392,7 +394,8 @@ class MixedDesign:
 
 
 def _group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, np.ndarray]:
-    gvars = [g.strip() for g in group.split(":")]
+    # a grouping factor is a factor already: (1 | factor(g)) is (1 | g)
+    gvars = [re.sub(r"^(?:as\.)?factor\((.*)\)$", r"\1", g.strip()).strip() for g in group.split(":")]
     for g in gvars:
         if g not in data.columns:
             raise FormulaError(f"grouping factor {g!r} is not a column of the data")

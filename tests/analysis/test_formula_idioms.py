@@ -120,3 +120,12 @@ def test_bad_column_is_one_line_with_the_closest_names(sleepstudy, formula, mess
         LinearMixedModel.from_formula(formula, sleepstudy)
     assert str(e.value) == message and "\n" not in str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+def test_factor_spellings_of_a_grouping_factor_and_as_factor(cbpp):
+    a = BinomialGLMM.from_formula("cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)",
+                                  cbpp).fit(se="rx")
+    b = BinomialGLMM.from_formula("cbind(incidence, size - incidence) ~ as.factor(period) + "
+                                  "(1 | factor(herd))", cbpp).fit(se="rx")
+    assert list(b.params.index)[1] == "as.factor(period)2"
+    assert np.allclose(a.params.to_numpy(), b.params.to_numpy()) and b.ngroups == {"factor(herd)": 15}
