@@ -170,3 +170,11 @@ def test_drop_nonfinite_counts_each_row_once():
     kept, notes, dropped = checks.drop_nonfinite(d, ["a", "b"])
     assert list(kept.index) == [0, 3]
     assert notes == ["NaN or infinite values in 'a': 2 rows dropped"] and dropped == {"NaN in a": 2}
+
+
+def test_missing_trials_are_a_note_too():
+    cb = pd.read_csv(DATA / "lme4" / "cbpp.csv")
+    cb.loc[[3, 8], "size"] = np.nan
+    res = BinomialGLMM.from_formula("incidence ~ factor(period) + (1 | herd)", cb, trials="size").fit(se="rx")
+    assert res.nobs == 54 and "NaN or infinite values in 'size': 2 rows dropped" in res.notes
+    assert not {3, 8} & set(res.row_labels)
