@@ -323,7 +323,15 @@ class MixedResult:
     model: object = None
     extra: dict = field(default_factory=dict)
     ddf: str = "normal"  # denominator df of the fixed-effect tests: "normal" or "Satterthwaite"
-    warnings: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # convergence, separation, singular fit
+    # data checks and informational notes (rows dropped, factor() hints, aliased columns), in order
+    notes: list = field(default_factory=list)
+    aliased: list = field(default_factory=list)  # fixed-effect columns dropped for rank deficiency
+    response: str = ""  # the response expression as written: "log(Reaction)", "cbind(k, n - k)"
+    row_labels: object = None  # index labels (in the caller's data frame) of the rows fitted
+    n_dropped: dict = field(default_factory=dict)  # rows dropped per reason
+    gradient_max: float | None = None  # max |scaled gradient| at the optimum (lme4's check)
+    offset: str | None = None  # the offset expression, if any
 
     def __post_init__(self):
         self.singular_groups = singular_groups(self.random, self.correlations,
@@ -514,8 +522,26 @@ def information_criteria(loglik, k, nobs):
     return -2 * loglik + 2 * k, -2 * loglik + k * math.log(nobs)
 
 
+def same_data(a: MixedResult, b: MixedResult) -> None:
+    """Refuse to compare models fitted to different rows or responses, as lme4's anova does: a
+    likelihood ratio between fits to different data measures the data, not the terms."""
+    if a.response and b.response and a.response.replace(" ", "") != b.response.replace(" ", ""):
+        raise ValueError(f"models have different responses: {a.response} vs {b.response}; "
+                         "a likelihood-ratio test compares models of the same response")
+    if a.nobs != b.nobs:
+        raise ValueError(f"models were fitted to different rows: {a.nobs} vs {b.nobs} observations; "
+                         "refit both on the same rows")
+    la_, lb_ = a.row_labels, b.row_labels
+    if la_ is not None and lb_ is not None and not pd.Index(la_).equals(pd.Index(lb_)):
+        raise ValueError(f"models were fitted to different rows: both {a.nobs} observations but "
+                         "not the same ones; refit both on the same rows")
+
+
 def lrt(small: MixedResult, big: MixedResult) -> dict:
-    """Likelihood-ratio test of nested models (REML fits are refitted by ML, as lme4's anova)."""
+    """Likelihood-ratio test of nested models (REML fits are refitted by ML, as lme4's anova).
+
+    Raises ValueError when the two fits used different rows or responses (``same_data``)."""
+    same_data(small, big)
     fits = []
     refitted = False
     for r in (small, big):
@@ -570,3 +596,95 @@ def singular_groups(random: pd.DataFrame, correlations: pd.DataFrame, scale: flo
         if eig.min() < SINGULAR_TOL ** 2:
             out.append(str(group))
     return out
+
+
+# lme4's convergence check (lmerControl(check.conv.grad = .makeCC("warning", tol = 2e-3))):
+# the largest of min(|scaled gradient|, |gradient|) over the parameters
+GRAD_TOL = 2e-3
+# lme4 computes the derivatives for its check only below this many observations
+# (check.conv.nobsmax); above it the check costs more than the fit
+CHECK_NOBS_MAX = 10_000
+# |θ − θ₀| below this: a random-effect parameter the optimiser left where it started
+START_TOL = 1e-5
+
+
+def deriv12(fun, x, delta: float = 1e-4, fx: float | None = None):
+    """Gradient and Hessian of ``fun`` at ``x`` by central differences, as lme4's ``deriv12``
+    (the same step, 1e-4, and the same stencil), so the convergence check reads as lme4's."""
+    x = np.asarray(x, float)
+    n = len(x)
+    fx = fun(x) if fx is None else fx
+    g, H = np.zeros(n), np.zeros((n, n))
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = delta
+        fp, fm = fun(x + e), fun(x - e)
+        H[j, j] = (fp - 2 * fx + fm) / delta**2
+        g[j] = (fp - fm) / (2 * delta)
+        for i in range(j):
+            f = np.zeros(n)
+            f[i] = delta
+            H[i, j] = H[j, i] = (fun(x + e + f) - fun(x + e - f) - fun(x - e + f)
+                                 + fun(x - e - f)) / (4 * delta**2)
+    return g, H
+
+
+def gradient_check(g, H, names, free=None) -> tuple[float | None, list[str]]:
+    """lme4's checkConv on the gradient ``g`` and Hessian ``H`` of the deviance at the optimum:
+    the scaled gradient H^{-1/2} g (the Newton decrement per parameter, unit-free) must stay
+    below GRAD_TOL, and H must be positive definite. ``free``: parameters not on a bound (a
+    variance at zero has a one-sided optimum and is left out, as lme4 skips singular fits).
+    Returns (max |scaled gradient|, warnings naming the parameter)."""
+    g = np.asarray(g, float)
+    free = np.ones(len(g), bool) if free is None else np.asarray(free, bool)
+    if not free.any():
+        return None, []
+    idx = np.flatnonzero(free)
+    gf = g[idx]
+    if not np.all(np.isfinite(gf)):
+        return None, ["Model failed to converge: the gradient at the optimum is not finite"]
+    if H is None:
+        scaled = np.abs(gf)
+    else:
+        Hf = np.asarray(H, float)[np.ix_(idx, idx)]
+        if not np.all(np.isfinite(Hf)):
+            return float(np.max(np.abs(gf))), ["Model failed to converge: the Hessian is not finite"]
+        try:
+            L = np.linalg.cholesky(Hf)
+        except np.linalg.LinAlgError:
+            neg = int(np.sum(np.linalg.eigvalsh(Hf) <= 0))
+            return float(np.max(np.abs(gf))), [
+                f"Model failed to converge: degenerate Hessian with {neg} negative eigenvalue"
+                f"{'' if neg == 1 else 's'}"]
+        scaled = np.minimum(np.abs(la.solve_triangular(L, gf, lower=True)), np.abs(gf))
+    k = int(np.argmax(scaled))
+    gmax = float(scaled[k])
+    if gmax > GRAD_TOL:
+        return gmax, [f"Model failed to converge with max|grad| = {gmax:.3g} (tol = {GRAD_TOL:g}, "
+                      f"component {idx[k] + 1}: {names[idx[k]]})"]
+    return gmax, []
+
+
+def start_value_warnings(rs: RandomStructure, theta) -> list[str]:
+    """A random-effect parameter still at its starting value: the optimiser never moved it,
+    which happens when the deviance does not depend on it (perfect separation), not at an
+    optimum."""
+    out = []
+    th0 = rs.theta0()
+    for k, (group, a, b) in enumerate(rs.theta_names):
+        if th0[k] != 0 and abs(theta[k] - th0[k]) < START_TOL:
+            what = f"SD of {a}" if a == b else f"covariance of {a} and {b}"
+            out.append(f"the {group} random-effect {what} stayed at its starting value "
+                       f"{th0[k]:g}: the optimiser did not move it")
+    return out
+
+
+def theta_labels(rs: RandomStructure) -> list[str]:
+    return [f"theta[{g}: {a}]" if a == b else f"theta[{g}: {a}, {b}]" for g, a, b in rs.theta_names]
+
+
+def design_fields(design) -> dict:
+    """The result's fields that come from the design and its data checks."""
+    return dict(notes=list(design.notes), aliased=list(design.aliased), response=design.response,
+                row_labels=design.row_labels, n_dropped=dict(design.n_dropped),
+                offset=design.offset_expr)

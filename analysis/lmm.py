@@ -21,8 +21,14 @@ import pandas as pd
 from ._mixed import (
     MixedResult,
     RandomStructure,
+    CHECK_NOBS_MAX,
     cholesky_lower,
+    deriv12,
+    design_fields,
     fixed_table,
+    gradient_check,
+    start_value_warnings,
+    theta_labels,
     information_criteria,
     lrt,
     DenseFactor,
@@ -33,7 +39,7 @@ from ._mixed import (
     ranef_tables,
     tri_solve,
 )
-from .formula import MixedDesign, build_design
+from .formula import FormulaError, MixedDesign, build_design
 from .satterthwaite import DDF_METHODS, satterthwaite_df
 
 __all__ = ["LinearMixedModel", "lrt"]
@@ -42,15 +48,22 @@ __all__ = ["LinearMixedModel", "lrt"]
 class LinearMixedModel:
     """``LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", df).fit(reml=True)``.
 
-    ``method``: "auto", "dense" or "sparse" (see ``RandomStructure``).
+    ``method``: "auto", "dense" or "sparse" (see ``RandomStructure``). ``strict``: values a
+    transform in the formula cannot take (``log(RT)`` with RT ≤ 0) raise instead of being
+    dropped with a note. An ``offset(...)`` term is subtracted from the response.
     """
 
     def __init__(self, design: MixedDesign, method: str = "auto"):
         self.design = design
         y = design.y_raw
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-            y = pd.to_numeric(y, errors="raise")
+            try:
+                y = pd.to_numeric(y, errors="raise")
+            except (TypeError, ValueError) as e:
+                raise FormulaError(f"the response {design.response} is not numeric: {e}") from None
         self.y = np.asarray(y, dtype=float)
+        if design.offset is not None:
+            self.y = self.y - design.offset
         self.X = design.X
         self.rs = RandomStructure(design, method)
         rs = self.rs
@@ -63,10 +76,13 @@ class LinearMixedModel:
         self.yty = float(self.y @ self.y)
 
     @classmethod
-    def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto") -> "LinearMixedModel":
-        design = build_design(formula, data)
+    def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto",
+                     strict: bool = False) -> "LinearMixedModel":
+        design = build_design(formula, data, strict=strict)
+        if design.trials is not None:
+            raise FormulaError("cbind(successes, failures) is a binomial response: fit it with the GLMM")
         if not design.blocks:
-            raise ValueError("the formula has no random-effect term such as (1 | participant)")
+            raise FormulaError("the formula has no random-effect term such as (1 | participant)")
         return cls(design, method)
 
     def _solve(self, theta):
@@ -197,6 +213,19 @@ class LinearMixedModel:
         loglik = -dev / 2
         k = rs.n_theta + p + 1
         aic, bic = information_criteria(loglik, k, n)
+        converged = bool(ok and np.isfinite(dev))
+        warnings = [] if converged else ["the optimiser did not report convergence"]
+        # lme4's derivative check over θ, by its central differences, on fits small enough
+        # (check.conv.nobsmax) and off the boundary (lme4 skips singular fits)
+        gmax, gw = None, []
+        free = ~(np.isfinite(rs.theta_lower) & (theta <= 0))
+        if n < CHECK_NOBS_MAX and rs.n_theta and free.all():
+            g, H = deriv12(lambda t: self.criterion(t, reml), theta, fx=dev)
+            gmax, gw = gradient_check(g, H, theta_labels(rs))
+        bad = gw + start_value_warnings(rs, theta)
+        if bad:
+            converged = False
+            warnings += bad
         return MixedResult(
             kind="lmm",
             formula=self.design.formula,
@@ -206,7 +235,7 @@ class LinearMixedModel:
             aic=aic,
             bic=bic,
             nobs=n,
-            converged=ok and np.isfinite(dev),
+            converged=converged,
             n_params=k,
             criterion="REML" if reml else "ML",
             deviance=dev,
@@ -219,4 +248,7 @@ class LinearMixedModel:
             se_method="exact",
             model=self,
             extra={"nfev": nfev, "method": rs.method},
+            warnings=warnings,
+            gradient_max=gmax,
+            **design_fields(self.design),
         )
