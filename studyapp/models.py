@@ -417,6 +417,8 @@ def log_changes(study, changes, author=None, prefix=""):
         StudyChange(study=study, field=f"{prefix}{name}", old=_shown(old), new=_shown(new), author=author,
                     author_name=author.get_username() if author else "")
         for name, (old, new) in changes.items()
+        # A form strips the text it saves: the trailing newline of a default text is not a change.
+        if not (isinstance(old, str) and isinstance(new, str) and old.strip() == new.strip())
     ])
 
 
