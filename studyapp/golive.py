@@ -82,7 +82,7 @@ def condition_problems(study, condition):
     if not keys:
         return [f"{name}: stimulus job {job} has no units for layer {condition.layer!r} and basis "
                 f"{condition.basis!r}."]
-    units = condition.unit_exemplars()
+    units = condition.unit_exemplars(fresh=True)
     out = []
     # Each unit alone through the trial builder, as a participant's list would take it: every unit that
     # lacks what the paradigm or reference type shows is named, not only the first.

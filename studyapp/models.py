@@ -450,6 +450,29 @@ _UNIT_EXEMPLARS: dict = {}
 UNIT_EXEMPLARS_CACHED = 4096
 
 
+def _load_unit_exemplars(unit_ids):
+    """Unit pk -> UnitExemplars, in one query."""
+    lists = defaultdict(lambda: defaultdict(list))
+    strips = defaultdict(lambda: defaultdict(list))
+    exemplars = Exemplar.objects.filter(unit__in=unit_ids).order_by("unit_id", "role", "group", "position")
+    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+        if role == Exemplar.Role.STRIP:
+            strips[unit_id][group].append(image)
+        else:
+            lists[unit_id][role].append(image)
+    return {pk: UnitExemplars(
+        unit_id=pk,
+        references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
+        references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
+        queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
+        queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
+        strips=[strips[pk][group] for group in sorted(strips[pk])],
+        overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
+        synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
+        synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
+    ) for pk in unit_ids}
+
+
 class Condition(models.Model):
     """One arm of a study: units of one basis of one layer, shown with one kind of references."""
 
@@ -517,34 +540,19 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
-    def unit_exemplars(self):
+    def unit_exemplars(self, fresh=False):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
-        built from."""
+        built from. `fresh`: read from the database, past the per-process cache (a check that must see
+        the rows as they are now)."""
         units = list(self.units().order_by("index").values_list("pk", flat=True))
+        if fresh:
+            loaded = _load_unit_exemplars(units)
+            return [loaded[pk] for pk in units]
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
-            lists = defaultdict(lambda: defaultdict(list))
-            strips = defaultdict(lambda: defaultdict(list))
-            exemplars = Exemplar.objects.filter(unit__in=missing).order_by("unit_id", "role", "group", "position")
-            for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
-                if role == Exemplar.Role.STRIP:
-                    strips[unit_id][group].append(image)
-                else:
-                    lists[unit_id][role].append(image)
             if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
                 _UNIT_EXEMPLARS.clear()
-            for pk in missing:
-                _UNIT_EXEMPLARS[pk] = UnitExemplars(
-                    unit_id=pk,
-                    references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
-                    references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
-                    queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
-                    queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
-                    strips=[strips[pk][group] for group in sorted(strips[pk])],
-                    overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
-                    synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
-                    synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
-                )
+            _UNIT_EXEMPLARS.update(_load_unit_exemplars(missing))
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):
@@ -564,8 +572,8 @@ class Condition(models.Model):
         # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
         # building one checks: build one, as an arriving participant would.
         try:
-            build_trial_list(self.unit_exemplars(), n_practice=self.study.n_practice, n_main=self.study.n_main,
-                             catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+            build_trial_list(self.unit_exemplars(fresh=True), n_practice=self.study.n_practice,
+                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
             keys = {unit.pk: unit.key for unit in units}

@@ -12,6 +12,10 @@ def record_assigned_conditions(apps, schema_editor):
     the unit of its first trial (a unit row never changes), which is what the participant saw even if the
     condition was edited since; the condition's row is the best record left of the rest, and the only one for
     a participant without trials."""
+    # PostgreSQL refuses the index this migration creates at its end while the updates' foreign-key checks
+    # are still pending (deferred): check them as each update runs.
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     Participant = apps.get_model("studyapp", "Participant")
     Condition = apps.get_model("studyapp", "Condition")
     Trial = apps.get_model("studyapp", "Trial")
