@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -349,8 +350,7 @@ class ConditionFormSet(forms.BaseInlineFormSet):
         if removed and study.has_answers():
             raise forms.ValidationError(
                 f"Study \"{study.slug}\" has answers, and its conditions define what they mean: removing "
-                f"{', '.join(c.name for c in removed)} is refused. Make a new version of the study (the action "
-                f"\"New version\" in the study list) and change it there.")
+                f"{', '.join(c.name for c in removed)} is refused. {study.new_version_hint()}")
         if study.status == Study.Status.LIVE:
             conditions = [form.instance for form in kept if not self._should_delete_form(form)]
             found = golive.problems(study, conditions)
@@ -431,8 +431,32 @@ class StudyAdmin(admin.ModelAdmin):
         own = [
             path("<int:study_id>/monitor/", self.admin_site.admin_view(self.monitor_view), name="studyapp_study_monitor"),
             path("<int:study_id>/preview/", self.admin_site.admin_view(self.preview_view), name="studyapp_study_preview"),
+            path("<int:study_id>/new-version/", self.admin_site.admin_view(self.new_version_view),
+                 name="studyapp_study_new_version"),
         ]
         return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        study = Study.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if request.method == "GET" and study is not None and study.has_answers():
+            # Said before the researcher edits, with the way out one click away.
+            messages.warning(request, format_html(
+                "This version has answers: its trial plan and conditions are frozen (texts, recruitment and "
+                "exclusion rules stay editable). <form method='post' action='{}' style='display:inline'>"
+                "<input type='hidden' name='csrfmiddlewaretoken' value='{}'>"
+                "<button type='submit'>Make version {} to change them</button></form>",
+                reverse("admin:studyapp_study_new_version", args=[study.pk]), get_token(request), study.version + 1))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def new_version_view(self, request, study_id):
+        """POST: the study's next version (`versions.new_version`), opened for editing."""
+        study = get_object_or_404(Study, pk=study_id)
+        if not (self.has_add_permission(request) and self.has_view_permission(request, study)):
+            raise PermissionDenied
+        if request.method != "POST":
+            return redirect("admin:studyapp_study_change", study.pk)
+        return self._made(request, Study.objects.filter(pk=study.pk), versions.new_version, "New version") or \
+            redirect("admin:studyapp_study_change", study.pk)
 
     def monitor_view(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)

@@ -367,9 +367,12 @@ class Study(models.Model):
     def frozen_message(self, fields):
         return (f"Study \"{self.slug}\" (version {self.version}) has answers, and {', '.join(fields)} "
                 f"define{'s' if len(fields) == 1 else ''} what they mean, so "
-                f"{'it' if len(fields) == 1 else 'they'} cannot change in place. Make a new version of the study "
-                f"(the action \"New version\" in the study list) and change it there; the answers stay with "
-                f"this version.")
+                f"{'it' if len(fields) == 1 else 'they'} cannot change in place. {self.new_version_hint()}")
+
+    def new_version_hint(self):
+        return (f"Make version {self.version + 1} of the study (the button at the top of its page, or the action "
+                f"\"New version\" in the study list) and change it there; the answers stay with version "
+                f"{self.version}.")
 
     def _check_frozen(self, changes):
         frozen = [f for f in self.MEANING_FIELDS if f in changes]
@@ -514,9 +517,7 @@ class Condition(models.Model):
         if study is not None and study.has_answers():
             what = action or f"changing the {', '.join(changes)} of the condition \"{self.name}\""
             raise Frozen(f"Study \"{study.slug}\" (version {study.version}) has answers, and its conditions define "
-                         f"what they mean: {what} is refused. Make a new version of the study (the "
-                         f"action \"New version\" in the study list) and change it there; the answers stay with "
-                         f"this version.")
+                         f"what they mean: {what} is refused. {study.new_version_hint()}")
 
     def _changes(self, update_fields=None):
         if self.pk is None or self._state.adding:

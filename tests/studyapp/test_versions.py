@@ -199,3 +199,27 @@ def test_relaunch_as_new_job_opens_a_new_job_with_the_old_settings(admin_client,
     assert response.status_code == 302 and response["Location"].endswith(f"/add/?from_job={job.pk}")
     page = admin_client.get(response["Location"]).content.decode()
     assert 'name="layer" value="conv2"' in page and 'name="seed" value="7"' in page and "relu3" in page
+
+
+@pytest.mark.django_db
+def test_the_change_page_of_a_study_with_answers_offers_the_next_version(admin_client, client, study):
+    assert "are frozen" not in admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").content.decode()
+    take_part(client, study)
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").content.decode()
+    assert "its trial plan and conditions are frozen" in page and "Make version 2 to change them" in page
+    url = f"/admin/studyapp/study/{study.pk}/new-version/"
+    assert admin_client.get(url).status_code == 302 and not Study.objects.filter(previous_version=study).exists()
+    response = admin_client.post(url)
+    v2 = Study.objects.get(previous_version=study)
+    assert response.status_code == 302 and response["Location"].endswith(f"/{v2.pk}/change/")
+    assert "are frozen" not in admin_client.get(response["Location"]).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_to_remove_a_condition_of_a_study_with_answers(admin_client, client, study):
+    take_part(client, study)
+    response = admin_client.post(f"/admin/studyapp/study/{study.pk}/change/",
+                                 study_form(study, conditions={"pca": {"DELETE": "on"}}))
+    page = response.content.decode()
+    assert response.status_code == 200 and "removing pca is refused" in page and "Make version 2" in page
+    assert study.conditions.filter(name="pca").exists()

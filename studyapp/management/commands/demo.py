@@ -3,6 +3,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 
 from studyapp import demo, golive, tasks
+from studyapp.models import Frozen
 from studyapp.management.progress import wait_for_job
 
 
@@ -23,6 +24,8 @@ class Command(BaseCommand):
             study = demo.demo_study(job, slug=slug)
         except golive.GoLiveRefused as exc:
             raise CommandError("\n  ".join([f"The demo study '{slug}' cannot go live:", *exc.problems])) from None
+        except Frozen as exc:  # an existing demo study with answers, whose conditions would change
+            raise CommandError(" ".join(exc.messages)) from None
         password = demo.admin_account(password=os.environ.get("DEMO_ADMIN_PASSWORD"))
         units = job.units.count()
         base = base_url.rstrip("/")
