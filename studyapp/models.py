@@ -369,6 +369,14 @@ class Study(models.Model):
                 f"define{'s' if len(fields) == 1 else ''} what they mean, so "
                 f"{'it' if len(fields) == 1 else 'they'} cannot change in place. {self.new_version_hint()}")
 
+    def version_ids(self):
+        """This version's pk and its earlier versions', newest first; no query for a first version."""
+        ids, previous = [self.pk], self.previous_version_id
+        while previous is not None:
+            ids.append(previous)
+            previous = Study.objects.filter(pk=previous).values_list("previous_version_id", flat=True).first()
+        return ids
+
     def new_version_hint(self):
         return (f"Make version {self.version + 1} of the study (the button at the top of its page, or the action "
                 f"\"New version\" in the study list) and change it there; the answers stay with version "

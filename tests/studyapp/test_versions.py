@@ -16,8 +16,8 @@ from tests.studyapp.conftest import make_job, make_study
 from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
 
 
-def take_part(client, study, n_answers=4):
-    participant = arrive(client, study, pid=str(uuid.uuid4()))
+def take_part(client, study, n_answers=4, pid=None):
+    participant = arrive(client, study, pid=pid or str(uuid.uuid4()))
     through_instructions(client, participant)
     trials = api(client, participant, f"trials?limit={n_answers}")[1]["trials"]
     for trial in trials:
@@ -223,3 +223,18 @@ def test_the_admin_refuses_to_remove_a_condition_of_a_study_with_answers(admin_c
     page = response.content.decode()
     assert response.status_code == 200 and "removing pca is refused" in page and "Make version 2" in page
     assert study.conditions.filter(name="pca").exists()
+
+
+@pytest.mark.django_db
+def test_a_person_who_took_one_version_cannot_take_the_next_and_resumes_the_one_they_started(client, study):
+    done = take_part(client, study, pid="finished-v1")
+    Participant.objects.filter(pk=done.pk).update(status=Participant.Status.COMPLETED)
+    take_part(client, study, pid="started-v1")
+    v2 = versions.new_version(study)
+    golive.set_live(v2)
+    # A new Prolific session for version 2, by the people of version 1.
+    for pid, page in (("finished-v1", "already taken part"), ("started-v1", "another session")):
+        response = client.post(f"/s/{v2.slug}/start", {"PROLIFIC_PID": pid, "STUDY_ID": "s2", "SESSION_ID": "new"})
+        assert response.status_code == 403 and page in response.content.decode()
+    assert not v2.participants.exists()
+    assert take_part(client, v2, n_answers=1, pid="newcomer").study_id == v2.pk
