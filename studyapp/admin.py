@@ -22,7 +22,7 @@ from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
-                     Unit)
+                     StudyChange, Unit)
 
 THUMBNAILS_PER_ROLE = 9
 # Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and figures, the region analyses' pictures,
@@ -566,6 +566,24 @@ class StudyAdmin(admin.ModelAdmin):
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
         return response
+
+
+@admin.register(StudyChange)
+class StudyChangeAdmin(admin.ModelAdmin):
+    """The change log of every study, read-only: rows are written by the models' save, never by hand."""
+
+    list_display = ["at", "study", "field", "old", "new", "author_name"]
+    list_filter = ["study"]
+    search_fields = ["field", "old", "new"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Participant)

@@ -40,8 +40,7 @@ def placeholders(study):
 def completion_problems(study):
     url = (study.completion_url or "").strip()
     code = (study.completion_code or "").strip()
-    platform = Study.Recruitment(study.recruitment).label if study.recruitment in Study.Recruitment.values \
-        else study.recruitment
+    platform = Study.Recruitment(study.recruitment).label
     out = []
     if study.recruitment != Study.Recruitment.LINK and not code and not url:
         out.append(f"A {platform} study needs a completion code or a completion URL: without either, {platform} "
@@ -135,9 +134,8 @@ def problems(study, conditions=None):
     if not study.participants_per_condition:
         out.append("The quota (participants per condition) is 0: the first participant would find the study full.")
     out += completion_problems(study)
-    if study.n_main:
-        for condition in conditions:
-            out += condition_problems(study, condition)
+    for condition in conditions:
+        out += condition_problems(study, condition)
     return out
 
 

@@ -41,6 +41,9 @@ def test_the_admin_form_saves_an_unchanged_study_and_logs_a_text_change_with_its
     assert log["consent_text"].author == get_user_model().objects.get(username="admin")
     page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").content.decode()
     assert "DONE-2" in page and "completion_code" in page  # the change log, read-only on the study's page
+    listing = admin_client.get(f"/admin/studyapp/studychange/?study__id__exact={study.pk}")
+    assert listing.status_code == 200 and "DONE-2" in listing.content.decode()
+    assert admin_client.get(f"/admin/studyapp/studychange/{log['consent_text'].pk}/delete/").status_code == 403
 
 
 @pytest.mark.django_db
