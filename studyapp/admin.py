@@ -438,7 +438,8 @@ class StudyAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         study = Study.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
-        if request.method == "GET" and study is not None and study.has_answers():
+        if (request.method == "GET" and study is not None and self.has_change_permission(request, study)
+                and study.has_answers()):
             # Said before the researcher edits, with the way out one click away.
             messages.warning(request, format_html(
                 "This version has answers: its trial plan and conditions are frozen (texts, recruitment and "
