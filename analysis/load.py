@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials",
-           "flag_columns", "integrity_columns"]
+           "flag_columns", "integrity_columns", "question_columns", "QUESTION_PREFIX"]
 
 REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
+#: the questionnaire's answers: one column ``q_<question>`` per question (docs/contracts.md §2)
+QUESTION_PREFIX = "q_"
 
 #: Borowski et al. (2021), bethgelab/testing_visualizations: ours → theirs
 BOROWSKI_MAP = {
@@ -102,6 +104,29 @@ def integrity_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c == "flagged" or str(c).startswith("flag_")]
 
 
+def question_columns(df: pd.DataFrame) -> list[str]:
+    """The questionnaire's columns an export carries, ``q_<question>``, in the file's order."""
+    return [c for c in df.columns if str(c).startswith(QUESTION_PREFIX)]
+
+
+def _as_answer(s: pd.Series) -> pd.Series:
+    """One question's answers with the type the export wrote, read back the same from CSV and Parquet:
+    ``boolean`` for true / false answers, ``Int64`` for whole numbers (CSV turns an integer column with
+    empty cells into floats), ``float64`` for other numbers, ``string`` for text; empty cells missing."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("boolean")
+    if pd.api.types.is_numeric_dtype(s):
+        given = s.dropna()
+        if pd.api.types.is_integer_dtype(s) or (len(given) and (given == given.round()).all()):
+            return s.astype("Float64").astype("Int64")
+        return s.astype("float64")
+    text = s.astype("string")
+    low = text.str.strip().str.lower()
+    if low.notna().any() and set(low.dropna()) <= {"true", "false"}:
+        return low.map({"true": True, "false": False}).astype("boolean")
+    return text
+
+
 def _as_flag(s: pd.Series) -> pd.Series:
     """True / False / missing (a rule the study does not apply), from CSV text or Parquet booleans."""
     if pd.api.types.is_bool_dtype(s):
@@ -131,6 +156,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[catch & (df["trial_kind"] == "main"), "trial_kind"] = "catch"
     for c in flag_columns(df):
         df[c] = _as_flag(df[c])
+    for c in question_columns(df):
+        df[c] = _as_answer(df[c])
     for c in ("mis_delta", "unit_mis", "server_instructions_ms", "server_interval_ms", "instructions_ms"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")

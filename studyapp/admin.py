@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
 from django.http import Http404, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,12 +17,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.static import serve
 
-from . import arrivals, checks, jobs, lifecycle, participation, tasks
+from . import arrivals, checks, golive, jobs, lifecycle, participation, tasks, versions
 from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
-                     Unit)
+                     StudyChange, Unit)
 
 THUMBNAILS_PER_ROLE = 9
 # Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and figures, the region analyses' pictures,
@@ -50,8 +51,8 @@ class StimulusJobForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if self.errors:
-            return cleaned
+        if self.errors or not all(k in cleaned for k in ("network", "image_set", "layer")):
+            return cleaned  # a job that has run shows its inputs read-only: nothing to check
         # The pipeline's own validation, so a bad layer list or parameter is refused here rather than
         # failing on a GPU worker minutes later.
         try:
@@ -122,6 +123,29 @@ class StimulusJobAdmin(JobAdmin):
     inputs = StimulusJobForm.Meta.fields
     results = ["shard_table", "measures_table", "curves", "region_sobol", "artifact"]
     result_columns = ["unit_count"]
+    actions = [*JobAdmin.actions, "relaunch_as_new_job"]
+
+    # A job that has run keeps the settings its units were made with (the model refuses a change too).
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [*self.inputs, *fields] if obj is not None and obj.has_run() else fields
+
+    def get_fields(self, request, obj=None):
+        return list(dict.fromkeys([*self.inputs, *self.get_readonly_fields(request, obj)]))
+
+    @admin.action(description="Relaunch as new job (a copy of the settings to change)")
+    def relaunch_as_new_job(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, "Choose one stimulus job to relaunch as a new job.")
+            return None
+        return redirect(f"{reverse('admin:studyapp_stimulusjob_add')}?from_job={queryset.get().pk}")
+
+    def get_changeform_initial_data(self, request):
+        source = request.GET.get("from_job", "")
+        job = StimulusJob.objects.filter(pk=source).first() if source.isdigit() else None
+        if job is None:
+            return super().get_changeform_initial_data(request)
+        return {name: getattr(job, StimulusJob._meta.get_field(name).attname) for name in self.inputs}
 
     def changelist_view(self, request, extra_context=None):
         problem = checks.sharding_without_result_backend()
@@ -311,8 +335,32 @@ class UnitAdmin(admin.ModelAdmin):
         return _thumbnails(unit, Exemplar.Role.STRIP) or "—"
 
 
+class ConditionFormSet(forms.BaseInlineFormSet):
+    """The study's conditions as the form would leave them: a study with answers keeps its conditions
+    (each form's own `Condition.clean` refuses a change), and a study set live here passes the go-live
+    checks with these conditions."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        study = self.instance
+        kept = [form for form in self.forms if form.has_changed() or form.instance.pk]
+        removed = [form.instance for form in kept if self._should_delete_form(form) and form.instance.pk]
+        if removed and study.has_answers():
+            raise forms.ValidationError(
+                f"Study \"{study.slug}\" has answers, and its conditions define what they mean: removing "
+                f"{', '.join(c.name for c in removed)} is refused. {study.new_version_hint()}")
+        if study.status == Study.Status.LIVE:
+            conditions = [form.instance for form in kept if not self._should_delete_form(form)]
+            found = golive.problems(study, conditions)
+            if found:
+                raise forms.ValidationError(["The study cannot be live:", *found])
+
+
 class ConditionInline(admin.TabularInline):
     model = Condition
+    formset = ConditionFormSet
     extra = 1
     fields = ["name", "job", "layer", "basis", "reference_type", "paradigm"]
 
@@ -323,9 +371,10 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
-    actions = ["go_live", "pause", "close", "export_csv"]
+    actions = ["go_live", "pause", "close", "new_version", "duplicate", "export_csv"]
+    readonly_fields = ["version", "previous_version", "change_log"]
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "seed"]}),
+        (None, {"fields": ["title", "slug", "status", "version", "previous_version", "seed"]}),
         ("Texts (Markdown)", {"fields": ["consent_text", "instructions_text", "debrief_text"]}),
         ("Trial plan", {"fields": ["n_practice", "practice_max_attempts", "practice_feedback", "n_main",
                                    "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
@@ -337,7 +386,21 @@ class StudyAdmin(admin.ModelAdmin):
                                         "max_fast_answer_share"]}),
         ("Integrity flags", {"fields": ["flag_webdriver", "max_focus_losses", "max_fullscreen_exits",
                                         "flag_client_time", "exclude_flagged"]}),
+        ("Change log", {"fields": ["change_log"], "classes": ["collapse"]}),
     ]
+
+    @admin.display(description="changes (field, old and new value, author, time)")
+    def change_log(self, study):
+        """The study's `StudyChange` rows, newest first: read-only, written by the models' save. (A table
+        here rather than an inline, which every POST of the form would have to carry.)"""
+        rows = [(c.at.strftime("%Y-%m-%d %H:%M:%S"), c.author_name or "— (a command or script)", c.field,
+                 c.old, c.new) for c in (study.changes.order_by("-at", "-pk") if study.pk else [])]
+        if not rows:
+            return "—"
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td style='white-space:pre-wrap'>{}</td>"
+                                    "<td style='white-space:pre-wrap'>{}</td></tr>", rows)
+        return format_html("<table class='change-log'><tr><th>time</th><th>author</th><th>field</th><th>old</th>"
+                           "<th>new</th></tr>{}</table>", body)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -368,8 +431,33 @@ class StudyAdmin(admin.ModelAdmin):
         own = [
             path("<int:study_id>/monitor/", self.admin_site.admin_view(self.monitor_view), name="studyapp_study_monitor"),
             path("<int:study_id>/preview/", self.admin_site.admin_view(self.preview_view), name="studyapp_study_preview"),
+            path("<int:study_id>/new-version/", self.admin_site.admin_view(self.new_version_view),
+                 name="studyapp_study_new_version"),
         ]
         return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        study = Study.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if (request.method == "GET" and study is not None and self.has_change_permission(request, study)
+                and study.has_answers()):
+            # Said before the researcher edits, with the way out one click away.
+            messages.warning(request, format_html(
+                "This version has answers: its trial plan and conditions are frozen (texts, recruitment and "
+                "exclusion rules stay editable). <form method='post' action='{}' style='display:inline'>"
+                "<input type='hidden' name='csrfmiddlewaretoken' value='{}'>"
+                "<button type='submit'>Make version {} to change them</button></form>",
+                reverse("admin:studyapp_study_new_version", args=[study.pk]), get_token(request), study.version + 1))
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def new_version_view(self, request, study_id):
+        """POST: the study's next version (`versions.new_version`), opened for editing."""
+        study = get_object_or_404(Study, pk=study_id)
+        if not (self.has_add_permission(request) and self.has_view_permission(request, study)):
+            raise PermissionDenied
+        if request.method != "POST":
+            return redirect("admin:studyapp_study_change", study.pk)
+        return self._made(request, Study.objects.filter(pk=study.pk), versions.new_version, "New version") or \
+            redirect("admin:studyapp_study_change", study.pk)
 
     def monitor_view(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)
@@ -405,13 +493,60 @@ class StudyAdmin(admin.ModelAdmin):
                    "selected": selected, "title": f"Preview: {study.title}", "opts": self.model._meta}
         return TemplateResponse(request, "admin/studyapp/study_preview.html", context)
 
-    def _set_status(self, request, queryset, status):
-        n = queryset.update(status=status)
-        messages.info(request, f"{n} study(ies) now {status}.")
+    def save_model(self, request, obj, form, change):
+        obj.changed_by = request.user
+        super().save_model(request, obj, form, change)
 
-    @admin.action(description="Go live")
+    def save_formset(self, request, form, formset, change):
+        for instance in formset.save(commit=False):
+            instance.changed_by = request.user
+            instance.save()
+        for instance in formset.deleted_objects:
+            instance.delete()
+        formset.save_m2m()
+
+    def _set_status(self, request, queryset, status):
+        # Row by row, so that each change is logged with its author.
+        for study in queryset:
+            study.status = status
+            study.changed_by = request.user
+            study.save(update_fields=["status"])
+        messages.info(request, f"{len(queryset)} study(ies) now {status}.")
+
+    @admin.action(description="Go live (after the go-live checks)")
     def go_live(self, request, queryset):
-        self._set_status(request, queryset, Study.Status.LIVE)
+        for study in queryset:
+            try:
+                closed = golive.set_live(study, author=request.user)
+            except golive.GoLiveRefused as exc:
+                messages.error(request, format_html(
+                    "Study \"{}\" cannot go live:<ul>{}</ul>", study.slug,
+                    format_html_join("", "<li>{}</li>", ((p,) for p in exc.problems))))
+                continue
+            note = f"; earlier version(s) {', '.join(s.slug for s in closed)} closed to new arrivals" if closed else ""
+            messages.info(request, f"Study \"{study.slug}\" is live{note}.")
+
+    def _made(self, request, queryset, make, what):
+        made = []
+        for study in queryset:
+            try:
+                made.append(make(study, author=request.user))
+            except versions.VersionError as exc:
+                messages.error(request, str(exc))
+        for study in made:
+            messages.info(request, format_html("{} \"<a href='{}'>{}</a>\" made as a draft.", what,
+                                               reverse("admin:studyapp_study_change", args=[study.pk]), study.slug))
+        if len(made) == 1:
+            return redirect("admin:studyapp_study_change", made[0].pk)
+        return None
+
+    @admin.action(description="New version (a draft copy to change; answers stay with this one)")
+    def new_version(self, request, queryset):
+        return self._made(request, queryset, versions.new_version, "New version")
+
+    @admin.action(description="Duplicate (a new draft study with the same conditions and settings)")
+    def duplicate(self, request, queryset):
+        return self._made(request, queryset, versions.duplicate, "Copy")
 
     @admin.action(description="Pause")
     def pause(self, request, queryset):
@@ -432,6 +567,24 @@ class StudyAdmin(admin.ModelAdmin):
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
         return response
+
+
+@admin.register(StudyChange)
+class StudyChangeAdmin(admin.ModelAdmin):
+    """The change log of every study, read-only: rows are written by the models' save, never by hand."""
+
+    list_display = ["at", "study", "field", "old", "new", "author_name"]
+    list_filter = ["study"]
+    search_fields = ["field", "old", "new"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Participant)

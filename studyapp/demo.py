@@ -5,6 +5,7 @@ import secrets
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from . import golive
 from .models import Condition, ImageSet, Network, StimulusJob, Study
 
 DEMO_LAYER = "conv2"
@@ -36,7 +37,7 @@ def demo_job():
 def demo_study(job, slug="demo"):
     study, _ = Study.objects.update_or_create(
         slug=slug,
-        defaults={"title": "Which images excite this unit? (demo)", "status": Study.Status.LIVE,
+        defaults={"title": "Which images excite this unit? (demo)",
                   "recruitment": Study.Recruitment.PROLIFIC, "completion_code": "DEMO-DONE",
                   # The demo prints a plain link beside the Prolific one; a real study leaves this off.
                   "allow_plain_link": True},
@@ -46,6 +47,8 @@ def demo_study(job, slug="demo"):
             study=study, name=f"{basis}-{DEMO_LAYER}",
             defaults={"job": job, "layer": DEMO_LAYER, "basis": basis},
         )
+    # The same checks as the admin's "Set live": a demo whose job lacks something says so here.
+    golive.set_live(study)
     return study
 
 

@@ -3,7 +3,13 @@
 
 Everything that is per participant (exclusion flags) or per unit (machine score, the Δ of each query pair)
 is looked up once before the rows are written, so the export costs a fixed number of queries whatever the
-number of responses. Those queries and the rows read one snapshot of a live study (`one_snapshot`)."""
+number of responses. Those queries and the rows read one snapshot of a live study (`one_snapshot`).
+
+What a row says the participant was shown (condition, layer, basis, reference type, paradigm, job) is the
+participant's own record of its assignment and the trial's unit, never the condition's row as it is today:
+a condition edited after the answers (which `models.Condition` refuses, but an old database may hold)
+leaves the export as it was. The questionnaire's answers are columns `q_<question>`, repeated on each
+of the participant's rows."""
 import math
 from contextlib import contextmanager
 
@@ -11,16 +17,17 @@ import pandas as pd
 from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
-from .models import Exemplar, Response, Trial, Unit
+from .models import Exemplar, Participant, Response, Trial, Unit
 
 COLUMNS = [
-    "study", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "unit",
+    "study", "study_version", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "job", "unit",
     "trial_index", "trial_kind", "practice_attempt", "query_a", "query_b", "correct_query", "choice",
     "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
     *FLAG_COLUMNS, "unit_mis", "mis_delta",
 ]
+QUESTION_PREFIX = "q_"
 
 
 def _iso(value):
@@ -72,7 +79,7 @@ def response_rows(study):
     machine = MachineScores(study)
     responses = (
         Response.objects.filter(participant__study=study, participant__is_preview=False)
-        .select_related("trial__unit", "participant__condition")
+        .select_related("trial__unit", "participant")
         # Per-unit measures are read once above; the trial's image lists are not part of the export, nor
         # the participant's questionnaire and recruitment JSON, which no row should have to decode.
         .defer("trial__unit__measures", "trial__references_min", "trial__references_max",
@@ -82,17 +89,18 @@ def response_rows(study):
     last_arrival = {}
     for r in responses.iterator(chunk_size=2000):
         trial, participant = r.trial, r.participant
-        condition = participant.condition
         previous = last_arrival.get(participant.pk)
         last_arrival[participant.pk] = r.server_time
         yield {
             "study": study.slug,
+            "study_version": study.version,
             "participant": participant.pseudonym,
-            "condition": condition.name,
-            "basis": condition.basis,
-            "layer": condition.layer,
-            "reference_type": condition.reference_type,
-            "paradigm": condition.paradigm,
+            "condition": participant.condition_name,
+            "basis": participant.basis,
+            "layer": participant.layer,
+            "reference_type": participant.reference_type,
+            "paradigm": participant.paradigm,
+            "job": participant.stimulus_job_id,
             "unit": trial.unit.key,
             "trial_index": trial.position,
             "trial_kind": trial.kind,
@@ -140,10 +148,45 @@ def one_snapshot():
         yield
 
 
+def questionnaire_answers(study):
+    """Participant pseudonym -> {question: answer}, for the study's participants (previews aside) who sent
+    the questionnaire; one query."""
+    rows = (Participant.objects.filter(study=study, is_preview=False, questionnaire__isnull=False)
+            .values_list("pk", "questionnaire"))
+    return {Participant(pk=pk).pseudonym: answers for pk, answers in rows if isinstance(answers, dict)}
+
+
+def _question_column(values):
+    """One question's answers as a column of one type, so that Parquet can store it and a reader gets the
+    same type back from CSV: booleans if every answer is true / false, numbers if every answer is a number,
+    text otherwise (a number among text answers becomes its text). Unanswered cells are empty."""
+    given = [v for v in values if v is not None]
+    if given and all(isinstance(v, bool) for v in given):
+        return pd.array(values, dtype="boolean")
+    if given and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
+        if all(isinstance(v, int) for v in given):
+            return pd.array(values, dtype="Int64")
+        return pd.array([math.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.array([None if v is None else str(v) for v in values], dtype="string")
+
+
+def question_columns(answers, participants):
+    """`q_<question>` -> column aligned with `participants` (one pseudonym per row), sorted by question."""
+    questions = sorted({key for given in answers.values() for key in given})
+    return {f"{QUESTION_PREFIX}{key}": _question_column([answers.get(p, {}).get(key) for p in participants])
+            for key in questions}
+
+
 def response_frame(study):
     with one_snapshot():
         rows = list(response_rows(study))
+        answers = questionnaire_answers(study)
     frame = pd.DataFrame(rows, columns=COLUMNS)
+    questions = question_columns(answers, list(frame["participant"]))
+    if questions:
+        frame = pd.concat([frame, pd.DataFrame(questions, index=frame.index)], axis=1)
+    frame["study_version"] = frame["study_version"].astype("Int64")
+    frame["job"] = frame["job"].astype("Int64")
     for column in ("practice_attempt", "confidence", "focus_losses", "fullscreen_exits"):
         frame[column] = frame[column].astype("Int64")
     frame["webdriver"] = frame["webdriver"].astype("boolean")

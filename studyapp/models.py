@@ -5,12 +5,15 @@ import secrets
 from collections import defaultdict
 
 import json
+import re
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 from . import texts
 from .trials import UnitExemplars, build_trial_list
@@ -26,6 +29,33 @@ class ParticipantJSONField(models.JSONField):
             return super().from_db_value(value, expression, connection)
         except (RecursionError, json.JSONDecodeError):
             return {"unreadable": f"stored JSON of {len(value)} characters that cannot be read back"}
+
+
+class Frozen(ValidationError):
+    """A change that would rewrite what stored data means: refused in `clean()` (the admin shows it on the
+    form) and again in `save()`, so that no other path (a shell, a command, a script) can make it."""
+
+
+def _differences(instance, fields, update_fields=None):
+    """Field name -> (stored value, new value) for the `fields` of a saved row that `instance` changes;
+    one query. Nothing for an instance not saved yet."""
+    if instance.pk is None or instance._state.adding:
+        return {}
+    if update_fields is not None:
+        fields = [f for f in fields if f in set(update_fields)]
+        if not fields:
+            return {}
+    attnames = {f: instance._meta.get_field(f).attname for f in fields}
+    stored = type(instance).objects.filter(pk=instance.pk).values(*attnames.values()).first()
+    if stored is None:
+        return {}
+    return {f: (stored[a], getattr(instance, a)) for f, a in attnames.items() if stored[a] != getattr(instance, a)}
+
+
+def named_units(message, keys):
+    """An error of the trial builder, which knows units by primary key, with each unit named by its key
+    (`conv2:nmf:0`), which is what the researcher sees everywhere else."""
+    return re.sub(r"\bunit (\d+)\b", lambda m: f"unit {keys.get(int(m.group(1)), m.group(1))}", message)
 
 
 class Network(models.Model):
@@ -104,8 +134,37 @@ class StimulusJob(Job):
     artifact = models.CharField(max_length=500, blank=True, help_text="folder under ARTIFACT_ROOT")
     summary = models.JSONField(default=dict, blank=True, help_text="the manifest without its units")
 
+    #: What the pipeline ran with: once the job has run, its units are this run's, so these never change
+    #: in place; other settings are a new job (the admin's "Relaunch as new job").
+    PARAMETER_FIELDS = ("network", "image_set", "layer", "bases", "n_units", "seed", "parameters")
+
     def __str__(self):
         return f"{self.network} {self.layer} [{self.bases}] #{self.pk}"
+
+    def has_run(self):
+        """Whether the stored row has been taken up by a worker (or finished): its parameters are history."""
+        return self.pk is not None and type(self).objects.filter(pk=self.pk).filter(
+            ~Q(status=Job.Status.QUEUED) | Q(started__isnull=False)).exists()
+
+    def parameter_changes(self, update_fields=None):
+        changed = _differences(self, self.PARAMETER_FIELDS, update_fields)
+        if changed and self.has_run():
+            return changed
+        return {}
+
+    def _refuse_parameter_changes(self, update_fields=None):
+        changed = self.parameter_changes(update_fields)
+        if changed:
+            raise Frozen(
+                f"Stimulus job {self.pk} has run: its units were made with these settings, so "
+                f"{', '.join(changed)} cannot change. Use the action \"Relaunch as new job\" to run other settings.")
+
+    def clean(self):
+        self._refuse_parameter_changes()
+
+    def save(self, *args, **kwargs):
+        self._refuse_parameter_changes(kwargs.get("update_fields"))
+        super().save(*args, **kwargs)
 
     @property
     def basis_list(self):
@@ -197,9 +256,15 @@ class Study(models.Model):
         MTURK = "mturk", "Amazon Mechanical Turk"
         LINK = "link", "Plain link"
 
-    slug = models.SlugField(unique=True)
+    slug = models.SlugField(unique=True, help_text="the participant link's name, /s/<slug>/; a new version of the "
+                                                    "study gets its own, <slug>-v2, -v3 …")
     title = models.CharField(max_length=200)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    version = models.PositiveIntegerField(default=1, editable=False,
+                                          help_text="1 for a new study; one more for each new version of it")
+    previous_version = models.ForeignKey(
+        "self", null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="next_versions",
+        help_text="the version this one was made from, whose answers stay with it")
     seed = models.IntegerField(default=0, help_text="trial lists are drawn from this seed and the participant")
 
     consent_text = models.TextField(blank=True, default=texts.DEFAULT_CONSENT, help_text="Markdown")
@@ -276,16 +341,66 @@ class Study(models.Model):
 
     created = models.DateTimeField(auto_now_add=True)
 
+    #: What an answer means: the trial plan every participant's list was built from, and the link and
+    #: seed that name the study and its draws. Frozen once the study has an answer (`has_answers`);
+    #: texts, recruitment, quotas, time limits, exclusion rules and flags stay editable and are logged
+    #: (`StudyChange`). The conditions have their own list (`Condition.MEANING_FIELDS`).
+    MEANING_FIELDS = ("slug", "seed", "n_practice", "practice_max_attempts", "practice_feedback", "n_main",
+                      "catch_ratio", "response_lock_ms", "confidence", "fullscreen", "min_width", "min_height")
+    #: Every field a researcher sets; a change to any of them is logged.
+    LOGGED_FIELDS = None  # filled below the class: every editable concrete field
+
     class Meta:
         verbose_name_plural = "studies"
         constraints = [
             models.CheckConstraint(condition=Q(catch_ratio__gte=0) & Q(catch_ratio__lte=0.5), name="catch_ratio_range"),
+            # A version has at most one next version: versions form a line, never a tree.
+            models.UniqueConstraint(fields=["previous_version"], name="one_next_version",
+                                    condition=Q(previous_version__isnull=False)),
         ]
+
+    def has_answers(self):
+        """Whether a participant (not a researcher's preview) has answered a trial of this study."""
+        return self.pk is not None and Response.objects.filter(
+            participant__study_id=self.pk, participant__is_preview=False).exists()
+
+    def frozen_message(self, fields):
+        return (f"Study \"{self.slug}\" (version {self.version}) has answers, and {', '.join(fields)} "
+                f"define{'s' if len(fields) == 1 else ''} what they mean, so "
+                f"{'it' if len(fields) == 1 else 'they'} cannot change in place. {self.new_version_hint()}")
+
+    def version_ids(self):
+        """This version's pk and its earlier versions', newest first; no query for a first version."""
+        ids, previous = [self.pk], self.previous_version_id
+        while previous is not None:
+            ids.append(previous)
+            previous = Study.objects.filter(pk=previous).values_list("previous_version_id", flat=True).first()
+        return ids
+
+    def new_version_hint(self):
+        return (f"Make version {self.version + 1} of the study (the button at the top of its page, or the action "
+                f"\"New version\" in the study list) and change it there; the answers stay with version "
+                f"{self.version}.")
+
+    def _check_frozen(self, changes):
+        frozen = [f for f in self.MEANING_FIELDS if f in changes]
+        if frozen and self.has_answers():
+            raise Frozen(self.frozen_message(frozen))
 
     def clean(self):
         if (self.min_total_minutes is not None and self.max_total_minutes is not None
                 and self.min_total_minutes > self.max_total_minutes):
             raise ValidationError({"max_total_minutes": "The upper bound of the total time is below its lower bound."})
+        self._check_frozen(_differences(self, self.MEANING_FIELDS))
+
+    def save(self, *args, **kwargs):
+        """Refuses a change of what answers mean (`MEANING_FIELDS`) once there are answers, and logs every
+        other change with its author: set `changed_by` (a user) on the instance before saving."""
+        changes = _differences(self, self.LOGGED_FIELDS, kwargs.get("update_fields"))
+        self._check_frozen(changes)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            log_changes(self, changes, getattr(self, "changed_by", None))
 
     def __str__(self):
         return self.title
@@ -294,11 +409,79 @@ class Study(models.Model):
         return reverse("studyapp:landing", args=[self.slug])
 
 
+Study.LOGGED_FIELDS = tuple(f.name for f in Study._meta.concrete_fields if f.editable and not f.primary_key
+                            and not isinstance(f, (models.DateTimeField,)))
+
+
+def _shown(value):
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def log_changes(study, changes, author=None, prefix=""):
+    """One `StudyChange` row per changed field: field name (with `prefix`), old and new value, author, time."""
+    author = author if getattr(author, "pk", None) is not None else None
+    StudyChange.objects.bulk_create([
+        StudyChange(study=study, field=f"{prefix}{name}", old=_shown(old), new=_shown(new), author=author,
+                    author_name=author.get_username() if author else "")
+        for name, (old, new) in changes.items()
+        # A form strips the text it saves: the trailing newline of a default text is not a change.
+        if not (isinstance(old, str) and isinstance(new, str) and old.strip() == new.strip())
+    ])
+
+
+class StudyChange(models.Model):
+    """One change of a study or one of its conditions, as saved: which field, its old and new value, who and
+    when. Django's admin log says only that an object changed; this says what it was before."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="changes")
+    field = models.CharField(max_length=200)
+    old = models.TextField(blank=True)
+    new = models.TextField(blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="+")
+    author_name = models.CharField(max_length=150, blank=True,
+                                   help_text="the author's user name when it was made; empty: a command or script")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["study", "at", "pk"]
+
+    def __str__(self):
+        return f"{self.study.slug}: {self.field} {self.old!r} → {self.new!r}"
+
+
 # Exemplar lists per unit pk. An import replaces a job's units by new rows (new pks) and never edits a
 # unit's exemplars, so an entry never goes stale; a launch burst then reads them once per process, not
 # once per arrival.
 _UNIT_EXEMPLARS: dict = {}
 UNIT_EXEMPLARS_CACHED = 4096
+
+
+def _load_unit_exemplars(unit_ids):
+    """Unit pk -> UnitExemplars, in one query."""
+    lists = defaultdict(lambda: defaultdict(list))
+    strips = defaultdict(lambda: defaultdict(list))
+    exemplars = Exemplar.objects.filter(unit__in=unit_ids).order_by("unit_id", "role", "group", "position")
+    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+        if role == Exemplar.Role.STRIP:
+            strips[unit_id][group].append(image)
+        else:
+            lists[unit_id][role].append(image)
+    return {pk: UnitExemplars(
+        unit_id=pk,
+        references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
+        references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
+        queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
+        queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
+        strips=[strips[pk][group] for group in sorted(strips[pk])],
+        overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
+        synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
+        synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
+    ) for pk in unit_ids}
 
 
 class Condition(models.Model):
@@ -324,6 +507,10 @@ class Condition(models.Model):
     reference_type = models.CharField(max_length=20, choices=ReferenceType.choices, default=ReferenceType.NATURAL)
     paradigm = models.CharField(max_length=20, choices=Paradigm.choices, default=Paradigm.REFERENCE_2AFC)
 
+    #: What an answer in this condition means; frozen, like adding or removing a condition, once the study
+    #: has answers. (The design factors of a within-participant design join this list when they land.)
+    MEANING_FIELDS = ("study", "name", "job", "layer", "basis", "reference_type", "paradigm")
+
     class Meta:
         ordering = ["study", "pk"]
         constraints = [models.UniqueConstraint(fields=["study", "name"], name="unique_condition_name")]
@@ -331,41 +518,57 @@ class Condition(models.Model):
     def __str__(self):
         return self.name
 
+    def _check_frozen(self, changes, action=None):
+        if not (changes or action) or self.study_id is None:
+            return
+        study = Study.objects.filter(pk=self.study_id).first()
+        if study is not None and study.has_answers():
+            what = action or f"changing the {', '.join(changes)} of the condition \"{self.name}\""
+            raise Frozen(f"Study \"{study.slug}\" (version {study.version}) has answers, and its conditions define "
+                         f"what they mean: {what} is refused. {study.new_version_hint()}")
+
+    def _changes(self, update_fields=None):
+        if self.pk is None or self._state.adding:
+            return {}
+        return _differences(self, self.MEANING_FIELDS, update_fields)
+
+    def save(self, *args, **kwargs):
+        adding = self.pk is None or self._state.adding
+        changes = self._changes(kwargs.get("update_fields"))
+        self._check_frozen(changes, action=f"adding the condition \"{self.name}\"" if adding else None)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            if changes:
+                log_changes(self.study, changes, getattr(self, "changed_by", None),
+                            prefix=f"condition \"{self.name}\": ")
+
+    def delete(self, *args, **kwargs):
+        self._check_frozen({}, action=f"removing the condition \"{self.name}\"")
+        return super().delete(*args, **kwargs)
+
     def units(self):
         return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
-    def unit_exemplars(self):
+    def unit_exemplars(self, fresh=False):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
-        built from."""
+        built from. `fresh`: read from the database, past the per-process cache (a check that must see
+        the rows as they are now)."""
         units = list(self.units().order_by("index").values_list("pk", flat=True))
+        if fresh:
+            loaded = _load_unit_exemplars(units)
+            return [loaded[pk] for pk in units]
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
-            lists = defaultdict(lambda: defaultdict(list))
-            strips = defaultdict(lambda: defaultdict(list))
-            exemplars = Exemplar.objects.filter(unit__in=missing).order_by("unit_id", "role", "group", "position")
-            for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
-                if role == Exemplar.Role.STRIP:
-                    strips[unit_id][group].append(image)
-                else:
-                    lists[unit_id][role].append(image)
             if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
                 _UNIT_EXEMPLARS.clear()
-            for pk in missing:
-                _UNIT_EXEMPLARS[pk] = UnitExemplars(
-                    unit_id=pk,
-                    references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
-                    references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
-                    queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
-                    queries_min=lists[pk][Exemplar.Role.QUERY_MIN],
-                    strips=[strips[pk][group] for group in sorted(strips[pk])],
-                    overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
-                    synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
-                    synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
-                )
+            _UNIT_EXEMPLARS.update(_load_unit_exemplars(missing))
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):
-        """Refuse, when the researcher saves it, a condition that no participant could be given."""
+        """Refuse, when the researcher saves it, a condition that changes what answers mean or that no
+        participant could be given."""
+        adding = self.pk is None or self._state.adding
+        self._check_frozen(self._changes(), action=f"adding the condition \"{self.name}\"" if adding else None)
         if self.job_id is None or not self.layer or not self.basis:
             return
         units = self.units()
@@ -378,11 +581,13 @@ class Condition(models.Model):
         # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
         # building one checks: build one, as an arriving participant would.
         try:
-            build_trial_list(self.unit_exemplars(), n_practice=self.study.n_practice, n_main=self.study.n_main,
-                             catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+            build_trial_list(self.unit_exemplars(fresh=True), n_practice=self.study.n_practice,
+                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
-            raise ValidationError(f"No participant could be given this condition: {exc}.") from None
+            keys = {unit.pk: unit.key for unit in units}
+            raise ValidationError(f"No participant could be given this condition: {named_units(str(exc), keys)}.") \
+                from None
 
 def new_token():
     return secrets.token_urlsafe(24)
@@ -408,6 +613,14 @@ class Participant(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
     is_preview = models.BooleanField(default=False, help_text="a researcher's preview: no quota, no export")
     seed = models.BigIntegerField()
+    # The condition as it was when the participant was assigned: what they were shown, which the export
+    # reports whatever happens to the condition's row later (`Participant.save` fills them in).
+    condition_name = models.CharField(max_length=100, blank=True)
+    stimulus_job = models.ForeignKey(StimulusJob, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    layer = models.CharField(max_length=200, blank=True)
+    basis = models.CharField(max_length=40, blank=True)
+    reference_type = models.CharField(max_length=20, blank=True)
+    paradigm = models.CharField(max_length=20, blank=True)
 
     consented_at = models.DateTimeField(null=True, blank=True)
     instructions_ms = models.FloatField(null=True, blank=True)
@@ -436,6 +649,17 @@ class Participant(models.Model):
 
     def __str__(self):
         return f"{self.study.slug}/{self.pk}"
+
+    #: the participant's own copy of the condition's fields, taken at assignment
+    ASSIGNED = {"condition_name": "name", "stimulus_job_id": "job_id", "layer": "layer", "basis": "basis",
+                "reference_type": "reference_type", "paradigm": "paradigm"}
+
+    def save(self, *args, **kwargs):
+        if (self.pk is None or self._state.adding) and self.condition_id is not None and not self.condition_name:
+            # The caller's condition object (the assignment's locked row): no further query.
+            for own, theirs in self.ASSIGNED.items():
+                setattr(self, own, getattr(self.condition, theirs))
+        super().save(*args, **kwargs)
 
     @property
     def pseudonym(self):

@@ -80,7 +80,9 @@ def find_participant(study, arrival, digest=None):
     digest = digest or _arrival_digest(arrival)
     if digest is None:
         return None
-    return Participant.objects.filter(study=study, external_id_hash=digest).first()
+    # Every version of the study counts: a person who took version 1 has taken the study.
+    return Participant.objects.filter(study_id__in=study.version_ids(), external_id_hash=digest) \
+        .order_by("-study__version").first()
 
 
 def start(study, arrival, user_agent="", resume_token=None):

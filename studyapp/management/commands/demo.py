@@ -1,8 +1,9 @@
 import os
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from studyapp import demo, tasks
+from studyapp import demo, golive, tasks
+from studyapp.models import Frozen
 from studyapp.management.progress import wait_for_job
 
 
@@ -19,7 +20,12 @@ class Command(BaseCommand):
             self.stdout.write(f"Generating stimuli: demo network, layer {job.layer}, bases {job.bases} ...")
             tasks.launch(job)
         wait_for_job(job)
-        study = demo.demo_study(job, slug=slug)
+        try:
+            study = demo.demo_study(job, slug=slug)
+        except golive.GoLiveRefused as exc:
+            raise CommandError("\n  ".join([f"The demo study '{slug}' cannot go live:", *exc.problems])) from None
+        except Frozen as exc:  # an existing demo study with answers, whose conditions would change
+            raise CommandError(" ".join(exc.messages)) from None
         password = demo.admin_account(password=os.environ.get("DEMO_ADMIN_PASSWORD"))
         units = job.units.count()
         base = base_url.rstrip("/")

@@ -1,0 +1,162 @@
+"""Go-live checks: everything that keeps a study from running, said before the first participant finds out.
+
+`problems(study)` lists every reason at once (the researcher fixes them in one pass, not one per try);
+`set_live(study)` is the one way a study goes live: the admin's action and status field, the `demo`
+command and any script call it. Units are named by their key (`conv2:nmf:0`), never a database id.
+"""
+import math
+import re
+from collections import defaultdict
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import transaction
+
+from .models import Condition, StimulusJob, Study, named_units
+from .recruitment import PLATFORM_PARAMETERS
+from .trials import build_trial_list
+
+_PLACEHOLDER = re.compile(r"\{(\w*)\}")
+# What a placeholder stands for when the URL's shape is checked: a platform's own base URL for MTurk's
+# turkSubmitTo (it starts the URL), a plain word for every query value.
+_SAMPLE = {"turkSubmitTo": "https://www.mturk.com"}
+_UNIT_IN_MESSAGE = re.compile(r"\bunit (\S+) ")
+
+
+class GoLiveRefused(ValueError):
+    """The study cannot run; `problems` lists every reason."""
+
+    def __init__(self, study, problems):
+        self.problems = list(problems)
+        super().__init__(f"Study \"{study.slug}\" cannot go live: " + " ".join(self.problems))
+
+
+def placeholders(study):
+    """The placeholders a completion URL of this study may use: `{code}` and the parameters its platform's
+    link brings."""
+    return ["code", *PLATFORM_PARAMETERS.get(study.recruitment, ("", ()))[1]]
+
+
+def completion_problems(study):
+    url = (study.completion_url or "").strip()
+    code = (study.completion_code or "").strip()
+    platform = Study.Recruitment(study.recruitment).label
+    out = []
+    if study.recruitment != Study.Recruitment.LINK and not code and not url:
+        out.append(f"A {platform} study needs a completion code or a completion URL: without either, {platform} "
+                   f"cannot tell who finished.")
+    if not url:
+        return out
+    used = _PLACEHOLDER.findall(url)
+    known = placeholders(study)
+    unknown = [name for name in dict.fromkeys(used) if name not in known]
+    if unknown:
+        out.append(f"The completion URL has {', '.join('{' + n + '}' for n in unknown)}, which nothing fills in; "
+                   f"it may use {', '.join('{' + n + '}' for n in known)}.")
+    if "code" in used and not code:
+        out.append("The completion URL has {code}, but the completion code is empty: participants would be sent "
+                   "on without one.")
+    filled = _PLACEHOLDER.sub(lambda m: _SAMPLE.get(m.group(1), "x"), url)
+    try:
+        URLValidator(schemes=["http", "https"])(filled)
+    except ValidationError:
+        out.append(f"The completion URL {url!r} is not a web address: it must be a full URL starting with "
+                   f"https://.")
+    return out
+
+
+def _pairs(unit, paradigm):
+    return len(unit.strips) if paradigm == Condition.Paradigm.ORDERED_STRIP else len(unit.queries_max)
+
+
+def condition_problems(study, condition):
+    """What keeps `condition` from giving a participant the study's trial plan."""
+    name = f"Condition \"{condition.name}\""
+    if condition.job_id is None:
+        return [f"{name} has no stimulus job."]
+    job = condition.job
+    if job.status != StimulusJob.Status.SUCCEEDED:
+        return [f"{name}: its stimulus job {job} has not succeeded (it is {job.get_status_display().lower()})."]
+    keys = dict(((u.pk, u.key) for u in condition.units()))
+    if not keys:
+        return [f"{name}: stimulus job {job} has no units for layer {condition.layer!r} and basis "
+                f"{condition.basis!r}."]
+    units = condition.unit_exemplars(fresh=True)
+    out = []
+    # Each unit alone through the trial builder, as a participant's list would take it: every unit that
+    # lacks what the paradigm or reference type shows is named, not only the first.
+    lacking = defaultdict(list)
+    for unit in units:
+        try:
+            build_trial_list([unit], n_practice=study.n_practice, n_main=max(study.n_main, 1),
+                             catch_ratio=study.catch_ratio, reference_type=condition.reference_type, seed=0,
+                             paradigm=condition.paradigm)
+        except ValueError as exc:
+            message = named_units(str(exc), keys)
+            match = _UNIT_IN_MESSAGE.match(message)
+            if match:
+                lacking[message[match.end():]].append(match.group(1))
+            else:
+                lacking[message].append(None)
+    for reason, named in lacking.items():
+        named = [k for k in named if k]
+        if not named:
+            out.append(f"{name}: {reason}.")
+        elif len(named) == 1:
+            out.append(f"{name}: unit {named[0]} {reason}.")
+        else:
+            out.append(f"{name}: units {', '.join(named)} each {reason}.")
+    if out:
+        return out
+    # A main trial shows one of the unit's query pairs (strips); a plan with more per unit than the
+    # artifact holds shows participants the same pair again, and their answers stop being independent.
+    main = study.n_main - int(round(study.n_main * study.catch_ratio))
+    per_unit = math.ceil(main / len(units)) if units else 0
+    short = [keys[u.unit_id] for u in units if _pairs(u, condition.paradigm) < per_unit]
+    if short:
+        what = "ordered strips" if condition.paradigm == Condition.Paradigm.ORDERED_STRIP else "query pairs"
+        out.append(f"{name}: N main {study.n_main} gives each unit up to {per_unit} main trials, but "
+                   f"{'unit' if len(short) == 1 else 'units'} {', '.join(short)} "
+                   f"{'has' if len(short) == 1 else 'have'} fewer {what}: participants would see one again. "
+                   f"Lower N main or run the job with more.")
+    return out
+
+
+def problems(study, conditions=None):
+    """Every reason `study` cannot run; empty when it can. `conditions`: the conditions it would have
+    (a form's, not saved yet); default: its stored ones."""
+    conditions = list(study.conditions.select_related("job__network") if conditions is None else conditions)
+    out = []
+    if not conditions:
+        out.append("The study has no conditions: a participant would have nothing to do.")
+    if not study.n_main:
+        out.append("N main is 0: a participant would have no trials.")
+    if not study.participants_per_condition:
+        out.append("The quota (participants per condition) is 0: the first participant would find the study full.")
+    out += completion_problems(study)
+    for condition in conditions:
+        out += condition_problems(study, condition)
+    return out
+
+
+@transaction.atomic
+def set_live(study, author=None):
+    """Set `study` live, or raise GoLiveRefused with every reason it cannot run. Its earlier versions that
+    are live close to new arrivals (their started participants finish where they began); returns them."""
+    found = problems(study)
+    if found:
+        raise GoLiveRefused(study, found)
+    earlier = []
+    previous = study.previous_version
+    while previous is not None:
+        if previous.status == Study.Status.LIVE:
+            previous.status = Study.Status.CLOSED
+            previous.changed_by = author
+            previous.save(update_fields=["status"])
+            earlier.append(previous)
+        previous = previous.previous_version
+    if study.status != Study.Status.LIVE:
+        study.status = Study.Status.LIVE
+        study.changed_by = author
+        study.save(update_fields=["status"])
+    return earlier
