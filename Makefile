@@ -43,7 +43,7 @@ test: install-test browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install-test
-	$(PY) -m pytest -m "not postgres and not redis and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not postgres and not redis and not browser and not slow" $(PYTEST_ARGS)
 
 ## Rebuild the jsPsych files under studyapp/static/vendor (committed, so Node is needed only here).
 frontend:

@@ -42,6 +42,7 @@ def _exclusion_options(args) -> dict | None:
         "max_total_minutes": args.max_total_minutes,
         "max_fast_answer_share": args.max_fast_answer_share,
         "min_answer_interval_ms": args.min_answer_interval_ms,
+        "one_side_alpha": args.one_side_alpha,
     }
     options = {k: v for k, v in given.items() if v is not None}
     if args.no_one_side_rule:
@@ -145,6 +146,10 @@ def main(argv=None) -> int:
         p.add_argument("--min-catch-accuracy", type=float, default=None, help="default 0.8")
         p.add_argument("--min-instructions-s", type=float, default=None, help="default 15")
         p.add_argument("--no-one-side-rule", action="store_true")
+        p.add_argument("--one-side-alpha", type=float, default=None,
+                       help="the one-side rule's false-positive rate: one side throughout excludes only from "
+                            "the answer count at which an honest participant does it by chance less often "
+                            "(default 0.001: 11 answers)")
         p.add_argument("--min-total-minutes", type=float, default=None)
         p.add_argument("--max-total-minutes", type=float, default=None)
         p.add_argument("--max-fast-answer-share", type=float, default=None,

@@ -17,9 +17,34 @@ import pandas as pd
 from .load import ExportError, integrity_columns
 
 __all__ = ["ExclusionResult", "apply_exclusions", "study_exclusions", "exclude", "has_study_flags",
-           "MODES"]
+           "MODES", "ONE_SIDE_ALPHA", "one_side_chance", "one_side_min_answers"]
 
 MODES = ("auto", "study", "own", "none")
+
+#: The one-side rule's default false-positive rate. The server draws each trial's correct side by a fair
+#: coin, so a participant with no side preference, however accurate, picks side "a" with probability 1/2
+#: on every answer, independently; all n answers fall on one side with probability 2 · 2⁻ⁿ. With six
+#: answers that is 3 %: an honest participant would be excluded once in 32 studies. The rule therefore
+#: judges one side throughout only once it is this unlikely for an honest participant.
+ONE_SIDE_ALPHA = 0.001
+
+
+def one_side_chance(n_answers: int) -> float:
+    """Probability that a participant with no side preference uses one response side on all
+    ``n_answers`` answers, when each trial's correct side is a fair coin: 2 · 2⁻ⁿ (1 for n ≤ 1)."""
+    return 1.0 if n_answers <= 1 else 2.0 ** (1 - n_answers)
+
+
+def one_side_min_answers(alpha: float = ONE_SIDE_ALPHA) -> int:
+    """The fewest answers from which one side throughout excludes: the smallest n whose
+    :func:`one_side_chance` is at most ``alpha`` (11 at the default 0.001), so that the rule excludes a
+    participant without a side preference with probability at most ``alpha`` at any trial count."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"the one-side rule's alpha must lie in (0, 1), got {alpha!r}")
+    n = 2
+    while one_side_chance(n) > alpha:
+        n += 1
+    return n
 
 #: the export's ``excl_<rule>`` columns, as a reason a person reads
 STUDY_RULES = {
@@ -152,10 +177,12 @@ def apply_exclusions(
     max_fast_answer_share: float | None = 0.25,
     min_answer_interval_ms: float = 1500.0,
     exclude_flagged: bool = True,
+    one_side_alpha: float = ONE_SIDE_ALPHA,
 ) -> ExclusionResult:
     """Apply the study's exclusion rules; ``None``/``False`` turns a rule off. Times are the server's
     where the export has them (``server_instructions_ms``, ``server_interval_ms``), the browser's
-    otherwise; ``exclude_flagged`` drops participants the export's ``flagged`` column marks."""
+    otherwise; ``exclude_flagged`` drops participants the export's ``flagged`` column marks. One side
+    throughout excludes only from :func:`one_side_min_answers` (``one_side_alpha``) answers on."""
     reasons: dict[str, list[str]] = {}
     notes, counts = [], {}
 
@@ -177,8 +204,11 @@ def apply_exclusions(
         if "choice" not in df.columns:
             notes.append("one-side rule skipped: no 'choice' column")
         else:
-            sides = answered.groupby("participant")["choice"].nunique()
-            flag(list(sides[sides <= 1].index), "one response side throughout")
+            per = answered.groupby("participant")["choice"]
+            enough = one_side_min_answers(one_side_alpha)
+            one_side = (per.nunique() <= 1) & (per.count() >= enough)
+            flag(list(one_side[one_side].index),
+                 f"one response side throughout ({enough}+ answers, chance < {one_side_alpha:g})")
     if min_instructions_s is not None:
         if "instructions_ms" not in df.columns and "server_instructions_ms" not in df.columns:
             notes.append("instruction-time rule skipped: no 'instructions_ms' column")

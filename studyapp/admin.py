@@ -381,7 +381,7 @@ class StudyAdmin(admin.ModelAdmin):
                                    "min_width", "min_height"]}),
         ("Recruitment", {"fields": ["recruitment", "allow_plain_link", "completion_url", "completion_code",
                                     "participants_per_condition", "time_limit_minutes", "consent_grace_minutes"]}),
-        ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side",
+        ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side", "one_side_alpha",
                                         "min_total_minutes", "max_total_minutes", "min_answer_interval_ms",
                                         "max_fast_answer_share"]}),
         ("Integrity flags", {"fields": ["flag_webdriver", "max_focus_losses", "max_fullscreen_exits",

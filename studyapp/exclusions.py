@@ -3,7 +3,8 @@
 `excl_*` / `flag_*` columns (docs/contracts.md §2) all come from `participant_flags`.
 
 Exclusion rules (the study's settings): catch-trial accuracy below a minimum, one response side used on
-every main and catch trial, instructions read too quickly, total time outside a window, and answers
+every main and catch trial (from the number of answers at which an honest participant does that by chance
+less often than the study's `one_side_alpha`), instructions read too quickly, total time outside a window, and answers
 arriving faster than a person can give them. Every time they judge is the server's: instructions from
 the consent's answer (which served them) to the instructions' end arriving, total time from start to
 the questionnaire arriving, and the interval between two answers' arrivals. The browser's own figures
@@ -20,6 +21,7 @@ the analysis's rules with the study's settings agree participant for participant
 from collections import defaultdict
 from dataclasses import dataclass
 
+from analysis.exclusions import ONE_SIDE_ALPHA, one_side_min_answers
 from django.db.models import Count, Q, Sum
 
 from .models import Participant, Response
@@ -41,6 +43,7 @@ class ExclusionRules:
 
     min_catch_accuracy: float | None = 0.8
     exclude_one_side: bool = True
+    one_side_alpha: float = ONE_SIDE_ALPHA
     min_instructions_seconds: float | None = 15.0
     min_total_minutes: float | None = None
     max_total_minutes: float | None = None
@@ -56,6 +59,7 @@ class ExclusionRules:
     def for_study(cls, study):
         interval = study.min_answer_interval_ms
         return cls(min_catch_accuracy=study.min_catch_accuracy, exclude_one_side=study.exclude_one_side,
+                   one_side_alpha=study.one_side_alpha,
                    min_instructions_seconds=study.min_instructions_seconds,
                    min_total_minutes=study.min_total_minutes, max_total_minutes=study.max_total_minutes,
                    min_answer_interval_ms=float(study.response_lock_ms if interval is None else interval),
@@ -83,6 +87,7 @@ class AnswerCounts:
     catch: int = 0
     catch_correct: int = 0
     sides: int = 0  # distinct choices over main and catch trials (practice does not count)
+    answered: int = 0  # main and catch answers
     focus_losses: int = 0
     fullscreen_exits: int = 0
     webdriver: int = 0  # answers whose browser reported navigator.webdriver
@@ -119,6 +124,7 @@ def answer_counts(study, min_interval_ms=None, only=None):
             catch=Count("pk", filter=Q(trial__kind="catch")),
             catch_correct=Count("pk", filter=Q(trial__kind="catch", correct=True)),
             sides=Count("choice", distinct=True, filter=counted),
+            answered=Count("pk", filter=counted),
             focus_losses=Sum("focus_losses", default=0),
             fullscreen_exits=Sum("fullscreen_exits", default=0),
             webdriver=Count("pk", filter=Q(webdriver=True)),
@@ -129,9 +135,10 @@ def answer_counts(study, min_interval_ms=None, only=None):
     intervals = answer_intervals(study, only)
     return {
         row["participant_id"]: AnswerCounts(
-            row["catch"], row["catch_correct"], row["sides"], row["focus_losses"], row["fullscreen_exits"],
-            row["webdriver"], len(intervals[row["participant_id"]]),
-            sum(1 for ms in intervals[row["participant_id"]] if ms < limit))
+            catch=row["catch"], catch_correct=row["catch_correct"], sides=row["sides"], answered=row["answered"],
+            focus_losses=row["focus_losses"], fullscreen_exits=row["fullscreen_exits"], webdriver=row["webdriver"],
+            intervals=len(intervals[row["participant_id"]]),
+            fast=sum(1 for ms in intervals[row["participant_id"]] if ms < limit))
         for row in rows
     }
 
@@ -171,7 +178,9 @@ def flags(rules, participant, counts=None):
         accuracy = counts.catch_correct / counts.catch if counts.catch else None
         verdict["catch_accuracy"] = accuracy is not None and accuracy < rules.min_catch_accuracy
     if rules.applies("one_side"):
-        verdict["one_side"] = counts.sides == 1
+        # One side throughout judged by how unlikely it is for an honest participant (analysis.exclusions).
+        verdict["one_side"] = (counts.sides == 1
+                               and counts.answered >= one_side_min_answers(rules.one_side_alpha))
     if rules.applies("instructions_time"):
         # The browser's figure only for participants stored before the server measured the reading.
         reading = server_reading if participant.get("instructions_at") is not None else participant["instructions_ms"]

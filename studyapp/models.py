@@ -7,6 +7,7 @@ from collections import defaultdict
 import json
 import re
 
+from analysis.exclusions import ONE_SIDE_ALPHA
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -308,7 +309,13 @@ class Study(models.Model):
     min_catch_accuracy = models.FloatField(default=0.8, validators=[MinValueValidator(0), MaxValueValidator(1)])
     min_instructions_seconds = models.FloatField(default=15.0)
     exclude_one_side = models.BooleanField(
-        default=True, help_text="exclude a participant who chose the same side on every main and catch trial")
+        default=True, help_text="exclude a participant who chose the same side on every main and catch trial, "
+                                "once that many answers make it unlikely by chance (see the next setting)")
+    one_side_alpha = models.FloatField(
+        default=ONE_SIDE_ALPHA, validators=[MinValueValidator(1e-9), MaxValueValidator(0.5)],
+        help_text="the one-side rule's false-positive rate: with a fair coin for the correct side, an honest "
+                  "participant uses one side on all n answers with chance 2^(1-n), so the rule applies from the "
+                  "first n where that is below this rate (0.001: from 11 answers)")
     min_total_minutes = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
                                           help_text="exclude faster finishers; empty: no lower bound")
     max_total_minutes = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],

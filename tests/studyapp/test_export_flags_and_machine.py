@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from analysis.exclusions import apply_exclusions
+from analysis.exclusions import ONE_SIDE_ALPHA, apply_exclusions, one_side_min_answers
 from analysis.load import read_responses
 from studyapp.export import COLUMNS, response_frame, write_export
 from studyapp.exclusions import FLAG_COLUMNS
@@ -65,7 +65,9 @@ def take_part(client, study, reading_ms=20000, choose=None, finish=True, both_si
 
 @pytest.mark.django_db
 def test_flags_follow_the_study_rules_and_agree_with_the_monitor_and_the_analysis(client, tmp_path):
-    study = make_study(make_job(), min_catch_accuracy=0.8, min_instructions_seconds=15)
+    # 10 main and catch answers: one side throughout is a 1-in-512 chance for an honest participant, which
+    # this study's one-side rate (1 %) counts as evidence; the default (0.1 %) needs 11 answers.
+    study = make_study(make_job(), min_catch_accuracy=0.8, min_instructions_seconds=15, one_side_alpha=0.01)
     good = take_part(client, study)
     careless = take_part(client, study,
                          choose=lambda t: other_side(t.correct_query) if t.kind == "catch" else t.correct_query)
@@ -98,8 +100,20 @@ def test_flags_follow_the_study_rules_and_agree_with_the_monitor_and_the_analysi
 
     # analysis/'s own rules at the study's settings reach the same participants.
     data = read_responses(path)
-    own = apply_exclusions(data, min_catch_accuracy=0.8, exclude_one_side=True, min_instructions_s=15)
+    own = apply_exclusions(data, min_catch_accuracy=0.8, exclude_one_side=True, min_instructions_s=15,
+                           one_side_alpha=0.01)
     assert set(own.excluded["participant"]) == set(flags.index[flags["excluded"]])
+
+
+@pytest.mark.django_db
+def test_one_side_throughout_is_not_evidence_below_the_rules_answer_count(client):
+    """At the default rate, ten answers on one side (chance 1 in 512 for an honest participant) do not
+    exclude: the rule would otherwise exclude honest participants more often than the 0.1 % it promises."""
+    study = make_study(make_job())
+    assert study.one_side_alpha == ONE_SIDE_ALPHA and one_side_min_answers(study.one_side_alpha) == 11
+    take_part(client, study, choose=lambda t: "a", both_sides=False)
+    frame = response_frame(study)
+    assert (frame["excl_one_side"] == False).all()  # noqa: E712 (the rule applies and judges "no")
 
 
 @pytest.mark.django_db
