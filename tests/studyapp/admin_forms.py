@@ -5,7 +5,7 @@ STUDY_FORM_FIELDS = [f for f in ("title", "slug", "status", "seed", "consent_tex
                                  "debrief_text", "n_practice", "practice_max_attempts", "n_main", "catch_ratio",
                                  "response_lock_ms", "min_width", "min_height", "recruitment", "completion_url",
                                  "completion_code", "participants_per_condition", "time_limit_minutes",
-                                 "consent_grace_minutes", "min_catch_accuracy", "min_instructions_seconds",
+                                 "consent_grace_minutes", "min_catch_accuracy", "min_instructions_seconds", "one_side_alpha",
                                  "min_answer_interval_ms", "max_fast_answer_share", "max_focus_losses",
                                  "max_fullscreen_exits")]
 STUDY_FORM_CHECKBOXES = ["practice_feedback", "confidence", "fullscreen", "allow_plain_link", "exclude_one_side",

@@ -47,6 +47,7 @@ def test_the_study_form_shows_the_conditions_error_and_saves_nothing(admin_clien
         "catch_ratio": 0.1, "response_lock_ms": 0, "confidence": "on", "min_width": 800, "min_height": 600,
         "recruitment": "link", "completion_url": "", "completion_code": "", "participants_per_condition": 5,
         "time_limit_minutes": 60, "consent_grace_minutes": 10, "min_catch_accuracy": 0.8, "min_instructions_seconds": 0,
+        "one_side_alpha": 0.001,
         "conditions-TOTAL_FORMS": 1, "conditions-INITIAL_FORMS": 0, "conditions-MIN_NUM_FORMS": 0,
         "conditions-MAX_NUM_FORMS": 1000, "conditions-0-name": "a", "conditions-0-job": job.pk,
         "conditions-0-layer": "conv9", "conditions-0-basis": "neuron", "conditions-0-reference_type": "natural",
