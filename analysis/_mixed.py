@@ -398,14 +398,14 @@ class MixedResult:
         return self
 
     # -- output -----------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return summary_mod.to_dict(self)
+    def to_dict(self, **kw) -> dict:
+        return summary_mod.to_dict(self, **kw)
 
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
+    def to_json(self, data: str | None = None, **kw) -> str:
+        return json.dumps(self.to_dict(data=data), **kw)
 
-    def summary(self) -> str:
-        return summary_mod.summary(self)
+    def summary(self, **kw) -> str:
+        return summary_mod.summary(self, **kw)
 
     def __str__(self) -> str:
         return self.summary()
