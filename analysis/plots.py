@@ -4,6 +4,7 @@ Each writes ``out_stem``.png and .svg."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +20,7 @@ __all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence", 
 
 def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> list[Path]:
     """Bar chart of ``accuracy_by_condition`` output; writes ``out_stem``.png and .svg."""
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(table), 1), 3.6))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.25 * max(len(table), 1), 3.6))
     x = range(len(table))
     acc = table["accuracy"].to_numpy()
     err = _error_bars(acc, table["ci_low"].to_numpy(), table["ci_high"].to_numpy())
@@ -35,7 +36,7 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     ax.errorbar(x, acc, yerr=err, fmt="none", ecolor="black", capsize=4, lw=1)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(list(x))
-    ax.set_xticklabels(table["condition"], rotation=20, ha="right")
+    _condition_labels(ax, table["condition"])
     ax.set_ylim(0, 1)
     ax.set_ylabel("proportion correct")
     ax.set_title(title, fontsize=10)
@@ -86,8 +87,39 @@ def _groups(df: pd.DataFrame, value: str, by: str):
     return names, data
 
 
+#: characters per line of a condition's name under its bar: within the 1.25 inch each group gets, at 8 pt
+LABEL_CHARS = 14
+
+
+def wrap_label(name, width: int = LABEL_CHARS) -> str:
+    """A condition's name on lines of at most ``width`` characters, broken after ``_ . / : -`` or spaces
+    where it can be (long names such as ``layer4.2.conv3_principal_components`` otherwise run into
+    their neighbours); a part longer than a line is cut."""
+    parts = re.findall(r"[^_./:\- ]*[_./:\- ]?", str(name))
+    lines, line = [], ""
+    for part in filter(None, parts):
+        while len(part) > width:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _condition_labels(ax, names) -> None:
+    # horizontal and wrapped: rotated long names overlapped one another and the next figure
+    ax.set_xticklabels([wrap_label(n) for n in names], rotation=0, ha="center", fontsize=8)
+
+
 def _figure(n_groups: int):
-    return plt.subplots(figsize=(1.6 + 1.1 * max(n_groups, 1), 3.6))
+    return plt.subplots(figsize=(1.6 + 1.25 * max(n_groups, 1), 3.6))
 
 
 def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
@@ -104,7 +136,7 @@ def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
                        color="#4c78a8", lw=0)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha="right")
+    _condition_labels(ax, names)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("proportion correct per unit")
     ax.set_title(title, fontsize=10)
@@ -128,7 +160,7 @@ def plot_rt(main: pd.DataFrame, out_stem, by: str = "condition",
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha="right")
+    _condition_labels(ax, names)
     ax.set_ylabel("response time (s)")
     ax.set_title(title, fontsize=10)
     return _save(fig, out_stem)
@@ -150,7 +182,7 @@ def plot_confidence(main: pd.DataFrame, out_stem, by: str = "condition",
                label=label)
         bottom += prop[c].to_numpy()
     ax.set_xticks(range(len(prop)))
-    ax.set_xticklabels(prop.index, rotation=20, ha="right")
+    _condition_labels(ax, prop.index)
     ax.set_ylim(0, 1)
     ax.set_ylabel("proportion of responses")
     ax.set_title(title, fontsize=10)

@@ -2,7 +2,7 @@
 resource): rendering only. :mod:`analysis.report` computes everything shown here and hands it over as
 plain values; nothing here fits or reads an export.
 
-The page is laid out for a 1,366-pixel screen and for print: text columns of at most 62 em, tables
+The page is laid out for a 1,366-pixel screen and for print: a column of at most 78 em, tables
 that wrap their cells rather than run off the page, figures that shrink to the column.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +20,12 @@ __all__ = ["table_html", "figure_html", "lrt_table_html", "header_html", "render
 esc = html.escape
 
 CSS = """
-body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+body{font-family:system-ui,sans-serif;max-width:78em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}
+p,li,figcaption{max-width:62em}
 table{border-collapse:collapse;margin:.6em 0;max-width:100%;table-layout:auto}
-td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;font-size:.9em;vertical-align:top;
-      overflow-wrap:anywhere;word-break:break-word}
+td,th{border:1px solid #ccc;padding:2px 5px;text-align:right;font-size:.85em;vertical-align:top;
+      overflow-wrap:break-word}
 th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.8em;max-width:100%;box-sizing:border-box}
@@ -31,18 +33,28 @@ figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:
 figure img{max-width:100%;height:auto;max-height:380px}
 figcaption{font-size:.85em;color:#555;max-width:40em}
 .note{color:#7a4a00}
-.wrap{max-width:100%}
+.wrap{max-width:100%;overflow-x:auto}
 dl.header{display:grid;grid-template-columns:max-content 1fr;gap:.15em 1em;margin:.5em 0 1.5em}
 dl.header dt{font-weight:600}dl.header dd{margin:0;overflow-wrap:anywhere}
 """
+
+
+# Where a long name may wrap: after _ / : and a dot before a letter (layer4.2.conv3), never inside a
+# number, so that a narrow column breaks "participant_mean" and keeps "0.7333" whole.
+_BREAK = re.compile(r"([_/:]|\.(?=[A-Za-z]))")
+_TEXT = re.compile(r">([^<]+)<")
+
+
+def _breakable(markup: str) -> str:
+    return _TEXT.sub(lambda m: ">" + _BREAK.sub(r"\1<wbr>", m.group(1)) + "<", markup)
 
 
 def table_html(df: pd.DataFrame | None, cols=None) -> str:
     if df is None or df.empty:
         return "<p>None.</p>"
     d = df[[c for c in cols if c in df.columns]] if cols else df
-    return ('<div class="wrap">' + d.to_html(index=False, border=0, na_rep="",
-                                             float_format=lambda v: f"{v:.4g}") + "</div>")
+    markup = d.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:.4g}")
+    return '<div class="wrap">' + _breakable(markup) + "</div>"
 
 
 def figure_html(caption: str, paths) -> str:

@@ -266,3 +266,133 @@ def test_cli_prints_one_line_errors_and_documents_the_formula_syntax(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert "(1 | participant)" in capsys.readouterr().out
+
+
+# -- issue 25: the report's header and its true reasons ---------------------------------------------------
+def all_excluded_export() -> pd.DataFrame:
+    """21 simulated participants whom the study's own rules all exclude (catch accuracy for every one,
+    instructions time for 21 as well), with the columns a platform export carries."""
+    df = simulate_machine_responses(n_participants=21, n_units=6, seed=4)
+    df["study"] = "demo"
+    df["study_version"] = 2
+    df["participant_status"] = "completed"
+    df.loc[df["participant"] == "p3", "participant_status"] = "returned"
+    df["participant_started"] = "2026-03-02T09:00:00Z"
+    df["server_time"] = "2026-03-04T17:30:00Z"
+    df["excluded"] = True
+    df["excl_catch_accuracy"] = True
+    df["excl_instructions_time"] = True
+    df["excl_one_side"] = False
+    return df
+
+
+def test_all_excluded_report_says_why_and_has_its_header(tmp_path, validator):
+    from analysis.report import run_report
+
+    res = run_report(all_excluded_export(), tmp_path, n_boot=20)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    valid(validator, saved)
+    reason = ("all 21 participants are excluded by the study's rules: catch accuracy below the study's minimum "
+              "21, instructions read faster than the study's minimum 21; rerun with `--exclusions none` to see "
+              "the data")
+    assert saved["blocked"] == reason
+    h = saved["header"]
+    assert (h["study"], h["version"]) == ("demo", "2")
+    assert (h["participants_started"], h["participants_completed"], h["participants_excluded"]) == (21, 20, 21)
+    assert h["dates"] == "2026-03-02 09:00 – 2026-03-04 17:30 UTC"
+    assert h["rules"].startswith("the study's own rules")
+    page = (tmp_path / "report.html").read_text()
+    text = res["text"]
+    for out in (page, text):
+        assert "rerun with `--exclusions none` to see the data" in out
+        # the misleading reasons of before: the export has all three
+        for wrong in ("has no mis_delta", "No RT or confidence columns", "Fewer than two conditions",
+                      "no main trials"):
+            assert wrong not in out
+    assert "Study: demo, version 2" in text and "21 started, 20 completed, 21 excluded, 0 analysed" in text
+    assert "<dt>Dates</dt><dd>2026-03-02 09:00 – 2026-03-04 17:30 UTC</dd>" in page
+    assert saved["model"] is None and saved["machine_note"] == reason
+    # with the study's rules off, the same export is analysed
+    none = run_report(all_excluded_export(), tmp_path / "none", n_boot=20, exclusions="none", fit_model=False)
+    assert none["blocked"] is None and none["machine"] is not None
+
+
+def test_a_section_catches_data_errors_only(tmp_path, monkeypatch):
+    import analysis.report as report
+
+    df = simulate_machine_responses(n_participants=6, n_units=6, seed=1)
+
+    def data_error(*a, **k):
+        raise ValueError("two conditions needed")
+
+    monkeypatch.setattr(report, "unit_accuracy", data_error)
+    res = report.run_report(df, tmp_path / "a", n_boot=20, fit_model=False)
+    assert any(n == "per-unit accuracy not computed: ValueError: two conditions needed" for n in res["notes"])
+
+    def bug(*a, **k):
+        raise TypeError("unit_accuracy() got an unexpected keyword argument 'by'")
+
+    monkeypatch.setattr(report, "unit_accuracy", bug)
+    with pytest.raises(TypeError):  # a bug is not a "not computed" note
+        report.run_report(df, tmp_path / "b", n_boot=20, fit_model=False)
+
+
+def test_strict_is_passed_only_when_asked_for():
+    from analysis.report import from_formula
+
+    class Model:
+        @classmethod
+        def from_formula(cls, formula, data):
+            return (formula, data)
+
+    assert from_formula(Model, "y ~ x", "data", strict=False) == ("y ~ x", "data")
+    with pytest.raises(ValueError, match="--strict"):
+        from_formula(Model, "y ~ x", "data", strict=True)
+
+    class Strict(Model):
+        @classmethod
+        def from_formula(cls, formula, data, strict=False):
+            return strict
+
+    assert from_formula(Strict, "y ~ x", "data", strict=True) is True
+
+
+def test_figures_are_300_dpi_png_and_svg_with_the_legend_outside_the_data(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import analysis.plots as plots
+    from analysis.descriptives import accuracy_by_condition
+
+    df = simulate_machine_responses(n_participants=6, n_units=6, seed=1)
+    df["reference_type"] = df["condition"].map({"neuron": "natural", "pca": "synthetic"}).fillna("natural")
+    table = accuracy_by_condition(df, n_boot=20, seed=0).assign(
+        reference_type=lambda t: t["condition"].map({"neuron": "natural", "pca": "synthetic"}).fillna("natural"))
+    seen = {}
+    save = plots._save
+
+    def spy(fig, out_stem):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen["overlap"] = ax.get_legend().get_window_extent().overlaps(ax.get_window_extent())
+        return save(fig, out_stem)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    paths = plots.plot_accuracy(table, tmp_path / "accuracy")
+    assert not seen["overlap"]
+    # long condition names wrap under their bars without running into one another
+    long = table.assign(condition=["layer4.2.conv3_neurons_with_natural_references",
+                                   "layer4.2.conv3_principal_components_with_feature_visualizations",
+                                   "layer4.2.conv3_nmf_codes"][:len(table)])
+
+    def labels(fig, out_stem):
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+        seen["labels"] = [a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]]
+        return save(fig, out_stem)
+
+    monkeypatch.setattr(plots, "_save", labels)
+    plots.plot_accuracy(long, tmp_path / "long")
+    assert seen["labels"] and not any(seen["labels"])
+    assert sorted(p.suffix for p in paths) == [".png", ".svg"]
+    dpi = Image.open(tmp_path / "accuracy.png").info["dpi"]
+    assert dpi == pytest.approx((300, 300), abs=0.5)
