@@ -159,14 +159,16 @@ def test_borowski_report_tests_condition_by_likelihood_ratio(borowski_report, va
     assert not any("not a column" in n for n in saved["notes"])
 
 
-def test_report_test_option_and_dropped_terms(tmp_path, capsys):
+def test_report_test_option_and_dropped_terms(tmp_path, capsys, validator):
     # a term the data lack is an error, one line, unless --allow-drop
     args = ["report", str(BOROWSKI), "--map", "borowski", "--n-boot", "20",
             "--formula", "correct ~ basis + condition + (1 | participant) + (1 | unit)"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "'basis'" in err and "--allow-drop" in err and err.count("\n") == 1
-    assert main(args + ["--out", str(tmp_path / "b"), "--allow-drop", "--test", "condition"]) == 0
+    printed = cli_json(capsys, *args, "--out", str(tmp_path / "b"), "--allow-drop", "--test", "condition", "--json")
+    valid(validator, printed)
+    assert printed["command"] == "report" and any(f.endswith("accuracy.svg") for f in printed["files"])
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
     assert saved["formula"].startswith("correct ~ condition") and [r["term"] for r in saved["model"]["lrt"]] == ["condition"]
     assert any("'basis' is not a column" in n for n in saved["notes"])
