@@ -22,9 +22,10 @@ CHECK = """() => {
   const overflowing = [...document.querySelectorAll(text)]
     .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
     .map(el => el.tagName + ': ' + el.textContent.slice(0, 60));
-  // a table wraps its cells instead of scrolling inside its box
-  const scrolling = [...document.querySelectorAll('.wrap')]
-    .filter(el => el.scrollWidth > el.clientWidth + 1)
+  // a table wraps its cells to fit the page's column instead of scrolling inside a box of its own
+  const column = document.body.getBoundingClientRect();
+  const scrolling = [...document.querySelectorAll('table')]
+    .filter(el => el.offsetParent !== null && el.getBoundingClientRect().width > column.width + 1)
     .map(el => el.textContent.slice(0, 60));
   const boxes = [...document.querySelectorAll('main > *, figure')]
     .filter(el => el.offsetParent !== null)
