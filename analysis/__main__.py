@@ -30,7 +30,8 @@ formula syntax (lme4's, as in R):
   log(rt_ms) ~ ...                     a transformed response (lmm)
 examples:
   python -m analysis glmm export.csv --formula "correct ~ condition + (1 | participant) + (1 | unit)"
-  python -m analysis glmm cbpp.csv --all-trials --formula "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)"
+  python -m analysis glmm cbpp.csv --all-trials \\
+      --formula "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)"
   python -m analysis lmm sleepstudy.csv --all-trials --formula "Reaction ~ Days + (Days | Subject)" --correlation
 """
 

@@ -142,9 +142,10 @@ def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols
         f"<h3>{esc(r)}</h3>" + _model_html(r, tx, (results["lmm"].get(r) or {}).get("lrt"), "")
         for r, tx in lmm_texts.items())
     ex = results["exclusions"]
+    title = "Analysis report" + (f": {header['study']}" if header.get("study") else "")
     glmm_missing = blocked or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Analysis report{(': ' + esc(str(header['study']))) if header.get('study') else ''}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{CSS}</style>
 </head><body><main>

@@ -201,7 +201,10 @@ def format_p(p: float) -> str:
         return "NA"
     if p < 2.2e-16:
         return "< 2e-16"
-    return f"{p:.3g}" if p < 1e-4 else f"{p:.{max(0, 2 - math.floor(math.log10(p)))}f}" if p > 0 else "0"
+    if p < 1e-4:
+        return f"{p:.3g}"
+    # three significant digits in fixed notation: 0.545, 0.00121
+    return f"{p:.{max(0, 2 - math.floor(math.log10(p)))}f}"
 
 
 def signif_stars(p: float) -> str:

@@ -170,7 +170,8 @@ def test_report_test_option_and_dropped_terms(tmp_path, capsys, validator):
     valid(validator, printed)
     assert printed["command"] == "report" and any(f.endswith("accuracy.svg") for f in printed["files"])
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert saved["formula"].startswith("correct ~ condition") and [r["term"] for r in saved["model"]["lrt"]] == ["condition"]
+    assert saved["formula"].startswith("correct ~ condition")
+    assert [r["term"] for r in saved["model"]["lrt"]] == ["condition"]
     assert any("'basis' is not a column" in n for n in saved["notes"])
 
 
@@ -259,7 +260,7 @@ def test_cli_prints_one_line_errors_and_documents_the_formula_syntax(capsys):
     assert main(["lmm", str(LME4 / "sleepstudy.csv"), "--all-trials", "--formula",
                  "Reaction ~ Days + (1 | Subjectz)"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: grouping factor 'Subjectz' is not a column of the data\n" and err.count("\n") == 1 and "Traceback" not in err
+    assert err == "error: grouping factor 'Subjectz' is not a column of the data\n"
     with pytest.raises(SystemExit):
         main(["glmm", "--help"])
     helptext = capsys.readouterr().out
