@@ -130,7 +130,9 @@ def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols
     notes = "".join(f"<li>{esc(n)}</li>" for n in excl.notes + results["notes"])
 
     def fallback(own: str) -> str:
-        return f"<p class=note>{esc(blocked or own)}</p>"
+        # the full reason, with its way out, heads the page; each section points to it
+        short = f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else own
+        return f"<p class=note>{esc(short)}</p>"
 
     if test is not None:
         test_html = (f"<p>{esc(test.headline())}</p>" + table_html(test.groups) + table_html(test.pairs)
@@ -143,7 +145,7 @@ def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols
         for r, tx in lmm_texts.items())
     ex = results["exclusions"]
     title = "Analysis report" + (f": {header['study']}" if header.get("study") else "")
-    glmm_missing = blocked or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted")
+    glmm_missing = (f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else None) or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -161,7 +163,7 @@ def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols
 {figs.get("Per-unit accuracy per condition", "")}
 <details><summary>Accuracy of every unit ({len(units)} rows)</summary>{table_html(units)}</details>
 <h2>Machine observer vs people</h2>
-{machine_html(machine, machine_note, figs.get("Machine observer vs people per unit", ""))}
+{fallback("") if blocked else machine_html(machine, machine_note, figs.get("Machine observer vs people per unit", ""))}
 <h2>The network's curves</h2>
 {curves_section}
 <h2>Response time and confidence</h2>

@@ -314,6 +314,8 @@ def test_all_excluded_report_says_why_and_has_its_header(tmp_path, validator):
             assert wrong not in out
     assert "Study: demo, version 2" in text and "21 started, 20 completed, 21 excluded, 0 analysed" in text
     assert "<dt>Dates</dt><dd>2026-03-02 09:00 – 2026-03-04 17:30 UTC</dd>" in page
+    # each section points to the reason at the top of the page
+    assert page.count("Not computed: all 21 participants are excluded by the study&#x27;s rules (see above).") >= 5
     assert saved["model"] is None and saved["machine_note"] == reason
     # with the study's rules off, the same export is analysed
     none = run_report(all_excluded_export(), tmp_path / "none", n_boot=20, exclusions="none", fit_model=False)
