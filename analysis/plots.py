@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.cbook
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
@@ -146,15 +147,22 @@ def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
 
 def plot_rt(main: pd.DataFrame, out_stem, by: str = "condition",
             title: str = "Response time per condition") -> list[Path]:
-    """Box plots (whiskers at 1.5 IQR, outliers not drawn) of RT in seconds, log axis."""
+    """Box plots of RT in seconds on a log axis, the box's statistics computed on log RT (quartiles,
+    whiskers at 1.5 IQR of log RT; outliers not drawn): on the linear scale a right-skewed RT's lower
+    fence is negative, and the whisker ran to the fastest answer (4 ms in Borowski et al.'s data).
+    RTs ≤ 0 cannot be drawn on a log axis and are left out."""
     names, data = _groups(main.assign(rt_s=pd.to_numeric(main["rt_ms"], errors="coerce") / 1000),
                           "rt_s", by)
     data = [v[v > 0] for v in data]
     fig, ax = _figure(len(names))
     if data:
-        ax.boxplot(data, positions=range(len(data)), widths=0.5, showfliers=False,
-                   medianprops={"color": "black"}, patch_artist=True,
-                   boxprops={"facecolor": "#c6dbef"})
+        stats = []
+        for v in data:
+            (s,) = matplotlib.cbook.boxplot_stats(np.log(v), whis=1.5)
+            stats.append({k: (np.exp(x) if k in ("med", "q1", "q3", "whislo", "whishi", "mean") else x)
+                          for k, x in s.items()})
+        ax.bxp(stats, positions=range(len(data)), widths=0.5, showfliers=False,
+               medianprops={"color": "black"}, patch_artist=True, boxprops={"facecolor": "#c6dbef"})
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))

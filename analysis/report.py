@@ -334,7 +334,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
         figure("Per-unit accuracy per condition (one point per unit)",
                lambda: plot_unit_accuracy(units, out / "unit_accuracy"))
     if "rt_ms" in main.columns and pd.to_numeric(main["rt_ms"], errors="coerce").gt(0).any():
-        figure("Response time per condition (box: quartiles, whiskers 1.5 IQR)",
+        figure("Response time per condition (box: quartiles, whiskers 1.5 IQR of log RT)",
                lambda: plot_rt(main, out / "rt"))
     if "confidence" in main.columns and main["confidence"].notna().any():
         figure("Confidence ratings per condition", lambda: plot_confidence(main, out / "confidence"))

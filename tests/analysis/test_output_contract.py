@@ -401,3 +401,23 @@ def test_figures_are_300_dpi_png_and_svg_with_the_legend_outside_the_data(tmp_pa
     assert sorted(p.suffix for p in paths) == [".png", ".svg"]
     dpi = Image.open(tmp_path / "accuracy.png").info["dpi"]
     assert dpi == pytest.approx((300, 300), abs=0.5)
+
+
+def test_rt_whiskers_follow_the_log_axis(tmp_path, monkeypatch):
+    """Borowski et al.'s data hold answers at −69 ms and 4 ms: neither may set a whisker, as a whisker at
+    1.5 IQR of linear RT did (its lower fence is negative for a right-skewed RT)."""
+    import analysis.plots as plots
+    from analysis.load import main_trials, read_responses
+
+    main = main_trials(read_responses(BOROWSKI, "borowski"))
+    seen = {}
+    save = plots._save
+
+    def spy(fig, out_stem):
+        ys = [y for line in fig.axes[0].lines for y in line.get_ydata()]
+        seen["low"] = min(ys)
+        return save(fig, out_stem)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    plots.plot_rt(main, tmp_path / "rt")
+    assert seen["low"] > 0.1  # seconds: no whisker down to the 4 ms answer
