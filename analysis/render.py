@@ -121,7 +121,7 @@ def _model_html(title: str, text: str, rows: list[dict] | None, missing: str) ->
     return out
 
 
-def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols, units, test, excl,
+def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, test, excl,
                   exclusion_source: str, model_text: str, lmm_texts: dict, figures, machine=None,
                   machine_note=None, curves_section: str = "", blocked: str | None = None) -> str:
     """The page. ``blocked``: the one true reason the data sections are empty (everybody excluded),
@@ -156,7 +156,7 @@ def render_report(*, header: dict, results: dict, table, acc_cols, rtc, rtc_cols
 {f'<p class=note><strong>{esc(blocked)}</strong></p>' if blocked else ''}
 <h2>Accuracy per condition</h2>
 <p>Main trials, catch trials excluded; 95 % bootstrap CIs over participants (ci_*) and units (unit_ci_*).</p>
-{table_html(table, acc_cols) if len(table) else fallback("No main trials.")}
+{table_html(table) if len(table) else fallback("No main trials.")}
 {figs.get("Accuracy per condition", "")}
 <h2>Per-unit accuracy</h2>
 {test_html}

@@ -410,7 +410,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     (out / "results.json").write_text(json.dumps(clean(results), indent=2, default=str))
     rcols = [c for c in _RTC_COLS if c in rtc.columns]
     (out / "report.html").write_text(render_report(
-        header=header, results=results, table=table, acc_cols=None, rtc=rtc, rtc_cols=rcols, units=units,
+        header=header, results=results, table=table, rtc=rtc, rtc_cols=rcols, units=units,
         test=test, excl=excl, exclusion_source=_EXCLUSION_SOURCE.get(excl.source, excl.source),
         model_text=model_text, lmm_texts=lmm_texts, figures=figures, machine=machine,
         machine_note=machine_note, curves_section=curves_section, blocked=blocked))
