@@ -5,12 +5,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from .exclusions import MODES, exclude
 from .load import ExportError, main_trials, normalise, read_responses, read_table
-from .report import DEFAULT_FORMULA
+from .report import FORMULA_HELP, from_formula
 from .satterthwaite import DDF_METHODS
+from .summary import SCHEMA_VERSION
 from .tables import format_table
+
+R_FORMULA_SYNTAX = """\
+formula syntax (lme4's, as in R):
+  response ~ fixed terms + (random terms | group)
+  a + b, a * b (= a + b + a:b), a:b    main effects and interactions
+  (1 | participant) + (1 | unit)       crossed random intercepts
+  (days | subject), (1 | batch/cask)   random slope with correlation; nested groups
+  factor(period)                       a numeric column as categories
+  relevel(condition, ref="natural")    the reference level of a factor
+  I(days^2)                            arithmetic inside I(): ^ is a power, as in R
+  offset(log(size))                    a known term with coefficient 1
+  cbind(k, n - k) ~ ...                successes and failures (glmm)
+  log(rt_ms) ~ ...                     a transformed response (lmm)
+examples:
+  python -m analysis glmm export.csv --formula "correct ~ condition + (1 | participant) + (1 | unit)"
+  python -m analysis glmm cbpp.csv --all-trials \\
+      --formula "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)"
+  python -m analysis lmm sleepstudy.csv --all-trials --formula "Reaction ~ Days + (Days | Subject)" --correlation
+"""
+
+
+def _envelope(command: str, body: dict) -> dict:
+    """Every command's --json: the contract's version and the command first (docs/contracts.md §4)."""
+    return {"schema_version": SCHEMA_VERSION, "command": command, **body}
 
 
 def _read_for_model(args):
@@ -63,7 +91,7 @@ def _power(args) -> None:
         _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
         trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
         sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
-    print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
+    print(json.dumps(_envelope("power", res.to_dict()), indent=2) if args.json else res.summary())
 
 
 def _describe(args) -> None:
@@ -71,7 +99,7 @@ def _describe(args) -> None:
 
     df = read_responses(args.file, args.map)
     if args.json:
-        print(json.dumps(describe(df, n_boot=args.n_boot, seed=args.seed), indent=2))
+        print(json.dumps(_envelope("describe", describe(df, n_boot=args.n_boot, seed=args.seed)), indent=2))
         return
     print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
     rtc = rt_confidence_by_condition(df)
@@ -89,8 +117,9 @@ def _report(args) -> None:
     df = read_responses(args.file, args.map)
     res = run_report(
         df, args.out, formula=args.formula, n_boot=args.n_boot, seed=args.seed,
-        fit_model=not args.no_model, exclusions=args.exclusions,
-        exclusion_options=_exclusion_options(args), curves=args.curves,
+        fit_model=not args.no_model, exclusions=args.exclusions, tests=args.test,
+        allow_drop=args.allow_drop, strict=args.strict,
+        exclusion_options=_exclusion_options(args), curves=args.curves, data_name=Path(args.file).name,
     )
     text = res.pop("text")
     print(json.dumps(res, indent=2, default=str) if args.json else text)
@@ -107,7 +136,7 @@ def _machine(args) -> None:
         t.strip() for t in args.reference_types.split(",") if t.strip())
     fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
     if args.json:
-        print(json.dumps({**fit.to_dict(), "exclusions": excl.to_dict()}, indent=2))
+        print(json.dumps(_envelope("machine", {**fit.to_dict(), "exclusions": excl.to_dict()}), indent=2))
         return
     kept = excl.to_dict()
     print(fit.summary())
@@ -115,18 +144,26 @@ def _machine(args) -> None:
     print("\n".join(f"note: {n}" for n in excl.notes))
 
 
+def _show_fit(args, fit) -> None:
+    name = Path(args.file).name
+    if args.json:
+        print(json.dumps(_envelope(args.cmd, fit.to_dict(data=name)), indent=2))
+    else:
+        print(fit.summary(data=name, correlation=args.correlation))
+
+
 def _glmm(args) -> None:
     from .glmm import BinomialGLMM
 
-    fit = BinomialGLMM.from_formula(args.formula, _read_for_model(args), trials=args.trials).fit()
-    print(fit.to_json(indent=2) if args.json else fit.summary())
+    kw = {"trials": args.trials} if args.trials else {}
+    _show_fit(args, from_formula(BinomialGLMM, args.formula, _read_for_model(args), args.strict, **kw).fit())
 
 
 def _lmm(args) -> None:
     from .lmm import LinearMixedModel
 
-    fit = LinearMixedModel.from_formula(args.formula, _read_for_model(args)).fit(reml=args.reml, ddf=args.ddf)
-    print(fit.to_json(indent=2) if args.json else fit.summary())
+    model = from_formula(LinearMixedModel, args.formula, _read_for_model(args), args.strict)
+    _show_fit(args, model.fit(reml=args.reml, ddf=args.ddf))
 
 
 def main(argv=None) -> int:
@@ -160,7 +197,14 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("report", help="exclusions, descriptives, machine vs people, GLMM, plots, HTML report")
     common(p)
-    p.add_argument("--formula", default=DEFAULT_FORMULA)
+    p.add_argument("--formula", default=None, help=FORMULA_HELP)
+    p.add_argument("--test", nargs="+", default=None, metavar="TERM",
+                   help="fixed terms (variables) to test, each by a likelihood-ratio test of the model "
+                        "without it; default: every fixed term of the formula")
+    p.add_argument("--allow-drop", action="store_true",
+                   help="fit without formula variables the data lack (default: an error)")
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
     p.add_argument("--out", default="analysis_report")
     p.add_argument("--curves", default=None,
                    help="the stimulus artifact's folder (or its figures/): its curves beside people's accuracy")
@@ -189,9 +233,16 @@ def main(argv=None) -> int:
     p.set_defaults(func=_describe)
 
     for name, func in (("glmm", _glmm), ("lmm", _lmm)):
-        p = sub.add_parser(name, help=f"fit a {'binomial GLMM' if name == 'glmm' else 'linear mixed model'}")
+        p = sub.add_parser(name, help=f"fit a {'binomial GLMM' if name == 'glmm' else 'linear mixed model'}",
+                           epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
         common(p)
-        p.add_argument("--formula", required=True)
+        p.add_argument("--formula", required=True,
+                       help="model formula in lme4's notation (see the syntax below), e.g. "
+                            "'correct ~ condition + (1 | participant) + (1 | unit)'")
+        p.add_argument("--strict", action="store_true",
+                       help="data checks refuse impossible values instead of dropping them with a note")
+        p.add_argument("--correlation", action="store_true",
+                       help="print the correlation of the fixed effects, as summary(fit, correlation = TRUE)")
         p.add_argument("--all-trials", action="store_true",
                        help="fit every row (default: main, non-catch trials of an export)")
         p.add_argument("--json", action="store_true")
@@ -229,8 +280,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         args.func(args)
-    except (ExportError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ExportError, KeyError, ValueError, np.linalg.LinAlgError) as exc:
+        # one line, never a traceback: the message names what to fix (FormulaError is a ValueError)
+        # (a KeyError's str() is its repr, quotes and all)
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = " ".join(str(text).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 

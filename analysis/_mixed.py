@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy import stats
 from tqdm import tqdm
 
+from . import summary as summary_mod
 from ._blocked import BlockedFactor, BlockedPattern
 from .formula import MixedDesign
 
@@ -405,74 +406,14 @@ class MixedResult:
         return self
 
     # -- output -----------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        def num(v):
-            v = float(v)
-            return v if math.isfinite(v) else None
+    def to_dict(self, **kw) -> dict:
+        return summary_mod.to_dict(self, **kw)
 
-        stat_cols = [c for c in ("df", "t", "z") if c in self.fixed.columns]
-        return {
-            "fixed": [
-                {"term": r["term"], "estimate": num(r["estimate"]), "std_error": num(r["std_error"]),
-                 **{c: num(r[c]) for c in stat_cols}, "p": num(r["p"])}
-                for r in self.fixed.to_dict(orient="records")
-            ],
-            "random": [
-                {"group": r.group, "term": r.term, "variance": num(r.variance), "sd": num(r.sd)}
-                for r in self.random.itertuples()
-            ],
-            "loglik": num(self.loglik),
-            "aic": num(self.aic),
-            "bic": num(self.bic),
-            "nobs": int(self.nobs),
-            "converged": bool(self.converged),
-            "criterion": self.criterion,
-            "ddf": self.ddf,
-            "singular": self.singular,
-            "warnings": list(self.warnings),
-        }
+    def to_json(self, data: str | None = None, **kw) -> str:
+        return json.dumps(self.to_dict(data=data), **kw)
 
-    def to_json(self, **kw) -> str:
-        return json.dumps(self.to_dict(), **kw)
-
-    def summary(self) -> str:
-        title = {
-            "glmm": "Generalized linear mixed model fit by maximum likelihood (Laplace "
-            "approximation) [binomial, logit]",
-            "lmm": f"Linear mixed model fit by {self.criterion}"
-            + (" (t tests use Satterthwaite's method)" if self.ddf == "Satterthwaite" else ""),
-        }[self.kind]
-        lines = [title, f"Formula: {self.formula}", ""]
-        if self.criterion == "REML":
-            lines.append(f"REML criterion at convergence: {self.deviance:.4f}")
-        lines.append(
-            f"     AIC      BIC   logLik  -2logLik\n"
-            f"{self.aic:8.1f} {self.bic:8.1f} {self.loglik:8.1f} {-2 * self.loglik:9.1f}"
-        )
-        lines += ["", "Random effects:", f" {'Groups':<14}{'Name':<16}{'Variance':>12}{'Std.Dev.':>12}"]
-        for r in self.random.itertuples():
-            lines.append(f" {r.group:<14}{r.term:<16}{r.variance:12.6g}{r.sd:12.6g}")
-        if len(self.correlations):
-            for r in self.correlations.itertuples():
-                lines.append(f" Corr({r.group}: {r.term1}, {r.term2}) = {r.corr:.3f}")
-        groups = ", ".join(f"{g}, {k}" for g, k in self.ngroups.items())
-        lines.append(f"Number of obs: {self.nobs}, groups:  {groups}")
-        lines += ["", "Fixed effects:"]
-        if "df" in self.fixed.columns:
-            lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{'df':>10}{'t value':>10}{'Pr(>|t|)':>11}")
-            for r in self.fixed.itertuples():
-                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.df:10.2f}{r.t:10.3f}{r.p:11.3g}")
-        else:
-            stat = "z value" if self.kind == "glmm" else "t value"
-            lines.append(f"{'':<24}{'Estimate':>12}{'Std. Error':>12}{stat:>10}{'Pr(>|z|)':>11}")
-            for r in self.fixed.itertuples():
-                lines.append(f"{r.term:<24}{r.estimate:12.6g}{r.std_error:12.4g}{r.z:10.3f}{r.p:11.3g}")
-            if self.kind == "lmm":
-                lines.append("(p from the normal approximation to t, as for large samples)")
-        if not self.converged:
-            lines.append("WARNING: the optimiser did not report convergence")
-        lines += [f"WARNING: {w}" for w in self.warnings]
-        return "\n".join(lines)
+    def summary(self, **kw) -> str:
+        return summary_mod.summary(self, **kw)
 
     def __str__(self) -> str:
         return self.summary()

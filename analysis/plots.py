@@ -4,9 +4,11 @@ Each writes ``out_stem``.png and .svg."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.cbook
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ __all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence", 
 
 def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> list[Path]:
     """Bar chart of ``accuracy_by_condition`` output; writes ``out_stem``.png and .svg."""
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(table), 1), 3.6))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.25 * max(len(table), 1), 3.6))
     x = range(len(table))
     acc = table["accuracy"].to_numpy()
     err = _error_bars(acc, table["ci_low"].to_numpy(), table["ci_high"].to_numpy())
@@ -35,11 +37,11 @@ def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> lis
     ax.errorbar(x, acc, yerr=err, fmt="none", ecolor="black", capsize=4, lw=1)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(list(x))
-    ax.set_xticklabels(table["condition"], rotation=20, ha="right")
+    _condition_labels(ax, table["condition"])
     ax.set_ylim(0, 1)
     ax.set_ylabel("proportion correct")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    _legend_outside(ax)
     return _save(fig, out_stem)
 
 
@@ -51,6 +53,15 @@ def _error_bars(estimate, low, high) -> np.ndarray:
     return np.clip(np.nan_to_num(err, nan=0.0), 0.0, None)
 
 
+#: PNG resolution: what journals ask of raster figures
+PNG_DPI = 300
+
+
+def _legend_outside(ax, **kw):
+    """The legend to the right of the axes, never over the data (a legend inside covered a bar)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False, **kw)
+
+
 def _save(fig, out_stem) -> list[Path]:
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +69,10 @@ def _save(fig, out_stem) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         p = out_stem.with_suffix("." + ext)
-        # a fixed date keeps the SVG byte-identical between runs
-        fig.savefig(p, dpi=150, metadata={"Date": None} if ext == "svg" else None)
+        # bbox "tight" grows the canvas to hold a legend outside the axes; a fixed date keeps the SVG
+        # byte-identical between runs
+        fig.savefig(p, dpi=PNG_DPI, bbox_inches="tight",
+                    metadata={"Date": None} if ext == "svg" else None)
         paths.append(p)
     plt.close(fig)
     return paths
@@ -75,8 +88,39 @@ def _groups(df: pd.DataFrame, value: str, by: str):
     return names, data
 
 
+#: characters per line of a condition's name under its bar: within the 1.25 inch each group gets, at 8 pt
+LABEL_CHARS = 14
+
+
+def wrap_label(name, width: int = LABEL_CHARS) -> str:
+    """A condition's name on lines of at most ``width`` characters, broken after ``_ . / : -`` or spaces
+    where it can be (long names such as ``layer4.2.conv3_principal_components`` otherwise run into
+    their neighbours); a part longer than a line is cut."""
+    parts = re.findall(r"[^_./:\- ]*[_./:\- ]?", str(name))
+    lines, line = [], ""
+    for part in filter(None, parts):
+        while len(part) > width:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    if line:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _condition_labels(ax, names) -> None:
+    # horizontal and wrapped: rotated long names overlapped one another and the next figure
+    ax.set_xticklabels([wrap_label(n) for n in names], rotation=0, ha="center", fontsize=8)
+
+
 def _figure(n_groups: int):
-    return plt.subplots(figsize=(1.6 + 1.1 * max(n_groups, 1), 3.6))
+    return plt.subplots(figsize=(1.6 + 1.25 * max(n_groups, 1), 3.6))
 
 
 def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
@@ -93,31 +137,38 @@ def plot_unit_accuracy(units: pd.DataFrame, out_stem, by: str = "condition",
                        color="#4c78a8", lw=0)
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha="right")
+    _condition_labels(ax, names)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("proportion correct per unit")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    _legend_outside(ax)
     return _save(fig, out_stem)
 
 
 def plot_rt(main: pd.DataFrame, out_stem, by: str = "condition",
             title: str = "Response time per condition") -> list[Path]:
-    """Box plots (whiskers at 1.5 IQR, outliers not drawn) of RT in seconds, log axis."""
+    """Box plots of RT in seconds on a log axis, the box's statistics computed on log RT (quartiles,
+    whiskers at 1.5 IQR of log RT; outliers not drawn): on the linear scale a right-skewed RT's lower
+    fence is negative, and the whisker ran to the fastest answer (4 ms in Borowski et al.'s data).
+    RTs ≤ 0 cannot be drawn on a log axis and are left out."""
     names, data = _groups(main.assign(rt_s=pd.to_numeric(main["rt_ms"], errors="coerce") / 1000),
                           "rt_s", by)
     data = [v[v > 0] for v in data]
     fig, ax = _figure(len(names))
     if data:
-        ax.boxplot(data, positions=range(len(data)), widths=0.5, showfliers=False,
-                   medianprops={"color": "black"}, patch_artist=True,
-                   boxprops={"facecolor": "#c6dbef"})
+        stats = []
+        for v in data:
+            (s,) = matplotlib.cbook.boxplot_stats(np.log(v), whis=1.5)
+            stats.append({k: (np.exp(x) if k in ("med", "q1", "q3", "whislo", "whishi", "mean") else x)
+                          for k, x in s.items()})
+        ax.bxp(stats, positions=range(len(data)), widths=0.5, showfliers=False,
+               medianprops={"color": "black"}, patch_artist=True, boxprops={"facecolor": "#c6dbef"})
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha="right")
+    _condition_labels(ax, names)
     ax.set_ylabel("response time (s)")
     ax.set_title(title, fontsize=10)
     return _save(fig, out_stem)
@@ -139,7 +190,7 @@ def plot_confidence(main: pd.DataFrame, out_stem, by: str = "condition",
                label=label)
         bottom += prop[c].to_numpy()
     ax.set_xticks(range(len(prop)))
-    ax.set_xticklabels(prop.index, rotation=20, ha="right")
+    _condition_labels(ax, prop.index)
     ax.set_ylim(0, 1)
     ax.set_ylabel("proportion of responses")
     ax.set_title(title, fontsize=10)
@@ -174,5 +225,5 @@ def plot_machine_vs_human(units: pd.DataFrame, out_stem, x: str = "machine_accur
     ax.set_xlabel("machine: predicted proportion correct")
     ax.set_ylabel("people: proportion correct")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    _legend_outside(ax)
     return _save(fig, out_stem)

@@ -1,9 +1,14 @@
-"""Terminal tables and a self-contained HTML report (plots embedded as base64)."""
+"""The analysis report: exclusions, descriptives, machine observer, mixed models with a likelihood-ratio
+test per term, figures, ``results.json`` and ``report.html`` (rendered by :mod:`analysis.render`), plus
+the terminal text.
+
+The model's terms follow the formula: every fixed term is tested by dropping it and refitting
+(:func:`lrt_rows`), unless ``tests`` names others. Without a formula the fixed term is ``condition``, or
+``basis`` when every condition has a basis of its own (:func:`default_formula`)."""
 
 from __future__ import annotations
 
-import base64
-import html
+import inspect
 import json
 import re
 from pathlib import Path
@@ -18,6 +23,7 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
+from ._json import clean
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
@@ -25,16 +31,56 @@ from .lmm import LinearMixedModel, lrt
 from .load import main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
+from .render import render_report, table_html
+from .summary import SCHEMA_VERSION
 from .tables import format_table
 
-__all__ = ["DEFAULT_FORMULA", "adapt_formula", "drop_variables", "run_report", "with_response"]
+__all__ = ["DEFAULT_FORMULA", "from_formula", "FORMULA_HELP", "ReportError", "adapt_formula", "default_formula",
+           "drop_variables", "fixed_variables", "lrt_rows", "run_report", "with_response"]
 
-DEFAULT_FORMULA = "correct ~ basis + (1 | participant) + (1 | unit)"
+#: the random part every default formula carries (crossed participants and units, as the papers fit)
+RANDOM = "(1 | participant) + (1 | unit)"
+#: the default when the data do not say otherwise (see :func:`default_formula`)
+DEFAULT_FORMULA = f"correct ~ condition + {RANDOM}"
+
+FORMULA_HELP = (
+    "model formula in lme4's notation, e.g. 'correct ~ condition + (1 | participant) + (1 | unit)', "
+    "'correct ~ basis * layer + (1 | participant) + (1 | unit)' or "
+    "'correct ~ factor(block) + relevel(condition, ref=\"natural\") + (1 | participant)'. Default: "
+    "'correct ~ condition + (1 | participant) + (1 | unit)', or basis in place of condition when every "
+    "condition has a basis of its own. The log-RT and confidence LMMs reuse its right-hand side.")
+
+# What a report section may meet in the data and still render the rest: bad or too few values
+# (ValueError, the export's ExportError among them) and a singular system. A TypeError, NameError or
+# AttributeError is a bug and propagates.
+DATA_ERRORS = (ValueError, np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError)
+
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
+_STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+class ReportError(ValueError):
+    """The report cannot honour its options on these data (a term to test that the data lack)."""
 
 
 def _constituents(text: str) -> list[str]:
-    return [t for t in dict.fromkeys(_IDENT.findall(text)) if t not in ("C", "I", "np", "log", "exp")]
+    """The data variables of a formula part: identifiers that are neither a function's name (``factor(``,
+    ``log(``), a keyword argument (``ref=``) nor inside a quoted level."""
+    text = _STRING.sub(" ", text)
+    out = []
+    for m in _IDENT.finditer(text):
+        tok, rest = m.group(), text[m.end():].lstrip()
+        if rest.startswith("(") or (rest.startswith("=") and not rest.startswith("==")):
+            continue
+        if tok[0] == "." and tok[1:2].isdigit():
+            continue  # a number such as .5
+        out.append(tok)
+    return list(dict.fromkeys(out))
+
+
+def fixed_variables(formula: str) -> list[str]:
+    """The variables of the fixed part, in formula order: the default terms to test."""
+    return _constituents(parse_formula(formula).fixed)
 
 
 def drop_variables(formula: str, drop) -> str:
@@ -44,11 +90,11 @@ def drop_variables(formula: str, drop) -> str:
     drop = set(drop)
     terms = []
     for term in (t.strip() for t in parsed.fixed.split("+")):
-        names = set(_IDENT.findall(term))
+        names = set(_constituents(term))
         if not names & drop:
             terms.append(term)
         elif "*" in term and ":" not in term:
-            keep = [f.strip() for f in term.split("*") if not set(_IDENT.findall(f)) & drop]
+            keep = [f.strip() for f in term.split("*") if not set(_constituents(f)) & drop]
             if keep:
                 terms.append(" * ".join(keep))
     fixed = " + ".join(terms) if terms else "1"
@@ -61,15 +107,47 @@ def with_response(formula: str, response: str) -> str:
     return f"{response} ~ {formula.split('~', 1)[1].strip()}"
 
 
-def adapt_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str]]:
-    """Drop fixed-effect variables that are absent or constant in ``data`` (e.g. ``basis`` in a
-    single-basis study); returns the formula to fit and what was changed."""
+def default_formula(data: pd.DataFrame) -> tuple[str, list[str]]:
+    """The model a study's question asks for: ``condition`` as the fixed term, or ``basis`` when every
+    condition has a basis of its own (then the two say the same and basis reads better). When two
+    conditions share a basis (natural vs synthetic references of one basis, two layers), a ``basis``
+    term would pool them, so ``condition`` stays and a note says why."""
+    if "condition" not in data.columns:
+        if "basis" in data.columns:
+            return f"correct ~ basis + {RANDOM}", ["the data have no 'condition' column: the fixed term is basis"]
+        return f"correct ~ 1 + {RANDOM}", ["the data have neither 'condition' nor 'basis': no fixed term"]
+    if "basis" not in data.columns:
+        return DEFAULT_FORMULA, []
+    pairs = data[["condition", "basis"]].dropna().drop_duplicates()
+    per_condition = pairs.groupby("condition")["basis"].nunique()
+    per_basis = pairs.groupby("basis")["condition"].nunique()
+    if len(pairs) and (per_condition == 1).all() and (per_basis == 1).all():
+        return f"correct ~ basis + {RANDOM}", []
+    shared = {b: sorted(map(str, pairs.loc[pairs["basis"] == b, "condition"])) for b in per_basis[per_basis > 1].index}
+    notes = []
+    for b, conds in shared.items():
+        notes.append(f"conditions {', '.join(conds)} share the basis {b}: the model's fixed term is condition, "
+                     "not basis, so that they are not pooled")
+    return DEFAULT_FORMULA, notes
+
+
+def adapt_formula(formula: str, data: pd.DataFrame, allow_drop: bool = True) -> tuple[str, list[str]]:
+    """Drop fixed-effect variables that are absent or constant in ``data``; returns the formula to fit
+    and what was changed. A variable the data lack is an error (:class:`ReportError`) unless
+    ``allow_drop``: the model would otherwise answer a question nobody asked. A constant one (one basis
+    in a single-basis study) is dropped with a note: there is nothing to estimate."""
     parsed = parse_formula(formula)
     notes, drop = [], set()
+    missing = [tok for tok in _constituents(parsed.fixed) if tok not in data.columns]
+    if missing and not allow_drop:
+        raise ReportError(
+            f"the formula's fixed part names {', '.join(repr(m) for m in missing)}, which the data lack "
+            f"(columns: {', '.join(map(str, data.columns))}); fix the formula or pass --allow-drop to fit "
+            "without it")
     for tok in _constituents(parsed.fixed):
         if tok not in data.columns:
             drop.add(tok)
-            notes.append(f"'{tok}' is not a column of the data: dropped from the fixed effects")
+            notes.append(f"'{tok}' is not a column of the data: dropped from the fixed effects (--allow-drop)")
         elif data[tok].nunique(dropna=True) < 2:
             drop.add(tok)
             notes.append(f"the data has a single {tok} ({data[tok].dropna().iloc[0]!r}): "
@@ -79,40 +157,135 @@ def adapt_formula(formula: str, data: pd.DataFrame) -> tuple[str, list[str]]:
     return drop_variables(formula, drop), notes
 
 
-def _fit_with_lrt(cls, formula: str, data: pd.DataFrame, effect: str, fit_kw: dict) -> dict:
-    """Fit ``formula``; when it involves ``effect``, also the model without it and their
-    likelihood-ratio test. Returns {formula, fit (MixedResult), lrt (dict or None)}."""
-    fit = cls.from_formula(formula, data).fit(**fit_kw)
-    out = {"formula": formula, "fit": fit, "lrt": None}
-    if effect in _constituents(parse_formula(formula).fixed):
-        small_formula = drop_variables(formula, {effect})
+def from_formula(cls, formula, data, strict, **kw):
+    """``cls.from_formula``, with ``strict=True`` passed only when asked for: a model class whose data
+    checks have no strict mode says so instead of failing on an unknown keyword."""
+    if strict:
+        if "strict" not in inspect.signature(cls.from_formula).parameters:
+            raise ValueError(f"--strict: {cls.__name__} has no strict data checks in this version")
+        kw["strict"] = True
+    return cls.from_formula(formula, data, **kw)
+
+
+def lrt_rows(cls, formula: str, data: pd.DataFrame, big, terms, fit_kw: dict, strict: bool = False) -> list[dict]:
+    """One likelihood-ratio test per term: the model without every fixed term that involves it, refitted
+    to the same rows, against ``big`` (lme4's ``drop1(fit, test = "Chisq")`` by variable). A term the
+    formula does not involve, or whose reduced model cannot be fitted, gets a row with a note and no χ²."""
+    present = fixed_variables(formula)
+    rows = []
+    for term in terms:
+        if term not in present:
+            rows.append({"term": term, "chisq": None, "df": None, "p": None, "formula_small": None,
+                         "formula_big": formula, "refitted_ml": None,
+                         "note": f"'{term}' is not a fixed term of {formula!r}"})
+            continue
+        small_formula = drop_variables(formula, {term})
         small_kw = dict(fit_kw)
-        # only its likelihood is needed
+        # only the small model's likelihood is needed
         if cls is BinomialGLMM:
             small_kw["se"] = "rx"
         else:
             small_kw["ddf"] = "normal"
-        small = cls.from_formula(small_formula, data).fit(**small_kw)
-        out["lrt"] = {"effect": effect, "formula_small": small_formula, "formula_big": formula,
-                      **lrt(small, fit)}
-    return out
+        try:
+            small = from_formula(cls, small_formula, data, strict).fit(**small_kw)
+            test = lrt(small, big)
+        except DATA_ERRORS as exc:
+            rows.append({"term": term, "chisq": None, "df": None, "p": None, "formula_small": small_formula,
+                         "formula_big": formula, "refitted_ml": None,
+                         "note": f"not tested: {type(exc).__name__}: {exc}"})
+            continue
+        rows.append({"term": term, "chisq": test["chisq"], "df": test["df"], "p": test["p"],
+                     "formula_small": small_formula, "formula_big": formula,
+                     "refitted_ml": bool(test["refitted_ml"]), "note": None})
+    return rows
 
 
-def _lrt_line(t: dict | None) -> str:
-    if not t:
+def _fit_with_lrt(cls, formula, data, terms, fit_kw, strict=False, data_name=None) -> tuple:
+    fit = from_formula(cls, formula, data, strict).fit(**fit_kw)
+    entry = {"formula": formula, "fit": fit.to_dict(data=data_name),
+             "lrt": lrt_rows(cls, formula, data, fit, terms, fit_kw, strict)}
+    return fit, entry
+
+
+def lrt_text(rows: list[dict]) -> str:
+    """The terminal's anova-style table of the likelihood-ratio tests."""
+    if not rows:
         return ""
-    by = " (both refitted by ML)" if t.get("refitted_ml") else ""
-    return (f"Likelihood-ratio test of {t['effect']}: chi2({t['df']}) = {t['chisq']:.3f}, "
-            f"p = {t['p']:.3g}{by}\n  {t['formula_small']}  vs  {t['formula_big']}")
+    by = " (both models refitted by ML)" if any(r.get("refitted_ml") for r in rows) else ""
+    table = pd.DataFrame([{"term": r["term"], "Chisq": r["chisq"], "Df": r["df"], "Pr(>Chisq)": r["p"]}
+                          for r in rows if r["chisq"] is not None])
+    lines = [f"Likelihood-ratio tests, each term dropped in turn{by}:"]
+    if len(table):
+        lines.append(format_table(table))
+    lines += [f"{r['term']}: {r['note']}" for r in rows if r["chisq"] is None]
+    return "\n".join(lines)
 
 
-def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot: int = 2000,
+def _dates(df: pd.DataFrame) -> str | None:
+    """First and last time in the export's server timestamps (the browser's are secondary)."""
+    stamps = []
+    for col in ("participant_started", "server_time", "participant_finished", "trial_served"):
+        if col in df.columns:
+            t = pd.to_datetime(df[col], errors="coerce", utc=True).dropna()
+            if len(t):
+                stamps += [t.min(), t.max()]
+    if not stamps:
+        return None
+    lo, hi = min(stamps), max(stamps)
+    return f"{lo:%Y-%m-%d %H:%M} – {hi:%Y-%m-%d %H:%M} UTC"
+
+
+def _rules_line(excl) -> str:
+    source = _EXCLUSION_SOURCE.get(excl.source, excl.source)
+    counts = "; ".join(f"{name}: {n}" for name, n in excl.counts.items())
+    return source + (f" (participants each rule excludes: {counts})" if counts else "")
+
+
+def report_header(df: pd.DataFrame, excl) -> dict:
+    """The study, its version, participants started / completed / excluded, dates and the rules."""
+    def values(col):
+        return sorted(map(str, df[col].dropna().unique())) if col in df.columns else []
+
+    started = int(df["participant"].nunique()) if "participant" in df.columns else 0
+    completed = None
+    if "participant_status" in df.columns:
+        status = df.groupby("participant")["participant_status"].first()
+        completed = int((status == "completed").sum())
+    elif "participant_finished" in df.columns:
+        completed = int(df.groupby("participant")["participant_finished"].agg(lambda s: s.notna().any()).sum())
+    excluded = int(len(excl.excluded))
+    line = f"{started} started, " + (f"{completed} completed, " if completed is not None else "") + \
+           f"{excluded} excluded, {started - excluded} analysed"
+    return {"study": ", ".join(values("study")) or None, "version": ", ".join(values("study_version")) or None,
+            "participants_started": started, "participants_completed": completed,
+            "participants_excluded": excluded, "participants_line": line, "dates": _dates(df),
+            "rules": _rules_line(excl)}
+
+
+def nobody_left(df: pd.DataFrame, excl) -> str | None:
+    """The true reason every data section is empty, when the exclusions left nobody."""
+    total = int(df["participant"].nunique()) if "participant" in df.columns else 0
+    if total == 0 or excl.kept["participant"].nunique() > 0:
+        return None
+    source = {"study": "the study's rules", "analysis": "the analysis's rules"}.get(excl.source, "the rules")
+    counts = ", ".join(f"{name} {n}" for name, n in excl.counts.items() if n)
+    return (f"all {total} participants are excluded by {source}" + (f": {counts}" if counts else "")
+            + "; rerun with `--exclusions none` to see the data")
+
+
+def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: int = 2000,
                seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
-               effect: str = "basis", exclusions: str = "auto", curves=None) -> dict:
+               tests=None, allow_drop: bool = False, strict: bool = False, exclusions: str = "auto",
+               curves=None, data_name: str | None = None) -> dict:
     """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
     test, RT and confidence) → machine observer vs people per unit (when the export carries
-    ``mis_delta``) → GLMM with the likelihood-ratio test of ``effect`` → REML LMMs of log RT and
-    confidence on the same terms → plots → ``report.html`` and ``results.json``.
+    ``mis_delta``) → GLMM of ``formula`` with a likelihood-ratio test per term → REML LMMs of log RT and
+    confidence on the same terms → plots (PNG at 300 dpi and SVG) → ``report.html`` and ``results.json``
+    (docs/contracts.md §4).
+
+    ``formula``: None for :func:`default_formula`. ``tests``: the variables to test (default: every
+    fixed variable of the formula). ``allow_drop``: fit without formula variables the data lack
+    (otherwise :class:`ReportError`). ``strict``: the fitting side's data checks refuse rather than drop.
 
     ``exclusions`` (see :func:`analysis.exclusions.exclude`): by default the study's own flags when
     the export carries them and no ``exclusion_options`` are given, else the analysis's rules.
@@ -125,12 +298,17 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     kept = excl.kept
     main = main_trials(kept)
     notes: list[str] = []
+    header = report_header(df, excl)
+    blocked = nobody_left(df, excl)
 
     def section(name, compute, default=None):
-        # a section that cannot be computed on these data says so; the rest of the report renders
+        # a section the data cannot support says why; the rest of the report renders. Only data
+        # errors are caught: a bug is not a "not computed" note.
+        if blocked:
+            return default
         try:
             return compute()
-        except Exception as exc:
+        except DATA_ERRORS as exc:
             notes.append(f"{name} not computed: {type(exc).__name__}: {exc}")
             return default
 
@@ -156,20 +334,25 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
         figure("Per-unit accuracy per condition (one point per unit)",
                lambda: plot_unit_accuracy(units, out / "unit_accuracy"))
     if "rt_ms" in main.columns and pd.to_numeric(main["rt_ms"], errors="coerce").gt(0).any():
-        figure("Response time per condition (box: quartiles, whiskers 1.5 IQR)",
+        figure("Response time per condition (box: quartiles, whiskers 1.5 IQR of log RT)",
                lambda: plot_rt(main, out / "rt"))
     if "confidence" in main.columns and main["confidence"].notna().any():
         figure("Confidence ratings per condition", lambda: plot_confidence(main, out / "confidence"))
-    results = {"exclusions": excl.to_dict(), "descriptives": desc, "machine": None, "model": None,
-               "lrt": None, "lmm": {}, "notes": notes}
+    results = {"schema_version": SCHEMA_VERSION, "command": "report", "data": data_name,
+               "header": {k: v for k, v in header.items() if k != "participants_line"},
+               "exclusions": excl.to_dict(), "descriptives": desc, "machine": None,
+               "machine_note": None, "formula": None, "tests": None, "model": None, "lmm": {},
+               "blocked": blocked, "notes": notes}
     machine, machine_note = None, None
-    if not has_machine_deltas(kept):
+    if blocked:
+        machine_note = blocked
+    elif not has_machine_deltas(kept):
         machine_note = ("skipped: the export has no mis_delta (the machine's Δ per trial; units "
                         "whose measures carry mis_deltas give one)")
     else:
         try:
             machine = MachineObserver(kept).fit()
-        except Exception as exc:
+        except DATA_ERRORS as exc:
             machine_note = f"not computed: {exc}"
     if machine is not None:
         results["machine"] = machine.to_dict()
@@ -178,49 +361,63 @@ def run_report(df: pd.DataFrame, out_dir, formula: str = DEFAULT_FORMULA, n_boot
     else:
         results["machine_note"] = machine_note
     model_text, lmm_texts = "", {}
-    if fit_model and main.empty:
+    if fit_model:
+        if formula is None:
+            formula, chosen = default_formula(main if len(main) else df)
+            notes += chosen
+        # a term the data lack is refused before anything is fitted, whoever is left after exclusions
+        adapt_formula(formula, df, allow_drop=allow_drop)
+    if fit_model and blocked:
+        notes.append(f"the models are not fitted: {blocked}")
+    elif fit_model and main.empty:
         notes.append("no main trials remain after the exclusions: the model is not fitted")
     elif fit_model:
-        used, changed = adapt_formula(formula, main)
+        used, changed = adapt_formula(formula, main, allow_drop=allow_drop)
         notes += changed
+        terms = list(tests) if tests else fixed_variables(used)
         results["formula"] = used
+        results["tests"] = terms
         constant = _constant_response(used, main, binomial=True)
         if constant:
             notes.append(f"GLMM not fitted: {constant}")
         else:
             try:
-                g = _fit_with_lrt(BinomialGLMM, used, main, effect, {})
-                results["model"] = g["fit"].to_dict()
-                results["lrt"] = g["lrt"]
-                notes += [f"GLMM: {w}" for w in g["fit"].warnings]
-                model_text = g["fit"].summary() + ("\n\n" + _lrt_line(g["lrt"]) if g["lrt"] else "")
-            except Exception as exc:  # the report still carries descriptives
-                notes.append(f"model not fitted: {exc}")
+                fit, entry = _fit_with_lrt(BinomialGLMM, used, main, terms, {}, strict, data_name)
+                results["model"] = entry
+                notes += [f"GLMM: {w}" for w in fit.warnings]
+                model_text = fit.summary(data=data_name) + ("\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
+            except DATA_ERRORS as exc:  # the report still carries descriptives
+                notes.append(f"GLMM not fitted: {type(exc).__name__}: {exc}")
         for response, frame in _lmm_frames(main).items():
-            f, changed = adapt_formula(with_response(formula, response), frame)
+            f, changed = adapt_formula(with_response(formula, response), frame, allow_drop=allow_drop)
             notes += [f"{response} LMM: {n}" for n in changed if n not in notes]
             constant = _constant_response(f, frame, binomial=False)
             if constant:
                 notes.append(f"{response} LMM not fitted: {constant}")
                 continue
+            lmm_terms = [t for t in terms if t in fixed_variables(f)] if tests else fixed_variables(f)
             try:
-                m = _fit_with_lrt(LinearMixedModel, f, frame, effect, {"reml": True})
-            except Exception as exc:
-                notes.append(f"{response} LMM not fitted: {exc}")
+                fit, entry = _fit_with_lrt(LinearMixedModel, f, frame, lmm_terms, {"reml": True}, strict,
+                                           data_name)
+            except DATA_ERRORS as exc:
+                notes.append(f"{response} LMM not fitted: {type(exc).__name__}: {exc}")
                 continue
-            results["lmm"][response] = {"formula": f, "fit": m["fit"].to_dict(), "lrt": m["lrt"]}
-            notes += [f"{response} LMM: {w}" for w in m["fit"].warnings]
-            lmm_texts[response] = m["fit"].summary() + (
-                "\n\n" + _lrt_line(m["lrt"]) if m["lrt"] else "")
+            results["lmm"][response] = entry
+            notes += [f"{response} LMM: {w}" for w in fit.warnings]
+            lmm_texts[response] = fit.summary(data=data_name) + (
+                "\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
     curves_section = _curves_section(curves, main, results)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    (out / "report.html").write_text(
-        _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine,
-              machine_note, curves_section))
+    (out / "results.json").write_text(json.dumps(clean(results), indent=2, default=str))
+    rcols = [c for c in _RTC_COLS if c in rtc.columns]
+    (out / "report.html").write_text(render_report(
+        header=header, results=results, table=table, rtc=rtc, rtc_cols=rcols, units=units,
+        test=test, excl=excl, exclusion_source=_EXCLUSION_SOURCE.get(excl.source, excl.source),
+        model_text=model_text, lmm_texts=lmm_texts, figures=figures, machine=machine,
+        machine_note=machine_note, curves_section=curves_section, blocked=blocked))
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
-    results["text"] = _text(table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
-                            machine_note)
+    results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
+                            machine_note, blocked)
     return results
 
 
@@ -279,7 +476,7 @@ def _curves_section(curves, main: pd.DataFrame, results: dict) -> str:
     per_basis = accuracy_per_basis(main)
     results["curves"] = {"folder": str(curves), "figures": [c.title for c in drawn],
                          "accuracy_per_basis": per_basis.to_dict(orient="records")}
-    return curves_html(drawn, per_basis, _table_html)
+    return curves_html(drawn, per_basis, table_html)
 
 
 def _lmm_frames(main: pd.DataFrame) -> dict:
@@ -310,10 +507,19 @@ _EXCLUSION_SOURCE = {
 }
 
 
-def _text(table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None) -> str:
+def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None,
+          blocked=None) -> str:
+    head = [f"Study: {header['study'] or '(not named in the export)'}"
+            + (f", version {header['version']}" if header.get("version") else ""),
+            f"Participants: {header['participants_line']}"]
+    if header.get("dates"):
+        head.append(f"Dates: {header['dates']}")
+    head += [f"Exclusion rules: {header['rules']}", ""]
+    if blocked:
+        head += [blocked, ""]
     cols = [c for c in _ACC_COLS if c in table.columns]
-    parts = ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
-             format_table(table[cols]) if len(table) else "(no main trials)"]
+    parts = head + ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
+                    format_table(table[cols]) if len(table) else f"({blocked or 'no main trials'})"]
     rcols = [c for c in _RTC_COLS if c in rtc.columns]
     if len(rcols) > 1:
         parts += ["", "Response time (s) and confidence per condition: median, quartiles, IQR",
@@ -334,103 +540,3 @@ def _text(table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, ma
     for response, text in lmm_texts.items():
         parts += ["", f"LMM for {response}", text]
     return "\n".join(parts)
-
-
-def _table_html(df: pd.DataFrame, cols=None) -> str:
-    if df is None or df.empty:
-        return "<p>None.</p>"
-    d = df[[c for c in cols if c in df.columns]] if cols else df
-    return ('<div class="scroll">' + d.to_html(index=False, border=0, na_rep="",
-                                              float_format=lambda v: f"{v:.4g}") + "</div>")
-
-
-def _figure_html(caption: str, paths) -> str:
-    png = next(p for p in paths if p.suffix == ".png")
-    b64 = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{html.escape(caption)} (also {html.escape(png.stem)}.svg)</figcaption></figure>")
-
-
-def _machine_html(machine, machine_note, figure: str) -> str:
-    esc = html.escape
-    if machine is None:
-        return f"<p class=note>{esc(machine_note or 'skipped')}</p>"
-    pct = f"{100 * machine.level:g} %"
-    cond_cols = ["condition", "basis", "layer", "units", "trials", "human_accuracy", "human_ci_low",
-                 "human_ci_high", "machine_accuracy", "stored_mis", "mean_delta"]
-    unit_cols = ["unit", "basis", "layer", "condition", "trials", "human_accuracy", "human_ci_low",
-                 "human_ci_high", "machine_accuracy", "stored_mis", "mean_delta"]
-    return (
-        "<p>The machine observer of the Machine Interpretability Score (Zimmermann, Klindt &amp; Brendel "
-        "2024) predicts a correct answer with probability σ(α·Δ), Δ being the machine's evidence for the "
-        "query pair a trial showed. α is fitted to people's answers on main trials by maximum likelihood: "
-        f"<strong>{esc(machine.alpha_line())}</strong>. Machine accuracy is the mean of σ(α·Δ) over the "
-        f"trials people answered; the stored MIS is the unit's score at α = {machine.default_alpha:g}. "
-        f"People's intervals are {pct} Wilson score intervals.</p>"
-        "<h3>Per condition</h3>" + _table_html(machine.conditions, cond_cols)
-        + f"<h3>Correlation of people's and the machine's accuracy across units ({pct} CI: Fisher z; "
-          "Spearman with Bonett &amp; Wright's standard error)</h3>"
-        + _table_html(machine.correlation_table()) + figure
-        + f"<details><summary>Every unit ({len(machine.units)} rows)</summary>"
-        + _table_html(machine.units, unit_cols) + "</details>"
-        + "".join(f"<p class=note>{esc(n)}</p>" for n in machine.notes)
-    )
-
-
-def _html(results, table, rtc, units, test, excl, model_text, lmm_texts, figures, machine=None,
-          machine_note=None, curves_section="") -> str:
-    figs = {caption.split(" (")[0]: _figure_html(caption, paths) for caption, paths in figures}
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in excl.notes + results["notes"])
-    esc = html.escape
-    if test is not None:
-        t = test
-        test_html = (f"<p>{esc(t.headline())}</p>"
-                     + _table_html(t.groups) + _table_html(t.pairs)
-                     + "".join(f"<p class=note>{esc(n)}</p>" for n in t.notes))
-    else:
-        test_html = "<p>Fewer than two conditions: no comparison.</p>"
-    lmm_html = "".join(f"<h3>{esc(r)}</h3><pre>{esc(tx)}</pre>" for r, tx in lmm_texts.items())
-    rcols = [c for c in _RTC_COLS if c in rtc.columns]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Analysis report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:.6em 0}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right;font-size:.9em}}
-th{{background:#f0f0f0}}pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:.85em}}
-figure{{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}}
-figure img{{max-width:100%;height:auto;max-height:360px}}figcaption{{font-size:.85em;color:#555}}
-.note{{color:#7a4a00}}.scroll{{overflow-x:auto;max-width:100%}}
-</style>
-</head><body>
-<h1>Analysis report</h1>
-<h2>Accuracy per condition</h2>
-<p>Main trials, catch trials excluded; 95 % bootstrap CIs over participants (ci_*) and units (unit_ci_*).</p>
-{_table_html(table) if len(table) else "<p>No main trials.</p>"}
-{figs.get("Accuracy per condition", "")}
-<h2>Per-unit accuracy</h2>
-{test_html}
-{figs.get("Per-unit accuracy per condition", "")}
-<details><summary>Accuracy of every unit ({len(units)} rows)</summary>{_table_html(units)}</details>
-<h2>Machine observer vs people</h2>
-{_machine_html(machine, machine_note, figs.get("Machine observer vs people per unit", ""))}
-<h2>The network's curves</h2>
-{curves_section}
-<h2>Response time and confidence</h2>
-<p>Median and quartiles per condition (RT in seconds).</p>
-{_table_html(rtc, rcols) if len(rcols) > 1 else "<p>No RT or confidence columns.</p>"}
-{figs.get("Response time per condition", "")}{figs.get("Confidence ratings per condition", "")}
-<h2>Exclusions</h2>
-<p>Rules: {esc(_EXCLUSION_SOURCE.get(excl.source, excl.source))}.
-{results["exclusions"]["participants_kept"]} of {results["exclusions"]["participants_total"]} participants kept.</p>
-{_table_html(excl.excluded) if len(excl.excluded) else "<p>None excluded.</p>"}
-<ul>{notes}</ul>
-<h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
-<pre>{esc(model_text) or "not fitted"}</pre>
-<h2>Linear mixed models (REML)</h2>
-<p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
-tests refit both models by ML.</p>
-{lmm_html or "<p>not fitted (no RT or confidence columns)</p>"}
-</body></html>
-"""

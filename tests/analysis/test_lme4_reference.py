@@ -145,7 +145,8 @@ def test_sleepstudy_satterthwaite_df_and_p_match_lmertest(sleepstudy):
     assert abs(f.loc["(Intercept)", "t"] - 36.838) < 1e-3
     assert rel(f.loc["(Intercept)", "p"], 1.17e-17) < 5e-3
     d = res.to_dict()
-    assert set(d["fixed"][1]) == {"term", "estimate", "std_error", "df", "t", "p"}
+    assert set(d["fixed"][1]) == {"term", "estimate", "std_error", "statistic", "statistic_kind", "df", "p"}
+    assert d["fixed"][1]["statistic_kind"] == "t"
     assert "Satterthwaite" in res.summary() and "Pr(>|t|)" in res.summary()
 
 
@@ -163,7 +164,9 @@ def test_ddf_normal_keeps_the_normal_approximation(sleepstudy):
     f = fixed(res)
     assert "df" not in f.columns
     assert rel(f.loc["Days", "p"], 2 * stats.norm.sf(f.loc["Days", "z"])) < 1e-12
-    assert set(res.to_dict()["fixed"][0]) == {"term", "estimate", "std_error", "z", "p"}
+    row = res.to_dict()["fixed"][0]
+    assert set(row) == {"term", "estimate", "std_error", "statistic", "statistic_kind", "df", "p"}
+    assert row["statistic_kind"] == "z" and row["df"] is None
     with pytest.raises(ValueError, match="ddf"):
         LinearMixedModel.from_formula("Reaction ~ Days + (1 | Subject)", sleepstudy).fit(ddf="kenward")
 
@@ -218,10 +221,10 @@ def test_pastes_nested():
 
 def test_to_dict_shape(cbpp_fit):
     d = cbpp_fit.to_dict()
-    assert set(d) == {"fixed", "random", "loglik", "aic", "bic", "nobs", "converged", "criterion", "ddf",
-                      "singular", "warnings"}
+    assert {"schema_version", "fixed", "random", "random_corr", "groups", "loglik", "aic", "bic", "deviance",
+            "nobs", "converged", "convergence", "criterion", "ddf", "singular", "warnings", "notes"} <= set(d)
     assert d["ddf"] == "normal" and d["singular"] is False
-    assert set(d["fixed"][0]) == {"term", "estimate", "std_error", "z", "p"}
+    assert set(d["fixed"][0]) == {"term", "estimate", "std_error", "statistic", "statistic_kind", "df", "p"}
     assert set(d["random"][0]) == {"group", "term", "variance", "sd"}
     assert "period2" in cbpp_fit.summary()
 

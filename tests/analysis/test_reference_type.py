@@ -35,7 +35,8 @@ def test_a_mapped_column_that_is_not_instr_type():
 def test_report_groups_conditions_by_reference_type(tmp_path):
     df = read_responses(BOROWSKI, "borowski")
     res = run_report(df, tmp_path, n_boot=50, fit_model=False)
-    table = res["text"].split("\n\n")[0]
+    # the text opens with the report's header; the accuracy table is the paragraph after it
+    table = next(p for p in res["text"].split("\n\n") if p.startswith("Accuracy per condition"))
     assert "reference_type" in table and "synthetic" in table
     order = [line.split()[0] for line in table.splitlines() if line.split() and line.split()[0] in
              ("natural", "optimized", "none_pre", "none_post")]

@@ -105,7 +105,7 @@ def test_a_singular_fit_is_reported(tmp_path):
     u = df.loc[m, "unit"].str.rsplit(":", n=1).str[1].astype(int).to_numpy()
     df.loc[m, "correct"] = ((p + u) % 4 != 0).astype(int)
     res = _report(df, tmp_path, "singular")
-    assert res["model"]["singular"] is True
-    assert any("boundary (singular) fit" in w for w in res["model"]["warnings"])
+    assert res["model"]["fit"]["singular"] is True
+    assert any("boundary (singular) fit" in w for w in res["model"]["fit"]["warnings"])
     assert any(n.startswith("GLMM: boundary (singular) fit") for n in res["notes"])
     assert "boundary (singular) fit" in (tmp_path / "singular" / "report.html").read_text()
