@@ -230,3 +230,31 @@ def test_the_preview_offers_and_starts_every_condition(stack, browser, setup):
     assert stack.sql("SELECT count(*) FROM studyapp_participant WHERE study_id = %s AND NOT is_preview",
                      (preview,))[0][0] == 0
     context.close()
+
+
+def test_a_trial_of_a_paradigm_the_page_does_not_know_says_so_and_is_not_answered(stack, browser, setup):
+    """A server newer than the page (a paradigm without a plugin here): a sentence, not a blank page."""
+    slug = slug_of(CASES[0])
+    page = browser.new_page(viewport=VIEWPORT)
+
+    def newer_server(route):
+        reply = route.fetch()
+        body = reply.json()
+        for trial in body["trials"]:
+            trial["paradigm"] = "occlusion_2afc"
+        route.fulfill(response=reply, json=body)
+
+    page.route("**/api/p/*/trials*", newer_server)
+    page.goto(f"{stack.base_url}/s/{slug}/?PROLIFIC_PID=every-unknown&STUDY_ID={slug}&SESSION_ID=s1")
+    page.click("#start")
+    page.click("#consent-agree")
+    page.click("#instructions-continue")
+    page.click("#jspsych-fullscreen-btn")
+    error = page.locator("#study-error-detail")
+    error.wait_for(timeout=20_000)
+    assert "occlusion_2afc" in error.inner_text()
+    assert page.locator(".study-trial").count() == 0
+    assert stack.sql("SELECT count(*) FROM studyapp_response r JOIN studyapp_participant p ON r.participant_id = p.id "
+                     "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = %s AND p.status = 'started'",
+                     (slug,))[0][0] == 0
+    page.close()
