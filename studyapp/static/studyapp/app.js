@@ -359,9 +359,10 @@
     return urls.filter(function (u) { return typeof u === "string" && u; });
   }
 
-  /** The task texts (practice reminder, strategy question) of the participant's paradigm. */
+  /** The task texts (practice reminder, strategy question) of the participant's paradigm; none when
+   *  the page has no plugin for it (the trials then stop with a sentence saying so). */
   function task() {
-    var Plugin = studyTrialKit.plugin(study().paradigm) || studyTrialKit.plugin("reference_2afc");
+    var Plugin = studyTrialKit.plugin(study().paradigm);
     return (Plugin && Plugin.task) || {};
   }
 
