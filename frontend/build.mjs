@@ -1,5 +1,7 @@
 // Copies the browser builds of jsPsych and the plugins the participant front end uses from
 // node_modules into studyapp/static/vendor/jspsych/ under stable names, and writes VERSIONS.txt.
+// Copies axe-core, which only the browser tests load (they inject it into the page), into
+// tests/integration/vendor/: outside static/, so collectstatic never publishes it to participants.
 //
 // Plain Node (no bundler): run `npm ci && npm run build` in frontend/. The output is committed so
 // that a checkout works without Node.
@@ -12,10 +14,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const outDir = path.resolve(here, "..", "studyapp", "static", "vendor", "jspsych");
+const staticDir = path.resolve(here, "..", "studyapp", "static", "vendor", "jspsych");
+const testDir = path.resolve(here, "..", "tests", "integration", "vendor");
 
 // [npm package, file inside the package, output name]
-const FILES = [
+const STATIC_FILES = [
   ["jspsych", "dist/index.browser.min.js", "jspsych.js"],
   ["jspsych", "css/jspsych.css", "jspsych.css"],
   ["@jspsych/plugin-preload", "dist/index.browser.min.js", "plugin-preload.js"],
@@ -23,6 +26,12 @@ const FILES = [
   ["@jspsych/plugin-browser-check", "dist/index.browser.min.js", "plugin-browser-check.js"],
   ["@jspsych/plugin-html-button-response", "dist/index.browser.min.js", "plugin-html-button-response.js"],
   ["@jspsych/plugin-survey-html-form", "dist/index.browser.min.js", "plugin-survey-html-form.js"],
+];
+
+// axe-core's licence (MPL-2.0) asks that its source form stay available: the licence goes beside it.
+const TEST_FILES = [
+  ["axe-core", "axe.min.js", "axe.min.js"],
+  ["axe-core", "LICENSE", "axe-core-LICENSE.txt"],
 ];
 
 function packageDir(name) {
@@ -41,12 +50,12 @@ function stripSourceMap(text) {
     .replace(/\n?\/\*# sourceMappingURL=\S+ \*\/\s*$/u, "\n");
 }
 
-async function main() {
+async function copyAll(files, outDir, label) {
   await rm(outDir, { recursive: true, force: true });
   await mkdir(outDir, { recursive: true });
 
   const versions = new Map();
-  for (const [pkg, file, outName] of FILES) {
+  for (const [pkg, file, outName] of files) {
     const src = path.join(packageDir(pkg), file);
     let text;
     try {
@@ -54,9 +63,9 @@ async function main() {
     } catch (err) {
       throw new Error(`missing ${pkg}/${file}; run \`npm ci\` in frontend/ first (${err.message})`);
     }
-    await writeFile(path.join(outDir, outName), stripSourceMap(text));
+    await writeFile(path.join(outDir, outName), file.endsWith(".js") || file.endsWith(".css") ? stripSourceMap(text) : text);
     if (!versions.has(pkg)) versions.set(pkg, await packageVersion(pkg));
-    console.log(`${pkg}/${file} -> static/vendor/jspsych/${outName}`);
+    console.log(`${pkg}/${file} -> ${label}/${outName}`);
   }
 
   const lines = [
@@ -65,11 +74,16 @@ async function main() {
     ...[...versions.entries()].map(([pkg, v]) => `${pkg} ${v.version} ${v.license}`),
     "",
     "# file <- package/path",
-    ...FILES.map(([pkg, file, outName]) => `${outName} <- ${pkg}/${file}`),
+    ...files.map(([pkg, file, outName]) => `${outName} <- ${pkg}/${file}`),
     "",
   ];
   await writeFile(path.join(outDir, "VERSIONS.txt"), lines.join("\n"));
-  console.log(`wrote ${FILES.length} files and VERSIONS.txt`);
+  console.log(`wrote ${files.length} files and VERSIONS.txt to ${label}`);
+}
+
+async function main() {
+  await copyAll(STATIC_FILES, staticDir, "studyapp/static/vendor/jspsych");
+  await copyAll(TEST_FILES, testDir, "tests/integration/vendor");
 }
 
 main().catch((err) => {

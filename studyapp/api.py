@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import openapi, participation
 from .models import Participant
 from .recruitment import completion_url
-from .texts import render_markdown
+from .texts import instructions_for, render_markdown
 
 MAX_TRIALS_PER_REQUEST = 50
 MAX_BODY_BYTES = 16_384
@@ -133,12 +133,15 @@ def session_payload(participant):
             "url": completion_url(study.completion_url, participant.recruitment_info, study.completion_code),
             "code": study.completion_code,
         }
+    paradigm = participant.condition.paradigm
     return {
         "phase": participation.phase(participant),
         "study": {
             "title": study.title,
+            # the participant's task: the front end's texts around the trials follow it
+            "paradigm": paradigm,
             "consent_html": render_markdown(study.consent_text),
-            "instructions_html": render_markdown(study.instructions_text),
+            "instructions_html": render_markdown(instructions_for(study.instructions_text, paradigm)),
             "debrief_html": render_markdown(study.debrief_text),
             "response_lock_ms": study.response_lock_ms,
             "confidence": study.confidence,

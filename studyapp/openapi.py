@@ -11,6 +11,7 @@ STUDY = {
     "type": "object",
     "properties": {
         "title": {"type": "string"},
+        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip"]},
         "consent_html": {"type": "string"},
         "instructions_html": {"type": "string"},
         "debrief_html": {"type": "string"},

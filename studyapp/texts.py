@@ -39,6 +39,47 @@ You will start with a few practice screens that tell you whether you were right.
 instructions carefully; then press *Continue*.
 """
 
+DEFAULT_STRIP_INSTRUCTIONS = """\
+**What you will do**
+
+Each screen shows two rows of images, **row A** and **row B**. Both rows hold the same images. In one
+row they are sorted by how strongly an artificial neuron responds to them, from *least* on the left to
+*most* on the right; in the other row they are in a random order.
+
+Choose the row whose images change **gradually and steadily** from left to right, and say how sure you
+are with the buttons beside it. The buttons unlock after a moment, so please look at all the images
+first.
+
+You will start with a few practice screens that tell you whether you were right. Please read these
+instructions carefully; then press *Continue*.
+"""
+
+# The default instructions of each paradigm (studyapp.trials.PARADIGMS). A study's own instructions field
+# starts as the reference 2AFC's text (the model's default), which would describe the wrong task to a
+# participant of another paradigm.
+PARADIGM_INSTRUCTIONS = {
+    "reference_2afc": DEFAULT_INSTRUCTIONS,
+    "ordered_strip": DEFAULT_STRIP_INSTRUCTIONS,
+}
+
+
+def _same_text(a, b):
+    # The admin's textarea turns line ends into CRLF and may trim the end: compare what a reader sees.
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def instructions_for(text, paradigm):
+    """The instructions a participant of `paradigm` reads: the researcher's own text when they wrote one,
+    the paradigm's default when the study's field is empty or still holds one of the paradigms' defaults."""
+    if paradigm not in PARADIGM_INSTRUCTIONS:
+        raise ValueError(f"no default instructions for paradigm {paradigm!r}; "
+                         f"expected one of {tuple(PARADIGM_INSTRUCTIONS)}")
+    own = text or ""
+    if own.strip() and not any(_same_text(own, default) for default in PARADIGM_INSTRUCTIONS.values()):
+        return own
+    return PARADIGM_INSTRUCTIONS[paradigm]
+
+
 DEFAULT_DEBRIEF = """\
 Thank you for taking part! Your answers help us find out which explanations of neural networks people
 understand best.

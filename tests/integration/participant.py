@@ -1,7 +1,12 @@
 """A participant's browser, reduced to what the fault tests need: the landing page's start form, the
 experiment page's config, and the JSON API (docs/contracts.md §3), each request on a fresh connection
 and answered with its status, headers, body and duration, so a test sees a 503 as a 503 rather than
-through the front end's retries. Also a raw socket for requests that stop half-way."""
+through the front end's retries. Also a raw socket for requests that stop half-way.
+
+And, for the browser tests (Playwright pages), what every paradigm's trial screen shares: the root
+`.study-trial` with `data-state` (loading, locked, ready), `data-trial-id` and `data-paradigm`, and the
+answer buttons `.study-answer[data-choice][data-confidence]` (studyapp/static/studyapp/trial-kit.js);
+and axe-core, injected into a page to check what assistive technology reads."""
 import http.client
 import json
 import socket
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 
@@ -152,3 +158,61 @@ def read_reply(sock):
     finally:
         sock.close()
     return b"".join(chunks)
+
+
+# ------------------------------------------------------------------ browser pages (Playwright)
+READY_TRIAL = ".study-trial[data-state='ready']"
+# what follows a screen during the trials: a trial, a notice between blocks, or the questionnaire
+NEXT_SCREEN = f"{READY_TRIAL}, #study-notice, #study-questionnaire"
+# frontend/build.mjs copies it here from the npm package; never served to participants
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+# label-content-name-mismatch (WCAG 2.5.3) is one of axe's experimental rules, off unless asked for
+AXE_OPTIONS = {"rules": {"label-content-name-mismatch": {"enabled": True}}}
+
+
+def answer_key(stack, trial_id):
+    return stack.sql("SELECT correct_query FROM studyapp_trial WHERE id = %s", (trial_id,))[0][0]
+
+
+def answer_shown_trial(page, stack, choose_correctly=True, timeout=20_000):
+    """Answers the trial on screen, of any paradigm, with confidence 3 (or the one button when confidence
+    is off); returns its id."""
+    trial = page.locator(READY_TRIAL)
+    trial.wait_for(timeout=timeout)
+    trial_id = int(trial.get_attribute("data-trial-id"))
+    correct = answer_key(stack, trial_id)
+    choice = correct if choose_correctly else {"a": "b", "b": "a"}[correct]
+    confident = page.locator(f".study-answer[data-choice='{choice}'][data-confidence='3']")
+    (confident if confident.count() else page.locator(f".study-answer[data-choice='{choice}']").first).click()
+    return trial_id
+
+
+def play_trials(page, stack, on_trial=None, timeout=20_000):
+    """Answers every trial correctly, passing notices, until the questionnaire shows; calls
+    `on_trial(page, trial_id)` before answering each. Returns the ids answered, in order."""
+    answered = []
+    while True:
+        page.locator(NEXT_SCREEN).first.wait_for(timeout=timeout)
+        if page.locator("#study-questionnaire").count():
+            return answered
+        if page.locator("#study-notice").count():
+            page.click("#notice-continue")
+            page.locator("#study-notice").wait_for(state="detached", timeout=timeout)
+            continue
+        if on_trial is not None:
+            on_trial(page, int(page.locator(READY_TRIAL).get_attribute("data-trial-id")))
+        answered.append(answer_shown_trial(page, stack, timeout=timeout))
+        # the next screen replaces this trial: wait until it has gone, so it is not answered twice
+        page.locator(f".study-trial[data-trial-id='{answered[-1]}']").wait_for(state="detached", timeout=timeout)
+
+
+def axe_violations(page, impacts=("serious", "critical")):
+    """axe-core's violations on the page as it is, of the given impacts: [{id, impact, help, nodes}].
+    The page's context must bypass the Content-Security-Policy (Playwright's `bypass_csp`): the
+    participant pages allow no inline script, and axe arrives as one."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate("""options => axe.run(document, options).then(r => r.violations.map(v => ({
+        id: v.id, impact: v.impact, help: v.help,
+        nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))""", AXE_OPTIONS)
+    return [v for v in found if v["impact"] in impacts]

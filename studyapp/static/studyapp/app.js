@@ -6,8 +6,12 @@
  *   <script id="study-config" type="application/json">{"token": "...", "api_base": "/api/p/<token>/",
  *      "csrf_token": "..."}</script>
  *   <div id="jspsych-target"></div>
- * and loads, in order: vendor/jspsych/jspsych.js, the vendor plugins, plugin-reference-2afc.js and
- * this file.
+ * and loads, in order: vendor/jspsych/jspsych.js, the vendor plugins, trial-kit.js, the paradigms'
+ * trial plugins (plugin-reference-2afc.js, plugin-ordered-strip.js) and this file.
+ *
+ * Paradigms: each trial carries its `paradigm`, and is shown by the plugin registered for it with
+ * studyTrialKit.register() (trial-kit.js explains the contract). This file names no paradigm: a new
+ * one joins by its plugin file alone, loaded before this one.
  *
  * Structure: one looping jsPsych timeline. Each pass runs an asynchronous "step" (a small plugin
  * whose trial() returns a Promise, which jsPsych 8 awaits) that talks to the server and decides
@@ -342,10 +346,24 @@
     },
   };
 
+  /** The images of a trial: its fields that its paradigm's plugin takes as IMAGE parameters. */
   function trialImages(t) {
-    return []
-      .concat(t.query_a ? [t.query_a] : [], t.query_b ? [t.query_b] : [])
-      .concat(t.references_max || [], t.references_min || [], t.strip_a || [], t.strip_b || []);
+    var Plugin = studyTrialKit.plugin(t.paradigm);
+    if (!Plugin) return [];
+    var params = Plugin.info.parameters;
+    var urls = [];
+    Object.keys(params).forEach(function (name) {
+      if (params[name].type !== jsPsychModule.ParameterType.IMAGE || t[name] === undefined || t[name] === null) return;
+      urls = urls.concat(Array.isArray(t[name]) ? t[name] : [t[name]]);
+    });
+    return urls.filter(function (u) { return typeof u === "string" && u; });
+  }
+
+  /** The task texts (practice reminder, strategy question) of the participant's paradigm; none when
+   *  the page has no plugin for it (the trials then stop with a sentence saying so). */
+  function task() {
+    var Plugin = studyTrialKit.plugin(study().paradigm);
+    return (Plugin && Plugin.task) || {};
   }
 
   // ------------------------------------------------------------------ state
@@ -542,15 +560,15 @@
               S.notices.push({
                 id: "practice-repeat",
                 html:
-                  "<h2>Let\u2019s practise once more</h2>" +
+                  "<h1>Let\u2019s practise once more</h1>" +
                   "<p>Not all practice answers were correct. Here is another short practice round.</p>" +
-                  "<p>Remember: choose the centre image that looks more like the <strong>right-hand</strong> (most activating) examples.</p>",
+                  (task().reminder ? "<p>" + task().reminder + "</p>" : ""),
               });
             } else if (S.phase === "main") {
               S.notices.push({
                 id: "practice-done",
                 html:
-                  "<h2>Practice complete</h2>" +
+                  "<h1>Practice complete</h1>" +
                   "<p>Well done. The main part starts now. From here on you will not be told whether your answers are correct.</p>",
               });
             }
@@ -613,6 +631,10 @@
         if (needFullscreen()) { S.screen = "fullscreen"; return Promise.resolve(); }
         return (S.current ? Promise.resolve(S.current) : nextTrial()).then(function (t) {
           if (!t) return decide(); // the phase moved on
+          if (!studyTrialKit.plugin(t.paradigm)) {
+            throw new ApiError(0, "unknown_paradigm", "This page cannot show trials of the kind \u201c" + t.paradigm +
+              "\u201d. Please reload the page; if that does not help, please contact the researchers.");
+          }
           S.current = t;
           if (!S.initialPreloadDone) {
             S.initialPreloadDone = true;
@@ -707,7 +729,7 @@
             var reload = err instanceof ApiError && err.code === "csrf_failed";
             display_element.innerHTML =
               '<div class="study-error" id="study-error" role="alert">' +
-              "<h2>Sorry, there is a problem</h2>" +
+              "<h1>Sorry, there is a problem</h1>" +
               '<p class="study-error-detail" id="study-error-detail">' + escapeHtml(errorText(err)) + "</p>" +
               "<p>Your answers so far are saved. You can try again; if the problem persists, please contact the researchers.</p>" +
               '<button type="button" class="jspsych-btn study-btn" id="study-retry">' +
@@ -752,7 +774,7 @@
   var consentScreen = {
     type: jsPsychHtmlButtonResponse,
     stimulus: function () {
-      return '<div class="study-doc" id="study-consent">' + (study().title ? "<h1>" + escapeHtml(study().title) + "</h1>" : "") +
+      return '<div class="study-doc" id="study-consent"><h1>' + escapeHtml(study().title || "Consent to take part") + "</h1>" +
         (study().consent_html || "") + "</div>";
     },
     choices: ["I agree", "I do not agree"],
@@ -771,7 +793,7 @@
   var declinedScreen = {
     type: jsPsychHtmlButtonResponse,
     stimulus:
-      '<div class="study-doc study-final" id="study-declined"><h2>Thank you</h2>' +
+      '<div class="study-doc study-final" id="study-declined"><h1>Thank you</h1>' +
       "<p>You have chosen not to take part. No further data will be collected.</p>" +
       "<p>You can close this window now.</p></div>",
     choices: [],
@@ -780,7 +802,7 @@
   var instructionsScreen = {
     type: jsPsychHtmlButtonResponse,
     stimulus: function () {
-      return '<div class="study-doc" id="study-instructions">' + (study().instructions_html || "") +
+      return '<div class="study-doc" id="study-instructions"><h1>Instructions</h1>' + (study().instructions_html || "") +
         '<div class="study-keys-help"><p>You can answer with the buttons or with the keyboard: ' +
         (study().confidence === false
           ? "<kbd>1</kbd> or <kbd>\u2190</kbd> for A, <kbd>0</kbd> or <kbd>\u2192</kbd> for B."
@@ -807,7 +829,7 @@
     minimum_width: function () { return windowTooSmall() ? study().min_width || 0 : 0; },
     minimum_height: function () { return windowTooSmall() ? study().min_height || 0 : 0; },
     window_resize_message: function () {
-      return '<div class="study-doc" id="study-resize"><h2>Please make the window larger</h2>' +
+      return '<div class="study-doc" id="study-resize"><h1>Please make the window larger</h1>' +
         "<p>This study needs a browser window of at least " + escapeHtml(study().min_width || 0) + " \u00d7 " +
         escapeHtml(study().min_height || 0) + " pixels. Please maximise the window or zoom out (Ctrl and minus).</p>" +
         '<p>Current size: <span id="browser-check-actual-width"></span> \u00d7 <span id="browser-check-actual-height"></span> ' +
@@ -815,7 +837,7 @@
     },
     resize_fail_button_text: "I cannot make the window any larger",
     exclusion_message: function () {
-      return '<div class="study-doc study-final" id="study-excluded"><h2>Sorry</h2>' +
+      return '<div class="study-doc study-final" id="study-excluded"><h1>Sorry</h1>' +
         "<p>Your browser window is too small for this study. Please return the study; you can reopen the link on a larger screen.</p></div>";
     },
     on_finish: function () { S.browserChecked = true; },
@@ -826,7 +848,7 @@
     fullscreen_mode: true,
     message: function () {
       var again = S.fullscreenAsked;
-      return '<div class="study-doc" id="study-fullscreen">' +
+      return '<div class="study-doc" id="study-fullscreen"><h1>' + (again ? "Back to full screen" : "Full screen") + "</h1>" +
         (again ? "<p>You have left full-screen mode.</p>" : "") +
         "<p>The study runs in full-screen mode. Press the button to continue.</p></div>";
     },
@@ -841,67 +863,81 @@
   var preloadScreen = {
     type: jsPsychPreload,
     images: function () { return S.preloadImages; },
-    message: '<p class="study-preload-msg">Loading images\u2026</p>',
+    message: '<h1 class="study-preload-msg">Loading images\u2026</h1>',
     show_progress_bar: true,
     continue_after_error: true,
     max_load_time: 60000,
   };
 
-  var trialScreen = {
-    type: jsPsychReference2afc,
-    references_min: function () { return S.current.references_min || []; },
-    references_max: function () { return S.current.references_max || []; },
-    query_a: function () { return S.current.query_a; },
-    query_b: function () { return S.current.query_b; },
-    strip_a: function () { return S.current.strip_a || []; },
-    strip_b: function () { return S.current.strip_b || []; },
-    response_lock_ms: function () {
-      var v = study().response_lock_ms;
-      return typeof v === "number" ? v : 1500;
-    },
-    confidence: function () { return study().confidence !== false; },
-    badge: function () {
-      return S.current.block === "practice" ? "Practice" : null;
-    },
-    trial_id: function () { return S.current.id; },
-    data: {
-      block: function () { return S.current.block; },
-      position: function () { return S.current.position; },
-    },
-    on_finish: function (data) {
-      var t = S.current;
-      S.current = null;
-      S.answeredIds.add(t.id);
-      var item = {
-        key: uuid4(),
-        block: t.block,
-        payload: {
-          trial: t.id,
-          idempotency_key: null,
-          choice: data.choice,
-          confidence: study().confidence === false ? null : data.confidence,
-          rt_ms: data.rt_ms,
-          client_time: data.client_time,
-          webdriver: navigator.webdriver === true,
-        },
+  /**
+   * The trial screen of one paradigm: its registered plugin, given the study's settings and, under
+   * the same names, the fields of the trial payload that the plugin takes as parameters.
+   */
+  function trialScreen(paradigm) {
+    var Plugin = studyTrialKit.plugin(paradigm);
+    var common = studyTrialKit.COMMON_PARAMETERS;
+    var node = {
+      type: Plugin,
+      response_lock_ms: function () {
+        var v = study().response_lock_ms;
+        return typeof v === "number" ? v : 1500;
+      },
+      confidence: function () { return study().confidence !== false; },
+      badge: function () { return S.current.block === "practice" ? "Practice" : null; },
+      trial_id: function () { return S.current.id; },
+      data: {
+        block: function () { return S.current.block; },
+        position: function () { return S.current.position; },
+        paradigm: paradigm,
+      },
+      on_finish: onTrialFinish,
+    };
+    Object.keys(Plugin.info.parameters).forEach(function (name) {
+      if (Object.prototype.hasOwnProperty.call(common, name)) return;
+      node[name] = function () {
+        var v = S.current[name];
+        return v === undefined || v === null ? Plugin.info.parameters[name].default : v;
       };
-      var counts = takeAttention();
-      item.payload.focus_losses = counts.focus_losses;
-      item.payload.fullscreen_exits = counts.fullscreen_exits;
-      item.payload.idempotency_key = item.key;
-      var ack = queue.add(item);
-      ack.catch(function () { /* reported by the next step */ });
-      updateProgressBar();
-      S.action = { type: "answer", block: t.block, ack: ack };
-    },
-  };
+    });
+    return {
+      timeline: [node],
+      conditional_function: function () { return S.screen === "trial" && S.current && S.current.paradigm === paradigm; },
+    };
+  }
+
+  function onTrialFinish(data) {
+    var t = S.current;
+    S.current = null;
+    S.answeredIds.add(t.id);
+    var item = {
+      key: uuid4(),
+      block: t.block,
+      payload: {
+        trial: t.id,
+        idempotency_key: null,
+        choice: data.choice,
+        confidence: study().confidence === false ? null : data.confidence,
+        rt_ms: data.rt_ms,
+        client_time: data.client_time,
+        webdriver: navigator.webdriver === true,
+      },
+    };
+    var counts = takeAttention();
+    item.payload.focus_losses = counts.focus_losses;
+    item.payload.fullscreen_exits = counts.fullscreen_exits;
+    item.payload.idempotency_key = item.key;
+    var ack = queue.add(item);
+    ack.catch(function () { /* reported by the next step */ });
+    updateProgressBar();
+    S.action = { type: "answer", block: t.block, ack: ack };
+  }
 
   var feedbackScreen = {
     type: jsPsychHtmlButtonResponse,
     stimulus: function () {
       var ok = S.feedback && S.feedback.correct;
-      return '<div class="study-feedback ' + (ok ? "study-feedback-correct" : "study-feedback-wrong") +
-        '" id="study-feedback" data-correct="' + (ok ? "true" : "false") + '">' + (ok ? "Correct" : "Wrong") + "</div>";
+      return '<h1 class="study-feedback ' + (ok ? "study-feedback-correct" : "study-feedback-wrong") +
+        '" id="study-feedback" data-correct="' + (ok ? "true" : "false") + '">' + (ok ? "Correct" : "Wrong") + "</h1>";
     },
     choices: [],
     trial_duration: FEEDBACK_MS,
@@ -922,18 +958,19 @@
   var AGE_RANGES = ["18\u201324", "25\u201334", "35\u201344", "45\u201354", "55\u201364", "65 or older"];
   var questionnaireScreen = {
     type: jsPsychSurveyHtmlForm,
-    preamble: '<div class="study-doc"><h2>A few last questions</h2><p>All questions are optional.</p></div>',
-    html:
-      '<div class="study-doc study-form" id="study-questionnaire">' +
+    preamble: '<div class="study-doc"><h1>A few last questions</h1><p>All questions are optional.</p></div>',
+    html: function () {
+      return '<div class="study-doc study-form" id="study-questionnaire">' +
       '<label for="q-age">Your age range</label>' +
       '<select id="q-age" name="age_range"><option value="">Prefer not to say</option>' +
       AGE_RANGES.map(function (a) { return '<option value="' + a + '">' + a + "</option>"; }).join("") +
       "</select>" +
-      '<label for="q-strategy">Which strategy did you use to choose between the two centre images?</label>' +
+      '<label for="q-strategy">' + escapeHtml(task().strategy_question || "Which strategy did you use to choose your answers?") + "</label>" +
       '<textarea id="q-strategy" name="strategy" rows="4" maxlength="2000"></textarea>' +
       '<label for="q-problems">Did anything go wrong or was anything unclear?</label>' +
       '<textarea id="q-problems" name="problems" rows="3" maxlength="2000"></textarea>' +
-      "</div>",
+      "</div>";
+    },
     button_label: "Submit and finish",
     autofocus: "q-strategy",
     on_finish: function (data) {
@@ -947,7 +984,7 @@
     stimulus: function () {
       var c = S.completion || {};
       var url = c.url || "";
-      var html = '<div class="study-doc study-final" id="study-done"><h2>Thank you!</h2>' +
+      var html = '<div class="study-doc study-final" id="study-done"><h1>Thank you!</h1>' +
         "<p>You have completed the study.</p>";
       if (study().debrief_html) html += '<div class="study-debrief">' + study().debrief_html + "</div>";
       if (c.code) {
@@ -994,12 +1031,12 @@
         when("browser-check", browserCheckScreen),
         when("fullscreen", fullscreenScreen),
         when("preload", preloadScreen),
-        when("trial", trialScreen),
+      ].concat(studyTrialKit.paradigms().map(trialScreen), [
         when("feedback", feedbackScreen),
         when("notice", noticeScreen),
         when("questionnaire", questionnaireScreen),
         when("done", doneScreen),
-      ],
+      ]),
       loop_function: function () { return true; },
     };
     jsPsych.run([loop]);

@@ -1,0 +1,51 @@
+"""The instructions follow the participant's paradigm unless the researcher wrote their own, and the
+session tells the front end the paradigm it dispatches the trials and its texts by."""
+import pytest
+
+from studyapp import texts
+from studyapp.trials import PARADIGMS
+from tests.studyapp.conftest import make_study
+from tests.studyapp.test_api import api, arrive
+
+
+def test_every_paradigm_has_default_instructions_of_its_own():
+    assert set(texts.PARADIGM_INSTRUCTIONS) == set(PARADIGMS)
+    assert len(set(texts.PARADIGM_INSTRUCTIONS.values())) == len(PARADIGMS)
+    assert "row A" in texts.PARADIGM_INSTRUCTIONS["ordered_strip"]
+    assert "centre" in texts.PARADIGM_INSTRUCTIONS["reference_2afc"]
+
+
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+@pytest.mark.parametrize("stored", ["", "   \n", texts.DEFAULT_INSTRUCTIONS, texts.DEFAULT_STRIP_INSTRUCTIONS,
+                                    # the admin's textarea sends CRLF line ends and drops the final one
+                                    texts.DEFAULT_INSTRUCTIONS.replace("\n", "\r\n").rstrip()])
+def test_an_unset_or_default_text_gives_the_paradigms_default(stored, paradigm):
+    assert texts.instructions_for(stored, paradigm) == texts.PARADIGM_INSTRUCTIONS[paradigm]
+
+
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_the_researchers_own_text_is_kept_for_every_paradigm(paradigm):
+    own = texts.DEFAULT_INSTRUCTIONS + "\nAlso: take a break between blocks if you like.\n"
+    assert texts.instructions_for(own, paradigm) == own
+
+
+def test_an_unknown_paradigm_is_refused_by_name():
+    with pytest.raises(ValueError, match="occlusion_2afc"):
+        texts.instructions_for("", "occlusion_2afc")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_the_session_names_the_paradigm_and_its_instructions(client, paradigm):
+    study = make_study()
+    study.conditions.update(paradigm=paradigm)
+    participant = arrive(client, study)
+    status, session = api(client, participant, "session")
+    assert status == 200 and session["study"]["paradigm"] == paradigm
+    expected = texts.render_markdown(texts.PARADIGM_INSTRUCTIONS[paradigm])
+    assert session["study"]["instructions_html"] == expected
+
+    study.instructions_text = "Our own instructions."
+    study.save()
+    status, session = api(client, participant, "session")
+    assert session["study"]["instructions_html"] == "<p>Our own instructions.</p>"
