@@ -3,7 +3,9 @@
 
 Called by the Celery task (a GPU worker) and, in the embedded default with no broker, in process.
 """
+import functools
 import logging
+import os
 import shutil
 
 from . import lifecycle
@@ -75,8 +77,67 @@ def generate_and_import(job, progress, given=None):
             shutil.rmtree(stale, ignore_errors=True)
         config = pipeline_config(job)
         pipeline.run(config, out_dir, progress=progress, **(given(config) if given is not None else {}))
-    StimulusJob.objects.filter(pk=job.pk).update(stage="import")
+    StimulusJob.objects.filter(pk=job.pk).update(stage="import", progress=0)
     import_artifact(job, out_dir)
     n_units = job.units.count()
     log.info("stimulus job %s imported %d units", job.pk, n_units)
     return n_units
+
+
+def network_spec(network):
+    """What the pipeline loads for a Network row (as `pipeline_config` names it): the spec, and the
+    architecture of a checkpoint."""
+    if network.source == network.Source.CHECKPOINT:
+        return network.checkpoint, network.name
+    return network.name, None
+
+
+@functools.lru_cache(maxsize=64)
+def _layers_of(spec, architecture, stamp):
+    from stimuli.layers import list_layers
+    from stimuli.networks import DEMO_NAME, DemoNet, load_network, load_torchvision
+
+    # Layer names depend on the architecture only, never on the weights: build it without them, so a
+    # form lists the layers without training the demo network or reading a torchvision weights file.
+    if spec == DEMO_NAME:
+        model = DemoNet()
+    elif architecture is None:
+        model = load_torchvision(spec, weights=None).model
+    else:
+        model = load_network(spec, architecture=architecture, allow_download=False).model
+    return tuple(list_layers(model))
+
+
+def network_layers(network):
+    """The names `python -m stimuli layers` prints for the network: what a job's layer may be.
+    Raises ValueError (the loader's own words) when the network cannot be built here."""
+    from stimuli.networks import NetworkLoadError
+
+    spec, architecture = network_spec(network)
+    # A checkpoint file replaced in place is read again.
+    stamp = os.stat(spec).st_mtime_ns if architecture is not None and os.path.isfile(spec) else None
+    try:
+        return list(_layers_of(spec, architecture, stamp))
+    except (NetworkLoadError, OSError, RuntimeError) as exc:
+        raise ValueError(f"the layers of network {network} cannot be listed: {exc}") from None
+
+
+# The stages a stimulus job's row passes through, in order: a sharded job lists its image folder
+# first ("listing", studyapp.shards), every job runs the pipeline's stages, and then imports.
+def job_stages():
+    from stimuli.pipeline import STAGES
+
+    return ("listing", *STAGES, "import")
+
+
+def overall_progress(job, stages):
+    """(stage number from 1, number of stages, overall percent) of a job whose row says it is at
+    `job.stage` with `job.progress` percent of that stage done; every stage counts the same, since
+    their durations depend on the network, the image set and the options. A job that skips a stage
+    (an unsharded job's "listing") has done it. None for a stage outside `stages`."""
+    if job.status == job.Status.SUCCEEDED:
+        return len(stages), len(stages), 100.0
+    if job.stage not in stages:
+        return None
+    i = stages.index(job.stage)
+    return i + 1, len(stages), 100 * (i + job.progress / 100) / len(stages)

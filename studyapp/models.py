@@ -337,7 +337,8 @@ class Condition(models.Model):
     def unit_exemplars(self):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from."""
-        units = list(self.units().order_by("index").values_list("pk", flat=True))
+        indices = dict(self.units().order_by("index").values_list("pk", "index"))
+        units = list(indices)
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
             lists = defaultdict(lambda: defaultdict(list))
@@ -352,7 +353,7 @@ class Condition(models.Model):
                 _UNIT_EXEMPLARS.clear()
             for pk in missing:
                 _UNIT_EXEMPLARS[pk] = UnitExemplars(
-                    unit_id=pk,
+                    unit_id=pk, key=f"{self.layer}:{self.basis}:{indices[pk]}",
                     references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
                     references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
                     queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
