@@ -253,5 +253,7 @@ class ConditionForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["layer"].widget = LayerSelect("job", choices=_unit_groups("layer"))
-        self.fields["basis"].widget = LayerSelect("job", choices=_unit_groups("basis"))
+        # A field the admin shows read-only (a study with answers) is not in the form.
+        for name in ("layer", "basis"):
+            if name in self.fields:
+                self.fields[name].widget = LayerSelect("job", choices=_unit_groups(name))

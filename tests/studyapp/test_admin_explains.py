@@ -262,3 +262,16 @@ def test_the_catch_ratio_reads_as_a_fraction_and_round_trips_exactly(admin_clien
     with pytest.raises(Exception, match="less than or equal to 0.5"):
         field.clean("2/3")
     assert model_to_dict(study)["catch_ratio"] == 1 / 9
+
+
+@pytest.mark.django_db
+def test_the_monitor_says_why_a_condition_has_no_machine_prediction(admin_client, job):
+    study = make_study(job)
+    study.conditions.filter(basis="pca").update(reference_type="none")
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/").content.decode()
+    assert "— <small>(the stimulus job ran without mis_layer)</small>" in page  # neuron, natural
+    assert "— <small>(the machine observer simulates natural references only)</small>" in page  # pca, none
+    StimulusJob.objects.filter(pk=job.pk).update(parameters={"mis_layer": "fc1"})
+    Unit.objects.filter(job=job, basis="neuron").update(measures={"mis": 0.75})
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/").content.decode()
+    assert "<td>75 %</td>" in page and "without mis_layer" not in page
