@@ -16,8 +16,8 @@ from django.utils.safestring import mark_safe
 from django.views.static import serve
 
 from . import arrivals, checks, jobs, lifecycle, participation, tasks
-from .admin_forms import (ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio, measure_help,
-                          measure_label, mis_reason)
+from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
+                          measure_help, measure_label, mis_reason)
 from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
@@ -277,6 +277,8 @@ class ExemplarInline(admin.TabularInline):
     model = Exemplar
     extra = 0
     can_delete = False
+    # About a hundred rows per unit: folded, so the unit's measures and pictures come first.
+    classes = ["collapse"]
     fields = ["role", "group", "position", "image"]
     readonly_fields = fields
 
@@ -340,8 +342,10 @@ class UnitAdmin(admin.ModelAdmin):
     list_filter = ["job", LayerFilter, BasisFilter]
     list_select_related = ["job"]
     list_per_page = 50
-    readonly_fields = ["job", "layer", "basis", "index", "measures_table", "most_activating", "least_activating",
-                       "attribution_overlays", "first_ordered_strip", "synthetic_vs_natural"]
+    # A unit is what its job's artifact says: shown, never edited (its measures as a table, not a JSON box).
+    fields = readonly_fields = ["job", "layer", "basis", "index", "measures_table", "most_activating",
+                                "least_activating", "attribution_overlays", "first_ordered_strip",
+                                "synthetic_vs_natural"]
     inlines = [ExemplarInline]
     change_list_template = "admin/studyapp/unit/change_list.html"
 
@@ -353,7 +357,10 @@ class UnitAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         legend = [(measure_label(k), measure_help(k)) for k in ("explained_variance_ratio", "influence_direction", "mis")]
-        return super().changelist_view(request, {**(extra_context or {}), "measure_legend": legend})
+        # The navigation sidebar would take 300 of a 1,366 px screen's pixels from the thumbnails; the
+        # breadcrumbs lead back.
+        return super().changelist_view(request, {**(extra_context or {}), "measure_legend": legend,
+                                                 "is_nav_sidebar_enabled": False})
 
     @admin.display(description="job", ordering="job")
     def job_short(self, unit):
@@ -382,12 +389,15 @@ class UnitAdmin(admin.ModelAdmin):
     @admin.display(description="measures")
     def measures_table(self, unit):
         """Each measure on its own row, with what it means; MIS's absence says why."""
-        measures = dict(unit.measures)
+        # The known measures in the order of MEASURES (variance, influence, machine score, ...), then the
+        # rest; a missing machine score keeps its row, saying why it is missing.
+        order = {key: i for i, key in enumerate(MEASURES)}
+        measures = {"mis": None, **unit.measures} if "mis" not in unit.measures else dict(unit.measures)
         rows = []
-        if "mis" not in measures:
-            rows.append((measure_label("mis"), format_html("— ({})", mis_reason(unit)), measure_help("mis")))
-        for key, value in measures.items():
-            if isinstance(value, list):
+        for key, value in sorted(measures.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+            if key == "mis" and not isinstance(value, (int, float)):
+                shown = f"— ({mis_reason(unit)})"
+            elif isinstance(value, list):
                 shown = ", ".join(format_number(v) for v in value[:12]) + (" …" if len(value) > 12 else "")
             elif isinstance(value, dict):
                 shown = ", ".join(f"{k}: {format_number(v)}" for k, v in value.items())

@@ -153,7 +153,8 @@ def test_a_unit_s_measures_are_a_table_and_its_missing_machine_score_says_why(ad
     assert rows["influence (direction)"] == "-0.25"
     assert rows["MIS Δ per query pair"] == "0.5, 1.25"
     assert "the job ran without mis_layer" in rows["machine score (MIS)"]
-    assert '{"explained_variance_ratio"' not in page  # no raw JSON blob
+    assert '{"explained_variance_ratio"' not in page and 'name="measures"' not in page  # no raw JSON blob
+    assert list(rows)[:3] == ["explained variance", "variance rank", "influence"]
 
     StimulusJob.objects.filter(pk=job.pk).update(parameters={"mis_layer": "fc1"}, status="running")
     page = admin_client.get(f"/admin/studyapp/unit/{unit.pk}/change/").content.decode()
