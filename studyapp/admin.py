@@ -355,6 +355,14 @@ class UnitAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("exemplars")
 
+    # Units come from a stimulus job's artifact; a hand-made or hand-edited unit would claim measures
+    # and exemplars no pipeline produced.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
     def changelist_view(self, request, extra_context=None):
         legend = [(measure_label(k), measure_help(k)) for k in ("explained_variance_ratio", "influence_direction", "mis")]
         # The navigation sidebar would take 300 of a 1,366 px screen's pixels from the thumbnails; the

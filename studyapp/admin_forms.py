@@ -240,7 +240,7 @@ def _unit_groups(field):
     groups = {}
     for job_id, value in pairs:
         groups.setdefault(job_id, []).append((value, value))
-    return [("", "— job first —"), *((names[job_id], values) for job_id, values in groups.items())]
+    return [("", "—"), *((names[job_id], values) for job_id, values in groups.items())]
 
 
 class ConditionForm(forms.ModelForm):

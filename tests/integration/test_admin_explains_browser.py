@@ -86,6 +86,10 @@ def test_the_admin_explains_itself_at_1366_px(stack, browser, shots):
     page.goto(f"{stack.base_url}/admin/studyapp/unit/?job__id__exact={job_id}")
     thumbs = page.locator("td.field-least_activating .thumb-grid").first
     thumbs.wait_for()
+    # The thumbnails load lazily: those in view are all loaded before the picture is taken.
+    page.wait_for_function("Array.from(document.querySelectorAll('.thumb-grid img'))"
+                           ".filter(i => i.getBoundingClientRect().top < innerHeight)"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
     box = thumbs.bounding_box()
     results = page.evaluate("(() => { const r = document.querySelector('#changelist .results'); "
                             "return {right: r.getBoundingClientRect().right, scroll: r.scrollWidth, "
@@ -107,6 +111,13 @@ def test_the_admin_explains_itself_at_1366_px(stack, browser, shots):
                    "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}")
     assert page.locator("#id_catch_ratio").input_value() == "1/9"
     assert no_horizontal_scroll(page)
+    # A new condition's layer and basis are those of the job it picks.
+    new_row = page.locator("tr.dynamic-conditions:not(.has_original)").first
+    job_select = new_row.locator("select[name$='-job']")
+    job_select.select_option(str(job_id))
+    layers = new_row.locator("select[name$='-layer'] optgroup:not([disabled]) option").all_inner_texts()
+    bases = new_row.locator("select[name$='-basis'] optgroup:not([disabled]) option").all_inner_texts()
+    assert layers == ["conv2"] and bases == ["neuron", "nmf", "pca"]
     page.screenshot(path=shots / "34-study-page.png", full_page=True)
 
     participant_id = stack.sql("SELECT id FROM studyapp_participant WHERE study_id = %s AND answered > 0 "
