@@ -171,9 +171,7 @@ class StimulusJobAdmin(JobAdmin):
     class Media:
         js = ["studyapp/admin-grouped-select.js"]
 
-    @property
-    def stages(self):
-        return jobs.job_stages()
+    stages = jobs.JOB_STAGES
 
     def changelist_view(self, request, extra_context=None):
         problem = checks.sharding_without_result_backend()

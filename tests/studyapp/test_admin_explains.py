@@ -72,6 +72,36 @@ def test_the_condition_form_offers_the_layers_and_bases_of_each_job_s_units(admi
 
 # --- job progress ----------------------------------------------------------------------------------
 
+def test_the_job_stages_are_the_pipeline_s_between_the_listing_and_the_import():
+    from stimuli.pipeline import STAGES
+    from studyapp.jobs import JOB_STAGES
+
+    assert JOB_STAGES == ("listing", *STAGES, "import")
+
+
+def test_a_network_s_layers_are_listed_once_and_then_read_without_torch(tmp_path, monkeypatch):
+    """The first listing traces the network; any later process reads the kept list and never imports
+    torch, which takes a web worker seconds."""
+    import os
+    import subprocess
+    import sys
+
+    from studyapp import jobs
+
+    monkeypatch.setenv("STIMULI_CACHE_DIR", str(tmp_path))
+    jobs._layers_of.cache_clear()
+    assert jobs.network_layers(Network(name="demo")) == DEMO_LAYERS
+    assert len(list(tmp_path.glob("layers-*.json"))) == 1
+    script = ("import sys, django; django.setup(); from studyapp.jobs import network_layers; "
+              "from studyapp.models import Network; print(network_layers(Network(name='demo'))); "
+              "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "STIMULI_CACHE_DIR": str(tmp_path),
+                              "DJANGO_SETTINGS_MODULE": "studyapp.settings.test"}).stdout.splitlines()
+    assert out == [repr(DEMO_LAYERS), "False"]
+    jobs._layers_of.cache_clear()
+
+
 @pytest.mark.django_db
 def test_job_progress_is_served_as_json_with_the_overall_share_and_the_stage(admin_client, job):
     from stimuli.pipeline import STAGES
