@@ -81,6 +81,11 @@ class JobAdmin(admin.ModelAdmin):
     def get_list_display(self, request):
         return ["__str__", *LIFECYCLE_COLUMNS, *self.result_columns]
 
+    def changelist_view(self, request, extra_context=None):
+        # At 1,366 px the navigation sidebar leaves the list too narrow for its columns; the breadcrumbs
+        # lead back.
+        return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
+
     def get_readonly_fields(self, request, obj=None):
         return [*LIFECYCLE_FIELDS, *self.results]
 

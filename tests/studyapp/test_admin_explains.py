@@ -168,7 +168,8 @@ def test_the_units_list_explains_its_measures_and_filters_by_job_layer_and_basis
 
     assert keys("layer=fc1") == ["fc1:nmf:0"]
     assert keys("basis=pca") == ["conv2:pca:0", "conv2:pca:1"]
-    assert sorted(keys(f"job__id__exact={job.pk}")) == ["conv2:neuron:0", "conv2:neuron:1", "conv2:pca:0", "conv2:pca:1"]
+    assert sorted(keys(f"job__id__exact={job.pk}")) == ["conv2:neuron:0", "conv2:neuron:1", "conv2:pca:0",
+                                                         "conv2:pca:1"]
     assert keys(f"job__id__exact={other.pk}") == ["fc1:nmf:0"]
 
 
@@ -268,7 +269,8 @@ def test_a_prolific_study_shows_its_study_url_ready_to_paste(admin_client, job):
 def test_an_mturk_study_shows_its_external_question_url(admin_client, job, settings):
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "studies.example.org"]
     study = make_study(job, recruitment="mturk")
-    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/", HTTP_HOST="studies.example.org").content.decode()
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/", HTTP_HOST="studies.example.org")
+    page = page.content.decode()
     url = re.search(r'<code id="recruitment-url-1">([^<]+)</code>', page).group(1)
     assert url == f"http://studies.example.org/s/{study.slug}/"
     assert "MTurk appends workerId, assignmentId, hitId, turkSubmitTo" in page
