@@ -108,6 +108,11 @@ def test_the_admin_explains_itself_at_1366_px(stack, browser, shots):
     url = page.locator("#recruitment-url-1").inner_text()
     assert url == (f"{stack.base_url}/s/admin-tour/?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}"
                    "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.base_url)
+    page.click("button[data-copy='recruitment-url-1']")
+    page.wait_for_function("document.querySelector(\"button[data-copy='recruitment-url-1']\").textContent "
+                           "=== 'Copied'", timeout=10_000)
+    assert page.evaluate("navigator.clipboard.readText()") == url
     assert page.locator("#id_catch_ratio").input_value() == "1/9"
     assert no_horizontal_scroll(page)
     # A new condition's layer and basis are those of the job it picks.

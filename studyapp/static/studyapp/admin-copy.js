@@ -10,16 +10,20 @@
       button.textContent = "Copied";
       window.setTimeout(function () { button.textContent = "Copy"; }, 1500);
     };
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done);
-    } else {
-      // Over plain http (a local server) the clipboard API is absent: select the text and copy it.
+    // Over plain http from another host the clipboard API is absent, and a browser may refuse it:
+    // then the text is selected and copied the old way (and stays selected for a manual copy).
+    var fallback = function () {
       var range = document.createRange();
       range.selectNodeContents(document.getElementById(button.dataset.copy));
       var selection = window.getSelection();
       selection.removeAllRanges();
       selection.addRange(range);
       if (document.execCommand("copy")) done();
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, fallback);
+    } else {
+      fallback();
     }
   });
 })();
