@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -18,16 +18,36 @@ from django.utils.safestring import mark_safe
 from django.views.static import serve
 
 from . import arrivals, checks, golive, jobs, lifecycle, participation, tasks, versions
+from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
+                          measure_help, measure_label, mis_reason)
 from .exclusions import participant_evidence
 from .monitor import study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
-                     StudyChange, Unit)
+                     StudyChange, Trial, Unit)
+from .recruitment import PLATFORM_PARAMETERS
 
 THUMBNAILS_PER_ROLE = 9
 # Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and figures, the region analyses' pictures,
 # never its manifest or a folder.
 RESEARCH_PICTURE = re.compile(r"(job-\d+/images|regions)/[0-9a-f]{20}\.png|job-\d+/figures/[\w.-]+\.svg")
+
+
+def recruitment_urls(request, study):
+    """The study's link as its recruitment platform wants it pasted, built from the host the researcher
+    reached the admin on: (platform, URL, what the platform does with it)."""
+    base = request.build_absolute_uri(study.get_absolute_url())
+    if study.recruitment == Study.Recruitment.PROLIFIC:
+        # Prolific replaces {{%NAME%}} by the participant's values when it sends them to the study.
+        id_key, info_keys = PLATFORM_PARAMETERS["prolific"]
+        query = "&".join(f"{key}={{{{%{key}%}}}}" for key in (id_key, *info_keys))
+        return [("Prolific: the study URL (choose \"URL parameters\")", f"{base}?{query}",
+                 "Prolific fills in each participant's id, the study's and the session's.")]
+    if study.recruitment == Study.Recruitment.MTURK:
+        id_key, info_keys = PLATFORM_PARAMETERS["mturk"]
+        return [("MTurk: the ExternalQuestion URL", base,
+                 f"MTurk appends {', '.join((id_key, *info_keys))} to it itself; leave the URL without them.")]
+    return [("Plain link", base, "Anyone with this link can take part; no platform parameters are expected.")]
 
 
 def research_picture_url(path):
@@ -44,28 +64,10 @@ class ImageSetAdmin(admin.ModelAdmin):
     list_display = ["name", "source", "path", "created"]
 
 
-class StimulusJobForm(forms.ModelForm):
-    class Meta:
-        model = StimulusJob
-        fields = ["network", "image_set", "layer", "bases", "n_units", "seed", "parameters"]
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors or not all(k in cleaned for k in ("network", "image_set", "layer")):
-            return cleaned  # a job that has run shows its inputs read-only: nothing to check
-        # The pipeline's own validation, so a bad layer list or parameter is refused here rather than
-        # failing on a GPU worker minutes later.
-        try:
-            jobs.pipeline_config(StimulusJob(**{k: cleaned[k] for k in self.Meta.fields if k in cleaned}))
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return cleaned
-
-
 # Every background job shows its lifecycle with the same columns and fields, and is launched and
 # cancelled with the same actions.
 LIFECYCLE_COLUMNS = ["status", "stage", "progress_percent", "attempts", "created", "finished"]
-LIFECYCLE_FIELDS = ["status", "stage", "progress", "error_text", "attempts", "created", "started", "finished"]
+LIFECYCLE_FIELDS = ["status", "stage", "progress_percent", "error_text", "attempts", "created", "started", "finished"]
 
 
 class JobAdmin(admin.ModelAdmin):
@@ -81,15 +83,64 @@ class JobAdmin(admin.ModelAdmin):
     def get_list_display(self, request):
         return ["__str__", *LIFECYCLE_COLUMNS, *self.result_columns]
 
+    def changelist_view(self, request, extra_context=None):
+        # At 1,366 px the navigation sidebar leaves the list too narrow for its columns; the breadcrumbs
+        # lead back.
+        return super().changelist_view(request, {**(extra_context or {}), "is_nav_sidebar_enabled": False})
+
     def get_readonly_fields(self, request, obj=None):
         return [*LIFECYCLE_FIELDS, *self.results]
 
     def get_fields(self, request, obj=None):
         return [*self.inputs, *self.get_readonly_fields(request, obj)]
 
+    # The stages a job's row passes through, in order, for its overall progress; () where the work
+    # reports one stage only.
+    stages = ()
+
+    class Media:
+        js = ["studyapp/admin-job-progress.js"]
+        css = {"all": ["studyapp/admin-studyapp.css"]}
+
+    def progress_state(self, job):
+        """What the job's progress shows, and what its page's script polls: status, stage and percentages."""
+        position = jobs.overall_progress(job, self.stages) if self.stages else None
+        overall = position[2] if position else (100.0 if job.status == job.Status.SUCCEEDED else job.progress)
+        if job.status == job.Status.SUCCEEDED:
+            text = "done"
+        elif position and job.stage:
+            text = f"stage {position[0]} of {position[1]}: {job.stage} {job.progress:.0f} %"
+        elif job.stage:
+            text = f"{job.stage} {job.progress:.0f} %"
+        else:
+            text = "not started" if job.status == job.Status.QUEUED else ""
+        return {"status": job.status, "status_display": job.get_status_display(), "stage": job.stage or "",
+                "stage_progress": job.progress, "overall": round(overall, 1), "text": text,
+                "active": job.status in (job.Status.QUEUED, job.Status.RUNNING, job.Status.CANCEL_REQUESTED)}
+
     @admin.display(description="progress")
     def progress_percent(self, job):
-        return f"{job.progress:.0f} %"
+        state = self.progress_state(job)
+        url = reverse(f"admin:{job._meta.app_label}_{job._meta.model_name}_progress")
+        return format_html(
+            "<span class='job-progress' data-url='{}' data-pk='{}' data-active='{}'>"
+            "<progress max='100' value='{}'></progress> <span class='job-overall'>{} %</span>"
+            "<span class='job-stage'>{}</span></span>",
+            url, job.pk, "1" if state["active"] else "", state["overall"], f"{state['overall']:.0f}", state["text"])
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        own = [path("progress/", self.admin_site.admin_view(self.progress_view), name="%s_%s_progress" % info)]
+        return own + super().get_urls()
+
+    def progress_view(self, request):
+        """The progress of the jobs named by `pk` (repeated), as JSON, for the script that refreshes
+        the list and the job's page without reloading them."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        wanted = [int(pk) for pk in request.GET.getlist("pk") if pk.isdigit()][:200]
+        rows = self.model.objects.filter(pk__in=wanted)
+        return JsonResponse({"jobs": {str(job.pk): self.progress_state(job) for job in rows}})
 
     @admin.display(description="error")
     def error_text(self, job):
@@ -147,6 +198,11 @@ class StimulusJobAdmin(JobAdmin):
             return super().get_changeform_initial_data(request)
         return {name: getattr(job, StimulusJob._meta.get_field(name).attname) for name in self.inputs}
 
+    class Media:
+        js = ["studyapp/admin-grouped-select.js"]
+
+    stages = jobs.JOB_STAGES
+
     def changelist_view(self, request, extra_context=None):
         problem = checks.sharding_without_result_backend()
         if problem:
@@ -171,7 +227,7 @@ class StimulusJobAdmin(JobAdmin):
     def get_urls(self):
         own = [path("pictures/<path:picture>", self.admin_site.admin_view(self.picture_view),
                     name="studyapp_research_picture")]
-        return own + super().get_urls()
+        return own + super().get_urls()  # the JobAdmin's progress endpoint among them
 
     def picture_view(self, request, picture):
         """A picture of the private artifact store, for researchers who may see stimulus jobs."""
@@ -249,6 +305,8 @@ class ExemplarInline(admin.TabularInline):
     model = Exemplar
     extra = 0
     can_delete = False
+    # About a hundred rows per unit: folded, so the unit's measures and pictures come first.
+    classes = ["collapse"]
     fields = ["role", "group", "position", "image"]
     readonly_fields = fields
 
@@ -269,39 +327,124 @@ def _index_grid(values, grid):
 
 
 def _thumbnails(unit, role):
+    """The unit's first images of a role as a 3 × 3 grid, as a trial shows its references; small in the
+    list so that its columns fit a 1,366 px screen."""
     images = [e.image for e in unit.exemplars.all() if e.role == role and e.group == 0][:THUMBNAILS_PER_ROLE]
-    return format_html_join("", "<img src='{}' width='40' height='40' style='margin:1px;image-rendering:pixelated'>",
-                            ((f"{settings.MEDIA_URL}{image}",) for image in images))
+    if not images:
+        return ""
+    cells = format_html_join("", "<img src='{}' alt='' loading='lazy'>",
+                             ((f"{settings.MEDIA_URL}{image}",) for image in images))
+    return format_html("<div class='thumb-grid'>{}</div>", cells)
+
+
+def _measure_header(key, label=None):
+    """A column header that explains its measure on hover (the list's legend says it in full)."""
+    return format_html("<span class='measure-help' title='{}'>{}</span>", measure_help(key), label or measure_label(key))
+
+
+class UnitMeasureFilter(admin.SimpleListFilter):
+    """Lists a filter's values as they occur among the units (layer, basis)."""
+
+    field = None
+
+    def lookups(self, request, model_admin):
+        values = Unit.objects.order_by(self.field).values_list(self.field, flat=True).distinct()
+        return [(v, v) for v in values]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class LayerFilter(UnitMeasureFilter):
+    title = parameter_name = field = "layer"
+
+
+class BasisFilter(UnitMeasureFilter):
+    title = parameter_name = field = "basis"
 
 
 @admin.register(Unit)
 class UnitAdmin(admin.ModelAdmin):
-    list_display = ["key", "job", "basis", "explained_variance", "influence", "machine_score", "most_activating",
+    list_display = ["key", "job_short", "explained_variance", "influence", "machine_score", "most_activating",
                     "least_activating"]
-    list_filter = ["basis", "layer", "job"]
-    readonly_fields = ["job", "layer", "basis", "index", "measures", "most_activating", "least_activating",
-                       "attribution_overlays", "first_ordered_strip", "synthetic_vs_natural"]
+    list_filter = ["job", LayerFilter, BasisFilter]
+    list_select_related = ["job"]
+    list_per_page = 50
+    # A unit is what its job's artifact says: shown, never edited (its measures as a table, not a JSON box).
+    fields = readonly_fields = ["job", "layer", "basis", "index", "measures_table", "most_activating",
+                                "least_activating", "attribution_overlays", "first_ordered_strip",
+                                "synthetic_vs_natural"]
     inlines = [ExemplarInline]
+    change_list_template = "admin/studyapp/unit/change_list.html"
+
+    class Media:
+        css = {"all": ["studyapp/admin-studyapp.css"]}
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("exemplars")
 
-    @admin.display(description="explained variance")
+    # Units come from a stimulus job's artifact; a hand-made or hand-edited unit would claim measures
+    # and exemplars no pipeline produced.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        legend = [(measure_label(k), measure_help(k)) for k in ("explained_variance_ratio", "influence_direction", "mis")]
+        # The navigation sidebar would take 300 of a 1,366 px screen's pixels from the thumbnails; the
+        # breadcrumbs lead back.
+        return super().changelist_view(request, {**(extra_context or {}), "measure_legend": legend,
+                                                 "is_nav_sidebar_enabled": False})
+
+    @admin.display(description="job", ordering="job")
+    def job_short(self, unit):
+        return format_html("<span title='{}'>#{}</span>", str(unit.job), unit.job_id)
+
+    @admin.display(description=_measure_header("explained_variance_ratio"))
     def explained_variance(self, unit):
         value = unit.measures.get("explained_variance_ratio")
         return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
 
-    @admin.display(description="machine score (MIS)")
+    @admin.display(description=_measure_header("mis", "machine score"))
     def machine_score(self, unit):
         value = unit.measures.get("mis")
-        return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
+        if isinstance(value, (int, float)):
+            return f"{value:.3f}"
+        return format_html("<span class='measure-help' title='{}'>—</span>", mis_reason(unit))
 
-    @admin.display(description="influence")
+    @admin.display(description=_measure_header("influence_direction", "influence"))
     def influence(self, unit):
         value = unit.measures.get("influence_direction", unit.measures.get("influence"))
         if not isinstance(value, (int, float)):
-            return "—"
+            return format_html("<span class='measure-help' title='{}'>—</span>",
+                               "not computed: the job ran without influence_class")
         return f"{value:+.3f} (rank {unit.measures.get('influence_rank', '?')})"
+
+    @admin.display(description="measures")
+    def measures_table(self, unit):
+        """Each measure on its own row, with what it means; MIS's absence says why."""
+        # The known measures in the order of MEASURES (variance, influence, machine score, ...), then the
+        # rest; a missing machine score keeps its row, saying why it is missing.
+        order = {key: i for i, key in enumerate(MEASURES)}
+        measures = {"mis": None, **unit.measures} if "mis" not in unit.measures else dict(unit.measures)
+        rows = []
+        for key, value in sorted(measures.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+            if key == "mis" and not isinstance(value, (int, float)):
+                shown = f"— ({mis_reason(unit)})"
+            elif isinstance(value, list):
+                shown = ", ".join(format_number(v) for v in value[:12]) + (" …" if len(value) > 12 else "")
+            elif isinstance(value, dict):
+                shown = ", ".join(f"{k}: {format_number(v)}" for k, v in value.items())
+            else:
+                shown = format_number(value)
+            rows.append((measure_label(key), shown, measure_help(key)))
+        if not rows:
+            return "—"
+        body = format_html_join("", "<tr><th>{}</th><td>{}</td><td class='help'>{}</td></tr>", rows)
+        return format_html("<table class='measures'><tr><th>measure</th><th>value</th><th>what it means</th></tr>"
+                           "{}</table>", body)
 
     @admin.display(description="most activating")
     def most_activating(self, unit):
@@ -328,7 +471,8 @@ class UnitAdmin(admin.ModelAdmin):
             "<p>synthetic / natural maximum: {} (scores {} vs {})</p>",
             synthetic_max, _thumbnails(unit, Exemplar.Role.REFERENCE_MAX),
             _thumbnails(unit, Exemplar.Role.SYNTHETIC_MIN), _thumbnails(unit, Exemplar.Role.REFERENCE_MIN),
-            ratio, unit.measures.get("synthetic_max_score", "—"), unit.measures.get("natural_max_score", "—"))
+            ratio, format_number(unit.measures.get("synthetic_max_score")),
+            format_number(unit.measures.get("natural_max_score")))
 
     @admin.display(description="ordered strip, lowest first")
     def first_ordered_strip(self, unit):
@@ -361,22 +505,29 @@ class ConditionFormSet(forms.BaseInlineFormSet):
 class ConditionInline(admin.TabularInline):
     model = Condition
     formset = ConditionFormSet
+    form = ConditionForm
     extra = 1
     fields = ["name", "job", "layer", "basis", "reference_type", "paradigm"]
+
+    class Media:
+        js = ["studyapp/admin-grouped-select.js"]
 
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
+    form = StudyForm
+    change_form_template = "admin/studyapp/study/change_form.html"
     list_display = ["title", "slug", "status", "started", "completed", "participant_link", "tools"]
     list_filter = ["status"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
     actions = ["go_live", "pause", "close", "new_version", "duplicate", "export_csv"]
-    readonly_fields = ["version", "previous_version", "change_log"]
+    readonly_fields = ["trial_plan_summary", "version", "previous_version", "change_log"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "status", "version", "previous_version", "seed"]}),
         ("Texts (Markdown)", {"fields": ["consent_text", "instructions_text", "debrief_text"]}),
-        ("Trial plan", {"fields": ["n_practice", "practice_max_attempts", "practice_feedback", "n_main",
+        ("Trial plan", {"fields": ["trial_plan_summary", "n_practice", "practice_max_attempts", "practice_feedback",
+                                   "n_main",
                                    "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
                                    "min_width", "min_height"]}),
         ("Recruitment", {"fields": ["recruitment", "allow_plain_link", "completion_url", "completion_code",
@@ -407,6 +558,20 @@ class StudyAdmin(admin.ModelAdmin):
             n_started=Count("participants"),
             n_completed=Count("participants", filter=Q(participants__status=Participant.Status.COMPLETED)),
         )
+
+    class Media:
+        js = ["studyapp/admin-copy.js"]
+        css = {"all": ["studyapp/admin-studyapp.css"]}
+
+    @admin.display(description="in short")
+    def trial_plan_summary(self, study):
+        if study.pk is None:
+            return "—"
+        n_catch = int(round(study.n_main * study.catch_ratio))
+        return format_html(
+            "{} practice trials (up to {} attempts), then {} main trials of which {} catch trials "
+            "(catch ratio {}); buttons unlock after {} s", study.n_practice, study.practice_max_attempts,
+            study.n_main, n_catch, format_ratio(study.catch_ratio), format_number(study.response_lock_ms / 1000))
 
     @admin.display(description="started", ordering="n_started")
     def started(self, study):
@@ -447,7 +612,8 @@ class StudyAdmin(admin.ModelAdmin):
                 "<input type='hidden' name='csrfmiddlewaretoken' value='{}'>"
                 "<button type='submit'>Make version {} to change them</button></form>",
                 reverse("admin:studyapp_study_new_version", args=[study.pk]), get_token(request), study.version + 1))
-        return super().change_view(request, object_id, form_url, extra_context)
+        extra = {"recruitment_urls": recruitment_urls(request, study)} if study is not None else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
     def new_version_view(self, request, study_id):
         """POST: the study's next version (`versions.new_version`), opened for editing."""
@@ -587,13 +753,99 @@ class StudyChangeAdmin(admin.ModelAdmin):
         return False
 
 
+class PreviewFilter(admin.SimpleListFilter):
+    """Researchers' previews are left out of the participant list unless asked for: they are no one's
+    data (no quota, no export)."""
+
+    title = "who"
+    parameter_name = "who"
+
+    def lookups(self, request, model_admin):
+        return [("previews", "researchers' previews only"), ("all", "participants and previews")]
+
+    def choices(self, changelist):
+        yield {"selected": self.value() is None,
+               "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+               "display": "participants (previews hidden)"}
+        for value, label in self.lookup_choices:
+            yield {"selected": self.value() == value,
+                   "query_string": changelist.get_query_string({self.parameter_name: value}), "display": label}
+
+    def queryset(self, request, queryset):
+        if self.value() == "all":
+            return queryset
+        return queryset.filter(is_preview=self.value() == "previews")
+
+
+class TrialInline(admin.TabularInline):
+    """A participant's trials in their order, each with the answer given: read only."""
+
+    model = Trial
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["position", "block", "kind", "unit_key", "answer", "correct", "confidence",
+                                "rt", "answered_at"]
+    verbose_name = "trial and answer"
+    verbose_name_plural = "trials and answers"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("unit", "response")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @staticmethod
+    def _response(trial):
+        try:
+            return trial.response
+        except Response.DoesNotExist:
+            return None
+
+    @admin.display(description="unit")
+    def unit_key(self, trial):
+        return trial.unit.key
+
+    @admin.display(description="answer")
+    def answer(self, trial):
+        response = self._response(trial)
+        return f"query {response.choice.upper()}" if response else "— (not answered)"
+
+    @admin.display(description="correct")
+    def correct(self, trial):
+        response = self._response(trial)
+        return "—" if response is None else ("yes" if response.correct else "no")
+
+    @admin.display(description="confidence (1–3)")
+    def confidence(self, trial):
+        response = self._response(trial)
+        return "—" if response is None or response.confidence is None else response.confidence
+
+    @admin.display(description="RT")
+    def rt(self, trial):
+        response = self._response(trial)
+        return "—" if response is None else f"{response.rt_ms / 1000:.2f} s"
+
+    @admin.display(description="answered at (server)")
+    def answered_at(self, trial):
+        response = self._response(trial)
+        return "—" if response is None else response.server_time.strftime("%Y-%m-%d %H:%M:%S")
+
+
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["pseudonym", "study", "condition", "status", "answered", "trial_count", "started_at", "finished_at"]
-    list_filter = ["study", "status", "condition"]
+    list_filter = [PreviewFilter, "study", "status", "condition"]
+    list_select_related = ["study", "condition"]
     # The token is the participant's credential: researchers never need to see it.
     readonly_fields = ["integrity", *(f.name for f in Participant._meta.fields if f.name not in ("id", "token"))]
     exclude = ["token"]
+    inlines = [TrialInline]
+
+    class Media:
+        css = {"all": ["studyapp/admin-studyapp.css"]}
 
     @admin.display(description="exclusions and flags")
     def integrity(self, participant):

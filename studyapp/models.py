@@ -468,8 +468,10 @@ _UNIT_EXEMPLARS: dict = {}
 UNIT_EXEMPLARS_CACHED = 4096
 
 
-def _load_unit_exemplars(unit_ids):
-    """Unit pk -> UnitExemplars, in one query."""
+def _load_unit_exemplars(keys):
+    """Unit pk -> UnitExemplars, in one query; `keys`: unit pk -> its key (`conv2:nmf:0`), which messages
+    name it by."""
+    unit_ids = list(keys)
     lists = defaultdict(lambda: defaultdict(list))
     strips = defaultdict(lambda: defaultdict(list))
     exemplars = Exemplar.objects.filter(unit__in=unit_ids).order_by("unit_id", "role", "group", "position")
@@ -479,7 +481,7 @@ def _load_unit_exemplars(unit_ids):
         else:
             lists[unit_id][role].append(image)
     return {pk: UnitExemplars(
-        unit_id=pk,
+        unit_id=pk, key=keys[pk],
         references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
         references_min=lists[pk][Exemplar.Role.REFERENCE_MIN],
         queries_max=lists[pk][Exemplar.Role.QUERY_MAX],
@@ -560,15 +562,17 @@ class Condition(models.Model):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from. `fresh`: read from the database, past the per-process cache (a check that must see
         the rows as they are now)."""
-        units = list(self.units().order_by("index").values_list("pk", flat=True))
+        keys = {pk: f"{self.layer}:{self.basis}:{index}"
+                for pk, index in self.units().order_by("index").values_list("pk", "index")}
+        units = list(keys)
         if fresh:
-            loaded = _load_unit_exemplars(units)
+            loaded = _load_unit_exemplars(keys)
             return [loaded[pk] for pk in units]
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
             if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
                 _UNIT_EXEMPLARS.clear()
-            _UNIT_EXEMPLARS.update(_load_unit_exemplars(missing))
+            _UNIT_EXEMPLARS.update(_load_unit_exemplars({pk: keys[pk] for pk in missing}))
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):

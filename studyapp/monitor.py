@@ -25,6 +25,19 @@ def machine_prediction(condition):
     return mean(scores) if scores else None
 
 
+def machine_prediction_reason(condition):
+    """Why a condition has no machine prediction (None when it has one), as the monitor says beside "—"."""
+    if condition.paradigm != Condition.Paradigm.REFERENCE_2AFC:
+        return "the machine observer simulates the reference 2AFC only"
+    if condition.reference_type != Condition.ReferenceType.NATURAL:
+        return "the machine observer simulates natural references only"
+    if machine_prediction(condition) is not None:
+        return None
+    if not condition.job.parameters.get("mis_layer"):
+        return "the stimulus job ran without mis_layer"
+    return "the condition's units carry no machine score"
+
+
 def main_accuracy(study):
     """Condition pk → (main trials answered, answered correctly), in one grouped query."""
     rows = (
@@ -49,7 +62,7 @@ def study_monitor(study):
         by_condition[p["condition_id"]].append(p)
 
     rows = []
-    for condition in study.conditions.all():
+    for condition in study.conditions.select_related("job"):
         members = by_condition[condition.pk]
         completed = [p for p in members if p["status"] == Participant.Status.COMPLETED]
         durations = [(p["finished_at"] - p["started_at"]).total_seconds() / 60 for p in completed if p["finished_at"]]
@@ -69,6 +82,7 @@ def study_monitor(study):
             "exclusion_rate": len(excluded) / len(completed) if completed else None,
             "main_accuracy": answered[condition.pk][1] / answered[condition.pk][0] if condition.pk in answered else None,
             "machine_accuracy": machine_prediction(condition),
+            "machine_reason": machine_prediction_reason(condition),
         })
     return rows
 

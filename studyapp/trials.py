@@ -32,6 +32,11 @@ class UnitExemplars:
     overlays_max: list = field(default_factory=list)  # aligned with references_max
     synthetic_max: list = field(default_factory=list)  # feature visualizations, strongest first
     synthetic_min: list = field(default_factory=list)
+    key: str = ""  # layer:basis:index, how messages name the unit
+
+    @property
+    def name(self):
+        return self.key or f"#{self.unit_id}"
 
 
 @dataclass
@@ -58,11 +63,11 @@ def _shown_references(unit, reference_type):
         return [], []
     if reference_type == "overlay":
         if len(unit.overlays_max) != len(unit.references_max):
-            raise ValueError(f"unit {unit.unit_id} has no attribution overlay for each maximal reference")
+            raise ValueError(f"unit {unit.name} has no attribution overlay for each maximal reference")
         return list(unit.overlays_max), list(unit.references_min)
     if reference_type in ("synthetic", "mixed"):
         if not unit.synthetic_max or not unit.synthetic_min:
-            raise ValueError(f"unit {unit.unit_id} has no feature visualizations: run its stimulus job with "
+            raise ValueError(f"unit {unit.name} has no feature visualizations: run its stimulus job with "
                              "feature_vis")
         if reference_type == "synthetic":
             return list(unit.synthetic_max), list(unit.synthetic_min)
@@ -88,9 +93,9 @@ def _check_units(units):
         raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
     for unit in units:
         if not unit.queries_max or not unit.queries_min or len(unit.queries_max) != len(unit.queries_min):
-            raise ValueError(f"unit {unit.unit_id} needs paired, non-empty query lists")
+            raise ValueError(f"unit {unit.name} needs paired, non-empty query lists")
         if not unit.references_max or not unit.references_min:
-            raise ValueError(f"unit {unit.unit_id} has no reference images")
+            raise ValueError(f"unit {unit.name} has no reference images")
 
 
 def practice_trials(units, n, reference_type, rng, attempt=1):
@@ -202,7 +207,7 @@ def _check_strips(units):
         raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
     for unit in units:
         if not unit.strips or any(len(strip) < 3 for strip in unit.strips):
-            raise ValueError(f"unit {unit.unit_id} has no ordered strip of at least 3 images in its artifact")
+            raise ValueError(f"unit {unit.name} has no ordered strip of at least 3 images in its artifact")
 
 
 def strip_practice_trials(units, n, rng, attempt=1):
