@@ -206,7 +206,18 @@ class StimulusJobForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "layer" in self.fields:
-            self.fields["layer"].widget = LayerSelect("network", choices=_layer_groups(Network.objects.all()))
+            groups = _layer_groups(Network.objects.all())
+            # A layer given already (a relaunched job's, a bound form's) stays selectable even where this
+            # host cannot list its network's layers, so the form shows what the job asks for.
+            current = self.initial.get("layer") or getattr(self.instance, "layer", "")
+            network = self.initial.get("network") or getattr(self.instance, "network_id", None)
+            network = Network.objects.filter(pk=getattr(network, "pk", network)).first() if network else None
+            listed = {value for _, options in groups[1:] for value, _ in options}
+            if current and network is not None and current not in listed:
+                # In the network's own group: the admin's script shows only the chosen network's group.
+                groups = [(label, [*(o for o in options if o[0]), (current, current)]) if label == str(network)
+                          else (label, options) for label, options in groups]
+            self.fields["layer"].widget = LayerSelect("network", choices=groups)
 
     def clean_bases(self):
         return ",".join(self.cleaned_data["bases"])
