@@ -50,4 +50,4 @@ def test_demo_sets_up_a_live_study_without_any_service(embedded_env, tmp_path):
 
     export = tmp_path / "demo.csv"
     assert "wrote 0 responses" in manage(embedded_env, "export_responses", "demo", "--out", str(export))
-    assert export.read_text().startswith("study,participant,condition,basis,layer")
+    assert export.read_text().startswith("study,study_version,participant,condition,basis,layer")

@@ -146,4 +146,4 @@ def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack
     assert (tmp_path / "report" / "report.html").exists()
     assert stack.sql(DEMO_RESPONSES.format("count(*)") + " AND NOT r.correct")[0][0] == 1
     lines = export.read_text().splitlines()
-    assert len(lines) == 29 and lines[0].startswith("study,participant,condition")
+    assert len(lines) == 29 and lines[0].startswith("study,study_version,participant,condition")
