@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .exclusions import MODES, exclude
-from .load import ExportError, model_trials, normalise, read_responses, read_table
+from .load import ExportError, answered, model_trials, normalise, read_responses, read_table
 from .report import FORMULA_HELP, from_formula
 from .satterthwaite import DDF_METHODS
 from .summary import SCHEMA_VERSION
@@ -111,10 +111,12 @@ def _power(args) -> None:
 def _describe(args) -> None:
     from .descriptives import accuracy_by_condition, describe, rt_confidence_by_condition, unit_accuracy_test
 
-    df = read_responses(args.file, args.map)
+    df, notes = answered(read_responses(args.file, args.map))
     if args.json:
-        print(json.dumps(_envelope("describe", describe(df, n_boot=args.n_boot, seed=args.seed)), indent=2))
+        body = {**describe(df, n_boot=args.n_boot, seed=args.seed), "notes": notes}
+        print(json.dumps(_envelope("describe", body), indent=2))
         return
+    print("\n".join(f"note: {n}" for n in notes) + ("\n" if notes else ""), end="")
     print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
     rtc = rt_confidence_by_condition(df)
     if rtc.shape[1] > 1:
@@ -144,18 +146,20 @@ def _report(args) -> None:
 def _machine(args) -> None:
     from .machine import MachineObserver
 
-    df = read_responses(args.file, args.map)
+    df, notes = answered(read_responses(args.file, args.map))
     excl = exclude(df, args.exclusions, _exclusion_options(args))
     types = None if args.reference_types.strip().lower() == "all" else tuple(
         t.strip() for t in args.reference_types.split(",") if t.strip())
     fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
     if args.json:
-        print(json.dumps(_envelope("machine", {**fit.to_dict(), "exclusions": excl.to_dict()}), indent=2))
+        body = fit.to_dict()
+        body["notes"] = notes + list(body["notes"])
+        print(json.dumps(_envelope("machine", {**body, "exclusions": excl.to_dict()}), indent=2))
         return
     kept = excl.to_dict()
     print(fit.summary())
     print(f"\nparticipants kept: {kept['participants_kept']} of {kept['participants_total']}")
-    print("\n".join(f"note: {n}" for n in excl.notes))
+    print("\n".join(f"note: {n}" for n in notes + excl.notes))
 
 
 def _show_fit(args, fit) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checks import rows_left_out, trial_kinds
+from .checks import drop_nonfinite, rows_left_out, trial_kinds
 
 __all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials",
-           "model_trials", "flag_columns", "integrity_columns", "question_columns", "QUESTION_PREFIX"]
+           "model_trials", "answered", "flag_columns", "integrity_columns", "question_columns", "QUESTION_PREFIX"]
 
 REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
 #: the questionnaire's answers: one column ``q_<question>`` per question (docs/contracts.md §2)
@@ -201,6 +201,14 @@ def read_responses(path, mapping: dict | str | None = None) -> pd.DataFrame:
 def main_trials(df: pd.DataFrame) -> pd.DataFrame:
     """Main, non-catch trials (the ones accuracy is about)."""
     return df[df["trial_kind"] == "main"]
+
+
+def answered(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows whose ``correct`` is known, and a note naming how many were not. An answer without a
+    recorded outcome counts neither as right nor as wrong, so accuracy, catch rules and models all
+    leave it out alike (counted in the trials but not the successes, it would read as wrong)."""
+    kept, notes, _ = drop_nonfinite(df, ["correct"])
+    return kept, [f"{n} from every section" for n in notes]
 
 
 def model_trials(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None, dict[str, int]]:

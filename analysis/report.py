@@ -24,12 +24,12 @@ from .descriptives import (
     unit_accuracy_test,
 )
 from ._json import clean
-from .checks import DataError, drop_nonfinite, rows_left_out, trial_kinds
+from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
-from .load import main_trials
+from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 from .render import render_report, table_html
@@ -298,10 +298,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # an answer without a recorded outcome can count neither as right nor as wrong: it leaves every
-    # section (accuracy, catch rules, models) alike, and the note says how many rows that was
-    df, notes, _ = drop_nonfinite(df, ["correct"])
-    notes = [f"{n} from every section" for n in notes]
+    df, notes = answered(df)
     excl = exclude(df, exclusions, exclusion_options)
     kept = excl.kept
     main = main_trials(kept)

@@ -142,6 +142,28 @@ def test_5_missing_correct_and_trial_kinds_are_notes_of_the_cli_fit(gaps, valid)
     assert f"note: {TRIAL_KINDS}\n" in text and f"note: {missing}\n" in text
 
 
+def test_5_missing_correct_leaves_describe_with_a_note(gaps, valid):
+    """Counted in the trials but not the successes, an answer without an outcome would read as wrong."""
+    doc = valid(json.loads(ok(cli("describe", gaps, "--map", "borowski", "--json", "--n-boot", "20"))))
+    assert doc["notes"] == [f"NaN or infinite values in 'correct': {MISSING_CORRECT} rows dropped from every section"]
+    assert doc["main_trials"] == sum(c["trials"] for c in doc["conditions"]) == 1350 - MISSING_CORRECT
+    assert ok(cli("describe", gaps, "--map", "borowski", "--n-boot", "20")).startswith(
+        f"note: NaN or infinite values in 'correct': {MISSING_CORRECT} rows dropped")
+
+
+def test_5_missing_correct_leaves_the_machine_observer_with_a_note(tmp_path, valid):
+    from analysis.simulate import simulate_machine_responses
+
+    d = simulate_machine_responses(n_participants=12, n_units=6, seed=1)
+    main = d.index[d["trial_kind"] == "main"]
+    d["correct"] = d["correct"].astype(float)
+    d.loc[main[:3], "correct"] = None
+    d.to_csv(tmp_path / "sim.csv", index=False)
+    doc = valid(json.loads(ok(cli("machine", tmp_path / "sim.csv", "--json"))))
+    assert doc["notes"][0] == "NaN or infinite values in 'correct': 3 rows dropped from every section"
+    assert doc["n_trials"] == len(main) - 3
+
+
 def test_5_a_correct_value_neither_missing_nor_0_1_is_one_line(tmp_path):
     """An empty cell is a missing answer (above); 0.5 is no answer at all, and truncating it to 0 would
     change the data silently."""
