@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .exclusions import MODES, exclude
-from .load import ExportError, main_trials, normalise, read_responses, read_table
+from .load import ExportError, answered, model_trials, normalise, read_responses, read_table
 from .report import FORMULA_HELP, from_formula
 from .satterthwaite import DDF_METHODS
 from .summary import SCHEMA_VERSION
@@ -41,13 +41,27 @@ def _envelope(command: str, body: dict) -> dict:
     return {"schema_version": SCHEMA_VERSION, "command": command, **body}
 
 
-def _read_for_model(args):
+def _read_for_model(args) -> tuple:
+    """The rows to fit and what choosing them left out: ``(frame, notes, counts)``. An export's main,
+    non-catch trials unless ``--all-trials``; any other table whole."""
     df = read_table(args.file, args.map)
     if "trial_kind" in df.columns and "correct" in df.columns and not args.all_trials:
         needed = {"participant", "condition", "unit", "trial_kind", "correct"}
         if needed <= set(df.columns):
-            df = main_trials(normalise(df))
-    return df
+            df, note, counts = model_trials(normalise(df))
+            return df, [note] if note else [], counts
+    return df, [], {}
+
+
+def _fit_model(cls, args, fit_kw: dict, **kw):
+    """Fit ``args.formula`` to the rows ``_read_for_model`` chose; the rows the selection left out go
+    first among the fit's notes and counts, so the summary and the JSON say them like the data
+    checks' own."""
+    data, notes, counts = _read_for_model(args)
+    fit = from_formula(cls, args.formula, data, args.strict, **kw).fit(**fit_kw)
+    fit.notes[:0] = notes
+    fit.n_dropped = {**counts, **fit.n_dropped}
+    return fit
 
 
 def _parse_accuracy(text: str) -> dict:
@@ -97,10 +111,12 @@ def _power(args) -> None:
 def _describe(args) -> None:
     from .descriptives import accuracy_by_condition, describe, rt_confidence_by_condition, unit_accuracy_test
 
-    df = read_responses(args.file, args.map)
+    df, notes = answered(read_responses(args.file, args.map))
     if args.json:
-        print(json.dumps(_envelope("describe", describe(df, n_boot=args.n_boot, seed=args.seed)), indent=2))
+        body = {**describe(df, n_boot=args.n_boot, seed=args.seed), "notes": notes}
+        print(json.dumps(_envelope("describe", body), indent=2))
         return
+    print("\n".join(f"note: {n}" for n in notes) + ("\n" if notes else ""), end="")
     print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
     rtc = rt_confidence_by_condition(df)
     if rtc.shape[1] > 1:
@@ -130,18 +146,20 @@ def _report(args) -> None:
 def _machine(args) -> None:
     from .machine import MachineObserver
 
-    df = read_responses(args.file, args.map)
+    df, notes = answered(read_responses(args.file, args.map))
     excl = exclude(df, args.exclusions, _exclusion_options(args))
     types = None if args.reference_types.strip().lower() == "all" else tuple(
         t.strip() for t in args.reference_types.split(",") if t.strip())
     fit = MachineObserver(excl.kept, level=args.level, reference_types=types).fit()
     if args.json:
-        print(json.dumps(_envelope("machine", {**fit.to_dict(), "exclusions": excl.to_dict()}), indent=2))
+        body = fit.to_dict()
+        body["notes"] = notes + list(body["notes"])
+        print(json.dumps(_envelope("machine", {**body, "exclusions": excl.to_dict()}), indent=2))
         return
     kept = excl.to_dict()
     print(fit.summary())
     print(f"\nparticipants kept: {kept['participants_kept']} of {kept['participants_total']}")
-    print("\n".join(f"note: {n}" for n in excl.notes))
+    print("\n".join(f"note: {n}" for n in notes + excl.notes))
 
 
 def _show_fit(args, fit) -> None:
@@ -156,14 +174,13 @@ def _glmm(args) -> None:
     from .glmm import BinomialGLMM
 
     kw = {"trials": args.trials} if args.trials else {}
-    _show_fit(args, from_formula(BinomialGLMM, args.formula, _read_for_model(args), args.strict, **kw).fit())
+    _show_fit(args, _fit_model(BinomialGLMM, args, {}, **kw))
 
 
 def _lmm(args) -> None:
     from .lmm import LinearMixedModel
 
-    model = from_formula(LinearMixedModel, args.formula, _read_for_model(args), args.strict)
-    _show_fit(args, model.fit(reml=args.reml, ddf=args.ddf))
+    _show_fit(args, _fit_model(LinearMixedModel, args, {"reml": args.reml, "ddf": args.ddf}))
 
 
 def main(argv=None) -> int:

@@ -151,7 +151,7 @@ def rows_left_out(kinds: pd.Series, kept) -> tuple[str | None, dict[str, int]]:
         return None, {}
     parts = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     return (f"{n:,} of {len(kinds):,} rows left out by trial kind ({parts}); "
-            f"{len(kinds) - n:,} rows fitted"), {f"trial kind {k}": v for k, v in counts.items()}
+            f"{len(kinds) - n:,} rows kept"), {f"trial kind {k}": v for k, v in counts.items()}
 
 
 def few_values_note(frame: pd.DataFrame, column: str, limit: int = FEW_VALUES) -> str | None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .checks import drop_nonfinite, rows_left_out, trial_kinds
+
 __all__ = ["REQUIRED", "BOROWSKI_MAP", "parse_mapping", "read_table", "read_responses", "main_trials",
-           "flag_columns", "integrity_columns", "question_columns", "QUESTION_PREFIX"]
+           "model_trials", "answered", "flag_columns", "integrity_columns", "question_columns", "QUESTION_PREFIX"]
 
 REQUIRED = ("participant", "condition", "unit", "trial_kind", "correct")
 #: the questionnaire's answers: one column ``q_<question>`` per question (docs/contracts.md §2)
@@ -80,16 +83,32 @@ def read_table(path, mapping: dict | str | None = None) -> pd.DataFrame:
 
 
 def _as01(s: pd.Series) -> pd.Series:
+    """0/1 from booleans, numbers or text (true/false, yes/no, 1/0).
+
+    A missing answer (an empty cell, NaN) stays missing, as a float NaN, rather than failing here
+    with pandas' "cannot convert non-finite values": each consumer then says what it does with it
+    (the models' data checks drop such rows with a note naming the column and the count, the report
+    drops them from every section with one). Without missing values the column is ``int``."""
+    name = s.name if s.name is not None else "correct"
+    missing = np.array(s.isna(), dtype=bool)
     if pd.api.types.is_bool_dtype(s):
-        return s.astype(int)
+        return s.astype(int) if not missing.any() else s.astype("float64")
     if pd.api.types.is_numeric_dtype(s):
-        return s.astype(int)
-    low = s.astype(str).str.strip().str.lower()
-    table = {"true": 1, "false": 0, "1": 1, "0": 0, "yes": 1, "no": 0, "y": 1, "n": 0}
-    bad = sorted(set(low) - set(table))
+        v = s.astype("float64")
+        bad = sorted(set(v[~missing & ~v.isin([0.0, 1.0])].tolist()))
+        if bad:
+            # truncating 0.5 or 2 to an int would change the answer silently
+            raise ExportError(f"column {name!r} has values that are not 0/1: {bad[:5]}")
+        return v if missing.any() else v.astype(int)
+    low = s.astype("string").str.strip().str.lower()
+    missing |= np.array((low == "").fillna(True), dtype=bool)
+    table = {"true": 1, "false": 0, "1": 1, "0": 0, "1.0": 1, "0.0": 0, "yes": 1, "no": 0, "y": 1, "n": 0}
+    bad = sorted(set(low[~missing]) - set(table))
     if bad:
-        raise ExportError(f"column 'correct' has values that are not 0/1: {bad[:5]}")
-    return low.map(table).astype(int)
+        raise ExportError(f"column {name!r} has values that are not 0/1: {bad[:5]}")
+    out = low.map(table).astype("float64")
+    out[missing] = float("nan")
+    return out if missing.any() else out.astype(int)
 
 
 def flag_columns(df: pd.DataFrame) -> list[str]:
@@ -182,6 +201,23 @@ def read_responses(path, mapping: dict | str | None = None) -> pd.DataFrame:
 def main_trials(df: pd.DataFrame) -> pd.DataFrame:
     """Main, non-catch trials (the ones accuracy is about)."""
     return df[df["trial_kind"] == "main"]
+
+
+def answered(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows whose ``correct`` is known, and a note naming how many were not. An answer without a
+    recorded outcome counts neither as right nor as wrong, so accuracy, catch rules and models all
+    leave it out alike (counted in the trials but not the successes, it would read as wrong)."""
+    kept, notes, _ = drop_nonfinite(df, ["correct"])
+    return kept, [f"{n} from every section" for n in notes]
+
+
+def model_trials(df: pd.DataFrame) -> tuple[pd.DataFrame, str | None, dict[str, int]]:
+    """The main, non-catch trials a model of accuracy is fitted to, with the note saying how many rows
+    of each other trial kind (catch, practice, …) that leaves out and those counts by kind, so that no
+    row leaves a fit unsaid (:func:`analysis.checks.rows_left_out`). ``df``: a normalised export."""
+    main = main_trials(df)
+    note, counts = rows_left_out(trial_kinds(df), main.index)
+    return main, note, counts
 
 
 def catch_trials(df: pd.DataFrame) -> pd.DataFrame:

@@ -24,11 +24,12 @@ from .descriptives import (
     unit_accuracy_test,
 )
 from ._json import clean
+from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
-from .load import main_trials
+from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 from .render import render_report, table_html
@@ -186,8 +187,11 @@ def lrt_rows(cls, formula: str, data: pd.DataFrame, big, terms, fit_kw: dict, st
             small_kw["se"] = "rx"
         else:
             small_kw["ddf"] = "normal"
+        # the rows the full model used: where the dropped term's column has missing values, the
+        # smaller model would otherwise gain those rows and the two likelihoods would not compare
+        used = data if big.row_labels is None else data.loc[big.row_labels]
         try:
-            small = from_formula(cls, small_formula, data, strict).fit(**small_kw)
+            small = from_formula(cls, small_formula, used, strict).fit(**small_kw)
             test = lrt(small, big)
         except DATA_ERRORS as exc:
             rows.append({"term": term, "chisq": None, "df": None, "p": None, "formula_small": small_formula,
@@ -294,10 +298,13 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    df, notes = answered(df)
     excl = exclude(df, exclusions, exclusion_options)
     kept = excl.kept
     main = main_trials(kept)
-    notes: list[str] = []
+    left_out, _ = rows_left_out(trial_kinds(kept), main.index)
+    if left_out:
+        notes.append(f"accuracy and the fits use main trials: {left_out}")
     header = report_header(df, excl)
     blocked = nobody_left(df, excl)
 
@@ -384,27 +391,31 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
             try:
                 fit, entry = _fit_with_lrt(BinomialGLMM, used, main, terms, {}, strict, data_name)
                 results["model"] = entry
-                notes += [f"GLMM: {w}" for w in fit.warnings]
+                notes += [f"GLMM: {n}" for n in [*fit.notes, *fit.warnings]]
                 model_text = fit.summary(data=data_name) + ("\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
             except DATA_ERRORS as exc:  # the report still carries descriptives
+                if strict and isinstance(exc, DataError):
+                    raise  # --strict: the data checks refuse, the report is not written
                 notes.append(f"GLMM not fitted: {type(exc).__name__}: {exc}")
-        for response, frame in _lmm_frames(main).items():
+        for key, (response, frame) in _lmm_frames(main).items():
             f, changed = adapt_formula(with_response(formula, response), frame, allow_drop=allow_drop)
-            notes += [f"{response} LMM: {n}" for n in changed if n not in notes]
+            notes += [f"{key} LMM: {n}" for n in changed if n not in notes]
             constant = _constant_response(f, frame, binomial=False)
             if constant:
-                notes.append(f"{response} LMM not fitted: {constant}")
+                notes.append(f"{key} LMM not fitted: {constant}")
                 continue
             lmm_terms = [t for t in terms if t in fixed_variables(f)] if tests else fixed_variables(f)
             try:
                 fit, entry = _fit_with_lrt(LinearMixedModel, f, frame, lmm_terms, {"reml": True}, strict,
                                            data_name)
             except DATA_ERRORS as exc:
-                notes.append(f"{response} LMM not fitted: {type(exc).__name__}: {exc}")
+                if strict and isinstance(exc, DataError):
+                    raise
+                notes.append(f"{key} LMM not fitted: {type(exc).__name__}: {exc}")
                 continue
-            results["lmm"][response] = entry
-            notes += [f"{response} LMM: {w}" for w in fit.warnings]
-            lmm_texts[response] = fit.summary(data=data_name) + (
+            results["lmm"][key] = entry
+            notes += [f"{key} LMM: {n}" for n in [*fit.notes, *fit.warnings]]
+            lmm_texts[key] = fit.summary(data=data_name) + (
                 "\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
     curves_section = _curves_section(curves, main, results)
     (out / "results.json").write_text(json.dumps(clean(results), indent=2, default=str))
@@ -436,7 +447,8 @@ def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
 def _constant_response(formula: str, data: pd.DataFrame, binomial: bool) -> str | None:
     """Why a model of ``formula`` cannot be fitted to ``data`` because its response does not vary
     (every answer correct, a constant rating), else None."""
-    response = parse_formula(formula).response
+    # a transform of one column (log(rt_ms)) is constant where the column is
+    response = _column(parse_formula(formula).response)
     if response not in data.columns:
         return None
     values = pd.to_numeric(data[response], errors="coerce").dropna()
@@ -480,18 +492,27 @@ def _curves_section(curves, main: pd.DataFrame, results: dict) -> str:
 
 
 def _lmm_frames(main: pd.DataFrame) -> dict:
-    """Rows for the LMMs: ``log_rt`` = ln(rt_ms) over positive RTs (unless the data carry a
-    ``log_rt`` column); ``confidence`` where rated."""
+    """The LMMs' responses and rows, by results key: ``log_rt`` models ``log(rt_ms)`` (or the data's own
+    ``log_rt`` column) and ``confidence`` the rating, both where the data carry any value.
+
+    The rows are not filtered here: the fitting side's data checks drop a missing value, and an RT ≤ 0
+    (a recording error; Borowski et al.'s data hold one at −69 ms) that ``log`` cannot take, each with
+    a note naming the column and the count, or refuse it under ``strict``."""
     frames = {}
     if "log_rt" in main.columns:
-        frames["log_rt"] = main.dropna(subset=["log_rt"])
+        frames["log_rt"] = ("log_rt", main.assign(log_rt=pd.to_numeric(main["log_rt"], errors="coerce")))
     elif "rt_ms" in main.columns:
-        rt = pd.to_numeric(main["rt_ms"], errors="coerce")
-        frames["log_rt"] = main[rt > 0].assign(log_rt=np.log(rt[rt > 0]))
+        frames["log_rt"] = ("log(rt_ms)", main.assign(rt_ms=pd.to_numeric(main["rt_ms"], errors="coerce")))
     if "confidence" in main.columns:
-        conf = pd.to_numeric(main["confidence"], errors="coerce")
-        frames["confidence"] = main[conf.notna()].assign(confidence=conf[conf.notna()])
-    return {k: v for k, v in frames.items() if len(v)}
+        frames["confidence"] = ("confidence",
+                                main.assign(confidence=pd.to_numeric(main["confidence"], errors="coerce")))
+    return {k: (response, frame) for k, (response, frame) in frames.items()
+            if frame[_column(response)].notna().any()}
+
+
+def _column(response: str) -> str:
+    """The data column of an LMM's response (``log(rt_ms)`` → ``rt_ms``)."""
+    return response[response.index("(") + 1:-1] if response.endswith(")") else response
 
 
 _ACC_COLS = ["condition", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",

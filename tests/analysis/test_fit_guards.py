@@ -160,7 +160,7 @@ def test_rows_left_out_by_trial_kind():
     kept = d[(d.trial_kind == "main") & ~d["catch"]]
     note, counts = checks.rows_left_out(checks.trial_kinds(d), kept.index)
     assert note == ("510 of 1,860 rows left out by trial kind (catch 180, repeated 180, practice 150); "
-                    "1,350 rows fitted")
+                    "1,350 rows kept")
     assert counts == {"trial kind catch": 180, "trial kind repeated": 180, "trial kind practice": 150}
     assert checks.rows_left_out(checks.trial_kinds(kept), kept.index) == (None, {})
 

@@ -260,7 +260,8 @@ def test_cli_prints_one_line_errors_and_documents_the_formula_syntax(capsys):
     assert main(["lmm", str(LME4 / "sleepstudy.csv"), "--all-trials", "--formula",
                  "Reaction ~ Days + (1 | Subjectz)"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: grouping factor 'Subjectz' is not a column of the data\n"
+    assert err == ("error: 'Subjectz' (grouping factor) is not a column of the data; "
+                   "did you mean 'Subject'?\n")
     with pytest.raises(SystemExit):
         main(["glmm", "--help"])
     helptext = capsys.readouterr().out

@@ -61,10 +61,15 @@ def test_installed_package_imports_from_outside_the_repository(tmp_path):
                    if "__pycache__" not in p.parts}
         installed = {p.relative_to(target / lib) for p in (target / lib).rglob("*.py")}
         assert modules <= installed, sorted(map(str, modules - installed))
+    # the data files the code reads at run time travel with the modules
+    schemas = {p.name for p in (ROOT / "analysis" / "schema").glob("*.json")}
+    assert schemas and schemas <= {p.name for p in (target / "analysis" / "schema").glob("*.json")}
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     code = (f"import sys; sys.path.insert(0, {str(target)!r}); "
             "from analysis.glmm import BinomialGLMM; import analysis, stimuli.config; "
+            "from importlib import resources; import json; "
+            "json.loads((resources.files('analysis') / 'schema' / 'results-v1.json').read_text()); "
             "print(analysis.__file__)")
     run = subprocess.run([sys.executable, "-c", code], cwd=outside, capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})

@@ -177,7 +177,7 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     assert t["chisq"] == pytest.approx(2 * (saved["model"]["fit"]["loglik"] - small.loglik), abs=1e-4)
     assert set(saved["lmm"]) == {"log_rt", "confidence"}
     lm = saved["lmm"]["log_rt"]
-    assert lm["formula"].startswith("log_rt ~ basis") and lm["lrt"][0]["refitted_ml"]
+    assert lm["formula"].startswith("log(rt_ms) ~ basis") and lm["lrt"][0]["refitted_ml"]
     assert lm["fit"]["nobs"] == len(sim)
     # planted log-RT intercept 7.8 (ln ms) within 3 SE
     icpt = lm["fit"]["fixed"][0]
