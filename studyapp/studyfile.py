@@ -266,8 +266,8 @@ def _schema_error(error):
     if error.validator == "required":
         missing = sorted(set(error.validator_value) - set(error.instance))
         return _path(where + [missing[0]]), "missing field"
-    if error.validator == "propertyNames":
-        return _path(where + [error.instance]), "a job's key is job-1, job-2 …"
+    if "propertyNames" in error.absolute_schema_path:
+        return _path(where + [error.instance]), "a job's key is job-1, job-2 … (the order conditions first use them)"
     if error.validator == "const" and where == ["schema_version"]:
         return "schema_version", f"{error.instance!r} is not a version this platform reads (it reads {SCHEMA_VERSION})"
     return _path(where), error.message
