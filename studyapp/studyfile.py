@@ -332,25 +332,33 @@ def _find_job(key, entry, bound):
                        f"job of that network and layer with --job {key}=ID")
 
 
-def _factor_names(value):
-    if value in (None, ""):
+def _items(value):
+    """A design field's entries: a list of strings, or one comma-separated string; nothing for other values
+    (a flag, a number), which name no factor."""
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list):
+        items = [v for v in value if isinstance(v, str)]
+    else:
         return []
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [str(item).strip() for item in items if str(item).strip()]
+    return [item.strip() for item in items if item.strip()]
 
 
-# Study fields of a design that name condition factors (`reference_type`) or levels (`reference_type=synthetic`).
-FACTOR_FIELDS = ("between_factors", "block_group_by", "block_alternate")
+# Study fields of a design that may name condition levels (`reference_type=synthetic`); `between_factors`
+# names condition factors (`reference_type`), `practice_block` a condition or a level. A field with a fixed
+# list of choices says neither (its values are checked by the schema) and is left to it.
+LEVEL_FIELDS = ("between_factors", "block_group_by", "block_alternate", "practice_block")
 
 
-def design_problem(study, conditions, unit_counts, query_percentiles):
+def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
     """The first reason the file's design cannot be satisfied, as (field, message), or None. Each check
     runs where its fields are in the file and is skipped where they are not.
 
     `study`, `conditions`: the file's dicts; `unit_counts[i]`: units condition i has in its job;
-    `query_percentiles[i]`: the band (percent at each end) condition i's job renders queries from."""
+    `query_percentiles[i]`: the band (percent at each end) condition i's job renders queries from;
+    `fixed`: study fields whose values are a fixed list of choices."""
     blocks = study.get("blocks_per_condition")
-    if blocks is not None:
+    if isinstance(blocks, int) and not isinstance(blocks, bool):
         for i, condition in enumerate(conditions):
             if blocks > unit_counts[i]:
                 return ("study.blocks_per_condition",
@@ -358,7 +366,7 @@ def design_problem(study, conditions, unit_counts, query_percentiles):
                         f"{unit_counts[i]} unit{'s' if unit_counts[i] != 1 else ''}: a block would have none")
     for i, condition in enumerate(conditions):
         low, high = condition.get("query_band_low"), condition.get("query_band_high")
-        if low is None or high is None:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
             continue
         served = 100 - query_percentiles[i]
         if not low < high:
@@ -369,22 +377,19 @@ def design_problem(study, conditions, unit_counts, query_percentiles):
                     f"but its job renders queries from the {served:g}-100 band only (query_percentile "
                     f"{query_percentiles[i]:g}); run a job with query_percentile {100 - low:g} or more")
     factors = set(conditions[0]) - {"job"} if conditions else set()
-    for name in FACTOR_FIELDS:
-        for item in _factor_names(study.get(name)):
-            factor, _, level = item.partition("=")
-            if factor not in factors:
-                return f"study.{name}", f"{factor!r} is not a condition factor (they are {', '.join(sorted(factors))})"
-            if level and not any(str(c[factor]) == level for c in conditions):
-                return f"study.{name}", f"no condition has {factor}={level}"
-    practice = study.get("practice_block")
-    if practice not in (None, ""):
-        if "=" in str(practice):
-            for item in _factor_names(practice):
-                factor, _, level = item.partition("=")
-                if factor not in factors or not any(str(c[factor]) == level for c in conditions):
-                    return "study.practice_block", f"no condition has {factor}={level}"
-        elif not any(c["name"] == practice for c in conditions):
-            return "study.practice_block", f"no condition is named {practice!r}"
+    levels = {str(value) for c in conditions for key, value in c.items() if key not in ("job", "name")}
+    for name in LEVEL_FIELDS:
+        if name in fixed:
+            continue
+        for item in _items(study.get(name)):
+            factor, sep, level = item.partition("=")
+            if sep:
+                if not any(str(c.get(factor.strip())) == level.strip() for c in conditions):
+                    return f"study.{name}", f"no condition has {factor.strip()}={level.strip()}"
+            elif name == "between_factors" and item not in factors:
+                return f"study.{name}", f"{item!r} is not a condition factor (they are {', '.join(sorted(factors))})"
+            elif name == "practice_block" and item not in levels and not any(c["name"] == item for c in conditions):
+                return f"study.{name}", f"no condition is named {item!r} or has it as a level"
     return None
 
 
@@ -446,7 +451,8 @@ def import_study(data, slug=None, bindings=None, author=None):
             raise StudyFileError(*_first_error(exc, f"conditions[{i}]")) from None
         conditions.append(condition)
     problem = design_problem(data["study"], data["conditions"], [c.units().count() for c in conditions],
-                             [_query_percentile(c.job) for c in conditions])
+                             [_query_percentile(c.job) for c in conditions],
+                             fixed={f.name for f in study_fields() if f.choices})
     if problem:
         raise StudyFileError(*problem)
 

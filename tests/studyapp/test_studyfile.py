@@ -299,7 +299,11 @@ def test_design_a_factor_level_no_condition_has():
                                  "query_band_high, query_band_low, reference_type)")
     study, conditions = _design(practice_block="warm-up")
     assert design_problem(study, conditions, [3, 3], [10.0, 10.0]) == (
-        "study.practice_block", "no condition is named 'warm-up'")
+        "study.practice_block", "no condition is named 'warm-up' or has it as a level")
+    study, conditions = _design(practice_block="synthetic-1")
+    assert design_problem(study, conditions, [3, 3], [10.0, 10.0]) is None
+    study, conditions = _design(practice_block="warm-up", block_alternate=True)
+    assert design_problem(study, conditions, [3, 3], [10.0, 10.0], fixed={"practice_block"}) is None
 
 
 # --- the schema, the commands and the admin --------------------------------------------------------------------
@@ -374,3 +378,19 @@ def test_admin_exports_and_imports_a_study_file(admin_client):
     assert response.status_code == 302 and response["Location"] == reverse("admin:studyapp_study_change",
                                                                            args=[imported.pk])
     assert imported.status == Study.Status.DRAFT and imported.conditions.count() == 2
+
+
+def test_import_runs_the_design_checks_with_each_conditions_units_and_band(monkeypatch):
+    study, job = _study()
+    data = export_study(study)
+    seen = []
+
+    def refuse(study_row, conditions, unit_counts, query_percentiles, fixed=()):
+        seen.append((unit_counts, query_percentiles, "recruitment" in fixed))
+        return "study.blocks_per_condition", "refused"
+
+    monkeypatch.setattr(studyfile, "design_problem", refuse)
+    studies = Study.objects.count()
+    assert str(_error(data, slug="designed")) == "study.blocks_per_condition: refused"
+    assert seen == [([3, 3], [10.0, 10.0], True)]
+    assert Study.objects.count() == studies
