@@ -394,3 +394,17 @@ def test_import_runs_the_design_checks_with_each_conditions_units_and_band(monke
     assert str(_error(data, slug="designed")) == "study.blocks_per_condition: refused"
     assert seen == [([3, 3], [10.0, 10.0], True)]
     assert Study.objects.count() == studies
+
+
+def test_every_field_a_researcher_sets_is_in_the_file_or_named_as_left_out():
+    # A field a model gains later (a design setting, a condition factor) joins the file by itself; one the
+    # file cannot carry (a relation other than a condition's job) fails here rather than going missing.
+    left_out = {"id", "status", "version", "previous_version", "created", "completion_code"}
+    exported = {f.name for f in studyfile.study_fields()}
+    for field in Study._meta.concrete_fields:
+        if field.editable:
+            assert field.name in exported or field.name in left_out, field.name
+    exported = {f.name for f in studyfile.condition_fields()}
+    for field in Condition._meta.concrete_fields:
+        if field.editable:
+            assert field.name in exported or field.name in {"id", "study"}, field.name
