@@ -189,7 +189,8 @@ def _job_entry(job, digest):
 def run_hint(entry):
     """The job a file's entry names, said as the command that runs it."""
     network, image_set = entry["network"], entry["image_set"]
-    images = "digits" if image_set.get("source") == ImageSet.Source.BUILTIN else image_set.get("path") or image_set["name"]
+    builtin = image_set.get("source") == ImageSet.Source.BUILTIN
+    images = "digits" if builtin else image_set.get("path") or image_set["name"]
     parts = [f"--network {network['name']}"]
     if network.get("weights"):
         parts.append(f"--weights {network['weights']}")
@@ -370,7 +371,8 @@ def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
             continue
         served = 100 - query_percentiles[i]
         if not low < high:
-            return f"conditions[{i}].query_band_low", f"the band {low:g}-{high:g} is empty: its low end must be below its high end"
+            return (f"conditions[{i}].query_band_low",
+                    f"the band {low:g}-{high:g} is empty: its low end must be below its high end")
         if low < served or high > 100:
             return (f"conditions[{i}].query_band_low",
                     f"condition \"{condition['name']}\" asks for queries from the {low:g}-{high:g} percentile band, "
