@@ -320,10 +320,15 @@ def _find_job(key, entry, bound):
             raise StudyFileError(
                 f"jobs.{key}", f"--job {bound} is network {job.network.name!r}, layer {job.layer!r}; the file's job "
                                f"is network {entry['network']['name']!r}, layer {entry['layer']!r}")
-        return job, "bound by --job"
+        digest = content_hash(job)
+        if digest == entry["content_hash"]:
+            return job, "bound by --job"
+        return job, f"bound by --job, its content differing from the file's ({digest})"
     candidates = StimulusJob.objects.filter(layer=entry["layer"], status=StimulusJob.Status.SUCCEEDED).order_by("pk")
+    bases = set(_items(entry["bases"]))
     for job in candidates:
-        if content_hash(job) == entry["content_hash"]:
+        # Units of other bases give another hash: no need to read their exemplars.
+        if set(job.basis_list) == bases and content_hash(job) == entry["content_hash"]:
             return job, "matched by content hash"
     raise StudyFileError(
         f"jobs.{key}", f"no stimulus job here has content hash {entry['content_hash']}. Run it (network "

@@ -124,6 +124,10 @@ def test_job_option_binds_a_job_of_the_same_network_and_layer():
     StimulusJob.objects.filter(pk=other.pk).update(network=job.network)
     imported = import_study(data, slug="bound", bindings=studyfile.parse_bindings([str(other.pk)], data))
     assert {c.job_id for c in imported.study.conditions.all()} == {other.pk}
+    assert imported.jobs["job-1"] == (other, "bound by --job, its content differing from the file's "
+                                             f"({studyfile.content_hash(other)})")
+    same = import_study(export_study(study), slug="bound-same", bindings={"job-1": job.pk})
+    assert same.jobs["job-1"] == (job, "bound by --job")
     assert export_study(imported.study)["jobs"]["job-1"]["content_hash"] == studyfile.content_hash(other)
 
 
