@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.static import serve
 
-from . import arrivals, checks, golive, jobs, lifecycle, participation, tasks, versions
+from . import arrivals, checks, golive, jobs, lifecycle, participation, studyfile, tasks, versions
 from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
                           measure_help, measure_label, mis_reason)
 from .exclusions import participant_evidence
@@ -513,15 +513,23 @@ class ConditionInline(admin.TabularInline):
         js = ["studyapp/admin-grouped-select.js"]
 
 
+class StudyFileForm(forms.Form):
+    file = forms.FileField(help_text="a study file (JSON) written by \"Export as a study file\" or export_study")
+    slug = forms.SlugField(required=False, help_text="the new study's link name; empty: the file's")
+    job = forms.CharField(required=False, help_text="a stimulus job to use: its id (the file has one job) or "
+                                                    "job-1=ID; empty: the job here with the file's content hash")
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
+    change_list_template = "admin/studyapp/study/change_list.html"
     form = StudyForm
     change_form_template = "admin/studyapp/study/change_form.html"
     list_display = ["title", "slug", "status", "started", "completed", "participant_link", "tools"]
     list_filter = ["status"]
     prepopulated_fields = {"slug": ["title"]}
     inlines = [ConditionInline]
-    actions = ["go_live", "pause", "close", "new_version", "duplicate", "export_csv"]
+    actions = ["go_live", "pause", "close", "new_version", "duplicate", "export_csv", "export_study_file"]
     readonly_fields = ["trial_plan_summary", "version", "previous_version", "change_log"]
     fieldsets = [
         (None, {"fields": ["title", "slug", "status", "version", "previous_version", "seed"]}),
@@ -598,6 +606,7 @@ class StudyAdmin(admin.ModelAdmin):
             path("<int:study_id>/preview/", self.admin_site.admin_view(self.preview_view), name="studyapp_study_preview"),
             path("<int:study_id>/new-version/", self.admin_site.admin_view(self.new_version_view),
                  name="studyapp_study_new_version"),
+            path("import-file/", self.admin_site.admin_view(self.import_file_view), name="studyapp_study_import_file"),
         ]
         return own + super().get_urls()
 
@@ -733,6 +742,44 @@ class StudyAdmin(admin.ModelAdmin):
         response = HttpResponse(buffer.getvalue(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="{study.slug}-responses.csv"'
         return response
+
+    @admin.action(description="Export as a study file (JSON: the design, never participants or secrets)")
+    def export_study_file(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, "Export one study at a time.")
+            return None
+        study = queryset.get()
+        try:
+            text = studyfile.dumps(studyfile.export_study(study))
+        except studyfile.StudyFileError as exc:
+            messages.error(request, f"Study \"{study.slug}\" cannot be written as a file: {exc}")
+            return None
+        response = HttpResponse(text, content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{study.slug}.study.json"'
+        return response
+
+    def import_file_view(self, request):
+        """A study file made into a draft study (`studyfile.import_study`); a bad file is refused whole,
+        its one error shown above the form."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = StudyFileForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                data = studyfile.loads(form.cleaned_data["file"].read())
+                bound = [form.cleaned_data["job"]] if form.cleaned_data["job"] else []
+                imported = studyfile.import_study(data, slug=form.cleaned_data["slug"] or None,
+                                                  bindings=studyfile.parse_bindings(bound, data), author=request.user)
+            except studyfile.StudyFileError as exc:
+                form.add_error(None, str(exc))
+            else:
+                found = "; ".join(f"{key}: stimulus job {job.pk}, {how}" for key, (job, how) in
+                                  sorted(imported.jobs.items()))
+                messages.info(request, f"Study \"{imported.study.slug}\" imported as a draft ({found}).")
+                return redirect("admin:studyapp_study_change", imported.study.pk)
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Import a study file",
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "admin/studyapp/study_import.html", context)
 
 
 @admin.register(StudyChange)
