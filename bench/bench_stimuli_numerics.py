@@ -67,7 +67,7 @@ def _lrp() -> None:
 def _demo_conv2():
     from stimuli import activations
     from stimuli.bases import NMFBasis
-    from stimuli.config import NMF_DEFAULTS
+    from stimuli.bases import NMF_DEFAULTS
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_demo
 
@@ -119,7 +119,7 @@ def _shares() -> None:
     from stimuli import activations
     from stimuli.bases import DictionaryBasis, NMFBasis
     from stimuli.completeness import cumulative_explained_variance
-    from stimuli.config import DICTIONARY_DEFAULTS, NMF_DEFAULTS
+    from stimuli.bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_demo
 

@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-BASES = ("neuron", "pca", "nmf", "dictionary", "sae")
+from .bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS, SAE_DEFAULTS, basis_class, basis_names
+
 POOLINGS = ("mean", "max")
 ACTIVATIONS = ("post_relu", "pre_relu")
 # by the machine observer's score (stimuli.mis): the most, the least, or evenly spaced over the range
@@ -25,14 +26,6 @@ SOBOL_REGIONS = ("grid", "superpixels")
 # basis none (maximum ratios 1.35-4.1)
 FEATURE_VIS_METHODS = ("maco", "fourier")
 FEATURE_VIS_DEFAULTS = {"method": "fourier", "steps": 256, "lr": 0.1, "image_size": None, "seed": 0}
-
-NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
-                "l1_ratio": 0.0}
-DICTIONARY_DEFAULTS = {"alpha": 0.1, "max_iter": 50, "batch_size": 256, "positive_code": True,
-                       "positive_dict": False, "transform_algorithm": "lasso_cd"}
-# TopK sparse autoencoder (stimuli.bases.SAEBasis): k latents per image, Adam for `epochs` passes
-SAE_DEFAULTS = {"k": 8, "epochs": 100, "lr": 3e-3, "batch_size": 256, "aux_k": None, "aux_coef": 1.0 / 32}
-
 
 def _default_layers() -> list[str]:
     return ["conv2"]
@@ -216,9 +209,9 @@ class StimulusConfig:
              "layers must be a non-empty list of layer names (see `python -m stimuli layers`)")
         need(len(set(self.layers)) == len(self.layers), f"layers are repeated: {self.layers}")
         need(isinstance(self.bases, list) and len(self.bases) > 0,
-             f"bases must be a non-empty list drawn from {', '.join(BASES)}")
+             f"bases must be a non-empty list drawn from {', '.join(basis_names())}")
         for b in self.bases:
-            need(b in BASES, f"unknown basis {b!r}; choose from {', '.join(BASES)}")
+            need(b in basis_names(), f"unknown basis {b!r}; choose from {', '.join(basis_names())}")
         need(len(set(self.bases)) == len(self.bases), f"bases are repeated: {self.bases}")
         self._check_per_basis("n_units", self.n_units, allow_none=False)
         self._check_per_basis("n_components", self.n_components, allow_none=True)
@@ -254,25 +247,7 @@ class StimulusConfig:
         need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda", "mps")
                                                or self.device.startswith("cuda:")),
              f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-        need(isinstance(self.nmf, dict), "nmf must be a mapping of NMF parameters")
-        need(isinstance(self.dictionary, dict), "dictionary must be a mapping of dictionary-learning parameters")
-        bad = sorted(set(self.nmf) - set(NMF_DEFAULTS))
-        need(not bad, f"unknown nmf parameter(s): {', '.join(bad)}; known: {', '.join(NMF_DEFAULTS)}")
-        bad = sorted(set(self.dictionary) - set(DICTIONARY_DEFAULTS))
-        need(not bad, f"unknown dictionary parameter(s): {', '.join(bad)}; "
-                      f"known: {', '.join(DICTIONARY_DEFAULTS)}")
-        need(isinstance(self.sae, dict), "sae must be a mapping of sparse-autoencoder parameters")
-        bad = sorted(set(self.sae) - set(SAE_DEFAULTS))
-        need(not bad, f"unknown sae parameter(s): {', '.join(bad)}; known: {', '.join(SAE_DEFAULTS)}")
-        sae = {**SAE_DEFAULTS, **self.sae}
-        for key in ("k", "epochs", "batch_size"):
-            need(_is_int(sae[key]) and sae[key] >= 1, f"sae.{key} must be a positive integer, not {sae[key]!r}")
-        need(sae["aux_k"] is None or (_is_int(sae["aux_k"]) and sae["aux_k"] >= 0),
-             f"sae.aux_k must be null or a non-negative integer, not {sae['aux_k']!r}")
-        for key, low in (("lr", "positive"), ("aux_coef", "non-negative")):
-            v = sae[key]
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                 and (v > 0 if low == "positive" else v >= 0), f"sae.{key} must be a {low} number, not {v!r}")
+        self._check_basis_sections()
         need(self.weights is None or isinstance(self.weights, str), "weights must be null or an enum name")
         need(self.architecture is None or isinstance(self.architecture, str),
              "architecture must be null or a torchvision architecture name")
@@ -349,8 +324,27 @@ class StimulusConfig:
         need(_is_int(self.label_entropy_top_n) and self.label_entropy_top_n >= 0,
              "label_entropy_top_n must be a non-negative integer")
         self._check_feature_vis()
-        if "nmf" in self.bases and self.activation != "post_relu":
-            raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
+        for b in self.bases:
+            if basis_class(b).tags.non_negative_input and self.activation != "post_relu":
+                raise ValueError(f"the {b} basis needs non-negative activations: use activation='post_relu'")
+
+    def _check_basis_sections(self) -> None:
+        """Each basis's own section (``nmf``, ``dictionary``, ``sae``): its keys are the ones the basis
+        takes, and the basis checks their values (checked whether or not the basis is used, so a job's
+        stored parameters never hold a bad section)."""
+        for name in basis_names():
+            cls = basis_class(name)
+            key = cls.tags.config_section
+            if key is None or not hasattr(self, key):
+                continue
+            section = getattr(self, key)
+            if not isinstance(section, dict):
+                raise ValueError(f"{key} must be a mapping of {name} parameters")
+            known = cls.tags.config_defaults
+            bad = sorted(set(section) - set(known))
+            if bad:
+                raise ValueError(f"unknown {key} parameter(s): {', '.join(bad)}; known: {', '.join(known)}")
+            cls.check_params({**known, **section})
 
     def _check_feature_vis(self) -> None:
         fv = self.feature_vis
@@ -385,7 +379,7 @@ class StimulusConfig:
             if missing:
                 raise ValueError(f"{name} gives no value for basis(es) {', '.join(missing)}")
             for b, v in value.items():
-                if b not in BASES:
+                if b not in basis_names():
                     raise ValueError(f"{name} names unknown basis {b!r}")
                 if not ((v is None and allow_none) or (_is_int(v) and v >= 1)):
                     raise ValueError(f"{name}[{b!r}] must be a positive integer, not {v!r}")

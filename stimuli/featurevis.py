@@ -48,7 +48,6 @@ PIXEL_NOISE = 0.02
 VALUES_RANGE = (-1.0, 2.0)
 # weight of the escape objective while a sparse code is 0: small, so it never competes with a positive code
 ESCAPE = 1e-3
-SPARSE_CODES = ("nmf", "dictionary", "sae")
 FOURIER_DECAY = 1.5
 
 
@@ -264,7 +263,7 @@ def _optimize(model, layer, basis, targets, to_input, size, fv, magnitude, seed,
     comp = torch.as_tensor(np.asarray(basis.components_), dtype=torch.float32, device=device)
     atoms = comp[units] / comp[units].norm(dim=1, keepdim=True).clamp_min(1e-12)
     offset = torch.as_tensor(np.asarray(basis.offset_), dtype=torch.float32, device=device)
-    sparse = torch.tensor(basis.name in SPARSE_CODES, device=device)
+    sparse = torch.tensor(basis.tags.sparse_codes, device=device)
     optimizer = torch.optim.NAdam([param], lr=float(fv["lr"]))
     steps = int(fv["steps"])
     for step in range(steps):

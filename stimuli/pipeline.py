@@ -79,14 +79,9 @@ class Rendered:
 
 
 def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"n_components": config.components_for(name), "random_state": config.seed}
-    if name == "nmf":
-        params.update(config.nmf_params())
-    elif name == "dictionary":
-        params.update(config.dictionary_params())
-    elif name == "sae":
-        params.update(config.sae_params(), device=config.device)
-    return params
+    from .bases import basis_class
+
+    return basis_class(name).params_from_config(config)
 
 
 def _r(values, digits: int = 6) -> list[float]:

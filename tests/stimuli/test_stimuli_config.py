@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,18 @@ def test_new_options_default_and_round_trip():
                        sobol_perturbation="mean")
     assert StimulusConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
+
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "stimuli"
+
+
+def test_stored_demo_job_parameters_still_read():
+    """The demo job's stored values and its manifest's parameters (tests/data/stimuli, saved before the
+    configuration was split into sections) read back to the same configuration, flat keys and all."""
+    values = json.loads((DATA / "demo_job_values.json").read_text())
+    stored = json.loads((DATA / "demo_manifest_parameters.json").read_text())
+    config = StimulusConfig.from_dict(values)
+    from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
+    assert from_manifest == config
+    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0}
+    assert config.mis_layer == "relu3" and config.influence_class == 3 and config.attribution_overlays
