@@ -38,6 +38,12 @@ from PIL import Image, ImageOps
 
 from .scores import unit_scores
 
+# horama's parameterisation, optimisation steps, NAdam's learning rate, the optimised image's side (null:
+# the display size) and the seed. Fourier by default: on the demo network (conv2 channels 0-5, 128 steps,
+# one image each) MACO with the digits' own magnitude template left 1 of 6 channels below its best natural
+# image and 2 of 6 above their lowest, the Fourier basis none (maximum ratios 1.35-4.1)
+FEATURE_VIS_METHODS = ("maco", "fourier")
+FEATURE_VIS_DEFAULTS = {"method": "fourier", "steps": 256, "lr": 0.1, "image_size": None, "seed": 0}
 SPECTRUM_FILE = "featurevis_spectrum.npy"
 # images of the set that go into the magnitude template; the mean amplitude spectrum settles long before
 TEMPLATE_IMAGES = 256

@@ -1,5 +1,6 @@
 """A unit's score: the one function per basis (its :meth:`stimuli.bases.Basis.scores`) that ranks natural
-images (exemplars) and that feature visualizations maximise and minimise (:mod:`stimuli.featurevis`), so the two cannot drift apart.
+images (exemplars) and that feature visualizations maximise and minimise (:mod:`stimuli.featurevis`), so
+the two cannot drift apart.
 
 ``unit_scores(basis, pooled)`` maps pooled activations (N x C torch tensor, post-ReLU or pre-ReLU as the
 job extracts them) to the N x K codes, differentiably:
@@ -42,7 +43,8 @@ class Codes:
     and the measures read them, without an N x K float64 matrix living for the whole job.
 
     Linear bases (``tags.linear_codes``: neurons, PCA) have their scores computed from the pooled
-    activations ``A`` when asked for (:meth:`stimuli.bases.Basis.linear_scores`), in float64, a block of rows or one unit's column at a time (one matrix-vector product).
+    activations ``A`` when asked for (:meth:`stimuli.bases.Basis.linear_scores`), in float64, a block of
+    rows or one unit's column at a time (one matrix-vector product).
     The other bases' scores come from a solver or an encoder, too dear to repeat: they are kept once,
     in float32, the precision :func:`score_matrix` computes them in (so the values are the same).
     ``mean``, ``std``, ``min`` and ``max`` (per unit, float64) are taken over row blocks

@@ -147,6 +147,8 @@ class BasisTags:
     ``sparse_codes``: codes are non-negative and 0 for most images; feature visualization leads a code
     stuck at 0 out along its atom (:mod:`stimuli.featurevis`).
     ``non_negative_input``: the basis needs non-negative (post-ReLU) activations.
+    ``channel_codes``: each unit is one channel of the layer (its atom a unit vector, its code the
+    channel's value), so setting a unit's code is setting the channel, with no product (ablation).
     ``config_section``: the configuration key holding the basis's own parameters (None: it has none),
     with ``config_defaults`` the parameters it takes there and their defaults.
     """
@@ -154,6 +156,7 @@ class BasisTags:
     linear_codes: bool = False
     sparse_codes: bool = False
     non_negative_input: bool = False
+    channel_codes: bool = False
     config_section: str | None = None
     config_defaults: dict[str, Any] = field(default_factory=dict)
 

@@ -11,7 +11,7 @@ class NeuronBasis(Basis):
     """The identity: each channel is a unit and its code is its own activation."""
 
     name = "neuron"
-    tags = BasisTags(linear_codes=True)
+    tags = BasisTags(linear_codes=True, channel_codes=True)
 
     def __init__(self, n_components: int | None = None, random_state: int | None = None) -> None:
         self.n_components = n_components

@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import nnls
 
 from stimuli.bases.solvers import sparse_codes
-from stimuli.completeness import _Projector
+from stimuli.measures.completeness import _Projector
 
 
 def _ill_conditioned(K=12, C=20, seed=0):

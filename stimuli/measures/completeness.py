@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .activations import batches
-from .bases import Basis
-from .datasets import ImageSet
-from .layers import hook as layer_hook
+from ..activations import batches
+from ..bases import Basis
+from ..datasets import ImageSet
+from ..layers import hook as layer_hook
 
 
 def unit_order(basis: Basis) -> np.ndarray:
@@ -47,7 +47,7 @@ def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes=None,
     """
     from scipy.linalg import cholesky, solve_triangular
 
-    from .bases import centred_products
+    from ..bases import centred_products
 
     codes = basis.transform(A) if codes is None else codes
     order = unit_order(basis) if order is None else np.asarray(order)

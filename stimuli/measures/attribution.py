@@ -50,9 +50,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .activations import pool
+from ..activations import pool
 
-from .config import ATTRIBUTION_METHODS as METHODS
+METHODS = ("gradcam", "saliency", "occlusion", "lrp")
 
 # zennit's defaults: ε of the Linear layers' LRP-ε rule, and the stabiliser of every rule's denominator
 LRP_EPSILON = 1e-6
@@ -84,7 +84,7 @@ def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: boo
                   site=None) -> torch.Tensor:
     """The layer's output for ``x`` (any name of :mod:`stimuli.layers`; ``site`` where it was resolved
     before the model was changed), stopping the forward pass there."""
-    from .layers import hook as layer_hook
+    from ..layers import hook as layer_hook
 
     box: dict = {}
 
@@ -210,7 +210,7 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: 
                              for b in input_bounds)
     composite = lrp_composite(input_bounds, epsilon)
     # the canonizers patch forward methods with Python control flow, which FX cannot trace
-    from .layers import resolve
+    from ..layers import resolve
 
     site = resolve(model, layer)
     ran: list[tuple[str, torch.nn.Module]] = []
