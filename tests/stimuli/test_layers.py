@@ -123,6 +123,9 @@ def test_every_printed_name_works_in_the_decision_measures(resnet, images, prepr
         np.testing.assert_allclose(run.target_logit[0], clean, rtol=1e-5, atol=1e-5, err_msg=name)
         # every channel at its mean over the two images: the replacement reached the rest of the network
         assert not np.allclose(run.target_logit[1], clean, rtol=1e-5, atol=1e-5), name
+        # the interventions re-run only the network after the layer, function nodes included
+        if name in ("layer1.0.add", "layer1.0.relu_1", "layer1", "layer4.1.add", "flatten"):
+            assert run.split, name
 
 
 def test_the_influence_command_takes_a_function_node(capsys):
@@ -157,7 +160,8 @@ def test_generate_takes_node_names_for_every_measure(tmp_path):
     config = StimulusConfig(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
                             bases=["neuron"], n_units=1, completeness_k=[1], completeness_max_images=2,
                             influence_class=3, influence_distribution="all", influence_max_images=2,
-                            render_size=16, batch_size=42)
+                            render_size=16, batch_size=42, decision_max_images=8, essence_k=[1], surrogate_k=[1],
+                            surrogate_depth=[1], ablation_max_units=0)
     m = read_manifest(run(config, tmp_path / "resnet"))
     assert [e["layer"] for e in m["layers"]] == names
     for entry in m["layers"]:
