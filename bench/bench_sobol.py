@@ -4,7 +4,7 @@
 
 Rows: the demo network on 8x8 digits, and torchvision's resnet18 with random weights at 224x224. A
 "bare" pass is the network on a ready batch; a "masked" pass also builds the batch from QMC mask values
-(gather of region values, blend with the perturbed baseline), as ``stimuli.sobol.region_sobol`` does;
+(gather of region values, blend with the perturbed baseline), as ``stimuli.measures.sobol.region_sobol`` does;
 "region_sobol" is the whole call (design, baseline, forwards, estimators) per forward pass it makes.
 With ``--pipeline-images N`` a last table gives the cost of ``sobol_images = N`` in a demo stimulus job
 (the pipeline's "sobol" stage, at the config's default 256 samples and at ``--samples``).
@@ -43,7 +43,7 @@ def bench(name: str, model, x, batch: int, grid: int, samples: int, repeat: int,
     import numpy as np
     import torch
 
-    from stimuli.sobol import grid_labels, masked_outputs, perturbed_baseline, region_sobol, saltelli_points
+    from stimuli.measures.sobol import grid_labels, masked_outputs, perturbed_baseline, region_sobol, saltelli_points
 
     model = model.to(device).eval()
     x = x.to(device)

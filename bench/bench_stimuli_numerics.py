@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _lrp() -> None:
     from torchvision.models import resnet18
 
-    from stimuli.attribution import unit_attribution
+    from stimuli.measures.attribution import unit_attribution
     from stimuli.bases import NeuronBasis
 
     for stats in ("default", "random"):
@@ -67,7 +67,7 @@ def _lrp() -> None:
 def _demo_conv2():
     from stimuli import activations
     from stimuli.bases import NMFBasis
-    from stimuli.config import NMF_DEFAULTS
+    from stimuli.bases import NMF_DEFAULTS
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_demo
 
@@ -81,7 +81,7 @@ def _demo_conv2():
 def _codes(net, images, basis) -> None:
     from scipy.optimize import nnls
 
-    from stimuli.completeness import _Projector
+    from stimuli.measures.completeness import _Projector
 
     feats = []
     h = net.model.get_submodule("conv2").register_forward_hook(lambda m, i, o: feats.append(o))
@@ -105,7 +105,7 @@ def _codes(net, images, basis) -> None:
 
 
 def _completeness(net, images, basis) -> None:
-    from stimuli.completeness import network_completeness
+    from stimuli.measures.completeness import network_completeness
 
     t0 = time.perf_counter()
     out = network_completeness(net.model, images, net.preprocess, "conv2", basis, labels=images.labels)
@@ -118,8 +118,8 @@ def _completeness(net, images, basis) -> None:
 def _shares() -> None:
     from stimuli import activations
     from stimuli.bases import DictionaryBasis, NMFBasis
-    from stimuli.completeness import cumulative_explained_variance
-    from stimuli.config import DICTIONARY_DEFAULTS, NMF_DEFAULTS
+    from stimuli.measures.completeness import cumulative_explained_variance
+    from stimuli.bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_demo
 

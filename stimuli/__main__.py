@@ -7,7 +7,20 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ATTRIBUTION_METHODS, SOBOL_PERTURBATIONS, SOBOL_REGIONS, UNIT_SELECTIONS, StimulusConfig
+# every choice comes from the module that owns it, so the help cannot drift from what the code takes
+from .activations import ACTIVATIONS, POOLINGS
+from .bases import basis_names
+from .config import StimulusConfig
+from .featurevis import FEATURE_VIS_METHODS
+from .measures.attribution import METHODS as ATTRIBUTION_METHODS
+from .measures.mis import MISSettings
+from .measures.sobol import PERTURBATIONS as SOBOL_PERTURBATIONS
+from .measures.sobol import SobolSettings
+from .sections import add_flags, flag_fields
+from .selection import UNIT_SELECTIONS
+
+# the configuration sections whose options are `generate` flags
+FLAG_SECTIONS = (MISSettings, SobolSettings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,37 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--num-classes", dest="num_classes", type=int,
                    help="classes of a state-dict checkpoint (default: read from its classifier's weight)")
     g.add_argument("--layer", "--layers", dest="layers", help="layer name(s), comma separated")
-    g.add_argument("--bases", help="comma separated: neuron,pca,nmf,dictionary")
+    g.add_argument("--bases", help=f"comma separated: {','.join(basis_names())}")
     g.add_argument("--units", dest="n_units", type=int, help="units per basis")
     g.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
     g.add_argument("--dataset", help="'digits' or an image folder (ImageFolder layout)")
     g.add_argument("--max-images", dest="max_images", type=int)
     g.add_argument("--seed", type=int)
-    g.add_argument("--pooling", choices=["mean", "max"])
-    g.add_argument("--activation", choices=["post_relu", "pre_relu"])
+    g.add_argument("--pooling", choices=POOLINGS)
+    g.add_argument("--activation", choices=ACTIVATIONS)
     g.add_argument("--unit-selection", "--selection", dest="unit_selection", choices=UNIT_SELECTIONS,
                    help="which units: mis_top / mis_bottom / mis_spread rank them by the machine score "
                         "(need --mis-layer); influence needs influence_class in a config file")
-    g.add_argument("--mis-layer", dest="mis_layer",
-                   help="score every unit by the machine observer, with images embedded by this layer")
-    g.add_argument("--mis-candidates", dest="mis_candidates", type=int,
-                   help="mis_* selection: score this many units of highest explained variance (default 64)")
     g.add_argument("--queries", dest="n_queries", type=int)
     g.add_argument("--percentile", dest="query_percentile", type=float)
     g.add_argument("--strips", dest="n_strips", type=int, help="disjoint ordered strips per unit (default 4)")
     g.add_argument("--attribution", dest="attribution_method", choices=ATTRIBUTION_METHODS,
                    help="add attribution overlays of the most activating references, by this method")
-    g.add_argument("--sobol-images", dest="sobol_images", type=int,
-                   help="region Sobol indices of the decision for this many images (default 0: none)")
-    g.add_argument("--sobol-grid", dest="sobol_grid", type=int, help="regions: a g x g grid (default 4)")
-    g.add_argument("--sobol-samples", dest="sobol_n_samples", type=int,
-                   help="base sample size N, rounded up to a power of 2 (default 256)")
-    g.add_argument("--sobol-perturbation", dest="sobol_perturbation", choices=SOBOL_PERTURBATIONS)
-    g.add_argument("--sobol-regions", dest="sobol_regions", choices=SOBOL_REGIONS,
-                   help="regions: the grid or SLIC superpixels (default grid)")
-    g.add_argument("--sobol-second-order", dest="sobol_second_order", action="store_true", default=None,
-                   help="also the second-order indices S2 (doubles the forward passes)")
-    g.add_argument("--feature-vis", dest="feature_vis_method", choices=["fourier", "maco"],
+    # the sections' own flags (their fields' cli metadata): a new option appears here by itself
+    for section in FLAG_SECTIONS:
+        add_flags(g, section)
+    g.add_argument("--feature-vis", dest="feature_vis_method", choices=sorted(FEATURE_VIS_METHODS),
                    help="add synthetic references (feature visualizations) with this parameterisation")
     g.add_argument("--feature-vis-steps", dest="feature_vis_steps", type=int,
                    help="optimisation steps per feature visualization (default 256)")
@@ -81,14 +83,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="digits")
         p.add_argument("--max-images", dest="max_images", type=int)
         p.add_argument("--layer", required=True)
-        p.add_argument("--bases", default="neuron,pca,nmf", help="comma separated")
+        p.add_argument("--bases", default="neuron,pca,nmf", help=f"comma separated: {','.join(basis_names())}")
         p.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
         p.add_argument("--class", dest="cls", type=int, required=class_required, help=class_help)
         p.add_argument("--distribution", choices=["class", "all"], default="class",
                        help="images of the class (labels, or predictions when the dataset's classes are not "
                             "the network's) or all images")
-        p.add_argument("--pooling", choices=["mean", "max"], default="mean")
-        p.add_argument("--activation", choices=["post_relu", "pre_relu"], default="post_relu")
+        p.add_argument("--pooling", choices=POOLINGS, default="mean")
+        p.add_argument("--activation", choices=ACTIVATIONS, default="post_relu")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--batch-size", dest="batch_size", type=int, default=256)
         p.add_argument("--device", default="auto")
@@ -156,8 +158,7 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
     keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
             "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
-            "sobol_images", "sobol_grid", "sobol_n_samples", "sobol_perturbation", "mis_layer", "mis_candidates",
-            "sobol_regions", "sobol_second_order")
+            *(key for section in FLAG_SECTIONS for key in flag_fields(section)))
     for key in keys:
         value = getattr(args, key)
         if value is not None:
@@ -216,7 +217,7 @@ def _influence(args: argparse.Namespace) -> int:
     from .activations import extract
     from .bases import make_basis
     from .datasets import load_dataset
-    from .influence import class_influence_report
+    from .measures.influence import class_influence_report
     from .networks import load_network, resolve_device
 
     device = resolve_device(args.device)
@@ -255,7 +256,7 @@ def _influence(args: argparse.Namespace) -> int:
 def _sobol(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .networks import load_network, resolve_device
-    from .sobol import interaction_share, region_sobol
+    from .measures.sobol import interaction_share, region_sobol
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,
@@ -299,7 +300,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def _decision(args: argparse.Namespace) -> int:
-    from .decisions import layer_report
+    from .measures.decisions import layer_report
 
     report = layer_report(
         args.command, network=args.network, dataset=args.dataset, layer=args.layer,

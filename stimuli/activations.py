@@ -73,6 +73,8 @@ def _collate(items):
     return torch.tensor([i for i, _ in ok]), torch.stack([t for _, t in ok]), failed
 
 
+POOLINGS = ("mean", "max")
+ACTIVATIONS = ("post_relu", "pre_relu")
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,109 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{MANIFEST} of {path.parent.name} is not valid JSON: {exc}") from None
     return validate_manifest(manifest, f"{MANIFEST} of {path.parent.name}")
+
+
+# -- typed reads ---------------------------------------------------------------------------------
+# What a reader shows of an artifact, as typed values: a key the contract requires and the manifest lacks
+# raises ManifestError naming it (a renamed key fails, never shows as an empty cell); a measure that was
+# not asked for is None. They read a manifest or the web app's copy of it without its units.
+
+@dataclass(frozen=True)
+class CompletenessCurve:
+    """Accuracy of the network with the layer projected on its top-k units, per k."""
+
+    k: tuple[int, ...]
+    accuracy: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One (layer, basis) entry's headline measures. ``influence_concentration`` is None without an
+    ``influence_class``; ``completeness`` is None when it was turned off or failed (then
+    ``completeness_error`` says why); ``decisions_error`` says why the decision measures are missing."""
+
+    layer: str
+    basis: str
+    n_components: int
+    cumulative_explained_variance: tuple[float, ...]
+    influence_concentration: tuple[float, ...] | None
+    completeness: CompletenessCurve | None
+    completeness_error: str | None
+    decisions_error: str | None
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """An SVG figure of the artifact: its path inside the artifact folder and its title."""
+
+    layer: str
+    kind: str
+    title: str
+    file: str
+
+
+def _required(entry: dict[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
+    if key not in entry:
+        raise ManifestError(f"{where} has no {key!r}")
+    value = entry[key]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise ManifestError(f"{where}: {key!r} is a {type(value).__name__}")
+    return value
+
+
+def _numbers(values: Any, key: str, where: str) -> tuple[float, ...]:
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in values):
+        raise ManifestError(f"{where}: {key!r} must be a list of numbers")
+    return tuple(float(v) for v in values)
+
+
+def layer_summaries(manifest: dict[str, Any]) -> list[LayerSummary]:
+    """Every (layer, basis) entry of ``manifest`` (or of its copy without units), in manifest order."""
+    layers = _required(manifest, "layers", list, "the manifest")
+    out = []
+    for i, entry in enumerate(layers):
+        if not isinstance(entry, dict):
+            raise ManifestError(f"layer entry {i} of the manifest is not a mapping")
+        where = f"layer entry {i} ({entry.get('layer')}/{entry.get('basis')})"
+        completeness = entry.get("completeness")
+        curve = None
+        if completeness is not None:
+            if not isinstance(completeness, dict):
+                raise ManifestError(f"{where}: 'completeness' must be a mapping")
+            ks = _required(completeness, "k", list, f"{where}'s completeness")
+            accuracy = _numbers(_required(completeness, "accuracy", list, f"{where}'s completeness"),
+                                "accuracy", where)
+            if len(ks) != len(accuracy) or not all(isinstance(k, int) for k in ks):
+                raise ManifestError(f"{where}: completeness needs one accuracy per integer k")
+            curve = CompletenessCurve(k=tuple(ks), accuracy=accuracy)
+        concentration = entry.get("influence_concentration")
+        out.append(LayerSummary(
+            layer=_required(entry, "layer", str, where),
+            basis=_required(entry, "basis", str, where),
+            n_components=_required(entry, "n_components", int, where),
+            cumulative_explained_variance=_numbers(
+                _required(entry, "cumulative_explained_variance", list, where), "cumulative_explained_variance",
+                where),
+            influence_concentration=None if concentration is None
+            else _numbers(concentration, "influence_concentration", where),
+            completeness=curve,
+            completeness_error=entry.get("completeness_error"),
+            decisions_error=entry.get("decisions_error"),
+        ))
+    return out
+
+
+def figure_files(manifest: dict[str, Any]) -> list[FigureFile]:
+    """The artifact's SVG figures (``figures``: absent when the job drew none)."""
+    figures = manifest.get("figures") or []
+    if not isinstance(figures, list):
+        raise ManifestError("the manifest's 'figures' must be a list")
+    out = []
+    for i, f in enumerate(figures):
+        where = f"figure {i}"
+        if not isinstance(f, dict):
+            raise ManifestError(f"{where} of the manifest is not a mapping")
+        out.append(FigureFile(layer=_required(f, "layer", str, where), kind=_required(f, "kind", str, where),
+                              title=_required(f, "title", str, where), file=_required(f, "file", str, where)))
+    return out

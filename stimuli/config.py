@@ -8,30 +8,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-BASES = ("neuron", "pca", "nmf", "dictionary", "sae")
-POOLINGS = ("mean", "max")
-ACTIVATIONS = ("post_relu", "pre_relu")
-# by the machine observer's score (stimuli.mis): the most, the least, or evenly spaced over the range
-MIS_SELECTIONS = ("mis_top", "mis_bottom", "mis_spread")
-UNIT_SELECTIONS = ("random", "top_variance", "influence", *MIS_SELECTIONS)
-INFLUENCE_DISTRIBUTIONS = ("class", "all")
-ATTRIBUTION_METHODS = ("gradcam", "saliency", "occlusion", "lrp")
-SOBOL_PERTURBATIONS = ("inpaint-blur", "mean")
-SOBOL_REGIONS = ("grid", "superpixels")
-# feature visualizations (stimuli.featurevis): horama's parameterisation, optimisation steps, NAdam's
-# learning rate, the optimised image's side (null: the display size) and the seed. Fourier by default:
-# on the demo network (conv2 channels 0-5, 128 steps, one image each) MACO with the digits' own magnitude
-# template left 1 of 6 channels below its best natural image and 2 of 6 above their lowest, the Fourier
-# basis none (maximum ratios 1.35-4.1)
-FEATURE_VIS_METHODS = ("maco", "fourier")
-FEATURE_VIS_DEFAULTS = {"method": "fourier", "steps": 256, "lr": 0.1, "image_size": None, "seed": 0}
+# each algorithm module owns its options; the configuration only gathers them
+from .activations import ACTIVATIONS, POOLINGS
+from .bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS, SAE_DEFAULTS, basis_class, basis_names
+from .featurevis import FEATURE_VIS_DEFAULTS, FEATURE_VIS_METHODS
+from .measures.attribution import METHODS as ATTRIBUTION_METHODS
+from .measures.decisions import DecisionMeasuresSettings
+from .measures.influence import InfluenceSettings
+from .measures.mis import MISSettings
+from .measures.sobol import SobolSettings
+from .sections import Section
+from .selection import MIS_SELECTIONS, UNIT_SELECTIONS
 
-NMF_DEFAULTS = {"init": "nndsvda", "max_iter": 400, "tol": 1e-4, "alpha_W": 0.0, "alpha_H": "same",
-                "l1_ratio": 0.0}
-DICTIONARY_DEFAULTS = {"alpha": 0.1, "max_iter": 50, "batch_size": 256, "positive_code": True,
-                       "positive_dict": False, "transform_algorithm": "lasso_cd"}
-# TopK sparse autoencoder (stimuli.bases.SAEBasis): k latents per image, Adam for `epochs` passes
-SAE_DEFAULTS = {"k": 8, "epochs": 100, "lr": 3e-3, "batch_size": 256, "aux_k": None, "aux_coef": 1.0 / 32}
+
+# the sections whose options are flat keys of the configuration; each validates itself
+SECTIONS: tuple[type[Section], ...] = (InfluenceSettings, MISSettings, SobolSettings, DecisionMeasuresSettings)
 
 
 def _default_layers() -> list[str]:
@@ -91,13 +82,13 @@ class StimulusConfig:
     completeness: bool = True
     completeness_k: list[int] | None = None
     completeness_max_images: int | None = 2000
-    # distributional influence (stimuli.influence): on the logit of influence_class (minus that of
+    # distributional influence (stimuli.measures.influence): on the logit of influence_class (minus that of
     # influence_versus), averaged over the images of the class ("class") or all images ("all")
     influence_class: int | None = None
     influence_versus: int | None = None
     influence_distribution: str = "class"
     influence_max_images: int | None = 2000
-    # machine observer (stimuli.mis): each unit's Machine Interpretability Score, with images embedded
+    # machine observer (stimuli.measures.mis): each unit's Machine Interpretability Score, with images embedded
     # by the pooled activations of mis_layer (None: no score) and the logistic slope mis_alpha
     mis_layer: str | None = None
     mis_alpha: float = 1.0
@@ -107,10 +98,10 @@ class StimulusConfig:
     # all of it would choose exactly that tail. The cost is bounded too: a candidate's exemplars sort the
     # image set's responses (measured: about 18 ms for 50,000 images on one CPU core); its Δ costs little
     mis_candidates: int = 64
-    # per-unit heatmaps on the most activating references (stimuli.attribution)
+    # per-unit heatmaps on the most activating references (stimuli.measures.attribution)
     attribution_overlays: bool = False
     attribution_method: str = "gradcam"
-    # Sobol-SBSA region indices (stimuli.sobol.region_sobol) of the network's decision for this many
+    # Sobol-SBSA region indices (stimuli.measures.sobol.region_sobol) of the network's decision for this many
     # images (0: none), spread over classes; a sobol_grid x sobol_grid grid, sobol_n_samples base samples
     # (rounded up to a power of 2; cost sobol_n_samples·(grid² + 2) forward passes per image). On the
     # demo network one image's interaction share varies by about 0.2 (sd over design seeds) at 64
@@ -126,13 +117,13 @@ class StimulusConfig:
     # follow the image's content, as the "semantic" regions of SBSA
     sobol_regions: str = "grid"
     sobol_superpixels: int = 16
-    # from units to decisions (stimuli.decisions), on a seeded subset of decision_max_images images:
-    # the essence curves of influence_class (stimuli.essence; needs influence_class), over essence_k
+    # from units to decisions (stimuli.measures.decisions), on a seeded subset of decision_max_images images:
+    # the essence curves of influence_class (stimuli.measures.essence; needs influence_class), over essence_k
     # (default: 1, 2, 4, … K) with essence_random_seeds random orders; per-unit ablation
-    # (stimuli.ablation) of the chosen units and, for the layer's mean, up to ablation_max_units units;
+    # (stimuli.measures.ablation) of the chosen units and, for the layer's mean, up to ablation_max_units units;
     # label purity of the top label_entropy_top_n images (0: none); surrogate decision trees over
     # surrogate_k units x surrogate_depth depths. Each intervention re-runs only the network after the
-    # layer (stimuli.tail), so on the demo these add a few seconds
+    # layer (stimuli.measures.tail), so on the demo these add a few seconds
     decision_max_images: int | None = 256
     essence: bool = True
     essence_k: list[int] | None = None
@@ -173,6 +164,27 @@ class StimulusConfig:
 
     def replace(self, **changes: Any) -> "StimulusConfig":
         return dataclasses.replace(self, **changes)
+
+    # -- sections -------------------------------------------------------------------------------
+    def section(self, cls: type[Section]) -> Section:
+        """The options of one algorithm as its own section (read from this configuration's flat keys)."""
+        return cls.from_flat(self)
+
+    @property
+    def influence(self) -> InfluenceSettings:
+        return self.section(InfluenceSettings)
+
+    @property
+    def mis(self) -> MISSettings:
+        return self.section(MISSettings)
+
+    @property
+    def sobol(self) -> SobolSettings:
+        return self.section(SobolSettings)
+
+    @property
+    def decisions(self) -> DecisionMeasuresSettings:
+        return self.section(DecisionMeasuresSettings)
 
     # -- derived values -----------------------------------------------------------------------
     def units_for(self, basis: str) -> int:
@@ -216,9 +228,9 @@ class StimulusConfig:
              "layers must be a non-empty list of layer names (see `python -m stimuli layers`)")
         need(len(set(self.layers)) == len(self.layers), f"layers are repeated: {self.layers}")
         need(isinstance(self.bases, list) and len(self.bases) > 0,
-             f"bases must be a non-empty list drawn from {', '.join(BASES)}")
+             f"bases must be a non-empty list drawn from {', '.join(basis_names())}")
         for b in self.bases:
-            need(b in BASES, f"unknown basis {b!r}; choose from {', '.join(BASES)}")
+            need(b in basis_names(), f"unknown basis {b!r}; choose from {', '.join(basis_names())}")
         need(len(set(self.bases)) == len(self.bases), f"bases are repeated: {self.bases}")
         self._check_per_basis("n_units", self.n_units, allow_none=False)
         self._check_per_basis("n_components", self.n_components, allow_none=True)
@@ -254,25 +266,7 @@ class StimulusConfig:
         need(isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda", "mps")
                                                or self.device.startswith("cuda:")),
              f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-        need(isinstance(self.nmf, dict), "nmf must be a mapping of NMF parameters")
-        need(isinstance(self.dictionary, dict), "dictionary must be a mapping of dictionary-learning parameters")
-        bad = sorted(set(self.nmf) - set(NMF_DEFAULTS))
-        need(not bad, f"unknown nmf parameter(s): {', '.join(bad)}; known: {', '.join(NMF_DEFAULTS)}")
-        bad = sorted(set(self.dictionary) - set(DICTIONARY_DEFAULTS))
-        need(not bad, f"unknown dictionary parameter(s): {', '.join(bad)}; "
-                      f"known: {', '.join(DICTIONARY_DEFAULTS)}")
-        need(isinstance(self.sae, dict), "sae must be a mapping of sparse-autoencoder parameters")
-        bad = sorted(set(self.sae) - set(SAE_DEFAULTS))
-        need(not bad, f"unknown sae parameter(s): {', '.join(bad)}; known: {', '.join(SAE_DEFAULTS)}")
-        sae = {**SAE_DEFAULTS, **self.sae}
-        for key in ("k", "epochs", "batch_size"):
-            need(_is_int(sae[key]) and sae[key] >= 1, f"sae.{key} must be a positive integer, not {sae[key]!r}")
-        need(sae["aux_k"] is None or (_is_int(sae["aux_k"]) and sae["aux_k"] >= 0),
-             f"sae.aux_k must be null or a non-negative integer, not {sae['aux_k']!r}")
-        for key, low in (("lr", "positive"), ("aux_coef", "non-negative")):
-            v = sae[key]
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                 and (v > 0 if low == "positive" else v >= 0), f"sae.{key} must be a {low} number, not {v!r}")
+        self._check_basis_sections()
         need(self.weights is None or isinstance(self.weights, str), "weights must be null or an enum name")
         need(self.architecture is None or isinstance(self.architecture, str),
              "architecture must be null or a torchvision architecture name")
@@ -285,26 +279,10 @@ class StimulusConfig:
         need(self.completeness_max_images is None
              or (_is_int(self.completeness_max_images) and self.completeness_max_images >= 1),
              "completeness_max_images must be null or a positive integer")
-        for key in ("influence_class", "influence_versus"):
-            value = getattr(self, key)
-            need(value is None or (_is_int(value) and value >= 0), f"{key} must be null or a class index >= 0")
-        need(self.influence_versus is None or self.influence_class is not None,
-             "influence_versus needs influence_class")
-        need(self.influence_versus is None or self.influence_versus != self.influence_class,
-             "influence_versus must differ from influence_class")
+        for section in SECTIONS:
+            self.section(section).validate()
         need(self.unit_selection != "influence" or self.influence_class is not None,
              "unit_selection 'influence' needs influence_class (the class of interest)")
-        need(self.influence_distribution in INFLUENCE_DISTRIBUTIONS,
-             f"influence_distribution must be one of {', '.join(INFLUENCE_DISTRIBUTIONS)}")
-        need(self.influence_max_images is None
-             or (_is_int(self.influence_max_images) and self.influence_max_images >= 1),
-             "influence_max_images must be null or a positive integer")
-        need(self.mis_layer is None or (isinstance(self.mis_layer, str) and self.mis_layer),
-             "mis_layer must be null or a layer name")
-        need(isinstance(self.mis_alpha, (int, float)) and not isinstance(self.mis_alpha, bool) and self.mis_alpha > 0,
-             "mis_alpha must be a positive number")
-        need(_is_int(self.mis_candidates) and self.mis_candidates >= 1,
-             f"mis_candidates must be a positive integer, not {self.mis_candidates!r}")
         if self.unit_selection in MIS_SELECTIONS:
             how = f"unit_selection {self.unit_selection!r}"
             need(self.mis_layer is not None,
@@ -317,40 +295,29 @@ class StimulusConfig:
         need(isinstance(self.attribution_overlays, bool), "attribution_overlays must be true or false")
         need(self.attribution_method in ATTRIBUTION_METHODS,
              f"attribution_method must be one of {', '.join(ATTRIBUTION_METHODS)}, not {self.attribution_method!r}")
-        need(_is_int(self.sobol_images) and self.sobol_images >= 0,
-             f"sobol_images must be a non-negative integer, not {self.sobol_images!r}")
-        need(_is_int(self.sobol_grid) and 1 <= self.sobol_grid <= 32,
-             f"sobol_grid must be an integer in [1, 32], not {self.sobol_grid!r}")
-        need(_is_int(self.sobol_n_samples) and self.sobol_n_samples >= 2,
-             f"sobol_n_samples must be an integer >= 2, not {self.sobol_n_samples!r}")
-        need(self.sobol_perturbation in SOBOL_PERTURBATIONS,
-             f"sobol_perturbation must be one of {', '.join(SOBOL_PERTURBATIONS)}, not {self.sobol_perturbation!r}")
-        need(isinstance(self.sobol_second_order, bool), "sobol_second_order must be true or false")
-        need(self.sobol_regions in SOBOL_REGIONS,
-             f"sobol_regions must be one of {', '.join(SOBOL_REGIONS)}, not {self.sobol_regions!r}")
-        need(_is_int(self.sobol_superpixels) and 2 <= self.sobol_superpixels <= 256,
-             f"sobol_superpixels must be an integer in [2, 256], not {self.sobol_superpixels!r}")
-        need(self.decision_max_images is None
-             or (_is_int(self.decision_max_images) and self.decision_max_images >= 4),
-             "decision_max_images must be null or an integer >= 4")
-        for key in ("essence", "ablation", "surrogate", "figures"):
-            need(isinstance(getattr(self, key), bool), f"{key} must be true or false")
-        for key in ("essence_k", "surrogate_k"):
-            value = getattr(self, key)
-            need(value is None or (isinstance(value, list) and value and all(_is_int(k) and k >= 1 for k in value)),
-                 f"{key} must be null or a non-empty list of positive integers")
-        need(isinstance(self.surrogate_depth, list) and self.surrogate_depth
-             and all(_is_int(d) and d >= 1 for d in self.surrogate_depth),
-             "surrogate_depth must be a non-empty list of positive integers")
-        need(_is_int(self.essence_random_seeds) and self.essence_random_seeds >= 0,
-             "essence_random_seeds must be a non-negative integer")
-        need(_is_int(self.ablation_max_units) and self.ablation_max_units >= 0,
-             "ablation_max_units must be a non-negative integer")
-        need(_is_int(self.label_entropy_top_n) and self.label_entropy_top_n >= 0,
-             "label_entropy_top_n must be a non-negative integer")
+        need(isinstance(self.figures, bool), "figures must be true or false")
         self._check_feature_vis()
-        if "nmf" in self.bases and self.activation != "post_relu":
-            raise ValueError("the nmf basis needs non-negative activations: use activation='post_relu'")
+        for b in self.bases:
+            if basis_class(b).tags.non_negative_input and self.activation != "post_relu":
+                raise ValueError(f"the {b} basis needs non-negative activations: use activation='post_relu'")
+
+    def _check_basis_sections(self) -> None:
+        """Each basis's own section (``nmf``, ``dictionary``, ``sae``): its keys are the ones the basis
+        takes, and the basis checks their values (checked whether or not the basis is used, so a job's
+        stored parameters never hold a bad section)."""
+        for name in basis_names():
+            cls = basis_class(name)
+            key = cls.tags.config_section
+            if key is None or not hasattr(self, key):
+                continue
+            section = getattr(self, key)
+            if not isinstance(section, dict):
+                raise ValueError(f"{key} must be a mapping of {name} parameters")
+            known = cls.tags.config_defaults
+            bad = sorted(set(section) - set(known))
+            if bad:
+                raise ValueError(f"unknown {key} parameter(s): {', '.join(bad)}; known: {', '.join(known)}")
+            cls.check_params({**known, **section})
 
     def _check_feature_vis(self) -> None:
         fv = self.feature_vis
@@ -385,7 +352,7 @@ class StimulusConfig:
             if missing:
                 raise ValueError(f"{name} gives no value for basis(es) {', '.join(missing)}")
             for b, v in value.items():
-                if b not in BASES:
+                if b not in basis_names():
                     raise ValueError(f"{name} names unknown basis {b!r}")
                 if not ((v is None and allow_none) or (_is_int(v) and v >= 1)):
                     raise ValueError(f"{name}[{b!r}] must be a positive integer, not {v!r}")

@@ -113,6 +113,13 @@ def graph_nodes(model: nn.Module, layers) -> dict[str, str]:
     return out
 
 
+def traced_node(model: nn.Module, layer: str):
+    """``(graph, node)``: the torch.fx graph of ``model`` traced as torchvision's feature extraction
+    traces it (eval mode), and the node ``layer`` names in it (None where it names none)."""
+    nodes, names_of = _trace(model)
+    return (nodes[0].graph if nodes else None), _last_node(nodes, names_of, layer)
+
+
 # sites per model and module tree: attribution overlays hook a layer twice per image, and tracing a
 # ResNet-50 costs about a tenth of a second
 _SITES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()

@@ -18,7 +18,7 @@ import numpy as np
 
 from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
-from .decisions import decision_measures
+from .measures.decisions import decision_measures
 from .figures import draw_figures
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,9 @@ class Rendered:
 
 
 def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"n_components": config.components_for(name), "random_state": config.seed}
-    if name == "nmf":
-        params.update(config.nmf_params())
-    elif name == "dictionary":
-        params.update(config.dictionary_params())
-    elif name == "sae":
-        params.update(config.sae_params(), device=config.device)
-    return params
+    from .bases import basis_class
+
+    return basis_class(name).params_from_config(config)
 
 
 def _r(values, digits: int = 6) -> list[float]:
@@ -94,10 +89,10 @@ def _r(values, digits: int = 6) -> list[float]:
 
 
 def measure_influence(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted]) -> dict:
-    """Per (layer, basis): the units' influence on the class of interest (stimuli.influence), read
+    """Per (layer, basis): the units' influence on the class of interest (stimuli.measures.influence), read
     from one backward pass per layer; empty without ``influence_class``. Ranking and concentration
     use the direction form. Part of the ``bases`` stage (unit selection by influence needs it)."""
-    from .influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
+    from .measures.influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
     from .selection import unit_rng
 
     if config.influence_class is None:
@@ -138,7 +133,7 @@ def measure_influence(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict[tuple[str, str], Fitted],
                           chosen: dict[tuple[str, str], list[ChosenUnit]], writer, size, device) -> dict:
     """Per (layer, basis, unit): overlay files aligned with the unit's ``references_max``."""
-    from .attribution import attribution_overlays
+    from .measures.attribution import attribution_overlays
     from .render import render
 
     out = {}
@@ -167,7 +162,7 @@ def _mis_embeddings(config: StimulusConfig, net, images, device):
     """The machine observer's embedding of every image, computed once for all units and bases. Centred
     on the image set's own mean: raw post-ReLU activations make every cosine similarity high and squash
     the score towards 0.5."""
-    from .mis import embed_images
+    from .measures.mis import embed_images
 
     return embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
                         activation=config.activation, device=device, batch_size=config.batch_size).centred()
@@ -185,7 +180,7 @@ def _choose_by_machine_score(config: StimulusConfig, candidates, exemplars_of: C
     """unit_selection mis_*: each candidate's exemplars (those it would get if chosen any other way) and
     machine score, then ``n_units`` of them by :func:`stimuli.selection.select_by_score`. Returns
     ``[(unit, exemplars, score)]`` for the chosen units and the layer entry's ``selection`` record."""
-    from .mis import machine_score_details
+    from .measures.mis import machine_score_details
     from .selection import select_by_score
 
     exemplars = []
@@ -211,7 +206,7 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
     image's SLIC superpixels; either way each image's label map is stored as a PNG."""
     from .render import render
     from .selection import unit_rng
-    from .sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
+    from .measures.sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
         upper_triangle
 
     chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
@@ -335,9 +330,9 @@ def _unit_measures(fitted: Fitted, std: np.ndarray, rank: np.ndarray, unit: int,
 def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
                  influence: dict, report: Progress) -> Chosen:
     """Stage ``exemplars``: the units of each (layer, basis) a study shows, with their exemplars and
-    measures (:mod:`stimuli.selection`, :mod:`stimuli.exemplars`, :mod:`stimuli.mis`)."""
-    from .completeness import unit_order
-    from .mis import machine_score_details
+    measures (:mod:`stimuli.selection`, :mod:`stimuli.exemplars`, :mod:`stimuli.measures.mis`)."""
+    from .measures.completeness import unit_order
+    from .measures.mis import machine_score_details
     from .selection import select_units
 
     report("exemplars", 0.0)
@@ -401,7 +396,7 @@ def render_images(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str
 def _completeness(config: StimulusConfig, inputs: Inputs, layer: str, basis, progress: Callable[[float], None]):
     """``(completeness, error)`` of a basis at its layer: the measure, or None and the reason it could
     not be taken (a layer whose output cannot be replaced)."""
-    from .completeness import default_k, network_completeness
+    from .measures.completeness import default_k, network_completeness
     from .selection import unit_rng
 
     if not config.completeness:
@@ -478,7 +473,7 @@ def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[
 
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
                       chosen: Chosen, influence: dict, report: Progress):
-    """Part of stage ``measures``: the decision measures of :mod:`stimuli.decisions` (essence, ablation,
+    """Part of stage ``measures``: the decision measures of :mod:`stimuli.measures.decisions` (essence, ablation,
     label purity, surrogate rules), added to each chosen unit's measures; the per-layer entries are
     returned for :func:`layer_entries`."""
     report("measures", 0.0)
@@ -494,7 +489,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
                   report: Progress) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
     completeness, its decision measures, and its chosen units with their files."""
-    from .completeness import cumulative_explained_variance, unit_order
+    from .measures.completeness import cumulative_explained_variance, unit_order
 
     report("measures", 0.0)
     entries = []

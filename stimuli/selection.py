@@ -1,6 +1,6 @@
 """Which units of a basis a study shows: a seeded random draw, the top explained variance, the most
-influential on a class (:mod:`stimuli.influence`), or by a per-unit score such as the machine
-observer's (:mod:`stimuli.mis`): the highest, the lowest, or evenly spread over the range."""
+influential on a class (:mod:`stimuli.measures.influence`), or by a per-unit score such as the machine
+observer's (:mod:`stimuli.measures.mis`): the highest, the lowest, or evenly spread over the range."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import zlib
 
 import numpy as np
 
-from .config import MIS_SELECTIONS, UNIT_SELECTIONS
-
 SCORE_ORDERS = ("top", "bottom", "spread")
+# by the machine observer's score (stimuli.measures.mis): the most, the least, or evenly spaced over the range
+MIS_SELECTIONS = ("mis_top", "mis_bottom", "mis_spread")
+UNIT_SELECTIONS = ("random", "top_variance", "influence", *MIS_SELECTIONS)
 
 
 def unit_rng(seed: int, *names: str) -> np.random.Generator:

@@ -1,4 +1,4 @@
-"""A Sobol region analysis's work: the row → `stimuli.regions.analyse_image` → result and pictures. Its
+"""A Sobol region analysis's work: the row → `stimuli.measures.regions.analyse_image` → result and pictures. Its
 lifecycle (claim, heartbeat, progress, cancel, failure) is `lifecycle`'s."""
 import hashlib
 from pathlib import Path
@@ -28,7 +28,7 @@ def run_analysis(analysis_id):
 
 
 def _analyse(analysis, progress):
-    from stimuli.regions import analyse_image
+    from stimuli.measures.regions import analyse_image
 
     network, image_set = analysis.network, analysis.image_set
     outcome = analyse_image(

@@ -39,6 +39,10 @@ CLEAN = {
     "stimuli/__init__.py": "",
     "stimuli/mis.py": "def delta():\n    return 1\n",
     "stimuli/pipeline.py": "from .mis import delta\n",
+    "stimuli/bases/__init__.py": "from .base import Basis\n",
+    "stimuli/bases/base.py": "class Basis:\n    pass\n",
+    "stimuli/measures/__init__.py": "",
+    "stimuli/measures/completeness.py": "from ..bases import Basis\n",
     "analysis/__init__.py": "",
     "analysis/tables.py": "def format_table():\n    return ''\n",
     "analysis/report.py": "from .tables import format_table\n",
@@ -70,6 +74,13 @@ BREAKS = {
         "stimuli/b.py": "from . import c\n",
         "stimuli/c.py": "def f():\n    from . import a\n",
     }, "No cycles are allowed in stimuli"),
+    "a basis imports a measure": ({
+        "stimuli/bases/base.py": "class Basis:\n    def codes(self):\n        from ..measures import completeness\n",
+    }, "stimuli.bases is not allowed to import stimuli.measures"),
+    "a loop inside the measures": ({
+        "stimuli/measures/essence.py": "from . import ablation\n",
+        "stimuli/measures/ablation.py": "def f():\n    from . import essence\n",
+    }, "No cycles are allowed in stimuli.measures"),
     "analysis imports stimuli": ({
         "analysis/machine.py": "def fit():\n    from stimuli.mis import delta\n",
     }, "analysis is not allowed to import stimuli"),
@@ -95,7 +106,7 @@ def test_the_stand_in_packages_keep_the_contracts(tmp_path):
     write_packages(tmp_path, CLEAN)
     status, report = lint_imports(tmp_path)
     assert status == 0, report
-    assert "Analyzed 14 files" in report  # the stand-ins, not the project's own packages
+    assert "Analyzed 18 files" in report  # the stand-ins, not the project's own packages
 
 
 @pytest.mark.parametrize("name", list(BREAKS))

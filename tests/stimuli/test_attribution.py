@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from stimuli.attribution import input_crop_fraction, overlay, unit_attribution, unit_readout
+from stimuli.measures.attribution import input_crop_fraction, overlay, unit_attribution, unit_readout
 from stimuli.bases import NeuronBasis, NMFBasis, PCABasis
 
 
@@ -154,7 +154,7 @@ def _lrp_by_hand(net, x, layer, readout, bounds=None):
 
 
 def _unit_code(net, x, layer, readout):
-    from stimuli.attribution import _layer_output
+    from stimuli.measures.attribution import _layer_output
 
     with torch.no_grad():
         return float(torch.relu(_layer_output(net, layer, x)).mean((2, 3)) @ readout)
@@ -165,7 +165,7 @@ def test_lrp_is_zennits_composite_as_the_rules_define_it(with_bounds):
     """The hand-written LRP this replaced used LRP-ε everywhere with ε relative to each layer's RMS and
     kept BatchNorm as a layer of its own; the library's composite uses z⁺ on convolutions, the flat /
     z^B rule at the input and folds BatchNorm, so the reference follows those definitions."""
-    from stimuli.attribution import lrp_relevance
+    from stimuli.measures.attribution import lrp_relevance
 
     net = _small_net()
     x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -245,7 +245,7 @@ def test_lrp_batchnorm_biases_absorb_relevance_after_folding():
 def test_lrp_refuses_a_layer_its_rules_do_not_cover(module):
     from collections import OrderedDict
 
-    from stimuli.attribution import lrp_relevance
+    from stimuli.measures.attribution import lrp_relevance
 
     net = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(2, 4, 3, padding=1)), ("odd", module),
                                      ("conv2", nn.Conv2d(4, 6, 3, padding=1))])).eval()
@@ -259,7 +259,7 @@ def test_lrp_refuses_a_layer_its_rules_do_not_cover(module):
 def test_lrp_runs_through_residual_blocks_with_inplace_relus():
     from torchvision.models import resnet18
 
-    from stimuli.attribution import unit_attribution
+    from stimuli.measures.attribution import unit_attribution
 
     torch.manual_seed(0)
     model = resnet18(num_classes=4).eval()
@@ -270,7 +270,7 @@ def test_lrp_runs_through_residual_blocks_with_inplace_relus():
 
 
 def test_input_bounds_are_black_and_white_through_the_preprocessing(demo, digits):
-    from stimuli.attribution import input_bounds
+    from stimuli.measures.attribution import input_bounds
 
     low, high = input_bounds(demo.preprocess, digits.load(0))
     assert low.shape == high.shape == (1, 8, 8)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from stimuli.ablation import unit_ablation, units_at_mean
+from stimuli.measures.ablation import unit_ablation, units_at_mean
 from stimuli.bases import make_basis
-from stimuli.essence import balanced_accuracy, essence
-from stimuli.purity import top_label_entropy
-from stimuli.surrogate import surrogate_rules
-from stimuli.tail import split_at
+from stimuli.measures.essence import balanced_accuracy, essence
+from stimuli.measures.purity import top_label_entropy
+from stimuli.measures.surrogate import surrogate_rules
+from stimuli.measures.tail import split_at
 
 
 class Planted(nn.Module):
@@ -74,7 +74,7 @@ def test_ablation_finds_the_planted_unit_and_not_the_dead_one():
 
 def test_units_at_mean_without_a_cut_matches_the_cut(monkeypatch):
     """The hook path (used where the model cannot be traced) gives the same outputs as the tail."""
-    import stimuli.tail
+    import stimuli.measures.tail
 
     rng = np.random.default_rng(1)
     x = torch.as_tensor(rng.uniform(0, 1, size=(64, 4)).astype(np.float32))
@@ -92,7 +92,7 @@ def test_units_at_mean_without_a_cut_matches_the_cut(monkeypatch):
             logits = model.head(torch.as_tensor(changed, dtype=torch.float32)).numpy()
             np.testing.assert_allclose(cut.target_logit[v], logits[np.arange(len(x)), clean], atol=1e-4)
     assert split_at(torch.jit.script(model), "hidden") is None
-    monkeypatch.setattr(stimuli.tail, "split_at", lambda *_: None)
+    monkeypatch.setattr(stimuli.measures.tail, "split_at", lambda *_: None)
     hooked = units_at_mean(model, x, None, "hidden", basis, variants, activation="pre_relu")
     assert cut.split and not hooked.split
     np.testing.assert_allclose(cut.target_logit, hooked.target_logit, atol=1e-5)
@@ -183,8 +183,8 @@ def _brute_force_accuracy(model, x, layer, keep, means, cls, reference):
 
 
 def test_essence_matches_brute_force_and_influence_leads(demo, digits, demo_activations):
-    from stimuli.completeness import unit_order
-    from stimuli.influence import influence_from_gradient, influence_order, pooled_gradient
+    from stimuli.measures.completeness import unit_order
+    from stimuli.measures.influence import influence_from_gradient, influence_order, pooled_gradient
 
     cls = 3
     keep_images = np.arange(0, len(digits), 3)
@@ -217,7 +217,7 @@ def test_essence_matches_brute_force_and_influence_leads(demo, digits, demo_acti
 
 
 def test_g_function_second_order_within_the_bootstrap_half_width():
-    from stimuli.sobol import sobol_indices
+    from stimuli.measures.sobol import sobol_indices
 
     a = np.array([0.0, 0.5, 3.0])
     f = lambda u: np.prod((np.abs(4 * u - 2) + a) / (1 + a), axis=1)  # noqa: E731
@@ -238,7 +238,7 @@ def test_superpixels_partition_the_image_and_round_trip_as_png():
 
     from PIL import Image
 
-    from stimuli.sobol import label_map_png, superpixel_labels, upper_triangle
+    from stimuli.measures.sobol import label_map_png, superpixel_labels, upper_triangle
 
     rng = np.random.default_rng(0)
     x = torch.zeros(3, 48, 64)
@@ -260,7 +260,7 @@ def test_superpixels_partition_the_image_and_round_trip_as_png():
 
 
 def test_region_sobol_with_superpixels_and_second_order():
-    from stimuli.sobol import region_sobol_images, superpixel_labels
+    from stimuli.measures.sobol import region_sobol_images, superpixel_labels
 
     class RightHalf(nn.Module):
         def forward(self, x):
@@ -323,13 +323,13 @@ def test_cli_essence_ablate_surrogate_print_json(capsys, stimuli_cache):
 
 
 def test_a_layer_the_interventions_cannot_reach_loses_them_not_the_job(tmp_path, stimuli_cache, monkeypatch):
-    import stimuli.ablation
+    import stimuli.measures.ablation
     from stimuli.pipeline import run
 
     def refuse(*_args, **_kwargs):
         raise ValueError("ablation needs a module layer; 'add' is not a submodule")
 
-    monkeypatch.setattr(stimuli.ablation, "units_at_mean_bases", refuse)
+    monkeypatch.setattr(stimuli.measures.ablation, "units_at_mean_bases", refuse)
     path = run({"n_units": 2, "bases": ["neuron"], "influence_class": 3, "completeness": False}, tmp_path / "a")
     entry = json.loads((path / "manifest.json").read_text())["layers"][0]
     assert entry["decisions_error"].startswith("ablation needs a module layer")

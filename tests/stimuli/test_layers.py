@@ -1,5 +1,6 @@
 """Every name ``python -m stimuli layers`` prints works in every consumer of a layer: activation
-extraction (generate), completeness, influence and attribution; and they all read the same value."""
+extraction (generate), completeness, influence, attribution and the decision measures (ablation,
+essence); and they all read the same value."""
 
 import io
 from contextlib import redirect_stdout
@@ -10,10 +11,11 @@ import torch
 
 from stimuli.__main__ import main
 from stimuli.activations import extract, pool
-from stimuli.attribution import unit_attribution
+from stimuli.measures.ablation import units_at_mean
+from stimuli.measures.attribution import unit_attribution
 from stimuli.bases import NeuronBasis
-from stimuli.completeness import network_completeness
-from stimuli.influence import pooled_gradient
+from stimuli.measures.completeness import network_completeness
+from stimuli.measures.influence import pooled_gradient
 from stimuli.layers import Site, hook, resolve
 from stimuli.networks import imagenet_preprocess, load_network
 
@@ -109,6 +111,23 @@ def test_every_printed_name_works_in_attribution(resnet, images, preprocess, pri
             assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all(), (name, method)
 
 
+def test_every_printed_name_works_in_the_decision_measures(resnet, images, preprocess, printed, activations):
+    """Ablation (and essence, built on it) replaces the layer's value where completeness does: a function
+    node (``layer1.0.add``) or a module's later call (``layer1.0.relu_1``) as well as a module."""
+    for name in printed:
+        basis = NeuronBasis().fit(activations.values[name])
+        K = basis.n_components_
+        run = units_at_mean(resnet, images, preprocess, name, basis, [[], list(range(K))], activation="pre_relu")
+        clean = run.clean_logits[np.arange(len(images)), run.clean_predictions]
+        # nothing ablated: the network's own logits
+        np.testing.assert_allclose(run.target_logit[0], clean, rtol=1e-5, atol=1e-5, err_msg=name)
+        # every channel at its mean over the two images: the replacement reached the rest of the network
+        assert not np.allclose(run.target_logit[1], clean, rtol=1e-5, atol=1e-5), name
+        # the interventions re-run only the network after the layer, function nodes included
+        if name in ("layer1.0.add", "layer1.0.relu_1", "layer1", "layer4.1.add", "flatten"):
+            assert run.split, name
+
+
 def test_the_influence_command_takes_a_function_node(capsys):
     code = main(["influence", "--network", "resnet18", "--offline", "--max-images", "2", "--layer",
                  "layer1.0.add", "--class", "3", "--distribution", "all", "--bases", "neuron", "--json"])
@@ -141,9 +160,12 @@ def test_generate_takes_node_names_for_every_measure(tmp_path):
     config = StimulusConfig(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
                             bases=["neuron"], n_units=1, completeness_k=[1], completeness_max_images=2,
                             influence_class=3, influence_distribution="all", influence_max_images=2,
-                            render_size=16, batch_size=42)
+                            render_size=16, batch_size=42, decision_max_images=8, essence_k=[1], surrogate_k=[1],
+                            surrogate_depth=[1], ablation_max_units=0)
     m = read_manifest(run(config, tmp_path / "resnet"))
     assert [e["layer"] for e in m["layers"]] == names
     for entry in m["layers"]:
         assert "completeness_error" not in entry and entry["completeness"]["k"] == [1], entry["layer"]
+        # the decision measures take the same names (a function node used to be refused here)
+        assert "decisions_error" not in entry and entry["ablation"]["units"], entry["layer"]
         assert entry["n_channels"] == 512 and "influence" in entry["units"][0]["measures"], entry["layer"]

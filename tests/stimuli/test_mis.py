@@ -5,7 +5,7 @@ import pytest
 
 from stimuli.datasets import ImageSet
 from stimuli.exemplars import select_exemplars
-from stimuli.mis import (EmbeddingCache, Embeddings, embed_images, machine_score_details, machine_scores,
+from stimuli.measures.mis import (EmbeddingCache, Embeddings, embed_images, machine_score_details, machine_scores,
                          mis_from_deltas, pair_delta, unit_deltas)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stimuli.regions import analyse_image
+from stimuli.measures.regions import analyse_image
 
 
 def test_one_image_of_the_demo_gets_region_indices_and_an_overlay(demo):

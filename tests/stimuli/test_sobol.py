@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stimuli.sobol import grid_labels, region_sobol, saltelli_points, sobol_indices
+from stimuli.measures.sobol import grid_labels, region_sobol, saltelli_points, sobol_indices
 
 
 def ishigami(u, a=7.0, b=0.1):

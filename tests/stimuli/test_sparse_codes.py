@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
-from stimuli.completeness import _Projector, sparse_codes
+from stimuli.bases.solvers import sparse_codes
+from stimuli.measures.completeness import _Projector
 
 
 def _ill_conditioned(K=12, C=20, seed=0):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,55 @@ def test_the_manifest_is_built_and_validated_in_one_place(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ManifestError, match="not valid JSON"):
         read_manifest(tmp_path / "manifest.json")
+
+
+DEMO_SUMMARY = Path(__file__).resolve().parent.parent / "data" / "stimuli" / "demo_manifest_without_units.json"
+
+
+def test_typed_reads_of_a_stored_demo_manifest():
+    from stimuli.artifact import figure_files, layer_summaries
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    summaries = layer_summaries(manifest)
+    assert [(s.layer, s.basis) for s in summaries] == [("conv2", "neuron"), ("conv2", "pca"), ("conv2", "nmf")]
+    pca = summaries[1]
+    entry = manifest["layers"][1]
+    assert pca.n_components == entry["n_components"] == 32
+    assert pca.cumulative_explained_variance == tuple(entry["cumulative_explained_variance"])
+    assert pca.influence_concentration == tuple(entry["influence_concentration"])
+    assert pca.completeness.k == tuple(entry["completeness"]["k"]) and pca.completeness_error is None
+    assert pca.decisions_error is None
+    figures = figure_files(manifest)
+    assert figures and all(f.file.startswith("figures/") and f.file.endswith(".svg") for f in figures)
+
+
+@pytest.mark.parametrize("drop, words", [
+    (("layers", 0, "cumulative_explained_variance"), "has no 'cumulative_explained_variance'"),
+    (("layers", 2, "n_components"), r"layer entry 2 \(conv2/nmf\) has no 'n_components'"),
+    (("layers", 1, "completeness", "accuracy"), "completeness has no 'accuracy'"),
+    (("figures", 0, "file"), "figure 0 has no 'file'"),
+])
+def test_a_missing_key_fails_loudly(drop, words):
+    from stimuli.artifact import figure_files, layer_summaries
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    *path, key = drop
+    node = manifest
+    for step in path:
+        node = node[step]
+    del node[key]
+    with pytest.raises(ManifestError, match=words):
+        layer_summaries(manifest)
+        figure_files(manifest)
+
+
+def test_measures_not_asked_for_read_as_none():
+    from stimuli.artifact import layer_summaries
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    for key in ("influence_concentration", "completeness"):
+        del manifest["layers"][0][key]
+    manifest["layers"][0]["completeness_error"] = "completeness needs hooks"
+    first = layer_summaries(manifest)[0]
+    assert first.influence_concentration is None and first.completeness is None
+    assert first.completeness_error == "completeness needs hooks"

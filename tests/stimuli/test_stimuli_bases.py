@@ -3,7 +3,7 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from stimuli.bases import DictionaryBasis, NeuronBasis, NMFBasis, PCABasis, make_basis
-from stimuli.completeness import cumulative_explained_variance
+from stimuli.measures.completeness import cumulative_explained_variance
 
 
 def _match_cosines(truth, fitted):

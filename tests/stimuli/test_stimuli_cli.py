@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from stimuli.__main__ import main
 from stimuli.artifact import read_manifest
 
@@ -76,3 +78,27 @@ def test_feature_vis_flags(tmp_path):
                                            "--out", str(tmp_path / "o")]))
     assert config.feature_vis_params() == {"method": "maco", "steps": 16, "lr": 0.2, "image_size": None, "seed": 5}
     assert _config(_parser().parse_args(["generate", "--out", str(tmp_path / "p")])).feature_vis is False
+
+
+def test_the_generate_help_names_every_basis_and_option(capsys):
+    """The help is made from the modules that own the choices, so it cannot drift from them (it once
+    left out `sae`)."""
+    from stimuli.activations import ACTIVATIONS, POOLINGS
+    from stimuli.bases import basis_names
+    from stimuli.measures.attribution import METHODS
+    from stimuli.measures.sobol import PERTURBATIONS, REGIONS
+    from stimuli.selection import UNIT_SELECTIONS
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"comma separated: {','.join(basis_names())}" in text and "sae" in basis_names()
+    for options in (ACTIVATIONS, POOLINGS, METHODS, PERTURBATIONS, REGIONS, UNIT_SELECTIONS):
+        assert "{" + ",".join(options) + "}" in text, options
+    # the configuration sections' flags are made from their fields
+    from stimuli.__main__ import FLAG_SECTIONS
+    from stimuli.sections import flag_fields
+
+    for section in FLAG_SECTIONS:
+        for key, spec in flag_fields(section).items():
+            assert (spec["flag"] or "--" + key.replace("_", "-")) in text, key

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,52 @@ def test_new_options_default_and_round_trip():
                        sobol_perturbation="mean")
     assert StimulusConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
+
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "stimuli"
+
+
+def test_stored_demo_job_parameters_still_read():
+    """The demo job's stored values and its manifest's parameters (tests/data/stimuli, saved before the
+    configuration was split into sections) read back to the same configuration, flat keys and all."""
+    values = json.loads((DATA / "demo_job_values.json").read_text())
+    stored = json.loads((DATA / "demo_manifest_parameters.json").read_text())
+    config = StimulusConfig.from_dict(values)
+    from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
+    assert from_manifest == config
+    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0}
+    assert config.mis_layer == "relu3" and config.influence_class == 3 and config.attribution_overlays
+
+
+def test_sections_read_and_write_the_flat_keys():
+    from stimuli.config import SECTIONS
+    from stimuli.measures.influence import InfluenceSettings
+    from stimuli.measures.sobol import SobolSettings
+
+    c = StimulusConfig(influence_class=3, influence_versus=5, sobol_images=2, sobol_grid=3, mis_layer="relu3")
+    assert c.influence == InfluenceSettings(class_index=3, versus=5)
+    assert c.sobol.grid == 3 and c.sobol.images == 2 and c.mis.layer == "relu3"
+    flat = c.to_dict()
+    for section in SECTIONS:
+        # every field of a section is a flat key of the stored configuration, with the same default
+        values = c.section(section).flat()
+        assert values == {k: flat[k] for k in values}, section.__name__
+        default = section().flat()
+        assert default == {k: getattr(StimulusConfig(), k) for k in default}, section.__name__
+    assert SobolSettings.from_flat({"sobol_grid": 2}) == SobolSettings(grid=2)
+
+
+@pytest.mark.parametrize("section, values, words", [
+    ("stimuli.measures.sobol.SobolSettings", {"grid": 0}, "sobol_grid must be an integer in"),
+    ("stimuli.measures.influence.InfluenceSettings", {"versus": 2}, "influence_versus needs influence_class"),
+    ("stimuli.measures.mis.MISSettings", {"alpha": 0}, "mis_alpha must be a positive number"),
+    ("stimuli.measures.decisions.DecisionMeasuresSettings", {"surrogate_depth": []}, "surrogate_depth must be"),
+])
+def test_each_section_validates_itself(section, values, words):
+    import importlib
+
+    module, name = section.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    cls().validate()
+    with pytest.raises(ValueError, match=words):
+        cls(**values).validate()

@@ -137,7 +137,7 @@ def test_folder_dataset_with_unreadable_files(tmp_path):
 def test_region_sobol_indices_in_the_manifest(tmp_path, demo, digits):
     import torch
 
-    from stimuli.sobol import region_sobol
+    from stimuli.measures.sobol import region_sobol
 
     config = StimulusConfig(bases=["pca"], n_units=1, completeness=False, sobol_images=12, sobol_grid=2,
                             sobol_n_samples=16, seed=3)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from stimuli.bases import SAEBasis, make_basis
-from stimuli.completeness import _Projector, cumulative_explained_variance
+from stimuli.measures.completeness import _Projector, cumulative_explained_variance
 
 
 def _planted(seed=0, n=2000, n_atoms=16, n_channels=24, k=3):

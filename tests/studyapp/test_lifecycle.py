@@ -6,7 +6,7 @@ import re
 import pytest
 from django.utils import timezone
 
-import stimuli.regions
+import stimuli.measures.regions
 from studyapp import lifecycle, regions, tasks
 from studyapp.models import ImageSet, Job, Network, SobolAnalysis, StimulusJob
 
@@ -38,7 +38,7 @@ def test_a_cancel_request_stops_an_analysis_at_its_next_progress_report(analysis
         progress(0.5)
         raise AssertionError("the analysis should have been stopped")
 
-    monkeypatch.setattr(stimuli.regions, "analyse_image", analyse_image)
+    monkeypatch.setattr(stimuli.measures.regions, "analyse_image", analyse_image)
     assert regions.run_analysis(analysis.pk) is None
     analysis.refresh_from_db()
     assert analysis.status == Job.Status.CANCELLED and analysis.stage == "sobol" and analysis.progress == 50
@@ -49,7 +49,7 @@ def test_an_analysis_held_by_a_live_worker_is_not_taken_over(analysis, monkeypat
     def analyse_image(*args, **kwargs):
         raise AssertionError("a second worker must not run it")
 
-    monkeypatch.setattr(stimuli.regions, "analyse_image", analyse_image)
+    monkeypatch.setattr(stimuli.measures.regions, "analyse_image", analyse_image)
     SobolAnalysis.objects.filter(pk=analysis.pk).update(status=Job.Status.RUNNING, heartbeat=timezone.now())
     with pytest.raises(lifecycle.JobBusy):
         regions.run_analysis(analysis.pk)

@@ -1,22 +1,82 @@
 """From units to decisions: the stimulus job's essence, ablation, label-purity and surrogate measures
-(stimuli.essence, stimuli.ablation, stimuli.purity, stimuli.surrogate) for every layer and basis.
+(stimuli.measures.essence, stimuli.measures.ablation, stimuli.measures.purity,
+stimuli.measures.surrogate) for every layer and basis.
 
 One pass of the network's head per image and (layer, basis) serves every intervention: the essence
 curves' and the ablations' sets of units at their mean code run together through the tail
-(:func:`stimuli.ablation.units_at_mean`), and the unablated pass gives the predictions the surrogate
+(:func:`stimuli.measures.ablation.units_at_mean`), and the unablated pass gives the predictions the surrogate
 trees learn. The measures use a seeded subset of ``decision_max_images`` images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 import logging
 
 import numpy as np
 
-from .config import StimulusConfig
+from ..sections import Section, is_int, is_int_list, need
+
+
+@dataclass(frozen=True)
+class DecisionMeasuresSettings(Section):
+    """Which decision measures a job computes, on a seeded subset of ``decision_max_images`` images: the
+    essence curves of the class of interest (over ``essence_k``, default 1, 2, 4, … K, with
+    ``essence_random_seeds`` random orders); per-unit ablation of the chosen units and, for the layer's
+    mean, up to ``ablation_max_units`` units; the label purity of the top ``label_entropy_top_n`` images
+    (0: none); surrogate trees over ``surrogate_k`` units x ``surrogate_depth`` depths. Each intervention
+    re-runs only the network after the layer (:mod:`stimuli.measures.tail`), so on the demo these add a
+    few seconds. The flat keys are the field names."""
+
+    decision_max_images: int | None = 256
+    essence: bool = True
+    essence_k: list[int] | None = None
+    essence_random_seeds: int = 3
+    ablation: bool = True
+    ablation_max_units: int = 32
+    label_entropy_top_n: int = 50
+    surrogate: bool = True
+    surrogate_k: list[int] | None = None
+    surrogate_depth: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+
+    def validate(self) -> None:
+        need(self.decision_max_images is None or (is_int(self.decision_max_images) and self.decision_max_images >= 4),
+             "decision_max_images must be null or an integer >= 4")
+        for key in ("essence", "ablation", "surrogate"):
+            need(isinstance(getattr(self, key), bool), f"{key} must be true or false")
+        for key in ("essence_k", "surrogate_k"):
+            value = getattr(self, key)
+            need(value is None or is_int_list(value), f"{key} must be null or a non-empty list of positive integers")
+        need(is_int_list(self.surrogate_depth), "surrogate_depth must be a non-empty list of positive integers")
+        need(is_int(self.essence_random_seeds) and self.essence_random_seeds >= 0,
+             "essence_random_seeds must be a non-negative integer")
+        need(is_int(self.ablation_max_units) and self.ablation_max_units >= 0,
+             "ablation_max_units must be a non-negative integer")
+        need(is_int(self.label_entropy_top_n) and self.label_entropy_top_n >= 0,
+             "label_entropy_top_n must be a non-negative integer")
+
+
+class DecisionSettings(Protocol):
+    """The settings the decision measures read (a :class:`stimuli.config.StimulusConfig` has them all);
+    named here so that the measures do not depend on the job's configuration module."""
+
+    seed: int
+    activation: str
+    batch_size: int
+    decision_max_images: int | None
+    influence_class: int | None
+    influence_versus: int | None
+    essence: bool
+    essence_k: Sequence[int] | None
+    essence_random_seeds: int
+    ablation: bool
+    ablation_max_units: int
+    label_entropy_top_n: int
+    surrogate: bool
+    surrogate_k: Sequence[int] | None
+    surrogate_depth: Sequence[int]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +97,14 @@ class DecisionMeasures:
         return self.units.get((layer, basis, int(unit)), {})
 
 
-def wanted(config: StimulusConfig) -> bool:
+def wanted(config: DecisionSettings) -> bool:
     return bool(config.essence or config.ablation or config.surrogate or config.label_entropy_top_n)
 
 
-def _ablated_units(config: StimulusConfig, K: int, chosen_units: list[int], key: tuple[str, str]) -> list[int]:
+def _ablated_units(config: DecisionSettings, K: int, chosen_units: list[int], key: tuple[str, str]) -> list[int]:
     """The chosen units first, then a seeded sample of the others up to ``ablation_max_units`` (all
     units where the basis has no more): the layer's mean is over this sample."""
-    from .selection import unit_rng
+    from ..selection import unit_rng
 
     rest = [u for u in range(K) if u not in set(chosen_units)]
     room = max(0, min(config.ablation_max_units, K) - len(chosen_units))
@@ -53,7 +113,7 @@ def _ablated_units(config: StimulusConfig, K: int, chosen_units: list[int], key:
     return list(chosen_units) + sorted(int(u) for u in sample)
 
 
-def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen: dict, influence: dict,
+def decision_measures(config: DecisionSettings, net, images, fitted: dict, chosen: dict, influence: dict,
                       device, report: Callable[[str, float], None] | None = None,
                       stage: str = "measures") -> DecisionMeasures:
     """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
@@ -63,7 +123,7 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
     from .completeness import default_k, unit_order
     from .essence import essence_orders, essence_variants
     from .purity import top_label_entropy
-    from .selection import unit_rng
+    from ..selection import unit_rng
 
     out = DecisionMeasures()
     if not wanted(config):
@@ -129,7 +189,7 @@ def decision_measures(config: StimulusConfig, net, images, fitted: dict, chosen:
     return out
 
 
-def _layer_entry(config: StimulusConfig, net, plan: dict, run, codes: np.ndarray, labels,
+def _layer_entry(config: DecisionSettings, net, plan: dict, run, codes: np.ndarray, labels,
                  out: DecisionMeasures) -> dict:
     """One (layer, basis)'s ``essence``, ``ablation`` and ``surrogate`` from its run; the chosen units'
     ablation measures go into ``out.units``."""
@@ -178,13 +238,13 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
     essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
     surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
     from .ablation import unit_ablation
-    from .activations import extract
-    from .bases import make_basis
+    from ..activations import extract
+    from ..bases import make_basis
     from .completeness import default_k, unit_order
-    from .datasets import load_dataset
+    from ..datasets import load_dataset
     from .essence import essence
     from .influence import Quantity, influence_from_gradient, influence_order, pooled_gradient
-    from .networks import load_network, resolve_device
+    from ..networks import load_network, resolve_device
     from .surrogate import surrogate_rules
 
     if measure not in MEASURES:

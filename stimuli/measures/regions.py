@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .attribution import input_crop_fraction, overlay
-from .datasets import load_dataset
-from .networks import load_network, resolve_device
+from ..datasets import load_dataset
+from ..networks import load_network, resolve_device
 from .sobol import RegionSobol, region_sobol
 
 

@@ -6,8 +6,10 @@ on ResNet-18's ``layer4`` costs the average pool and the classifier. The cut is 
 trace of the model (the layer kept as one leaf module): values computed before the layer that the tail
 still reads (a skip connection around a cut inside a block) travel with the layer's output.
 
-Where the model cannot be traced (a TorchScript file, data-dependent control flow), or the layer is not
-a module, :func:`split_at` returns None and callers fall back to full forward passes with a hook.
+A layer that is not one module call (a function's result, a module's later call) is cut at the node
+of that name in torchvision's trace of the model. Where the model cannot be traced (a TorchScript file,
+data-dependent control flow), :func:`split_at` returns None and callers fall back to full forward passes
+with a hook (:func:`stimuli.layers.hook`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+
+from ..layers import traced_node
 
 
 class _LeafTracer(fx.Tracer):
@@ -42,18 +46,27 @@ def _copy(graph: fx.Graph, nodes, env: dict) -> None:
 
 
 def split_at(model: torch.nn.Module, layer: str) -> Split | None:
-    """The model cut after module ``layer``, or None where it cannot be cut (module docstring)."""
+    """The model cut after ``layer`` (a module, or any graph node name ``python -m stimuli layers``
+    prints), or None where it cannot be cut (module docstring)."""
     if isinstance(model, torch.jit.ScriptModule):
         return None
+    graph, cut = None, None
     try:
         graph = _LeafTracer(layer).trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means: use the hook path
-        return None
+        found = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
+        cut = found[0] if len(found) == 1 else None
+    except Exception:  # noqa: BLE001 - any tracing failure: try the graph-node names below
+        pass
+    if cut is None:
+        # a graph node's name (a function's result such as `layer1.0.add`, a module's later call such as
+        # `layer1.0.relu_1`): the node torchvision's feature extraction gives that name (stimuli.layers)
+        try:
+            graph, cut = traced_node(model, layer)
+        except Exception:  # noqa: BLE001 - any tracing failure means: use the hook path
+            return None
+        if cut is None or cut.op in ("placeholder", "output"):
+            return None
     nodes = list(graph.nodes)
-    cut = [n for n in nodes if n.op == "call_module" and n.target == layer]
-    if len(cut) != 1:
-        return None
-    cut = cut[0]
     position = {n: i for i, n in enumerate(nodes)}
     after: set[fx.Node] = set()
     for n in nodes[position[cut] + 1:]:

@@ -7,7 +7,8 @@
   distribution when the layer's output is replaced, at every spatial position, by its projection on
   the top-k units (forward order) or the bottom-k units (reverse order), as in Dey et al. The codes
   projected are exact: NMF's non-negative least squares and the dictionary's positive lasso by
-  :func:`sparse_codes`, other bases by their own encoder (``transform``).
+  :func:`stimuli.bases.solvers.sparse_codes`, other bases by their own encoder (each basis's
+  :meth:`stimuli.bases.Basis.exact_codes`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .activations import batches
-from .bases import Basis, DictionaryBasis, NeuronBasis, NMFBasis, PCABasis, SAEBasis
-from .datasets import ImageSet
-from .layers import hook as layer_hook
+from ..activations import batches
+from ..bases import Basis
+from ..datasets import ImageSet
+from ..layers import hook as layer_hook
 
 
 def unit_order(basis: Basis) -> np.ndarray:
@@ -46,7 +47,7 @@ def cumulative_explained_variance(basis: Basis, A: np.ndarray, codes=None,
     """
     from scipy.linalg import cholesky, solve_triangular
 
-    from .bases import centred_products
+    from ..bases import centred_products
 
     codes = basis.transform(A) if codes is None else codes
     order = unit_order(basis) if order is None else np.asarray(order)
@@ -94,124 +95,13 @@ class _Projector:
         self.offset = torch.as_tensor(b.offset_, dtype=torch.float32, device=self.device)
         self.code_mean = torch.as_tensor(b.code_mean_, dtype=torch.float32, device=self.device)
         self.constant = self.offset + self.code_mean @ self.W
-        # the exact codes of an ill-conditioned dictionary move with W's rounding: solve with float64 atoms
-        self.W64 = torch.as_tensor(b.components_, dtype=torch.float64, device=self.device)
 
     def codes(self, X: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.basis, NeuronBasis):
-            return X
-        if isinstance(self.basis, PCABasis):
-            return (X - self.offset) @ self.W.T
-        if isinstance(self.basis, NMFBasis) and self.basis.alpha_W == 0:
-            return sparse_codes(X, self.W64)
-        if isinstance(self.basis, DictionaryBasis) and self.basis.transform_algorithm == "lasso_cd" \
-                and self.basis.positive_code:
-            # scikit-learn's lasso_cd scales the penalty by the number of features, which leaves
-            # 0.5·||x − h D||² + alpha·||h||₁ per row: the same problem
-            scale = self.basis.scale_
-            return sparse_codes(X / scale, self.W64, l1=self.basis.alpha) * scale
-        if isinstance(self.basis, SAEBasis):
-            return self.basis.encode(X)
-        out = self.basis.transform(X.double().cpu().numpy())
-        return torch.as_tensor(out, dtype=torch.float32, device=self.device)
+        return self.basis.exact_codes(X)
 
     def project(self, codes: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
         idx = torch.as_tensor(keep, dtype=torch.long, device=self.device)
         return self.constant + (codes[:, idx] - self.code_mean[idx]) @ self.W[idx]
-
-
-def sparse_codes(X: torch.Tensor, W: torch.Tensor, l1: float = 0.0, tol: float = 1e-10,
-                 max_iter: int | None = None, chunk: int = 8192) -> torch.Tensor:
-    """The exact non-negative codes ``argmin_{H ≥ 0} 0.5·||X − H W||² + l1·ΣH`` (row by row), on X's
-    device: non-negative least squares for ``l1 = 0`` (NMF), the positive lasso otherwise
-    (``DictionaryBasis`` with ``positive_code``).
-
-    Solved by block principal pivoting (Kim & Park, 2011, "Fast nonnegative matrix factorization: an
-    active-set-like method and comparisons", SIAM J. Sci. Comput. 33(6)): each row's passive set is
-    updated by exchanging every variable that breaks the KKT conditions (with the paper's backup rule,
-    which makes it terminate), and each passive system is solved directly, in float64. The result is
-    the exact solution up to rounding, whatever the dictionary's condition number; first-order
-    solvers (coordinate descent, projected gradient) need iterations in proportion to it, and the
-    demo's conv2 NMF has a Gram matrix with condition number above 10⁸. A row stops when no code is
-    below ``−tol·s/max diag(WWᵀ)`` and no gradient entry of a zero code below ``−tol·s``, ``s`` the
-    row's largest ``|W x − l1|``. scipy's ``nnls`` and scikit-learn's encoders solve the same problems
-    one row at a time, which takes seconds for the ~10⁵ spatial positions of even the demo layer; here
-    all rows share one batched solve per iteration.
-    """
-    if not l1 >= 0:
-        raise ValueError(f"l1 must be a non-negative number, not {l1!r}")
-    Wd = W.to(device=X.device, dtype=torch.float64)
-    G = Wd @ Wd.T
-    K = G.shape[0]
-    max_iter = 10 * K + 10 if max_iter is None else int(max_iter)
-    out = torch.empty(X.shape[0], K, dtype=X.dtype, device=X.device)
-    for s in range(0, X.shape[0], chunk):
-        B = X[s:s + chunk].to(torch.float64) @ Wd.T - l1
-        out[s:s + chunk] = _block_pivoting(G, B, tol, max_iter).to(X.dtype)
-    return out
-
-
-def _passive_solve(G: torch.Tensor, F: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Per row ``r``: ``H_F = G_FF⁻¹ B_F`` on its passive set ``F[r]``, 0 elsewhere. Rows are solved
-    in groups of equal passive-set size ``k`` as k x k systems: codes are sparse, so this is far less
-    work than K x K systems with the inactive part masked out."""
-    H = torch.zeros_like(B)
-    sizes = F.sum(1)
-    # each row's passive indices first, in index order
-    order = torch.argsort((~F).to(torch.int8), dim=1, stable=True)
-    for k in torch.unique(sizes).tolist():
-        if k == 0:
-            continue
-        rows = torch.nonzero(sizes == k).squeeze(1)
-        P = order[rows, :k]
-        M = G[P[:, :, None], P[:, None, :]]
-        rhs = B[rows[:, None], P]
-        h, info = torch.linalg.solve_ex(M, rhs)
-        bad = info != 0
-        if bool(bad.any()):
-            # a singular passive block (more atoms than channels): the minimum-norm solution
-            h[bad] = (torch.linalg.pinv(M[bad]) @ rhs[bad].unsqueeze(-1)).squeeze(-1)
-        H[rows[:, None], P] = h
-    return H
-
-
-def _block_pivoting(G: torch.Tensor, B: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
-    n, K = B.shape
-    dev = B.device
-    scale = B.abs().amax(1).clamp_min(torch.finfo(B.dtype).tiny)
-    tol_y = tol * scale
-    tol_h = tol_y / float(torch.diagonal(G).max().clamp_min(torch.finfo(G.dtype).tiny))
-    # start from the unconstrained solution's positive codes: most rows then need one or two exchanges
-    F = torch.linalg.lstsq(G, B.T).solution.T > 0
-    H = torch.zeros_like(B)
-    todo = torch.arange(n, device=dev)
-    alpha = torch.full((n,), 3, dtype=torch.long, device=dev)
-    beta = torch.full((n,), K + 1, dtype=torch.long, device=dev)
-    rows = torch.arange(K, device=dev)
-    for _ in range(max_iter):
-        Fi, Bi = F[todo], B[todo]
-        Hi = _passive_solve(G, Fi, Bi)
-        Yi = torch.where(Fi, torch.zeros((), dtype=B.dtype, device=dev), Hi @ G - Bi)
-        wrong = (Fi & (Hi < -tol_h[todo, None])) | (~Fi & (Yi < -tol_y[todo, None]))
-        n_wrong = wrong.sum(1)
-        ok = n_wrong == 0
-        H[todo[ok]] = Hi[ok].clamp_min(0)
-        keep = ~ok
-        todo, wrong, n_wrong = todo[keep], wrong[keep], n_wrong[keep]
-        if len(todo) == 0:
-            return H
-        # Kim & Park's rule: exchange every infeasible variable while their number keeps falling (or up
-        # to 3 times when it does not); then only the last one (Murty's rule), which cannot cycle
-        a, b = alpha[todo], beta[todo]
-        fewer = n_wrong < b
-        full = fewer | (a >= 1)
-        alpha[todo] = torch.where(fewer, torch.full_like(a, 3), torch.where(full, a - 1, a))
-        beta[todo] = torch.where(fewer, n_wrong, b)
-        last = (wrong * rows).argmax(1)
-        single = rows[None, :] == last[:, None]
-        F[todo] ^= torch.where(full[:, None], wrong, single)
-    raise RuntimeError(f"sparse_codes: {len(todo)} of {n} rows did not reach the KKT conditions in {max_iter} "
-                       "exchanges")
 
 
 def _channels_last(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:

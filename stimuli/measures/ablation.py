@@ -6,9 +6,9 @@ explains is left as it is: the layer's output ``a`` becomes ``a − Σ_{j∈S} (
 ``S`` of ablated units. For neurons this is the channel set to its mean; for a basis that reconstructs
 the layer exactly (PCA with every component) it is the projection with those components at their
 mean. Ablating no unit leaves the network as it is, so every curve built on this
-(:mod:`stimuli.essence` too) ends at the network's own accuracy.
+(:mod:`stimuli.measures.essence` too) ends at the network's own accuracy.
 
-:func:`units_at_mean` runs the network once per image batch up to the layer (:mod:`stimuli.tail`) and
+:func:`units_at_mean` runs the network once per image batch up to the layer (:mod:`stimuli.measures.tail`) and
 the rest once per set of ablated units. :func:`unit_ablation` reads, per unit, the drop in accuracy
 (against the labels where the dataset's classes are the network's, else against the network's own
 prediction) and the mean absolute change of the target logit — the logit of the class the unablated
@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .bases import NeuronBasis
+from ..layers import hook as layer_hook
+from ..layers import resolve
 from .completeness import _channels_first, _channels_last, _Projector
 
 
@@ -76,7 +77,7 @@ class _Sets:
         # a set of more than half the units is changed through its complement: Σ_S = Σ_all − Σ_rest
         self.complements = [torch.as_tensor(np.setdiff1d(np.arange(K), k), device=device) if 2 * len(k) > K
                             else None for k in position]
-        self.neurons = isinstance(basis, NeuronBasis)
+        self.neurons = basis.tags.channel_codes
         self.projector = _Projector(basis, device)
         self.preds, self.targets, self.picked = [], [], []
 
@@ -123,70 +124,64 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
 
     device = torch.device(device)
     model = model.to(device).eval()
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        raise ValueError(f"ablation needs a module layer; {layer!r} is not a submodule") from None
+    # any name `layers` prints: a module, a later call of one, or a function's result (stimuli.layers)
+    site = resolve(model, layer)
     split = split_at(model, layer)
     per_basis = [_Sets(basis, variants, device) for basis, variants in bases_variants]
     cols = torch.as_tensor(np.asarray(columns, dtype=np.int64), device=device)
     state: dict = {}
 
-    def hook(_m, _inp, out):
+    def at_layer(value):
         if state.get("replace") is not None:
             return state["replace"]
-        state["captured"] = out
+        state["captured"] = value
         return None
 
-    handle = module.register_forward_hook(hook)
     clean, seen = [], []
     n_total = len(images)
-    try:
-        with torch.inference_mode():
-            for idx, x in _input_batches(images, preprocess, batch_size):
-                x = x.to(device)
-                if split is not None and not seen:
-                    split = _checked(split, model, x[:8], state)
-                if split is not None:
-                    t, *carried = split.head(x)
-                    logits = split.tail(t, *carried).float()
-                else:
-                    state["replace"] = None
-                    logits = model(x).float()
-                    t = state.pop("captured")
-                a = torch.relu(t) if activation == "post_relu" else t
-                flat, moved_shape = _channels_last(a.float())
-                target = logits.argmax(1)
-                for b in per_basis:
-                    centred = b.projector.codes(flat) - b.projector.code_mean
-                    p = torch.empty(len(b.sets), len(x), dtype=torch.long, device=device)
-                    tl = torch.empty(len(b.sets), len(x), device=device)
-                    pc = torch.empty(len(b.sets), len(x), len(cols), device=device)
-                    cache: dict = {}
-                    for v, units in enumerate(b.sets):
-                        if len(units) == 0:
-                            out = logits
+    with layer_hook(model, layer, at_layer, site=site), torch.inference_mode():
+        for idx, x in _input_batches(images, preprocess, batch_size):
+            x = x.to(device)
+            if split is not None and not seen:
+                split = _checked(split, model, x[:8], state)
+            if split is not None:
+                t, *carried = split.head(x)
+                logits = split.tail(t, *carried).float()
+            else:
+                state["replace"] = None
+                logits = model(x).float()
+                t = state.pop("captured")
+            a = torch.relu(t) if activation == "post_relu" else t
+            flat, moved_shape = _channels_last(a.float())
+            target = logits.argmax(1)
+            for b in per_basis:
+                centred = b.projector.codes(flat) - b.projector.code_mean
+                p = torch.empty(len(b.sets), len(x), dtype=torch.long, device=device)
+                tl = torch.empty(len(b.sets), len(x), device=device)
+                pc = torch.empty(len(b.sets), len(x), len(cols), device=device)
+                cache: dict = {}
+                for v, units in enumerate(b.sets):
+                    if len(units) == 0:
+                        out = logits
+                    else:
+                        changed = b.changed(flat, centred, v, cache)
+                        replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
+                        if split is not None:
+                            out = split.tail(replaced, *carried).float()
                         else:
-                            changed = b.changed(flat, centred, v, cache)
-                            replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
-                            if split is not None:
-                                out = split.tail(replaced, *carried).float()
-                            else:
-                                state["replace"] = replaced
-                                out = model(x).float()
-                                state["replace"] = None
-                        p[v] = out.argmax(1)
-                        tl[v] = out.gather(1, target[:, None])[:, 0]
-                        pc[v] = out[:, cols]
-                    b.preds.append(p.cpu().numpy())
-                    b.targets.append(tl.cpu().numpy())
-                    b.picked.append(pc.cpu().numpy())
-                clean.append(logits.cpu().numpy())
-                seen.append(idx.numpy())
-                if progress:
-                    progress(sum(len(s) for s in seen) / n_total)
-    finally:
-        handle.remove()
+                            state["replace"] = replaced
+                            out = model(x).float()
+                            state["replace"] = None
+                    p[v] = out.argmax(1)
+                    tl[v] = out.gather(1, target[:, None])[:, 0]
+                    pc[v] = out[:, cols]
+                b.preds.append(p.cpu().numpy())
+                b.targets.append(tl.cpu().numpy())
+                b.picked.append(pc.cpu().numpy())
+            clean.append(logits.cpu().numpy())
+            seen.append(idx.numpy())
+            if progress:
+                progress(sum(len(s) for s in seen) / n_total)
     if not seen:
         raise ValueError("no image could be read for the ablations")
     clean_logits, indices = np.concatenate(clean), np.concatenate(seen)

@@ -1,7 +1,7 @@
 """A class's essence (Leino et al., 2018): how much of the network's decision for one class the top-k
 units of a layer carry, when they are ordered by their distributional influence on that class.
 
-For k units kept, every other unit of the basis is set to its mean code (:mod:`stimuli.ablation`
+For k units kept, every other unit of the basis is set to its mean code (:mod:`stimuli.measures.ablation`
 says how) and the network decides again. The decision is the class's: "class vs the rest" (the
 network's top-1 class is the class, or not) or, with ``versus``, "class vs versus" (the class's logit
 above the versus class's, on the images of either class). It is scored as balanced accuracy — the mean

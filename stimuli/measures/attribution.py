@@ -50,9 +50,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .activations import pool
+from ..activations import pool
 
-from .config import ATTRIBUTION_METHODS as METHODS
+METHODS = ("gradcam", "saliency", "occlusion", "lrp")
 
 # zennit's defaults: ε of the Linear layers' LRP-ε rule, and the stabiliser of every rule's denominator
 LRP_EPSILON = 1e-6
@@ -84,7 +84,7 @@ def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: boo
                   site=None) -> torch.Tensor:
     """The layer's output for ``x`` (any name of :mod:`stimuli.layers`; ``site`` where it was resolved
     before the model was changed), stopping the forward pass there."""
-    from .layers import hook as layer_hook
+    from ..layers import hook as layer_hook
 
     box: dict = {}
 
@@ -107,27 +107,9 @@ def _activation(t: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 def unit_readout(basis, pooled: np.ndarray, unit_index: int) -> np.ndarray:
-    """``∂h_j/∂ā`` at the pooled activation ``pooled`` (C,), see the module docstring."""
-    from .bases import DictionaryBasis, NeuronBasis, NMFBasis, PCABasis
-
-    W = np.asarray(basis.components_, dtype=np.float64)
-    pooled = np.asarray(pooled, dtype=np.float64).ravel()
-    j = int(unit_index)
-    if isinstance(basis, (NeuronBasis, PCABasis)):
-        return W[j].copy()
-    if isinstance(basis, (NMFBasis, DictionaryBasis)):
-        h = basis.transform(pooled[None])[0]
-        active = np.flatnonzero(np.abs(h) > 0)
-        if j in active:
-            Ws = W[active]
-            J = np.linalg.lstsq(Ws @ Ws.T, Ws, rcond=None)[0]
-            return J[int(np.searchsorted(active, j))]
-        return np.linalg.pinv(W).T[j]
-    eps = 1e-3 * (np.linalg.norm(pooled) / np.sqrt(len(pooled)) + 1e-6)
-    I = np.eye(len(pooled)) * eps
-    plus = basis.transform(np.maximum(pooled + I, 0) if (pooled >= 0).all() else pooled + I)[:, j]
-    minus = basis.transform(np.maximum(pooled - I, 0) if (pooled >= 0).all() else pooled - I)[:, j]
-    return (plus - minus) / (2 * eps)
+    """``∂h_j/∂ā`` at the pooled activation ``pooled`` (C,), see the module docstring; each basis knows
+    its own (:meth:`stimuli.bases.Basis.readout`)."""
+    return basis.readout(np.asarray(pooled, dtype=np.float64).ravel(), int(unit_index))
 
 
 def unit_attribution(model: torch.nn.Module, image_tensor: torch.Tensor, layer: str, basis, unit_index: int,
@@ -228,7 +210,7 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, layer: str, readout: 
                              for b in input_bounds)
     composite = lrp_composite(input_bounds, epsilon)
     # the canonizers patch forward methods with Python control flow, which FX cannot trace
-    from .layers import resolve
+    from ..layers import resolve
 
     site = resolve(model, layer)
     ran: list[tuple[str, torch.nn.Module]] = []
