@@ -1,5 +1,5 @@
 """Machine observer against people, per unit: does the Machine Interpretability Score (Zimmermann,
-Klindt & Brendel 2024; :mod:`stimuli.mis`) predict which units people find interpretable?
+Klindt & Brendel 2024; :mod:`stimuli.measures.mis`) predict which units people find interpretable?
 
 The export carries, per trial, the machine's Δ for the very query pair the trial showed (``mis_delta``)
 and the unit's stored score (``unit_mis``, at the pipeline's α). :class:`MachineObserver` fits the slope

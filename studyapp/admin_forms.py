@@ -22,7 +22,7 @@ MEASURES = {
     "influence": (
         "influence",
         "Leino et al.'s distributional influence: the mean gradient of the class's logit with respect to the "
-        "unit's code over the class's images (stimuli.influence)."),
+        "unit's code over the class's images (stimuli.measures.influence)."),
     "influence_direction": (
         "influence (direction)",
         "The same influence for a unit step along the unit's direction in activation space, comparable across "
@@ -32,7 +32,7 @@ MEASURES = {
     "mis": (
         "machine score (MIS)",
         "Machine Interpretability Score: the accuracy a machine observer reaches on this unit's 2AFC trials with "
-        "natural references, from image embeddings of mis_layer (stimuli.mis)."),
+        "natural references, from image embeddings of mis_layer (stimuli.measures.mis)."),
     "mis_mean_delta": (
         "MIS mean Δ",
         "The machine observer's mean evidence Δ for the correct query over the unit's query pairs (larger: easier)."),
@@ -40,14 +40,14 @@ MEASURES = {
         "MIS Δ per query pair", "The machine observer's evidence Δ for each query pair, in the order of the pairs."),
     "ablation_accuracy_drop": (
         "ablation: accuracy drop",
-        "The network's accuracy minus its accuracy with this unit alone held at its mean code (stimuli.ablation)."),
+        "The network's accuracy minus its accuracy with this unit alone held at its mean code (stimuli.measures.ablation)."),
     "ablation_logit_change": (
         "ablation: logit change",
         "Mean absolute change of the predicted class's logit when this unit is held at its mean code."),
     "top_label_entropy": (
         "label entropy of the top images",
         "Entropy in bits of the class labels of the unit's most activating images: low means one class "
-        "(stimuli.purity)."),
+        "(stimuli.measures.purity)."),
     "response_mean": ("response mean", "Mean of the unit's code over the image set."),
     "response_std": ("response sd", "Standard deviation of the unit's code over the image set."),
     "response_min": ("response minimum", "Lowest code of the unit over the image set."),
