@@ -22,7 +22,6 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 
-from stimuli.config import StimulusConfig
 
 from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study
 
@@ -38,7 +37,15 @@ _SECRET_FIELDS = {"completion_code"}
 _SECRET_NAME = re.compile(r"secret|password|token|(^|_)key($|_)")
 _JOB_KEY = "job-{}"
 # The query band a job renders when its parameters do not say (the pipeline's own default).
-_DEFAULT_QUERY_PERCENTILE = next(f.default for f in dataclasses.fields(StimulusConfig) if f.name == "query_percentile")
+
+
+def _default_query_percentile() -> float:
+    """The stimulus configuration's default query band. Imported when needed: the configuration gathers
+    its options from the algorithm modules, which load torch, and the admin (which imports this module)
+    must not pay that in every web process."""
+    from stimuli.config import StimulusConfig
+
+    return next(f.default for f in dataclasses.fields(StimulusConfig) if f.name == "query_percentile")
 
 
 class StudyFileError(ValueError):
@@ -404,7 +411,7 @@ def _query_percentile(job):
     for source in (job.summary.get("parameters") or {}, job.parameters or {}):
         if isinstance(source.get("query_percentile"), (int, float)):
             return float(source["query_percentile"])
-    return float(_DEFAULT_QUERY_PERCENTILE)
+    return float(_default_query_percentile())
 
 
 @dataclasses.dataclass
