@@ -189,9 +189,10 @@ class BasesField(forms.MultipleChoiceField):
 
 
 def basis_choices():
-    from stimuli.config import BASES
+    """The bases registered in stimuli.bases (imported when a job form is built, not when the admin loads)."""
+    from stimuli.bases import basis_names
 
-    return [(b, b) for b in BASES]
+    return [(b, b) for b in basis_names()]
 
 
 class StimulusJobForm(forms.ModelForm):
