@@ -115,8 +115,12 @@ def _lock_order(study, order_index, wait):
     serializes its writers anyway."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)" if not wait
-                           else "SELECT pg_advisory_xact_lock(%s, %s) IS NULL OR TRUE", [study.pk, order_index])
+            if wait:
+                # The waiting form returns void; it is selected alone (an expression around it may be
+                # folded away by the planner without the call).
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [study.pk, order_index])
+                return True
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [study.pk, order_index])
             return bool(cursor.fetchone()[0])
     return Study.objects.select_for_update().filter(pk=study.pk).exists()
 

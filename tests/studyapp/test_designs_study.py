@@ -1,0 +1,164 @@
+"""Within-participant and mixed studies end to end in the web app: orders as quota slots (exact under
+simultaneous arrivals on PostgreSQL), block lists, condition factors, the disjoint allocation."""
+import threading
+from collections import Counter, defaultdict
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from studyapp import participation
+from studyapp.models import Condition, Participant, Study, Trial
+from studyapp.recruitment import Arrival
+from tests.studyapp.conftest import make_job, make_study
+
+
+def within_study(job, **fields):
+    """Two reference sets (1 and 9 references) × two reference types, Borowski-style blocks."""
+    defaults = {"design": Study.Design.WITHIN, "block_group_by": ["n_references"],
+                "block_alternate": "reference_type", "blocks_per_condition": 2, "n_main": 6, "n_practice": 2,
+                "catch_ratio": 0, "participants_per_condition": 8}
+    study = make_study(job, **{**defaults, **fields})
+    study.conditions.all().delete()
+    for n in (1, 9):
+        for ref in ("natural", "overlay"):
+            Condition.objects.create(study=study, name=f"{ref}-{n}", job=job, layer=job.layer, basis="neuron",
+                                     reference_type=ref, n_references=n, block_instructions=f"{ref} {n}")
+    return study
+
+
+def check_schedule(participant):
+    trials = list(Trial.objects.filter(participant=participant).select_related("condition").order_by("position"))
+    main = [t for t in trials if t.block == Trial.Block.MAIN]
+    blocks = defaultdict(list)
+    for t in main:
+        blocks[t.block_index].append(t)
+    assert sorted(blocks) == list(range(8))
+    per_block = [{t.condition.name for t in blocks[b]} for b in sorted(blocks)]
+    assert all(len(names) == 1 for names in per_block), "each block holds one condition"
+    names = [next(iter(n)) for n in per_block]
+    assert Counter(names) == {c: 2 for c in ("natural-1", "overlay-1", "natural-9", "overlay-9")}
+    for start in (0, 4):
+        reference_set = names[start:start + 4]
+        assert len({n.split("-")[1] for n in reference_set}) == 1
+        types = [n.split("-")[0] for n in reference_set]
+        assert all(a != b for a, b in zip(types, types[1:]))
+    for t in main:
+        assert len(t.references_max) == t.condition.n_references
+        assert t.condition.reference_type != "overlay" or len(t.references_min) == t.condition.n_references
+    return names
+
+
+@pytest.mark.django_db
+def test_within_study_every_participant_does_every_condition_in_alternating_blocks():
+    study = within_study(make_job(bases=("neuron",), n_units=3))
+    participants = [participation.start(study, Arrival("prolific", f"p{i}", {})) for i in range(8)]
+    assert Counter(p.order for p in participants) == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert sorted(p.order_slot for p in participants if p.order == 0) == [0, 1]
+    firsts = [check_schedule(p)[0] for p in participants]
+    assert len(set(firsts)) == 4  # each type opens for each reference set in some order
+    practice = Trial.objects.filter(participant=participants[0], block=Trial.Block.PRACTICE)
+    assert {t.condition.name for t in practice} == {firsts[0]}
+    with pytest.raises(participation.ParticipationError, match="full"):
+        participation.start(study, Arrival("prolific", "late", {}))
+
+
+@pytest.mark.django_db
+def test_practice_block_names_the_practice_condition():
+    study = within_study(make_job(bases=("neuron",), n_units=3), practice_block="overlay-9")
+    p = participation.start(study, Arrival("prolific", "x", {}))
+    practice = Trial.objects.filter(participant=p, block=Trial.Block.PRACTICE)
+    assert {t.condition.name for t in practice} == {"overlay-9"}
+
+
+@pytest.mark.django_db
+def test_disjoint_allocation_no_participant_sees_a_unit_in_two_conditions_and_cells_within_one():
+    job = make_job(bases=("neuron",), n_units=7)
+    study = make_study(job, design=Study.Design.WITHIN, unit_allocation=Study.UnitAllocation.DISJOINT,
+                       n_main=4, n_practice=0, catch_ratio=0, participants_per_condition=11)
+    study.conditions.all().delete()
+    for ref in ("natural", "max_only", "none"):
+        Condition.objects.create(study=study, name=ref, job=job, layer=job.layer, basis="neuron", reference_type=ref)
+    participants = [participation.start(study, Arrival("prolific", f"p{i}", {})) for i in range(11)]
+    cells = Counter()
+    for p in participants:
+        units_by_condition = defaultdict(set)
+        for t in Trial.objects.filter(participant=p, block=Trial.Block.MAIN):
+            units_by_condition[t.condition_id].add(t.unit_id)
+        seen = [u for units in units_by_condition.values() for u in units]
+        assert len(seen) == len(set(seen)), "a unit in two conditions"
+        # every unit of the allocation gets a trial here: 4 trials over at most 3 units per condition
+        for condition, units in units_by_condition.items():
+            cells.update((u, condition) for u in units)
+    assert len(cells) == 7 * 3
+    assert max(cells.values()) - min(cells.values()) <= 1
+
+
+@pytest.mark.django_db
+def test_between_study_trials_carry_their_condition_and_block():
+    study = make_study(make_job())
+    p = participation.start(study, Arrival("prolific", "b", {}))
+    trials = Trial.objects.filter(participant=p)
+    assert p.order is None
+    assert {t.condition_id for t in trials} == {p.condition_id}
+    assert {t.block_index for t in trials if t.block == "main"} == {0}
+    assert {t.block_index for t in trials if t.block == "practice"} == {None}
+
+
+@pytest.mark.django_db
+def test_min_references_off_shows_maximal_references_only():
+    job = make_job(bases=("neuron",))
+    study = make_study(job)
+    study.conditions.update(min_references=False, n_references=3)
+    p = participation.start(study, Arrival("prolific", "m", {}))
+    for t in Trial.objects.filter(participant=p):
+        assert len(t.references_max) == 3 and t.references_min == []
+
+
+@pytest.mark.django_db
+def test_a_query_band_the_job_cannot_serve_is_refused():
+    job = make_job(bases=("neuron",))
+    job.summary = {"parameters": {"query_percentile": 10.0}}
+    job.save()
+    study = make_study(job)
+    condition = study.conditions.get()
+    condition.query_band_low, condition.query_band_high = 90, 100
+    condition.full_clean()
+    assert condition.query_band() == "90-100"
+    condition.query_band_low, condition.query_band_high = 85, 95
+    with pytest.raises(ValidationError, match="band 90-100 only.*query_percentile 15"):
+        condition.full_clean()
+
+
+def arrive_together(study, arrivals):
+    barrier = threading.Barrier(len(arrivals))
+    outcomes = []
+
+    def one(arrival):
+        try:
+            barrier.wait()
+            outcomes.append(participation.start(study, arrival))
+        except participation.ParticipationError as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(a,)) for a in arrivals]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_arrivals_fill_orders_exactly():
+    study = within_study(make_job(bases=("neuron",), n_units=3), participants_per_condition=10)
+    outcomes = arrive_together(study, [Arrival("prolific", f"pid-{i}", {}) for i in range(16)])
+    joined = [o for o in outcomes if isinstance(o, Participant)]
+    refused = [o for o in outcomes if isinstance(o, participation.ParticipationError)]
+    assert len(joined) == 10 and {e.code for e in refused} == {"study_full"}
+    assert Counter(Participant.objects.values_list("order", flat=True)) == {0: 3, 1: 3, 2: 2, 3: 2}
+    for p in joined:
+        check_schedule(p)
