@@ -3,6 +3,7 @@ simultaneous arrivals on PostgreSQL), block lists, condition factors, the disjoi
 import threading
 from collections import Counter, defaultdict
 
+import pandas as pd
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -162,3 +163,30 @@ def test_simultaneous_arrivals_fill_orders_exactly():
     assert Counter(Participant.objects.values_list("order", flat=True)) == {0: 3, 1: 3, 2: 2, 3: 2}
     for p in joined:
         check_schedule(p)
+
+
+@pytest.mark.django_db
+def test_export_of_a_within_study_names_each_trials_condition_block_and_factors(client, tmp_path):
+    from analysis.load import read_responses
+    from studyapp.export import COLUMNS, write_export
+    from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+
+    study = within_study(make_job(bases=("neuron",), n_units=3), n_practice=0, participants_per_condition=4)
+    for i in range(2):
+        participant = arrive(client, study, pid=f"w{i}")
+        through_instructions(client, participant)
+        for trial in api(client, participant, "trials?limit=50")[1]["trials"]:
+            answer(client, participant, trial["id"], correct_choice(trial["id"]))
+    path = tmp_path / "out.csv"
+    assert write_export(study, path, "csv") == 2 * 4 * 6
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == COLUMNS
+    assert set(frame["condition"]) == {"natural-1", "overlay-1", "natural-9", "overlay-9"}
+    assert frame.groupby("participant")["condition"].nunique().eq(4).all()
+    assert frame.groupby(["participant", "block_index"])["condition"].nunique().eq(1).all()
+    assert sorted(frame["order"].unique()) == [0, 1]
+    by_condition = frame.groupby("condition")[["reference_type", "n_references", "min_references", "query_band"]].first()
+    assert by_condition.loc["overlay-1"].tolist() == ["overlay", 1, True, "90-100"]
+    assert by_condition.loc["natural-9"].tolist() == ["natural", 9, True, "90-100"]
+    loaded = read_responses(path)
+    assert {"order", "block_index", "n_references", "min_references", "query_band"} <= set(loaded.columns)
