@@ -270,7 +270,7 @@ def upcoming_trials(participant, limit):
     the server's time."""
     upcoming = list(
         Trial.objects.filter(participant=participant, position__gte=participant.answered)
-        .order_by("position")[:limit]
+        .select_related("condition").order_by("position")[:limit]
     )
     fresh = [t.pk for t in upcoming if t.served_at is None]
     if fresh:

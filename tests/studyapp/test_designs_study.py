@@ -190,3 +190,28 @@ def test_export_of_a_within_study_names_each_trials_condition_block_and_factors(
     assert by_condition.loc["natural-9"].tolist() == ["natural", 9, True, "90-100"]
     loaded = read_responses(path)
     assert {"order", "block_index", "n_references", "min_references", "query_band"} <= set(loaded.columns)
+
+
+@pytest.mark.django_db
+def test_the_trial_that_opens_a_block_carries_its_instruction_screen(client):
+    from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+
+    study = within_study(make_job(bases=("neuron",), n_units=3), n_main=4)
+    participant = arrive(client, study, pid="blocks")
+    through_instructions(client, participant)
+    seen = []
+    while True:
+        trials = api(client, participant, "trials?limit=3")[1]["trials"]
+        if not trials:
+            break
+        trial = trials[0]  # one at a time: the opening screen must survive a fetch that starts mid-block
+        seen.append((trial["block"], trial.get("block_index"), trial.get("block_instructions_html")))
+        answer(client, participant, trial["id"], correct_choice(trial["id"]))
+    main = [s for s in seen if s[0] == "main"]
+    assert all(s[2] is None for s in seen if s[0] == "practice")
+    opening = [(index, html) for _, index, html in main if html]
+    assert [index for index, _ in opening] == list(range(8))
+    condition_of_block = dict(Trial.objects.filter(participant__study=study, block="main")
+                              .values_list("block_index", "condition__block_instructions"))
+    assert all(f"<p>{condition_of_block[index]}</p>" in html for index, html in opening)
+    assert len(main) == 8 * 2 and sum(1 for s in main if s[2]) == 8
