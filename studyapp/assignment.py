@@ -149,3 +149,23 @@ def reserve_order(study, create):
                     slot = min(set(range(quota[order.index])) - taken)
                     return create(practice_condition(study, conditions, order), order=order.index, order_slot=slot)
     raise StudyFull("every counterbalancing order has its quota of participants")
+
+
+def next_arrivals(study, n):
+    """(order index, slot) of the next `n` arrivals of a within or mixed study, as `reserve_order` would
+    give them one after another with nobody leaving: the neediest order first, its lowest free slot."""
+    conditions, orders, quota = study_plan(study)
+    taken = {o.index: set() for o in orders}
+    for order, slot in (Participant.objects.filter(study=study, order__isnull=False, status__in=OCCUPYING,
+                                                   is_preview=False).values_list("order", "order_slot")):
+        taken.setdefault(order, set()).add(slot)
+    out = []
+    for _ in range(n):
+        free = [o for o in orders if len(taken[o.index]) < quota[o.index]]
+        if not free:
+            break
+        order = min(free, key=lambda o: (len(taken[o.index]) - quota[o.index], o.index))
+        slot = min(set(range(quota[order.index])) - taken[order.index])
+        taken[order.index].add(slot)
+        out.append((order.index, slot))
+    return out

@@ -215,3 +215,37 @@ def test_the_trial_that_opens_a_block_carries_its_instruction_screen(client):
                               .values_list("block_index", "condition__block_instructions"))
     assert all(f"<p>{condition_of_block[index]}</p>" in html for index, html in opening)
     assert len(main) == 8 * 2 and sum(1 for s in main if s[2]) == 8
+
+
+@pytest.mark.django_db
+def test_schedule_preview_and_monitor_show_orders(admin_client):
+    from studyapp.monitor import order_counts
+
+    study = within_study(make_job(bases=("neuron",), n_units=3))
+    participation.start(study, Arrival("prolific", "first", {}))
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/schedule/?n=3").content.decode()
+    # the first arrival took order 0; the next three fill orders 1, 2, 3
+    assert [f"order {o}, slot 0" in page for o in (1, 2, 3)] == [True] * 3
+    assert "natural-1" in page and "conv2:neuron:0" in page
+    rows = order_counts(study)
+    assert [(r["order"], r["quota"], r["started"]) for r in rows] == [(0, 2, 1), (1, 2, 0), (2, 2, 0), (3, 2, 0)]
+    assert len(rows[0]["blocks"]) == 8
+    monitor = admin_client.get(f"/admin/studyapp/study/{study.pk}/monitor/").content.decode()
+    assert 'id="orders"' in monitor
+    assert "natural-1 → overlay-1 → natural-1 → overlay-1 → natural-9" in monitor  # order 0
+
+
+@pytest.mark.django_db
+def test_go_live_names_what_keeps_a_design_from_being_satisfied():
+    from studyapp import golive
+
+    study = within_study(make_job(bases=("neuron",), n_units=3), status=Study.Status.DRAFT)
+    assert golive.problems(study) == []
+    study.block_alternate = "colour"
+    assert any("unknown factor 'colour'" in p for p in golive.problems(study))
+    study.block_alternate, study.practice_block = "reference_type", "nope"
+    assert any("practice block names \"nope\"" in p for p in golive.problems(study))
+    study.practice_block, study.unit_allocation = "", Study.UnitAllocation.DISJOINT
+    assert any("disjoint allocation" in p for p in golive.problems(study))
+    study.unit_allocation, study.design = Study.UnitAllocation.ALL, Study.Design.MIXED
+    assert any("between_factors" in p for p in golive.problems(study))
