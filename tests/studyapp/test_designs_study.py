@@ -249,3 +249,21 @@ def test_go_live_names_what_keeps_a_design_from_being_satisfied():
     assert any("disjoint allocation" in p for p in golive.problems(study))
     study.unit_allocation, study.design = Study.UnitAllocation.ALL, Study.Design.MIXED
     assert any("between_factors" in p for p in golive.problems(study))
+
+
+@pytest.mark.django_db
+def test_the_simulators_oracle_judges_every_trial_of_a_within_study():
+    from studyapp.api import trial_payload
+    from studyapp.simulation import AnswerOracle
+
+    study = within_study(make_job(bases=("neuron",), n_units=3), catch_ratio=1 / 6)
+    oracle = AnswerOracle.from_study(study)
+    checked = 0
+    for i in range(4):
+        participant = participation.start(study, Arrival("prolific", f"oracle-{i}", {}))
+        for trial in Trial.objects.filter(participant=participant).select_related("unit", "condition"):
+            verdict = oracle.judge(trial_payload(trial, trial.condition.paradigm))
+            assert (verdict.correct, verdict.kind, verdict.unit) == (trial.correct_query, trial.kind, trial.unit.key)
+            assert verdict.conditions == (trial.condition.name,)
+            checked += 1
+    assert checked == 4 * (2 + 4 * 6)
