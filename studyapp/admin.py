@@ -678,7 +678,7 @@ class StudyAdmin(admin.ModelAdmin):
             problem = "This is a between-participants study: each participant does one condition, no schedule."
         else:
             try:
-                conditions = list(study.conditions.all())
+                conditions = list(study.conditions.select_related("job"))
                 names = {c.pk: c.name for c in conditions}
                 for order, slot in assignment.next_arrivals(study, n):
                     plans, schedule, practice = participation.design_schedule(study, order, slot, conditions)

@@ -89,7 +89,8 @@ def design_of(study):
 
 def study_plan(study, conditions=None):
     """(conditions, orders, quota per order) of a within or mixed study. Raises designs.DesignError."""
-    conditions = list(study.conditions.all()) if conditions is None else conditions
+    # the job comes along: a condition's query band reads it
+    conditions = list(study.conditions.select_related("job")) if conditions is None else conditions
     orders = designs.study_orders([condition_factors(c) for c in conditions], design_of(study))
     return conditions, orders, designs.quotas(orders, study.participants_per_condition)
 
