@@ -267,3 +267,21 @@ def test_the_simulators_oracle_judges_every_trial_of_a_within_study():
             assert verdict.conditions == (trial.condition.name,)
             checked += 1
     assert checked == 4 * (2 + 4 * 6)
+
+
+@pytest.mark.django_db
+def test_mixed_study_each_participant_does_the_conditions_of_one_between_level():
+    job = make_job(bases=("neuron", "pca"), n_units=3)
+    study = make_study(job, design=Study.Design.MIXED, between_factors=["basis"], n_main=4, n_practice=1,
+                       catch_ratio=0, participants_per_condition=4)
+    study.conditions.all().delete()
+    for basis in ("neuron", "pca"):
+        for ref in ("natural", "max_only"):
+            Condition.objects.create(study=study, name=f"{basis}-{ref}", job=job, layer=job.layer, basis=basis,
+                                     reference_type=ref)
+    participants = [participation.start(study, Arrival("prolific", f"m{i}", {})) for i in range(8)]
+    assert Counter(p.order for p in participants) == {0: 2, 1: 2, 2: 2, 3: 2}
+    for p in participants:
+        shown = {t.condition.name for t in Trial.objects.filter(participant=p).select_related("condition")}
+        basis = "neuron" if p.order < 2 else "pca"
+        assert shown == {f"{basis}-natural", f"{basis}-max_only"}
