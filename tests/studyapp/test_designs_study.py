@@ -285,3 +285,52 @@ def test_mixed_study_each_participant_does_the_conditions_of_one_between_level()
         shown = {t.condition.name for t in Trial.objects.filter(participant=p).select_related("condition")}
         basis = "neuron" if p.order < 2 else "pca"
         assert shown == {f"{basis}-natural", f"{basis}-max_only"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simulated_participants_play_a_within_study_through_the_live_server(live_server, settings):
+    from studyapp.simulation import AnswerOracle, Behaviour, simulate
+
+    settings.PARTICIPANT_RATE_LIMIT_PER_IP = 0
+    settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
+    study = within_study(make_job(bases=("neuron",), n_units=3), participants_per_condition=4, catch_ratio=1 / 6)
+    behaviour = Behaviour(accuracy={"natural-9": 1.0, "overlay-9": 1.0, "natural-1": 0.0, "overlay-1": 0.0},
+                          catch_accuracy=1.0, practice_accuracy=1.0, reload_rate=0.0, double_submit_rate=0.0,
+                          return_rate=0.0)
+    result = simulate(live_server.url, study.slug, 4, behaviour=behaviour, oracle=AnswerOracle.from_study(study),
+                      concurrency=2, seed=1, max_seconds=120)
+    s = result.summary()
+    assert s["participants"]["completed"] == 4 and s["errors"] == 0 and s["oracle_misses"] == 0
+    assert Counter(Participant.objects.filter(study=study).values_list("order", flat=True)) == {0: 1, 1: 1, 2: 1, 3: 1}
+    main = Trial.objects.filter(participant__study=study, kind="main").select_related("condition", "response")
+    # the planted accuracy follows each trial's own condition
+    for trial in main:
+        assert trial.response.correct == (trial.condition.n_references == 9)
+    assert {t.condition.name for t in main} == {"natural-1", "overlay-1", "natural-9", "overlay-9"}
+
+
+@pytest.mark.django_db
+def test_the_study_form_edits_the_design_and_the_condition_factors(admin_client):
+    from tests.studyapp.admin_forms import study_form
+
+    study = make_study(make_job(bases=("neuron", "pca")), status=Study.Status.DRAFT)
+    form = study_form(study, conditions={"pca": {"n_references": 3, "min_references": "False",
+                                                 "block_instructions": "PCA block"}},
+                      design="within", counterbalancing="permutations", blocks_per_condition=2,
+                      block_group_by='["basis"]', unit_allocation="disjoint")
+    response = admin_client.post(f"/admin/studyapp/study/{study.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study.refresh_from_db()
+    assert (study.design, study.counterbalancing, study.blocks_per_condition, study.block_group_by,
+            study.unit_allocation) == ("within", "permutations", 2, ["basis"], "disjoint")
+    pca, neuron = study.conditions.get(name="pca"), study.conditions.get(name="neuron")
+    assert (pca.n_references, pca.min_references, pca.block_instructions) == (3, False, "PCA block")
+    # a POST that leaves the factors out keeps them
+    assert (neuron.n_references, neuron.min_references) == (9, True)
+    response = admin_client.post(f"/admin/studyapp/study/{study.pk}/change/", study_form(study))
+    assert response.status_code == 302
+    pca.refresh_from_db()
+    study.refresh_from_db()
+    assert (pca.n_references, pca.min_references, study.design) == (3, False, "within")
+    page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").content.decode()
+    assert 'name="design"' in page and 'name="conditions-0-n_references"' in page
