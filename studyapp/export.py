@@ -19,7 +19,7 @@ import pandas as pd
 from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
-from .models import Condition, Exemplar, Participant, Response, Trial, Unit
+from .models import Condition, Exemplar, Participant, Response, StimulusJob, Trial, Unit
 
 COLUMNS = [
     "study", "study_version", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "job", "unit",
@@ -90,6 +90,10 @@ def response_rows(study):
         .order_by("server_time", "pk")
     )
     conditions = {c.pk: c for c in Condition.objects.filter(study=study).select_related("job")}
+    # a between participant's record names its job; the job's band is read from that job, not the
+    # condition's row as it is today
+    jobs = {j.pk: j for j in StimulusJob.objects.filter(
+        pk__in=Participant.objects.filter(study=study).values("stimulus_job_id"))}
     last_arrival = {}
     for r in responses.iterator(chunk_size=2000):
         trial, participant = r.trial, r.participant
@@ -104,6 +108,7 @@ def response_rows(study):
             shown = {"condition": condition.name, "basis": condition.basis, "layer": condition.layer,
                      "reference_type": condition.reference_type, "paradigm": condition.paradigm,
                      "job": condition.job_id}
+        job = jobs.get(participant.stimulus_job_id) if participant.order is None else None
         yield {
             "study": study.slug,
             "study_version": study.version,
@@ -113,8 +118,8 @@ def response_rows(study):
             "order": participant.order,
             "block_index": trial.block_index,
             "n_references": condition.n_references,
-            "min_references": condition.min_references and condition.reference_type not in ("max_only", "none"),
-            "query_band": condition.query_band(),
+            "min_references": condition.min_references and shown["reference_type"] not in ("max_only", "none"),
+            "query_band": condition.query_band(job),
             "trial_index": trial.position,
             "trial_kind": trial.kind,
             "practice_attempt": trial.attempt,

@@ -609,12 +609,12 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
-    def query_band(self):
+    def query_band(self, job=None):
         """The percentile band of the maximal query as the export writes it, e.g. "90-100": the
-        condition's own band, or the job's where it sets none."""
+        condition's own band, or its job's (`job`, when given, stands for it) where it sets none."""
         low, high = ((self.query_band_low, self.query_band_high)
                      if self.query_band_low is not None and self.query_band_high is not None
-                     else job_query_band(self.job))
+                     else job_query_band(job or self.job))
         return f"{low:g}-{high:g}"
 
     def query_band_error(self):
