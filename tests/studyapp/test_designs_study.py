@@ -334,3 +334,34 @@ def test_the_study_form_edits_the_design_and_the_condition_factors(admin_client)
     assert (pca.n_references, pca.min_references, study.design) == (3, False, "within")
     page = admin_client.get(f"/admin/studyapp/study/{study.pk}/change/").content.decode()
     assert 'name="design"' in page and 'name="conditions-0-n_references"' in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_export_of_a_simulated_within_study_fits_the_analysts_formula(live_server, settings, tmp_path, capsys):
+    from analysis.__main__ import main as analysis_main
+    from studyapp.export import write_export
+    from studyapp.simulation import AnswerOracle, Behaviour, simulate
+
+    settings.PARTICIPANT_RATE_LIMIT_PER_IP = 0
+    settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
+    study = within_study(make_job(bases=("neuron",), n_units=3), participants_per_condition=8, n_main=6,
+                         catch_ratio=0)
+    behaviour = Behaviour(accuracy={"natural-9": 0.9, "overlay-9": 0.8, "natural-1": 0.65, "overlay-1": 0.55},
+                          practice_accuracy=1.0, reload_rate=0.0, double_submit_rate=0.0, return_rate=0.0)
+    # one at a time: the seeded draws land on the same participants and orders in every run
+    result = simulate(live_server.url, study.slug, 8, behaviour=behaviour, oracle=AnswerOracle.from_study(study),
+                      concurrency=1, seed=5, max_seconds=120)
+    assert result.summary()["participants"]["completed"] == 8
+    path = tmp_path / "within.csv"
+    write_export(study, path, "csv")
+    frame = pd.read_csv(path)
+    main = frame[frame["trial_kind"] == "main"]
+    assert main.groupby("participant")["condition"].nunique().eq(4).all()
+    assert sorted(Counter(frame.drop_duplicates("participant")["order"]).values()) == [2, 2, 2, 2]
+    capsys.readouterr()
+    assert analysis_main(["glmm", str(path), "--formula",
+                          "correct ~ reference_type * n_references + (1|participant) + (1|unit)"]) == 0
+    out = capsys.readouterr().out
+    assert "Number of obs: 192, groups:  participant, 8; unit, 3" in out
+    assert all(term in out for term in ("reference_typeoverlay ", "n_references ",
+                                        "reference_typeoverlay:n_references "))
