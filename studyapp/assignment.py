@@ -72,12 +72,13 @@ def reserve(study, create):
 
 # Within-participant and mixed designs: the slot is a counterbalancing order, not a condition.
 
-def condition_factors(condition):
-    """A condition's factor levels as `designs` reads them."""
+def condition_factors(condition, with_band=True):
+    """A condition's factor levels as `designs` reads them. The query band reads the condition's job (its
+    summary, a large row): `with_band=False` leaves it out where the design does not name it."""
     return {"name": condition.name, "reference_type": condition.reference_type,
             "n_references": condition.n_references, "min_references": condition.min_references,
-            "query_band": condition.query_band(), "basis": condition.basis, "layer": condition.layer,
-            "paradigm": condition.paradigm}
+            "query_band": condition.query_band() if with_band else None, "basis": condition.basis,
+            "layer": condition.layer, "paradigm": condition.paradigm}
 
 
 def design_of(study):
@@ -89,9 +90,12 @@ def design_of(study):
 
 def study_plan(study, conditions=None):
     """(conditions, orders, quota per order) of a within or mixed study. Raises designs.DesignError."""
-    # the job comes along: a condition's query band reads it
-    conditions = list(study.conditions.select_related("job")) if conditions is None else conditions
-    orders = designs.study_orders([condition_factors(c) for c in conditions], design_of(study))
+    design = design_of(study)
+    with_band = "query_band" in (*design.between_factors, *design.block_group_by, design.block_alternate)
+    if conditions is None:
+        # the job comes along only when a condition's query band is read
+        conditions = list(study.conditions.select_related("job") if with_band else study.conditions.all())
+    orders = designs.study_orders([condition_factors(c, with_band) for c in conditions], design)
     return conditions, orders, designs.quotas(orders, study.participants_per_condition)
 
 
