@@ -12,7 +12,7 @@ from ._json import clean as _clean, records as _records
 from .load import catch_trials, main_trials
 from .nonparametric import FriedmanWilcoxon, KruskalConover, friedman_wilcoxon, kruskal_conover
 
-__all__ = ["accuracy_by_condition", "describe", "cluster_bootstrap_ci", "unit_accuracy",
+__all__ = ["accuracy_by_condition", "accuracy_by_factor", "FACTOR_COLUMNS", "describe", "cluster_bootstrap_ci", "unit_accuracy",
            "unit_accuracy_test", "rt_confidence_by_condition"]
 
 
@@ -73,6 +73,26 @@ def accuracy_by_condition(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
             row["mean_confidence"] = float(pd.to_numeric(d["confidence"], errors="coerce").mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: the export's condition factors (docs/contracts.md §2), in the order a table lists them
+FACTOR_COLUMNS = ("reference_type", "n_references", "min_references", "query_band", "basis", "layer", "paradigm")
+
+
+def accuracy_by_factor(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Accuracy per level of each factor that varies in the data (main trials), pooled over the other
+    factors, with the same bootstrap CIs as per condition: columns factor, level, then those of
+    `accuracy_by_condition`. Empty when no factor column has two levels."""
+    main = main_trials(df)
+    tables = []
+    for factor in FACTOR_COLUMNS:
+        if factor in main.columns and main[factor].nunique(dropna=True) > 1:
+            table = accuracy_by_condition(df, n_boot=n_boot, seed=seed, level=level, by=factor)
+            table = table.rename(columns={"condition": "level"})
+            table["level"] = table["level"].astype(str)
+            table.insert(0, "factor", factor)
+            tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def unit_accuracy(df: pd.DataFrame, by: str = "condition") -> pd.DataFrame:
@@ -154,6 +174,7 @@ def describe(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float =
     return {
         "conditions": _records(table),
         "rt_confidence": _records(rt_confidence_by_condition(df)),
+        "factors": _records(accuracy_by_factor(df, n_boot=n_boot, seed=seed, level=level)),
         "units": _records(units),
         "unit_accuracy_test": test.to_dict() if test is not None else None,
         "catch": {

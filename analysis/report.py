@@ -428,7 +428,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
     results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
-                            machine_note, blocked)
+                            machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []))
     return results
 
 
@@ -529,7 +529,7 @@ _EXCLUSION_SOURCE = {
 
 
 def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None,
-          blocked=None) -> str:
+          blocked=None, factors=None) -> str:
     head = [f"Study: {header['study'] or '(not named in the export)'}"
             + (f", version {header['version']}" if header.get("version") else ""),
             f"Participants: {header['participants_line']}"]
@@ -541,6 +541,10 @@ def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=
     cols = [c for c in _ACC_COLS if c in table.columns]
     parts = head + ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
                     format_table(table[cols]) if len(table) else f"({blocked or 'no main trials'})"]
+    if factors is not None and len(factors):
+        fcols = ["factor", "level", *[c for c in _ACC_COLS if c in factors.columns and c != "condition"]]
+        parts += ["", "Accuracy per factor level (main trials, pooled over the other factors)",
+                  format_table(factors[fcols])]
     rcols = [c for c in _RTC_COLS if c in rtc.columns]
     if len(rcols) > 1:
         parts += ["", "Response time (s) and confidence per condition: median, quartiles, IQR",

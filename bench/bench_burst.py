@@ -13,6 +13,7 @@ database at the end. The goal: p99 of start under 1 s, exactly SLOTS admitted, t
 is full, no 5xx.
 
     .venv/bin/python bench/bench_burst.py [--arrivals 1000] [--slots 800] [--spread 60] [--workers 3]
+                                          [--design between|within]
         [--rate-limits]
 
 The per-address arrival limit is turned off (every arrival comes from 127.0.0.1, as no Prolific launch
@@ -124,6 +125,8 @@ def main():
     parser.add_argument("--rate-limits", action="store_true", help="count arrivals in Redis (TEST_REDIS_URL)")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--design", choices=["between", "within"], default="between",
+                        help="within: the slots are the four counterbalancing orders of a within-participant study")
     args = parser.parse_args()
 
     stack = Stack(Path(tempfile.mkdtemp(prefix="bench-burst-")))
@@ -134,7 +137,8 @@ def main():
     stack.admin_sql(f'CREATE DATABASE "{stack.database}"')
     try:
         stack.manage("migrate", "--noinput")
-        subprocess.run([PYTHON, "bench/burst_fixture.py", str(args.slots)], cwd=ROOT, env=stack.env, check=True)
+        subprocess.run([PYTHON, "bench/burst_fixture.py", str(args.slots), args.design], cwd=ROOT, env=stack.env,
+                       check=True)
         web = stack.start_process("web", ["taskset", "-c", args.server_cpu, PYTHON, "-m", "gunicorn", "-c",
                                           "gunicorn.conf.py", "--bind", f"127.0.0.1:{stack.port}", "--workers",
                                           str(args.workers), "studyapp.wsgi:application"])
@@ -147,6 +151,8 @@ def main():
                              "AND NOT is_preview")[0][0]
         per_condition = stack.sql("SELECT condition_id, count(*) FROM studyapp_participant WHERE status IN "
                                   "('started', 'completed') GROUP BY condition_id ORDER BY condition_id")
+        per_order = stack.sql("SELECT \"order\", count(*) FROM studyapp_participant WHERE status IN "
+                              "('started', 'completed') AND \"order\" IS NOT NULL GROUP BY \"order\" ORDER BY 1")
     finally:
         for name in list(stack.processes):
             stack.stop_process(name)
@@ -170,10 +176,15 @@ def main():
           f"p99 {percentile(totals, 99):.0f}")
     print(f"admitted {admitted}, told full {full}, rate limited {limited}, 5xx {server_errors}, "
           f"other failures {len(other)}, timed out {timeouts}")
-    print(f"slots reserved at the end: {reserved} (per condition: {[n for _, n in per_condition]})")
+    if args.design == "within":
+        print(f"slots reserved at the end: {reserved} (per order: {[n for _, n in per_order]}, "
+              f"quota {args.slots // 4} each)")
+    else:
+        print(f"slots reserved at the end: {reserved} (per condition: {[n for _, n in per_condition]})")
     for r in other[:5]:
         print("  e.g.", r)
-    ok = (percentile(starts, 99) < 1000 and admitted == args.slots == reserved
+    orders_exact = args.design != "within" or [n for _, n in per_order] == [args.slots // 4] * 4
+    ok = (percentile(starts, 99) < 1000 and admitted == args.slots == reserved and orders_exact
           and full == args.arrivals - args.slots and server_errors == 0 and not other and not timeouts)
     print("goal met" if ok else "goal NOT met")
 

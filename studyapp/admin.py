@@ -17,11 +17,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.static import serve
 
-from . import arrivals, checks, golive, jobs, lifecycle, participation, studyfile, tasks, versions
+from . import arrivals, assignment, checks, designs, golive, jobs, lifecycle, participation, studyfile, tasks, versions
 from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
                           measure_help, measure_label, mis_reason)
 from .exclusions import participant_evidence
-from .monitor import study_monitor
+from .monitor import order_counts, study_monitor
 from .export import write_export
 from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
                      StudyChange, Trial, Unit)
@@ -507,10 +507,26 @@ class ConditionInline(admin.TabularInline):
     formset = ConditionFormSet
     form = ConditionForm
     extra = 1
-    fields = ["name", "job", "layer", "basis", "reference_type", "paradigm"]
+    fields = ["name", "job", "layer", "basis", "reference_type", "paradigm", "n_references", "min_references",
+              "query_band_low", "query_band_high", "block_instructions"]
 
     class Media:
         js = ["studyapp/admin-grouped-select.js"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # The design factors came after forms that post only the older fields: a factor left out of a
+        # POST keeps its stored value (Django skips an omitted field that has a default), so a choice
+        # list, not a checkbox, whose absence would read as "off".
+        if db_field.name == "min_references":
+            return forms.TypedChoiceField(
+                choices=[(True, "shown"), (False, "not shown")], coerce=lambda v: v in (True, "True"),
+                required=False, label="minimal references", initial=True, help_text=db_field.help_text)
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "n_references" and field is not None:
+            field.required = False
+        if db_field.name == "block_instructions" and field is not None:
+            field.widget.attrs.update(rows=2, cols=30)
+        return field
 
 
 class StudyFileForm(forms.Form):
@@ -538,6 +554,12 @@ class StudyAdmin(admin.ModelAdmin):
                                    "n_main",
                                    "catch_ratio", "response_lock_ms", "confidence", "fullscreen",
                                    "min_width", "min_height"]}),
+        ("Design", {"fields": ["design", "between_factors", "trials_per_block", "blocks_per_condition",
+                               "block_group_by", "block_alternate", "counterbalancing", "unit_allocation",
+                               "practice_block"],
+                    "description": "Within and mixed designs: every participant does the conditions (of their "
+                                   "between-participant group) in blocks, in a counterbalanced order; the schedule "
+                                   "preview shows what the next arrivals would get."}),
         ("Recruitment", {"fields": ["recruitment", "allow_plain_link", "completion_url", "completion_code",
                                     "participants_per_condition", "time_limit_minutes", "consent_grace_minutes"]}),
         ("Exclusion rules", {"fields": ["min_catch_accuracy", "min_instructions_seconds", "exclude_one_side", "one_side_alpha",
@@ -547,6 +569,16 @@ class StudyAdmin(admin.ModelAdmin):
                                         "flag_client_time", "exclude_flagged"]}),
         ("Change log", {"fields": ["change_log"], "classes": ["collapse"]}),
     ]
+
+    #: design fields a POST from before designs existed leaves out: omitted, they keep their stored value
+    DESIGN_FIELDS = ("design", "trials_per_block", "blocks_per_condition", "counterbalancing", "unit_allocation")
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        for name in self.DESIGN_FIELDS:
+            if name in form.base_fields:
+                form.base_fields[name].required = False
+        return form
 
     @admin.display(description="changes (field, old and new value, author, time)")
     def change_log(self, study):
@@ -596,14 +628,20 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.display(description="")
     def tools(self, study):
-        return format_html("<a href='{}'>monitor</a> · <a href='{}'>preview</a>",
-                           reverse("admin:studyapp_study_monitor", args=[study.pk]),
-                           reverse("admin:studyapp_study_preview", args=[study.pk]))
+        links = format_html("<a href='{}'>monitor</a> · <a href='{}'>preview</a>",
+                            reverse("admin:studyapp_study_monitor", args=[study.pk]),
+                            reverse("admin:studyapp_study_preview", args=[study.pk]))
+        if study.design == Study.Design.BETWEEN:
+            return links
+        return format_html("{} · <a href='{}'>schedule</a>", links,
+                           reverse("admin:studyapp_study_schedule", args=[study.pk]))
 
     def get_urls(self):
         own = [
             path("<int:study_id>/monitor/", self.admin_site.admin_view(self.monitor_view), name="studyapp_study_monitor"),
             path("<int:study_id>/preview/", self.admin_site.admin_view(self.preview_view), name="studyapp_study_preview"),
+            path("<int:study_id>/schedule/", self.admin_site.admin_view(self.schedule_view),
+                 name="studyapp_study_schedule"),
             path("<int:study_id>/new-version/", self.admin_site.admin_view(self.new_version_view),
                  name="studyapp_study_new_version"),
             path("import-file/", self.admin_site.admin_view(self.import_file_view), name="studyapp_study_import_file"),
@@ -634,11 +672,45 @@ class StudyAdmin(admin.ModelAdmin):
         return self._made(request, Study.objects.filter(pk=study.pk), versions.new_version, "New version") or \
             redirect("admin:studyapp_study_change", study.pk)
 
+    def schedule_view(self, request, study_id):
+        """The schedule preview: for the next arrivals of a within or mixed study, the order, the blocks
+        (condition, trials, block screen) and the units per condition each would get."""
+        study = get_object_or_404(Study, pk=study_id)
+        if not self.has_view_permission(request, study):
+            raise PermissionDenied
+        try:
+            n = min(max(int(request.GET.get("n", 8)), 1), 100)
+        except ValueError:
+            n = 8
+        arrivals_, problem = [], None
+        if study.design == Study.Design.BETWEEN:
+            problem = "This is a between-participants study: each participant does one condition, no schedule."
+        else:
+            try:
+                conditions = list(study.conditions.select_related("job"))
+                names = {c.pk: c.name for c in conditions}
+                for order, slot in assignment.next_arrivals(study, n):
+                    plans, schedule, practice = participation.design_schedule(study, order, slot, conditions)
+                    arrivals_.append({
+                        "order": order, "slot": slot, "practice": practice.name,
+                        "blocks": [{"index": i, "condition": names[pk], "trials": size}
+                                   for i, (pk, size) in enumerate(schedule)],
+                        "units": [{"condition": names[pk], "units": [u.name for u in plan.units]}
+                                  for pk, plan in plans.items()],
+                    })
+            except designs.DesignError as exc:
+                problem = f"The design cannot be satisfied: {exc}."
+        context = {**self.admin_site.each_context(request), "study": study, "arrivals": arrivals_, "n": n,
+                   "problem": problem, "orders": order_counts(study),
+                   "title": f"Schedule preview: {study.title}", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/studyapp/study_schedule.html", context)
+
     def monitor_view(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)
         if not self.has_view_permission(request, study):
             raise PermissionDenied
         context = {**self.admin_site.each_context(request), "study": study, "rows": study_monitor(study),
+                   "orders": order_counts(study),
                    "participants": participant_evidence(study),
                    "arrivals": arrivals.per_minute(study),
                    "title": f"Monitor: {study.title}", "opts": self.model._meta}

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
 from . import openapi, participation
-from .models import Participant
+from .models import Participant, Trial
 from .recruitment import completion_url
 from .texts import instructions_for, render_markdown
 
@@ -171,6 +171,25 @@ def trial_payload(trial, paradigm):
     return payload
 
 
+def _block_payloads(participant, upcoming):
+    """A within or mixed design's trials: each with its block's place and its condition's paradigm; the
+    trial that opens a block carries the block's instruction screen (the condition's
+    `block_instructions`), shown before it."""
+    if not upcoming:
+        return []
+    previous = (Trial.objects.filter(participant=participant, position=upcoming[0].position - 1)
+                .values_list("block_index", flat=True).first())
+    out = []
+    for trial in upcoming:
+        payload = trial_payload(trial, trial.condition.paradigm)
+        payload["block_index"] = trial.block_index
+        if trial.block == Trial.Block.MAIN and trial.block_index != previous and trial.condition.block_instructions:
+            payload["block_instructions_html"] = render_markdown(trial.condition.block_instructions)
+        previous = trial.block_index
+        out.append(payload)
+    return out
+
+
 @_participant_view(require_GET)
 def session(request, participant):
     return JsonResponse(session_payload(participant))
@@ -205,9 +224,13 @@ def trial_list(request, participant):
         raise BadRequest(f"'limit' must be between 1 and {MAX_TRIALS_PER_REQUEST}.")
     current = participation.phase(participant)
     upcoming = participation.upcoming_trials(participant, limit) if current in ("practice", "main") else []
+    if participant.order is None:
+        trials = [trial_payload(t, participant.condition.paradigm) for t in upcoming]
+    else:
+        trials = _block_payloads(participant, upcoming)
     return JsonResponse({
         "phase": current,
-        "trials": [trial_payload(t, participant.condition.paradigm) for t in upcoming],
+        "trials": trials,
         "remaining": participant.trial_count - participant.answered,
     })
 

@@ -8,7 +8,9 @@ number of responses. Those queries and the rows read one snapshot of a live stud
 What a row says the participant was shown (condition, layer, basis, reference type, paradigm, job) is the
 participant's own record of its assignment and the trial's unit, never the condition's row as it is today:
 a condition edited after the answers (which `models.Condition` refuses, but an old database may hold)
-leaves the export as it was. The questionnaire's answers are columns `q_<question>`, repeated on each
+leaves the export as it was. In a within-participant or mixed design a participant does several conditions,
+so there these columns come from the trial's own condition (its factors frozen once the study has answers),
+with the block's place in the schedule and the participant's counterbalancing order. The questionnaire's answers are columns `q_<question>`, repeated on each
 of the participant's rows."""
 import math
 from contextlib import contextmanager
@@ -17,10 +19,11 @@ import pandas as pd
 from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
-from .models import Exemplar, Participant, Response, Trial, Unit
+from .models import Condition, Exemplar, Participant, Response, StimulusJob, Trial, Unit
 
 COLUMNS = [
     "study", "study_version", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "job", "unit",
+    "order", "block_index", "n_references", "min_references", "query_band",
     "trial_index", "trial_kind", "practice_attempt", "query_a", "query_b", "correct_query", "choice",
     "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
@@ -86,22 +89,37 @@ def response_rows(study):
                "trial__strip_a", "trial__strip_b", "participant__questionnaire", "participant__recruitment_info")
         .order_by("server_time", "pk")
     )
+    conditions = {c.pk: c for c in Condition.objects.filter(study=study).select_related("job")}
+    # a between participant's record names its job; the job's band is read from that job, not the
+    # condition's row as it is today
+    jobs = {j.pk: j for j in StimulusJob.objects.filter(
+        pk__in=Participant.objects.filter(study=study).values("stimulus_job_id"))}
     last_arrival = {}
     for r in responses.iterator(chunk_size=2000):
         trial, participant = r.trial, r.participant
         previous = last_arrival.get(participant.pk)
         last_arrival[participant.pk] = r.server_time
+        condition = conditions.get(trial.condition_id) or conditions[participant.condition_id]
+        if participant.order is None:
+            shown = {"condition": participant.condition_name, "basis": participant.basis,
+                     "layer": participant.layer, "reference_type": participant.reference_type,
+                     "paradigm": participant.paradigm, "job": participant.stimulus_job_id}
+        else:
+            shown = {"condition": condition.name, "basis": condition.basis, "layer": condition.layer,
+                     "reference_type": condition.reference_type, "paradigm": condition.paradigm,
+                     "job": condition.job_id}
+        job = jobs.get(participant.stimulus_job_id) if participant.order is None else None
         yield {
             "study": study.slug,
             "study_version": study.version,
             "participant": participant.pseudonym,
-            "condition": participant.condition_name,
-            "basis": participant.basis,
-            "layer": participant.layer,
-            "reference_type": participant.reference_type,
-            "paradigm": participant.paradigm,
-            "job": participant.stimulus_job_id,
+            **shown,
             "unit": trial.unit.key,
+            "order": participant.order,
+            "block_index": trial.block_index,
+            "n_references": condition.n_references,
+            "min_references": condition.min_references and shown["reference_type"] not in ("max_only", "none"),
+            "query_band": condition.query_band(job),
             "trial_index": trial.position,
             "trial_kind": trial.kind,
             "practice_attempt": trial.attempt,
@@ -187,9 +205,11 @@ def response_frame(study):
         frame = pd.concat([frame, pd.DataFrame(questions, index=frame.index)], axis=1)
     frame["study_version"] = frame["study_version"].astype("Int64")
     frame["job"] = frame["job"].astype("Int64")
-    for column in ("practice_attempt", "confidence", "focus_losses", "fullscreen_exits"):
+    for column in ("practice_attempt", "confidence", "focus_losses", "fullscreen_exits", "order", "block_index",
+                   "n_references"):
         frame[column] = frame[column].astype("Int64")
     frame["webdriver"] = frame["webdriver"].astype("boolean")
+    frame["min_references"] = frame["min_references"].astype("boolean")
     for column in ("excluded", "flagged"):
         frame[column] = frame[column].astype(bool)
     # Nullable: an empty cell says the study does not apply that rule.

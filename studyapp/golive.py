@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 
+from . import assignment, designs
 from .models import Condition, StimulusJob, Study, named_units
 from .recruitment import PLATFORM_PARAMETERS
 from .trials import build_trial_list
@@ -136,6 +137,37 @@ def problems(study, conditions=None):
     out += completion_problems(study)
     for condition in conditions:
         out += condition_problems(study, condition)
+    out += design_problems(study, conditions)
+    return out
+
+
+def design_problems(study, conditions):
+    """What keeps a within or mixed design from being satisfied: factors no condition has, a practice
+    block that names no condition, more blocks than units, a query band the job cannot serve."""
+    out = [f"Condition \"{c.name}\": {c.query_band_error()}." for c in conditions if c.query_band_error()]
+    if study.design == Study.Design.BETWEEN or not conditions:
+        return out
+    try:
+        conditions, orders, _ = assignment.study_plan(study, conditions)
+    except designs.DesignError as exc:
+        return out + [f"The design cannot be satisfied: {exc}."]
+    names = {c.name for c in conditions}
+    if study.practice_block and study.practice_block not in names:
+        out.append(f"The practice block names \"{study.practice_block}\", which is no condition of the study; "
+                   f"it has {', '.join(sorted(names))}.")
+    if study.block_alternate and study.block_alternate in (study.between_factors or []):
+        out.append(f"{study.block_alternate} varies between participants, so it cannot alternate within one.")
+    for order in orders:
+        members = sorted(set(order.blocks))
+        n_units = min(conditions[i].units().count() for i in members)
+        if study.unit_allocation == Study.UnitAllocation.DISJOINT and n_units < len(members):
+            out.append(f"A disjoint allocation splits each participant's units over their {len(members)} "
+                       f"conditions, but a condition has only {n_units} units.")
+            break
+        if study.trials_per_block == 0 and study.n_main < study.blocks_per_condition:
+            out.append(f"N main ({study.n_main}) is fewer than the blocks per condition "
+                       f"({study.blocks_per_condition}): a block would be empty.")
+            break
     return out
 
 

@@ -297,7 +297,44 @@ class Study(models.Model):
     allow_plain_link = models.BooleanField(
         default=False, help_text="also admit arrivals without the platform's parameters (a plain link); "
                                  "a Prolific or MTurk study otherwise requires them")
-    participants_per_condition = models.PositiveIntegerField(default=30)
+    participants_per_condition = models.PositiveIntegerField(
+        default=30, help_text="between: participants per condition; within and mixed: participants per group of "
+                              "between-participant levels, spread over the counterbalancing orders")
+
+    class Design(models.TextChoices):
+        BETWEEN = "between", "between participants: each participant does one condition"
+        WITHIN = "within", "within participants: each participant does every condition, in blocks"
+        MIXED = "mixed", "mixed: the between-participant factors vary across participants, the rest within"
+
+    class Counterbalancing(models.TextChoices):
+        WILLIAMS = "williams", "balanced Latin square (Williams design, first-order carry-over)"
+        PERMUTATIONS = "permutations", "all orders"
+        NONE = "none", "one order for everybody"
+
+    class UnitAllocation(models.TextChoices):
+        ALL = "all", "every participant sees every unit in every condition"
+        DISJOINT = "disjoint", "a participant sees each unit in at most one condition (Latin-square rotation)"
+
+    design = models.CharField(max_length=10, choices=Design.choices, default=Design.BETWEEN)
+    between_factors = models.JSONField(
+        default=list, blank=True, help_text="mixed designs: the condition factors that vary between participants, "
+                                            "e.g. [\"basis\"]")
+    trials_per_block = models.PositiveIntegerField(
+        default=0, help_text="within and mixed: main trials per block; 0: all of a condition's trials (n_main) in "
+                             "its blocks, split evenly")
+    blocks_per_condition = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    block_group_by = models.JSONField(
+        default=list, blank=True, help_text="factors whose blocks stay together, e.g. [\"n_references\", "
+                                            "\"min_references\"] (Borowski et al.'s reference sets)")
+    block_alternate = models.CharField(
+        max_length=20, blank=True, help_text="a factor that alternates inside each group, e.g. reference_type; "
+                                             "blank: none")
+    counterbalancing = models.CharField(max_length=20, choices=Counterbalancing.choices,
+                                        default=Counterbalancing.WILLIAMS)
+    unit_allocation = models.CharField(max_length=10, choices=UnitAllocation.choices, default=UnitAllocation.ALL)
+    practice_block = models.CharField(
+        max_length=100, blank=True, help_text="the condition whose trials the practice shows; blank: the first "
+                                              "block's")
     time_limit_minutes = models.PositiveIntegerField(
         default=60, help_text="a participant slot is released after this long without finishing",
     )
@@ -353,7 +390,9 @@ class Study(models.Model):
     #: texts, recruitment, quotas, time limits, exclusion rules and flags stay editable and are logged
     #: (`StudyChange`). The conditions have their own list (`Condition.MEANING_FIELDS`).
     MEANING_FIELDS = ("slug", "seed", "n_practice", "practice_max_attempts", "practice_feedback", "n_main",
-                      "catch_ratio", "response_lock_ms", "confidence", "fullscreen", "min_width", "min_height")
+                      "catch_ratio", "response_lock_ms", "confidence", "fullscreen", "min_width", "min_height",
+                      "design", "between_factors", "trials_per_block", "blocks_per_condition", "block_group_by",
+                      "block_alternate", "counterbalancing", "unit_allocation", "practice_block")
     #: Every field a researcher sets; a change to any of them is logged.
     LOGGED_FIELDS = None  # filled below the class: every editable concrete field
 
@@ -515,10 +554,22 @@ class Condition(models.Model):
     basis = models.CharField(max_length=40)
     reference_type = models.CharField(max_length=20, choices=ReferenceType.choices, default=ReferenceType.NATURAL)
     paradigm = models.CharField(max_length=20, choices=Paradigm.choices, default=Paradigm.REFERENCE_2AFC)
+    n_references = models.PositiveSmallIntegerField(
+        default=9, validators=[MinValueValidator(1), MaxValueValidator(9)], help_text="references per side, 1-9")
+    min_references = models.BooleanField(
+        default=True, help_text="show the minimally activating references (the max_only reference type never does)")
+    query_band_low = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="lowest activation percentile of the maximal query; empty: the job's own band")
+    query_band_high = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="highest activation percentile of the maximal query; empty: the job's own band")
+    block_instructions = models.TextField(blank=True, help_text="Markdown: the short screen opening each of its blocks")
 
     #: What an answer in this condition means; frozen, like adding or removing a condition, once the study
     #: has answers. (The design factors of a within-participant design join this list when they land.)
-    MEANING_FIELDS = ("study", "name", "job", "layer", "basis", "reference_type", "paradigm")
+    MEANING_FIELDS = ("study", "name", "job", "layer", "basis", "reference_type", "paradigm", "n_references",
+                      "min_references", "query_band_low", "query_band_high")
 
     class Meta:
         ordering = ["study", "pk"]
@@ -558,6 +609,36 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
+    def query_band(self, job=None):
+        """The percentile band of the maximal query as the export writes it, e.g. "90-100": the
+        condition's own band, or its job's (`job`, when given, stands for it) where it sets none."""
+        low, high = ((self.query_band_low, self.query_band_high)
+                     if self.query_band_low is not None and self.query_band_high is not None
+                     else job_query_band(job or self.job))
+        return f"{low:g}-{high:g}"
+
+    def query_band_error(self):
+        """Why the job cannot serve the condition's query band; None when it can.
+
+        The artifact stores, per unit, query candidates drawn from the top and bottom `query_percentile`
+        bands of the image set by rank, not each candidate's own percentile; so the one band a job can
+        serve is its own (top p %: (100 - p)-100). A harder band (IMI's Hard85) needs a job run with that
+        query_percentile."""
+        if self.query_band_low is None and self.query_band_high is None:
+            return None
+        if self.query_band_low is None or self.query_band_high is None:
+            return "set both ends of the query band, or neither (the job's own band)"
+        if not 0 <= self.query_band_low < self.query_band_high <= 100:
+            return f"the query band {self.query_band_low:g}-{self.query_band_high:g} is not a percentile range"
+        if self.job_id is None:
+            return None
+        low, high = job_query_band(self.job)
+        if (self.query_band_low, self.query_band_high) != (low, high):
+            return (f"job {self.job_id} renders query candidates from the band {low:g}-{high:g} only; for the "
+                    f"band {self.query_band_low:g}-{self.query_band_high:g} run a job with query_percentile "
+                    f"{100 - self.query_band_low:g}")
+        return None
+
     def unit_exemplars(self, fresh=False):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from. `fresh`: read from the database, past the per-process cache (a check that must see
@@ -580,6 +661,9 @@ class Condition(models.Model):
         participant could be given."""
         adding = self.pk is None or self._state.adding
         self._check_frozen(self._changes(), action=f"adding the condition \"{self.name}\"" if adding else None)
+        band_error = self.query_band_error()
+        if band_error:
+            raise ValidationError({"query_band_low": band_error})
         if self.job_id is None or not self.layer or not self.basis:
             return
         units = self.units()
@@ -599,6 +683,17 @@ class Condition(models.Model):
             keys = {unit.pk: unit.key for unit in units}
             raise ValidationError(f"No participant could be given this condition: {named_units(str(exc), keys)}.") \
                 from None
+
+#: the stimulus pipeline's default query_percentile (stimuli.config), for a job whose summary predates it
+DEFAULT_QUERY_PERCENTILE = 10.0
+
+
+def job_query_band(job):
+    """(low, high) percentiles of the band a job's maximal query candidates come from."""
+    percentile = ((job.summary or {}).get("parameters") or {}).get("query_percentile") \
+        or (job.parameters or {}).get("query_percentile") or DEFAULT_QUERY_PERCENTILE
+    return 100.0 - float(percentile), 100.0
+
 
 def new_token():
     return secrets.token_urlsafe(24)
@@ -632,6 +727,11 @@ class Participant(models.Model):
     basis = models.CharField(max_length=40, blank=True)
     reference_type = models.CharField(max_length=20, blank=True)
     paradigm = models.CharField(max_length=20, blank=True)
+    # Within and mixed designs: the counterbalancing order (a slot with its own quota, as a condition is
+    # in a between design) and the participant's place among that order's slots, which rotates the units
+    # over the conditions in a disjoint allocation.
+    order = models.PositiveIntegerField(null=True, blank=True)
+    order_slot = models.PositiveIntegerField(null=True, blank=True)
 
     consented_at = models.DateTimeField(null=True, blank=True)
     instructions_ms = models.FloatField(null=True, blank=True)
@@ -656,6 +756,11 @@ class Participant(models.Model):
                 condition=Q(external_id_hash__isnull=False),
             ),
             models.CheckConstraint(condition=Q(answered__lte=models.F("trial_count")), name="answered_within_trials"),
+            # An order's quota held by the database: one occupying participant per slot of an order.
+            models.UniqueConstraint(
+                fields=["study", "order", "order_slot"], name="one_participant_per_order_slot",
+                condition=Q(order__isnull=False, is_preview=False, status__in=["started", "completed"]),
+            ),
         ]
 
     def __str__(self):
@@ -690,6 +795,11 @@ class Trial(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="trials")
     position = models.PositiveIntegerField()
     block = models.CharField(max_length=10, choices=Block.choices)
+    # The condition the trial belongs to (a within-participant design shows several) and its block's
+    # place in the participant's schedule; null in lists stored before designs existed.
+    condition = models.ForeignKey("Condition", null=True, blank=True, on_delete=models.PROTECT,
+                                  related_name="trials")
+    block_index = models.PositiveIntegerField(null=True, blank=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     attempt = models.PositiveIntegerField(null=True, blank=True)
     unit = models.ForeignKey(Unit, on_delete=models.PROTECT, related_name="trials")

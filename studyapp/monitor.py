@@ -2,14 +2,16 @@
 timed out, how long finishing took, catch-trial accuracy, how many would be excluded (the rules of
 studyapp.exclusions, which also flag the export's rows), and the accuracy people reach on main trials
 beside the machine observer's prediction, available before anyone takes part."""
-from collections import defaultdict
+from collections import Counter, defaultdict
 from statistics import mean, median
 
 from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
 
+from . import assignment, designs
 from .exclusions import PARTICIPANT_FIELDS, AnswerCounts, ExclusionRules, answer_counts, flags
 from .export import finite_number
-from .models import Condition, Participant, Response
+from .models import Condition, Participant, Response, Study
 
 
 def machine_prediction(condition):
@@ -40,13 +42,37 @@ def machine_prediction_reason(condition):
 
 def main_accuracy(study):
     """Condition pk → (main trials answered, answered correctly), in one grouped query."""
+    # The trial's own condition (a within-participant design's participant does several); a list stored
+    # before trials named theirs counts under the participant's.
     rows = (
         Response.objects.filter(participant__study=study, participant__is_preview=False, trial__kind="main")
-        .values("participant__condition_id")
+        .annotate(shown_condition=Coalesce("trial__condition_id", "participant__condition_id"))
+        .values("shown_condition")
         .annotate(n=Count("pk"), correct=Count("pk", filter=Q(correct=True)))
         .order_by()
     )
-    return {row["participant__condition_id"]: (row["n"], row["correct"]) for row in rows}
+    return {row["shown_condition"]: (row["n"], row["correct"]) for row in rows}
+
+
+def order_counts(study):
+    """A within or mixed study's counterbalancing orders: per order its quota, how many started, are
+    active or completed it, and its block sequence (condition names); [] for a between design or a
+    design that cannot be satisfied (go-live says why)."""
+    if study.design == Study.Design.BETWEEN:
+        return []
+    try:
+        conditions, orders, quota = assignment.study_plan(study)
+    except designs.DesignError:
+        return []
+    rows = (Participant.objects.filter(study=study, is_preview=False, order__isnull=False)
+            .values("order", "status").annotate(n=Count("pk")).order_by())
+    counts = defaultdict(Counter)
+    for row in rows:
+        counts[row["order"]][row["status"]] += row["n"]
+    return [{"order": order.index, "quota": quota[order.index], "started": sum(counts[order.index].values()),
+             "active": counts[order.index][Participant.Status.STARTED],
+             "completed": counts[order.index][Participant.Status.COMPLETED],
+             "blocks": [conditions[i].name for i in order.blocks]} for order in orders]
 
 
 def study_monitor(study):

@@ -16,7 +16,7 @@ from django.db import IntegrityError, ProgrammingError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import assignment, trials
+from . import assignment, designs, trials
 from .models import Participant, Response, Study, Trial
 from .recruitment import REQUIRED_PARAMETERS, SESSION_PARAMETER, hash_external_id
 
@@ -64,6 +64,8 @@ def _trial_rows(participant, specs, first_position):
             attempt=s.attempt, unit_id=s.unit_id, references_min=s.references_min,
             references_max=s.references_max, query_a=s.query_a, query_b=s.query_b,
             correct_query=s.correct_query, strip_a=s.strip_a, strip_b=s.strip_b,
+            condition_id=s.condition if s.condition is not None else participant.condition_id,
+            block_index=s.block_index if s.condition is not None else (0 if s.block == "main" else None),
         )
         for i, s in enumerate(specs)
     ]
@@ -99,14 +101,17 @@ def start(study, arrival, user_agent="", resume_token=None):
     assignment.expire_stale_participants(study)
     seed = secrets.randbits(62)
 
-    def create(condition):
+    def create(condition, **slot):
         return Participant.objects.create(
             study=study, condition=condition, external_id_hash=digest, recruitment=arrival.platform,
-            recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300],
+            recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300], **slot,
         )
 
     try:
-        participant = assignment.reserve(study, create)
+        if study.design == Study.Design.BETWEEN:
+            participant = assignment.reserve(study, create)
+        else:
+            participant = assignment.reserve_order(study, create)
     except assignment.StudyFull as exc:
         raise ParticipationError("study_full", "This study is full. Thank you for your interest.", 403) from exc
     except IntegrityError:
@@ -167,13 +172,53 @@ def start_preview(study, condition):
     return participant
 
 
+def condition_plan(condition, units=None):
+    return trials.ConditionPlan(
+        key=condition.pk, units=condition.unit_exemplars() if units is None else units,
+        reference_type=condition.reference_type, paradigm=condition.paradigm,
+        n_references=condition.n_references, min_references=condition.min_references)
+
+
+def design_schedule(study, order_index, order_slot, conditions=None):
+    """A within or mixed participant's plans (condition pk → ConditionPlan, its units allocated) and
+    schedule ((condition pk, main trials) per block) for order `order_index`, slot `order_slot`: what
+    the trial list is built from, and what the schedule preview shows."""
+    conditions, orders, quota = assignment.study_plan(study, conditions)
+    order = orders[order_index]
+    members = sorted(set(order.blocks))
+    units = {i: conditions[i].unit_exemplars() for i in members}
+    if study.unit_allocation == Study.UnitAllocation.DISJOINT:
+        rotation = designs.rotation(orders, quota, order_index, order_slot or 0)
+        parts = designs.disjoint_parts(min(len(u) for u in units.values()), len(members), rotation)
+        units = {i: [units[i][p] for p in part] for i, part in zip(members, parts)}
+    plans = {conditions[i].pk: condition_plan(conditions[i], units[i]) for i in members}
+    sizes = {i: designs.block_sizes(study.n_main, study.blocks_per_condition, study.trials_per_block)
+             for i in members}
+    seen = {}
+    schedule = []
+    for i in order.blocks:
+        schedule.append((conditions[i].pk, sizes[i][seen.get(i, 0)]))
+        seen[i] = seen.get(i, 0) + 1
+    practice = assignment.practice_condition(study, conditions, order)
+    return plans, schedule, practice
+
+
 def _store_trial_list(participant, condition, seed):
     study = participant.study
-    specs = trials.build_trial_list(
-        condition.unit_exemplars(), n_practice=study.n_practice, n_main=study.n_main,
-        catch_ratio=study.catch_ratio, reference_type=condition.reference_type, seed=[study.seed, seed],
-        paradigm=condition.paradigm,
-    )
+    if participant.order is not None:
+        plans, schedule, practice = design_schedule(study, participant.order, participant.order_slot)
+        specs = trials.build_block_list(plans, schedule, practice=practice.pk, n_practice=study.n_practice,
+                                        catch_ratio=study.catch_ratio, seed=[study.seed, seed])
+    else:
+        plan = condition_plan(condition)
+        specs = trials.build_trial_list(
+            plan.shown_units() if plan.paradigm != "ordered_strip" else plan.units, n_practice=study.n_practice,
+            n_main=study.n_main, catch_ratio=study.catch_ratio, reference_type=condition.reference_type,
+            seed=[study.seed, seed], paradigm=condition.paradigm,
+        )
+        if not condition.min_references:
+            for spec in specs:
+                spec.references_min = []
     Trial.objects.bulk_create(_trial_rows(participant, specs, 0))
     participant.practice_end = sum(1 for s in specs if s.block == "practice")
     participant.trial_count = len(specs)
@@ -225,7 +270,7 @@ def upcoming_trials(participant, limit):
     the server's time."""
     upcoming = list(
         Trial.objects.filter(participant=participant, position__gte=participant.answered)
-        .order_by("position")[:limit]
+        .select_related("condition").order_by("position")[:limit]
     )
     fresh = [t.pk for t in upcoming if t.served_at is None]
     if fresh:
@@ -479,11 +524,14 @@ def _maybe_repeat_practice(participant, last_trial):
     ).exists()
     if not missed or attempt >= study.practice_max_attempts:
         return
-    units = participant.condition.unit_exemplars()
+    plan = condition_plan(participant.condition)
     specs = trials.repeat_practice(
-        units, n_practice=study.n_practice, reference_type=participant.condition.reference_type,
-        seed=[study.seed, participant.seed], attempt=attempt + 1, paradigm=participant.condition.paradigm,
+        plan.shown_units() if plan.paradigm != "ordered_strip" else plan.units, n_practice=study.n_practice,
+        reference_type=plan.reference_type, seed=[study.seed, participant.seed], attempt=attempt + 1,
+        paradigm=plan.paradigm,
     )
+    for spec in specs:
+        spec.references_min = spec.references_min if plan.min_references else []
     n = len(specs)
     offset = participant.trial_count + n + 1
     main = Trial.objects.filter(participant=participant, position__gte=participant.practice_end)

@@ -10,7 +10,7 @@ the image the unit responds), so a study can measure whether the overlay helps p
 feature visualizations as references while queries stay natural images (Borowski et al.'s "optimized"
 condition); `mixed` shows the feature visualizations and the natural references side by side.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class TrialSpec:
     attempt: int | None = None
     strip_a: list = field(default_factory=list)
     strip_b: list = field(default_factory=list)
+    condition: object = None  # the key of the condition the trial belongs to (a design's block list)
+    block_index: int | None = None  # the block's place in the participant's schedule
 
 
 def _shown_references(unit, reference_type):
@@ -240,3 +242,75 @@ def strip_main_trials(units, n, catch_ratio, rng):
             strips.extend(int(i) for i in rng.permutation(len(unit.strips)))
         trials.append(_strip_trial(rng, unit, "main", "main", list(unit.strips[strips.pop()])))
     return trials
+
+
+def limit_references(unit, n_references):
+    """The unit with at most `n_references` references per side (the strongest first, as the artifact
+    orders them), so that trials and their catch queries use only what the condition shows."""
+    n = n_references
+    return replace(unit, references_max=list(unit.references_max[:n]), references_min=list(unit.references_min[:n]),
+                   overlays_max=list(unit.overlays_max[:n]), synthetic_max=list(unit.synthetic_max[:n]),
+                   synthetic_min=list(unit.synthetic_min[:n]))
+
+
+def _without_min(specs):
+    # The minimal references stay in the unit: the answer key (and a catch trial's minimal query) still
+    # comes from them, as with the max_only reference type.
+    for spec in specs:
+        spec.references_min = []
+    return specs
+
+
+@dataclass(frozen=True)
+class ConditionPlan:
+    """What a block list needs of one condition: its units (already allocated to this participant) and
+    its factors."""
+    key: object
+    units: list
+    reference_type: str = "natural"
+    paradigm: str = "reference_2afc"
+    n_references: int = 9
+    min_references: bool = True
+
+    def shown_units(self):
+        return [limit_references(u, self.n_references) for u in self.units]
+
+
+def _plan_main(plan, n, catch_ratio, rng):
+    if plan.paradigm == "ordered_strip":
+        return strip_main_trials(plan.units, n, catch_ratio, rng)
+    specs = main_trials(plan.shown_units(), n, catch_ratio, plan.reference_type, rng)
+    return specs if plan.min_references else _without_min(specs)
+
+
+def plan_practice(plan, n_practice, rng, attempt=1):
+    if plan.paradigm == "ordered_strip":
+        specs = strip_practice_trials(plan.units, n_practice, rng, attempt=attempt)
+    else:
+        specs = practice_trials(plan.shown_units(), n_practice, plan.reference_type, rng, attempt=attempt)
+        specs = specs if plan.min_references else _without_min(specs)
+    for spec in specs:
+        spec.condition = plan.key
+    return specs
+
+
+def build_block_list(plans, schedule, *, practice, n_practice, catch_ratio, seed):
+    """A within-participant list: practice from the plan keyed `practice`, then one block per entry of
+    `schedule` ((condition key, main trials) pairs, in the participant's order).
+
+    Each condition's main trials are drawn in one go and dealt to its blocks in turn, so its query pairs
+    are used without replacement across its blocks and its catch trials follow its catch ratio overall."""
+    for plan in plans.values():
+        _check_paradigm(plan.paradigm)
+    rng = np.random.default_rng(seed)
+    out = plan_practice(plans[practice], n_practice, rng) if n_practice else []
+    totals = {}
+    for key, n in schedule:
+        totals[key] = totals.get(key, 0) + n
+    pools = {key: _plan_main(plans[key], n, catch_ratio, rng) for key, n in totals.items()}
+    for block_index, (key, n) in enumerate(schedule):
+        block, pools[key] = pools[key][:n], pools[key][n:]
+        for spec in block:
+            spec.condition, spec.block_index = key, block_index
+        out.extend(block)
+    return out

@@ -57,6 +57,7 @@ class OracleCondition:
     reference_type: str  # natural | max_only | none | overlay
     units: frozenset  # unit keys
     paradigm: str = "reference_2afc"
+    n_references: int | None = None  # references per side; None: all the unit has
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Judgement:
 def _shown_type(trial, unit):
     if trial.get("paradigm") == "ordered_strip":
         return "ordered_strip"
-    if unit.overlays_max and {image_key(p) for p in trial.get("references_max") or ()} == unit.overlays_max:
+    shown = {image_key(p) for p in trial.get("references_max") or ()}
+    if unit.overlays_max and shown and shown <= unit.overlays_max:
         return "overlay"
     if trial.get("references_max") and trial.get("references_min"):
         return "natural"
@@ -150,16 +152,22 @@ class AnswerOracle:
                 lists["strips"] = [strips[group] for group in sorted(strips)]
                 seen[unit.key] = OracleUnit.from_lists(unit.key, unit.basis, unit.layer, lists)
                 units.append(seen[unit.key])
-            conditions.append(OracleCondition(condition.name, condition.basis, condition.reference_type,
-                                              frozenset(keys), getattr(condition, "paradigm", "reference_2afc")))
+            # natural references without the minimal ones look like max_only on the screen
+            shown = ("max_only" if condition.reference_type == "natural" and not condition.min_references
+                     else condition.reference_type)
+            conditions.append(OracleCondition(condition.name, condition.basis, shown, frozenset(keys),
+                                              getattr(condition, "paradigm", "reference_2afc"),
+                                              condition.n_references))
         return cls(units, conditions)
 
     def _conditions(self, unit, trial):
         shown = _shown_type(trial, unit)
         if shown == "ordered_strip":
             return tuple(sorted(c.name for c in self._conditions_of[unit.key] if c.paradigm == "ordered_strip"))
+        n_shown = len(trial.get("references_max") or ())
         return tuple(sorted(c.name for c in self._conditions_of[unit.key]
-                            if c.reference_type == shown and c.paradigm != "ordered_strip"))
+                            if c.reference_type == shown and c.paradigm != "ordered_strip"
+                            and (c.n_references is None or not n_shown or c.n_references == n_shown)))
 
     def _kind(self, trial, is_catch):
         if trial.get("block") == "practice":
@@ -172,6 +180,10 @@ class AnswerOracle:
         a, b = image_key(trial["query_a"]), image_key(trial["query_b"])
         refs = frozenset(image_key(p) for p in trial.get("references_max") or ())
         candidates = self._by_refs.get(refs, []) if refs else self.units
+        if refs and not candidates:
+            # fewer references than the unit has (a condition's n_references): the strongest ones, so the
+            # shown set is a subset of the unit's
+            candidates = [u for u in self.units if refs <= u.references_max or refs <= u.overlays_max]
         verdicts = {}
         for unit in candidates:
             if a in unit.max_images and b in unit.min_images:

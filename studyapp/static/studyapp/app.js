@@ -636,6 +636,12 @@
               "\u201d. Please reload the page; if that does not help, please contact the researchers.");
           }
           S.current = t;
+          // A block of a within-participant design opens with its own short screen, once per page load
+          // of the trial that opens it (the server marks that trial).
+          if (t.block_instructions_html && S.blockOpened !== t.id) {
+            S.screen = "block-instructions";
+            return;
+          }
           if (!S.initialPreloadDone) {
             S.initialPreloadDone = true;
             var first = [t].concat(S.buffer.slice(0, LOOKAHEAD - 1));
@@ -814,6 +820,20 @@
     css_classes: ["study-screen-doc"],
     on_finish: function (data) {
       S.action = { type: "instructions", reading_ms: data.rt };
+    },
+  };
+
+  var blockInstructionsScreen = {
+    type: jsPsychHtmlButtonResponse,
+    stimulus: function () {
+      return '<div class="study-doc" id="study-block-instructions" data-block="' + escapeHtml(String(S.current.block_index)) +
+        '">' + (S.current.block_instructions_html || "") + "</div>";
+    },
+    choices: ["Continue"],
+    button_html: btn(function () { return "block-continue"; }, "study-btn-primary"),
+    css_classes: ["study-screen-doc"],
+    on_finish: function () {
+      S.blockOpened = S.current.id;
     },
   };
 
@@ -1028,6 +1048,7 @@
         when("consent", consentScreen),
         when("declined", declinedScreen),
         when("instructions", instructionsScreen),
+        when("block-instructions", blockInstructionsScreen),
         when("browser-check", browserCheckScreen),
         when("fullscreen", fullscreenScreen),
         when("preload", preloadScreen),
