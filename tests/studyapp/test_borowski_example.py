@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from studyapp import golive
 from studyapp.export import write_export
-from studyapp.models import Condition, ImageSet, Network, Participant, StimulusJob, Study
+from studyapp.models import Condition, Exemplar, ImageSet, Network, Participant, StimulusJob, Study
 from studyapp.simulation import AnswerOracle, Behaviour, simulate
 from studyapp.simulation.oracle import OracleCondition, OracleUnit
 from studyapp.studyfile import dumps, export_study
@@ -194,3 +194,41 @@ def test_the_oracle_answers_a_trial_with_synthetic_references():
                              "references_max": [f"s0{k}.png" for k in range(9)],
                              "references_min": [f"n0{k}.png" for k in range(9)]})
     assert all_nine.correct == "a" and all_nine.unit == "conv2:neuron:0"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_the_files_job_run_on_the_demo_network_matches_it_by_content(settings, tmp_path):
+    """The job the file names, run for real (the demo network, feature visualizations included), has the
+    file's content hash: the file then imports without `--job`, goes live, and each condition shows its
+    references as the design says."""
+    from studyapp import jobs, participation
+    from studyapp.models import Trial
+    from studyapp.recruitment import Arrival
+
+    settings.MEDIA_ROOT, settings.ARTIFACT_ROOT = tmp_path / "media", tmp_path / "artifacts"
+    spec = json.loads(EXAMPLE.read_text(encoding="utf-8"))["jobs"]["job-1"]
+    assert spec["content_hash"] == DEMO_CONTENT_HASH
+    network, _ = Network.objects.get_or_create(name=spec["network"]["name"],
+                                               defaults={"source": spec["network"]["source"]})
+    image_set, _ = ImageSet.objects.get_or_create(name=spec["image_set"]["name"],
+                                                  defaults={"source": spec["image_set"]["source"]})
+    job = StimulusJob.objects.create(network=network, image_set=image_set, layer=spec["layer"], bases=spec["bases"],
+                                     n_units=spec["n_units"], seed=spec["seed"], parameters=spec["parameters"])
+    jobs.run_job(job.pk)
+    call_command("import_study", str(EXAMPLE))
+    study = Study.objects.get(slug="borowski2021-exp2")
+    assert {c.job_id for c in study.conditions.all()} == {job.pk}
+    study.completion_code = "EXP2-DONE"
+    study.save(update_fields=["completion_code"])
+    golive.set_live(study)
+    participant = participation.start(study, Arrival("prolific", "p1", {"STUDY_ID": "s", "SESSION_ID": "t"}))
+    synthetic = set(Exemplar.objects.filter(unit__job=job, role__in=["synthetic_max", "synthetic_min"])
+                    .values_list("image", flat=True))
+    shown = defaultdict(set)
+    for trial in Trial.objects.filter(participant=participant, block=Trial.Block.MAIN).select_related("condition"):
+        refs = [image.rsplit("/", 1)[-1] for image in trial.references_max + trial.references_min]
+        shown[trial.condition.name].add((len(trial.references_max), len(trial.references_min),
+                                         bool(refs) and set(refs) <= synthetic))
+    assert shown == {f"{ref}-{name}": {(n, n if with_min else 0, ref == "synthetic")}
+                     for ref in REFERENCE_TYPES for name, n, with_min in REFERENCE_SETS}
