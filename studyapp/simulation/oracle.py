@@ -24,6 +24,7 @@ class OracleUnit:
     queries_min: frozenset
     strips: tuple = ()  # the unit's ordered strips, each lowest activation first
     overlays_max: frozenset = frozenset()  # attribution overlays shown in place of references_max
+    synthetic_max: frozenset = frozenset()  # feature visualizations shown in place of references_max
 
     @classmethod
     def from_lists(cls, key, basis, layer, lists):
@@ -34,6 +35,7 @@ class OracleUnit:
         return cls(key=key, basis=basis, layer=layer,
                    strips=tuple(tuple(image_key(p) for p in strip) for strip in strips),
                    overlays_max=frozenset(image_key(p) for p in lists.get("attribution_overlays_max", ())),
+                   synthetic_max=frozenset(image_key(p) for p in lists.get("synthetic_max", ())),
                    **{role: frozenset(image_key(p) for p in lists.get(role, ())) for role in
                       ("references_max", "references_min", "queries_max", "queries_min")})
 
@@ -54,7 +56,7 @@ class OracleUnit:
 class OracleCondition:
     name: str
     basis: str
-    reference_type: str  # natural | max_only | none | overlay
+    reference_type: str  # natural | max_only | none | overlay | synthetic
     units: frozenset  # unit keys
     paradigm: str = "reference_2afc"
     n_references: int | None = None  # references per side; None: all the unit has
@@ -75,6 +77,8 @@ def _shown_type(trial, unit):
     shown = {image_key(p) for p in trial.get("references_max") or ()}
     if unit.overlays_max and shown and shown <= unit.overlays_max:
         return "overlay"
+    if unit.synthetic_max and shown and shown <= unit.synthetic_max:
+        return "synthetic"
     if trial.get("references_max") and trial.get("references_min"):
         return "natural"
     if trial.get("references_max"):
@@ -102,8 +106,10 @@ class AnswerOracle:
         self._by_refs = defaultdict(list)
         for unit in self.units:
             self._by_refs[unit.references_max].append(unit)
-            if unit.overlays_max:
-                self._by_refs[unit.overlays_max].append(unit)
+            # the references a trial shows on the maximal side, whichever kind its condition shows
+            for shown in (unit.overlays_max, unit.synthetic_max):
+                if shown:
+                    self._by_refs[shown].append(unit)
         self._by_image = defaultdict(list)
         for unit in self.units:
             for img in unit.images:
@@ -134,7 +140,8 @@ class AnswerOracle:
 
         roles = {Exemplar.Role.REFERENCE_MAX: "references_max", Exemplar.Role.REFERENCE_MIN: "references_min",
                  Exemplar.Role.QUERY_MAX: "queries_max", Exemplar.Role.QUERY_MIN: "queries_min",
-                 Exemplar.Role.OVERLAY_MAX: "attribution_overlays_max"}
+                 Exemplar.Role.OVERLAY_MAX: "attribution_overlays_max",
+                 Exemplar.Role.SYNTHETIC_MAX: "synthetic_max"}
         units, conditions, seen = [], [], {}
         for condition in study.conditions.all():
             keys = set()
@@ -183,7 +190,8 @@ class AnswerOracle:
         if refs and not candidates:
             # fewer references than the unit has (a condition's n_references): the strongest ones, so the
             # shown set is a subset of the unit's
-            candidates = [u for u in self.units if refs <= u.references_max or refs <= u.overlays_max]
+            candidates = [u for u in self.units
+                          if refs <= u.references_max or refs <= u.overlays_max or refs <= u.synthetic_max]
         verdicts = {}
         for unit in candidates:
             if a in unit.max_images and b in unit.min_images:
