@@ -1,37 +1,15 @@
 """Simultaneous arrivals on PostgreSQL: the conditions' row locks keep assignment balanced and quota-exact."""
-import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
 
 from studyapp import participation
 from studyapp.models import Participant
 from studyapp.recruitment import Arrival
 from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import arrive_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def arrive_together(study, arrivals):
-    barrier = threading.Barrier(len(arrivals))
-    outcomes = []
-
-    def one(arrival):
-        try:
-            barrier.wait()
-            outcomes.append(participation.start(study, arrival))
-        except participation.ParticipationError as exc:
-            outcomes.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(a,)) for a in arrivals]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outcomes
 
 
 def test_simultaneous_arrivals_fill_conditions_evenly_and_never_past_the_quota():

@@ -1,17 +1,16 @@
 """Within-participant and mixed studies end to end in the web app: orders as quota slots (exact under
 simultaneous arrivals on PostgreSQL), block lists, condition factors, the disjoint allocation."""
-import threading
 from collections import Counter, defaultdict
 
 import pandas as pd
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
 
 from studyapp import participation
 from studyapp.models import Condition, Participant, Study, Trial
 from studyapp.recruitment import Arrival
 from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import arrive_together
 
 
 def within_study(job, **fields):
@@ -129,27 +128,6 @@ def test_a_query_band_the_job_cannot_serve_is_refused():
     condition.query_band_low, condition.query_band_high = 85, 95
     with pytest.raises(ValidationError, match="band 90-100 only.*query_percentile 15"):
         condition.full_clean()
-
-
-def arrive_together(study, arrivals):
-    barrier = threading.Barrier(len(arrivals))
-    outcomes = []
-
-    def one(arrival):
-        try:
-            barrier.wait()
-            outcomes.append(participation.start(study, arrival))
-        except participation.ParticipationError as exc:
-            outcomes.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one, args=(a,)) for a in arrivals]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return outcomes
 
 
 @pytest.mark.postgres
