@@ -660,6 +660,8 @@ class StudyAdmin(admin.ModelAdmin):
                 "<button type='submit'>Make version {} to change them</button></form>",
                 reverse("admin:studyapp_study_new_version", args=[study.pk]), get_token(request), study.version + 1))
         extra = {"recruitment_urls": recruitment_urls(request, study)} if study is not None else {}
+        # The conditions inline is a table of eleven columns: the page gives it the sidebar's width.
+        extra["is_nav_sidebar_enabled"] = False
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
     def new_version_view(self, request, study_id):
