@@ -4,6 +4,7 @@ import threading
 from django.db import connection
 
 from studyapp import participation
+from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
 
 
 def arrive_together(study, arrivals):
@@ -27,3 +28,18 @@ def arrive_together(study, arrivals):
     for t in threads:
         t.join()
     return outcomes
+
+
+def play_to_the_questionnaire(client, study, pid=None):
+    """Arrive (with a Prolific id `pid`, or by the plain link), read the instructions and answer every trial
+    correctly through the API; the participant, now at the questionnaire."""
+    participant = arrive(client, study, pid=pid)
+    through_instructions(client, participant)
+    while True:
+        status, batch = api(client, participant, "trials?limit=6")
+        if not batch["trials"]:
+            break
+        for trial in batch["trials"]:
+            assert answer(client, participant, trial["id"], correct_choice(trial["id"]))[0] == 201
+    assert batch["phase"] == "questionnaire"
+    return participant

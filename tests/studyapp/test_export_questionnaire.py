@@ -8,18 +8,12 @@ import pytest
 
 from analysis.load import question_columns, read_responses
 from studyapp.export import COLUMNS, response_frame, write_export
+from tests.studyapp.helpers import play_to_the_questionnaire
 from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
 
 
 def finish(client, study, answers):
-    participant = arrive(client, study, pid=str(uuid.uuid4()))
-    through_instructions(client, participant)
-    while True:
-        status, batch = api(client, participant, "trials?limit=6")
-        if not batch["trials"]:
-            break
-        for trial in batch["trials"]:
-            assert answer(client, participant, trial["id"], correct_choice(trial["id"]))[0] == 201
+    participant = play_to_the_questionnaire(client, study, pid=str(uuid.uuid4()))
     if answers is not None:
         assert api(client, participant, "questionnaire", {"answers": answers})[0] == 200
     return participant

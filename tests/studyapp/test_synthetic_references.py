@@ -9,7 +9,7 @@ from studyapp.artifacts import import_artifact, published_name
 from studyapp.export import write_export
 from studyapp.models import Condition, Exemplar, Trial
 from tests.studyapp.conftest import image_name, make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import play_to_the_questionnaire
 
 
 def add_synthetic(job, n=3):
@@ -24,26 +24,13 @@ def add_synthetic(job, n=3):
     return job
 
 
-def play_to_the_end(client, study):
-    participant = arrive(client, study)
-    through_instructions(client, participant)
-    while True:
-        status, batch = api(client, participant, "trials?limit=6")
-        if not batch["trials"]:
-            break
-        for trial in batch["trials"]:
-            assert answer(client, participant, trial["id"], correct_choice(trial["id"]))[0] == 201
-    assert batch["phase"] == "questionnaire"
-    return participant
-
-
 @pytest.mark.django_db
 def test_a_synthetic_condition_plays_to_the_end_and_exports_its_reference_type(client, tmp_path):
     job = add_synthetic(make_job(bases=("neuron",)))
     study = make_study(job)
     Condition.objects.filter(study=study).update(reference_type=Condition.ReferenceType.SYNTHETIC)
     synthetic = set(Exemplar.objects.filter(role__in=["synthetic_max", "synthetic_min"]).values_list("image", flat=True))
-    participant = play_to_the_end(client, study)
+    participant = play_to_the_questionnaire(client, study)
     for trial in Trial.objects.filter(participant=participant):
         assert trial.references_max and set(trial.references_max) | set(trial.references_min) <= synthetic
     raw = client.get(f"/api/p/{participant.token}/trials?limit=50").content.decode()
