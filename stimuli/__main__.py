@@ -31,9 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("config", nargs="?", help="a JSON configuration file; flags override its values")
     g.add_argument("--out", required=True, help="artifact folder to create")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    g.add_argument("--network", help="'demo', a torchvision architecture, or a checkpoint path")
-    g.add_argument("--weights", help="torchvision weights enum name, e.g. DEFAULT or IMAGENET1K_V1")
-    g.add_argument("--architecture", help="architecture of a state-dict checkpoint")
+    g.add_argument("--network", help="'demo', a torchvision architecture, timm:<name>, open_clip:<name>, or a "
+                                     "checkpoint path")
+    g.add_argument("--weights", help="pretrained weights from the library's hub: a torchvision weights enum name "
+                                     "(DEFAULT, IMAGENET1K_V1), a timm or open_clip pretrained tag, or DEFAULT")
+    g.add_argument("--checkpoint", help="a weights file for --network (a state dict or a whole module)")
+    g.add_argument("--architecture", help="architecture of a state-dict checkpoint given as --network")
     g.add_argument("--num-classes", dest="num_classes", type=int,
                    help="classes of a state-dict checkpoint (default: read from its classifier's weight)")
     g.add_argument("--layer", "--layers", dest="layers", help="layer name(s), comma separated")
@@ -71,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     l.add_argument("--network", default="demo")
     l.add_argument("--weights")
     l.add_argument("--architecture")
+    l.add_argument("--checkpoint", help="weights file for the network (a state dict or a whole module)")
     l.add_argument("--offline", dest="allow_download", action="store_false", default=True)
 
     def layer_measure(name, help_text, class_help, class_required):
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--network", default="demo")
         p.add_argument("--weights")
+        p.add_argument("--checkpoint")
         p.add_argument("--architecture")
         p.add_argument("--dataset", default="digits")
         p.add_argument("--max-images", dest="max_images", type=int)
@@ -125,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sobol", help="Sobol-SBSA indices of image regions for the network's decision")
     s.add_argument("--network", default="demo")
     s.add_argument("--weights")
+    s.add_argument("--checkpoint")
     s.add_argument("--architecture")
     s.add_argument("--dataset", default="digits")
     s.add_argument("--image-index", dest="image_index", default="0",
@@ -155,7 +161,7 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a JSON object")
-    keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
+    keys = ("network", "weights", "checkpoint", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
             "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
             "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
             *(key for section in FLAG_SECTIONS for key in flag_fields(section)))
@@ -203,13 +209,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from .layers import list_layers
-    from .networks import load_network
+    from .layers import layer_layouts
+    from .networks import load_network, probe_input
 
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,
-                       allow_download=args.allow_download)
-    for name in list_layers(net.model):
-        print(name)
+                       checkpoint=args.checkpoint, allow_download=args.allow_download)
+    # one blank image through the network's own preprocessing: the shapes at its input size
+    for name, layout in layer_layouts(net.model, probe_input(net)).items():
+        print(name if layout is None else f"{name}\t{layout.kind}\t{layout.n_channels}")
     return 0
 
 
@@ -222,8 +229,9 @@ def _influence(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,
-                       allow_download=args.allow_download)
+                       checkpoint=args.checkpoint, allow_download=args.allow_download)
     images = load_dataset(args.dataset, max_images=args.max_images, seed=args.seed)
+    net = net.for_classes(images.class_names)
     names = [b.strip() for b in args.bases.split(",") if b.strip()]
     acts = extract(net.model, images, net.preprocess, [args.layer], pooling=args.pooling,
                    activation=args.activation, device=device, batch_size=args.batch_size)
@@ -260,8 +268,9 @@ def _sobol(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,
-                       allow_download=args.allow_download)
+                       checkpoint=args.checkpoint, allow_download=args.allow_download)
     images = load_dataset(args.dataset)
+    net = net.for_classes(images.class_names)
     try:
         indices = [int(v) for v in args.image_index.split(",") if v.strip()]
     except ValueError:
@@ -310,7 +319,7 @@ def _decision(args: argparse.Namespace) -> int:
         pooling=args.pooling, activation=args.activation, seed=args.seed,
         ks=_ints(getattr(args, "ks", None), "--k"), depths=_ints(getattr(args, "depths", None), "--depth"),
         units=_ints(getattr(args, "units", None), "--units"), n_random=getattr(args, "n_random", 5),
-        device=args.device, batch_size=args.batch_size)
+        device=args.device, batch_size=args.batch_size, checkpoint=args.checkpoint)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .datasets import READ_ERRORS, ImageSet
+from .layers import POOLINGS, Layout
 
 
 @dataclass
@@ -33,21 +34,35 @@ class Activations:
     n_failed: int = 0
     shapes: dict[str, tuple[int, ...]] | None = None
 
+    def layout(self, layer: str) -> Layout | None:
+        """The layout of ``layer``'s value (:class:`stimuli.layers.Layout`), from its recorded shape."""
+        shape = (self.shapes or {}).get(layer)
+        return None if shape is None else Layout.detect((1, *shape))
+
 
 class NoImageRead(ValueError):
     """Not one image of the set could be read."""
 
 
-def pool(t: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
-    """B x C x ... -> B x C float32. Dimensions after the channel dimension are spatial; a mean of
+def pool(t: torch.Tensor, pooling: str = "mean", layout: Layout | None = None) -> torch.Tensor:
+    """A layer's value -> B x C float32, C its channel dimension whatever the layout
+    (:class:`stimuli.layers.Layout`, read from the shape when not given): the mean or max over the
+    spatial positions (a transformer's patch tokens), or a transformer's class token. A mean of
     bfloat16 maps (autocast on CUDA) is accumulated in float32, not in their 8-bit mantissa."""
-    if t.ndim == 2:
+    layout = layout or Layout.detect(t.shape)
+    if layout.kind == "BC":
         return t.float()
-    # reduce over the spatial dimensions in place of flatten(2), which copies channels-last maps
-    dims = tuple(range(2, t.ndim))
-    if pooling == "mean":
-        return t.mean(dims, dtype=torch.float32) if t.is_floating_point() else t.float().mean(dims)
-    return t.amax(dims).float()
+    if layout.kind == "BCHW" and pooling != "class_token":
+        # reduce over the spatial dimensions in place of flatten(2), which copies channels-last maps
+        dims = tuple(range(2, t.ndim))
+        if pooling == "mean":
+            return t.mean(dims, dtype=torch.float32) if t.is_floating_point() else t.float().mean(dims)
+        if pooling == "max":
+            return t.amax(dims).float()
+    p = layout.pooled_positions(t, pooling)
+    if pooling == "max":
+        return p.amax(2).float()
+    return p.mean(2, dtype=torch.float32) if p.is_floating_point() else p.float().mean(2)
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -73,7 +88,6 @@ def _collate(items):
     return torch.tensor([i for i, _ in ok]), torch.stack([t for _, t in ok]), failed
 
 
-POOLINGS = ("mean", "max")
 ACTIVATIONS = ("post_relu", "pre_relu")
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4

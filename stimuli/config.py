@@ -38,8 +38,11 @@ class StimulusConfig:
     """Everything a stimulus job needs, with defaults that run the built-in demo.
 
     ``network`` is ``"demo"`` (the built-in digits CNN), a torchvision architecture name
-    (``"resnet18"``, with ``weights`` such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"``), or a path to a
-    local checkpoint (a state dict for ``architecture``, or a TorchScript file). ``num_classes`` is a
+    (``"resnet18"``, with ``weights`` such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"``), ``"timm:<name>"``,
+    ``"open_clip:<name>"`` (the image tower, with a zero-shot head over the image set's class names), any
+    of these with a ``checkpoint`` file, or a path to a local checkpoint (a state dict for
+    ``architecture``, or a TorchScript file). ``pooling`` is "mean" or "max" over the positions (a
+    transformer's patch tokens) or "class_token". ``num_classes`` is a
     state dict's class count; None reads it from the checkpoint (its classifier's weight).
     ``dataset`` is ``"digits"`` (scikit-learn's handwritten digits) or a folder path
     (ImageFolder layout). ``n_units`` and ``n_components`` are an int for every basis or a mapping
@@ -49,6 +52,9 @@ class StimulusConfig:
     network: str = "demo"
     weights: str | None = None
     architecture: str | None = None
+    # a weights file for the named network (torchvision, timm:<name>, open_clip:<name>): a state dict or
+    # a whole module (stimuli.networks.load_network)
+    checkpoint: str | None = None
     num_classes: int | None = None
     allow_download: bool = True
     layers: list[str] = field(default_factory=_default_layers)
@@ -270,6 +276,8 @@ class StimulusConfig:
         need(self.weights is None or isinstance(self.weights, str), "weights must be null or an enum name")
         need(self.architecture is None or isinstance(self.architecture, str),
              "architecture must be null or a torchvision architecture name")
+        need(self.checkpoint is None or (isinstance(self.checkpoint, str) and self.checkpoint != ""),
+             "checkpoint must be null or the path of a weights file")
         need(self.num_classes is None or (_is_int(self.num_classes) and self.num_classes >= 1),
              "num_classes must be null or a positive integer")
         need(isinstance(self.completeness, bool), "completeness must be true or false")

@@ -11,6 +11,12 @@ names directly. Completeness, influence and attribution read or replace a layer'
 forward hooks on the network; :func:`resolve` turns a name into the :class:`Site` where that value
 passes — which call of which module, and whether it is that call's output or its input (a function
 node's value is the input of the module that reads it) — and :func:`hook` installs a function there.
+
+A layer's value comes in one of four layouts (:class:`Layout`): a convolutional map (B, C, H, W),
+transformer tokens (B, T, C) with or without a class token (and register tokens) before the patch
+tokens, a channels-last map (B, H, W, C) such as Swin's, or a vector (B, C). Units always live in the
+channel dimension: :meth:`Layout.positions` gives the values at each position (B, P, C) whatever the
+layout, and :meth:`Layout.spatial` puts patch tokens back onto their grid where a map is needed.
 """
 
 from __future__ import annotations
@@ -148,6 +154,10 @@ def _resolve(model: nn.Module, layer: str) -> Site:
         raise _unknown([layer], list_layers(model))
     if node.op == "call_module":
         return Site(layer, str(node.target), _call_index(nodes, node), "output")
+    if _is_module_path(model, layer):
+        # a block whose last node is a function (a transformer block's residual addition, read by the next
+        # block twice): the block's own output is that value, and its forward hook replaces it everywhere
+        return Site(layer, layer, 0, "output")
     # a function's result (an addition, a flatten) has no module of its own: it is what the module
     # after it reads. Only when that module is its one reader: a value that also flows elsewhere (a
     # transformer's residual stream) would be replaced on one path and not the other.
@@ -156,6 +166,14 @@ def _resolve(model: nn.Module, layer: str) -> Site:
         return Site(layer, str(user.target), _call_index(nodes, user), "input")
     raise ValueError(f"layer {layer!r} is the result of {node.target!r}, which is not read by exactly one "
                      f"module, so it cannot be hooked; choose a module layer just before or after it")
+
+
+def _is_module_path(model: nn.Module, layer: str) -> bool:
+    try:
+        model.get_submodule(layer)
+    except AttributeError:
+        return False
+    return True
 
 
 def _call_index(nodes, node) -> int:
@@ -216,3 +234,146 @@ def hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor
         for h in handles:
             h.remove()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts: where the channels are
+# ---------------------------------------------------------------------------------------------
+LAYOUTS = ("BCHW", "BTC", "BHWC", "BC")
+# how a layer's positions become one value per channel: the mean or the max over the spatial positions
+# (patch tokens for a transformer, the class token and registers left out), or the class token alone
+POOLINGS = ("mean", "max", "class_token")
+# the most tokens a transformer puts before its patch tokens (a class token and up to 15 registers)
+MAX_PREFIX_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the channel dimension of a layer's value lies, read from its shape (:meth:`detect`).
+
+    ``kind`` is one of :data:`LAYOUTS`; ``n_prefix`` counts the tokens before the patch tokens (a class
+    token, registers) of a ``BTC`` layer; ``grid`` is the (rows, columns) of its positions where they
+    form one (None for tokens that fill no square grid).
+    """
+
+    kind: str
+    n_channels: int
+    n_prefix: int = 0
+    grid: tuple[int, int] | None = None
+
+    @classmethod
+    def detect(cls, shape) -> "Layout":
+        """The layout of a value of ``shape`` (batch first).
+
+        * 2 dims: a vector per image;
+        * 3 dims: tokens (B, T, C); the prefix is the fewest leading tokens (at most
+          :data:`MAX_PREFIX_TOKENS`) that leave a square number of patch tokens (ViT-B/32 at 224 px: 50
+          tokens, a class token and 7 x 7 patches). Inputs are square crops, so the grid is square;
+        * 4 dims (B, a, b, c): channels-last when ``a == b != c`` (Swin's (B, 28, 28, 192)), else
+          channels-first. The layouts coincide only where a map's side equals its channel count, and
+          channels-first is taken then (every convolutional network in torchvision and timm).
+        """
+        shape = tuple(int(d) for d in shape)
+        if len(shape) == 2:
+            return cls("BC", shape[1])
+        if len(shape) == 3:
+            tokens = shape[1]
+            for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
+                side = math.isqrt(tokens - prefix)
+                if side >= 1 and side * side == tokens - prefix:
+                    return cls("BTC", shape[2], prefix, (side, side))
+            return cls("BTC", shape[2], 0, None)
+        if len(shape) == 4:
+            _, a, b, c = shape
+            if a == b and b != c:
+                return cls("BHWC", c, 0, (a, b))
+            return cls("BCHW", a, 0, (b, c))
+        if len(shape) > 4:
+            return cls("BCHW", shape[1], 0, None)
+        raise ValueError(f"a layer's value has the batch first and at least one more dimension, not {shape}")
+
+    def describe(self) -> dict:
+        """The manifest's ``layout`` keys of a layer entry."""
+        out: dict = {"layout": self.kind, "n_channels": self.n_channels}
+        if self.kind == "BTC":
+            out["prefix_tokens"] = self.n_prefix
+        if self.grid is not None:
+            out["grid"] = list(self.grid)
+        return out
+
+    def positions(self, t: torch.Tensor) -> torch.Tensor:
+        """B x P x C: the value at every position (tokens in order, the class token first; a map's
+        positions row by row), channels last. A view where the layout allows one."""
+        if self.kind == "BC":
+            return t.unsqueeze(1)
+        if self.kind == "BCHW":
+            return t.flatten(2).transpose(1, 2)
+        return t.reshape(t.shape[0], -1, t.shape[-1])
+
+    def from_positions(self, p: torch.Tensor, shape) -> torch.Tensor:
+        """The inverse of :meth:`positions`: B x P x C back into this layout and ``shape``."""
+        if self.kind == "BC":
+            return p[:, 0]
+        if self.kind == "BCHW":
+            return p.transpose(1, 2).reshape(tuple(shape))
+        return p.reshape(tuple(shape))
+
+    def pooled_positions(self, t: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+        """B x C x P: the positions ``pooling`` reduces — the patch tokens of a transformer (its class
+        token and registers left out), every position of a map, or the class token alone (P = 1)."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        if pooling == "class_token":
+            if self.kind != "BTC" or self.n_prefix < 1:
+                raise ValueError(f"pooling 'class_token' needs a transformer layer with a class token "
+                                 f"(B, T, C); this layer is {self.kind} with {self.n_prefix} prefix tokens")
+            return t[:, :1, :].transpose(1, 2)
+        if self.kind == "BC":
+            return t.unsqueeze(2)
+        if self.kind == "BCHW":
+            return t.flatten(2)
+        if self.kind == "BTC":
+            return t[:, self.n_prefix:, :].transpose(1, 2)
+        return t.reshape(t.shape[0], -1, t.shape[-1]).transpose(1, 2)
+
+    def spatial(self, t: torch.Tensor) -> torch.Tensor:
+        """B x C x H x W: the layer as a map (patch tokens onto the patch grid, a channels-last map
+        permuted), for what draws maps: attribution overlays, Grad-CAM."""
+        if self.kind == "BCHW" and t.ndim == 4:
+            return t
+        if self.kind == "BHWC":
+            return t.permute(0, 3, 1, 2)
+        if self.kind == "BTC" and self.grid is not None:
+            patches = t[:, self.n_prefix:, :]
+            return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], *self.grid)
+        raise ValueError(f"a {self.kind} layer of shape {tuple(t.shape)} has no spatial map")
+
+
+def layout_of(t: torch.Tensor) -> Layout:
+    """The :class:`Layout` of a layer's value ``t`` (batch first)."""
+    return Layout.detect(t.shape)
+
+
+def layer_layouts(model: nn.Module, x: torch.Tensor) -> dict[str, Layout | None]:
+    """``{layer: Layout}`` for every name :func:`list_layers` gives, from one forward pass of the input
+    batch ``x`` through the traced graph (torch.fx's ``ShapeProp``); None for a name whose value is not
+    a tensor (a shape, a size). TorchScript models list no layouts (None each)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return {name: None for name in list_layers(model)}
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    nodes, names_of = _trace(model)
+    graph_module = torch.fx.GraphModule(model, nodes[0].graph)
+    training = model.training
+    try:
+        with torch.no_grad():
+            ShapeProp(graph_module.eval()).propagate(x)
+    finally:
+        model.train(training)
+    out: dict[str, Layout | None] = {}
+    for name in list_layers(model):
+        node = _last_node(nodes, names_of, name)
+        meta = None if node is None else node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        out[name] = Layout.detect(shape) if shape is not None and len(shape) >= 2 else None
+    return out

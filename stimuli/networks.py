@@ -1,5 +1,12 @@
-"""Networks: the built-in demo CNN, torchvision architectures, local checkpoints (their layers'
-names: :mod:`stimuli.layers`).
+"""Networks: the built-in demo CNN, torchvision architectures, timm models (``timm:<name>``), open_clip
+image towers (``open_clip:<name>``) and local checkpoints (their layers' names: :mod:`stimuli.layers`).
+
+Each source builds its architecture without weights and then takes them from ``checkpoint`` (a local
+file: a state dict, or a whole pickled module) or, with ``weights``, from the library's own hub cache
+(torchvision: ``TORCH_HOME``; timm and open_clip: the Hugging Face cache, ``HF_HOME``), downloading
+only when ``allow_download``. Preprocessing comes from the model's own configuration: the weights'
+transform for torchvision, timm's data config (``timm.data.resolve_data_config``), open_clip's
+``preprocess_cfg``.
 
 A :class:`LoadedNetwork` carries the model in eval mode, how to turn a PIL image into its input
 tensor (``preprocess``), and what the manifest says about it (``describe()``).
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -27,6 +35,12 @@ DEMO_LAYER = "conv2"
 DEMO_VERSION = 1
 DEMO_SEED = 0
 DEMO_TRAIN = {"epochs": 25, "batch_size": 32, "lr": 3e-3, "weight_decay": 1e-4, "test_fraction": 0.2}
+
+# the zero-shot classifier of an open_clip image tower: one prompt per class name, CLIP's own single
+# template (Radford et al. 2021, "Learning transferable visual models from natural language supervision")
+CLIP_PROMPT_TEMPLATE = "a photo of a {}."
+TIMM_PREFIX = "timm:"
+OPEN_CLIP_PREFIX = "open_clip:"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,29 +218,78 @@ class DemoPreprocess:
 class LoadedNetwork:
     model: nn.Module
     name: str
-    source: str  # builtin | torchvision | checkpoint
+    source: str  # builtin | torchvision | checkpoint | timm | open_clip
     preprocess: Callable[[Any], torch.Tensor]
     weights: str | None = None
     n_classes: int | None = None
     class_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    # an open_clip image tower's zero-shot head: class names -> the classifier (see for_classes)
+    zero_shot: Callable[[list[str]], "LoadedNetwork"] | None = None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "weights": self.weights, **self.info}
+
+    def for_classes(self, class_names: list[str] | None) -> "LoadedNetwork":
+        """The network whose outputs score ``class_names`` (an image set's classes): an open_clip image
+        tower gets its zero-shot head (:data:`CLIP_PROMPT_TEMPLATE`); any other network is itself."""
+        if self.zero_shot is None:
+            return self
+        if not class_names:
+            raise NetworkLoadError(f"{self.name} classifies by zero-shot prompts over the image set's class "
+                                   f"names, and this image set has none: use a folder of class folders")
+        return self.zero_shot(list(class_names))
+
+
+def _weights_file(checkpoint: str | os.PathLike) -> Path:
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise NetworkLoadError(f"weights file not found: {path} (provide this file, or leave the checkpoint "
+                               f"out to build the network {'from its library' if path else ''})")
+    return path
 
 
 def load_network(spec: str = DEMO_NAME, weights: str | None = None, architecture: str | None = None,
                  num_classes: int | None = None, allow_download: bool = True,
-                 log: Callable[[str], None] | None = None) -> LoadedNetwork:
-    """Load ``spec``: ``"demo"``, a torchvision architecture name, or a checkpoint file path."""
+                 log: Callable[[str], None] | None = None, checkpoint: str | None = None) -> LoadedNetwork:
+    """Load ``spec``: ``"demo"``, a torchvision architecture name, ``timm:<name>``, ``open_clip:<name>``
+    or a checkpoint file path (with ``architecture``). ``checkpoint`` is a weights file for the named
+    architecture (a state dict, or a whole pickled module); ``weights`` a pretrained set from the
+    library's hub (a torchvision weights enum; for timm and open_clip a pretrained tag, ``DEFAULT`` for
+    the library's default)."""
+    if spec.startswith(TIMM_PREFIX):
+        return load_timm(spec[len(TIMM_PREFIX):], weights=weights, checkpoint=checkpoint, num_classes=num_classes,
+                         allow_download=allow_download)
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        return load_open_clip(spec[len(OPEN_CLIP_PREFIX):], weights=weights, checkpoint=checkpoint,
+                              allow_download=allow_download)
+    if checkpoint is not None:
+        if spec != DEMO_NAME and _looks_like_file(spec):
+            raise NetworkLoadError("give either a checkpoint file as the network (with its architecture) or an "
+                                   "architecture with a checkpoint, not both")
+        return load_checkpoint(_weights_file(checkpoint), architecture=spec, num_classes=num_classes)
     if spec == DEMO_NAME:
         return load_demo(log=log)
-    path = Path(spec).expanduser()
-    if path.suffix in (".pt", ".pth", ".ckpt", ".ts", ".bin") or path.exists() or os.sep in spec:
+    if _looks_like_file(spec):
+        path = Path(spec).expanduser()
         if not path.is_file():
             raise NetworkLoadError(f"checkpoint file not found: {spec}")
         return load_checkpoint(path, architecture=architecture, num_classes=num_classes)
     return load_torchvision(spec, weights=weights, num_classes=num_classes, allow_download=allow_download)
+
+
+def _looks_like_file(spec: str) -> bool:
+    path = Path(spec).expanduser()
+    return path.suffix in (".pt", ".pth", ".ckpt", ".ts", ".bin", ".safetensors") or path.exists() or os.sep in spec
+
+
+def probe_input(net: LoadedNetwork) -> torch.Tensor:
+    """A batch of one blank image through the network's own preprocessing: an input of the size the
+    network sees (for reading its layers' shapes)."""
+    from PIL import Image
+
+    return net.preprocess(Image.new("RGB", (256, 256), (128, 128, 128))).unsqueeze(0)
 
 
 def load_demo(log: Callable[[str], None] | None = None) -> LoadedNetwork:
@@ -247,12 +310,15 @@ IMAGENET_PREPROCESS = {"resize": 256, "crop": 224, "mean": list(IMAGENET_MEAN), 
 
 
 def imagenet_preprocess(resize: int = 256, crop: int = 224, mean=IMAGENET_MEAN,
-                        std=IMAGENET_STD) -> Callable[[Any], torch.Tensor]:
-    """RGB, shorter side resized to ``resize`` (bilinear, antialiased), centre crop ``crop``, scaled
-    to [0, 1] and normalised by ``mean`` / ``std``: the transform of torchvision's ImageNet weights."""
-    from torchvision.transforms import v2
+                        std=IMAGENET_STD, interpolation: str = "bilinear") -> Callable[[Any], torch.Tensor]:
+    """RGB, shorter side resized to ``resize`` (``interpolation``, antialiased), centre crop ``crop``,
+    scaled to [0, 1] and normalised by ``mean`` / ``std``: the transform of torchvision's ImageNet
+    weights, and (bicubic, their sizes and statistics) of timm's and open_clip's evaluation."""
+    from torchvision.transforms import InterpolationMode, v2
 
-    return _RGB(v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop), v2.PILToTensor(),
+    mode = InterpolationMode(interpolation)
+    return _RGB(v2.Compose([v2.Resize(resize, interpolation=mode, antialias=True), v2.CenterCrop(crop),
+                            v2.PILToTensor(),
                             v2.ToDtype(torch.float32, scale=True),
                             v2.Normalize(list(mean), list(std))]))
 
@@ -456,10 +522,13 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
         preprocess, pp_info = checkpoint_preprocess()
         return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=num_classes,
                              preprocess=preprocess, info={**info, "format": "torchscript", "preprocess": pp_info})
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise NetworkLoadError(f"could not read checkpoint {path.name}: {exc}") from None
+    state = read_weights(path)
+    if isinstance(state, nn.Module):
+        model = state.eval()
+        preprocess, pp_info = checkpoint_preprocess()
+        return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None,
+                             n_classes=num_classes or class_count(model), preprocess=preprocess,
+                             info={**info, "architecture": architecture, "format": "module", "preprocess": pp_info})
     if isinstance(state, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in state and isinstance(state[key], dict):
@@ -505,6 +574,181 @@ def load_checkpoint(path: str | Path, architecture: str | None = None,
     return LoadedNetwork(model=model, name=path.name, source="checkpoint", weights=None, n_classes=n_classes,
                          class_names=class_names, preprocess=preprocess,
                          info={**info, "architecture": architecture, "format": "state_dict"})
+
+
+def read_weights(path: Path) -> dict | nn.Module:
+    """A weights file's content: a state dict (read with ``weights_only``, which runs no code), or
+    else a whole pickled module. Unpickling a module runs code from the file, as ``torch.load`` always
+    does for modules: load only files you trust."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as safe_exc:  # noqa: BLE001 - not plain tensors: perhaps a whole module
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001
+            raise NetworkLoadError(f"could not read weights file {path.name}: {safe_exc}") from None
+        if not isinstance(obj, nn.Module):
+            raise NetworkLoadError(f"weights file {path.name} holds a {type(obj).__name__}, neither a state "
+                                   f"dict nor a module") from None
+        return obj
+
+
+def _state_of(obj: dict | nn.Module) -> dict:
+    """The state dict of a weights file's content (bare, or under ``state_dict`` / ``model``)."""
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    for key in ("state_dict", "model", "model_state_dict"):
+        if key in obj and isinstance(obj[key], dict):
+            return obj[key]
+    return obj
+
+
+def _load_into(model: nn.Module, checkpoint: str | os.PathLike, what: str) -> dict[str, Any]:
+    """Load a weights file into ``model`` (every tensor must fit: :func:`_check_state_dict`); the
+    manifest's record of the file."""
+    path = _weights_file(checkpoint)
+    state = _state_of(read_weights(path))
+    _check_state_dict(model, state, f"weights file {path.name} does not fit {what}")
+    model.load_state_dict(state)
+    return {"checkpoint": path.name, "sha256": _sha256_file(path)}
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """The Hugging Face hub (timm's and open_clip's weights) on its cache only while ``offline``."""
+    if not offline:
+        yield
+        return
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def _hub_cache() -> str:
+    return os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+
+
+def load_timm(name: str, weights: str | None = None, checkpoint: str | None = None, num_classes: int | None = None,
+              allow_download: bool = True) -> LoadedNetwork:
+    """A timm model (``timm.create_model``): random weights, a local ``checkpoint``, or with ``weights``
+    (``DEFAULT`` or a pretrained tag such as ``augreg_in21k``) timm's pretrained weights from the hub
+    cache. Preprocessing is timm's data config for the model (``resolve_data_config``): input size,
+    ``crop_pct``, interpolation, mean and std."""
+    import timm
+    from timm.data import resolve_data_config
+
+    if not timm.list_models(name.split(".", 1)[0]):
+        raise NetworkLoadError(f"unknown timm model {name!r} (timm.list_models() lists them)")
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    full = name if weights in (None, "DEFAULT") or "." in name else f"{name}.{weights}"
+    pretrained = weights is not None and checkpoint is None
+    info: dict[str, Any] = {"architecture": full}
+    try:
+        with _hub_offline(not allow_download):
+            model = timm.create_model(full, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the hub's errors differ by version; each means: no weights
+        if not pretrained:
+            raise NetworkLoadError(f"timm could not build {full}: {exc}") from None
+        raise NetworkLoadError(f"timm's pretrained weights for {full} are not in the hub cache ({_hub_cache()})"
+                               f"{' and downloads are off' if not allow_download else ''} "
+                               f"({exc.__class__.__name__}); give a weights file with --checkpoint") from None
+    if checkpoint is not None:
+        info.update(_load_into(model, checkpoint, f"timm model {full}"))
+    model.eval()
+    cfg = resolve_data_config({}, model=model)
+    size = int(cfg["input_size"][-1])
+    # timm's evaluation transform: the shorter side to floor(size / crop_pct), then a centre crop
+    resize = int(math.floor(size / float(cfg.get("crop_pct") or 1.0)))
+    interpolation = cfg.get("interpolation") or "bilinear"
+    pp = {"resize": resize, "crop": size, "mean": [float(v) for v in cfg["mean"]],
+          "std": [float(v) for v in cfg["std"]], "interpolation": interpolation, "from": "timm data config"}
+    preprocess = imagenet_preprocess(resize, size, pp["mean"], pp["std"], interpolation)
+    n_classes = getattr(model, "num_classes", None) or class_count(model)
+    return LoadedNetwork(model=model, name=TIMM_PREFIX + name, source="timm",
+                         weights=full if pretrained else None, n_classes=n_classes, preprocess=preprocess,
+                         info={**info, "preprocess": pp})
+
+
+class ZeroShotClassifier(nn.Module):
+    """An open_clip image tower with a zero-shot head: the cosine similarity of the image embedding
+    with each class's prompt embedding, times CLIP's logit scale — CLIP's own zero-shot classifier.
+
+    Without class embeddings (before :meth:`LoadedNetwork.for_classes`) it gives the normalised image
+    embedding; either way the tower's layers are named ``visual.…``."""
+
+    def __init__(self, visual: nn.Module, class_embeddings: torch.Tensor | None = None,
+                 logit_scale: float = 100.0) -> None:
+        super().__init__()
+        self.visual = visual
+        self.head: nn.Module = nn.Identity()
+        if class_embeddings is not None:
+            self.head = nn.Linear(class_embeddings.shape[1], class_embeddings.shape[0], bias=False)
+            with torch.no_grad():
+                self.head.weight.copy_(class_embeddings * logit_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.visual(x)
+        return self.head(nn.functional.normalize(features, dim=-1))
+
+
+def load_open_clip(name: str, weights: str | None = None, checkpoint: str | None = None,
+                   allow_download: bool = True) -> LoadedNetwork:
+    """An open_clip model's image tower (``open_clip.create_model``): random weights, a local
+    ``checkpoint`` (the whole CLIP model's state dict, or the module), or ``weights`` (a pretrained tag
+    such as ``openai``) from the hub cache. Its layers are the image tower's, named ``visual.…``;
+    :meth:`LoadedNetwork.for_classes` adds the zero-shot head over an image set's class names, one
+    prompt per class (:data:`CLIP_PROMPT_TEMPLATE`). Preprocessing is the model's ``preprocess_cfg``
+    (shorter side to the input size, centre crop, CLIP's mean and std, bicubic)."""
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise NetworkLoadError(f"unknown open_clip model {name!r} (open_clip.list_models() lists them)")
+    pretrained = None if checkpoint is not None or weights is None else weights
+    if pretrained == "DEFAULT":
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        pretrained = tags[0] if tags else None
+    info: dict[str, Any] = {"architecture": name}
+    try:
+        with _hub_offline(not allow_download):
+            clip = open_clip.create_model(name, pretrained=pretrained)
+    except Exception as exc:  # noqa: BLE001
+        if pretrained is None:
+            raise NetworkLoadError(f"open_clip could not build {name}: {exc}") from None
+        raise NetworkLoadError(f"open_clip's weights {name}/{pretrained} are not in the hub cache ({_hub_cache()})"
+                               f"{' and downloads are off' if not allow_download else ''} "
+                               f"({exc.__class__.__name__}); give a weights file with --checkpoint") from None
+    if checkpoint is not None:
+        info.update(_load_into(clip, checkpoint, f"open_clip model {name}"))
+    clip.eval()
+    cfg = dict(clip.visual.preprocess_cfg)
+    size = cfg["size"]
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    interpolation = cfg.get("interpolation") or "bicubic"
+    pp = {"resize": size, "crop": size, "mean": [float(v) for v in cfg["mean"]],
+          "std": [float(v) for v in cfg["std"]], "interpolation": interpolation, "from": "open_clip preprocess_cfg"}
+    preprocess = imagenet_preprocess(size, size, pp["mean"], pp["std"], interpolation)
+    tokenizer = open_clip.get_tokenizer(name)
+    info.update(preprocess=pp, prompt_template=CLIP_PROMPT_TEMPLATE)
+    describe = {"name": OPEN_CLIP_PREFIX + name, "source": "open_clip", "weights": pretrained}
+
+    def zero_shot(class_names: list[str]) -> LoadedNetwork:
+        with torch.no_grad():
+            text = clip.encode_text(tokenizer([CLIP_PROMPT_TEMPLATE.format(c) for c in class_names]))
+            embeddings = nn.functional.normalize(text.float(), dim=-1)
+        scale = float(clip.logit_scale.exp()) if hasattr(clip, "logit_scale") else 100.0
+        model = ZeroShotClassifier(clip.visual, embeddings, scale).eval()
+        return LoadedNetwork(model=model, preprocess=preprocess, n_classes=len(class_names),
+                             class_names=list(class_names), info={**info, "zero_shot_classes": len(class_names)},
+                             **describe)
+
+    return LoadedNetwork(model=ZeroShotClassifier(clip.visual).eval(), preprocess=preprocess, info=info,
+                         zero_shot=zero_shot, **describe)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -253,9 +253,11 @@ def load_inputs(config: StimulusConfig, report: Progress, images=None) -> Inputs
     device = resolve_device(config.device)
     net = load_network(config.network, weights=config.weights, architecture=config.architecture,
                        num_classes=config.num_classes, allow_download=config.allow_download,
-                       log=log.info)
+                       log=log.info, checkpoint=config.checkpoint)
     if images is None:
         images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
+    # an open_clip image tower classifies by zero-shot prompts over the image set's class names
+    net = net.for_classes(images.class_names)
     report("network", 1.0)
     return Inputs(net=net, images=images, device=device)
 
@@ -428,6 +430,17 @@ def _network_labels(inputs: Inputs) -> np.ndarray | None:
     return None
 
 
+def _layout_keys(acts, layer: str, pooling: str) -> dict:
+    """A layer entry's ``layout`` (BCHW, BTC, BHWC or BC), its patch grid and prefix tokens, and the
+    pooling that made one value per channel (:class:`stimuli.layers.Layout`)."""
+    layout = acts.layout(layer)
+    if layout is None:
+        return {}
+    keys = layout.describe()
+    keys.pop("n_channels")
+    return {**keys, "pooling": pooling}
+
+
 def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict) -> dict:
     files = rendered.files
     ex = unit.exemplars
@@ -504,6 +517,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             "layer": layer, "basis": name, "n_components": basis.n_components_,
             "n_channels": int(A.shape[1]),
             "activation_shape": list(acts.shapes.get(layer, ())) if acts.shapes else None,
+            **_layout_keys(acts, layer, config.pooling),
             "explained_variance_ratio": _r(basis.explained_variance_ratio_),
             "cumulative_explained_variance": _r(cum),
             "cumulative_order": [int(i) for i in unit_order(basis)],

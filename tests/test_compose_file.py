@@ -15,8 +15,9 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SETTINGS_DIR = ROOT / "studyapp" / "settings"
-# Read by Django and Celery themselves, or by torch (its model cache), not by our settings modules.
-FRAMEWORK_VARIABLES = {"DJANGO_SETTINGS_MODULE", "TORCH_HOME"}
+# Read by Django and Celery themselves, or by torch and the Hugging Face hub (their model caches), not by
+# our settings modules.
+FRAMEWORK_VARIABLES = {"DJANGO_SETTINGS_MODULE", "TORCH_HOME", "HF_HOME"}
 SERVICES = {"web", "worker-gpu", "worker", "redis", "postgres"}
 
 
@@ -171,7 +172,7 @@ def test_the_model_cache_is_one_named_volume_every_worker_mounts(compose):
         service = compose["services"][name]
         env = environment(service)
         mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in service["volumes"]}
-        for variable in ("TORCH_HOME", "STIMULI_CACHE_DIR"):
+        for variable in ("TORCH_HOME", "HF_HOME", "STIMULI_CACHE_DIR"):
             mount = next((m for m in mounts if env[variable].startswith(m + "/")), None)
             assert mount is not None and mounts[mount] in declared, (name, variable, env[variable])
     gpu_mounts = [str(v) for v in compose["services"]["worker-gpu"]["volumes"]]

@@ -22,6 +22,7 @@ import torch
 from ..activations import batches
 from ..bases import Basis
 from ..datasets import ImageSet
+from ..layers import Layout
 from ..layers import hook as layer_hook
 
 
@@ -104,14 +105,19 @@ class _Projector:
         return self.constant + (codes[:, idx] - self.code_mean[idx]) @ self.W[idx]
 
 
-def _channels_last(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    moved = t.movedim(1, -1) if t.ndim > 2 else t
-    return moved.reshape(-1, t.shape[1]), tuple(moved.shape)
+def _channels_last(t: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """``(values at every position, P·B x C, and what :func:`_channels_first` needs to undo it)``: the
+    channel dimension found by the layer's layout (:class:`stimuli.layers.Layout`: a map, transformer
+    tokens with their class token, a channels-last map)."""
+    layout = Layout.detect(t.shape)
+    positions = layout.positions(t)
+    return positions.reshape(-1, positions.shape[-1]), (layout, tuple(t.shape), tuple(positions.shape))
 
 
-def _channels_first(flat: torch.Tensor, moved_shape: tuple[int, ...], ndim: int) -> torch.Tensor:
-    out = flat.reshape(moved_shape)
-    return out.movedim(-1, 1) if ndim > 2 else out
+def _channels_first(flat: torch.Tensor, moved_shape: tuple, ndim: int | None = None) -> torch.Tensor:
+    """The inverse of :func:`_channels_last`: values per position back into the layer's own layout."""
+    layout, shape, positions_shape = moved_shape
+    return layout.from_positions(flat.reshape(positions_shape), shape)
 
 
 def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: Callable, layer: str,

@@ -233,7 +233,8 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
                  allow_download: bool = True, max_images: int | None = None, n_components: int | None = None,
                  distribution: str = "class", pooling: str = "mean", activation: str = "post_relu", seed: int = 0,
                  ks: list[int] | None = None, depths: list[int] | None = None, units: list[int] | None = None,
-                 n_random: int = 5, device: str = "auto", batch_size: int = 256) -> dict:
+                 n_random: int = 5, device: str = "auto", batch_size: int = 256,
+                 checkpoint: str | None = None) -> dict:
     """One measure for one layer and several bases, from names alone, for the command line: the
     essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
     surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
@@ -252,8 +253,10 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
     if measure == "essence" and cls is None:
         raise ValueError("the essence is that of a class: give --class")
     device = resolve_device(device)
-    net = load_network(network, weights=weights, architecture=architecture, allow_download=allow_download)
+    net = load_network(network, weights=weights, architecture=architecture, allow_download=allow_download,
+                       checkpoint=checkpoint)
     images = load_dataset(dataset, max_images=max_images, seed=seed)
+    net = net.for_classes(images.class_names)
     acts = extract(net.model, images, net.preprocess, [layer], pooling=pooling, activation=activation,
                    device=device, batch_size=batch_size)
     if len(acts.indices) < len(images):

@@ -13,6 +13,8 @@ hooked module's output ``t`` at spatial position ``s``):
 
 * ``pooling="mean"``: every position moves by ``ε·W_j`` (the mean then moves by exactly ``ε·W_j``), so
   ``∂q/∂h_j = Σ_s ⟨g_s, W_j⟩`` — the spatially *summed* gradient, dotted with the component;
+* ``pooling="class_token"`` (a transformer's (B, T, C) tokens): only the class token moves, so
+  ``∂q/∂h_j = ⟨g_cls, W_j⟩``; for ``mean`` and ``max`` a transformer's positions are its patch tokens;
 * ``pooling="max"``: channel ``c`` moves by ``ε·W_jc`` only at its arg-max position ``s*_c`` (the max
   then moves by exactly ``ε·W_jc``), so ``∂q/∂h_j = Σ_c g_{c,s*_c} W_jc`` — the gradient gathered
   where the max was taken.
@@ -32,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..layers import POOLINGS, Layout
 from ..layers import hook as layer_hook
 from ..sections import Section, is_int, need
 
@@ -105,13 +108,16 @@ class Quantity:
 
 
 def _pool_gradient(grad: torch.Tensor, act: torch.Tensor, pooling: str) -> torch.Tensor:
-    """B x C x ... gradient -> B x C, by the lift that matches ``pooling`` (module docstring)."""
-    if grad.ndim == 2:
+    """A layer's gradient -> B x C, by the lift that matches ``pooling`` (module docstring), over the
+    positions the pooling reads in the layer's layout (:meth:`stimuli.layers.Layout.pooled_positions`: a
+    map's positions, a transformer's patch tokens, or its class token alone)."""
+    layout = Layout.detect(grad.shape)
+    if layout.kind == "BC":
         return grad
-    g = grad.flatten(2)
-    if pooling == "mean":
+    g = layout.pooled_positions(grad, pooling)
+    if pooling in ("mean", "class_token"):
         return g.sum(2)
-    where = act.flatten(2).argmax(2, keepdim=True)
+    where = layout.pooled_positions(act, pooling).argmax(2, keepdim=True)
     return g.gather(2, where).squeeze(2)
 
 
@@ -143,8 +149,8 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
     q = Quantity.parse(quantity)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}, not {distribution!r}")
-    if pooling not in ("mean", "max"):
-        raise ValueError(f"pooling must be 'mean' or 'max', not {pooling!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     device = torch.device(device)
     model = model.to(device).eval()
     labels_arr = None if labels is None else np.asarray(labels)

@@ -43,7 +43,8 @@ def printed():
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(["layers", "--network", "resnet18", "--offline"]) == 0
-    names = out.getvalue().split()
+    # each line: the name, then (for a tensor) its layout and channel count
+    names = [line.split("\t")[0] for line in out.getvalue().splitlines()]
     assert {"layer1", "layer1.0.relu_1", "layer1.0.add", "flatten", "fc"} <= set(names)
     return names
 
