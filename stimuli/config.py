@@ -85,6 +85,10 @@ class StimulusConfig:
     nmf: dict[str, Any] = field(default_factory=dict)
     dictionary: dict[str, Any] = field(default_factory=dict)
     sae: dict[str, Any] = field(default_factory=dict)
+    # the other sparse autoencoders' parameters (stimuli.bases.batchtopk, jumprelu, archetypal)
+    batchtopk: dict[str, Any] = field(default_factory=dict)
+    jumprelu: dict[str, Any] = field(default_factory=dict)
+    archetypal: dict[str, Any] = field(default_factory=dict)
     completeness: bool = True
     completeness_k: list[int] | None = None
     completeness_max_images: int | None = 2000

@@ -18,7 +18,10 @@ from .base import (
     row_blocks,
     unit_shares,
 )
+from .archetypal import ARCHETYPAL_DEFAULTS, ArchetypalBasis
+from .batchtopk import BATCHTOPK_DEFAULTS, BatchTopKBasis
 from .dictionary import DICTIONARY_DEFAULTS, DictionaryBasis
+from .jumprelu import JUMPRELU_DEFAULTS, JumpReLUBasis
 from .neuron import NeuronBasis
 from .nmf import NMF_DEFAULTS, NMFBasis
 from .pca import PCABasis
@@ -30,9 +33,13 @@ register(PCABasis)
 register(NMFBasis)
 register(DictionaryBasis)
 register(SAEBasis)
+register(BatchTopKBasis)
+register(JumpReLUBasis)
+register(ArchetypalBasis)
 
 __all__ = [
-    "BASIS_CLASSES", "Basis", "BasisTags", "DICTIONARY_DEFAULTS", "DictionaryBasis", "NMF_DEFAULTS", "NMFBasis",
+    "ARCHETYPAL_DEFAULTS", "ArchetypalBasis", "BATCHTOPK_DEFAULTS", "BatchTopKBasis", "JUMPRELU_DEFAULTS",
+    "JumpReLUBasis", "BASIS_CLASSES", "Basis", "BasisTags", "DICTIONARY_DEFAULTS", "DictionaryBasis", "NMF_DEFAULTS", "NMFBasis",
     "NeuronBasis", "PCABasis", "SAE_DEFAULTS", "SAEBasis", "as_float64", "basis_class", "basis_from_config",
     "basis_names", "block_rows", "centred_blocks", "centred_products", "checked_activations", "column_mean",
     "column_variance", "make_basis", "register", "row_blocks", "unit_shares", "unregister",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .base import Basis, BasisTags, as_float64
-from .sae_training import train_topk_sae
+from .sae_training import Variant, train_sae
 
 # k latents per image, Adam for `epochs` passes (stimuli.bases.sae_training)
 SAE_DEFAULTS = {"k": 8, "epochs": 100, "lr": 3e-3, "batch_size": 256, "aux_k": None, "aux_coef": 1.0 / 32}
@@ -67,9 +67,7 @@ class SAEBasis(Basis):
 
         A = as_float64(A)
         K = A.shape[1] if self.n_components is None else int(self.n_components)
-        if K < 1 or self.k < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("the sae basis needs n_components, k, epochs, batch_size >= 1 and lr > 0")
-        self.k_ = min(int(self.k), K)
+        self._validate(K)
         device = self._device()
         if device.type == "cpu" and K * A.shape[1] <= 1 << 16:
             # thousands of steps on small matrices: intra-op threads only add synchronisation, and one
@@ -87,40 +85,63 @@ class SAEBasis(Basis):
     def _fit(self, A: np.ndarray, K: int, device) -> np.ndarray:
         rms = float(np.sqrt(((A - A.mean(axis=0)) ** 2).sum(axis=1).mean()))
         self.scale_ = rms if rms > 0 else 1.0
-        trained = train_topk_sae(A, self.scale_, K, self.k_, int(self.epochs), self.lr, int(self.batch_size),
-                                 self.aux_k, self.aux_coef, device, self.random_state)
+        aux_k = int(self.aux_k) if self.aux_k is not None else 2 * self.k_
+        trained = train_sae(A, self.scale_, K, int(self.epochs), self.lr, int(self.batch_size), aux_k,
+                            self.aux_coef, device, self.random_state, self._variant(A))
         self.loss_curve_ = trained.loss_curve
         self._W_enc, self._b_enc, self._b_dec = trained.W_enc, trained.b_enc, trained.b_dec
+        self._learned(trained.extra)
         self.components_ = trained.W_dec
         self.offset_ = self._b_dec * self.scale_
         codes = self.transform(A)
         order = self._sort_by_variance(A, codes)
         self._W_enc, self._b_enc = self._W_enc[order], self._b_enc[order]
+        self._reorder(order)
         codes = codes[:, order]
         self.n_dead_ = int((codes.max(axis=0) <= 0).sum())
         self._finish(A, codes)
         return codes
 
+    def _validate(self, K: int) -> None:
+        if K < 1 or self.k < 1 or self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"the {self.name} basis needs n_components, k, epochs, batch_size >= 1 and lr > 0")
+        self.k_ = min(int(self.k), K)
+
+    # -- what a variant changes (stimuli.bases.batchtopk, jumprelu, archetypal) --------------------
+    def _variant(self, A: np.ndarray) -> Variant:
+        """The training :class:`~stimuli.bases.sae_training.Variant`: TopK."""
+        return Variant(self.k_)
+
+    def _learned(self, extra: dict) -> None:
+        """Keep what the variant learned beside the weights."""
+
+    def _reorder(self, order: np.ndarray) -> None:
+        """Reorder per-latent state along with the atoms (sorted by explained variance)."""
+
+    def _select(self, lin):
+        """Codes from the encoder's pre-activations (torch, any float dtype): the ``k`` largest ReLU
+        pre-activations of each row."""
+        import torch
+
+        pre = torch.relu(lin)
+        vals, idx = pre.topk(self.k_, dim=1)
+        return torch.zeros_like(pre).scatter_(1, idx, vals)
+
     def encode(self, X):
-        """Codes of a torch tensor or array of rows, in the data's units (pure; no fitting)."""
+        """Codes of a torch tensor (float32, on its device) or array of rows (float64), in the data's
+        units (pure; no fitting)."""
         import torch
 
         if isinstance(X, torch.Tensor):
-            dt, dev = X.dtype, X.device
-            W = torch.as_tensor(self._W_enc, dtype=torch.float32, device=dev)
-            be = torch.as_tensor(self._b_enc, dtype=torch.float32, device=dev)
-            bd = torch.as_tensor(self._b_dec, dtype=torch.float32, device=dev)
-            pre = torch.relu((X.float() / self.scale_ - bd) @ W.T + be)
-            vals, idx = pre.topk(self.k_, dim=1)
-            return (torch.zeros_like(pre).scatter_(1, idx, vals) * self.scale_).to(dt)
-        X = as_float64(X)
-        pre = np.maximum((X / self.scale_ - self._b_dec) @ self._W_enc.T + self._b_enc, 0.0)
-        keep = np.argpartition(-pre, self.k_ - 1, axis=1)[:, :self.k_] if self.k_ < pre.shape[1] \
-            else np.broadcast_to(np.arange(pre.shape[1]), pre.shape)
-        codes = np.zeros_like(pre)
-        rows = np.arange(len(pre))[:, None]
-        codes[rows, keep] = pre[rows, keep]
-        return codes * self.scale_
+            dt, dev, work = X.dtype, X.device, torch.float32
+        else:
+            X = torch.from_numpy(as_float64(X))
+            dt, dev, work = None, X.device, torch.float64
+        W = torch.as_tensor(self._W_enc, dtype=work, device=dev)
+        be = torch.as_tensor(self._b_enc, dtype=work, device=dev)
+        bd = torch.as_tensor(self._b_dec, dtype=work, device=dev)
+        codes = self._select((X.to(work) / self.scale_ - bd) @ W.T + be) * self.scale_
+        return codes.numpy() if dt is None else codes.to(dt)
 
     def transform(self, A) -> np.ndarray:
         return self.encode(as_float64(A))

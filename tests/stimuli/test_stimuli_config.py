@@ -76,7 +76,8 @@ def test_stored_demo_job_parameters_still_read():
     from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
     assert from_manifest == config
     # keys added since (a checkpoint file for a named network) take their defaults
-    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0, "checkpoint": None}
+    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0, "checkpoint": None,
+                                 "batchtopk": {}, "jumprelu": {}, "archetypal": {}}
     assert config.mis_layer == "relu3" and config.influence_class == 3 and config.attribution_overlays
 
 
