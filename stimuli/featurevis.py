@@ -92,6 +92,8 @@ class DisplayToInput(torch.nn.Module):
             crop = crop[0] if isinstance(crop, (list, tuple)) else crop
             self.gray, self.input_size = False, int(crop)
             self.resize, self.crop = int(resize), int(crop)
+            # timm's and open_clip's evaluation transforms are bicubic (stimuli.networks)
+            self.mode = "bicubic" if info.get("interpolation") == "bicubic" else "bilinear"
             mean, std = info.get("mean", [0.485, 0.456, 0.406]), info.get("std", [0.229, 0.224, 0.225])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -109,7 +111,7 @@ class DisplayToInput(torch.nn.Module):
         if self.gray:
             x = F.adaptive_avg_pool2d(x, (self.resize, self.resize))
         else:
-            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", antialias=True,
+            x = F.interpolate(x, size=(self.resize, self.resize), mode=self.mode, antialias=True,
                               align_corners=False)
             top = (self.resize - self.crop) // 2
             x = x[..., top:top + self.crop, top:top + self.crop]

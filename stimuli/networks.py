@@ -268,7 +268,11 @@ def load_network(spec: str = DEMO_NAME, weights: str | None = None, architecture
         if spec != DEMO_NAME and _looks_like_file(spec):
             raise NetworkLoadError("give either a checkpoint file as the network (with its architecture) or an "
                                    "architecture with a checkpoint, not both")
-        return load_checkpoint(_weights_file(checkpoint), architecture=spec, num_classes=num_classes)
+        net = load_checkpoint(_weights_file(checkpoint), architecture=spec, num_classes=num_classes)
+        # a named architecture with its weights file: the network is the architecture, the file its weights
+        net.info["checkpoint"] = net.info.pop("file")
+        net.name, net.source = spec, "torchvision" if spec != DEMO_NAME else "builtin"
+        return net
     if spec == DEMO_NAME:
         return load_demo(log=log)
     if _looks_like_file(spec):
