@@ -1,6 +1,6 @@
 """Stimulus pipeline benchmark: pipeline wall time vs a bare forward pass over the same images.
 
-    .venv/bin/python bench/bench_stimuli.py [--case demo,resnet18] [--n-images 1000] [--repeat 2]
+    .venv/bin/python bench/bench_stimuli.py [--case demo,resnet18,resnet50,vit_b_16] [--n-images 1000] [--repeat 2]
 
 Two cases:
 
@@ -27,6 +27,12 @@ completeness are off (``essence``, ``ablation``, ``surrogate``, ``figures`` fals
 line checks the memory goal (peak RSS at the largest size within the smallest size's figure plus the
 pooled matrices' growth, plus 10 %): PASS or FAIL. ``--pipeline-only 20000`` skips the baseline at
 that size, for the memory figure without doubling the run.
+
+``vit_b_16`` is the same comparison for a vision transformer: torchvision's ViT-B/16 (random weights, the
+transforms of its ImageNet weights, resize 256 and centre crop 224) against torchvision's loop, on the same
+kind of folder (``--sizes``, 5,000 images for the issue's figure), the pipeline reading three encoder
+blocks (``encoder_layer_3``, ``_7``, ``_11``: (B, 197, 768) tokens, units over the 768 channels, the mean
+over the 196 patch tokens) with neuron + PCA.
 
 Every measurement runs in a fresh process, so its peak RSS is its own; the best of ``--repeat`` runs
 is shown for the bare pass and for neurons + PCA, one run for the slower bases. On a shared machine
@@ -277,7 +283,7 @@ def run_case(name: str, case: dict, runs: list[tuple[str, list[str], bool, int]]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="demo,resnet18", help="comma separated: demo, resnet18, resnet50")
+    p.add_argument("--case", default="demo,resnet18", help="comma separated: demo, resnet18, resnet50, vit_b_16")
     p.add_argument("--sizes", default="5000,20000", help="folder sizes of the resnet50 case")
     p.add_argument("--folder", default=None,
                    help="where the resnet50 case keeps its generated folders (kept between runs); default a temporary one")
@@ -334,6 +340,9 @@ def main() -> None:
             ])
     if "resnet50" in cases:
         research(args)
+    if "vit_b_16" in cases:
+        research(args, "vit_b_16", [f"encoder.layers.encoder_layer_{i}" for i in (3, 7, 11)],
+                 "ViT-B/16, random weights, 224x224 inputs, 197 tokens")
     main_rows = [r for r in rows if r[1] == "neuron+pca"]
     if main_rows:
         print()
@@ -355,11 +364,12 @@ def _sizes(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
 
 
-def research(args) -> None:
+def research(args, network: str = "resnet50", layers: list[str] | None = None,
+             description: str = "ResNet-50, random weights, 224x224 inputs") -> None:
     from stimuli.activations import MAX_AUTO_WORKERS, usable_cores
 
     workers = args.num_workers if args.num_workers is not None else min(usable_cores(), MAX_AUTO_WORKERS)
-    layers = ["layer2", "layer3", "layer4"]
+    layers = layers or ["layer2", "layer3", "layer4"]
     sizes = _sizes(args.sizes)
     no_baseline = set(sizes) if args.pipeline_only == "all" else set(_sizes(args.pipeline_only or ""))
     results = []
@@ -371,12 +381,12 @@ def research(args) -> None:
                 t = time.perf_counter()
                 make_photo_folder(folder, n)
                 print(f"\ngenerated {n} 500x375 JPEGs in {time.perf_counter() - t:.1f} s")
-            case = {"network": "resnet50", "dataset": str(folder), "layers": layers, "layer": layers[0],
+            case = {"network": network, "dataset": str(folder), "layers": layers, "layer": layers[0],
                     "units": args.units, "batch_size": args.batch_size, "num_workers": workers,
-                    "repeat": args.repeat, "description": "ResNet-50, random weights, 224x224 inputs",
+                    "repeat": args.repeat, "description": description,
                     "extra": {"essence": False, "ablation": False, "surrogate": False, "figures": False,
                               "label_entropy_top_n": 0}}
-            results.append(run_research_case(f"resnet50 x {n}", case, baseline=n not in no_baseline))
+            results.append(run_research_case(f"{network} x {n}", case, baseline=n not in no_baseline))
     print()
     for r in results:
         if r["ratio"] is None:
@@ -385,7 +395,7 @@ def research(args) -> None:
             versus = f"pipeline / torchvision loop {r['ratio']:.2f} " \
                      f"({'PASS' if r['ratio'] <= TARGET_RATIO else 'FAIL'} <= {TARGET_RATIO})"
         baseline = "" if r["base_rss"] is None else f" (baseline {r['base_rss']:.0f})"
-        print(f"resnet50 x {r['n']}: {r['images_per_s']:.1f} img/s; {versus}; peak RSS {r['rss']:.0f} MiB{baseline}; "
+        print(f"{network} x {r['n']}: {r['images_per_s']:.1f} img/s; {versus}; peak RSS {r['rss']:.0f} MiB{baseline}; "
               f"pooled matrix {r['pooled_mib']:.0f} MiB")
     if len(results) > 1:
         small, large = results[0], results[-1]

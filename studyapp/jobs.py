@@ -53,8 +53,17 @@ def pipeline_config(job):
     if network.source == network.Source.TORCHVISION and network.weights:
         values["weights"] = network.weights
     if network.source == network.Source.CHECKPOINT:
-        values["architecture"] = job.parameters.get("architecture", network.name)
+        if _library_model(network.name):
+            # a timm or open_clip model with its weights file: the library builds it by name
+            values.update(network=network.name, checkpoint=network.checkpoint)
+        else:
+            values["architecture"] = job.parameters.get("architecture", network.name)
     return StimulusConfig.from_dict(values)
+
+
+def _library_model(name):
+    """Whether a network's name is a timm or open_clip model (stimuli.networks' `timm:` and `open_clip:`)."""
+    return name.startswith(("timm:", "open_clip:"))
 
 
 def run_job(job_id):
@@ -91,7 +100,7 @@ def generate_and_import(job, progress, given=None):
 def network_spec(network):
     """What the pipeline loads for a Network row (as `pipeline_config` names it): the spec, and the
     architecture of a checkpoint."""
-    if network.source == network.Source.CHECKPOINT:
+    if network.source == network.Source.CHECKPOINT and not _library_model(network.name):
         return network.checkpoint, network.name
     return network.name, None
 
@@ -104,6 +113,8 @@ def _list_layers(spec, architecture):
     # form lists the layers without training the demo network or reading a torchvision weights file.
     if spec == DEMO_NAME:
         model = DemoNet()
+    elif architecture is None and _library_model(spec):
+        model = load_network(spec, allow_download=False).model
     elif architecture is None:
         model = load_torchvision(spec, weights=None).model
     else:
