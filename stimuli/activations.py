@@ -164,11 +164,12 @@ def layer_extractor(model: nn.Module, layers: Sequence[str]) -> Callable[[torch.
         return ScriptLayerExtractor(model, layers)
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from .layers import graph_nodes
+    from .layers import graph_nodes, tracer_settings
 
     # names of one node (``layer1`` and its last operation) would each claim it; ask for it once
     node_of = graph_nodes(model, layers)
-    extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(node_of.values())})
+    extractor = create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(node_of.values())},
+                                         tracer_kwargs=tracer_settings())
 
     def outputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = extractor(x)

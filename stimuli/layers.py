@@ -47,14 +47,31 @@ class Site:
 
 def _tracer_kwargs() -> dict:
     """The tracer settings of torchvision's feature extraction (its ``_set_default_tracer_kwargs``):
-    torchvision ops are leaves, so the names match what the extractor accepts."""
+    torchvision ops are leaves, so the names match what the extractor accepts. Once timm is imported
+    (a ``timm:`` network), its registered no-trace modules and functions too, as timm's own feature
+    extraction passes them (``timm.layers._fx``): its ViTs' position embedding and attention hold
+    control flow FX cannot trace."""
     import inspect
+    import sys
 
     import torchvision
 
     leaves = [obj for _, obj in inspect.getmembers(torchvision.ops)
               if inspect.isclass(obj) and issubclass(obj, nn.Module)]
-    return {"autowrap_modules": (math, torchvision.ops), "leaf_modules": leaves}
+    kwargs = {"autowrap_modules": (math, torchvision.ops), "leaf_modules": leaves}
+    if "timm" in sys.modules:
+        from timm.layers import get_notrace_functions, get_notrace_modules
+
+        kwargs["leaf_modules"] = leaves + get_notrace_modules()
+        kwargs["autowrap_functions"] = get_notrace_functions()
+    return kwargs
+
+
+def tracer_settings() -> dict:
+    """The tracer settings for torchvision's feature extractor, so that it traces as :func:`list_layers`
+    names (torchvision merges its own defaults in; timm's no-trace modules and functions are the
+    addition)."""
+    return _tracer_kwargs()
 
 
 def _trace(model: nn.Module):

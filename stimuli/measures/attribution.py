@@ -203,7 +203,10 @@ def integrated_gradients(model: torch.nn.Module, image_tensor: torch.Tensor, lay
                          n_steps: int = IG_STEPS, batch_size: int = 256) -> tuple[torch.Tensor, float]:
     """``(attribution C x H x W, completeness gap)`` of the unit's score for one network input, by
     captum's Integrated Gradients from ``baseline`` (default 0); the gap is captum's convergence delta,
-    ``Σ attribution − (h_j(x) − h_j(baseline))``."""
+    ``Σ attribution − (h_j(x) − h_j(baseline))``. A network that normalises right after its stem
+    (ConvNeXt's LayerNorm) hardly changes along the path from an all-zero input except next to it, where
+    ``n_steps`` points miss the change: the gap is then large, and another baseline (a blurred or another
+    image) is the remedy."""
     from captum.attr import IntegratedGradients
 
     device = _device_of(model)
