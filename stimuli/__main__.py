@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--num-classes", dest="num_classes", type=int,
                    help="classes of a state-dict checkpoint (default: read from its classifier's weight)")
     g.add_argument("--layer", "--layers", dest="layers", help="layer name(s), comma separated")
-    g.add_argument("--bases", help=f"comma separated: {','.join(basis_names())}")
+    g.add_argument("--bases", help=f"comma separated, among: {', '.join(basis_names())}")
     g.add_argument("--units", dest="n_units", type=int, help="units per basis")
     g.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
     g.add_argument("--dataset", help="'digits' or an image folder (ImageFolder layout)")
@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="digits")
         p.add_argument("--max-images", dest="max_images", type=int)
         p.add_argument("--layer", required=True)
-        p.add_argument("--bases", default="neuron,pca,nmf", help=f"comma separated: {','.join(basis_names())}")
+        p.add_argument("--bases", default="neuron,pca,nmf",
+                       help=f"comma separated, among: {', '.join(basis_names())}")
         p.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
         p.add_argument("--class", dest="cls", type=int, required=class_required, help=class_help)
         p.add_argument("--distribution", choices=["class", "all"], default="class",

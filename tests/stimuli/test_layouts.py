@@ -105,7 +105,7 @@ def test_influence_on_tokens_is_the_derivative_along_the_unit(tiny_vit, inputs, 
     for j in range(3):
         step = torch.as_tensor(W[j], dtype=torch.float32)
 
-        def moved(t, sign):
+        def moved(t, sign, step=step):
             out = t.clone()
             if pooling == "mean":
                 out[:, 1:] += sign * eps * step

@@ -7,7 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stimuli.networks import CLIP_PROMPT_TEMPLATE, NetworkLoadError, load_network, probe_input
+from stimuli.networks import (
+    CLIP_PROMPT_TEMPLATE,
+    NetworkLoadError,
+    load_network,
+    probe_input,
+)
 
 
 def _image():

@@ -6,7 +6,6 @@ from the saved PNGs; one feature visualization beats the best natural image; Int
 its completeness axiom. Small by design (12 images of 64 px, a few optimisation steps): a forward pass of
 these networks at 224 px costs a tenth of a second on one CPU core."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,7 +148,7 @@ def test_units_are_the_channels_and_the_manifest_records_the_layout(job):
 def test_exemplar_order_recomputed_from_the_saved_pngs(job):
     config, path = job["config"], job["path"]
     net, images = _net_and_images(config)
-    A, bases = _refit(config, net, images)
+    _, bases = _refit(config, net, images)
     m = read_manifest(path)
     for e in m["layers"]:
         basis = bases[e["basis"]]
@@ -183,7 +182,7 @@ def test_integrated_gradients_keeps_its_completeness_axiom(job):
 
     config = job["config"]
     net, images = _net_and_images(config)
-    A, bases = _refit(config, net, images)
+    _, bases = _refit(config, net, images)
     basis = bases["pca"]
     x = net.preprocess(images.load(0))
     # another image as the baseline: on the straight path from the all-zero input, a network that

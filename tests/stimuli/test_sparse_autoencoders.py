@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from stimuli.bases import ArchetypalBasis, BatchTopKBasis, JumpReLUBasis, basis_names, make_basis
+from stimuli.bases import (
+    ArchetypalBasis,
+    BatchTopKBasis,
+    JumpReLUBasis,
+    basis_names,
+    make_basis,
+)
 from stimuli.bases.batchtopk import BatchTopKVariant
 from stimuli.bases.jumprelu import _jump_functions
 from stimuli.measures.completeness import _Projector, cumulative_explained_variance

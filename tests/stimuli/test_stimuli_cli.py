@@ -92,7 +92,7 @@ def test_the_generate_help_names_every_basis_and_option(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"comma separated: {','.join(basis_names())}" in text and "sae" in basis_names()
+    assert f"comma separated, among: {', '.join(basis_names())}" in text and "sae" in basis_names()
     for options in (ACTIVATIONS, POOLINGS, METHODS, PERTURBATIONS, REGIONS, UNIT_SELECTIONS):
         assert "{" + ",".join(options) + "}" in text, options
     # the configuration sections' flags are made from their fields
