@@ -245,8 +245,8 @@ class LoadedNetwork:
 def _weights_file(checkpoint: str | os.PathLike) -> Path:
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise NetworkLoadError(f"weights file not found: {path} (provide this file, or leave the checkpoint "
-                               f"out to build the network {'from its library' if path else ''})")
+        raise NetworkLoadError(f"weights file not found: {path} (provide this file, or leave the checkpoint out "
+                               f"to build the network without weights or with --weights from its hub)")
     return path
 
 
