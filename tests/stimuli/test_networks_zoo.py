@@ -24,9 +24,16 @@ SPARSE = "sae"
 
 
 def _torchvision(name):
-    import torchvision
+    def build():
+        import torchvision
 
-    return lambda: torchvision.models.get_model(name, weights=None)
+        model = torchvision.models.get_model(name, weights=None)
+        if name.startswith("vit"):
+            # torchvision starts a ViT's head at zero: every logit 0, and influence and completeness
+            # would have nothing to measure
+            torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+        return model
+    return build
 
 
 def _timm(name):
