@@ -3,6 +3,7 @@ network with a weights file (a state dict or a whole module), the model's own pr
 errors for a missing or unfitting file and for hub weights that are not in the cache offline. timm's own
 tiny test models keep this quick."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -104,3 +105,34 @@ def test_the_layers_command_prints_layouts(capsys):
     assert main(["layers", "--network", "timm:test_vit", "--offline"]) == 0
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in capsys.readouterr().out.splitlines()}
     assert rows["blocks.0"][0] == "BTC" and rows["patch_embed.proj"][0] == "BCHW"
+
+
+def test_a_transformer_job_end_to_end_with_class_token_pooling(tmp_path):
+    """Every stage on a (tiny) transformer: the class token as the unit's response, a new sparse
+    autoencoder, completeness, influence, decision measures, feature visualizations and Integrated
+    Gradients overlays, in one job."""
+    import timm
+
+    from stimuli.artifact import read_manifest
+    from stimuli.config import StimulusConfig
+    from stimuli.pipeline import run
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_vit", pretrained=False).state_dict(), tmp_path / "vit.pt")
+    config = StimulusConfig(
+        network="timm:test_vit", checkpoint=str(tmp_path / "vit.pt"), allow_download=False, layers=["blocks.3"],
+        bases=["neuron", "pca", "batchtopk"], n_components={"batchtopk": 16}, batchtopk={"k": 4, "epochs": 5},
+        pooling="class_token", n_units=1, max_images=48, n_references=2, n_queries=2, strip_length=3,
+        n_strips=1, render_size=32, completeness_k=[1, 4], completeness_max_images=4, influence_class=0,
+        influence_distribution="all", influence_max_images=4, decision_max_images=8, ablation_max_units=1,
+        surrogate=False, figures=False, attribution_overlays=True, attribution_method="integrated_gradients",
+        feature_vis={"steps": 4}, batch_size=16, device="cpu")
+    m = read_manifest(run(config, tmp_path / "out"))
+    for e in m["layers"]:
+        assert (e["layout"], e["n_channels"], e["prefix_tokens"], e["grid"], e["pooling"]) == \
+            ("BTC", 64, 1, [10, 10], "class_token")
+        assert e["completeness"]["k"] == [1, 4] and e["attribution_method"] == "integrated_gradients"
+        (unit,) = e["units"]
+        assert len(unit["attribution_overlays_max"]) == 2 and len(unit["synthetic_max"]) == 2
+        assert np.isfinite(unit["measures"]["influence"]) and "ablation_accuracy_drop" in unit["measures"]
+    assert m["network"]["source"] == "timm" and m["network"]["preprocess"]["crop"] == 160
