@@ -198,7 +198,7 @@ def pipeline(case: dict, bases: list[str], completeness: bool) -> dict:
     from stimuli.config import StimulusConfig
 
     layers = case.get("layers") or [case["layer"]]
-    config = StimulusConfig(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
+    config = StimulusConfig.of(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
                             n_units=case["units"], batch_size=case["batch_size"], num_workers=case["num_workers"],
                             completeness=completeness, **case.get("extra", {}))
     seconds, stages, seen = timed_run(config, _artifact_figures)

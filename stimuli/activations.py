@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .datasets import READ_ERRORS, ImageSet
+from .settings.activations import ACTIVATIONS, POOLINGS  # noqa: F401 - the options of this module
 
 
 @dataclass
@@ -73,8 +74,6 @@ def _collate(items):
     return torch.tensor([i for i, _ in ok]), torch.stack([t for _, t in ok]), failed
 
 
-POOLINGS = ("mean", "max")
-ACTIVATIONS = ("post_relu", "pre_relu")
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4
 

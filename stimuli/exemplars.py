@@ -16,9 +16,11 @@ rank (activation, ties by index) from left to right.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from .sections import Section, cli, is_int, is_number, need
 
 
 @dataclass
@@ -135,3 +137,28 @@ def select_exemplars(responses: np.ndarray, n_references: int = 9, percentile: f
         queries_max=np.asarray(q_max, dtype=np.int64), queries_min=np.asarray(q_min, dtype=np.int64),
         strip=strips[0].copy(), strips=strips,
         band_max_threshold=float(r[desc[m - 1]]), band_min_threshold=float(r[asc[m - 1]]))
+
+
+@dataclass(frozen=True)
+class ExemplarSettings(Section):
+    """Per unit: ``n_references`` references per side, ``n_queries`` query pairs from the top and bottom
+    ``query_percentile`` bands, and ``n_strips`` disjoint ordered strips of ``strip_length`` images (so
+    that no trial of a unit repeats another's ordered row). The flat keys are the field names."""
+
+    n_references: int = 9
+    query_percentile: float = field(default=10.0, metadata=cli(float, "--percentile"))
+    n_queries: int = field(default=20, metadata=cli(int, "--queries"))
+    strip_length: int = 9
+    n_strips: int = field(default=4, metadata=cli(int, "--strips", help="disjoint ordered strips per unit (default 4)"))
+
+    def validate(self) -> None:
+        need(is_int(self.n_references) and self.n_references >= 1,
+             f"n_references must be a positive integer, not {self.n_references!r}")
+        need(is_number(self.query_percentile) and 0 < self.query_percentile <= 50,
+             f"query_percentile must be in (0, 50], not {self.query_percentile!r}")
+        need(is_int(self.n_queries) and self.n_queries >= 0,
+             f"n_queries must be a non-negative integer, not {self.n_queries!r}")
+        need(is_int(self.strip_length) and self.strip_length >= 2,
+             f"strip_length must be an integer >= 2, not {self.strip_length!r}")
+        need(is_int(self.n_strips) and self.n_strips >= 1,
+             f"n_strips must be a positive integer, not {self.n_strips!r}")

@@ -40,12 +40,12 @@ _JOB_KEY = "job-{}"
 
 
 def _default_query_percentile() -> float:
-    """The stimulus configuration's default query band. Imported when needed: the configuration gathers
-    its options from the algorithm modules, which load torch, and the admin (which imports this module)
-    must not pay that in every web process."""
-    from stimuli.config import StimulusConfig
+    """The stimulus configuration's default query band (its exemplars section's). Imported when needed:
+    the admin imports this module, and a web process that never reads a study file need not load the
+    stimulus library at all."""
+    from stimuli.exemplars import ExemplarSettings
 
-    return next(f.default for f in dataclasses.fields(StimulusConfig) if f.name == "query_percentile")
+    return ExemplarSettings().query_percentile
 
 
 class StudyFileError(ValueError):

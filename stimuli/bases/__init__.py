@@ -22,7 +22,7 @@ from .dictionary import DICTIONARY_DEFAULTS, DictionaryBasis
 from .neuron import NeuronBasis
 from .nmf import NMF_DEFAULTS, NMFBasis
 from .pca import PCABasis
-from .registry import BASIS_CLASSES, basis_class, basis_from_config, basis_names, make_basis, register, unregister
+from .registry import BASIS_CLASSES, basis_class, basis_from_settings, basis_names, make_basis, register, unregister
 from .sae import SAE_DEFAULTS, SAEBasis
 
 register(NeuronBasis)
@@ -33,7 +33,7 @@ register(SAEBasis)
 
 __all__ = [
     "BASIS_CLASSES", "Basis", "BasisTags", "DICTIONARY_DEFAULTS", "DictionaryBasis", "NMF_DEFAULTS", "NMFBasis",
-    "NeuronBasis", "PCABasis", "SAE_DEFAULTS", "SAEBasis", "as_float64", "basis_class", "basis_from_config",
+    "NeuronBasis", "PCABasis", "SAE_DEFAULTS", "SAEBasis", "as_float64", "basis_class", "basis_from_settings",
     "basis_names", "block_rows", "centred_blocks", "centred_products", "checked_activations", "column_mean",
     "column_variance", "make_basis", "register", "row_blocks", "unit_shares", "unregister",
 ]

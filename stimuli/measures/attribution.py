@@ -51,8 +51,8 @@ import numpy as np
 import torch
 
 from ..activations import pool
+from ..settings.attribution import METHODS
 
-METHODS = ("gradcam", "saliency", "occlusion", "lrp")
 
 # zennit's defaults: ε of the Linear layers' LRP-ε rule, and the stabiliser of every rule's denominator
 LRP_EPSILON = 1e-6

@@ -157,7 +157,7 @@ def test_generate_takes_node_names_for_every_measure(tmp_path):
     from stimuli.pipeline import run
 
     names = ["layer4.1.add", "layer4.1.relu_1", "layer4", "flatten"]
-    config = StimulusConfig(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
+    config = StimulusConfig.of(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
                             bases=["neuron"], n_units=1, completeness_k=[1], completeness_max_images=2,
                             influence_class=3, influence_distribution="all", influence_max_images=2,
                             render_size=16, batch_size=42, decision_max_images=8, essence_k=[1], surrogate_k=[1],

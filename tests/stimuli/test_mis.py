@@ -153,7 +153,7 @@ def test_the_pipeline_gives_every_unit_a_machine_score(tmp_path, stimuli_cache):
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    out = run(StimulusConfig(bases=["neuron", "pca"], n_units=3, completeness=False, mis_layer="relu3"),
+    out = run(StimulusConfig.of(bases=["neuron", "pca"], n_units=3, completeness=False, mis_layer="relu3"),
               tmp_path / "artifact")
     manifest = json.loads((out / "manifest.json").read_text())
     scores = [u["measures"]["mis"] for entry in manifest["layers"] for u in entry["units"]]

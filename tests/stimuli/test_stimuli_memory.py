@@ -120,7 +120,7 @@ def _traced_peak_of_the_stages(n: int, c: int = 256) -> int:
 
     layers = ["a", "b"]
     acts = SimpleNamespace(values={layer: _pooled(n, c, seed) for seed, layer in enumerate(layers)})
-    config = StimulusConfig(layers=layers, bases=["neuron", "pca"], n_units=4, completeness=False)
+    config = StimulusConfig.of(layers=layers, bases=["neuron", "pca"], n_units=4, completeness=False)
     report = lambda stage, fraction: None  # noqa: E731
     tracemalloc.start()
     try:

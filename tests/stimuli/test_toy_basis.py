@@ -24,7 +24,7 @@ def rotation():
 def test_an_unregistered_basis_is_refused():
     assert "rotation" not in basis_names()
     with pytest.raises(ValueError, match="unknown basis 'rotation'"):
-        StimulusConfig(bases=["rotation"])
+        StimulusConfig.of(bases=["rotation"])
 
 
 def test_a_name_is_registered_once(rotation):
@@ -46,7 +46,7 @@ def test_the_toy_basis_is_a_basis(rotation):
 
 
 def test_the_toy_basis_runs_through_the_pipeline(rotation, tmp_path):
-    config = StimulusConfig(bases=["rotation", "pca"], n_units=2, max_images=300, decision_max_images=64,
+    config = StimulusConfig.of(bases=["rotation", "pca"], n_units=2, max_images=300, decision_max_images=64,
                             influence_class=3, attribution_overlays=True, surrogate_depth=[1, 2])
     path = run(config, tmp_path / "toy")
     manifest = json.loads((path / "manifest.json").read_text())

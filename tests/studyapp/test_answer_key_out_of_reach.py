@@ -21,7 +21,7 @@ def imported_study(tmp_path, monkeypatch, db):
     """A study over units the real importer took from an artifact (the pipeline replaced by a writer of a
     small one), with MEDIA_ROOT and ARTIFACT_ROOT as the defaults lay them out: siblings under var/."""
     monkeypatch.setattr(pipeline, "run", lambda config, out_dir, progress=None:
-                        write_artifact(out_dir, bases=tuple(config.bases), n_units=2))
+                        write_artifact(out_dir, bases=tuple(config.bases.names), n_units=2))
     with override_settings(MEDIA_ROOT=tmp_path / "var" / "media", ARTIFACT_ROOT=tmp_path / "var" / "artifacts",
                            SERVE_MEDIA=True):
         job = StimulusJob.objects.create(network=Network.objects.create(name="demo"),

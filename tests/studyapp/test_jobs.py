@@ -64,7 +64,7 @@ def fake_pipeline(monkeypatch):
 
     def run(config, out_dir, progress=None):
         calls.append(config)
-        return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
+        return write_artifact(out_dir, bases=tuple(config.bases.names), progress=progress)
 
     monkeypatch.setattr(pipeline, "run", run)
     return calls
@@ -74,7 +74,7 @@ def test_a_job_runs_the_pipeline_and_imports_units_and_exemplars(media, new_job,
     assert jobs.run_job(new_job.pk) == 4
     new_job.refresh_from_db()
     assert new_job.status == "succeeded" and new_job.progress == 100 and new_job.attempts == 1
-    assert fake_pipeline[0].layers == ["conv2"] and fake_pipeline[0].bases == ["neuron", "pca"]
+    assert fake_pipeline[0].activations.layers == ["conv2"] and fake_pipeline[0].bases.names == ["neuron", "pca"]
     assert Unit.objects.filter(job=new_job).count() == 4
     assert Exemplar.objects.filter(unit__job=new_job).count() == 4 * 26
     assert new_job.summary["layers"][0]["cumulative_explained_variance"] == [0.4, 0.7, 0.9, 1.0]

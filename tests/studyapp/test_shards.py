@@ -70,7 +70,7 @@ class FakePass:
     def run(self, config, out_dir, progress=None, activations=None, images=None):
         self.pipeline_runs.append(activations)
         self.images_given.append(images)
-        return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
+        return write_artifact(out_dir, bases=tuple(config.bases.names), progress=progress)
 
 
 @pytest.fixture
