@@ -282,3 +282,65 @@ def figure_files(manifest: dict[str, Any]) -> list[FigureFile]:
         out.append(FigureFile(layer=_required(f, "layer", str, where), kind=_required(f, "kind", str, where),
                               title=_required(f, "title", str, where), file=_required(f, "file", str, where)))
     return out
+
+
+@dataclass(frozen=True)
+class SobolImage:
+    """One image's region indices: its picture in the artifact, the class the indices explain, its
+    interaction share (1 − Σ S1) and each region's total index ``ST``."""
+
+    image: str
+    target_class: int
+    interaction_share: float
+    ST: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SobolSummary:
+    """The artifact's ``sobol`` entry: regions on a ``grid`` (rows, columns; None for superpixels),
+    ``n_samples`` base samples, the interaction share over the images (mean, median, sd) and each image."""
+
+    grid: tuple[int, int] | None
+    n_samples: int
+    n_images: int
+    share_mean: float
+    share_median: float
+    share_sd: float
+    images: tuple[SobolImage, ...]
+
+
+def sobol_summary(manifest: dict[str, Any]) -> SobolSummary | None:
+    """The artifact's region Sobol indices (None when the job asked for none: ``sobol_images = 0``)."""
+    sobol = manifest.get("sobol")
+    if sobol is None:
+        return None
+    where = "the manifest's sobol entry"
+    if not isinstance(sobol, dict):
+        raise ManifestError(f"{where} must be a mapping")
+    if "grid" not in sobol:
+        raise ManifestError(f"{where} has no 'grid'")
+    grid = sobol["grid"]
+    if grid is not None and not (isinstance(grid, list) and len(grid) == 2 and all(isinstance(g, int) for g in grid)):
+        raise ManifestError(f"{where}: 'grid' must be null or [rows, columns]")
+    share = _required(sobol, "interaction_share", dict, where)
+    stats = _numbers([_required(share, key, (int, float), f"{where}'s interaction_share")
+                      for key in ("mean", "median", "sd")], "interaction_share", where)
+    images = []
+    for i, image in enumerate(_required(sobol, "images", list, where)):
+        at = f"{where}, image {i}"
+        if not isinstance(image, dict):
+            raise ManifestError(f"{at} is not a mapping")
+        images.append(SobolImage(
+            image=_required(image, "image", str, at), target_class=_required(image, "target_class", int, at),
+            interaction_share=float(_required(image, "interaction_share", (int, float), at)),
+            ST=_numbers(_required(image, "ST", list, at), "ST", at)))
+    return SobolSummary(grid=None if grid is None else (grid[0], grid[1]),
+                        n_samples=_required(sobol, "n_samples", int, where),
+                        n_images=_required(share, "n_images", int, f"{where}'s interaction_share"),
+                        share_mean=stats[0], share_median=stats[1], share_sd=stats[2], images=tuple(images))
+
+
+def job_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The configuration the artifact was made with, as the flat keys of its ``parameters`` entry
+    (:meth:`stimuli.config.StimulusConfig.to_dict`, less ``network``, ``dataset`` and ``seed``)."""
+    return dict(_required(manifest, "parameters", dict, "the manifest"))

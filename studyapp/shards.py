@@ -65,7 +65,7 @@ def planned_shards(job):
     n_images = count_images(config)
     if wanted is None:
         wanted = math.ceil(n_images / settings.STIMULUS_SHARD_IMAGES)
-    return shard_count(n_images, config.batch_size, wanted)
+    return shard_count(n_images, config.activations.batch_size, wanted)
 
 
 def start_job(job_id, send_shards):

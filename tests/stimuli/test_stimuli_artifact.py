@@ -145,3 +145,58 @@ def test_measures_not_asked_for_read_as_none():
     first = layer_summaries(manifest)[0]
     assert first.influence_concentration is None and first.completeness is None
     assert first.completeness_error == "completeness needs hooks"
+
+
+SOBOL = {"grid": [2, 2], "regions": "grid", "n_samples": 16,
+         "interaction_share": {"mean": 0.1, "median": 0.1, "sd": 0.3, "n_images": 2},
+         "images": [{"image": "images/a.png", "target_class": 0, "interaction_share": -0.1, "ST": [0.1, 0.0, 0.2, 0.3]},
+                    {"image": "images/b.png", "target_class": 7, "interaction_share": 0.3, "ST": [0.5, 0.1, 0.0, 0.2]}]}
+
+
+def test_typed_reads_of_the_region_sobol_entry():
+    from stimuli.artifact import sobol_summary
+
+    manifest = {**json.loads(DEMO_SUMMARY.read_text()), "sobol": SOBOL}
+    sobol = sobol_summary(manifest)
+    assert sobol.grid == (2, 2) and sobol.n_samples == 16 and sobol.n_images == 2
+    assert (sobol.share_mean, sobol.share_median, sobol.share_sd) == (0.1, 0.1, 0.3)
+    assert [(i.image, i.target_class, i.interaction_share) for i in sobol.images] == \
+        [("images/a.png", 0, -0.1), ("images/b.png", 7, 0.3)]
+    assert sobol.images[1].ST == (0.5, 0.1, 0.0, 0.2)
+    assert sobol_summary({**manifest, "sobol": {**SOBOL, "grid": None}}).grid is None
+    # a job that asked for no region indices has no entry
+    assert sobol_summary(json.loads(DEMO_SUMMARY.read_text())) is None
+
+
+@pytest.mark.parametrize("drop, words", [
+    (("grid",), "has no 'grid'"),
+    (("n_samples",), "has no 'n_samples'"),
+    (("interaction_share", "sd"), "interaction_share has no 'sd'"),
+    (("images", 1, "ST"), "image 1 has no 'ST'"),
+    (("images", 0, "target_class"), "image 0 has no 'target_class'"),
+])
+def test_a_missing_sobol_key_fails_loudly(drop, words):
+    import copy
+
+    from stimuli.artifact import sobol_summary
+
+    sobol = copy.deepcopy(SOBOL)
+    *path, key = drop
+    node = sobol
+    for step in path:
+        node = node[step]
+    del node[key]
+    with pytest.raises(ManifestError, match=words):
+        sobol_summary({"sobol": sobol})
+
+
+def test_the_parameters_read_back_as_the_configuration():
+    from stimuli.artifact import job_parameters
+    from stimuli.config import StimulusConfig
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    parameters = job_parameters(manifest)
+    config = StimulusConfig.from_dict({**parameters, "seed": manifest["seed"]})
+    assert config.mis.layer == "relu3" and config.selection.units_for("pca") == 6
+    with pytest.raises(ManifestError, match="has no 'parameters'"):
+        job_parameters({k: v for k, v in manifest.items() if k != "parameters"})

@@ -178,7 +178,7 @@ def test_a_unit_s_measures_are_a_table_and_its_missing_machine_score_says_why(ad
     job = measured_job()
     unit = job.units.first()
     page = admin_client.get(f"/admin/studyapp/unit/{unit.pk}/change/").content.decode()
-    table = re.search(r"<table class='measures'>(.*?)</table>", page, re.S).group(1)
+    table = re.search(r'<table class="measures">(.*?)</table>', page, re.S).group(1)
     rows = dict(re.findall(r"<tr><th>([^<]+)</th><td>(.*?)</td>", table))
     assert rows["explained variance"] == "0.1235"
     assert rows["influence (direction)"] == "-0.25"

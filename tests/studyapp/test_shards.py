@@ -420,7 +420,7 @@ def test_the_job_page_shows_each_shard(admin_client, job, fake):
         launch(job)
     page = admin_client.get(f"/admin/studyapp/stimulusjob/{job.pk}/change/").content.decode()
     assert "Shards of the activation pass" in page
-    rows = page.split("<tr class='shard'>")[1:]
+    rows = page.split('<tr class="shard">')[1:]
     assert len(rows) == 3
     assert "<td>1</td><td>succeeded</td><td>activations</td><td>100 %</td><td>1</td>" in rows[0]
     assert "<td>2</td><td>failed</td>" in rows[1] and "RuntimeError: disk full" in rows[1]
