@@ -16,7 +16,7 @@ def test_round_trip_through_json():
     c = StimulusConfig.of(n_units={"neuron": 2, "pca": 3, "nmf": 4}, seed=7, nmf={"max_iter": 50})
     back = StimulusConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back == c
-    assert back.selection.units_for("pca") == 3 and back.bases.nmf["max_iter"] == 50
+    assert back.selection.units_for("pca") == 3 and back.bases.params["nmf"]["max_iter"] == 50
 
 
 def test_comma_separated_strings_accepted():
