@@ -56,8 +56,9 @@ def _sharded(config, folder, n_shards):
 
 def _unsharded(config):
     inputs = load_inputs(config, lambda s, f: None)
-    return extract(inputs.net.model, inputs.images, inputs.net.preprocess, config.activations.layers, batch_size=config.activations.batch_size,
-                   num_workers=config.activations.num_workers, pooling=config.activations.pooling, activation=config.activations.activation)
+    act = config.activations
+    return extract(inputs.net.model, inputs.images, inputs.net.preprocess, act.layers, batch_size=act.batch_size,
+                   num_workers=act.num_workers, pooling=act.pooling, activation=act.activation)
 
 
 def assert_same_activations(a: Activations, b: Activations):

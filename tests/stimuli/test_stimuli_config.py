@@ -123,7 +123,8 @@ def test_every_flat_key_of_the_sections_takes_a_value_and_gives_it_back():
     assert c.sobol.regions == "superpixels" and c.decisions.essence_k == [1, 3] and c.decisions.surrogate_depth == [2]
     assert c.feature_vis.enabled and (c.feature_vis.method, c.feature_vis.steps) == ("maco", 3)
     back = c.to_dict()
-    assert {k: back[k] for k in changed if k != "feature_vis"} == {k: v for k, v in changed.items() if k != "feature_vis"}
+    assert {k: back[k] for k in changed if k != "feature_vis"} == \
+        {k: v for k, v in changed.items() if k != "feature_vis"}
     # feature_vis comes back as the full mapping, its defaults filled in (as the manifest has always stored it)
     assert back["feature_vis"] == {"method": "maco", "steps": 3, "lr": 0.1, "image_size": None, "seed": 0}
     assert StimulusConfig.from_dict(back) == c
