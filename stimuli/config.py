@@ -11,7 +11,7 @@ the field's name, or a name of its own), so ``to_dict`` gives the same keys and 
 configuration did and any stored job reads back unchanged.
 
 Importing this module loads neither torch nor scikit-learn (the web app's job form imports it); the basis
-registry is imported when a configuration is validated.
+registry is imported when a configuration is read from its flat form or validated.
 """
 
 from __future__ import annotations
@@ -122,9 +122,6 @@ class StimulusConfig:
     def replace(self, **changes: Any) -> "StimulusConfig":
         """A copy with flat keys changed (``config.replace(n_units=3, sobol_images=2)``)."""
         return self.from_dict({**self.to_dict(), **changes})
-
-    def sections(self) -> dict[str, Section]:
-        return {name: getattr(self, name) for name in SECTIONS}
 
     # -- validation ---------------------------------------------------------------------------------
     def validate(self) -> None:
