@@ -364,3 +364,27 @@ def test_cli_emmeans_and_compare_json(capsys):
                  "Days", "--at", "Days=0,9", "--ddf", "kenward-roger", "--pairs", "--json"]) == 0
     out = valid(json.loads(capsys.readouterr().out))
     assert out["ddf"] == "Kenward-Roger" and abs(out["contrasts"][0]["df"] - 17) < 1e-3
+
+
+# -- the report and the figures -----------------------------------------------------------------------
+def test_report_shows_natural_vs_synthetic_emmeans_with_a_forest_plot(tmp_path):
+    from analysis.report import run_report
+
+    df = read_responses(BOROWSKI, "borowski")
+    res = run_report(df, tmp_path, formula="correct ~ reference_type + (1 | participant) + (1 | unit)",
+                     n_boot=50, data_name="experiment_I_trials.csv")
+    em = res["model"]["emmeans"]
+    assert em["specs"] == ["reference_type"] and em["scale"] == "response"
+    pairs = {c["contrast"]: c for c in em["contrasts"]}
+    assert "natural - synthetic" in pairs and pairs["natural - synthetic"]["odds_ratio"] > 1
+    assert (tmp_path / "contrasts.png").exists() and (tmp_path / "contrasts.svg").exists()
+    html = (tmp_path / "report.html").read_text()
+    assert "Estimated marginal means" in html and "natural - synthetic" in html
+    valid(json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_caterpillar_plot_writes_png_and_svg(tmp_path, crossed):
+    from analysis.plots import plot_caterpillar
+
+    paths = plot_caterpillar(crossed[0].ranef_condvar(), tmp_path / "ranef")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
