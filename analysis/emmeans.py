@@ -391,10 +391,11 @@ def _pairs(means, L, V, beta, names, by, result, adjust, level, response) -> pd.
         sel = np.flatnonzero(fam[:, 0] == g)
         k_means, m = int(fam[sel[0], 1]), len(sel)
         if adjust == "tukey" and k_means > 2:
-            dfs = np.where(np.isfinite(df[sel]), df[sel], 1e6)
-            # emmeans: P(studentized range > √2 |t|) on the contrast's df (a very large df for z)
-            p[sel] = stats.studentized_range.sf(np.sqrt(2) * np.abs(stat[sel]), k_means, dfs)
-            crit[sel] = stats.studentized_range.ppf(level, k_means, dfs) / np.sqrt(2)
+            # emmeans: P(studentized range > √2 |t|) on the contrast's df (infinite for z)
+            p[sel] = stats.studentized_range.sf(np.sqrt(2) * np.abs(stat[sel]), k_means, df[sel])
+            for d in np.unique(df[sel]):
+                at = sel[df[sel] == d]
+                crit[at] = stats.studentized_range.ppf(level, k_means, d) / np.sqrt(2)
         elif adjust in ("holm", "bonferroni") and m > 1:
             p[sel] = multipletests(raw[sel], method=adjust)[1]
             # a Holm interval does not exist: emmeans gives Bonferroni's, as here

@@ -91,7 +91,7 @@ def test_emmeans_response_scale_and_pairs_equal_mixedlm(crossed):
     row = em.contrasts.set_index("contrast").loc["natural - optimized"]
     assert abs(row["estimate"] - 0.980614) < 1e-4
     assert abs(row["odds_ratio"] - np.exp(row["estimate"])) < 1e-12
-    assert abs(row["p"] - stats.studentized_range.sf(np.sqrt(2) * abs(row["statistic"]), 4, 1e6)) < 1e-9
+    assert abs(row["p"] - stats.studentized_range.sf(np.sqrt(2) * abs(row["statistic"]), 4, np.inf)) < 1e-9
 
 
 def test_adjustments_and_link_scale(crossed):
