@@ -328,8 +328,8 @@ def emmeans(result, specs, by=None, type: str = "response", pairs: bool = False,
                              f"({', '.join(grid.columns) or 'none'})")
     keys = names + by
     Xg = design.fixed_matrix(grid)
-    offset = float(np.mean(model.offset)) if getattr(model, "offset", None) is not None and len(
-        design.offsets) else 0.0
+    # emmeans' reference offset: the mean of the fitted rows' offsets (the LMM subtracted it from y)
+    offset = float(np.mean(design.offset)) if design.offset is not None else 0.0
     # equal weights over the grid's other variables: the mean of each cell's rows of X
     cells = grid.groupby(keys, sort=False).indices if keys else {(): np.arange(len(grid))}
     cell_keys = list(cells)

@@ -129,6 +129,17 @@ def test_emmeans_by_groups_average_equally_over_the_rest():
                        fit.params["z"] * (1.0 - d["z"].mean()))
 
 
+def test_emmeans_add_the_mean_offset_as_emmeans_does():
+    rng = np.random.default_rng(2)
+    d = pd.DataFrame({"a": rng.choice(["x", "y"], 300), "g": rng.integers(0, 15, 300).astype(str),
+                      "size": rng.uniform(1, 5, 300)})
+    d["y"] = 2.0 + (d.a == "y") + np.log(d["size"]) + rng.normal(size=300)
+    fit = LinearMixedModel.from_formula("y ~ a + offset(log(size)) + (1 | g)", d).fit()
+    em = fit.emmeans("a", type="link").means.set_index("a")["estimate"]
+    assert np.isclose(em["x"], fit.params["(Intercept)"] + np.log(d["size"]).mean())
+    assert np.isclose(em["y"] - em["x"], fit.params["ay"])
+
+
 def test_specs_and_at_parsing():
     assert parse_specs("ref | cond") == (["ref"], ["cond"])
     assert parse_specs("~ ref * stim | cond") == (["ref", "stim"], ["cond"])
@@ -388,3 +399,58 @@ def test_caterpillar_plot_writes_png_and_svg(tmp_path, crossed):
 
     paths = plot_caterpillar(crossed[0].ranef_condvar(), tmp_path / "ranef")
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+# -- Borowski et al. 2021, Experiment II: the issue's model ------------------------------------------
+EXP2 = ROOT / "borowski2021" / "experiment_II_trials.csv"
+EXP2_FORMULA = "correct ~ reference_type * condition_name + (1 | participant) + (1 | unit)"
+
+
+@pytest.fixture(scope="module")
+def exp2():
+    df, _, _ = model_trials(normalise(read_responses(EXP2, "borowski")))
+    d = df[["correct", "reference_type", "condition_name", "participant", "unit"]].copy()
+    d["correct"] = d["correct"].astype(float)
+    return d.reset_index(drop=True)
+
+
+def test_exp2_emmeans_ref_by_cond_equal_mixedlm(exp2, capsys):
+    assert len(exp2) == 3680
+    ours = BinomialGLMM.from_formula(EXP2_FORMULA, exp2).fit(se="rx")
+    assert abs(ours.deviance - 3843.577) < 1e-3  # lme4, as issue 31 reports
+    ref = mixedlm.glmer(EXP2_FORMULA, exp2, family=mixedlm.families.Binomial())
+    em = ours.emmeans("reference_type | condition_name", type="response", pairs=True)
+    r = mixedlm.emmeans(ref, "reference_type", by="condition_name")
+    key = ["reference_type", "condition_name"]
+    mine = em.means.set_index(key).sort_index()
+    theirs = pd.DataFrame({"p": r.result.emmean, "se": r.result.se, "lo": r.result.lower,
+                           "hi": r.result.upper}, index=pd.MultiIndex.from_frame(
+        r.result.grid[key].replace({"optimized": "synthetic"}))).sort_index()
+    assert rel(mine["estimate"], theirs["p"]) < 1e-4 and rel(mine["std_error"], theirs["se"]) < 1e-4
+    assert rel(mine["ci_low"], theirs["lo"]) < 1e-4 and rel(mine["ci_high"], theirs["hi"]) < 1e-4
+    pairs = r.pairs()
+    c = em.contrasts
+    assert list(c["contrast"]) == ["natural - synthetic"] * 4
+    assert rel(c["estimate"], pairs.estimate) < 1e-4 and rel(c["std_error"], pairs.se) < 1e-4
+    assert np.allclose(c["p"], pairs.p_value, rtol=1e-3, atol=1e-12)
+    # the command line: lme4's (Hessian) standard errors, within 1 % of the R_X ones here
+    assert main(["emmeans", str(EXP2), "--map", "borowski", "--formula", EXP2_FORMULA, "--specs",
+                 "reference_type | condition_name", "--type", "response", "--pairs", "--json"]) == 0
+    out = valid(json.loads(capsys.readouterr().out))
+    assert len(out["emmeans"]) == 8 and len(out["contrasts"]) == 4
+    for row, (_, ref_row) in zip(sorted(out["emmeans"], key=lambda x: (x["reference_type"], x["condition_name"])),
+                                 theirs.iterrows()):
+        assert abs(row["estimate"] - ref_row["p"]) < 1e-5 and abs(row["std_error"] / ref_row["se"] - 1) < 0.01
+    for row in out["contrasts"]:
+        assert {"estimate", "std_error", "statistic", "p", "odds_ratio"} <= set(row)
+
+
+def test_exp2_random_slopes_carry_both_correlations(exp2):
+    formula = ("correct ~ reference_type * condition_name + (1 + reference_type | participant) "
+               "+ (1 + reference_type | unit)")
+    fit = BinomialGLMM.from_formula(formula, exp2).fit()
+    corr = {c["group"]: c for c in valid({**fit.to_dict(), "command": "glmm"})["random_corr"]}
+    # lme4's VarCorr, as issue 31 reports it: −0.52 for unit, a boundary −1.00 for participant
+    assert round(corr["unit"]["corr"], 2) == -0.52 and not corr["unit"]["singular"]
+    assert round(corr["participant"]["corr"], 2) == -1.00 and corr["participant"]["singular"]
+    assert "participant" in fit.to_dict()["singular_groups"]
