@@ -211,7 +211,9 @@ class EmmResult:
             head_row += (["null"] if ratio else []) + [stat, "p.value"]
             rows = [head_row]
             for i, r in enumerate(part.itertuples()):
-                rows.append([str(r.contrast), est[i], se[i], _df_text(r.df)] + (["1"] if ratio else [])
+                # emmeans names a back-transformed logit contrast as the ratio it is: "a / b"
+                label = str(r.contrast).replace(" - ", " / ") if ratio else str(r.contrast)
+                rows.append([label, est[i], se[i], _df_text(r.df)] + (["1"] if ratio else [])
                             + [f"{r.statistic:.3f}", _p_text(r.p)])
             lines += _aligned(rows, 1) + [""]
         if self.averaged_over:
@@ -219,7 +221,9 @@ class EmmResult:
         if self.ddf not in ("asymptotic", ""):
             lines.append(f"Degrees-of-freedom method: {self.ddf.lower()} ")
         k = c.groupby(self.by, sort=False).size().max() if self.by else len(c)
-        if self.adjust == "tukey":
+        if k <= 1:
+            pass  # one contrast per group: nothing to adjust, and emmeans says nothing
+        elif self.adjust == "tukey":
             n_means = len(self.means) // max(1, len(list(self._groups(self.means))))
             lines.append(f"P value adjustment: tukey method for comparing a family of {n_means} estimates ")
         elif self.adjust != "none":

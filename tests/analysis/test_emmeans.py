@@ -124,6 +124,10 @@ def test_emmeans_by_groups_average_equally_over_the_rest():
     # equal weights: the mean over b of the cell means, not weighted by the cells' counts
     cells = em.means.groupby("a")["estimate"].mean()
     assert np.allclose(em_a.means.set_index("a")["estimate"], cells)
+    only_u = fit.emmeans("a", at={"b": ["u"]}).means.set_index("a")["estimate"]
+    assert np.allclose(only_u, em.means[em.means.b == "u"].set_index("a")["estimate"])
+    with pytest.raises(ValueError, match="not a level"):
+        fit.emmeans("a", at={"b": ["nosuch"]})
     at = fit.emmeans("a", at={"z": [1.0]})
     assert np.allclose(at.means["estimate"] - em_a.means["estimate"],
                        fit.params["z"] * (1.0 - d["z"].mean()))
@@ -358,6 +362,7 @@ def test_cli_emmeans_and_compare_json(capsys):
                  "condition", "--pairs"]) == 0
     text = capsys.readouterr().out
     assert "odds.ratio" in text and "Intervals are back-transformed from the logit scale" in text
+    assert "natural / optimized" in text  # emmeans prints a ratio as one
     assert main(["compare", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--formula",
                  "correct ~ 1 + (1 | participant) + (1 | unit)", "--anova", "--json"]) == 0
     out = valid(json.loads(capsys.readouterr().out))
