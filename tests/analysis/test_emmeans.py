@@ -293,6 +293,13 @@ def test_compare_refits_reml_by_ml(sleep):
     ml2 = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit(reml=False)
     # lme4: logLik(refitML(fm1)) = −875.97 for (Days | Subject)
     assert abs(t.rows["loglik"].iloc[1] - ml2.loglik) < 1e-6 and abs(ml2.loglik + 875.97) < 0.01
+    # lme4's anova(fm2, fm1) as its help pages print it: AIC 1802.1 / 1763.9, BIC 1814.8 / 1783.1,
+    # logLik −897.04 / −875.97, Chisq 42.139 on 2 df (the χ² as tests/analysis/test_lme4_reference.py)
+    r = t.rows
+    assert np.allclose(r["aic"], [1802.1, 1763.9], atol=0.05) and np.allclose(r["bic"], [1814.8, 1783.1], atol=0.05)
+    assert np.allclose(r["loglik"], [-897.04, -875.97], atol=0.005)
+    assert abs(r["chisq"].iloc[1] - 42.139) < 1e-3 and r["df"].iloc[1] == 2
+    assert "refitting model(s) with ML" in t.summary()
 
 
 # -- after the fit ------------------------------------------------------------------------------------
