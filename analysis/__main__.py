@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .exclusions import MODES, exclude
 from .load import ExportError, answered, model_trials, normalise, read_responses, read_table
@@ -192,6 +191,8 @@ def _lmm(args) -> None:
 # -- inference after the fit: emmeans, compare (analysis.emmeans, analysis.compare) --------------------
 def _family_of(args, data) -> str:
     """binomial when the response is cbind(…) or takes only 0/1 (bool) values, else gaussian."""
+    import pandas as pd
+
     if args.family != "auto":
         return args.family
     response = args.formula.split("~", 1)[0].strip()

@@ -144,6 +144,20 @@ def test_emmeans_add_the_mean_offset_as_emmeans_does():
     assert np.isclose(em["y"] - em["x"], fit.params["ay"])
 
 
+def test_grid_levels_follow_relevel_and_factor_of_a_number():
+    d = pd.read_csv(ROOT / "lme4" / "cbpp.csv")
+    d["stage"] = d["period"].astype(int).astype(str)
+    fit = BinomialGLMM.from_formula(
+        "cbind(incidence, size - incidence) ~ relevel(stage, ref = \"3\") + (1 | herd)", d).fit()
+    em = fit.emmeans("stage", pairs=True, adjust="none")
+    # the reference level first, as R's levels(relevel(...)) order them; the means do not depend on it
+    assert [str(v) for v in em.means["stage"]] == ["3", "1", "2", "4"]
+    plain = BinomialGLMM.from_formula("cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", d).fit()
+    pm = plain.emmeans("period").means
+    assert np.allclose(em.means.set_index(em.means["stage"].astype(str))["estimate"].sort_index(),
+                       pm.set_index(pm["period"].astype(str))["estimate"].sort_index(), rtol=1e-4)
+
+
 def test_specs_and_at_parsing():
     assert parse_specs("ref | cond") == (["ref"], ["cond"])
     assert parse_specs("~ ref * stim | cond") == (["ref", "stim"], ["cond"])
