@@ -1,4 +1,4 @@
-"""``python -m analysis {report,describe,machine,glmm,lmm} FILE ...`` and ``python -m analysis power ...``"""
+"""``python -m analysis {report,describe,machine,glmm,lmm,emmeans,compare} FILE ...`` and ``python -m analysis power ...``"""
 
 from __future__ import annotations
 
@@ -188,6 +188,109 @@ def _lmm(args) -> None:
     _show_fit(args, _fit_model(LinearMixedModel, args, {"reml": args.reml, "ddf": args.ddf}))
 
 
+# -- inference after the fit: emmeans, compare (analysis.emmeans, analysis.compare) --------------------
+def _family_of(args, data) -> str:
+    """binomial when the response is cbind(…) or takes only 0/1 (bool) values, else gaussian."""
+    import pandas as pd
+
+    if args.family != "auto":
+        return args.family
+    response = args.formula.split("~", 1)[0].strip()
+    if response.startswith("cbind(") or args.trials:
+        return "binomial"
+    if response in data.columns:
+        col = data[response].dropna()
+        if col.dtype == bool or set(pd.unique(col.astype(str))) <= {"0", "1", "0.0", "1.0", "True", "False"}:
+            return "binomial"
+    return "gaussian"
+
+
+def _fit_any(args, formula: str, data=None):
+    from .glmm import BinomialGLMM
+    from .lmm import LinearMixedModel
+
+    args = argparse.Namespace(**{**vars(args), "formula": formula})
+    if data is None:
+        data, _, _ = _read_for_model(args)
+    if _family_of(args, data) == "binomial":
+        kw = {"trials": args.trials} if args.trials else {}
+        return _fit_model(BinomialGLMM, args, {}, **kw)
+    return _fit_model(LinearMixedModel, args, {"reml": True, "ddf": args.ddf})
+
+
+def _emmeans(args) -> None:
+    from .emmeans import emmeans, parse_at
+
+    fit = _fit_any(args, args.formula)
+    res = emmeans(fit, args.specs, type=args.type, pairs=args.pairs, adjust=args.adjust,
+                  at=parse_at(args.at), level=args.level)
+    if args.json:
+        print(json.dumps(_envelope("emmeans", {**res.to_dict(), "data": Path(args.file).name}), indent=2))
+    else:
+        print(res.summary())
+
+
+def _compare(args) -> None:
+    from .compare import anova, wald_summary, wald_table
+
+    data, _, _ = _read_for_model(args)
+    fits = [_fit_any(args, f, data) for f in args.formula]
+    table = anova(*fits) if len(fits) > 1 else None
+    walds = [(f, wald_table(f)) for f in fits] if args.anova else []
+    if args.json:
+        body = {"data": Path(args.file).name, "lrt": table.to_dict()["models"] if table else None,
+                "refitted_ml": table.refitted_ml if table else None,
+                "anova": [{"formula": f.formula, "ddf": f.ddf,
+                           "terms": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                      for k, v in r.items()} for r in w.to_dict(orient="records")]}
+                          for f, w in walds] if args.anova else None}
+        print(json.dumps(_envelope("compare", body), indent=2))
+        return
+    out = [table.summary()] if table else []
+    out += [f"{f.formula}\n{wald_summary(w, f)}" for f, w in walds]
+    print("\n\n".join(out))
+
+
+def _inference_parsers(sub, common) -> None:
+    def model_options(p):
+        common(p)
+        p.add_argument("--family", choices=("auto", "binomial", "gaussian"), default="auto",
+                       help="binomial GLMM or LMM; auto: binomial for a 0/1 or cbind() response")
+        p.add_argument("--trials", default=None, help="column of numbers of trials (binomial)")
+        p.add_argument("--ddf", choices=DDF_METHODS, default="satterthwaite",
+                       help="an LMM's denominator df: satterthwaite (default), kenward-roger or normal")
+        p.add_argument("--strict", action="store_true")
+        p.add_argument("--all-trials", action="store_true",
+                       help="fit every row (default: main, non-catch trials of an export)")
+        p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("emmeans", help="estimated marginal means and pairwise contrasts (R's emmeans)",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_options(p)
+    p.add_argument("--formula", required=True, help="model formula in lme4's notation")
+    p.add_argument("--specs", required=True,
+                   help="the means wanted, as emmeans' formula: 'ref', 'ref | cond', 'ref * stim | cond'")
+    p.add_argument("--type", choices=("response", "link"), default="response",
+                   help="response (default): a GLMM's probabilities by the delta method; link: log-odds")
+    p.add_argument("--pairs", action="store_true", help="pairwise contrasts within each by group")
+    p.add_argument("--adjust", choices=("tukey", "holm", "bonferroni", "none"), default="tukey",
+                   help="p-value adjustment of the contrasts within each by group (default tukey, as pairs())")
+    p.add_argument("--at", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="fix a variable of the reference grid: Days=5, or ref=natural,synthetic")
+    p.add_argument("--level", type=float, default=0.95)
+    p.set_defaults(func=_emmeans)
+
+    p = sub.add_parser("compare", help="likelihood-ratio tests of nested models (anova(m1, m2)) and Wald tables",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_options(p)
+    p.add_argument("--formula", action="append", required=True,
+                   help="a model formula; give it twice or more to compare nested models")
+    p.add_argument("--anova", action="store_true",
+                   help="a Type III Wald table per term of each model (LMM: F on the --ddf df)")
+    p.set_defaults(func=_compare)
+# -- end of the inference commands ---------------------------------------------------------------------
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -299,6 +402,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_power)
 
+    _inference_parsers(sub, common)
     args = ap.parse_args(argv)
     try:
         args.func(args)

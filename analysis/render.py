@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["table_html", "figure_html", "lrt_table_html", "header_html", "render_report"]
+__all__ = ["emmeans_html", "figure_html", "header_html", "lrt_table_html", "render_report", "table_html"]
 
 esc = html.escape
 
@@ -121,6 +121,27 @@ def _model_html(title: str, text: str, rows: list[dict] | None, missing: str) ->
     return out
 
 
+def emmeans_html(em: dict | None, figure: str) -> str:
+    """The main model's estimated marginal means and their contrasts (``emmeans`` of results.json's
+    model) with the contrasts' forest plot."""
+    if not em:
+        return ""
+    keys = list(em["specs"]) + list(em["by"])
+    means = pd.DataFrame(em["emmeans"])
+    cols = keys + [c for c in ("estimate", "std_error", "ci_low", "ci_high") if c in means.columns]
+    scale = "probability correct" if em["scale"] == "response" else "link scale"
+    out = (f"<h4>Estimated marginal means ({esc(scale)}; emmeans' reference grid"
+           + (f", averaged over {esc(', '.join(em['averaged_over']))}" if em["averaged_over"] else "")
+           + ")</h4>" + table_html(means, cols))
+    if em.get("contrasts"):
+        c = pd.DataFrame(em["contrasts"])
+        ccols = [*em["by"], "contrast", "estimate", "std_error", "statistic", "p"]
+        ccols += [k for k in ("odds_ratio", "odds_ratio_ci_low", "odds_ratio_ci_high") if k in c.columns]
+        out += (f"<h4>Pairwise contrasts (log odds ratio; p {esc(em['adjust'])}-adjusted within each "
+                "group)</h4>" + table_html(c, ccols) + figure)
+    return out
+
+
 def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, test, excl,
                   exclusion_source: str, model_text: str, lmm_texts: dict, figures, machine=None,
                   machine_note=None, curves_section: str = "", blocked: str | None = None) -> str:
@@ -177,6 +198,7 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
 <ul>{notes}</ul>
 <h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
 {_model_html("GLMM", model_text, model.get("lrt"), glmm_missing)}
+{emmeans_html(model.get("emmeans"), figs.get("Contrasts of the estimated marginal means", ""))}
 <h2>Linear mixed models (REML)</h2>
 <p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
 tests refit both models by ML.</p>

@@ -31,7 +31,8 @@ from .glmm import BinomialGLMM
 from .lmm import LinearMixedModel, lrt
 from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
-from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
+from .plots import (plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt,
+                    plot_unit_accuracy)
 from .render import render_report, table_html
 from .summary import SCHEMA_VERSION
 from .tables import format_table
@@ -393,6 +394,14 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
                 results["model"] = entry
                 notes += [f"GLMM: {n}" for n in [*fit.notes, *fit.warnings]]
                 model_text = fit.summary(data=data_name) + ("\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
+                em = section("estimated marginal means", lambda: main_emmeans(fit, used, main))
+                if em is not None:
+                    entry["emmeans"] = em.to_dict()
+                    model_text += "\n\nEstimated marginal means (emmeans, type = \"response\"):\n" + em.summary()
+                    if em.contrasts is not None and len(em.contrasts):
+                        figure("Contrasts of the estimated marginal means (odds ratios, Tukey-adjusted "
+                               "95 % intervals)",
+                               lambda: plot_contrasts(em.contrasts, out / "contrasts", by=em.by))
             except DATA_ERRORS as exc:  # the report still carries descriptives
                 if strict and isinstance(exc, DataError):
                     raise  # --strict: the data checks refuse, the report is not written
@@ -430,6 +439,29 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
                             machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []))
     return results
+
+
+def main_specs(formula: str, data: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+    """The marginal means the report shows: natural vs synthetic references (``reference_type``)
+    within each level of the model's other factors when the formula has it, else the first factor
+    of the formula (condition or basis) within the others; None without a factor."""
+    factors = [v for v in fixed_variables(formula) if v in data.columns
+               and not pd.api.types.is_numeric_dtype(data[v])]
+    if not factors:
+        return None
+    first = "reference_type" if "reference_type" in factors else factors[0]
+    return [first], [v for v in factors if v != first]
+
+
+def main_emmeans(fit, formula: str, data: pd.DataFrame):
+    """The main model's estimated marginal means on the response scale with Tukey-adjusted pairwise
+    contrasts (``analysis.emmeans``), or None when the formula has no factor."""
+    from .emmeans import emmeans
+
+    specs = main_specs(formula, data)
+    if specs is None:
+        return None
+    return emmeans(fit, specs[0], by=specs[1], type="response", pairs=True, adjust="tukey")
 
 
 def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:

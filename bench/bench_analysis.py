@@ -25,6 +25,13 @@ off after ``--dense-timeout`` seconds).
 
     python bench/bench_analysis.py --scale [--sizes small,medium,large] [--methods sparse,dense]
                                    [--dense-timeout 600]
+
+``--emmeans`` times the fit and the estimated marginal means with their Tukey-adjusted pairwise
+contrasts (``analysis.emmeans``) against mixedlm 1.3.0's ``glmer`` and ``emmeans(...).pairs()`` on
+the same rows, in the same run: Borowski et al.'s Experiment I (1,350 answers) and a simulated
+crossed export (``--emm-participants`` × ``--emm-units``, each participant ``--emm-per`` units).
+
+    python bench/bench_analysis.py --emmeans [--emm-participants 600] [--emm-units 300] [--emm-per 40]
 """
 
 from __future__ import annotations
@@ -239,6 +246,52 @@ def scale(a):
           "RSS: peak resident set of the worker process, interpreter and imports included")
 
 
+def _median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def emmeans_bench(a):
+    """Fit, then EMMs + pairs, ours and mixedlm's, on the same rows; the EMMs timed as the median of
+    ``--emm-repeat`` runs (each ours includes the reference grid; mixedlm's its own)."""
+    import mixedlm
+    import numpy as np
+
+    from analysis.glmm import BinomialGLMM
+    from analysis.load import model_trials, normalise, read_responses
+    from analysis.simulate import simulate_responses
+
+    root = Path(__file__).resolve().parents[1]
+    exp1, _, _ = model_trials(normalise(read_responses(
+        root / "tests/data/borowski2021/experiment_I_trials.csv", "borowski")))
+    exp1 = exp1[["correct", "condition", "participant", "unit"]].assign(correct=lambda d: d.correct.astype(float))
+    sim = simulate_responses(n_participants=a.emm_participants, n_units=a.emm_units,
+                             units_per_participant=a.emm_per, seed=a.seed)
+    sim = sim[["correct", "basis", "participant", "unit"]].assign(correct=lambda d: d.correct.astype(float))
+    cases = [("Borowski Exp I", exp1, "correct ~ condition + (1 | participant) + (1 | unit)", "condition"),
+             (f"simulated {len(sim):,}", sim, "correct ~ basis + (1 | participant) + (1 | unit)", "basis")]
+    print(f"{'data':<22}{'rows':>8}  {'fit ours':>9}{'fit mixedlm':>12}  {'emm ours':>9}"
+          f"{'emm mixedlm':>12}  {'max |Δ p|':>10}")
+    for name, d, formula, spec in cases:
+        d = d.reset_index(drop=True)
+        t = time.perf_counter()
+        ours = BinomialGLMM.from_formula(formula, d).fit()
+        fit_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = mixedlm.glmer(formula, d, family=mixedlm.families.Binomial())
+        fit_ref = time.perf_counter() - t
+        em_ours = _median_time(lambda: ours.emmeans(spec, pairs=True), a.emm_repeat)
+        em_ref = _median_time(lambda: mixedlm.emmeans(ref, spec, type="response").pairs(), a.emm_repeat)
+        diff = np.max(np.abs(ours.emmeans(spec).means["estimate"].to_numpy()
+                             - np.asarray(mixedlm.emmeans(ref, spec, type="response").result.emmean)))
+        print(f"{name:<22}{len(d):>8,}  {fit_ours:>8.2f}s{fit_ref:>11.2f}s  {em_ours * 1e3:>7.1f}ms"
+              f"{em_ref * 1e3:>10.1f}ms  {diff:>10.1e}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--participants", type=int, default=500)
@@ -259,6 +312,12 @@ def main():
                     help="--scale: largest number of random effects the dense fit is tried at")
     ap.add_argument("--dense-timeout", type=float, default=600.0,
                     help="--scale: seconds before a dense fit is killed")
+    ap.add_argument("--emmeans", action="store_true",
+                    help="fit + emmeans with pairs, ours against mixedlm's, on the same rows")
+    ap.add_argument("--emm-participants", type=int, default=600)
+    ap.add_argument("--emm-units", type=int, default=300)
+    ap.add_argument("--emm-per", type=int, default=40)
+    ap.add_argument("--emm-repeat", type=int, default=5)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--per-participant", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
@@ -269,6 +328,9 @@ def main():
         return
     if a.scale:
         scale(a)
+        return
+    if a.emmeans:
+        emmeans_bench(a)
         return
     have_sm = not a.no_statsmodels
     if have_sm:

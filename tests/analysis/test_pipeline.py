@@ -186,9 +186,10 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     assert d["unit_accuracy_test"]["df"] == 2 and len(d["unit_accuracy_test"]["pairs"]) == 3
     assert len(d["units"]) == 24 and {"rt_median_s", "confidence_iqr"} <= set(d["rt_confidence"][0])
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    # four figures of the data and the forest plot of the GLMM's emmeans contrasts
+    assert html.count("data:image/png;base64,") == 5
     assert "http://" not in html and "https://" not in html and "<script" not in html
-    for stem in ("accuracy", "unit_accuracy", "rt", "confidence"):
+    for stem in ("accuracy", "unit_accuracy", "rt", "confidence", "contrasts"):
         assert (tmp_path / f"{stem}.svg").exists() and (tmp_path / f"{stem}.png").exists()
     assert re.search(r"^\s*basis\s+[0-9.]+\s+2\s", res["text"], re.M)  # the LRT table's row
 
