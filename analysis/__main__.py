@@ -169,10 +169,34 @@ def _machine(args) -> None:
 
 def _show_fit(args, fit) -> None:
     name = Path(args.file).name
+    ci = _intervals(args, fit)
     if args.json:
-        print(json.dumps(_envelope(args.cmd, fit.to_dict(data=name)), indent=2))
+        body = fit.to_dict(data=name)
+        if ci is not None:
+            body["intervals"] = ci.to_dict()
+        print(json.dumps(_envelope(args.cmd, body), indent=2))
     else:
         print(fit.summary(data=name, correlation=args.correlation))
+        if ci is not None:
+            print("\n" + ci.summary())
+
+
+# -- intervals, residual check, ordinal model (issue 31, second half) ------------------------------
+def _interval_options(p) -> None:
+    p.add_argument("--ci", choices=("wald", "profile", "boot"), default=None,
+                   help="confidence intervals of every fixed effect and random-effect SD, as lme4's "
+                        "confint(): wald, profile (likelihood profile) or boot (parametric bootstrap)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of --ci")
+    p.add_argument("--boot-n", type=int, default=200, help="bootstrap simulations for --ci boot")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --ci boot")
+
+
+def _intervals(args, fit):
+    if getattr(args, "ci", None) is None:
+        return None
+    from .intervals import confint
+
+    return confint(fit, args.ci, level=args.level, n_boot=args.boot_n, seed=args.seed)
 
 
 def _glmm(args) -> None:
@@ -268,6 +292,7 @@ def main(argv=None) -> int:
         p.add_argument("--all-trials", action="store_true",
                        help="fit every row (default: main, non-catch trials of an export)")
         p.add_argument("--json", action="store_true")
+        _interval_options(p)
         if name == "glmm":
             p.add_argument("--trials", default=None,
                            help="column of numbers of trials (response = successes)")
