@@ -199,6 +199,33 @@ def _intervals(args, fit):
     return confint(fit, args.ci, level=args.level, n_boot=args.boot_n, seed=args.seed)
 
 
+def _clmm(args) -> None:
+    from .ordinal import CumulativeLogitMixedModel
+
+    data, notes, _ = _read_for_model(args)
+    fit = from_formula(CumulativeLogitMixedModel, args.formula, data, args.strict).fit()
+    fit.notes[:0] = notes
+    if args.json:
+        print(json.dumps(_envelope("clmm", {**fit.to_dict(), "data": Path(args.file).name}), indent=2))
+    else:
+        print(fit.summary())
+
+
+def _second_half_commands(sub, common) -> None:
+    p = sub.add_parser("clmm", help="cumulative-logit mixed model of an ordered rating (ordinal::clmm)",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--formula", required=True,
+                   help="e.g. 'confidence ~ condition + (1 | participant) + (1 | unit)' (random "
+                        "intercepts only; the thresholds take the intercept's place)")
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
+    p.add_argument("--all-trials", action="store_true",
+                   help="fit every row (default: main, non-catch trials of an export)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_clmm)
+
+
 def _glmm(args) -> None:
     from .glmm import BinomialGLMM
 
@@ -307,6 +334,8 @@ def main(argv=None) -> int:
                            help="denominator df of the fixed-effect tests: satterthwaite (default, t "
                                 "tests as lmerTest) or normal (z, the large-sample approximation)")
         p.set_defaults(func=func)
+
+    _second_half_commands(sub, common)
 
     p = sub.add_parser("power", help="power of a between-participants study by simulation")
     p.add_argument("--accuracy", required=True,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -302,7 +303,7 @@ def intervals_bench(boot_n: int, seed: int) -> None:
     print(f"{len(df)} trials, {EXP2_FORMULA}, one BLAS thread")
     print(f"{'':12} {'work':48} {'seconds':>8}  note")
     for who, what, sec, note in rows:
-        print(f"{who:12} {what:48} {'' if sec != sec else f'{sec:8.2f}':>8}  {note}")
+        print(f"{who:12} {what:48} {'' if math.isnan(sec) else f'{sec:8.2f}':>8}  {note}")
     print()
     print(prof.summary())
 
