@@ -211,7 +211,45 @@ def _clmm(args) -> None:
         print(fit.summary())
 
 
+def _residual_check(args) -> None:
+    from .glmm import BinomialGLMM
+    from .lmm import LinearMixedModel
+    from .residuals import plot_qq, simulate_residuals
+
+    cls = LinearMixedModel if args.lmm else BinomialGLMM
+    kw = {"trials": args.trials} if args.trials and not args.lmm else {}
+    fit = _fit_model(cls, args, {}, **kw)
+    check = simulate_residuals(fit, n_sim=args.n_sim, seed=args.seed)
+    files = [str(p) for p in plot_qq(check, args.plot)] if args.plot else []
+    if args.json:
+        body = {"formula": fit.formula, "kind": fit.kind, "data": Path(args.file).name,
+                **check.to_dict(), "files": files}
+        print(json.dumps(_envelope("residual-check", body), indent=2))
+    else:
+        print(check.summary())
+        if files:
+            print("wrote " + ", ".join(files))
+
+
 def _second_half_commands(sub, common) -> None:
+    p = sub.add_parser("residual-check",
+                       help="simulation-based residual check of a GLMM (or LMM), as R's DHARMa",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--formula", required=True, help="the model, as for glmm")
+    p.add_argument("--lmm", action="store_true", help="the model is a linear mixed model (default: binomial GLMM)")
+    p.add_argument("--trials", default=None, help="column of numbers of trials (response = successes)")
+    p.add_argument("--n-sim", type=int, default=250, help="simulations per observation (DHARMa's n)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default=None, metavar="STEM",
+                   help="write the QQ plot as STEM.png and STEM.svg")
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
+    p.add_argument("--all-trials", action="store_true",
+                   help="fit every row (default: main, non-catch trials of an export)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_residual_check)
+
     p = sub.add_parser("clmm", help="cumulative-logit mixed model of an ordered rating (ordinal::clmm)",
                        epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
     common(p)

@@ -34,6 +34,7 @@ import scipy.optimize as opt
 from scipy import stats
 from tqdm import tqdm
 
+from ._draws import simulate_response
 from ._json import clean
 from ._mixed import MixedResult, single_threaded_blas
 
@@ -494,20 +495,6 @@ def _one_end(prof: _Profile, j: int, target: float, se: float, slope) -> float |
 
 
 # -- parametric bootstrap -----------------------------------------------------------------------------
-def _simulate_y(result: MixedResult, rng: np.random.Generator) -> np.ndarray:
-    """One response vector from the fitted model, with new random effects (lme4's ``simulate`` with
-    ``use.u = FALSE``, what bootMer's parametric bootstrap draws)."""
-    model = result.model
-    rs = model.rs
-    u = rng.standard_normal(rs.q)
-    re = rs.mul(rs.zl(result.theta), u)
-    xb = model.X @ result.params.to_numpy(float)
-    if result.kind == "glmm":
-        mu = 1 / (1 + np.exp(-(xb + model.offset + re)))
-        return rng.binomial(model.n_trials.astype(np.int64), mu) / model.n_trials
-    return xb + result.sigma * (re + rng.standard_normal(len(xb)))
-
-
 def refit_to(result: MixedResult, y: np.ndarray) -> MixedResult:
     """The same model refitted to response ``y`` (the model object is copied, not changed)."""
     from scipy.special import gammaln
@@ -545,7 +532,7 @@ def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, l
                disable=None if progress is None else not progress, leave=False)
     with bar:
         for _ in range(n_boot):
-            y = _simulate_y(result, rng)
+            y = simulate_response(result, rng)
             try:
                 r = refit_to(result, y)
                 est = _estimates(r)
