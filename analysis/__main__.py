@@ -141,6 +141,7 @@ def _report(args) -> None:
         fit_model=not args.no_model, exclusions=args.exclusions, tests=args.test,
         allow_drop=args.allow_drop, strict=args.strict,
         exclusion_options=_exclusion_options(args), curves=args.curves, data_name=Path(args.file).name,
+        profile_budget_s=args.profile_budget,
     )
     text = res.pop("text")
     print(json.dumps(res, indent=2, default=str) if args.json else text)
@@ -323,6 +324,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     exclusion_options(p)
     p.add_argument("--no-model", action="store_true")
+    p.add_argument("--profile-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="the GLMM's profile-likelihood intervals when they finish within this time, "
+                        "else Wald intervals (said so); 0: Wald")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_report)
 

@@ -38,13 +38,17 @@ from ._draws import simulate_response
 from ._json import clean
 from ._mixed import MixedResult, single_threaded_blas
 
-__all__ = ["METHODS", "IntervalResult", "bootstrap_intervals", "confint", "parameter_names",
-           "profile_intervals", "wald_intervals"]
+__all__ = ["METHODS", "IntervalResult", "ProfileTimeout", "bootstrap_intervals", "confint",
+           "parameter_names", "profile_intervals", "report_intervals", "wald_intervals"]
 
 METHODS = ("wald", "profile", "boot")
 # |ζ − target| at which an end is accepted: 1e-4 of a standard error on a near-linear profile,
 # far inside the 2e-3 lme4's spline interpolation is reproduced to
 ZETA_TOL = 1e-4
+
+
+class ProfileTimeout(RuntimeError):
+    """The profile did not finish within its time budget."""
 
 
 @dataclass
@@ -373,12 +377,23 @@ def _ml_result(result: MixedResult) -> tuple[MixedResult, list[str]]:
     return result, []
 
 
-def profile_intervals(result: MixedResult, level: float = 0.95, parameters=None) -> IntervalResult:
+def profile_intervals(result: MixedResult, level: float = 0.95, parameters=None,
+                      budget_s: float | None = None) -> IntervalResult:
     """lme4's ``confint(fit, method = "profile", level = level)`` from constrained refits of our
-    own model. ``parameters``: names (``parameter_names``) to profile, default all."""
+    own model. ``parameters``: names (``parameter_names``) to profile, default all. ``budget_s``:
+    raise ``ProfileTimeout`` once the profile has run that long."""
     if result.model is None:
         raise ValueError("profile intervals need the fit's model (a result rebuilt from numbers has none)")
     t0 = time.perf_counter()
+    try:
+        return _profile_intervals(result, level, parameters,
+                                  None if budget_s is None else t0 + budget_s, t0)
+    finally:
+        # the model's warm-start slots hold the last constrained refit; put the fit's own back
+        _restore(result)
+
+
+def _profile_intervals(result, level, parameters, deadline, t0) -> IntervalResult:
     fit, notes = _ml_result(result)
     with single_threaded_blas():
         prof = (_GLMMProfile if fit.kind == "glmm" else _LMMProfile)(fit)
@@ -398,12 +413,10 @@ def profile_intervals(result: MixedResult, level: float = 0.95, parameters=None)
         rows = []
         for name in wanted:
             j = names.index(name)
-            lo, hi, more = _profile_one(prof, j, z, cov)
+            lo, hi, more = _profile_one(prof, j, z, cov, deadline)
             notes += more
             rows.append({"parameter": name, "estimate": float(result_estimate(result, name, prof)),
                          "lower": lo, "upper": hi})
-    # the model's warm-start slots now hold the last constrained refit; put the fit's own back
-    _restore(result)
     extra = {"seconds": round(time.perf_counter() - t0, 3), "evaluations": int(prof.nfev)}
     return IntervalResult("profile", level, pd.DataFrame(rows), notes, extra)
 
@@ -422,7 +435,7 @@ def _restore(result):
         model._chord = None
 
 
-def _profile_one(prof: _Profile, j: int, z: float, cov) -> tuple[float, float, list]:
+def _profile_one(prof: _Profile, j: int, z: float, cov, deadline=None) -> tuple[float, float, list]:
     """Both ends of parameter j's interval: the roots of ζ(v) = ∓z."""
     v_hat = prof.x_hat[j]
     if cov is not None:
@@ -436,7 +449,7 @@ def _profile_one(prof: _Profile, j: int, z: float, cov) -> tuple[float, float, l
         slope[j] = 1.0
     notes, out = [], []
     for sign in (-1.0, 1.0):
-        end = _one_end(prof, j, sign * z, se, slope)
+        end = _one_end(prof, j, sign * z, se, slope, deadline)
         if end is None:
             notes.append(f"{prof.names[j]}: the profile did not reach ζ = {sign * z:+.3f}; "
                          "no interval end")
@@ -445,7 +458,7 @@ def _profile_one(prof: _Profile, j: int, z: float, cov) -> tuple[float, float, l
     return out[0], out[1], notes
 
 
-def _one_end(prof: _Profile, j: int, target: float, se: float, slope) -> float | None:
+def _one_end(prof: _Profile, j: int, target: float, se: float, slope, deadline=None) -> float | None:
     """The root of ζ(v) = target on one side of the estimate, by secant steps on ζ, bracketed once
     the last two points straddle the target; the bound itself where ζ never gets there."""
     sign = math.copysign(1.0, target)
@@ -453,6 +466,8 @@ def _one_end(prof: _Profile, j: int, target: float, se: float, slope) -> float |
     cache = {0.0: prof.x_hat.copy()}  # offset from v_hat → x at the constrained optimum
 
     def zeta(off):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise ProfileTimeout(prof.names[j])
         near = min(cache, key=lambda o: abs(o - off))
         start = cache[near] + slope * (off - near)
         dev, x = prof.minimise(j, v_hat + off, np.clip(start, prof.lo, prof.hi))
@@ -564,6 +579,21 @@ def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, l
     extra = {"n_boot": int(n_boot), "n_failed": int(failed), "n_not_converged": int(not_conv),
              "seed": int(seed), "seconds": round(time.perf_counter() - t0, 3)}
     return IntervalResult("boot", level, pd.DataFrame(rows), notes, extra)
+
+
+def report_intervals(result: MixedResult, level: float = 0.95, budget_s: float = 60.0) -> IntervalResult:
+    """Profile intervals when they finish within ``budget_s`` seconds, else Wald intervals with a
+    note saying so (the report's choice)."""
+    if budget_s > 0:
+        try:
+            return profile_intervals(result, level, budget_s=budget_s)
+        except ProfileTimeout:
+            why = f"profile intervals did not finish within the {budget_s:g} s budget"
+    else:
+        why = "profile intervals were not asked for (budget 0 s)"
+    out = wald_intervals(result, level)
+    out.notes.insert(0, f"{why}: Wald intervals instead")
+    return out
 
 
 def confint(result: MixedResult, method: str = "wald", level: float = 0.95, n_boot: int = 200,

@@ -177,9 +177,10 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
 <ul>{notes}</ul>
 <h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
 {_model_html("GLMM", model_text, model.get("lrt"), glmm_missing)}
-<h2>Linear mixed models (REML)</h2>
-<p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
-tests refit both models by ML.</p>
+<h2>Mixed models of RT and confidence</h2>
+<p>log RT (natural log of rt_ms) by a REML linear mixed model on the same terms as the GLMM (its
+likelihood-ratio tests refit it by ML); confidence, an ordered rating, by a cumulative-logit mixed
+model (as R's ordinal::clmm; Wald z tests), or by a REML LMM where that fails (the notes say so).</p>
 {lmm_html or fallback("not fitted (no RT or confidence columns)")}
 </main></body></html>
 """
