@@ -102,7 +102,10 @@ def machine_html(machine, machine_note, figure: str) -> str:
         f"<strong>{esc(machine.alpha_line())}</strong>. Machine accuracy is the mean of σ(α·Δ) over the "
         f"trials people answered; the stored MIS is the unit's score at α = {machine.default_alpha:g}. "
         f"People's intervals are {pct} Wilson score intervals.</p>"
-        "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
+        + (f"<p>The slope {esc(machine.alpha_glmm_line())}: a typical participant's slope on a typical "
+           "unit, with its standard error accounting for answers that share a participant or a unit; the "
+           "predictions use the population-averaged α above.</p>" if machine.alpha_glmm else "")
+        + "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
         + f"<h3>Correlation of people's and the machine's accuracy across units ({pct} CI: Fisher z; "
           "Spearman with Bonett &amp; Wright's standard error)</h3>"
         + table_html(machine.correlation_table()) + figure
