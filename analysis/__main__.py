@@ -101,10 +101,13 @@ def _parse_ints(text: str) -> list[int]:
 def _power(args) -> None:
     from .power import power_analysis
 
+    groups = [[c.strip() for c in g.split(",") if c.strip()] for g in args.groups.split(";")] \
+        if args.groups else None
     res = power_analysis(
         _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
         trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
-        sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
+        sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs, design=args.design,
+        groups=groups)
     print(json.dumps(_envelope("power", res.to_dict()), indent=2) if args.json else res.summary())
 
 
@@ -379,15 +382,24 @@ def main(argv=None) -> int:
 
     _second_half_commands(sub, common)
 
-    p = sub.add_parser("power", help="power of a between-participants study by simulation")
+    p = sub.add_parser("power", help="power of a between, within or mixed design by simulation")
     p.add_argument("--accuracy", required=True,
                    help="condition=accuracy,... for a typical participant and unit; the first is "
                         "the reference, e.g. neuron=0.7,pca=0.8,nmf=0.85")
     p.add_argument("--participant-sd", type=float, default=0.5, help="logit scale")
     p.add_argument("--unit-sd", type=float, default=0.8, help="logit scale")
-    p.add_argument("--participants", default="30,60,90", help="per condition, comma-separated")
-    p.add_argument("--units", type=int, default=20, help="per condition")
-    p.add_argument("--trials", type=int, default=18, help="per participant")
+    p.add_argument("--design", choices=("between", "within", "mixed"), default="between",
+                   help="between: one condition per participant; within: every condition per "
+                        "participant; mixed: the conditions of one of --groups per participant")
+    p.add_argument("--groups", default=None,
+                   help="mixed design: the between-participant groups' conditions, e.g. "
+                        "'natural,synthetic;natural_big,synthetic_big'")
+    p.add_argument("--participants", default="30,60,90",
+                   help="comma-separated; per condition (between), in all (within), per group (mixed)")
+    p.add_argument("--units", type=int, default=20,
+                   help="per condition (between), or shared by the conditions (within, mixed)")
+    p.add_argument("--trials", type=int, default=18,
+                   help="per participant (between), or per participant and condition (within, mixed)")
     p.add_argument("--sims", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.05)
