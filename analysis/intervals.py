@@ -141,14 +141,22 @@ def sdcor_to_theta(rs, phi, scale=1.0) -> np.ndarray:
                 else:
                     R[i, j] = R[j, i] = v[k]
                 k += 1
-        if p == 1:
-            C = np.ones((1, 1))
-        else:
-            # a correlation of exactly ±1 is a boundary the profile may visit: nudge it inside
-            C = np.linalg.cholesky(R + np.eye(p) * 1e-12)
+        C = np.ones((1, 1)) if p == 1 else _cholesky_psd(np.clip(R, -1.0, 1.0))
         T = sd[:, None] * C / scale
         out[s] = [T[i, j] for j in range(p) for i in range(j, p)]
     return out
+
+
+def _cholesky_psd(R: np.ndarray) -> np.ndarray:
+    """Lower-triangular C with C C' = R for a correlation matrix that may be singular (a correlation
+    at ±1 is a boundary the profile visits, where LAPACK's Cholesky fails)."""
+    p = len(R)
+    C = np.zeros_like(R)
+    for j in range(p):
+        C[j, j] = math.sqrt(max(R[j, j] - C[j, :j] @ C[j, :j], 0.0))
+        for i in range(j + 1, p):
+            C[i, j] = (R[i, j] - C[i, :j] @ C[j, :j]) / C[j, j] if C[j, j] > 1e-12 else 0.0
+    return C
 
 
 def _bounds(rs) -> list:
@@ -228,12 +236,15 @@ class _GLMMProfile(_Profile):
         return float(dev), g
 
     def _jacobian(self, phi):
+        """dθ/dφ by differences, one-sided at a bound (an SD at zero, a correlation at ±1)."""
         h = 1e-7
+        lo, hi = self.lo[:self.nth], self.hi[:self.nth]
         J = np.empty((self.nth, self.nth))
         for k in range(self.nth):
             e = np.zeros(self.nth)
             e[k] = h
-            J[:, k] = (sdcor_to_theta(self.rs, phi + e) - sdcor_to_theta(self.rs, phi - e)) / (2 * h)
+            up, down = np.minimum(phi + e, hi), np.maximum(phi - e, lo)
+            J[:, k] = (sdcor_to_theta(self.rs, up) - sdcor_to_theta(self.rs, down)) / (up[k] - down[k])
         return J
 
     def hessian(self):

@@ -226,3 +226,26 @@ def test_cli_ci_json_carries_the_method(capsys):
     out = capsys.readouterr().out
     assert "Parametric bootstrap (percentile) 95% confidence intervals" in out
     assert "5 simulations (seed 2)" in out
+
+
+def test_random_slope_glmm_at_a_boundary_correlation_profiles_every_parameter():
+    """A correlation estimated at +1 (a singular fit, common with random slopes): the profile walks
+    the boundary instead of failing, and the ends stay inside the parameters' ranges."""
+    from analysis.simulate import simulate_groups
+
+    d = simulate_groups([["a", "b"]], {"a": 0.5, "b": 1.0}, participants_per_group=30, units=20,
+                        trials_per_condition=10, sd_participant=0.5, sd_unit=0.6, seed=5)
+    fit = BinomialGLMM.from_formula("correct ~ condition + (1 + condition | participant) + (1 | unit)",
+                                    d).fit()
+    assert fit.singular
+    res = profile_intervals(fit)
+    t = ends(res)
+    cor = "cor_conditionb.(Intercept)|participant"
+    assert -1 <= t.loc[cor, "lower"] <= t.loc[cor, "upper"] <= 1
+    assert t.loc["sd_conditionb|participant", "lower"] == 0
+    assert not t.isna().any().any() and not res.notes
+    wald = ends(confint(fit, "wald"))
+    # the fixed effects' profile and Wald intervals agree to a fraction of their width
+    for name in fit.params.index:
+        width = wald.loc[name, "upper"] - wald.loc[name, "lower"]
+        assert abs(t.loc[name, "lower"] - wald.loc[name, "lower"]) < 0.15 * width
