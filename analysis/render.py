@@ -102,7 +102,10 @@ def machine_html(machine, machine_note, figure: str) -> str:
         f"<strong>{esc(machine.alpha_line())}</strong>. Machine accuracy is the mean of σ(α·Δ) over the "
         f"trials people answered; the stored MIS is the unit's score at α = {machine.default_alpha:g}. "
         f"People's intervals are {pct} Wilson score intervals.</p>"
-        "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
+        + (f"<p>The slope {esc(machine.alpha_glmm_line())}: a typical participant's slope on a typical "
+           "unit, with its standard error accounting for answers that share a participant or a unit; the "
+           "predictions use the population-averaged α above.</p>" if machine.alpha_glmm else "")
+        + "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
         + f"<h3>Correlation of people's and the machine's accuracy across units ({pct} CI: Fisher z; "
           "Spearman with Bonett &amp; Wright's standard error)</h3>"
         + table_html(machine.correlation_table()) + figure
@@ -199,9 +202,10 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
 <h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
 {_model_html("GLMM", model_text, model.get("lrt"), glmm_missing)}
 {emmeans_html(model.get("emmeans"), figs.get("Contrasts of the estimated marginal means", ""))}
-<h2>Linear mixed models (REML)</h2>
-<p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
-tests refit both models by ML.</p>
+<h2>Mixed models of RT and confidence</h2>
+<p>log RT (natural log of rt_ms) by a REML linear mixed model on the same terms as the GLMM (its
+likelihood-ratio tests refit it by ML); confidence, an ordered rating, by a cumulative-logit mixed
+model (as R's ordinal::clmm; Wald z tests), or by a REML LMM where that fails (the notes say so).</p>
 {lmm_html or fallback("not fitted (no RT or confidence columns)")}
 </main></body></html>
 """

@@ -175,7 +175,14 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     small = BinomialGLMM.from_formula(t["formula_small"], sim).fit(se="rx")
     assert t["df"] == 2 and t["formula_small"] == "correct ~ 1 + (1 | participant) + (1 | unit)"
     assert t["chisq"] == pytest.approx(2 * (saved["model"]["fit"]["loglik"] - small.loglik), abs=1e-4)
-    assert set(saved["lmm"]) == {"log_rt", "confidence"}
+    # confidence is an ordered rating: the cumulative-logit mixed model, not a Gaussian LMM
+    assert set(saved["lmm"]) == {"log_rt"}
+    conf = saved["ordinal"]["confidence"]
+    assert conf["formula"].startswith("confidence ~ basis") and conf["fit"]["nobs"] == len(sim)
+    assert [t["threshold"] for t in conf["fit"]["thresholds"]] == ["1|2", "2|3"]
+    # the GLMM's profile-likelihood intervals, within the report's budget
+    assert saved["model"]["intervals"]["method"] == "profile"
+    assert "Profile-likelihood 95% confidence intervals" in res["text"]
     lm = saved["lmm"]["log_rt"]
     assert lm["formula"].startswith("log(rt_ms) ~ basis") and lm["lrt"][0]["refitted_ml"]
     assert lm["fit"]["nobs"] == len(sim)
