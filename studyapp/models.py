@@ -636,6 +636,16 @@ class Condition(models.Model):
             return self.query_band_low, self.query_band_high
         return job_query_bands(job or self.job)[0]
 
+    def query_band_for(self, units):
+        """The band a trial list over `units` (this condition's, as `unit_exemplars` gives them) draws its
+        queries from, for `trials.in_query_band`; None where they carry no percentiles (their job's one
+        band). Built per arrival: the job's bands come from a per-process cache, not its row."""
+        if not any(u.queries_max_percentile for u in units):
+            return None
+        if self.query_band_low is not None and self.query_band_high is not None:
+            return self.query_band_low, self.query_band_high
+        return cached_job_query_bands(self.job_id, units[0].unit_id)[0]
+
     def query_band(self, job=None):
         """The band of `query_band_limits` as the export writes it, e.g. "90-100"."""
         return band_name(self.query_band_limits(job))
@@ -719,8 +729,9 @@ class Condition(models.Model):
         # building one checks: build one, as an arriving participant would.
         try:
             band = self.query_band_limits()
-            build_trial_list([in_query_band(u, band) for u in self.unit_exemplars(fresh=True)], n_practice=self.study.n_practice,
-                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+            build_trial_list([in_query_band(u, band) for u in self.unit_exemplars(fresh=True)],
+                             n_practice=self.study.n_practice, n_main=self.study.n_main,
+                             catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
             keys = {unit.pk: unit.key for unit in units}
@@ -745,6 +756,21 @@ def job_query_bands(job):
     if parameters.get("query_bands"):
         return [(float(low), float(high)) for low, high in parameters["query_bands"]]
     return [(100.0 - float(parameters.get("query_percentile") or DEFAULT_QUERY_PERCENTILE), 100.0)]
+
+
+# A job's bands per (job pk, pk of one of its units). An import replaces a job's units by new rows and writes
+# its summary in the same transaction, so an entry never goes stale; arrivals read a job's row once per
+# process, not once per condition and arrival.
+_JOB_BANDS: dict = {}
+
+
+def cached_job_query_bands(job_id, unit_pk):
+    key = (job_id, unit_pk)
+    if key not in _JOB_BANDS:
+        if len(_JOB_BANDS) >= UNIT_EXEMPLARS_CACHED:
+            _JOB_BANDS.clear()
+        _JOB_BANDS[key] = job_query_bands(StimulusJob.objects.only("summary", "parameters").get(pk=job_id))
+    return _JOB_BANDS[key]
 
 
 def band_name(band):

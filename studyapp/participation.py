@@ -174,9 +174,7 @@ def start_preview(study, condition):
 
 def condition_plan(condition, units=None):
     units = condition.unit_exemplars() if units is None else units
-    # Candidates without percentiles all come from their job's one band (trials.in_query_band): the job's
-    # row is read only where the band chooses among them.
-    band = condition.query_band_limits() if any(u.queries_max_percentile for u in units) else None
+    band = condition.query_band_for(units) if units else None
     return trials.ConditionPlan(
         key=condition.pk, units=units, reference_type=condition.reference_type, paradigm=condition.paradigm,
         n_references=condition.n_references, min_references=condition.min_references, query_band=band)

@@ -210,3 +210,22 @@ def test_a_factory_job_with_bands_serves_each(db):
     condition.query_band_low, condition.query_band_high = 60, 70
     with pytest.raises(ValidationError, match="for the bands 90-100, 80-90; in the band 60-70"):
         condition.full_clean()
+
+
+def test_arrivals_read_the_jobs_bands_once_per_process(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    job = make_job(bases=("neuron",), query_bands=BANDS)
+    study = make_study(job, n_main=6, catch_ratio=0)
+    # the job's own band, 90-100: each unit's first 6 candidates (conftest.band_percentiles)
+    own = {q for u in study.conditions.get().unit_exemplars() for q in u.queries_max[:6]}
+    reads = []
+    for i in range(3):
+        with CaptureQueriesContext(connection) as captured:
+            participant = participation.start(study, Arrival("prolific", f"once-{i}", {}))
+        reads.append(sum('FROM "studyapp_stimulusjob"' in q["sql"] for q in captured.captured_queries))
+        shown = {t.query_a if t.correct_query == "a" else t.query_b
+                 for t in Trial.objects.filter(participant=participant)}
+        assert shown and shown <= own
+    assert reads[1:] == [0, 0]
