@@ -229,3 +229,15 @@ def test_arrivals_read_the_jobs_bands_once_per_process(db):
                  for t in Trial.objects.filter(participant=participant)}
         assert shown and shown <= own
     assert reads[1:] == [0, 0]
+
+
+def test_the_exports_query_band_is_the_conditions(banded_job, client):
+    from studyapp.export import response_rows
+    from tests.studyapp.helpers import play_to_the_questionnaire
+
+    job, _ = banded_job
+    study = banded_study(job, [(90, 100), (80, 90)])
+    play_to_the_questionnaire(client, study, pid="exported")
+    rows = [row for row in response_rows(study) if row["trial_kind"] == "main"]
+    assert {(row["condition"], row["query_band"]) for row in rows} == {("band-90-100", "90-100"),
+                                                                       ("band-80-90", "80-90")}
