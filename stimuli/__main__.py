@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(need --mis-layer); influence needs influence_class in a config file")
     g.add_argument("--queries", dest="n_queries", type=int)
     g.add_argument("--percentile", dest="query_percentile", type=float)
+    g.add_argument("--query-bands", dest="query_bands", type=_query_bands, metavar="LOW-HIGH,…",
+                   help="render query candidates for these percentile bands of the maximal query, e.g. "
+                        "90-100,85-95 (the first is the job's own; default: the top --percentile band)")
     g.add_argument("--strips", dest="n_strips", type=int, help="disjoint ordered strips per unit (default 4)")
     g.add_argument("--attribution", dest="attribution_method", choices=ATTRIBUTION_METHODS,
                    help="add attribution overlays of the most activating references, by this method")
@@ -143,6 +146,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _query_bands(text: str) -> list[list[float]]:
+    """``90-100,85-95`` as ``[[90, 100], [85, 95]]`` (the configuration checks the values)."""
+    bands = []
+    for item in text.split(","):
+        low, _, high = item.strip().partition("-")
+        try:
+            bands.append([float(low), float(high)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item.strip()!r} is not a band LOW-HIGH, e.g. 85-95") from None
+    return bands
+
+
 def _config(args: argparse.Namespace) -> StimulusConfig:
     data = {}
     if args.config:
@@ -157,7 +172,7 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} must hold a JSON object")
     keys = ("network", "weights", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
             "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
-            "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
+            "query_bands", "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
             *(key for section in FLAG_SECTIONS for key in flag_fields(section)))
     for key in keys:
         value = getattr(args, key)

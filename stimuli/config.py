@@ -11,6 +11,7 @@ from typing import Any
 # each algorithm module owns its options; the configuration only gathers them
 from .activations import ACTIVATIONS, POOLINGS
 from .bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS, SAE_DEFAULTS, basis_class, basis_names
+from .exemplars import check_query_bands
 from .featurevis import FEATURE_VIS_DEFAULTS, FEATURE_VIS_METHODS
 from .measures.attribution import METHODS as ATTRIBUTION_METHODS
 from .measures.decisions import DecisionMeasuresSettings
@@ -63,6 +64,10 @@ class StimulusConfig:
     unit_selection: str = "top_variance"
     n_references: int = 9
     query_percentile: float = 10.0
+    # the bands query candidates are rendered for, each [low, high] percentiles of the maximal query (the
+    # minimal query's is the mirror), n_queries candidates per side each; null: the one top band of
+    # query_percentile. The first is the job's own band (stimuli.exemplars.query_bands)
+    query_bands: list[list[float]] | None = None
     n_queries: int = 20
     strip_length: int = 9
     # disjoint ordered strips per unit, so that no trial of a unit repeats another's ordered row
@@ -249,6 +254,8 @@ class StimulusConfig:
         need(isinstance(self.query_percentile, (int, float)) and not isinstance(self.query_percentile, bool)
              and math.isfinite(self.query_percentile) and 0 < self.query_percentile <= 50,
              f"query_percentile must be in (0, 50], not {self.query_percentile!r}")
+        if self.query_bands is not None:
+            check_query_bands(self.query_bands)
         need(_is_int(self.n_queries) and self.n_queries >= 0,
              f"n_queries must be a non-negative integer, not {self.n_queries!r}")
         need(_is_int(self.strip_length) and self.strip_length >= 2,

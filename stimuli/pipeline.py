@@ -155,7 +155,7 @@ def _unit_exemplars(config: StimulusConfig, codes, layer: str, basis: str, unit:
 
     return select_exemplars(codes.column(unit), config.n_references, config.query_percentile, config.n_queries,
                             config.strip_length, rng=unit_rng(config.seed, "queries", layer, basis, str(unit)),
-                            n_strips=config.n_strips)
+                            n_strips=config.n_strips, bands=config.query_bands)
 
 
 def _mis_embeddings(config: StimulusConfig, net, images, device):
@@ -439,6 +439,8 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, syn
         "references_min": [files[int(i)] for i in ex.references_min],
         "queries_max": [files[int(i)] for i in ex.queries_max],
         "queries_min": [files[int(i)] for i in ex.queries_min],
+        "queries_max_percentile": [float(p) for p in ex.queries_max_percentile],
+        "queries_min_percentile": [float(p) for p in ex.queries_min_percentile],
         "strip": [files[int(i)] for i in ex.strip],
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }

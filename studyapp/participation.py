@@ -173,10 +173,11 @@ def start_preview(study, condition):
 
 
 def condition_plan(condition, units=None):
+    units = condition.unit_exemplars() if units is None else units
+    band = condition.query_band_for(units) if units else None
     return trials.ConditionPlan(
-        key=condition.pk, units=condition.unit_exemplars() if units is None else units,
-        reference_type=condition.reference_type, paradigm=condition.paradigm,
-        n_references=condition.n_references, min_references=condition.min_references)
+        key=condition.pk, units=units, reference_type=condition.reference_type, paradigm=condition.paradigm,
+        n_references=condition.n_references, min_references=condition.min_references, query_band=band)
 
 
 def design_schedule(study, order_index, order_slot, conditions=None):

@@ -102,3 +102,23 @@ def test_the_generate_help_names_every_basis_and_option(capsys):
     for section in FLAG_SECTIONS:
         for key, spec in flag_fields(section).items():
             assert (spec["flag"] or "--" + key.replace("_", "-")) in text, key
+
+
+def test_generate_with_query_bands(tmp_path, capsys):
+    from stimuli.artifact import query_bands, query_candidates
+
+    out = tmp_path / "bands"
+    assert main(["generate", "--bases", "neuron", "--units", "2", "--queries", "5", "--query-bands",
+                 "90-100,80-90", "--no-completeness", "--quiet", "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert m["parameters"]["query_bands"] == [[90.0, 100.0], [80.0, 90.0]]
+    assert query_bands(m) == [(90.0, 100.0), (80.0, 90.0)]
+    for unit in m["layers"][0]["units"]:
+        candidates = query_candidates(unit)
+        assert len(candidates.queries_max) == len(candidates.queries_min) == 10
+        for b, (low, high) in enumerate(query_bands(m)):
+            assert all(low < p <= high for p in candidates.max_percentiles[5 * b:5 * b + 5])
+            assert all(100 - high <= p < 100 - low for p in candidates.min_percentiles[5 * b:5 * b + 5])
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--query-bands", "90-100,85", "--quiet", "--out", str(tmp_path / "x")])
+    assert exited.value.code == 2 and "'85' is not a band LOW-HIGH" in capsys.readouterr().err

@@ -41,6 +41,10 @@ def test_manifest_follows_the_contract(demo_run):
             assert "explained_variance_ratio" in u["measures"]
             assert len(u["references_max"]) == 9 and len(u["references_min"]) == 9
             assert len(u["queries_max"]) == len(u["queries_min"]) == config.n_queries
+            # the one band of query_percentile 10: (90, 100] above, [0, 10) below
+            assert all(90 < p <= 100 for p in u["queries_max_percentile"])
+            assert all(0 <= p < 10 for p in u["queries_min_percentile"])
+            assert len(u["queries_max_percentile"]) == len(u["queries_min_percentile"]) == config.n_queries
             assert len(u["strip"]) == config.strip_length
             assert len(u["strips"]) == config.n_strips == 4 and u["strips"][0] == u["strip"]
             assert all(len(s) == config.strip_length for s in u["strips"])
