@@ -249,3 +249,30 @@ def test_random_slope_glmm_at_a_boundary_correlation_profiles_every_parameter():
     for name in fit.params.index:
         width = wald.loc[name, "upper"] - wald.loc[name, "lower"]
         assert abs(t.loc[name, "lower"] - wald.loc[name, "lower"]) < 0.15 * width
+
+
+@pytest.mark.slow
+def test_experiment_ii_profile_through_the_cli_matches_mixedlm(capsys):
+    """The issue's model on Borowski et al.'s Experiment II (3,680 main trials): `glmm --ci profile
+    --json` gives the fixed effects' profile ends of mixedlm 1.3.0 (an lme4 port whose profile intervals
+    agree with R's confint(method = "profile") to about 3e-4) within 2e-3, and both random-effect SDs
+    an interval around their estimates."""
+    exp2 = DATA / "borowski2021" / "experiment_II_trials.csv"
+    formula = "correct ~ reference_type * condition_name + (1 | participant) + (1 | unit)"
+    assert main(["glmm", str(exp2), "--map", "borowski", "--formula", formula, "--ci", "profile", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["intervals"]["method"] == "profile"
+    ours = {p["parameter"]: p for p in out["intervals"]["parameters"]}
+    df, _, _ = model_trials(normalise(read_table(exp2, "borowski")))
+    d = df[["correct", "reference_type", "condition_name", "participant", "unit"]].reset_index(drop=True)
+    d["correct"] = d["correct"].astype(float)
+    assert len(d) == 3680
+    ref = _mixedlm_profile(formula, d)
+    names = list(BinomialGLMM.from_formula(formula, d).fit().params.index)
+    assert len(names) == len(ref) == 8
+    for name, (lo, hi) in zip(names, ref):
+        assert abs(ours[name]["lower"] - lo) < 2e-3, name
+        assert abs(ours[name]["upper"] - hi) < 2e-3, name
+    sds = [p for p in ours.values() if p["parameter"] not in names]
+    assert len(sds) == 2
+    assert all(p["lower"] < p["estimate"] < p["upper"] for p in sds)
