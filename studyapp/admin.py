@@ -1037,3 +1037,7 @@ class SobolAnalysisAdmin(JobAdmin):
                                                       for row in cells))
         return format_html("<p>class {} · {} forward passes · interaction share {}</p><table>{}</table>",
                            result["target_class"], result["n_forwards"], f"{result['interaction_share']:.3f}", body)
+
+# The Prolific pieces (eligibility and review settings, search by recruitment id, withdrawal): last, as
+# they extend the classes above.
+from . import admin_prolific  # noqa: E402,F401

@@ -1,0 +1,88 @@
+"""The admin's part of running a study on Prolific: the study's eligibility, screen and review settings,
+the participant list searchable by recruitment id (hashed with the study's key, as stored), a withdrawal
+action that deletes a participant's data with an audit line, and the record of Prolific actions.
+
+Kept beside admin.py (which imports it last) so that the Prolific pieces stay in one place."""
+from django.contrib import admin, messages
+
+from . import admin as base
+from . import withdrawal
+from .models import Participant, ProlificAction, Study
+
+ELIGIBILITY = ("Eligibility and screen", {
+    "fields": ["desktop_only", "supported_browsers", "virtual_chinrest", "min_viewing_distance_cm",
+               "max_viewing_distance_cm", "image_visual_angle_deg", "screen_out_code", "screen_out_url"],
+    "description": "A participant who fails a check (window too small after resizing, phone or tablet in a "
+                   "desktop-only study, unsupported browser, viewing distance outside the range) is screened "
+                   "out: sent to the screen-out URL with Prolific's screen-out code, and their slot freed.",
+})
+REVIEW = ("Prolific review and bonuses", {
+    "fields": ["prolific_study_id", "reject_failed_catch", "bonus_per_correct", "bonus_cap"],
+    "description": "What `manage.py prolific_review` decides: approve a completed, unexcluded, unflagged "
+                   "submission; reject failed catch trials (if set; else review); review other exclusions, "
+                   "flags and screen-outs; ask timed-out and returned submissions to return. The bonus is "
+                   "per correct main trial, capped.",
+})
+
+
+def _add_fieldsets():
+    names = [name for name, _ in base.StudyAdmin.fieldsets]
+    if ELIGIBILITY[0] in names:
+        return
+    # Before the change log, which stays last.
+    at = names.index("Change log") if "Change log" in names else len(names)
+    base.StudyAdmin.fieldsets = [*base.StudyAdmin.fieldsets[:at], ELIGIBILITY, REVIEW, *base.StudyAdmin.fieldsets[at:]]
+
+
+_add_fieldsets()
+
+
+class ParticipantAdmin(base.ParticipantAdmin):
+    # The search box takes a Prolific id or MTurk worker id: it is hashed as stored, never kept.
+    search_fields = ["external_id_hash"]
+    search_help_text = "a Prolific id or MTurk worker id (hashed with the study's key, as stored)"
+    actions = ["withdraw"]
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return withdrawal.search(queryset, search_term), False
+
+    @admin.action(description="Delete the selected participants' data (withdrawal)", permissions=["delete"])
+    def withdraw(self, request, queryset):
+        n = 0
+        for participant in queryset:
+            withdrawal.delete_participant(participant, author=request.user)
+            n += 1
+        self.message_user(request, f"Deleted {n} participant(s) with their trials and responses; the study's "
+                                   "change log records it.", messages.SUCCESS)
+
+    def delete_model(self, request, obj):
+        withdrawal.delete_participant(obj, author=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for participant in queryset:
+            withdrawal.delete_participant(participant, author=request.user)
+
+
+admin.site.unregister(Participant)
+admin.site.register(Participant, ParticipantAdmin)
+
+
+@admin.register(ProlificAction)
+class ProlificActionAdmin(admin.ModelAdmin):
+    list_display = ["study", "kind", "submission_id", "bulk_id", "state", "created", "finished"]
+    list_filter = ["study", "kind", "state"]
+    readonly_fields = [f.name for f in ProlificAction._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+__all__ = ["ParticipantAdmin", "ProlificActionAdmin", "Study"]
