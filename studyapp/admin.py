@@ -1038,6 +1038,3 @@ class SobolAnalysisAdmin(JobAdmin):
         return format_html("<p>class {} · {} forward passes · interaction share {}</p><table>{}</table>",
                            result["target_class"], result["n_forwards"], f"{result['interaction_share']:.3f}", body)
 
-# The Prolific pieces (eligibility and review settings, search by recruitment id, withdrawal): last, as
-# they extend the classes above.
-from . import admin_prolific  # noqa: E402,F401

@@ -2,12 +2,16 @@
 the participant list searchable by recruitment id (hashed with the study's key, as stored), a withdrawal
 action that deletes a participant's data with an audit line, and the record of Prolific actions.
 
-Kept beside admin.py (which imports it last) so that the Prolific pieces stay in one place."""
+Kept beside admin.py so that the Prolific pieces stay in one place: the app's ready() imports it once the
+admin has discovered admin.py, and it extends the classes registered there (taken from the admin site, so
+that neither module imports the other)."""
 from django.contrib import admin, messages
 
-from . import admin as base
 from . import withdrawal
 from .models import Participant, ProlificAction, Study
+
+StudyAdmin = type(admin.site._registry[Study])
+BaseParticipantAdmin = type(admin.site._registry[Participant])
 
 ELIGIBILITY = ("Eligibility and screen", {
     "fields": ["desktop_only", "supported_browsers", "virtual_chinrest", "min_viewing_distance_cm",
@@ -26,18 +30,21 @@ REVIEW = ("Prolific review and bonuses", {
 
 
 def _add_fieldsets():
-    names = [name for name, _ in base.StudyAdmin.fieldsets]
+    names = [name for name, _ in StudyAdmin.fieldsets]
     if ELIGIBILITY[0] in names:
         return
     # Before the change log, which stays last.
     at = names.index("Change log") if "Change log" in names else len(names)
-    base.StudyAdmin.fieldsets = [*base.StudyAdmin.fieldsets[:at], ELIGIBILITY, REVIEW, *base.StudyAdmin.fieldsets[at:]]
+    StudyAdmin.fieldsets = [*StudyAdmin.fieldsets[:at], ELIGIBILITY, REVIEW, *StudyAdmin.fieldsets[at:]]
 
 
 _add_fieldsets()
+# A form posted without it (from before these settings) keeps the stored value, as the design fields do.
+if "bonus_per_correct" not in StudyAdmin.DESIGN_FIELDS:
+    StudyAdmin.DESIGN_FIELDS = (*StudyAdmin.DESIGN_FIELDS, "bonus_per_correct")
 
 
-class ParticipantAdmin(base.ParticipantAdmin):
+class ParticipantAdmin(BaseParticipantAdmin):
     # The search box takes a Prolific id or MTurk worker id: it is hashed as stored, never kept.
     search_fields = ["external_id_hash"]
     search_help_text = "a Prolific id or MTurk worker id (hashed with the study's key, as stored)"
@@ -85,4 +92,3 @@ class ProlificActionAdmin(admin.ModelAdmin):
         return False
 
 
-__all__ = ["ParticipantAdmin", "ProlificActionAdmin", "Study"]

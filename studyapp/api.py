@@ -152,7 +152,7 @@ def session_payload(participant):
         },
         "progress": {"answered": participant.answered, "total": participant.trial_count},
         "completion": completion,
-        "screening": screening.client_settings(study),
+        "screening": screening.client_settings(study, participant),
         "calibration": ({"px_per_cm": participant.px_per_cm, "viewing_distance_cm": participant.viewing_distance_cm}
                         if participant.viewing_distance_cm is not None else None),
         "screen_out": screening.screen_out_target(participant),

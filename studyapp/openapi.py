@@ -48,6 +48,7 @@ SESSION = {
             "type": "object",
             "properties": {
                 "desktop_only": {"type": "boolean"},
+                "mobile_agent": {"type": "boolean"},
                 "supported_browsers": {"type": "array", "items": {"type": "string"}},
                 "virtual_chinrest": {"type": "boolean"},
                 "image_visual_angle_deg": {"type": ["number", "null"]},

@@ -35,8 +35,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Participant, ProlificAction
-from .prolific import APPROVE, FAILED_CHECK, FINAL_STATUSES, REJECT, RETURN, RETURNABLE_STATUSES, \
-    submission_from_mapping
+from .prolific import (
+    APPROVE,
+    FAILED_CHECK,
+    FINAL_STATUSES,
+    REJECT,
+    RETURN,
+    RETURNABLE_STATUSES,
+    submission_from_mapping,
+)
 
 DEFAULT_BASE_URL = "https://api.prolific.com/api/v1/"
 TOKEN_VARIABLE = "PROLIFIC_API_TOKEN"
@@ -314,7 +321,7 @@ class Reviewer:
         request = setup_request(prolific_id, amounts)
         if not send:
             self.out(f"would send: {request}")
-            self.out(f"would send: POST bulk-bonus-payments/<id from the set-up>/pay/ {{}}")
+            self.out("would send: POST bulk-bonus-payments/<id from the set-up>/pay/ {}")
             return
         setup = self._record(request, None, extra={"bonuses": amounts})
         answer = self._send(setup, request, checkpoint="setup_sent")

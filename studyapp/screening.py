@@ -49,11 +49,13 @@ def is_mobile_agent(user_agent):
     return bool(_MOBILE_AGENT.search(user_agent or ""))
 
 
-def client_settings(study):
+def client_settings(study, participant=None):
     """What the participant's page needs to run the checks and the chinrest (the session payload's
-    `screening`)."""
+    `screening`); `mobile_agent`: the server's reading of the participant's user agent, beside the
+    browser's own check."""
     return {
         "desktop_only": study.desktop_only,
+        "mobile_agent": is_mobile_agent(participant.user_agent) if participant is not None else False,
         "supported_browsers": supported_browsers(study),
         "virtual_chinrest": study.virtual_chinrest,
         "image_visual_angle_deg": study.image_visual_angle_deg,
