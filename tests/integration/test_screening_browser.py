@@ -45,8 +45,7 @@ def create_study(stack, slug, **fields):
 
 def participant(stack, pid):
     return stack.sql("SELECT status, screen_out_reason, px_per_cm, viewing_distance_cm, image_px "
-                     "FROM studyapp_participant p JOIN studyapp_study s ON s.id = p.study_id "
-                     "WHERE p.recruitment_info->>'SESSION_ID' = %s", (f"s-{pid}",))[0]
+                     "FROM studyapp_participant WHERE recruitment_info->>'SESSION_ID' = %s", (f"s-{pid}",))[0]
 
 
 def open_study(browser, stack, slug, pid, **context):
@@ -86,7 +85,8 @@ def test_the_virtual_chinrest_measures_the_screen_and_scales_the_query_images(st
     assert 5 <= distance <= 500
     wanted = 2 * distance * math.tan(math.radians(2.0)) * px_per_cm
     assert image_px == pytest.approx(wanted, rel=1e-6)
-    shown = page.eval_on_selector(".r2afc-query-frame", "f => f.getBoundingClientRect().width")
+    # the image fills the frame inside its border
+    shown = page.eval_on_selector(".r2afc-query-img", "img => img.getBoundingClientRect().width")
     assert shown == pytest.approx(wanted, abs=1.0)
 
 

@@ -460,7 +460,7 @@
     probe.style.cssText = "position:absolute;visibility:hidden;left:-9999px";
     probe.innerHTML = '<div class="r2afc-query-frame"></div>';
     document.body.appendChild(probe);
-    var width = probe.firstChild.getBoundingClientRect().width;
+    var width = probe.firstChild.clientWidth; // the image's box, inside the frame's border
     document.body.removeChild(probe);
     return width > 0 ? width : null;
   }
@@ -965,6 +965,7 @@
     },
   };
 
+  var chinrestRefocus = null;
   var chinrestScreen = {
     type: typeof jsPsychVirtualChinrest !== "undefined" ? jsPsychVirtualChinrest : null,
     blindspot_reps: 3,
@@ -978,7 +979,21 @@
       "disappears.</p></div>",
     blindspot_done_prompt: "Continue",
     redo_measurement_button_label: "No, measure again",
+    on_load: function () {
+      // jsPsych hears keys inside its container only, and the plugin's buttons remove themselves when
+      // clicked, which leaves the focus on the page's body: the blind-spot task's space bar would go
+      // unheard. Every click here gives the focus back to the container.
+      chinrestRefocus = function () {
+        setTimeout(function () {
+          var container = jsPsych.getDisplayContainerElement();
+          if (container && !container.contains(document.activeElement)) container.focus();
+        }, 0);
+      };
+      document.addEventListener("click", chinrestRefocus, true);
+    },
     on_finish: function (data) {
+      if (chinrestRefocus) document.removeEventListener("click", chinrestRefocus, true);
+      chinrestRefocus = null;
       var values = {
         px_per_cm: data.px2mm * 10,
         viewing_distance_cm: data.view_dist_mm / 10,
