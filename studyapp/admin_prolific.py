@@ -21,9 +21,9 @@ ELIGIBILITY = ("Eligibility and screen", {
                    "out: sent to the screen-out URL with Prolific's screen-out code, and their slot freed.",
 })
 REVIEW = ("Prolific review and bonuses", {
-    "fields": ["prolific_study_id", "reject_failed_catch", "bonus_per_correct", "bonus_cap"],
+    "fields": ["prolific_study_id", "failed_catch_decision", "bonus_per_correct", "bonus_cap"],
     "description": "What `manage.py prolific_review` decides: approve a completed, unexcluded, unflagged "
-                   "submission; reject failed catch trials (if set; else review); review other exclusions, "
+                   "submission; reject failed catch trials (or review them, as set); review other exclusions, "
                    "flags and screen-outs; ask timed-out and returned submissions to return. The bonus is "
                    "per correct main trial, capped.",
 })
@@ -39,9 +39,10 @@ def _add_fieldsets():
 
 
 _add_fieldsets()
-# A form posted without it (from before these settings) keeps the stored value, as the design fields do.
-if "bonus_per_correct" not in StudyAdmin.DESIGN_FIELDS:
-    StudyAdmin.DESIGN_FIELDS = (*StudyAdmin.DESIGN_FIELDS, "bonus_per_correct")
+# A form posted without them (from before these settings) keeps the stored values, as the design fields do.
+_KEPT_WHEN_OMITTED = ("failed_catch_decision", "bonus_per_correct")
+StudyAdmin.DESIGN_FIELDS = (*StudyAdmin.DESIGN_FIELDS,
+                            *(f for f in _KEPT_WHEN_OMITTED if f not in StudyAdmin.DESIGN_FIELDS))
 
 
 class ParticipantAdmin(BaseParticipantAdmin):

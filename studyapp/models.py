@@ -415,15 +415,20 @@ class Study(models.Model):
     prolific_study_id = models.CharField(
         max_length=100, blank=True,
         help_text="the study's id on Prolific, for bonus payments; blank: the STUDY_ID its participants arrived with")
-    reject_failed_catch = models.BooleanField(
-        default=True, help_text="prolific_review: reject (category FAILED_CHECK) a submission whose catch-trial "
-                                "accuracy is below the minimum; off: such submissions go to review")
-    bonus_per_correct = models.DecimalField(
-        max_digits=6, decimal_places=2, default=0, validators=[MinValueValidator(0)],
-        help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency; "
-                  "0: no bonus")
-    bonus_cap = models.DecimalField(
-        max_digits=8, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(0)],
+    class FailedCatch(models.TextChoices):
+        REJECT = "reject", "reject (Prolific's category FAILED_CHECK, with the evidence)"
+        REVIEW = "review", "review by hand"
+
+    failed_catch_decision = models.CharField(
+        max_length=10, choices=FailedCatch.choices, default=FailedCatch.REJECT,
+        help_text="prolific_review: what a completed submission whose catch-trial accuracy is below the minimum "
+                  "gets")
+    bonus_per_correct = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0)],
+        help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency, "
+                  "e.g. 0.05; 0: no bonus")
+    bonus_cap = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
         help_text="the most bonus one participant gets; empty: no cap")
 
     created = models.DateTimeField(auto_now_add=True)

@@ -10,7 +10,7 @@ study's key.
 The rules (each a study setting, shown in the admin):
 - completed, not excluded, not flagged: approve;
 - catch-trial accuracy below the study's minimum: reject, category FAILED_CHECK (Prolific allows rejecting
-  a failed attention check), with the evidence in the message; off (`reject_failed_catch`): review;
+  a failed attention check), with the evidence in the message; `failed_catch_decision` review: review;
 - excluded for any other reason, or flagged: review, never rejected automatically;
 - timed out or returned (here or on Prolific): return;
 - screened out here: review (Prolific settles it through the screen-out code);
@@ -134,13 +134,18 @@ def correct_main_answers(participants):
     return {row["participant_id"]: row["n"] for row in rows}
 
 
+def _money(value):
+    # The settings are floats; their shortest repr is what the researcher typed (0.05, not 0.0500000…).
+    return Decimal(repr(float(value)))
+
+
 def bonus_for(study, n_correct):
-    per = Decimal(study.bonus_per_correct or 0)
+    per = _money(study.bonus_per_correct or 0)
     if per <= 0:
         return Decimal(0)
     amount = per * n_correct
     if study.bonus_cap is not None:
-        amount = min(amount, Decimal(study.bonus_cap))
+        amount = min(amount, _money(study.bonus_cap))
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
@@ -204,7 +209,7 @@ def _decide_one(study, s, participant, verdict, correct, catch):
         counts = catch.get(participant.pk)
         evidence = (f"catch trials {counts[0]}/{counts[1]} correct, below {study.min_catch_accuracy:.0%}"
                     if counts else "catch trials below the minimum")
-        if study.reject_failed_catch:
+        if study.failed_catch_decision == study.FailedCatch.REJECT:
             return decision(REJECT, evidence, rejection_message=rejection_message(study, {"catch_counts": counts}))
         return decision(REVIEW, evidence)
     if verdict and (verdict["excluded"] or verdict["flagged"]):
