@@ -341,8 +341,11 @@ def screen_out(request, participant):
     """The page found the participant ineligible (studyapp.screening.REASONS): they are screened out, and
     the answer says where to send them."""
     data = _body(request)
+    reason = data.get("reason")
+    if not isinstance(reason, str) or reason not in screening.REASONS:
+        raise BadRequest(f"'reason' must be one of {', '.join(screening.REASONS)}.")
     try:
-        screening.screen_out(participant, data.get("reason"))
+        screening.screen_out(participant, reason)
     except screening.ScreeningError as exc:
         raise participation.ParticipationError("screening_refused", str(exc), 409) from None
     return JsonResponse(session_payload(participant))

@@ -77,7 +77,7 @@ def screen_out(participant, reason):
     """Screen the participant out for `reason` (a key of REASONS); returns `screen_out_target`. Only an
     active participant who has not answered a main trial can be: a check runs before the trials, and a
     participant already screened out gets the same answer again."""
-    if reason not in REASONS:
+    if not isinstance(reason, str) or reason not in REASONS:
         raise ScreeningError(f"unknown screening reason {reason!r}; one of {', '.join(REASONS)}")
     if participant.status == Participant.Status.SCREENED_OUT:
         return screen_out_target(participant)

@@ -100,7 +100,8 @@ def test_screen_out_refuses_a_reason_the_study_does_not_check_and_a_participant_
     p = arrive(client, study, pid="phone")
     status, body = api(client, p, "screen-out", {"reason": "mobile_device"})
     assert status == 409 and "admits phones" in body["detail"]
-    assert api(client, p, "screen-out", {"reason": "bored"})[0] == 409
+    assert api(client, p, "screen-out", {"reason": "bored"})[0] == 400
+    assert api(client, p, "screen-out", {"reason": {"nested": 1}})[0] == 400
     done = play_to_the_questionnaire(client, study, pid="late")
     assert api(client, done, "screen-out", {"reason": "window_too_small"})[0] == 409
     assert Participant.objects.filter(status="screened_out").count() == 0
