@@ -156,7 +156,8 @@ def rejection_message(study, evidence):
                f"unambiguous (the image shown is one of the examples on the screen). You answered {shown} of "
                f"them correctly; the study requires at least {study.min_catch_accuracy:.0%}, as its "
                f"instructions said, so we cannot approve this submission.")
-    return message if len(message) >= MIN_REJECTION_MESSAGE else message.ljust(MIN_REJECTION_MESSAGE)
+    # Prolific refuses a rejection message under MIN_REJECTION_MESSAGE characters; this one is longer.
+    return message
 
 
 def _catch_counts(participants):

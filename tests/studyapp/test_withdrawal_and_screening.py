@@ -31,6 +31,10 @@ def test_delete_participant_removes_every_row_of_that_person_and_nothing_else(cl
     stays.recruitment_info = {**stays.recruitment_info, "SESSION_ID": "other"}
     stays.save(update_fields=["recruitment_info"])
     ProlificAction.objects.filter(pk=ProlificAction.objects.order_by("pk").last().pk).update(submission_id="other")
+    setup = ProlificAction.objects.create(
+        study=study, kind="bonus_setup", bulk_id="b1", state="done",
+        request={"body": {"study_id": "s1", "csv_bonuses": "x,0.10\nother,0.20"},
+                 "bonuses": {"x": "0.10", "other": "0.20"}})
     before = {"stays": (Trial.objects.filter(participant=stays).count(),
                         Response.objects.filter(participant=stays).count())}
     n_gone = (Trial.objects.filter(participant=gone).count(), Response.objects.filter(participant=gone).count())
@@ -48,6 +52,8 @@ def test_delete_participant_removes_every_row_of_that_person_and_nothing_else(cl
     assert (Trial.objects.filter(participant=stays).count(),
             Response.objects.filter(participant=stays).count()) == before["stays"]
     assert ProlificAction.objects.filter(submission_id="other").exists()
+    setup.refresh_from_db()
+    assert setup.request["bonuses"] == {"other": "0.20"} and setup.request["body"]["csv_bonuses"] == "other,0.20"
     (audit,) = StudyChange.objects.filter(study=study, field="withdrawal")
     assert "withdraws" not in audit.new + audit.old and "deleted" in audit.new
     assert set(response_frame(study)["participant"]) == {stays.pseudonym}
