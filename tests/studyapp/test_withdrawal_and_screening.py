@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 
 from studyapp import screening
 from studyapp.export import response_frame
+from studyapp.monitor import study_monitor
 from studyapp.models import Participant, ProlificAction, Response, StudyChange, Trial
 from tests.studyapp.conftest import make_study
 from tests.studyapp.helpers import play_to_the_questionnaire
@@ -57,6 +58,7 @@ def test_delete_participant_removes_every_row_of_that_person_and_nothing_else(cl
     (audit,) = StudyChange.objects.filter(study=study, field="withdrawal")
     assert "withdraws" not in audit.new + audit.old and "deleted" in audit.new
     assert set(response_frame(study)["participant"]) == {stays.pseudonym}
+    assert sum(row["started"] for row in study_monitor(study)) == 1
 
 
 @pytest.mark.django_db
