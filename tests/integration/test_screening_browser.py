@@ -1,7 +1,8 @@
 """Eligibility and the participant's screen in headless Chromium against gunicorn on PostgreSQL: the
 virtual chinrest (jsPsych's plugin: a card's width, then the blind spot) before the trials, with query
 images scaled to the study's visual angle; and screen-out redirects with Prolific's code, for a window that
-stays too small, a phone in a desktop-only study and a viewing distance out of range."""
+stays too small, a phone in a desktop-only study, a browser the study does not support and a viewing
+distance out of range."""
 import math
 
 import pytest
@@ -114,3 +115,10 @@ def test_a_phone_in_a_desktop_only_study_is_screened_out_and_redirected(stack, b
     page = open_study(browser, stack, "desktop-only", "ph-1", user_agent=IPHONE)
     page.wait_for_url("**/admin/login/?cc=SCREEN-OUT-1", timeout=30_000)
     assert participant(stack, "ph-1")[:2] == ("screened_out", "mobile_device")
+
+
+def test_a_browser_the_study_does_not_support_is_screened_out_and_redirected(stack, browser):
+    create_study(stack, "firefox-only", supported_browsers="firefox")
+    page = open_study(browser, stack, "firefox-only", "ch-1")
+    page.wait_for_url("**/admin/login/?cc=SCREEN-OUT-1", timeout=30_000)
+    assert participant(stack, "ch-1")[:2] == ("screened_out", "unsupported_browser")

@@ -8,8 +8,8 @@ from django.core.management import CommandError, call_command
 
 from studyapp import screening
 from studyapp.export import response_frame
-from studyapp.monitor import study_monitor
 from studyapp.models import Participant, ProlificAction, Response, StudyChange, Trial
+from studyapp.monitor import study_monitor
 from tests.studyapp.conftest import make_study
 from tests.studyapp.helpers import play_to_the_questionnaire
 from tests.studyapp.test_api import api, arrive
