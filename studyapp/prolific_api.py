@@ -316,9 +316,9 @@ class Reviewer:
         if not amounts:
             return
         prolific_id = prolific_study_id(self.study)
-        if not prolific_id:
+        if not prolific_id and send:
             raise ProlificError("the study's Prolific id is unknown: set it on the study (prolific_study_id)")
-        request = setup_request(prolific_id, amounts)
+        request = setup_request(prolific_id or "<the study's Prolific id: set prolific_study_id>", amounts)
         if not send:
             self.out(f"would send: {request}")
             self.out("would send: POST bulk-bonus-payments/<id from the set-up>/pay/ {}")
