@@ -1037,3 +1037,4 @@ class SobolAnalysisAdmin(JobAdmin):
                                                       for row in cells))
         return format_html("<p>class {} · {} forward passes · interaction share {}</p><table>{}</table>",
                            result["target_class"], result["n_forwards"], f"{result['interaction_share']:.3f}", body)
+

@@ -390,6 +390,54 @@ class Study(models.Model):
     exclude_flagged = models.BooleanField(
         default=True, help_text="count flagged participants as excluded (excl_flagged); off: flagged, kept")
 
+    # Eligibility and the participant's screen (studyapp.screening).
+    desktop_only = models.BooleanField(
+        default=False, help_text="turn away phones and tablets (screen-out redirect below)")
+    supported_browsers = models.CharField(
+        max_length=200, blank=True,
+        help_text="comma-separated browsers admitted (chrome, firefox, edge, safari, opera); blank: any")
+    virtual_chinrest = models.BooleanField(
+        default=False, help_text="before the practice, measure the screen's pixels per cm (credit-card method) "
+                                 "and the viewing distance (blind-spot task) with jsPsych's virtual-chinrest plugin")
+    min_viewing_distance_cm = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="screen out a viewing distance the chinrest measures below this; empty: no check")
+    max_viewing_distance_cm = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="screen out a viewing distance the chinrest measures above this; empty: no check")
+    image_visual_angle_deg = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.1), MaxValueValidator(60)],
+        help_text="scale each query image to this visual angle (degrees) from the chinrest's measurement; "
+                  "empty: images at their own pixel size")
+    screen_out_code = models.CharField(
+        max_length=100, blank=True,
+        help_text="Prolific's screen-out completion code: a participant who fails an eligibility check is sent "
+                  "to the screen-out URL with it (and paid the study's fixed screen-out amount)")
+    screen_out_url = models.CharField(
+        max_length=500, blank=True,
+        help_text="where a screened-out participant goes; {code} and the link's parameters fill in, e.g. "
+                  "https://app.prolific.com/submissions/complete?cc={code}")
+
+    # Review of Prolific submissions and bonuses (studyapp.prolific).
+    prolific_study_id = models.CharField(
+        max_length=100, blank=True,
+        help_text="the study's id on Prolific, for bonus payments; blank: the STUDY_ID its participants arrived with")
+    class FailedCatch(models.TextChoices):
+        REJECT = "reject", "reject (Prolific's category FAILED_CHECK, with the evidence)"
+        REVIEW = "review", "review by hand"
+
+    failed_catch_decision = models.CharField(
+        max_length=10, choices=FailedCatch.choices, default=FailedCatch.REJECT,
+        help_text="prolific_review: what a completed submission whose catch-trial accuracy is below the minimum "
+                  "gets")
+    bonus_per_correct = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0)],
+        help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency, "
+                  "e.g. 0.05; 0: no bonus")
+    bonus_cap = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="the most bonus one participant gets; empty: no cap")
+
     created = models.DateTimeField(auto_now_add=True)
 
     #: What an answer means: the trial plan every participant's list was built from, and the link and
@@ -791,6 +839,7 @@ class Participant(models.Model):
         COMPLETED = "completed"
         RETURNED = "returned"
         TIMED_OUT = "timed_out", "timed out"
+        SCREENED_OUT = "screened_out", "screened out"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="participants")
@@ -799,7 +848,7 @@ class Participant(models.Model):
     recruitment = models.CharField(max_length=10, choices=Study.Recruitment.choices)
     recruitment_info = ParticipantJSONField(default=dict, blank=True,
                                             help_text="study/session ids, never the person's id")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STARTED)
     is_preview = models.BooleanField(default=False, help_text="a researcher's preview: no quota, no export")
     seed = models.BigIntegerField()
     # The condition as it was when the participant was assigned: what they were shown, which the export
@@ -826,6 +875,13 @@ class Participant(models.Model):
         null=True, blank=True, help_text="when the server received the instructions' end (it served them at consent)")
     questionnaire = ParticipantJSONField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+    # Eligibility and the screen (studyapp.screening): why a participant was screened out, and what the
+    # virtual chinrest measured.
+    screen_out_reason = models.CharField(max_length=20, blank=True)
+    px_per_cm = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    viewing_distance_cm = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    image_px = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                 help_text="the query image's width on the participant's screen, in CSS pixels")
 
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(auto_now_add=True)
@@ -970,3 +1026,51 @@ class SobolAnalysis(Job):
 
     def __str__(self):
         return f"{self.network} image {self.image_index} ({self.grid}x{self.grid})"
+
+
+class ProlificAction(models.Model):
+    """One request to Prolific's API that `prolific_review` makes or made: recorded (state `pending`)
+    before it is sent, and its outcome after. Prolific's ids stand here (the submission id, the bulk bonus
+    payment's id), never a participant's id, which the platform keeps only as a keyed hash.
+
+    A bulk bonus is two actions: its set-up (`bonus_setup`, whose `bulk_id` is Prolific's answer) and its
+    payment (`bonus_pay`, one per set-up, which the database holds to one). Prolific's payment endpoint is
+    not idempotent, so a payment recorded as pending whose outcome never arrived (a crash, a timeout, a
+    5xx) is never sent again: studyapp.prolific_api reports it for a person to check."""
+
+    class Kind(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        RETURN = "return", "request return"
+        BONUS_SETUP = "bonus_setup", "bonus set-up"
+        BONUS_PAY = "bonus_pay", "bonus payment"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "recorded, outcome unknown"
+        DONE = "done"
+        FAILED = "failed", "refused by Prolific"
+        ABANDONED = "abandoned", "set-up never answered; replaced"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prolific_actions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    submission_id = models.CharField(max_length=100, blank=True)
+    setup = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="payments",
+                              help_text="a payment's bulk bonus set-up")
+    bulk_id = models.CharField(max_length=100, blank=True, help_text="Prolific's bulk bonus payment id")
+    request = models.JSONField(default=dict, help_text="what was sent: method, path and body")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    response = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["study", "created", "pk"]
+        constraints = [
+            # Prolific's payment is not idempotent: one payment per set-up, whatever its outcome.
+            models.UniqueConstraint(fields=["setup"], condition=Q(kind="bonus_pay"), name="one_payment_per_bonus_setup"),
+        ]
+
+    def __str__(self):
+        target = self.submission_id or self.bulk_id or "bulk bonus"
+        return f"{self.study.slug}: {self.kind} {target} ({self.state})"

@@ -44,6 +44,8 @@ class AlreadyParticipated(ParticipationError):
 def phase(participant):
     if participant.status == Participant.Status.COMPLETED:
         return "done"
+    if participant.status == Participant.Status.SCREENED_OUT:
+        return "screened_out"
     if participant.status in (Participant.Status.RETURNED, Participant.Status.TIMED_OUT):
         return "ended"
     if participant.consented_at is None:

@@ -29,11 +29,12 @@ SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schema" / f"study-v{SCHEMA_VERSION}.json"
 
 # The row's identity, its place in a line of versions and its state: an imported study is a new draft.
-_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created"}
+# prolific_study_id names one listing on Prolific: a copy run elsewhere is a listing of its own.
+_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created", "prolific_study_id"}
 # A completion code proves to the platform that a person finished: whoever holds it can claim payment
 # without doing the study, and a file is meant to be shared (a pre-registration, a repository). A copy of
 # the study run elsewhere is a new platform listing with a code of its own anyway.
-_SECRET_FIELDS = {"completion_code"}
+_SECRET_FIELDS = {"completion_code", "screen_out_code"}
 _SECRET_NAME = re.compile(r"secret|password|token|(^|_)key($|_)")
 _JOB_KEY = "job-{}"
 

@@ -391,7 +391,8 @@ def test_import_runs_the_design_checks_with_each_conditions_units(monkeypatch):
 def test_every_field_a_researcher_sets_is_in_the_file_or_named_as_left_out():
     # A field a model gains later (a design setting, a condition factor) joins the file by itself; one the
     # file cannot carry (a relation other than a condition's job) fails here rather than going missing.
-    left_out = {"id", "status", "version", "previous_version", "created", "completion_code"}
+    left_out = {"id", "status", "version", "previous_version", "created", "completion_code", "screen_out_code",
+                "prolific_study_id"}
     exported = {f.name for f in studyfile.study_fields()}
     for field in Study._meta.concrete_fields:
         if field.editable:
