@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studyapp', '0010_designs'),
+        ('studyapp', '0011_query_candidate_percentiles'),
     ]
 
     operations = [
