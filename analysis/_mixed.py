@@ -405,6 +405,55 @@ class MixedResult:
         self.warnings.extend(notes)
         return self
 
+    # -- after the fit (analysis.emmeans, analysis.postfit, analysis.compare) ----------------
+    def emmeans(self, specs, by=None, type: str = "response", pairs: bool = False,
+                adjust: str = "tukey", at: dict | None = None, level: float = 0.95):
+        """Estimated marginal means, as R's ``emmeans(fit, specs, type = …)`` (and ``pairs()``
+        with ``pairs=True``); see ``analysis.emmeans``."""
+        from .emmeans import emmeans
+
+        return emmeans(self, specs, by=by, type=type, pairs=pairs, adjust=adjust, at=at, level=level)
+
+    def predict(self, newdata=None, re_form: str = "conditional", type: str = "response",
+                allow_new_levels: bool = False) -> np.ndarray:
+        """lme4's ``predict()``; see ``analysis.postfit.predict``."""
+        from .postfit import predict
+
+        return predict(self, newdata, re_form, type, allow_new_levels)
+
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        from .postfit import fitted
+
+        return fitted(self)
+
+    @property
+    def resid(self) -> np.ndarray:
+        return self.residuals("response")
+
+    def residuals(self, type: str = "response") -> np.ndarray:
+        """Response, Pearson or deviance residuals (lme4's ``residuals(fit, type)``)."""
+        from .postfit import residuals
+
+        return residuals(self, type)
+
+    def ranef_condvar(self) -> pd.DataFrame:
+        """The conditional modes with their conditional variances (lme4's ``condVar``)."""
+        from .postfit import ranef_condvar
+
+        return ranef_condvar(self)
+
+    def odds_ratios(self, level: float = 0.95) -> pd.DataFrame:
+        from .postfit import odds_ratios
+
+        return odds_ratios(self, level)
+
+    def anova(self) -> pd.DataFrame:
+        """A Wald test per fixed-effect term (Type III); see ``analysis.wald``."""
+        from .wald import wald_table
+
+        return wald_table(self)
+
     # -- output -----------------------------------------------------------------------------
     def to_dict(self, **kw) -> dict:
         return summary_mod.to_dict(self, **kw)

@@ -28,10 +28,13 @@ from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
+from .intervals import report_intervals
 from .lmm import LinearMixedModel, lrt
 from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
-from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
+from .ordinal import CumulativeLogitMixedModel
+from .plots import (plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt,
+                    plot_unit_accuracy)
 from .render import render_report, table_html
 from .summary import SCHEMA_VERSION
 from .tables import format_table
@@ -55,6 +58,8 @@ FORMULA_HELP = (
 # (ValueError, the export's ExportError among them) and a singular system. A TypeError, NameError or
 # AttributeError is a bug and propagates.
 DATA_ERRORS = (ValueError, np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError)
+#: seconds the main model's profile-likelihood intervals may take before the report shows Wald ones
+PROFILE_BUDGET_S = 60.0
 
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -280,7 +285,7 @@ def nobody_left(df: pd.DataFrame, excl) -> str | None:
 def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: int = 2000,
                seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
                tests=None, allow_drop: bool = False, strict: bool = False, exclusions: str = "auto",
-               curves=None, data_name: str | None = None) -> dict:
+               curves=None, data_name: str | None = None, profile_budget_s: float = PROFILE_BUDGET_S) -> dict:
     """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
     test, RT and confidence) → machine observer vs people per unit (when the export carries
     ``mis_delta``) → GLMM of ``formula`` with a likelihood-ratio test per term → REML LMMs of log RT and
@@ -295,7 +300,11 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     the export carries them and no ``exclusion_options`` are given, else the analysis's rules.
 
     ``curves``: the stimulus artifact's folder (or its ``figures/``): its curves are shown beside
-    people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped."""
+    people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped.
+
+    ``profile_budget_s``: the GLMM's profile-likelihood intervals when they finish within it, else
+    Wald intervals with a note; confidence is modelled as an ordered rating (cumulative-logit mixed
+    model), or by the Gaussian LMM where that fails, with a note."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df, notes = answered(df)
@@ -393,6 +402,18 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
                 results["model"] = entry
                 notes += [f"GLMM: {n}" for n in [*fit.notes, *fit.warnings]]
                 model_text = fit.summary(data=data_name) + ("\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
+                em = section("estimated marginal means", lambda: main_emmeans(fit, used, main))
+                if em is not None:
+                    entry["emmeans"] = em.to_dict()
+                    model_text += "\n\nEstimated marginal means (emmeans, type = \"response\"):\n" + em.summary()
+                    if em.contrasts is not None and len(em.contrasts):
+                        figure("Contrasts of the estimated marginal means (odds ratios, Tukey-adjusted "
+                               "95 % intervals)",
+                               lambda: plot_contrasts(em.contrasts, out / "contrasts", by=em.by))
+                ci = section("GLMM intervals", lambda: report_intervals(fit, budget_s=profile_budget_s))
+                if ci is not None:
+                    entry["intervals"] = ci.to_dict()
+                    model_text += "\n\n" + ci.summary()
             except DATA_ERRORS as exc:  # the report still carries descriptives
                 if strict and isinstance(exc, DataError):
                     raise  # --strict: the data checks refuse, the report is not written
@@ -404,6 +425,19 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
             if constant:
                 notes.append(f"{key} LMM not fitted: {constant}")
                 continue
+            if key == "confidence":
+                try:
+                    clmm = from_formula(CumulativeLogitMixedModel, f, frame, strict).fit()
+                except DATA_ERRORS as exc:
+                    if strict and isinstance(exc, DataError):
+                        raise
+                    notes.append(f"confidence: the cumulative-logit mixed model failed ({type(exc).__name__}: "
+                                 f"{exc}); the Gaussian LMM is shown instead")
+                else:
+                    results.setdefault("ordinal", {})["confidence"] = {"formula": f, "fit": clmm.to_dict()}
+                    notes += [f"confidence model: {n}" for n in [*clmm.notes, *clmm.warnings]]
+                    lmm_texts["confidence"] = clmm.summary()
+                    continue
             lmm_terms = [t for t in terms if t in fixed_variables(f)] if tests else fixed_variables(f)
             try:
                 fit, entry = _fit_with_lrt(LinearMixedModel, f, frame, lmm_terms, {"reml": True}, strict,
@@ -430,6 +464,29 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
                             machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []))
     return results
+
+
+def main_specs(formula: str, data: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+    """The marginal means the report shows: natural vs synthetic references (``reference_type``)
+    within each level of the model's other factors when the formula has it, else the first factor
+    of the formula (condition or basis) within the others; None without a factor."""
+    factors = [v for v in fixed_variables(formula) if v in data.columns
+               and not pd.api.types.is_numeric_dtype(data[v])]
+    if not factors:
+        return None
+    first = "reference_type" if "reference_type" in factors else factors[0]
+    return [first], [v for v in factors if v != first]
+
+
+def main_emmeans(fit, formula: str, data: pd.DataFrame):
+    """The main model's estimated marginal means on the response scale with Tukey-adjusted pairwise
+    contrasts (``analysis.emmeans``), or None when the formula has no factor."""
+    from .emmeans import emmeans
+
+    specs = main_specs(formula, data)
+    if specs is None:
+        return None
+    return emmeans(fit, specs[0], by=specs[1], type="response", pairs=True, adjust="tukey")
 
 
 def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:

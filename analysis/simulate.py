@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-__all__ = ["simulate_responses", "simulate_machine_responses"]
+__all__ = ["simulate_groups", "simulate_machine_responses", "simulate_responses"]
 
 
 def _identity_columns(P: np.ndarray, U: np.ndarray, basis: np.ndarray) -> dict:
@@ -153,3 +153,54 @@ def simulate_machine_responses(
             "mis_delta": mis_delta,
         }
     )
+
+
+def simulate_groups(groups, logits: dict, participants_per_group: int = 20, units: int = 40,
+                    trials_per_condition: int = 10, sd_participant: float = 0.5, sd_unit: float = 0.8,
+                    factors: dict | None = None, thresholds=None, seed=0) -> pd.DataFrame:
+    """Participants in between-participant groups, each group's participants answering every
+    condition of their group: ``groups`` lists the groups' conditions (one condition per group is a
+    between-participants design, one group with all conditions a within-participant design, and
+    anything else a mixed one, as a study's design assigns them). ``units`` units are shared by every
+    condition (a unit is a unit of the network, shown under each condition); a participant answers
+    ``trials_per_condition`` distinct units in each condition (units repeat only beyond ``units``).
+
+    Planted truth: logit P(correct) = logits[condition] + a_participant + c_unit, a ~ N(0,
+    sd_participant²), c ~ N(0, sd_unit²). ``factors``: {condition: {factor: level}} adds the
+    conditions' factor columns (e.g. ``ref`` and ``cond`` of a 2 × 2 design). ``thresholds``: also a
+    ``confidence`` rating 1..K from a cumulative logit on the same linear predictor,
+    P(confidence ≤ k) = σ(thresholds[k−1] − η) (ordinal::clmm's parametrisation)."""
+    rng = np.random.default_rng(seed)
+    groups = [list(g) for g in groups]
+    conditions = [c for g in groups for c in g]
+    missing = [c for c in conditions if c not in logits]
+    if missing:
+        raise ValueError(f"no accuracy for condition(s) {', '.join(missing)}")
+    n_p = participants_per_group * len(groups)
+    a = rng.normal(0.0, sd_participant, n_p)
+    c = rng.normal(0.0, sd_unit, units)
+    reps = -(-trials_per_condition // units)
+    P, U, C = [], [], []
+    for g, conds in enumerate(groups):
+        for i in range(participants_per_group):
+            p = g * participants_per_group + i
+            for cond in conds:
+                us = np.concatenate([rng.permutation(units) for _ in range(reps)])[:trials_per_condition]
+                P.append(np.full(len(us), p))
+                U.append(us)
+                C.append(np.full(len(us), cond, dtype=object))
+    P, U, C = np.concatenate(P), np.concatenate(U), np.concatenate(C)
+    eta = np.array([logits[k] for k in C], float) + a[P] + c[U]
+    out = pd.DataFrame({
+        "participant": np.char.add("p", P.astype(str)),
+        "unit": np.char.add("u", U.astype(str)),
+        "condition": C.astype(str),
+        "trial_kind": "main",
+        "correct": (rng.random(len(eta)) < expit(eta)).astype(int),
+    })
+    for name in sorted({f for levels in (factors or {}).values() for f in levels}):
+        out[name] = [factors[k][name] for k in C]
+    if thresholds is not None:
+        cum = expit(np.asarray(thresholds, float)[None, :] - eta[:, None])
+        out["confidence"] = 1 + (rng.random(len(eta))[:, None] > cum).sum(axis=1)
+    return out

@@ -344,3 +344,56 @@ def job_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
     """The configuration the artifact was made with, as the flat keys of its ``parameters`` entry
     (:meth:`stimuli.config.StimulusConfig.to_dict`, less ``network``, ``dataset`` and ``seed``)."""
     return dict(_required(manifest, "parameters", dict, "the manifest"))
+
+
+@dataclass(frozen=True)
+class QueryCandidates:
+    """A unit's query candidates, paired by position (``queries_max[i]`` with ``queries_min[i]``), and each
+    candidate's activation percentile (:mod:`stimuli.exemplars`): a maximal candidate's lies in its band
+    ``(low, high]``, a minimal one's in the mirror ``[100 − high, 100 − low)``. The percentiles are None
+    for an artifact written before they were recorded, whose candidates all come from its one band."""
+
+    queries_max: tuple[str, ...]
+    queries_min: tuple[str, ...]
+    max_percentiles: tuple[float, ...] | None
+    min_percentiles: tuple[float, ...] | None
+
+
+def query_candidates(unit: dict[str, Any], where: str = "a unit") -> QueryCandidates:
+    """A unit entry's query candidates with their percentiles."""
+    lists = {}
+    for key in ("queries_max", "queries_min"):
+        files = unit.get(key, [])
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise ManifestError(f"{where}: {key!r} must be a list of image paths")
+        lists[key] = tuple(files)
+    percentiles = {}
+    for key in ("queries_max", "queries_min"):
+        name = f"{key}_percentile"
+        if name not in unit:
+            percentiles[key] = None
+            continue
+        values = _numbers(unit[name], name, where)
+        if len(values) != len(lists[key]):
+            raise ManifestError(f"{where}: {name!r} has {len(values)} values for {len(lists[key])} {key}")
+        percentiles[key] = values
+    if (percentiles["queries_max"] is None) != (percentiles["queries_min"] is None):
+        raise ManifestError(f"{where}: query percentiles are given for one side only")
+    return QueryCandidates(queries_max=lists["queries_max"], queries_min=lists["queries_min"],
+                           max_percentiles=percentiles["queries_max"], min_percentiles=percentiles["queries_min"])
+
+
+def query_bands(manifest: dict[str, Any]) -> list[tuple[float, float]]:
+    """The query bands the artifact rendered candidates for, as ``(low, high)`` percentiles of the maximal
+    query, the job's own band first: its ``query_bands`` parameter, or the one top band of its
+    ``query_percentile``. Reads a manifest or the web app's copy of it without its units."""
+    from .exemplars import check_query_bands
+
+    parameters = _required(manifest, "parameters", dict, "the manifest")
+    if parameters.get("query_bands") is not None:
+        try:
+            return check_query_bands(parameters["query_bands"])
+        except ValueError as exc:
+            raise ManifestError(f"the manifest's parameters: {exc}") from None
+    percentile = _required(parameters, "query_percentile", (int, float), "the manifest's parameters")
+    return [(100.0 - float(percentile), 100.0)]

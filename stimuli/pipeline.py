@@ -156,7 +156,8 @@ def _unit_exemplars(config: StimulusConfig, codes, layer: str, basis: str, unit:
 
     ex = config.exemplars
     return select_exemplars(codes.column(unit), ex.n_references, ex.query_percentile, ex.n_queries, ex.strip_length,
-                            rng=unit_rng(config.seed, "queries", layer, basis, str(unit)), n_strips=ex.n_strips)
+                            rng=unit_rng(config.seed, "queries", layer, basis, str(unit)), n_strips=ex.n_strips,
+                            bands=ex.query_bands)
 
 
 def _mis_embeddings(config: StimulusConfig, net, images, device):
@@ -446,6 +447,8 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, syn
         "references_min": [files[int(i)] for i in ex.references_min],
         "queries_max": [files[int(i)] for i in ex.queries_max],
         "queries_min": [files[int(i)] for i in ex.queries_min],
+        "queries_max_percentile": [float(p) for p in ex.queries_max_percentile],
+        "queries_min_percentile": [float(p) for p in ex.queries_min_percentile],
         "strip": [files[int(i)] for i in ex.strip],
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }

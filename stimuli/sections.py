@@ -49,15 +49,15 @@ class Section:
 
 def cli(kind: Any, *flags: str, help: str | None = None,  # noqa: A002 - argparse's name
         choices: tuple[str, ...] | None = None, action: str | None = None,
-        implies: dict[str, Any] | None = None) -> dict[str, Any]:
+        implies: dict[str, Any] | None = None, metavar: str | None = None) -> dict[str, Any]:
     """A field's command-line flag(s) (``python -m stimuli generate``), as dataclass field metadata: the
     type argparse converts with (``bool``: a switch that sets True), the flags (default ``--`` + the flat
     key with dashes), help (or a function giving it when the parser is built, for a list read from a
     registry), choices, ``action="store_false"`` for a switch that sets False, and
     ``implies``: other fields of the section set when the flag is given (``--attribution lrp`` turns the
-    overlays on)."""
+    overlays on); ``metavar`` names the value in the help (default: the flat key)."""
     return {"cli": {"kind": kind, "flags": flags, "help": help, "choices": choices, "action": action,
-                    "implies": implies or {}}}
+                    "implies": implies or {}, "metavar": metavar}}
 
 
 def comma_list(text: str) -> list[str]:
@@ -86,7 +86,8 @@ def add_flags(parser: Any, section: type, prefix: str = "") -> None:
             parser.add_argument(*flags, dest=dest, action=action, default=None, help=text)
         else:
             parser.add_argument(*flags, dest=dest, type=spec["kind"], choices=spec["choices"], help=text,
-                                metavar=None if spec["choices"] else _flat_key(section, name).upper())
+                                metavar=None if spec["choices"]
+                                else spec["metavar"] or _flat_key(section, name).upper())
 
 
 def flags_given(args: Any, section: type, prefix: str = "") -> dict[str, Any]:

@@ -13,3 +13,6 @@ class StudyAppConfig(AppConfig):
         from . import checks, lockout  # noqa: F401
 
         admin.site.login_form = lockout.LockoutAdminAuthenticationForm
+        # The Prolific settings, the search by recruitment id and the withdrawal action extend the classes
+        # admin.py registered (the admin app, listed first, has discovered it by now).
+        from . import admin_prolific  # noqa: F401

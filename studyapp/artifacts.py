@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from stimuli.artifact import read_manifest
+from stimuli.artifact import ManifestError, query_candidates, read_manifest
 
 from .models import Exemplar, Unit
 
@@ -96,6 +96,12 @@ def import_artifact(job, folder):
             unit = Unit.objects.create(job=job, layer=entry["layer"], basis=entry["basis"], index=spec["index"],
                                        measures=measures)
             created += 1
+            try:
+                candidates = query_candidates(spec, f"unit {unit.key}")
+            except ManifestError as exc:
+                raise ArtifactError(str(exc)) from None
+            percentiles = {Exemplar.Role.QUERY_MAX: candidates.max_percentiles,
+                           Exemplar.Role.QUERY_MIN: candidates.min_percentiles}
             slots = [(role, 0, spec.get(key, [])) for role, key in ROLE_LISTS.items()]
             slots += [(Exemplar.Role.STRIP, group, strip) for group, strip in enumerate(unit_strips(spec))]
             for role, group, images in slots:
@@ -103,7 +109,9 @@ def import_artifact(job, folder):
                     if not (folder / image).is_file():
                         raise ArtifactError(f"unit {unit.key}: {image} is listed but missing from the artifact")
                     published.setdefault(image, None)
-                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position, image=image))
+                    percentile = percentiles[role][position] if percentiles.get(role) is not None else None
+                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position, image=image,
+                                              percentile=percentile))
     # In name order, not the manifest's (roles, unit by unit): nothing about the files keeps that order.
     for image in sorted(published):
         published[image] = publish_image((folder / image).read_bytes())

@@ -19,6 +19,7 @@ import pandas as pd
 from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
+from .screening import visual_angle_deg
 from .models import Condition, Exemplar, Participant, Response, StimulusJob, Trial, Unit
 
 COLUMNS = [
@@ -28,6 +29,7 @@ COLUMNS = [
     "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
+    "px_per_cm", "viewing_distance_cm", "image_size_deg",
     *FLAG_COLUMNS, "unit_mis", "mis_delta",
 ]
 QUESTION_PREFIX = "q_"
@@ -144,6 +146,11 @@ def response_rows(study):
             "participant_started": _iso(participant.started_at),
             "participant_finished": _iso(participant.finished_at),
             "recruitment": participant.recruitment,
+            # the virtual chinrest's measures (studyapp.screening), and the query image's visual angle
+            "px_per_cm": participant.px_per_cm,
+            "viewing_distance_cm": participant.viewing_distance_cm,
+            "image_size_deg": visual_angle_deg(participant.image_px, participant.px_per_cm,
+                                               participant.viewing_distance_cm),
             **flags[participant.pk],
             "unit_mis": machine.mis.get(trial.unit_id),
             "mis_delta": machine.delta(trial),
@@ -216,7 +223,8 @@ def response_frame(study):
     for column in FLAG_COLUMNS:
         if column not in ("excluded", "flagged"):
             frame[column] = frame[column].astype("boolean")
-    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms"):
+    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms", "px_per_cm",
+                   "viewing_distance_cm", "image_size_deg"):
         frame[column] = frame[column].astype("float64")
     return frame
 

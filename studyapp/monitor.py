@@ -103,6 +103,7 @@ def study_monitor(study):
             "completed": len(completed),
             "returned": sum(p["status"] == Participant.Status.RETURNED for p in members),
             "timed_out": sum(p["status"] == Participant.Status.TIMED_OUT for p in members),
+            "screened_out": sum(p["status"] == Participant.Status.SCREENED_OUT for p in members),
             "median_minutes": median(durations) if durations else None,
             "catch_accuracy": n_catch_correct / n_catch if n_catch else None,
             "exclusion_rate": len(excluded) / len(completed) if completed else None,

@@ -44,6 +44,8 @@ class AlreadyParticipated(ParticipationError):
 def phase(participant):
     if participant.status == Participant.Status.COMPLETED:
         return "done"
+    if participant.status == Participant.Status.SCREENED_OUT:
+        return "screened_out"
     if participant.status in (Participant.Status.RETURNED, Participant.Status.TIMED_OUT):
         return "ended"
     if participant.consented_at is None:
@@ -173,10 +175,11 @@ def start_preview(study, condition):
 
 
 def condition_plan(condition, units=None):
+    units = condition.unit_exemplars() if units is None else units
+    band = condition.query_band_for(units) if units else None
     return trials.ConditionPlan(
-        key=condition.pk, units=condition.unit_exemplars() if units is None else units,
-        reference_type=condition.reference_type, paradigm=condition.paradigm,
-        n_references=condition.n_references, min_references=condition.min_references)
+        key=condition.pk, units=units, reference_type=condition.reference_type, paradigm=condition.paradigm,
+        n_references=condition.n_references, min_references=condition.min_references, query_band=band)
 
 
 def design_schedule(study, order_index, order_slot, conditions=None):

@@ -29,23 +29,14 @@ SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schema" / f"study-v{SCHEMA_VERSION}.json"
 
 # The row's identity, its place in a line of versions and its state: an imported study is a new draft.
-_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created"}
+# prolific_study_id names one listing on Prolific: a copy run elsewhere is a listing of its own.
+_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created", "prolific_study_id"}
 # A completion code proves to the platform that a person finished: whoever holds it can claim payment
 # without doing the study, and a file is meant to be shared (a pre-registration, a repository). A copy of
 # the study run elsewhere is a new platform listing with a code of its own anyway.
-_SECRET_FIELDS = {"completion_code"}
+_SECRET_FIELDS = {"completion_code", "screen_out_code"}
 _SECRET_NAME = re.compile(r"secret|password|token|(^|_)key($|_)")
 _JOB_KEY = "job-{}"
-# The query band a job renders when its parameters do not say (the pipeline's own default).
-
-
-def _default_query_percentile() -> float:
-    """The stimulus configuration's default query band (its exemplars section's). Imported when needed:
-    the admin imports this module, and a web process that never reads a study file need not load the
-    stimulus library at all."""
-    from stimuli.exemplars import ExemplarSettings
-
-    return ExemplarSettings().query_percentile
 
 
 class StudyFileError(ValueError):
@@ -363,12 +354,13 @@ def _items(value):
 LEVEL_FIELDS = ("between_factors", "block_group_by", "block_alternate", "practice_block")
 
 
-def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
+def design_problem(study, conditions, unit_counts, fixed=()):
     """The first reason the file's design cannot be satisfied, as (field, message), or None. Each check
-    runs where its fields are in the file and is skipped where they are not.
+    runs where its fields are in the file and is skipped where they are not. (A query band the job cannot
+    serve is refused before, by the condition's own check, `Condition.query_band_error`, which reads the
+    job's candidates.)
 
     `study`, `conditions`: the file's dicts; `unit_counts[i]`: units condition i has in its job;
-    `query_percentiles[i]`: the band (percent at each end) condition i's job renders queries from;
     `fixed`: study fields whose values are a fixed list of choices."""
     blocks = study.get("blocks_per_condition")
     if isinstance(blocks, int) and not isinstance(blocks, bool):
@@ -377,19 +369,6 @@ def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
                 return ("study.blocks_per_condition",
                         f"{blocks} blocks per condition, but condition \"{condition['name']}\" has "
                         f"{unit_counts[i]} unit{'s' if unit_counts[i] != 1 else ''}: a block would have none")
-    for i, condition in enumerate(conditions):
-        low, high = condition.get("query_band_low"), condition.get("query_band_high")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            continue
-        served = 100 - query_percentiles[i]
-        if not low < high:
-            return (f"conditions[{i}].query_band_low",
-                    f"the band {low:g}-{high:g} is empty: its low end must be below its high end")
-        if low < served or high > 100:
-            return (f"conditions[{i}].query_band_low",
-                    f"condition \"{condition['name']}\" asks for queries from the {low:g}-{high:g} percentile band, "
-                    f"but its job renders queries from the {served:g}-100 band only (query_percentile "
-                    f"{query_percentiles[i]:g}); run a job with query_percentile {100 - low:g} or more")
     factors = set(conditions[0]) - {"job"} if conditions else set()
     levels = {str(value) for c in conditions for key, value in c.items() if key not in ("job", "name")}
     for name in LEVEL_FIELDS:
@@ -405,13 +384,6 @@ def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
             elif name == "practice_block" and item not in levels and not any(c["name"] == item for c in conditions):
                 return f"study.{name}", f"no condition is named {item!r} or has it as a level"
     return None
-
-
-def _query_percentile(job):
-    for source in (job.summary.get("parameters") or {}, job.parameters or {}):
-        if isinstance(source.get("query_percentile"), (int, float)):
-            return float(source["query_percentile"])
-    return float(_default_query_percentile())
 
 
 @dataclasses.dataclass
@@ -465,7 +437,6 @@ def import_study(data, slug=None, bindings=None, author=None):
             raise StudyFileError(*_first_error(exc, f"conditions[{i}]")) from None
         conditions.append(condition)
     problem = design_problem(data["study"], data["conditions"], [c.units().count() for c in conditions],
-                             [_query_percentile(c.job) for c in conditions],
                              fixed={f.name for f in study_fields() if f.choices})
     if problem:
         raise StudyFileError(*problem)

@@ -10,6 +10,7 @@ the image the unit responds), so a study can measure whether the overlay helps p
 feature visualizations as references while queries stay natural images (Borowski et al.'s "optimized"
 condition); `mixed` shows the feature visualizations and the natural references side by side.
 """
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -33,6 +34,10 @@ class UnitExemplars:
     synthetic_max: list = field(default_factory=list)  # feature visualizations, strongest first
     synthetic_min: list = field(default_factory=list)
     key: str = ""  # layer:basis:index, how messages name the unit
+    # each query candidate's activation percentile (stimuli.exemplars), aligned with queries_max / queries_min;
+    # empty for an artifact written before they were recorded
+    queries_max_percentile: list = field(default_factory=list)
+    queries_min_percentile: list = field(default_factory=list)
 
     @property
     def name(self):
@@ -76,6 +81,31 @@ def _shown_references(unit, reference_type):
         return (list(unit.synthetic_max) + list(unit.references_max),
                 list(unit.synthetic_min) + list(unit.references_min))
     raise ValueError(f"unknown reference type {reference_type!r}; expected one of {REFERENCE_TYPES}")
+
+
+def in_query_band(unit, band):
+    """The unit with only the query pairs of `band`, (low, high) percentiles of the maximal query: maximal
+    candidates whose percentile lies in (low, high], minimal ones in the mirror [100 - high, 100 - low)
+    (as stimuli.exemplars cuts its bands), paired again by position, most extreme first (practice takes
+    the first pair). A unit without percentiles (an artifact written before they were recorded) comes back
+    as it is: its candidates all come from its job's one band. `band` None: the unit as it is."""
+    if band is None or not unit.queries_max_percentile:
+        return unit
+    low, high = float(band[0]), float(band[1])
+    q_max = sorted(((p, q) for q, p in zip(unit.queries_max, unit.queries_max_percentile) if low < p <= high),
+                   key=lambda pq: -pq[0])
+    q_min = sorted(((p, q) for q, p in zip(unit.queries_min, unit.queries_min_percentile)
+                    if 100.0 - high <= p < 100.0 - low), key=lambda pq: pq[0])
+    k = min(len(q_max), len(q_min))
+    return replace(unit, queries_max=[q for _, q in q_max[:k]], queries_min=[q for _, q in q_min[:k]],
+                   queries_max_percentile=[p for p, _ in q_max[:k]], queries_min_percentile=[p for p, _ in q_min[:k]])
+
+
+def main_pairs_per_unit(n_main, catch_ratio, n_units):
+    """The query pairs (or strips) each unit needs so that no participant sees one twice: the main trials
+    that are not catch trials, spread evenly over `n_units` units."""
+    main = n_main - int(round(n_main * catch_ratio))
+    return math.ceil(main / n_units) if n_units else 0
 
 
 def _trial(rng, unit, block, kind, query_max, query_min, reference_type, attempt=None):
@@ -271,9 +301,10 @@ class ConditionPlan:
     paradigm: str = "reference_2afc"
     n_references: int = 9
     min_references: bool = True
+    query_band: tuple | None = None  # (low, high): the candidates its queries come from (`in_query_band`)
 
     def shown_units(self):
-        return [limit_references(u, self.n_references) for u in self.units]
+        return [limit_references(in_query_band(u, self.query_band), self.n_references) for u in self.units]
 
 
 def _plan_main(plan, n, catch_ratio, rng):

@@ -200,3 +200,37 @@ def test_the_parameters_read_back_as_the_configuration():
     assert config.mis.layer == "relu3" and config.selection.units_for("pca") == 6
     with pytest.raises(ManifestError, match="has no 'parameters'"):
         job_parameters({k: v for k, v in manifest.items() if k != "parameters"})
+
+
+def test_query_bands_of_a_stored_demo_manifest_and_of_one_with_bands():
+    from stimuli.artifact import query_bands
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    # saved before jobs rendered several bands: its one band is its query_percentile's
+    assert "query_bands" not in manifest["parameters"]
+    assert query_bands(manifest) == [(100.0 - manifest["parameters"]["query_percentile"], 100.0)]
+    manifest["parameters"]["query_bands"] = [[90, 100], [85, 95]]
+    assert query_bands(manifest) == [(90.0, 100.0), (85.0, 95.0)]
+    manifest["parameters"]["query_bands"] = [[30, 40]]
+    with pytest.raises(ManifestError, match=r"query band \[30, 40\] must have 50 <= low"):
+        query_bands(manifest)
+    del manifest["parameters"]["query_bands"], manifest["parameters"]["query_percentile"]
+    with pytest.raises(ManifestError, match="has no 'query_percentile'"):
+        query_bands(manifest)
+
+
+def test_query_candidates_with_and_without_percentiles():
+    from stimuli.artifact import query_candidates
+
+    unit = {"index": 0, "queries_max": ["a.png", "b.png"], "queries_min": ["c.png", "d.png"]}
+    old = query_candidates(unit)
+    assert old.queries_max == ("a.png", "b.png") and old.max_percentiles is None and old.min_percentiles is None
+    unit.update(queries_max_percentile=[99.5, 91.0], queries_min_percentile=[0.5, 9.0])
+    new = query_candidates(unit)
+    assert new.max_percentiles == (99.5, 91.0) and new.min_percentiles == (0.5, 9.0)
+    unit["queries_min_percentile"] = [0.5]
+    with pytest.raises(ManifestError, match="'queries_min_percentile' has 1 values for 2 queries_min"):
+        query_candidates(unit, "unit conv2:pca:0")
+    del unit["queries_min_percentile"]
+    with pytest.raises(ManifestError, match="one side only"):
+        query_candidates(unit)

@@ -28,6 +28,10 @@ def test_comma_separated_strings_accepted():
     ({"bases": ["pca", "ica"]}, "unknown basis 'ica'"),
     ({"bogus": 1}, "unknown configuration key"),
     ({"query_percentile": 80}, "query_percentile"),
+    ({"query_bands": [[85, 95], [40, 60]]}, r"query band \[40, 60\] must have 50 <= low < high <= 100"),
+    ({"query_bands": [[90, 100], [90, 100]]}, "listed twice"),
+    ({"query_bands": [90, 100]}, "a query band is a pair"),
+    ({"query_bands": []}, "query_bands must be a non-empty list"),
     ({"n_units": 0}, "n_units"),
     ({"pooling": "median"}, "pooling"),
     ({"activation": "pre_relu"}, "nmf basis needs non-negative"),
@@ -75,7 +79,9 @@ def test_stored_demo_job_parameters_still_read():
     config = StimulusConfig.from_dict(values)
     from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
     assert from_manifest == config
-    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0}
+    # keys added since the data was saved write their defaults
+    added = {"query_bands": None}
+    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0, **added}
     assert config.mis.layer == "relu3" and config.influence.class_index == 3 and config.attribution.overlays
 
 

@@ -40,11 +40,16 @@ def test_manifest_follows_the_contract(demo_run):
             assert isinstance(u["index"], int) and 0 <= u["index"] < k
             assert "explained_variance_ratio" in u["measures"]
             assert len(u["references_max"]) == 9 and len(u["references_min"]) == 9
-            assert len(u["queries_max"]) == len(u["queries_min"]) == config.exemplars.n_queries
-            assert len(u["strip"]) == config.exemplars.strip_length
-            assert len(u["strips"]) == config.exemplars.n_strips == 4 and u["strips"][0] == u["strip"]
-            assert all(len(s) == config.exemplars.strip_length for s in u["strips"])
-            assert len({f for s in u["strips"] for f in s}) == config.exemplars.n_strips * config.exemplars.strip_length
+            ex = config.exemplars
+            assert len(u["queries_max"]) == len(u["queries_min"]) == ex.n_queries
+            # the one band of query_percentile 10: (90, 100] above, [0, 10) below
+            assert all(90 < p <= 100 for p in u["queries_max_percentile"])
+            assert all(0 <= p < 10 for p in u["queries_min_percentile"])
+            assert len(u["queries_max_percentile"]) == len(u["queries_min_percentile"]) == ex.n_queries
+            assert len(u["strip"]) == ex.strip_length
+            assert len(u["strips"]) == ex.n_strips == 4 and u["strips"][0] == u["strip"]
+            assert all(len(s) == ex.strip_length for s in u["strips"])
+            assert len({f for s in u["strips"] for f in s}) == ex.n_strips * ex.strip_length
             refs = set(u["references_max"]) | set(u["references_min"])
             assert not refs & (set(u["queries_max"]) | set(u["queries_min"]))
             for f in (u["references_max"] + u["references_min"] + u["queries_max"] + u["queries_min"]

@@ -17,12 +17,30 @@ def image_name(job, basis, index, role, i):
     return f"{digest}.png"
 
 
-def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True):
+def band_percentiles(bands, n_queries):
+    """Query candidates' percentiles as an artifact with `query_bands` records them: `n_queries` per band and
+    side, band by band, most extreme first, the maximal ones spread over (low, high], the minimal ones over
+    the mirror [100 - high, 100 - low)."""
+    q_max, q_min = [], []
+    for low, high in bands:
+        step = (high - low) / n_queries
+        q_max += [high - step * i for i in range(n_queries)]
+        q_min += [100 - high + step * i for i in range(n_queries)]
+    return q_max, q_min
+
+
+def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True,
+             query_bands=None):
+    """`query_bands`: the job renders `n_queries` candidates per side for each band, each with its
+    percentile; None: an artifact of one band whose candidates carry none (written before they did)."""
     n = next(_counter)
     network = Network.objects.create(name=f"net{n}")
     image_set = ImageSet.objects.create(name=f"images{n}")
+    summary = {"parameters": {"query_percentile": 10.0, "query_bands": query_bands}} if query_bands else {}
     job = StimulusJob.objects.create(network=network, image_set=image_set, layer=layer, bases=",".join(bases),
-                                     status=StimulusJob.Status.SUCCEEDED)
+                                     status=StimulusJob.Status.SUCCEEDED, summary=summary)
+    n_candidates = n_queries * len(query_bands) if query_bands else n_queries
+    percentiles = band_percentiles(query_bands, n_queries) if query_bands else None
     rows = []
     for basis in bases:
         for index in range(n_units):
@@ -30,13 +48,16 @@ def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_s
             lists = {
                 Exemplar.Role.REFERENCE_MAX: [image_name(job, basis, index, "rmax", i) for i in range(9)],
                 Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],
-                Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_queries)],
-                Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_queries)],
+                Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_candidates)],
+                Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_candidates)],
             }
             if overlays:
                 lists[Exemplar.Role.OVERLAY_MAX] = [image_name(job, basis, index, "omax", i) for i in range(9)]
             for role, images in lists.items():
-                rows += [Exemplar(unit=unit, role=role, position=i, image=img) for i, img in enumerate(images)]
+                side = {Exemplar.Role.QUERY_MAX: 0, Exemplar.Role.QUERY_MIN: 1}.get(role)
+                rows += [Exemplar(unit=unit, role=role, position=i, image=img,
+                                  percentile=percentiles[side][i] if percentiles and side is not None else None)
+                         for i, img in enumerate(images)]
             for group in range(n_strips):
                 rows += [Exemplar(unit=unit, role=Exemplar.Role.STRIP, group=group, position=i,
                                   image=image_name(job, basis, index, f"strip{group}", i)) for i in range(9)]
