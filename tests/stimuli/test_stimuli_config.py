@@ -75,7 +75,9 @@ def test_stored_demo_job_parameters_still_read():
     config = StimulusConfig.from_dict(values)
     from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
     assert from_manifest == config
-    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0}
+    # keys added since, at their defaults (a section that is off)
+    added = {"occlusion": {}}
+    assert config.to_dict() == {**stored, **added, "network": "demo", "dataset": "digits", "seed": 0}
     assert config.mis_layer == "relu3" and config.influence_class == 3 and config.attribution_overlays
 
 
