@@ -28,7 +28,7 @@ COLUMNS = [
     "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
-    *FLAG_COLUMNS, "unit_mis", "mis_delta",
+    *FLAG_COLUMNS, "unit_mis", "mis_delta", "occlusion_delta_a", "occlusion_delta_b",
 ]
 QUESTION_PREFIX = "q_"
 
@@ -65,7 +65,15 @@ class MachineScores:
 
     def delta(self, trial):
         """Δ of the query pair the trial showed; None for catch trials (their queries are references,
-        which the machine does not score) and wherever the unit has no Δ for that pair."""
+        which the machine does not score) and wherever the unit has no Δ for that pair. An occlusion
+        trial's Δ is the network's own: |Δ| of the correct side's occlusion less that of the other, the
+        trial's margin (0 or more; larger is easier)."""
+        if trial.occlusion_delta_a is not None and trial.occlusion_delta_b is not None:
+            if trial.kind == Trial.Kind.CATCH:
+                return None
+            right, wrong = ((trial.occlusion_delta_a, trial.occlusion_delta_b) if trial.correct_query == "a"
+                            else (trial.occlusion_delta_b, trial.occlusion_delta_a))
+            return finite_number(abs(right) - abs(wrong))
         deltas = self.deltas.get(trial.unit_id)
         if deltas is None or trial.kind == Trial.Kind.CATCH or not trial.query_a or not trial.query_b:
             return None
@@ -147,6 +155,8 @@ def response_rows(study):
             **flags[participant.pk],
             "unit_mis": machine.mis.get(trial.unit_id),
             "mis_delta": machine.delta(trial),
+            "occlusion_delta_a": trial.occlusion_delta_a,
+            "occlusion_delta_b": trial.occlusion_delta_b,
         }
 
 
@@ -216,7 +226,8 @@ def response_frame(study):
     for column in FLAG_COLUMNS:
         if column not in ("excluded", "flagged"):
             frame[column] = frame[column].astype("boolean")
-    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms"):
+    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms", "occlusion_delta_a",
+                   "occlusion_delta_b"):
         frame[column] = frame[column].astype("float64")
     return frame
 
