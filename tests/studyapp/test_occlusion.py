@@ -183,3 +183,65 @@ def test_the_importer_publishes_the_occluded_images_and_keeps_the_key_off_the_we
     with pytest.raises(ArtifactError, match="larger absolute change"):
         import_artifact(job, folder)
     assert job.units.get().occlusion_trials == unit.occlusion_trials  # the failed import changed nothing
+
+
+@pytest.mark.django_db
+def test_the_simulators_oracle_agrees_with_every_stored_answer_key_from_the_stimulus_side():
+    from studyapp import participation
+    from studyapp.api import trial_payload
+    from studyapp.recruitment import Arrival
+    from studyapp.simulation import AnswerOracle
+
+    study = make_study(make_job(bases=("neuron", "pca")), n_main=18)
+    study.conditions.update(paradigm="occlusion_2afc")
+    oracle = AnswerOracle.from_study(study)
+    checked = 0
+    for i in range(4):
+        participant = participation.start(study, Arrival("prolific", f"occ-oracle-{i}", {}))
+        for trial in Trial.objects.filter(participant=participant).select_related("unit"):
+            verdict = oracle.judge(trial_payload(trial, "occlusion_2afc"))
+            assert (verdict.correct, verdict.kind, verdict.unit) == (trial.correct_query, trial.kind, trial.unit.key)
+            assert verdict.conditions == (participant.condition.name,)
+            checked += 1
+    assert checked == 4 * (3 + 18)
+
+
+def test_the_oracle_reads_occlusion_pairs_from_a_manifest():
+    from studyapp.simulation import AnswerOracle
+
+    manifest = {"layers": [{"layer": "conv2", "basis": "nmf", "units": [{
+        "index": 0, "references_max": ["images/r1.png"], "references_min": ["images/r2.png"],
+        "occlusion_trials": [{"query": "images/q.png", "a": "images/a.png", "b": "images/b.png", "correct": "b",
+                              "delta_a": 0.1, "delta_b": -0.4}],
+        "occlusion_catch_trials": [{"query": "images/r1.png", "a": "images/c.png", "b": "images/d.png",
+                                    "correct": "a", "delta_a": -0.9, "delta_b": 0.0}]}]}]}
+    oracle = AnswerOracle.from_manifest(manifest)
+    trial = {"block": "main", "paradigm": "occlusion_2afc", "references_max": [], "references_min": [],
+             "query_a": "/media/b.png", "query_b": "/media/a.png"}
+    assert (oracle.judge(trial).correct, oracle.judge(trial).kind) == ("a", "main")
+    catch = oracle.judge({**trial, "query_a": "/media/c.png", "query_b": "/media/d.png"})
+    assert (catch.correct, catch.kind, catch.unit) == ("a", "catch", "conv2:nmf:0")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simulated_participants_play_occlusion_conditions_with_planted_accuracies(live_server, settings):
+    from studyapp.models import Response
+    from studyapp.simulation import AnswerOracle, Behaviour, simulate
+
+    settings.PARTICIPANT_RATE_LIMIT_PER_IP = 0
+    settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
+    study = make_study(make_job(bases=("neuron", "pca")), n_main=9, participants_per_condition=10)
+    study.conditions.update(paradigm="occlusion_2afc")
+    study.conditions.filter(name="pca").update(reference_type="none")
+    behaviour = Behaviour(accuracy={"neuron": 1.0, "pca": 0.0}, catch_accuracy=1.0, practice_accuracy=1.0,
+                          reload_rate=0.0, double_submit_rate=0.0, return_rate=0.0)
+    result = simulate(live_server.url, study.slug, 4, behaviour=behaviour, oracle=AnswerOracle.from_study(study),
+                      concurrency=2, seed=2, max_seconds=120)
+    s = result.summary()
+    assert s["participants"]["completed"] == 4 and s["errors"] == 0 and s["oracle_misses"] == 0, \
+        result.format_summary()
+    main = Response.objects.filter(participant__study=study, trial__kind="main")
+    assert main.filter(participant__condition__name="neuron").exists()
+    assert not main.filter(participant__condition__name="neuron", correct=False).exists()
+    assert not main.filter(participant__condition__name="pca", correct=True).exists()
+    assert not Response.objects.filter(participant__study=study, trial__kind="catch", correct=False).exists()
