@@ -166,8 +166,8 @@ def occlude(image: Image.Image, box: Box, fill: str) -> Image.Image:
 # ------------------------------------------------------------------------------------------ scores
 class PngScorer:
     """A unit's score on PNG bytes, read back through the network's own preprocessing, many at a time
-    (one forward pass per batch); the score function is :func:`stimuli.scores.unit_scores`, the values
-    those of :func:`stimuli.featurevis.score_png` on each file."""
+    (one forward pass per batch); the score function is :func:`stimuli.scores.unit_scores`, the exact
+    values those of :func:`stimuli.featurevis.score_png` on each file."""
 
     def __init__(self, net, images, layer: str, basis, pooling: str = "mean", activation: str = "post_relu",
                  device="cpu", batch_size: int = 256) -> None:
@@ -179,7 +179,10 @@ class PngScorer:
         self.layer, self.basis, self.pooling, self.activation = layer, basis, pooling, activation
         self.device, self.batch_size = device, batch_size
 
-    def __call__(self, pngs: list[bytes], unit: int) -> np.ndarray:
+    def __call__(self, pngs: list[bytes], unit: int, exact: bool = True) -> np.ndarray:
+        """The unit's score on each PNG. ``exact=False`` lets a solver's codes (NMF, dictionary) be found
+        for the whole batch at once, good to well within any margin for ranking positions; ``exact``
+        finds each image's own, as :func:`stimuli.featurevis.score_png` reads a saved PNG."""
         import torch
 
         from ..activations import pool
@@ -193,11 +196,11 @@ class PngScorer:
                 if self.activation == "post_relu":
                     t = torch.relu(t)
                 pooled = pool(t, self.pooling)
-                if self.basis.tags.linear_codes:
+                if self.basis.tags.linear_codes or not exact:
                     out.append(unit_scores(self.basis, pooled)[:, unit].double().cpu().numpy())
                 else:
                     # a solver's code depends on its batch through the convergence test: one image at a
-                    # time, as stimuli.featurevis.score_png reads a saved PNG, so the key is the image's own
+                    # time, so the key is the image's own
                     out.append(np.array([float(unit_scores(self.basis, pooled[k:k + 1])[0, unit])
                                          for k in range(len(pooled))]))
         return np.concatenate(out) if out else np.empty(0)
@@ -214,10 +217,10 @@ class Candidates:
     content: np.ndarray
 
 
-def candidates(image: Image.Image, unit: int, score: Callable[[list[bytes], int], np.ndarray],
+def candidates(image: Image.Image, unit: int, score: Callable[..., np.ndarray],
                settings: OcclusionSettings) -> Candidates:
-    """Every grid position of ``image`` occluded, rendered to PNG and scored: Δ = s(occluded PNG) −
-    s(query PNG)."""
+    """Every grid position of ``image`` occluded, rendered to PNG and scored, the batch at once, to rank
+    the positions: Δ = s(occluded PNG) − s(query PNG). A kept pair is scored again image by image."""
     from ..render import png_bytes
 
     query_png = png_bytes(image)
@@ -225,7 +228,7 @@ def candidates(image: Image.Image, unit: int, score: Callable[[list[bytes], int]
     shown.load()
     boxes = grid(shown.size[0], settings.patch, settings.stride)
     pngs = [png_bytes(occlude(shown, b, settings.fill)) for b in boxes]
-    scores = score([query_png, *pngs], unit)
+    scores = score([query_png, *pngs], unit, exact=False)
     return Candidates(query_png, boxes, pngs, scores[1:] - scores[0], content(shown, boxes))
 
 
@@ -250,9 +253,11 @@ class Pair:
         return abs(abs(self.delta_a) - abs(self.delta_b))
 
 
-def _sided(c: Candidates, first: int, second: int, swap: bool) -> Pair:
+def _sided(c: Candidates, first: int, second: int, swap: bool, unit: int, score) -> Pair:
+    """The pair with its changes scored again, each PNG on its own (the stored key)."""
     i, j = (second, first) if swap else (first, second)
-    return Pair(c.query_png, c.pngs[i], c.pngs[j], c.boxes[i], c.boxes[j], float(c.deltas[i]), float(c.deltas[j]))
+    s_query, s_a, s_b = score([c.query_png, c.pngs[i], c.pngs[j]], unit, exact=True)
+    return Pair(c.query_png, c.pngs[i], c.pngs[j], c.boxes[i], c.boxes[j], float(s_a - s_query), float(s_b - s_query))
 
 
 def extreme_pair(c: Candidates) -> tuple[int, int] | None:
@@ -291,7 +296,7 @@ def _pairs(images: list[Image.Image], unit: int, score, settings: OcclusionSetti
         picked = rule(c)
         if picked is None:
             continue
-        pair = _sided(c, *picked, swap=bool(rng.random() < 0.5))
+        pair = _sided(c, *picked, swap=bool(rng.random() < 0.5), unit=unit, score=score)
         if pair.margin >= settings.margin * score_range and pair.margin > 0:
             kept.append(pair)
     return kept

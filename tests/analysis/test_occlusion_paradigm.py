@@ -78,3 +78,10 @@ def test_descriptives_and_the_report_group_accuracy_by_paradigm(tmp_path, capsys
     html = (tmp_path / "report" / "report.html").read_text()
     # the table's cells offer line breaks after underscores (<wbr>)
     assert "occlusion_2afc" in re.sub(r"<[^>]+>", "", html)
+
+
+def test_describe_prints_accuracy_per_paradigm_and_reference_type(export, capsys):
+    assert main(["describe", str(export), "--n-boot", "100"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("Accuracy per paradigm and reference type", 1)[1]
+    assert all(kind in section.split("\n\n")[0] for kind in PLANTED)
