@@ -245,3 +245,29 @@ def test_simulated_participants_play_occlusion_conditions_with_planted_accuracie
     assert not main.filter(participant__condition__name="neuron", correct=False).exists()
     assert not main.filter(participant__condition__name="pca", correct=True).exists()
     assert not Response.objects.filter(participant__study=study, trial__kind="catch", correct=False).exists()
+
+
+@pytest.mark.django_db
+def test_a_jobs_content_hash_follows_its_occlusion_pairs_and_is_unchanged_without_them():
+    from studyapp.studyfile import content_hash
+
+    plain = make_job(bases=("neuron",), n_units=1, n_occlusion=0)
+    before = content_hash(plain)
+    assert before is not None and content_hash(plain) == before
+    with_pairs = make_job(bases=("neuron",), n_units=1, n_occlusion=2)
+    unit = with_pairs.units.get()
+    digest = content_hash(with_pairs)
+    unit.occlusion_trials = [{**p, "delta_a": p["delta_a"] * 2} for p in unit.occlusion_trials]
+    unit.save()
+    assert content_hash(with_pairs) != digest
+    unit.occlusion_trials = []
+    unit.save()
+    # without pairs the hash is that of the exemplars alone, as before occlusion pairs existed
+    from studyapp.models import Exemplar
+    import hashlib
+    import json as _json
+    rows = (Exemplar.objects.filter(unit__job=with_pairs)
+            .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
+            .values_list("unit__layer", "unit__basis", "unit__index", "role", "group", "position", "image"))
+    expected = hashlib.sha256(b"".join(_json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows))
+    assert content_hash(with_pairs) == f"sha256:{expected.hexdigest()}"
