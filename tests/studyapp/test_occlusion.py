@@ -271,3 +271,17 @@ def test_a_jobs_content_hash_follows_its_occlusion_pairs_and_is_unchanged_withou
             .values_list("unit__layer", "unit__basis", "unit__index", "role", "group", "position", "image"))
     expected = hashlib.sha256(b"".join(_json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows))
     assert content_hash(with_pairs) == f"sha256:{expected.hexdigest()}"
+
+
+@pytest.mark.django_db
+def test_the_monitor_shows_the_paradigm_and_the_published_accuracy_beside_an_occlusion_condition(client):
+    from studyapp.monitor import study_monitor
+
+    study = make_study(make_job(bases=("neuron", "pca")))
+    study.conditions.filter(name="pca").update(paradigm="occlusion_2afc", reference_type="synthetic")
+    play_to_the_questionnaire(client, study)
+    rows = {row["condition"]: row for row in study_monitor(study)}
+    assert rows["pca"]["paradigm"].startswith("occlusion 2AFC") and rows["neuron"]["paradigm"].startswith("reference")
+    assert rows["pca"]["machine_accuracy"] is None and "68 ± 4 %" in rows["pca"]["machine_reason"]
+    played = [r for r in rows.values() if r["started"]]
+    assert len(played) == 1 and played[0]["main_accuracy"] == 1.0
