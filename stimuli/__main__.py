@@ -16,6 +16,7 @@ from .measures.attribution import METHODS as ATTRIBUTION_METHODS
 from .measures.mis import MISSettings
 from .measures.sobol import PERTURBATIONS as SOBOL_PERTURBATIONS
 from .measures.sobol import SobolSettings
+from .measures.occlusion import FILLS as OCCLUSION_FILLS
 from .sections import add_flags, flag_fields
 from .selection import UNIT_SELECTIONS
 
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="add synthetic references (feature visualizations) with this parameterisation")
     g.add_argument("--feature-vis-steps", dest="feature_vis_steps", type=int,
                    help="optimisation steps per feature visualization (default 256)")
+    g.add_argument("--occlusion-pairs", dest="occlusion_pairs", type=int,
+                   help="occlusion pairs per unit (Zimmermann et al. 2021's task; default 0: none)")
+    g.add_argument("--occlusion-fill", dest="occlusion_fill", choices=OCCLUSION_FILLS,
+                   help="occluder fill: the image's mean colour (default) or a blur of it")
     g.add_argument("--batch-size", dest="batch_size", type=int)
     g.add_argument("--device")
     g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
@@ -188,6 +193,13 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
         if args.feature_vis_steps is not None:
             fv["steps"] = args.feature_vis_steps
         data["feature_vis"] = fv
+    if args.occlusion_pairs is not None or args.occlusion_fill is not None:
+        occlusion = dict(data.get("occlusion") or {})
+        if args.occlusion_pairs is not None:
+            occlusion["pairs_per_unit"] = args.occlusion_pairs
+        if args.occlusion_fill is not None:
+            occlusion["fill"] = args.occlusion_fill
+        data["occlusion"] = occlusion
     return StimulusConfig.from_dict(data)
 
 

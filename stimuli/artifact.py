@@ -335,3 +335,46 @@ def query_bands(manifest: dict[str, Any]) -> list[tuple[float, float]]:
             raise ManifestError(f"the manifest's parameters: {exc}") from None
     percentile = _required(parameters, "query_percentile", (int, float), "the manifest's parameters")
     return [(100.0 - float(percentile), 100.0)]
+
+
+@dataclass(frozen=True)
+class OcclusionTrial:
+    """One occlusion pair of a unit (Zimmermann et al. 2021; :mod:`stimuli.measures.occlusion`): the query's
+    file, the two occluded copies ``a`` and ``b`` (paths inside the artifact folder), the side whose
+    occlusion changes the unit's score more, and each side's change."""
+
+    query: str
+    a: str
+    b: str
+    correct: str
+    delta_a: float
+    delta_b: float
+
+    @property
+    def margin(self) -> float:
+        """How much larger the correct side's change is: practice takes the largest."""
+        return abs(abs(self.delta_a) - abs(self.delta_b))
+
+
+def occlusion_trials(unit: dict[str, Any], key: str = "occlusion_trials") -> list[OcclusionTrial]:
+    """A manifest unit's ``occlusion_trials`` (or, with ``key="occlusion_catch_trials"``, its catch pairs);
+    empty for a job run without occlusion pairs. A malformed entry raises :class:`ManifestError`."""
+    entries = unit.get(key, [])
+    where = f"unit {unit.get('index')}'s {key}"
+    if not isinstance(entries, list):
+        raise ManifestError(f"{where} must be a list")
+    out = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{at} is not a mapping")
+        correct = _required(entry, "correct", str, at)
+        if correct not in ("a", "b"):
+            raise ManifestError(f"{at}: 'correct' must be 'a' or 'b', not {correct!r}")
+        delta_a, delta_b = (float(_required(entry, k, (int, float), at)) for k in ("delta_a", "delta_b"))
+        if (abs(delta_a) > abs(delta_b)) != (correct == "a"):
+            raise ManifestError(f"{at}: 'correct' is not the side of the larger absolute change")
+        out.append(OcclusionTrial(query=_required(entry, "query", str, at), a=_required(entry, "a", str, at),
+                                  b=_required(entry, "b", str, at), correct=correct, delta_a=delta_a,
+                                  delta_b=delta_b))
+    return out

@@ -17,6 +17,7 @@ from .measures.attribution import METHODS as ATTRIBUTION_METHODS
 from .measures.decisions import DecisionMeasuresSettings
 from .measures.influence import InfluenceSettings
 from .measures.mis import MISSettings
+from .measures.occlusion import OcclusionSettings
 from .measures.sobol import SobolSettings
 from .sections import Section
 from .selection import MIS_SELECTIONS, UNIT_SELECTIONS
@@ -143,6 +144,9 @@ class StimulusConfig:
     figures: bool = True
     # synthetic references: false, or a mapping with keys among FEATURE_VIS_DEFAULTS
     feature_vis: bool | dict[str, Any] = False
+    # occlusion pairs (Zimmermann et al. 2021; stimuli.measures.occlusion): a mapping with keys among
+    # pairs_per_unit (0 or absent: none), patch, stride, fill, margin
+    occlusion: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -213,6 +217,10 @@ class StimulusConfig:
 
     def sae_params(self) -> dict[str, Any]:
         return {**SAE_DEFAULTS, **self.sae}
+
+    def occlusion_settings(self) -> OcclusionSettings:
+        """The occlusion section with its defaults filled in (``pairs_per_unit`` 0: off)."""
+        return OcclusionSettings.from_mapping(self.occlusion)
 
     def feature_vis_params(self) -> dict[str, Any] | None:
         """The feature_vis settings with defaults filled in, or None when off."""
@@ -304,6 +312,7 @@ class StimulusConfig:
              f"attribution_method must be one of {', '.join(ATTRIBUTION_METHODS)}, not {self.attribution_method!r}")
         need(isinstance(self.figures, bool), "figures must be true or false")
         self._check_feature_vis()
+        self.occlusion_settings().validate()
         for b in self.bases:
             if basis_class(b).tags.non_negative_input and self.activation != "post_relu":
                 raise ValueError(f"the {b} basis needs non-negative activations: use activation='post_relu'")

@@ -1,4 +1,4 @@
-"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → region
+"""The stimulus job: network → activations → bases → units → exemplars → PNGs → occlusion pairs → measures → region
 Sobol indices → artifact.
 
 :func:`run` calls one function per stage of :data:`STAGES`, each taking what it reads by name and
@@ -23,7 +23,8 @@ from .figures import draw_figures
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "measures", "sobol", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
+          "write")
 
 Progress = Callable[[str, float], None]
 
@@ -428,7 +429,8 @@ def _network_labels(inputs: Inputs) -> np.ndarray | None:
     return None
 
 
-def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict) -> dict:
+def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict,
+                occlusion: dict | None = None) -> dict:
     files = rendered.files
     ex = unit.exemplars
     entry = {
@@ -445,6 +447,7 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, syn
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }
     entry.update(synthetic.get((layer, name, unit.index), {}))
+    entry.update((occlusion or {}).get((layer, name, unit.index), {}))
     if rendered.overlays:
         entry["attribution_overlays_max"] = rendered.overlays[(layer, name, unit.index)]
     return entry
@@ -473,6 +476,19 @@ def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[
     return synthetic
 
 
+def occlusion_pairs(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted], chosen: Chosen,
+                    writer: ArtifactWriter, size: int, report: Progress) -> dict:
+    """Stage ``occlusion``: each chosen unit's occlusion pairs and catch pairs (:mod:`stimuli.measures.occlusion`),
+    scored on their PNGs; nothing when ``occlusion.pairs_per_unit`` is 0."""
+    from .measures.occlusion import occlusion_stage
+
+    report("occlusion", 0.0)
+    out = occlusion_stage(config, inputs.net, inputs.images, fitted, chosen.units, writer, size, inputs.device,
+                          report)
+    report("occlusion", 1.0)
+    return out
+
+
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
                       chosen: Chosen, influence: dict, report: Progress):
     """Part of stage ``measures``: the decision measures of :mod:`stimuli.measures.decisions` (essence, ablation,
@@ -488,7 +504,7 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
                   influence: dict, chosen: Chosen, rendered: Rendered, synthetic: Synthetic, decisions,
-                  report: Progress) -> list[dict]:
+                  report: Progress, occlusion: dict | None = None) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
     completeness, its decision measures, and its chosen units with their files."""
     from .measures.completeness import cumulative_explained_variance, unit_order
@@ -510,7 +526,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             "cumulative_explained_variance": _r(cum),
             "cumulative_order": [int(i) for i in unit_order(basis)],
             "completeness": completeness,
-            "units": [_unit_entry(layer, name, u, rendered, synthetic.files) for u in chosen.units[key]],
+            "units": [_unit_entry(layer, name, u, rendered, synthetic.files, occlusion) for u in chosen.units[key]],
         }
         if completeness_error:
             entry["completeness_error"] = completeness_error
@@ -553,6 +569,8 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
     parameters = {k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")}
     if feature_vis is not None:
         parameters["feature_vis"] = config.feature_vis_params()
+    if config.occlusion_settings().pairs_per_unit:
+        parameters["occlusion"] = config.occlusion_settings().to_dict()
     manifest = build_manifest(
         network=inputs.net.describe(), dataset=dataset, seed=config.seed, parameters=parameters,
         layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol, figures=figures,
@@ -592,9 +610,10 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
         synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
+        occlusion = occlusion_pairs(config, inputs, fitted, chosen, writer, rendered.size, report)
         decisions = measure_decisions(config, inputs, fitted, chosen, influence, report)
         layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
-                               report)
+                               report, occlusion)
         figures = draw_figures(layers, writer.tmp) if config.figures else []
         sobol = region_sobol(config, inputs, writer, rendered.size, report)
         return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report)

@@ -30,7 +30,7 @@ COLUMNS = [
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
     "px_per_cm", "viewing_distance_cm", "image_size_deg",
-    *FLAG_COLUMNS, "unit_mis", "mis_delta",
+    *FLAG_COLUMNS, "unit_mis", "mis_delta", "occlusion_delta_a", "occlusion_delta_b",
 ]
 QUESTION_PREFIX = "q_"
 
@@ -67,7 +67,15 @@ class MachineScores:
 
     def delta(self, trial):
         """Δ of the query pair the trial showed; None for catch trials (their queries are references,
-        which the machine does not score) and wherever the unit has no Δ for that pair."""
+        which the machine does not score) and wherever the unit has no Δ for that pair. An occlusion
+        trial's Δ is the network's own: |Δ| of the correct side's occlusion less that of the other, the
+        trial's margin (0 or more; larger is easier)."""
+        if trial.occlusion_delta_a is not None and trial.occlusion_delta_b is not None:
+            if trial.kind == Trial.Kind.CATCH:
+                return None
+            right, wrong = ((trial.occlusion_delta_a, trial.occlusion_delta_b) if trial.correct_query == "a"
+                            else (trial.occlusion_delta_b, trial.occlusion_delta_a))
+            return finite_number(abs(right) - abs(wrong))
         deltas = self.deltas.get(trial.unit_id)
         if deltas is None or trial.kind == Trial.Kind.CATCH or not trial.query_a or not trial.query_b:
             return None
@@ -154,6 +162,8 @@ def response_rows(study):
             **flags[participant.pk],
             "unit_mis": machine.mis.get(trial.unit_id),
             "mis_delta": machine.delta(trial),
+            "occlusion_delta_a": trial.occlusion_delta_a,
+            "occlusion_delta_b": trial.occlusion_delta_b,
         }
 
 
@@ -224,7 +234,7 @@ def response_frame(study):
         if column not in ("excluded", "flagged"):
             frame[column] = frame[column].astype("boolean")
     for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms", "px_per_cm",
-                   "viewing_distance_cm", "image_size_deg"):
+                   "viewing_distance_cm", "image_size_deg", "occlusion_delta_a", "occlusion_delta_b"):
         frame[column] = frame[column].astype("float64")
     return frame
 

@@ -66,6 +66,7 @@ def _trial_rows(participant, specs, first_position):
             attempt=s.attempt, unit_id=s.unit_id, references_min=s.references_min,
             references_max=s.references_max, query_a=s.query_a, query_b=s.query_b,
             correct_query=s.correct_query, strip_a=s.strip_a, strip_b=s.strip_b,
+            occlusion_delta_a=s.occlusion_delta_a, occlusion_delta_b=s.occlusion_delta_b,
             condition_id=s.condition if s.condition is not None else participant.condition_id,
             block_index=s.block_index if s.condition is not None else (0 if s.block == "main" else None),
         )

@@ -9,6 +9,12 @@ The `overlay` reference type shows the most activating references as attribution
 the image the unit responds), so a study can measure whether the overlay helps people. `synthetic` shows
 feature visualizations as references while queries stay natural images (Borowski et al.'s "optimized"
 condition); `mixed` shows the feature visualizations and the natural references side by side.
+
+The occlusion 2AFC (Zimmermann et al., 2021) shows the references as the reference 2AFC does and, in the
+centre, one query image twice, each copy with a square occluder; the correct side is the occlusion that
+changes the unit's score more, as the stimulus job computed it on the very images shown. Practice takes
+each unit's pairs of largest margin (the easiest); catch trials pit an occluder over a blank area against
+one over the unit's strongest region (`occlusion_catch`, stimuli.measures.occlusion).
 """
 import math
 from dataclasses import dataclass, field, replace
@@ -19,7 +25,7 @@ REFERENCE_TYPES = ("natural", "max_only", "none", "overlay", "synthetic", "mixed
 SYNTHETIC_TYPES = ("synthetic", "mixed")
 
 
-PARADIGMS = ("reference_2afc", "ordered_strip")
+PARADIGMS = ("reference_2afc", "ordered_strip", "occlusion_2afc")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class UnitExemplars:
     # empty for an artifact written before they were recorded
     queries_max_percentile: list = field(default_factory=list)
     queries_min_percentile: list = field(default_factory=list)
+    # occlusion pairs ({"a", "b", "correct", "delta_a", "delta_b"}, published names) and catch pairs
+    occlusion: list = field(default_factory=list)
+    occlusion_catch: list = field(default_factory=list)
 
     @property
     def name(self):
@@ -59,6 +68,9 @@ class TrialSpec:
     strip_b: list = field(default_factory=list)
     condition: object = None  # the key of the condition the trial belongs to (a design's block list)
     block_index: int | None = None  # the block's place in the participant's schedule
+    # occlusion 2AFC: the unit's score change under the occluder shown as query a and as query b
+    occlusion_delta_a: float | None = None
+    occlusion_delta_b: float | None = None
 
 
 def _shown_references(unit, reference_type):
@@ -189,6 +201,9 @@ def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, 
     """The whole list a participant starts with: one practice attempt, then the main block."""
     _check_paradigm(paradigm)
     rng = np.random.default_rng(seed)
+    if paradigm == "occlusion_2afc":
+        practice = occlusion_practice_trials(units, n_practice, reference_type, rng, attempt=1) if n_practice else []
+        return practice + occlusion_main_trials(units, n_main, catch_ratio, reference_type, rng)
     if paradigm == "ordered_strip":
         practice = strip_practice_trials(units, n_practice, rng, attempt=1) if n_practice else []
         return practice + strip_main_trials(units, n_main, catch_ratio, rng)
@@ -200,6 +215,8 @@ def repeat_practice(units, *, n_practice, reference_type, seed, attempt, paradig
     """A fresh practice block for attempt `attempt`, drawn from its own stream of the participant's seed."""
     _check_paradigm(paradigm)
     rng = np.random.default_rng([seed, attempt])
+    if paradigm == "occlusion_2afc":
+        return occlusion_practice_trials(units, n_practice, reference_type, rng, attempt=attempt)
     if paradigm == "ordered_strip":
         return strip_practice_trials(units, n_practice, rng, attempt=attempt)
     return practice_trials(units, n_practice, reference_type, rng, attempt=attempt)
@@ -274,6 +291,80 @@ def strip_main_trials(units, n, catch_ratio, rng):
     return trials
 
 
+def _margin(pair):
+    return abs(abs(pair["delta_a"]) - abs(pair["delta_b"]))
+
+
+def _easiest_first(unit):
+    """The unit's occlusion pairs by decreasing margin (ties by the artifact's order): practice takes the
+    first, main trials reach them last."""
+    return sorted(range(len(unit.occlusion)), key=lambda i: (-_margin(unit.occlusion[i]), i))
+
+
+def _occlusion_trial(rng, unit, block, kind, pair, reference_type, attempt=None):
+    refs_max, refs_min = _shown_references(unit, reference_type)
+    a, b, delta_a, delta_b = pair["a"], pair["b"], float(pair["delta_a"]), float(pair["delta_b"])
+    # the artifact drew a side per pair; each participant gets a fresh draw, so no pair always sits left
+    if rng.random() < 0.5:
+        a, b, delta_a, delta_b = b, a, delta_b, delta_a
+    return TrialSpec(block=block, kind=kind, unit_id=unit.unit_id, query_a=a, query_b=b,
+                     correct_query="a" if abs(delta_a) > abs(delta_b) else "b", references_max=refs_max,
+                     references_min=refs_min, attempt=attempt, occlusion_delta_a=delta_a, occlusion_delta_b=delta_b)
+
+
+def _check_occlusion(units, need_catch):
+    if not units:
+        raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
+    for unit in units:
+        if not unit.occlusion:
+            raise ValueError(f"unit {unit.name} has no occlusion pairs: run its stimulus job with occlusion "
+                             "pairs_per_unit (--occlusion-pairs)")
+        if need_catch and not unit.occlusion_catch:
+            raise ValueError(f"unit {unit.name} has no occlusion catch pair (a blank area against its strongest "
+                             "region) in its artifact")
+
+
+def occlusion_practice_trials(units, n, reference_type, rng, attempt=1):
+    """Easy trials: each unit's pairs of largest margin, the units in turn."""
+    _check_occlusion(units, need_catch=False)
+    order = rng.permutation(len(units))
+    trials = []
+    for i in range(n):
+        unit = units[order[i % len(units)]]
+        easiest = _easiest_first(unit)
+        pair = unit.occlusion[easiest[(i // len(units)) % len(easiest)]]
+        trials.append(_occlusion_trial(rng, unit, "practice", "practice", pair, reference_type, attempt=attempt))
+    return trials
+
+
+def occlusion_main_trials(units, n, catch_ratio, reference_type, rng):
+    """`n` main trials spread evenly over the units, about `catch_ratio` of them catch trials, shuffled.
+    A unit's pairs are used without replacement, the easiest (which practice shows with feedback) last."""
+    n_catch = int(round(n * catch_ratio))
+    _check_occlusion(units, need_catch=n_catch > 0)
+    unit_order = np.concatenate([rng.permutation(len(units)) for _ in range(n // len(units) + 1)])[:n]
+    catch_slots = set(rng.choice(n, size=n_catch, replace=False).tolist()) if n_catch else set()
+
+    def fresh(unit):
+        # the easiest pair last; the others in a random order
+        easiest = _easiest_first(unit)
+        return [easiest[int(i)] for i in rng.permutation(np.arange(1, len(easiest)))] + easiest[:1]
+
+    unused = {u.unit_id: [] for u in units}
+    trials = []
+    for slot, unit_index in enumerate(unit_order):
+        unit = units[unit_index]
+        if slot in catch_slots:
+            pair = unit.occlusion_catch[int(rng.integers(len(unit.occlusion_catch)))]
+            trials.append(_occlusion_trial(rng, unit, "main", "catch", pair, reference_type))
+            continue
+        pairs = unused[unit.unit_id]
+        if not pairs:
+            pairs.extend(fresh(unit))
+        trials.append(_occlusion_trial(rng, unit, "main", "main", unit.occlusion[pairs.pop(0)], reference_type))
+    return trials
+
+
 def limit_references(unit, n_references):
     """The unit with at most `n_references` references per side (the strongest first, as the artifact
     orders them), so that trials and their catch queries use only what the condition shows."""
@@ -310,6 +401,9 @@ class ConditionPlan:
 def _plan_main(plan, n, catch_ratio, rng):
     if plan.paradigm == "ordered_strip":
         return strip_main_trials(plan.units, n, catch_ratio, rng)
+    if plan.paradigm == "occlusion_2afc":
+        specs = occlusion_main_trials(plan.shown_units(), n, catch_ratio, plan.reference_type, rng)
+        return specs if plan.min_references else _without_min(specs)
     specs = main_trials(plan.shown_units(), n, catch_ratio, plan.reference_type, rng)
     return specs if plan.min_references else _without_min(specs)
 
@@ -317,6 +411,9 @@ def _plan_main(plan, n, catch_ratio, rng):
 def plan_practice(plan, n_practice, rng, attempt=1):
     if plan.paradigm == "ordered_strip":
         specs = strip_practice_trials(plan.units, n_practice, rng, attempt=attempt)
+    elif plan.paradigm == "occlusion_2afc":
+        specs = occlusion_practice_trials(plan.shown_units(), n_practice, plan.reference_type, rng, attempt=attempt)
+        specs = specs if plan.min_references else _without_min(specs)
     else:
         specs = practice_trials(plan.shown_units(), n_practice, plan.reference_type, rng, attempt=attempt)
         specs = specs if plan.min_references else _without_min(specs)

@@ -29,10 +29,26 @@ def band_percentiles(bands, n_queries):
     return q_max, q_min
 
 
+def occlusion_pairs(job, basis, index, n_pairs, n_catch=2):
+    """A unit's stored occlusion pairs (Unit.occlusion_trials, as the importer writes them): distinct
+    changes, the correct side the larger |change|, the pair's margin falling with its number."""
+    pairs = []
+    for kind, n in (("main", n_pairs), ("catch", n_catch)):
+        for i in range(n):
+            strong, weak = -(1.0 + 0.1 * (n - i)), 0.05 * (i % 3)
+            a_first = (i + index) % 2 == 0
+            delta_a, delta_b = (strong, weak) if a_first else (weak, strong)
+            pairs.append({"kind": kind, "a": image_name(job, basis, index, f"{kind}-occa", i),
+                          "b": image_name(job, basis, index, f"{kind}-occb", i),
+                          "correct": "a" if a_first else "b", "delta_a": delta_a, "delta_b": delta_b})
+    return pairs
+
+
 def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True,
-             query_bands=None):
+             query_bands=None, n_occlusion=6):
     """`query_bands`: the job renders `n_queries` candidates per side for each band, each with its
-    percentile; None: an artifact of one band whose candidates carry none (written before they did)."""
+    percentile; None: an artifact of one band whose candidates carry none (written before they did).
+    `n_occlusion`: each unit's stored occlusion pairs (and two catch pairs)."""
     n = next(_counter)
     network = Network.objects.create(name=f"net{n}")
     image_set = ImageSet.objects.create(name=f"images{n}")
@@ -44,7 +60,9 @@ def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_s
     rows = []
     for basis in bases:
         for index in range(n_units):
-            unit = Unit.objects.create(job=job, layer=layer, basis=basis, index=index)
+            unit = Unit.objects.create(job=job, layer=layer, basis=basis, index=index,
+                                       occlusion_trials=occlusion_pairs(job, basis, index, n_occlusion)
+                                       if n_occlusion else [])
             lists = {
                 Exemplar.Role.REFERENCE_MAX: [image_name(job, basis, index, "rmax", i) for i in range(9)],
                 Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],

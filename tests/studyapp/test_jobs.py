@@ -13,7 +13,9 @@ from studyapp.artifacts import ArtifactError, import_artifact, published_name
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
 
 
-def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
+def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None, occlusion=0):
+    """A small artifact as the pipeline writes one; `occlusion`: occlusion pairs per unit (and one catch
+    pair), their changes made up, the correct side the larger |change|."""
     out_dir.mkdir(parents=True)
     (out_dir / "images").mkdir()
     layers = []
@@ -26,6 +28,15 @@ def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
                 for name in names:
                     (out_dir / name).write_bytes(name.encode())
                 lists[key] = names
+            for key, n in (("occlusion_trials", occlusion), ("occlusion_catch_trials", 1 if occlusion else 0)):
+                lists[key] = []
+                for i in range(n):
+                    files = {side: f"images/{basis}{index}{key}{side}{i}.png" for side in ("query", "a", "b")}
+                    for name in files.values():
+                        (out_dir / name).write_bytes(name.encode())
+                    delta_a, delta_b = (-0.9 + 0.1 * i, 0.05) if (i + index) % 2 else (0.02, 0.8 - 0.1 * i)
+                    lists[key].append({**files, "correct": "a" if abs(delta_a) > abs(delta_b) else "b",
+                                       "delta_a": delta_a, "delta_b": delta_b})
             units.append({"index": index, "measures": {"explained_variance_ratio": 0.1}, **lists})
         layers.append({"layer": "conv2", "basis": basis, "n_components": 4,
                        "cumulative_explained_variance": [0.4, 0.7, 0.9, 1.0], "units": units})

@@ -30,8 +30,8 @@ def test_the_researchers_own_text_is_kept_for_every_paradigm(paradigm):
 
 
 def test_an_unknown_paradigm_is_refused_by_name():
-    with pytest.raises(ValueError, match="occlusion_2afc"):
-        texts.instructions_for("", "occlusion_2afc")
+    with pytest.raises(ValueError, match="saliency_2afc"):
+        texts.instructions_for("", "saliency_2afc")
 
 
 @pytest.mark.django_db

@@ -94,6 +94,8 @@ def test_a_job_is_matched_by_content_hash_not_by_id_or_name():
         source = job.units.get(basis=unit.basis, index=unit.index)
         rows += [Exemplar(unit=unit, role=e.role, group=e.group, position=e.position, image=e.image)
                  for e in source.exemplars.all()]
+        unit.occlusion_trials = source.occlusion_trials
+        unit.save(update_fields=["occlusion_trials"])
     Exemplar.objects.bulk_create(rows)
     assert studyfile.content_hash(twin) == studyfile.content_hash(job) != studyfile.content_hash(other)
     study.delete()
