@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._json import clean
+from .checks import DataError, rows_left_out, trial_kinds
 from .descriptives import (
     accuracy_by_condition,
     describe,
@@ -23,8 +25,6 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
-from ._json import clean
-from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM

@@ -21,8 +21,9 @@ the analysis's rules with the study's settings agree participant for participant
 from collections import defaultdict
 from dataclasses import dataclass
 
-from analysis.exclusions import ONE_SIDE_ALPHA, one_side_min_answers
 from django.db.models import Count, Q, Sum
+
+from analysis.exclusions import ONE_SIDE_ALPHA, one_side_min_answers
 
 from .models import Participant, Response
 

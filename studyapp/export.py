@@ -10,8 +10,8 @@ participant's own record of its assignment and the trial's unit, never the condi
 a condition edited after the answers (which `models.Condition` refuses, but an old database may hold)
 leaves the export as it was. In a within-participant or mixed design a participant does several conditions,
 so there these columns come from the trial's own condition (its factors frozen once the study has answers),
-with the block's place in the schedule and the participant's counterbalancing order. The questionnaire's answers are columns `q_<question>`, repeated on each
-of the participant's rows."""
+with the block's place in the schedule and the participant's counterbalancing order. The
+questionnaire's answers are columns `q_<question>`, repeated on each of the participant's rows."""
 import math
 from contextlib import contextmanager
 

@@ -1,13 +1,11 @@
 """The study platform's data: what a researcher configures, what the stimulus workers produce, and what
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
+import json
+import re
 import secrets
 from collections import defaultdict
 
-import json
-import re
-
-from analysis.exclusions import ONE_SIDE_ALPHA
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -15,6 +13,8 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+
+from analysis.exclusions import ONE_SIDE_ALPHA
 
 from . import texts
 from .trials import UnitExemplars, build_trial_list
@@ -677,7 +677,8 @@ class Condition(models.Model):
         # building one checks: build one, as an arriving participant would.
         try:
             build_trial_list(self.unit_exemplars(fresh=True), n_practice=self.study.n_practice,
-                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio,
+                             reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
             keys = {unit.pk: unit.key for unit in units}

@@ -301,19 +301,19 @@ class Answer(NamedTuple):
 # from the statement's snapshot; `trial_count` unchanged means no practice block was inserted (shifting
 # the positions) since. An answer that ends a practice block writes nothing here (`block_end` false):
 # it takes the transactional path, which may insert another block.
-_ANSWER_SQL = """
+_ANSWER_SQL = f"""
 WITH p AS (
     SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered, p.practice_end,
            p.trial_count, p.practice_attempts, p.started_at, s.confidence, s.practice_feedback,
            s.time_limit_minutes
-    FROM {participant} p JOIN {study} s ON s.id = p.study_id
+    FROM {Participant._meta.db_table} p JOIN {Study._meta.db_table} s ON s.id = p.study_id
     WHERE p.token = %(token)s
 ), t AS (
     SELECT t.id, t.participant_id, t.position, t.block, t.attempt, t.correct_query
-    FROM {trial} t JOIN p ON p.id = t.participant_id
+    FROM {Trial._meta.db_table} t JOIN p ON p.id = t.participant_id
     WHERE t.id = %(trial)s
 ), moved AS (
-    UPDATE {participant} u SET answered = u.answered + 1, last_seen = %(now)s
+    UPDATE {Participant._meta.db_table} u SET answered = u.answered + 1, last_seen = %(now)s
     FROM p, t
     WHERE u.id = p.id AND u.answered = t.position AND u.trial_count = p.trial_count
       AND u.status = %(started)s AND u.consented_at IS NOT NULL AND u.instructions_ms IS NOT NULL
@@ -322,7 +322,7 @@ WITH p AS (
       AND (%(block_end)s OR t.block <> %(practice)s OR t.position + 1 <> u.practice_end)
     RETURNING u.id
 ), stored AS (
-    INSERT INTO {response} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
+    INSERT INTO {Response._meta.db_table} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
                             client_time, server_time, focus_losses, fullscreen_exits, webdriver)
     SELECT t.id, moved.id, %(key)s, %(choice)s, %(confidence)s, t.correct_query = %(choice)s, %(rt_ms)s,
            %(client_time)s, %(now)s, %(focus_losses)s, %(fullscreen_exits)s, %(webdriver)s
@@ -335,8 +335,7 @@ SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered
        t.id, t.participant_id, t.position, t.block, t.attempt,
        (SELECT correct FROM stored)
 FROM p LEFT JOIN t ON TRUE
-""".format(participant=Participant._meta.db_table, study=Study._meta.db_table, trial=Trial._meta.db_table,
-           response=Response._meta.db_table)
+"""
 _PARTICIPANT_FIELDS = ("id", "study_id", "status", "consented_at", "instructions_ms", "answered", "practice_end",
                        "trial_count", "practice_attempts", "started_at")
 _STUDY_FIELDS = ("confidence", "practice_feedback", "time_limit_minutes")

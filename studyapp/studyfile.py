@@ -22,7 +22,6 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 
-
 from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study
 
 SCHEMA_VERSION = 1
@@ -101,7 +100,7 @@ _INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallInte
 def _field_schema(field):
     if isinstance(field, models.BooleanField):
         out = {"type": "boolean"}
-    elif isinstance(field, _INTEGER_FIELDS) or isinstance(field, models.ForeignKey):
+    elif isinstance(field, (*_INTEGER_FIELDS, models.ForeignKey)):
         out = {"type": "integer"}
         if isinstance(field, (models.PositiveIntegerField, models.PositiveSmallIntegerField,
                               models.PositiveBigIntegerField)):
