@@ -18,7 +18,7 @@ import uuid
 import pytest
 from django.apps import apps
 from django.contrib import admin
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.db import models
@@ -29,8 +29,7 @@ from django.urls.resolvers import RegexPattern
 from studyapp import lockout, openapi, ratelimit
 from studyapp.models import Participant, Response, Trial, Unit, new_token
 from studyapp.recruitment import hash_external_id
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, make_job, make_study, through_instructions
 
 
 @pytest.fixture(autouse=True)
@@ -263,7 +262,7 @@ def test_every_admin_page_needs_a_staff_login(study):
         browser = Client()
         if who is not None:
             browser.force_login(who)
-        for path, name in paths:
+        for path, _name in paths:
             response = browser.get(path)
             assert response.status_code == 302, (path, response.status_code)
             assert response["Location"].startswith("/admin/login/"), path
@@ -350,7 +349,7 @@ def test_the_admin_locks_a_username_out_from_one_address_after_five_failures_and
         researcher, monkeypatch, settings):
     assert settings.LOGIN_LOCKOUT_ATTEMPTS == 5
     browser = Client()
-    for attempt in range(4):
+    for _ in range(4):
         response = sign_in(browser, "researcher", "wrong", address="10.0.0.1")
         assert response.status_code == 200 and b"Too many failed" not in response.content
     fifth = sign_in(browser, "researcher", "wrong", address="10.0.0.1")
