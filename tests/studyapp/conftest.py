@@ -1,4 +1,7 @@
 """Fixtures of the web app's tests; what they build comes from tests/studyapp/helpers.py."""
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from tests.studyapp.helpers import Clock, make_job, make_study
@@ -21,6 +24,17 @@ def clock(monkeypatch):
     fake = Clock()
     monkeypatch.setattr(timezone, "now", fake)
     return fake
+
+
+@pytest.fixture
+def one_rate_window(monkeypatch):
+    """The rate limits count per wall-clock window (ratelimit.over_limit): the clock they read stands at
+    a window's start, so that a test's requests never straddle a window's end however slowly they run."""
+    from studyapp import ratelimit
+
+    start = 3600.0 * 500_000  # a multiple of every window length the tests use
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: start, monotonic=time.monotonic))
+    return start
 
 
 @pytest.fixture(params=["one_statement", "orm"])

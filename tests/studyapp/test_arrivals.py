@@ -36,7 +36,7 @@ def prolific(pid, session="sess-1"):
 
 
 @pytest.mark.django_db
-def test_a_flood_from_one_address_is_refused_and_the_quota_stays_open(settings):
+def test_a_flood_from_one_address_is_refused_and_the_quota_stays_open(settings, one_rate_window):
     """Issue 13: 34 POSTs in 2.5 s, dropping the resume cookie each time, filled the demo study."""
     settings.ARRIVAL_RATE_LIMIT_PER_IP = 5
     study = make_study(recruitment=Study.Recruitment.PROLIFIC, participants_per_condition=10)
@@ -52,7 +52,7 @@ def test_a_flood_from_one_address_is_refused_and_the_quota_stays_open(settings):
 
 
 @pytest.mark.django_db
-def test_a_flood_from_many_addresses_meets_the_per_study_ceiling(settings):
+def test_a_flood_from_many_addresses_meets_the_per_study_ceiling(settings, one_rate_window):
     settings.ARRIVAL_RATE_LIMIT_PER_STUDY = 4
     study = make_study(participants_per_condition=10)
     statuses = [start(Client(), study, f"10.1.0.{i}").status_code for i in range(6)]
