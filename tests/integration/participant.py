@@ -6,7 +6,9 @@ through the front end's retries. Also a raw socket for requests that stop half-w
 And, for the browser tests (Playwright pages), what every paradigm's trial screen shares: the root
 `.study-trial` with `data-state` (loading, locked, ready), `data-trial-id` and `data-paradigm`, and the
 answer buttons `.study-answer[data-choice][data-confidence]` (studyapp/static/studyapp/trial-kit.js);
-and axe-core, injected into a page to check what assistive technology reads."""
+and axe-core, injected into a page to check what assistive technology reads; Debian's chromium and the
+flags it is launched with (the `browser` fixture in conftest.py), the reference 2AFC's own trial screen
+(`answer_current_trial`), the references a trial shows, and the demo admin's password."""
 import http.client
 import json
 import re
