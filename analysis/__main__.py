@@ -112,8 +112,14 @@ def _power(args) -> None:
 
 
 def _describe(args) -> None:
-    from .descriptives import (accuracy_by_condition, accuracy_by_factor, accuracy_by_paradigm, describe,
-                               rt_confidence_by_condition, unit_accuracy_test)
+    from .descriptives import (
+        accuracy_by_condition,
+        accuracy_by_factor,
+        accuracy_by_paradigm,
+        describe,
+        rt_confidence_by_condition,
+        unit_accuracy_test,
+    )
 
     df, notes = answered(read_responses(args.file, args.map))
     if args.json:

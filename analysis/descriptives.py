@@ -12,7 +12,8 @@ from ._json import clean as _clean, records as _records
 from .load import catch_trials, main_trials
 from .nonparametric import FriedmanWilcoxon, KruskalConover, friedman_wilcoxon, kruskal_conover
 
-__all__ = ["accuracy_by_condition", "accuracy_by_factor", "accuracy_by_paradigm", "FACTOR_COLUMNS", "describe", "cluster_bootstrap_ci", "unit_accuracy",
+__all__ = ["accuracy_by_condition", "accuracy_by_factor", "accuracy_by_paradigm", "FACTOR_COLUMNS", "describe",
+           "cluster_bootstrap_ci", "unit_accuracy",
            "unit_accuracy_test", "rt_confidence_by_condition"]
 
 

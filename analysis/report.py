@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._json import clean
+from .checks import DataError, rows_left_out, trial_kinds
 from .descriptives import (
     accuracy_by_condition,
     describe,
@@ -23,8 +25,6 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
-from ._json import clean
-from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
@@ -33,8 +33,7 @@ from .lmm import LinearMixedModel, lrt
 from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .ordinal import CumulativeLogitMixedModel
-from .plots import (plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt,
-                    plot_unit_accuracy)
+from .plots import plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 from .render import render_report, table_html
 from .summary import SCHEMA_VERSION
 from .tables import format_table

@@ -14,9 +14,8 @@ from .config import StimulusConfig
 from .featurevis import FEATURE_VIS_METHODS
 from .measures.attribution import METHODS as ATTRIBUTION_METHODS
 from .measures.mis import MISSettings
-from .measures.sobol import PERTURBATIONS as SOBOL_PERTURBATIONS
-from .measures.sobol import SobolSettings
 from .measures.occlusion import FILLS as OCCLUSION_FILLS
+from .measures.sobol import PERTURBATIONS as SOBOL_PERTURBATIONS, SobolSettings
 from .sections import add_flags, flag_fields
 from .selection import UNIT_SELECTIONS
 
@@ -282,8 +281,8 @@ def _influence(args: argparse.Namespace) -> int:
 
 def _sobol(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
-    from .networks import load_network, resolve_device
     from .measures.sobol import interaction_share, region_sobol
+    from .networks import load_network, resolve_device
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,

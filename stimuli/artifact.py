@@ -41,7 +41,7 @@ class ArtifactWriter:
         self.committed = False
         self._names: set[str] = set()
 
-    def __enter__(self) -> "ArtifactWriter":
+    def __enter__(self) -> ArtifactWriter:
         if self.out_dir.exists() and not self.overwrite:
             raise FileExistsError(f"output folder already exists: {self.out_dir}")
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +95,13 @@ class ArtifactWriter:
 
 def versions() -> dict[str, str]:
     """The versions of the packages that decide an artifact's content."""
+    from importlib.metadata import version
+
     import numpy as np
     import PIL
     import sklearn
     import torch
     import torchvision
-
-    from importlib.metadata import version
 
     from . import __version__
 
@@ -118,7 +118,7 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
                    created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
-    created = created or _dt.datetime.now(_dt.timezone.utc)
+    created = created or _dt.datetime.now(_dt.UTC)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),

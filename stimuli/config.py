@@ -22,7 +22,6 @@ from .measures.sobol import SobolSettings
 from .sections import Section
 from .selection import MIS_SELECTIONS, UNIT_SELECTIONS
 
-
 # the sections whose options are flat keys of the configuration; each validates itself
 SECTIONS: tuple[type[Section], ...] = (InfluenceSettings, MISSettings, SobolSettings, DecisionMeasuresSettings)
 
@@ -153,7 +152,7 @@ class StimulusConfig:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StimulusConfig":
+    def from_dict(cls, data: dict[str, Any]) -> StimulusConfig:
         if not isinstance(data, dict):
             raise ValueError(f"a stimulus configuration must be a JSON object, not {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -171,7 +170,7 @@ class StimulusConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def replace(self, **changes: Any) -> "StimulusConfig":
+    def replace(self, **changes: Any) -> StimulusConfig:
         return dataclasses.replace(self, **changes)
 
     # -- sections -------------------------------------------------------------------------------

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
-from .measures.decisions import decision_measures
 from .figures import draw_figures
+from .measures.decisions import decision_measures
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +206,16 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
     interaction share. Second-order indices only with ``sobol_second_order``: the share needs none, and
     they double the forward passes. Regions are the grid or, with ``sobol_regions="superpixels"``, each
     image's SLIC superpixels; either way each image's label map is stored as a PNG."""
+    from .measures.sobol import (
+        choose_images,
+        label_map_png,
+        region_sobol_images,
+        share_summary,
+        superpixel_labels,
+        upper_triangle,
+    )
     from .render import render
     from .selection import unit_rng
-    from .measures.sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
-        upper_triangle
 
     chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
     regions = partial(superpixel_labels, n_segments=config.sobol_superpixels) \
@@ -351,7 +358,7 @@ def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str,
                                       responses_std=std)
             picked, selections[key] = _choose_by_machine_score(
                 config, candidates, exemplars_of, embeddings, config.units_for(name), f"{layer}/{name}",
-                lambda f: report("exemplars", (j + f) / len(fitted)))
+                lambda f, j=j: report("exemplars", (j + f) / len(fitted)))
         else:
             chosen = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
                                   seed=config.seed, responses_std=std, key=key,
@@ -517,7 +524,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
         A = acts.values[layer]
         cum = cumulative_explained_variance(basis, A, codes)
         completeness, completeness_error = _completeness(config, inputs, layer, basis,
-                                                         lambda f: report("measures", (j + f) / len(fitted)))
+                                                         lambda f, j=j: report("measures", (j + f) / len(fitted)))
         entry = {
             "layer": layer, "basis": name, "n_components": basis.n_components_,
             "n_channels": int(A.shape[1]),

@@ -85,7 +85,7 @@ def condition_problems(study, condition):
     job = condition.job
     if job.status != StimulusJob.Status.SUCCEEDED:
         return [f"{name}: its stimulus job {job} has not succeeded (it is {job.get_status_display().lower()})."]
-    keys = dict(((u.pk, u.key) for u in condition.units()))
+    keys = dict((u.pk, u.key) for u in condition.units())
     if not keys:
         return [f"{name}: stimulus job {job} has no units for layer {condition.layer!r} and basis "
                 f"{condition.basis!r}."]

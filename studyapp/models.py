@@ -1,13 +1,11 @@
 """The study platform's data: what a researcher configures, what the stimulus workers produce, and what
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
+import json
+import re
 import secrets
 from collections import defaultdict
 
-import json
-import re
-
-from analysis.exclusions import ONE_SIDE_ALPHA
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -16,8 +14,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from stimuli.artifact import ManifestError
-from stimuli.artifact import query_bands as artifact_query_bands
+from analysis.exclusions import ONE_SIDE_ALPHA
+from stimuli.artifact import ManifestError, query_bands as artifact_query_bands
 
 from . import texts
 from .trials import UnitExemplars, build_trial_list, in_query_band, main_pairs_per_unit

@@ -22,7 +22,6 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 
-
 from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study, Unit
 
 SCHEMA_VERSION = 1
@@ -92,7 +91,7 @@ _INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallInte
 def _field_schema(field):
     if isinstance(field, models.BooleanField):
         out = {"type": "boolean"}
-    elif isinstance(field, _INTEGER_FIELDS) or isinstance(field, models.ForeignKey):
+    elif isinstance(field, (*_INTEGER_FIELDS, models.ForeignKey)):
         out = {"type": "integer"}
         if isinstance(field, (models.PositiveIntegerField, models.PositiveSmallIntegerField,
                               models.PositiveBigIntegerField)):
@@ -155,11 +154,11 @@ def schema():
 # --- a job by content ---------------------------------------------------------------------------------
 
 def content_hash(job):
-    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position,
-    image), and their occlusion pairs where they have any: what its studies show and the answer key. The image names are the artifact's content names
-    (the first 20 hex of the sha256 of each PNG's bytes), so the hash follows the artifact's images and
-    roles, whatever database, machine or run time it came from; its manifest (which records when it was
-    made) does not enter."""
+    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position, image),
+    and their occlusion pairs where they have any: what its studies show and the answer key. The image names
+    are the artifact's content names (the first 20 hex of the sha256 of each PNG's bytes), so the hash
+    follows the artifact's images and roles, whatever database, machine or run time it came from; its
+    manifest (which records when it was made) does not enter."""
     digest = hashlib.sha256()
     rows = (Exemplar.objects.filter(unit__job=job)
             .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")

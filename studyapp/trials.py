@@ -17,6 +17,7 @@ each unit's pairs of largest margin (the easiest); catch trials pit an occluder 
 one over the unit's strongest region (`occlusion_catch`, stimuli.measures.occlusion).
 """
 import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -49,7 +50,7 @@ class UnitExemplars:
     occlusion_catch: list = field(default_factory=list)
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self.key or f"#{self.unit_id}"
 
 
@@ -73,7 +74,7 @@ class TrialSpec:
     occlusion_delta_b: float | None = None
 
 
-def _shown_references(unit, reference_type):
+def _shown_references(unit: UnitExemplars, reference_type: str) -> tuple[list[str], list[str]]:
     if reference_type == "natural":
         return list(unit.references_max), list(unit.references_min)
     if reference_type == "max_only":
@@ -120,7 +121,8 @@ def main_pairs_per_unit(n_main, catch_ratio, n_units):
     return math.ceil(main / n_units) if n_units else 0
 
 
-def _trial(rng, unit, block, kind, query_max, query_min, reference_type, attempt=None):
+def _trial(rng: np.random.Generator, unit: UnitExemplars, block: str, kind: str, query_max: str, query_min: str,
+           reference_type: str, attempt: int | None = None) -> TrialSpec:
     refs_max, refs_min = _shown_references(unit, reference_type)
     if rng.random() < 0.5:
         query_a, query_b, correct = query_max, query_min, "a"
@@ -132,7 +134,7 @@ def _trial(rng, unit, block, kind, query_max, query_min, reference_type, attempt
     )
 
 
-def _check_units(units):
+def _check_units(units: Sequence[UnitExemplars]) -> None:
     if not units:
         raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
     for unit in units:
@@ -142,7 +144,8 @@ def _check_units(units):
             raise ValueError(f"unit {unit.name} has no reference images")
 
 
-def practice_trials(units, n, reference_type, rng, attempt=1):
+def practice_trials(units: Sequence[UnitExemplars], n: int, reference_type: str, rng: np.random.Generator, attempt: int = 1
+                    ) -> list[TrialSpec]:
     """Easy trials: the most extreme query pair of each unit (queries come most extreme first)."""
     _check_units(units)
     order = rng.permutation(len(units))
@@ -154,13 +157,14 @@ def practice_trials(units, n, reference_type, rng, attempt=1):
     return trials
 
 
-def _practice_pair_last(order):
+def _practice_pair_last(order: Iterable[int]) -> list[int]:
     """Practice shows each unit's first (most extreme) query pair with feedback, which tells the answer
     to that pair: main trials reach it only after every other pair of the unit."""
     return [int(i) for i in order if i != 0] + [0]
 
 
-def main_trials(units, n, catch_ratio, reference_type, rng):
+def main_trials(units: Sequence[UnitExemplars], n: int, catch_ratio: float, reference_type: str, rng: np.random.Generator
+                ) -> list[TrialSpec]:
     """`n` main trials spread evenly over the units, about `catch_ratio` of them catch trials, shuffled.
 
     Each unit's query pairs are used without replacement until they run out, so a participant sees a
@@ -192,12 +196,13 @@ def main_trials(units, n, catch_ratio, reference_type, rng):
     return trials
 
 
-def _check_paradigm(paradigm):
+def _check_paradigm(paradigm: str) -> None:
     if paradigm not in PARADIGMS:
         raise ValueError(f"unknown paradigm {paradigm!r}; expected one of {PARADIGMS}")
 
 
-def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, seed, paradigm="reference_2afc"):
+def build_trial_list(units: Sequence[UnitExemplars], *, n_practice: int, n_main: int, catch_ratio: float, reference_type: str,
+                     seed: int, paradigm: str = "reference_2afc") -> list[TrialSpec]:
     """The whole list a participant starts with: one practice attempt, then the main block."""
     _check_paradigm(paradigm)
     rng = np.random.default_rng(seed)
@@ -211,7 +216,8 @@ def build_trial_list(units, *, n_practice, n_main, catch_ratio, reference_type, 
     return practice + main_trials(units, n_main, catch_ratio, reference_type, rng)
 
 
-def repeat_practice(units, *, n_practice, reference_type, seed, attempt, paradigm="reference_2afc"):
+def repeat_practice(units: Sequence[UnitExemplars], *, n_practice: int, reference_type: str, seed: int, attempt: int,
+                    paradigm: str = "reference_2afc") -> list[TrialSpec]:
     """A fresh practice block for attempt `attempt`, drawn from its own stream of the participant's seed."""
     _check_paradigm(paradigm)
     rng = np.random.default_rng([seed, attempt])
@@ -222,7 +228,7 @@ def repeat_practice(units, *, n_practice, reference_type, seed, attempt, paradig
     return practice_trials(units, n_practice, reference_type, rng, attempt=attempt)
 
 
-def _shuffled(rng, images):
+def _shuffled(rng: np.random.Generator, images: Sequence[str]) -> list[str]:
     """A permutation of the strip that is neither the ordered strip nor its reverse, so that the
     shuffled row never changes steadily in either direction."""
     n = len(images)
@@ -234,7 +240,8 @@ def _shuffled(rng, images):
             return [images[i] for i in order]
 
 
-def _strip_trial(rng, unit, block, kind, ordered, attempt=None):
+def _strip_trial(rng: np.random.Generator, unit: UnitExemplars, block: str, kind: str, ordered: Sequence[str],
+                 attempt: int | None = None) -> TrialSpec:
     shuffled = _shuffled(rng, ordered)
     if rng.random() < 0.5:
         strip_a, strip_b, correct = ordered, shuffled, "a"
@@ -244,14 +251,14 @@ def _strip_trial(rng, unit, block, kind, ordered, attempt=None):
                      attempt=attempt, strip_a=list(strip_a), strip_b=list(strip_b))
 
 
-def _easy_strip(unit):
+def _easy_strip(unit: UnitExemplars) -> list[str]:
     """Least activating references then most activating ones: a strip whose change is unmistakable."""
     half = max(len(unit.strips[0]) // 2, 2)
     # references_min runs from the least activating up, references_max from the most down.
     return list(unit.references_min[:half]) + list(reversed(unit.references_max[:half]))
 
 
-def _check_strips(units):
+def _check_strips(units: Sequence[UnitExemplars]) -> None:
     if not units:
         raise ValueError("the condition has no units; import a stimulus artifact for its layer and basis first")
     for unit in units:
@@ -259,14 +266,14 @@ def _check_strips(units):
             raise ValueError(f"unit {unit.name} has no ordered strip of at least 3 images in its artifact")
 
 
-def strip_practice_trials(units, n, rng, attempt=1):
+def strip_practice_trials(units: Sequence[UnitExemplars], n: int, rng: np.random.Generator, attempt: int = 1) -> list[TrialSpec]:
     _check_strips(units)
     order = rng.permutation(len(units))
     return [_strip_trial(rng, units[order[i % len(units)]], "practice", "practice",
                          _easy_strip(units[order[i % len(units)]]), attempt=attempt) for i in range(n)]
 
 
-def strip_main_trials(units, n, catch_ratio, rng):
+def strip_main_trials(units: Sequence[UnitExemplars], n: int, catch_ratio: float, rng: np.random.Generator) -> list[TrialSpec]:
     """The ordered-strip task of Dey et al. (2020): one of the unit's quantile strips against a shuffled
     copy. Catch trials use a strip of extreme references, whose order is obvious to an attentive participant.
 
@@ -365,7 +372,7 @@ def occlusion_main_trials(units, n, catch_ratio, reference_type, rng):
     return trials
 
 
-def limit_references(unit, n_references):
+def limit_references(unit: UnitExemplars, n_references: int) -> UnitExemplars:
     """The unit with at most `n_references` references per side (the strongest first, as the artifact
     orders them), so that trials and their catch queries use only what the condition shows."""
     n = n_references
@@ -374,7 +381,7 @@ def limit_references(unit, n_references):
                    synthetic_min=list(unit.synthetic_min[:n]))
 
 
-def _without_min(specs):
+def _without_min(specs: list[TrialSpec]) -> list[TrialSpec]:
     # The minimal references stay in the unit: the answer key (and a catch trial's minimal query) still
     # comes from them, as with the max_only reference type.
     for spec in specs:
@@ -394,11 +401,11 @@ class ConditionPlan:
     min_references: bool = True
     query_band: tuple | None = None  # (low, high): the candidates its queries come from (`in_query_band`)
 
-    def shown_units(self):
+    def shown_units(self) -> list[UnitExemplars]:
         return [limit_references(in_query_band(u, self.query_band), self.n_references) for u in self.units]
 
 
-def _plan_main(plan, n, catch_ratio, rng):
+def _plan_main(plan: ConditionPlan, n: int, catch_ratio: float, rng: np.random.Generator) -> list[TrialSpec]:
     if plan.paradigm == "ordered_strip":
         return strip_main_trials(plan.units, n, catch_ratio, rng)
     if plan.paradigm == "occlusion_2afc":
@@ -408,7 +415,8 @@ def _plan_main(plan, n, catch_ratio, rng):
     return specs if plan.min_references else _without_min(specs)
 
 
-def plan_practice(plan, n_practice, rng, attempt=1):
+def plan_practice(plan: ConditionPlan, n_practice: int, rng: np.random.Generator, attempt: int = 1
+                  ) -> list[TrialSpec]:
     if plan.paradigm == "ordered_strip":
         specs = strip_practice_trials(plan.units, n_practice, rng, attempt=attempt)
     elif plan.paradigm == "occlusion_2afc":
@@ -422,7 +430,8 @@ def plan_practice(plan, n_practice, rng, attempt=1):
     return specs
 
 
-def build_block_list(plans, schedule, *, practice, n_practice, catch_ratio, seed):
+def build_block_list(plans: Mapping[Hashable, ConditionPlan], schedule: Sequence[tuple[Hashable, int]], *,
+                     practice: Hashable, n_practice: int, catch_ratio: float, seed: int) -> list[TrialSpec]:
     """A within-participant list: practice from the plan keyed `practice`, then one block per entry of
     `schedule` ((condition key, main trials) pairs, in the participant's order).
 

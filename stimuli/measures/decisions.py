@@ -10,10 +10,10 @@ trees learn. The measures use a seeded subset of ``decision_max_images`` images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
-
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -119,11 +119,11 @@ def decision_measures(config: DecisionSettings, net, images, fitted: dict, chose
     """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
     (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them; ``fitted``
     maps (layer, basis) to ``(basis, codes)`` with :class:`stimuli.scores.Codes`)."""
+    from ..selection import unit_rng
     from .ablation import units_at_mean_bases
     from .completeness import default_k, unit_order
     from .essence import essence_orders, essence_variants
     from .purity import top_label_entropy
-    from ..selection import unit_rng
 
     out = DecisionMeasures()
     if not wanted(config):
@@ -174,7 +174,7 @@ def decision_measures(config: DecisionSettings, net, images, fitted: dict, chose
             runs = units_at_mean_bases(
                 net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
                 columns=columns, activation=config.activation, device=device, batch_size=config.batch_size,
-                progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+                progress=None if report is None else (lambda f, j=j: report(stage, (j + f) / len(layers))))
         except (ValueError, RuntimeError) as exc:
             # as completeness does: a layer that is no module (an FX node name) loses these measures,
             # not the job
@@ -237,14 +237,14 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
     """One measure for one layer and several bases, from names alone, for the command line: the
     essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
     surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
-    from .ablation import unit_ablation
     from ..activations import extract
     from ..bases import make_basis
-    from .completeness import default_k, unit_order
     from ..datasets import load_dataset
+    from ..networks import load_network, resolve_device
+    from .ablation import unit_ablation
+    from .completeness import default_k, unit_order
     from .essence import essence
     from .influence import Quantity, influence_from_gradient, influence_order, pooled_gradient
-    from ..networks import load_network, resolve_device
     from .surrogate import surrogate_rules
 
     if measure not in MEASURES:

@@ -40,8 +40,9 @@ included, do to the unit.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -71,7 +72,7 @@ class OcclusionSettings(Section):
     margin: float = 0.05
 
     @classmethod
-    def from_mapping(cls, value: Any) -> "OcclusionSettings":
+    def from_mapping(cls, value: Any) -> OcclusionSettings:
         need(isinstance(value, dict), "occlusion must be a mapping with keys among "
                                       "pairs_per_unit, patch, stride, fill, margin")
         known = cls.keys()
@@ -103,7 +104,7 @@ class Box:
     top: int
     side: int
 
-    def overlaps(self, other: "Box") -> bool:
+    def overlaps(self, other: Box) -> bool:
         return (self.left < other.left + other.side and other.left < self.left + self.side
                 and self.top < other.top + other.side and other.top < self.top + self.side)
 

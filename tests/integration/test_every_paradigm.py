@@ -14,9 +14,7 @@ import pytest
 
 from studyapp.trials import PARADIGMS, REFERENCE_TYPES
 
-from .participant import READY_TRIAL, answer_key, axe_violations, play_trials
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
-from .test_researcher_preview import admin_password
+from .participant import READY_TRIAL, admin_password, answer_key, axe_violations, play_trials
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

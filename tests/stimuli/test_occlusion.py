@@ -8,8 +8,17 @@ from PIL import Image
 
 from stimuli.artifact import ManifestError, occlusion_trials, read_manifest
 from stimuli.config import StimulusConfig
-from stimuli.measures.occlusion import (CONTENT_SHARE, Box, Candidates, OcclusionSettings, blank_pair, content,
-                                        extreme_pair, grid, occlude)
+from stimuli.measures.occlusion import (
+    CONTENT_SHARE,
+    Box,
+    Candidates,
+    OcclusionSettings,
+    blank_pair,
+    content,
+    extreme_pair,
+    grid,
+    occlude,
+)
 
 
 def test_grid_covers_the_image_to_its_far_edge():

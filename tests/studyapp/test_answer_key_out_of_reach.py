@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 from stimuli import pipeline
 from studyapp import jobs
 from studyapp.models import Condition, ImageSet, Network, Participant, StimulusJob, Study, Trial
-from tests.studyapp.test_jobs import write_artifact
+from tests.studyapp.helpers import write_artifact
 
 
 @pytest.fixture(params=["reference_2afc", "occlusion_2afc"])
@@ -140,7 +140,7 @@ def test_the_migration_moves_an_earlier_layout_out_of_media_root(tmp_path):
     """Earlier versions kept artifacts at MEDIA_ROOT/artifacts/job-N, served with their manifests."""
     from studyapp.artifacts import relocate_legacy_layout
     from studyapp.models import Exemplar, SobolAnalysis
-    from tests.studyapp.conftest import make_job, make_study
+    from tests.studyapp.helpers import make_job, make_study
 
     job = make_job(bases=("neuron",), n_units=1, n_strips=1, overlays=False)
     media, private = tmp_path / "media", tmp_path / "artifacts"

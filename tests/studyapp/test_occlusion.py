@@ -7,10 +7,16 @@ import pytest
 
 from studyapp.export import COLUMNS, response_frame
 from studyapp.models import Condition, Trial, Unit
-from studyapp.trials import UnitExemplars, build_trial_list, build_block_list, ConditionPlan, repeat_practice
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.helpers import play_to_the_questionnaire
-from tests.studyapp.test_api import answer, api, arrive, through_instructions
+from studyapp.trials import ConditionPlan, UnitExemplars, build_block_list, build_trial_list, repeat_practice
+from tests.studyapp.helpers import (
+    answer,
+    api,
+    arrive,
+    make_job,
+    make_study,
+    play_to_the_questionnaire,
+    through_instructions,
+)
 
 
 def pair(u, i, margin, catch=False):
@@ -162,7 +168,7 @@ def test_the_importer_publishes_the_occluded_images_and_keeps_the_key_off_the_we
     import json
 
     from studyapp.artifacts import ArtifactError, import_artifact, published_name
-    from tests.studyapp.test_jobs import write_artifact
+    from tests.studyapp.helpers import write_artifact
 
     settings.MEDIA_ROOT, settings.ARTIFACT_ROOT = tmp_path / "media", tmp_path / "artifacts"
     folder = write_artifact(tmp_path / "artifacts" / "job-x", bases=("pca",), n_units=1, occlusion=2)
@@ -263,9 +269,10 @@ def test_a_jobs_content_hash_follows_its_occlusion_pairs_and_is_unchanged_withou
     unit.occlusion_trials = []
     unit.save()
     # without pairs the hash is that of the exemplars alone, as before occlusion pairs existed
-    from studyapp.models import Exemplar
     import hashlib
     import json as _json
+
+    from studyapp.models import Exemplar
     rows = (Exemplar.objects.filter(unit__job=with_pairs)
             .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
             .values_list("unit__layer", "unit__basis", "unit__index", "role", "group", "position", "image"))

@@ -4,8 +4,7 @@ import pytest
 
 from studyapp import texts
 from studyapp.trials import PARADIGMS
-from tests.studyapp.conftest import make_study
-from tests.studyapp.test_api import api, arrive
+from tests.studyapp.helpers import api, arrive, make_study
 
 
 def test_every_paradigm_has_default_instructions_of_its_own():

@@ -13,7 +13,7 @@ from django.urls import reverse
 from studyapp import golive, studyfile
 from studyapp.models import Condition, Exemplar, Participant, StimulusJob, Study
 from studyapp.studyfile import StudyFileError, design_problem, dumps, export_study, import_study, loads
-from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import make_job, make_study
 
 pytestmark = pytest.mark.django_db
 
