@@ -112,8 +112,14 @@ def _power(args) -> None:
 
 
 def _describe(args) -> None:
-    from .descriptives import (accuracy_by_condition, accuracy_by_factor, describe, rt_confidence_by_condition,
-                               unit_accuracy_test)
+    from .descriptives import (
+        accuracy_by_condition,
+        accuracy_by_factor,
+        accuracy_by_paradigm,
+        describe,
+        rt_confidence_by_condition,
+        unit_accuracy_test,
+    )
 
     df, notes = answered(read_responses(args.file, args.map))
     if args.json:
@@ -122,6 +128,10 @@ def _describe(args) -> None:
         return
     print("\n".join(f"note: {n}" for n in notes) + ("\n" if notes else ""), end="")
     print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
+    paradigms = accuracy_by_paradigm(df, n_boot=args.n_boot, seed=args.seed)
+    if len(paradigms):
+        print("\nAccuracy per paradigm and reference type")
+        print(format_table(paradigms))
     factors = accuracy_by_factor(df, n_boot=args.n_boot, seed=args.seed)
     if len(factors):
         print("\nAccuracy per factor level (pooled over the other factors)")

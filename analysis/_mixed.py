@@ -392,7 +392,7 @@ class MixedResult:
         est, se = self.params, self.bse
         return pd.DataFrame({0: est - q * se, 1: est + q * se}, index=est.index)
 
-    def with_ddf(self, df, method: str = "Satterthwaite", notes=()) -> "MixedResult":
+    def with_ddf(self, df, method: str = "Satterthwaite", notes=()) -> MixedResult:
         """The fixed-effect tests as t tests on ``df`` denominator degrees of freedom (one per term)."""
         f = self.fixed
         t = f["estimate"].to_numpy() / f["std_error"].to_numpy()

@@ -42,7 +42,9 @@ def parse_specs(specs: str) -> tuple[list[str], list[str]]:
     """``"ref | cond"`` (or ``"~ ref | cond"``, ``"ref * stim | cond"``) → (["ref"], ["cond"])."""
     text = specs.strip().lstrip("~").strip()
     left, _, right = text.partition("|")
-    split = lambda s: [v for v in (p.strip() for p in re.split(r"[*+:,]", s)) if v]
+    def split(s):
+        return [v for v in (p.strip() for p in re.split(r"[*+:,]", s)) if v]
+
     names, by = split(left), split(right)
     if not names:
         raise ValueError(f"specs {specs!r} name no variable: write e.g. 'ref | cond'")

@@ -19,24 +19,24 @@ import numpy as np
 import pandas as pd
 
 from ._mixed import (
+    CHECK_NOBS_MAX,
+    DenseFactor,
     MixedResult,
     RandomStructure,
-    CHECK_NOBS_MAX,
     cholesky_lower,
     deriv12,
     design_fields,
     fixed_table,
     gradient_check,
-    start_value_warnings,
-    theta_labels,
     information_criteria,
     lrt,
-    DenseFactor,
     minimize_bounded,
     progress,
-    single_threaded_blas,
     random_tables,
     ranef_tables,
+    single_threaded_blas,
+    start_value_warnings,
+    theta_labels,
     tri_solve,
 )
 from .formula import FormulaError, MixedDesign, build_design
@@ -78,7 +78,7 @@ class LinearMixedModel:
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto",
-                     strict: bool = False) -> "LinearMixedModel":
+                     strict: bool = False) -> LinearMixedModel:
         design = build_design(formula, data, strict=strict)
         if design.trials is not None:
             raise FormulaError("cbind(successes, failures) is a binomial response: fit it with the GLMM")

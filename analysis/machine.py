@@ -184,7 +184,7 @@ class MachineObserver:
             raise ValueError("no main trial carries a mis_delta: nothing to compare")
         return used, notes
 
-    def fit(self) -> "MachineObserverResult":
+    def fit(self) -> MachineObserverResult:
         trials, notes = self._trials()
         delta = trials["mis_delta"].to_numpy(float)
         correct = trials["correct"].to_numpy(float)

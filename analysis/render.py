@@ -169,7 +169,8 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
         for r, tx in lmm_texts.items())
     ex = results["exclusions"]
     title = "Analysis report" + (f": {header['study']}" if header.get("study") else "")
-    glmm_missing = (f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else None) or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted")
+    glmm_missing = ((f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else None)
+                    or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._json import clean
+from .checks import DataError, rows_left_out, trial_kinds
 from .descriptives import (
     accuracy_by_condition,
     describe,
@@ -23,8 +25,6 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
-from ._json import clean
-from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
@@ -33,8 +33,7 @@ from .lmm import LinearMixedModel, lrt
 from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
 from .ordinal import CumulativeLogitMixedModel
-from .plots import (plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt,
-                    plot_unit_accuracy)
+from .plots import plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 from .render import render_report, table_html
 from .summary import SCHEMA_VERSION
 from .tables import format_table
@@ -331,6 +330,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     table = section("accuracy per condition",
                     lambda: accuracy_by_condition(kept, n_boot=n_boot, seed=seed), pd.DataFrame())
     table = section("reference types", lambda: by_reference_type(table, kept), table)
+    table = section("paradigms", lambda: by_paradigm(table, kept), table)
     desc = section("descriptives (results.json)", lambda: describe(kept, n_boot=n_boot, seed=seed), {})
     units = section("per-unit accuracy", lambda: unit_accuracy(kept), pd.DataFrame())
     rtc = section("response time and confidence", lambda: rt_confidence_by_condition(kept), pd.DataFrame())
@@ -462,7 +462,8 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
     results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
-                            machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []))
+                            machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []),
+                            paradigms=(desc or {}).get("paradigms"))
     return results
 
 
@@ -499,6 +500,19 @@ def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out.insert(1, "reference_type", out["condition"].map(kinds))
     return out.sort_values(["reference_type", "condition"], kind="stable").reset_index(drop=True)
+
+
+def by_paradigm(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-condition table with each condition's ``paradigm`` (reference_2afc, ordered_strip,
+    occlusion_2afc) beside it and the rows grouped by paradigm, the order within one kept: accuracies of
+    different tasks sit in separate groups, never side by side as if comparable. Unchanged when the export
+    has no paradigm."""
+    if table.empty or "paradigm" not in df.columns:
+        return table
+    kinds = df.groupby("condition")["paradigm"].agg(lambda s: "/".join(sorted(set(map(str, s)))))
+    out = table.copy()
+    out.insert(1, "paradigm", out["condition"].map(kinds))
+    return out.sort_values(["paradigm"], kind="stable").reset_index(drop=True)
 
 
 def _constant_response(formula: str, data: pd.DataFrame, binomial: bool) -> str | None:
@@ -572,7 +586,7 @@ def _column(response: str) -> str:
     return response[response.index("(") + 1:-1] if response.endswith(")") else response
 
 
-_ACC_COLS = ["condition", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
+_ACC_COLS = ["condition", "paradigm", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
              "participant_sem"]
 _RTC_COLS = ["condition", "rt_median_s", "rt_q1_s", "rt_q3_s", "rt_iqr_s", "confidence_median",
              "confidence_q1", "confidence_q3", "confidence_iqr", "confidence_mean"]
@@ -586,7 +600,7 @@ _EXCLUSION_SOURCE = {
 
 
 def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None,
-          blocked=None, factors=None) -> str:
+          blocked=None, factors=None, paradigms=None) -> str:
     head = [f"Study: {header['study'] or '(not named in the export)'}"
             + (f", version {header['version']}" if header.get("version") else ""),
             f"Participants: {header['participants_line']}"]
@@ -598,6 +612,11 @@ def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=
     cols = [c for c in _ACC_COLS if c in table.columns]
     parts = head + ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
                     format_table(table[cols]) if len(table) else f"({blocked or 'no main trials'})"]
+    paradigms = pd.DataFrame(paradigms or [])
+    if len(paradigms):
+        pcols = ["paradigm", "reference_type", *[c for c in _ACC_COLS[3:] if c in paradigms.columns]]
+        parts += ["", "Accuracy per paradigm and reference type (main trials; 95 % bootstrap CI over participants)",
+                  format_table(paradigms[pcols])]
     if factors is not None and len(factors):
         fcols = ["factor", "level", *[c for c in _ACC_COLS if c in factors.columns and c != "condition"]]
         parts += ["", "Accuracy per factor level (main trials, pooled over the other factors)",

@@ -51,7 +51,7 @@ def _satterthwaite_md(result, L) -> float:
     q = len(L)
     big = nu > 2
     E = float(np.sum(nu[big] / (nu[big] - 2)))
-    return 2 * E / (E - q) if E > q else np.nan
+    return 2 * E / (E - q) if q < E else np.nan
 
 
 def wald_table(result, intercept: bool = False) -> pd.DataFrame:

@@ -293,8 +293,9 @@ def emmeans_bench(a):
         t = time.perf_counter()
         ref = mixedlm.glmer(formula, d, family=mixedlm.families.Binomial())
         fit_ref = time.perf_counter() - t
-        em_ours = _median_time(lambda: ours.emmeans(spec, pairs=True), a.emm_repeat)
-        em_ref = _median_time(lambda: mixedlm.emmeans(ref, spec, type="response").pairs(), a.emm_repeat)
+        em_ours = _median_time(lambda ours=ours, spec=spec: ours.emmeans(spec, pairs=True), a.emm_repeat)
+        em_ref = _median_time(lambda ref=ref, spec=spec: mixedlm.emmeans(ref, spec, type="response").pairs(),
+                              a.emm_repeat)
         diff = np.max(np.abs(ours.emmeans(spec).means["estimate"].to_numpy()
                              - np.asarray(mixedlm.emmeans(ref, spec, type="response").result.emmean)))
         print(f"{name:<22}{len(d):>8,}  {fit_ours:>8.2f}s{fit_ref:>11.2f}s  {em_ours * 1e3:>7.1f}ms"

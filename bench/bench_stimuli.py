@@ -187,9 +187,8 @@ def _warm_imports() -> float:
     import torchvision.models.feature_extraction  # noqa: F401
     from PIL import PngImagePlugin  # noqa: F401
 
-    from stimuli import activations, artifact, bases, datasets, exemplars, networks  # noqa: F401
+    from stimuli import activations, artifact, bases, datasets, exemplars, networks, render, selection  # noqa: F401  # noqa: F401
     from stimuli.measures import completeness  # noqa: F401
-    from stimuli import render, selection  # noqa: F401
     return time.perf_counter() - start
 
 

@@ -206,8 +206,8 @@ def _influence(args: argparse.Namespace) -> int:
 
 def _sobol(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
-    from .networks import load_network, resolve_device
     from .measures.sobol import interaction_share, region_sobol
+    from .networks import load_network, resolve_device
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,

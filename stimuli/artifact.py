@@ -41,7 +41,7 @@ class ArtifactWriter:
         self.committed = False
         self._names: set[str] = set()
 
-    def __enter__(self) -> "ArtifactWriter":
+    def __enter__(self) -> ArtifactWriter:
         if self.out_dir.exists() and not self.overwrite:
             raise FileExistsError(f"output folder already exists: {self.out_dir}")
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +95,13 @@ class ArtifactWriter:
 
 def versions() -> dict[str, str]:
     """The versions of the packages that decide an artifact's content."""
+    from importlib.metadata import version
+
     import numpy as np
     import PIL
     import sklearn
     import torch
     import torchvision
-
-    from importlib.metadata import version
 
     from . import __version__
 
@@ -118,7 +118,7 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
                    created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
-    created = created or _dt.datetime.now(_dt.timezone.utc)
+    created = created or _dt.datetime.now(_dt.UTC)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -397,3 +397,46 @@ def query_bands(manifest: dict[str, Any]) -> list[tuple[float, float]]:
             raise ManifestError(f"the manifest's parameters: {exc}") from None
     percentile = _required(parameters, "query_percentile", (int, float), "the manifest's parameters")
     return [(100.0 - float(percentile), 100.0)]
+
+
+@dataclass(frozen=True)
+class OcclusionTrial:
+    """One occlusion pair of a unit (Zimmermann et al. 2021; :mod:`stimuli.measures.occlusion`): the query's
+    file, the two occluded copies ``a`` and ``b`` (paths inside the artifact folder), the side whose
+    occlusion changes the unit's score more, and each side's change."""
+
+    query: str
+    a: str
+    b: str
+    correct: str
+    delta_a: float
+    delta_b: float
+
+    @property
+    def margin(self) -> float:
+        """How much larger the correct side's change is: practice takes the largest."""
+        return abs(abs(self.delta_a) - abs(self.delta_b))
+
+
+def occlusion_trials(unit: dict[str, Any], key: str = "occlusion_trials") -> list[OcclusionTrial]:
+    """A manifest unit's ``occlusion_trials`` (or, with ``key="occlusion_catch_trials"``, its catch pairs);
+    empty for a job run without occlusion pairs. A malformed entry raises :class:`ManifestError`."""
+    entries = unit.get(key, [])
+    where = f"unit {unit.get('index')}'s {key}"
+    if not isinstance(entries, list):
+        raise ManifestError(f"{where} must be a list")
+    out = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{at} is not a mapping")
+        correct = _required(entry, "correct", str, at)
+        if correct not in ("a", "b"):
+            raise ManifestError(f"{at}: 'correct' must be 'a' or 'b', not {correct!r}")
+        delta_a, delta_b = (float(_required(entry, k, (int, float), at)) for k in ("delta_a", "delta_b"))
+        if (abs(delta_a) > abs(delta_b)) != (correct == "a"):
+            raise ManifestError(f"{at}: 'correct' is not the side of the larger absolute change")
+        out.append(OcclusionTrial(query=_required(entry, "query", str, at), a=_required(entry, "a", str, at),
+                                  b=_required(entry, "b", str, at), correct=correct, delta_a=delta_a,
+                                  delta_b=delta_b))
+    return out

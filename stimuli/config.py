@@ -23,6 +23,7 @@ from .datasets import DatasetSettings
 from .exemplars import ExemplarSettings
 from .measures.decisions import DecisionMeasuresSettings
 from .measures.mis import MISSettings
+from .measures.occlusion import OcclusionSettings
 from .measures.sobol import SobolSettings
 from .render import RenderSettings
 from .sections import Section, cli, is_int, need
@@ -53,6 +54,7 @@ SECTIONS: dict[str, type[Section]] = {
     "sobol": SobolSettings,
     "decisions": DecisionMeasuresSettings,
     "feature_vis": FeatureVisSettings,
+    "occlusion": OcclusionSettings,
 }
 # the keys of the flat form that split a comma separated string into a list
 LIST_KEYS = ("layers", "bases")
@@ -78,6 +80,7 @@ class StimulusConfig:
     sobol: SobolSettings = field(default_factory=SobolSettings)
     decisions: DecisionMeasuresSettings = field(default_factory=DecisionMeasuresSettings)
     feature_vis: FeatureVisSettings = field(default_factory=FeatureVisSettings)
+    occlusion: OcclusionSettings = field(default_factory=OcclusionSettings)
 
     def __post_init__(self) -> None:
         self.validate()

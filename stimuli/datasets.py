@@ -8,9 +8,9 @@ Unreadable files are skipped and counted (``n_skipped``), never fatal.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -48,7 +48,7 @@ class ImageSet:
     def image_id(self, i: int) -> str:
         return str(i)
 
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
+    def subset(self, indices: Sequence[int]) -> ImageSet:
         return SubsetImageSet(self, np.asarray(indices, dtype=np.int64))
 
     def describe(self) -> dict:
@@ -156,7 +156,7 @@ class FolderImageSet(ImageSet):
                 "n_skipped": int(self.n_skipped)}
 
     @classmethod
-    def from_listing(cls, listing: dict) -> "FolderImageSet":
+    def from_listing(cls, listing: dict) -> FolderImageSet:
         """The image set a :meth:`listing` describes, in its order, neither listing the folder nor
         opening a file; ValueError for a listing of another format or one that does not hold
         together (a path that leaves the root, a label with no class)."""

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -336,7 +337,7 @@ def visualize_units(net, images, layer: str, basis, units: list[int], n_images: 
         shown.append(optimize(net.model, layer, basis, chunk, to_input, size, fv, magnitude, seed,
                               pooling=pooling, activation=activation, device=device,
                               progress=None if progress is None else
-                              (lambda f, s=start, c=len(chunk): progress((s + f * c) / len(targets)))))
+                              (lambda f, s=start, c=len(chunk): progress((s + f * c) / len(targets)))))  # noqa: B008 (bound per chunk)
     shown_all = torch.cat(shown)
     out: dict[int, dict[str, list[bytes]]] = {u: {"max": [], "min": []} for u in units}
     scored: dict[int, dict[str, list[tuple[float, bytes]]]] = {u: {"max": [], "min": []} for u in units}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ def traced_node(model: nn.Module, layer: str):
 
 # sites per model and module tree: attribution overlays hook a layer twice per image, and tracing a
 # ResNet-50 costs about a tenth of a second
-_SITES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_SITES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def resolve(model: nn.Module, layer: str) -> Site:

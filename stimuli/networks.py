@@ -13,9 +13,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,7 +130,7 @@ def train_demo(log: Callable[[str], None] | None = None) -> dict[str, Any]:
             steps_per_epoch=-(-len(train_idx) // DEMO_TRAIN["batch_size"]))
         gen = torch.Generator().manual_seed(DEMO_SEED)
         tr = torch.from_numpy(train_idx)
-        for epoch in range(DEMO_TRAIN["epochs"]):
+        for _epoch in range(DEMO_TRAIN["epochs"]):
             model.train()
             order = tr[torch.randperm(len(tr), generator=gen)]
             for b in range(0, len(order), DEMO_TRAIN["batch_size"]):
@@ -408,7 +409,10 @@ def checkpoint_class_count(model: nn.Module, state: dict) -> int | None:
 def _check_state_dict(model: nn.Module, state: dict, what: str) -> None:
     """Refuse a state dict whose tensors do not fit ``model``, naming every mismatch in full."""
     own = model.state_dict()
-    shape = (lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__)
+
+    def shape(t):
+        return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
     wrong = [f"{k}: checkpoint {shape(v)} vs model {tuple(own[k].shape)}"
              for k, v in state.items() if k in own and shape(v) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state]

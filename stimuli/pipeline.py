@@ -1,4 +1,4 @@
-"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → region
+"""The stimulus job: network → activations → bases → units → exemplars → PNGs → occlusion pairs → measures → region
 Sobol indices → artifact.
 
 :func:`run` calls one function per stage of :data:`STAGES`, each taking what it reads by name and
@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
-from .measures.decisions import decision_measures
 from .figures import draw_figures
+from .measures.decisions import decision_measures
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "measures", "sobol", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
+          "write")
 
 Progress = Callable[[str, float], None]
 
@@ -207,10 +209,16 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
     interaction share. Second-order indices only with ``sobol_second_order``: the share needs none, and
     they double the forward passes. Regions are the grid or, with ``sobol_regions="superpixels"``, each
     image's SLIC superpixels; either way each image's label map is stored as a PNG."""
+    from .measures.sobol import (
+        choose_images,
+        label_map_png,
+        region_sobol_images,
+        share_summary,
+        superpixel_labels,
+        upper_triangle,
+    )
     from .render import render
     from .selection import unit_rng
-    from .measures.sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
-        upper_triangle
 
     chosen = choose_images(len(images), config.sobol.images, images.labels, unit_rng(config.seed, "sobol"))
     regions = partial(superpixel_labels, n_segments=config.sobol.superpixels) \
@@ -357,7 +365,7 @@ def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str,
             picked, selections[key] = _choose_by_machine_score(
                 config, candidates, exemplars_of, embeddings, config.selection.units_for(name),
                 f"{layer}/{name}",
-                lambda f: report("exemplars", (j + f) / len(fitted)))
+                lambda f, j=j: report("exemplars", (j + f) / len(fitted)))
         else:
             chosen = select_units(basis.explained_variance_ratio_, config.selection.units_for(name),
                                   config.selection.method,
@@ -436,7 +444,8 @@ def _network_labels(inputs: Inputs) -> np.ndarray | None:
     return None
 
 
-def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict) -> dict:
+def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict,
+                occlusion: dict | None = None) -> dict:
     files = rendered.files
     ex = unit.exemplars
     entry = {
@@ -453,6 +462,7 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, syn
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }
     entry.update(synthetic.get((layer, name, unit.index), {}))
+    entry.update((occlusion or {}).get((layer, name, unit.index), {}))
     if rendered.overlays:
         entry["attribution_overlays_max"] = rendered.overlays[(layer, name, unit.index)]
     return entry
@@ -484,6 +494,21 @@ def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[
     return synthetic
 
 
+def occlusion_pairs(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted], chosen: Chosen,
+                    writer: ArtifactWriter, size: int, report: Progress) -> dict:
+    """Stage ``occlusion``: each chosen unit's occlusion pairs and catch pairs (:mod:`stimuli.measures.occlusion`),
+    scored on their PNGs; nothing when ``occlusion.pairs_per_unit`` is 0."""
+    from .measures.occlusion import occlusion_stage
+
+    report("occlusion", 0.0)
+    act = config.activations
+    out = occlusion_stage(config.occlusion, inputs.net, inputs.images, fitted, chosen.units, writer, size,
+                          inputs.device, report, seed=config.seed, pooling=act.pooling, activation=act.activation,
+                          batch_size=act.batch_size)
+    report("occlusion", 1.0)
+    return out
+
+
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
                       chosen: Chosen, influence: dict, report: Progress):
     """Part of stage ``measures``: the decision measures of :mod:`stimuli.measures.decisions` (essence, ablation,
@@ -502,7 +527,7 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
                   influence: dict, chosen: Chosen, rendered: Rendered, synthetic: Synthetic, decisions,
-                  report: Progress) -> list[dict]:
+                  report: Progress, occlusion: dict | None = None) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
     completeness, its decision measures, and its chosen units with their files."""
     from .measures.completeness import cumulative_explained_variance, unit_order
@@ -515,7 +540,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
         A = acts.values[layer]
         cum = cumulative_explained_variance(basis, A, codes)
         completeness, completeness_error = _completeness(config, inputs, layer, basis,
-                                                         lambda f: report("measures", (j + f) / len(fitted)))
+                                                         lambda f, j=j: report("measures", (j + f) / len(fitted)))
         entry = {
             "layer": layer, "basis": name, "n_components": basis.n_components_,
             "n_channels": int(A.shape[1]),
@@ -524,7 +549,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             "cumulative_explained_variance": _r(cum),
             "cumulative_order": [int(i) for i in unit_order(basis)],
             "completeness": completeness,
-            "units": [_unit_entry(layer, name, u, rendered, synthetic.files) for u in chosen.units[key]],
+            "units": [_unit_entry(layer, name, u, rendered, synthetic.files, occlusion) for u in chosen.units[key]],
         }
         if completeness_error:
             entry["completeness_error"] = completeness_error
@@ -605,9 +630,10 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
         synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
+        occlusion = occlusion_pairs(config, inputs, fitted, chosen, writer, rendered.size, report)
         decisions = measure_decisions(config, inputs, fitted, chosen, influence, report)
         layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
-                               report)
+                               report, occlusion)
         figures = draw_figures(layers, writer.tmp) if config.render.figures else []
         sobol = region_sobol(config, inputs, writer, rendered.size, report)
         return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report)

@@ -22,13 +22,34 @@ from django.views.static import serve
 from stimuli.artifact import ManifestError, figure_files, layer_summaries, sobol_summary
 
 from . import arrivals, assignment, checks, designs, golive, jobs, lifecycle, participation, studyfile, tasks, versions
-from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
-                          measure_help, measure_label, mis_reason)
+from .admin_forms import (
+    MEASURES,
+    ConditionForm,
+    StimulusJobForm,
+    StudyForm,
+    format_number,
+    format_ratio,
+    measure_help,
+    measure_label,
+    mis_reason,
+)
 from .exclusions import participant_evidence
-from .monitor import order_counts, study_monitor
 from .export import write_export
-from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
-                     StudyChange, Trial, Unit)
+from .models import (
+    Condition,
+    Exemplar,
+    ImageSet,
+    Network,
+    Participant,
+    Response,
+    SobolAnalysis,
+    StimulusJob,
+    Study,
+    StudyChange,
+    Trial,
+    Unit,
+)
+from .monitor import order_counts, study_monitor
 from .recruitment import PLATFORM_PARAMETERS
 
 THUMBNAILS_PER_ROLE = 9
@@ -135,7 +156,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
-        own = [path("progress/", self.admin_site.admin_view(self.progress_view), name="%s_%s_progress" % info)]
+        own = [path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{info[0]}_{info[1]}_progress")]
         return own + super().get_urls()
 
     def progress_view(self, request):

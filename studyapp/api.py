@@ -2,7 +2,7 @@
 live in `participation`."""
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -263,8 +263,8 @@ def _parse_response(data):
             # A time without an offset is taken as UTC; one outside the years UTC can hold is refused, as
             # the database would store it but could not read it back (the export would fail).
             if client_time.tzinfo is None:
-                client_time = client_time.replace(tzinfo=timezone.utc)
-            client_time = client_time.astimezone(timezone.utc)
+                client_time = client_time.replace(tzinfo=UTC)
+            client_time = client_time.astimezone(UTC)
         except (ValueError, OverflowError):
             raise BadRequest("'client_time' must be an ISO 8601 time.") from None
     interaction = {}

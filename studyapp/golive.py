@@ -66,7 +66,15 @@ def completion_problems(study):
 
 
 def _pairs(unit, paradigm):
-    return len(unit.strips) if paradigm == Condition.Paradigm.ORDERED_STRIP else len(unit.queries_max)
+    if paradigm == Condition.Paradigm.ORDERED_STRIP:
+        return len(unit.strips)
+    if paradigm == Condition.Paradigm.OCCLUSION_2AFC:
+        return len(unit.occlusion)
+    return len(unit.queries_max)
+
+
+#: what a main trial of each paradigm shows one of, per unit
+_SHOWN = {Condition.Paradigm.ORDERED_STRIP: "ordered strips", Condition.Paradigm.OCCLUSION_2AFC: "occlusion pairs"}
 
 
 def condition_problems(study, condition):
@@ -77,7 +85,7 @@ def condition_problems(study, condition):
     job = condition.job
     if job.status != StimulusJob.Status.SUCCEEDED:
         return [f"{name}: its stimulus job {job} has not succeeded (it is {job.get_status_display().lower()})."]
-    keys = dict(((u.pk, u.key) for u in condition.units()))
+    keys = dict((u.pk, u.key) for u in condition.units())
     if not keys:
         return [f"{name}: stimulus job {job} has no units for layer {condition.layer!r} and basis "
                 f"{condition.basis!r}."]
@@ -117,9 +125,8 @@ def condition_problems(study, condition):
     per_unit = main_pairs_per_unit(study.n_main, study.catch_ratio, len(units))
     short = [keys[u.unit_id] for u in units if _pairs(u, condition.paradigm) < per_unit]
     if short:
-        what = ("ordered strips" if condition.paradigm == Condition.Paradigm.ORDERED_STRIP
-                else "query pairs" + (f" in the band {band_name(band)}" if any(u.queries_max_percentile for u in units)
-                                      else ""))
+        what = _SHOWN.get(condition.paradigm, "query pairs" + (
+            f" in the band {band_name(band)}" if any(u.queries_max_percentile for u in units) else ""))
         out.append(f"{name}: N main {study.n_main} gives each unit up to {per_unit} main trials, but "
                    f"{'unit' if len(short) == 1 else 'units'} {', '.join(short)} "
                    f"{'has' if len(short) == 1 else 'have'} fewer {what}: participants would see one again. "

@@ -1,13 +1,11 @@
 """The study platform's data: what a researcher configures, what the stimulus workers produce, and what
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
+import json
+import re
 import secrets
 from collections import defaultdict
 
-import json
-import re
-
-from analysis.exclusions import ONE_SIDE_ALPHA
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -16,8 +14,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from stimuli.artifact import ManifestError
-from stimuli.artifact import query_bands as artifact_query_bands
+from analysis.exclusions import ONE_SIDE_ALPHA
+from stimuli.artifact import ManifestError, query_bands as artifact_query_bands
 
 from . import texts
 from .trials import UnitExemplars, build_trial_list, in_query_band, main_pairs_per_unit
@@ -204,6 +202,9 @@ class Unit(models.Model):
     basis = models.CharField(max_length=40)
     index = models.PositiveIntegerField()
     measures = models.JSONField(default=dict, blank=True)
+    # The occlusion 2AFC's pairs (stimuli.measures.occlusion) with published image names: each
+    # {"kind": "main"|"catch", "a", "b", "correct", "delta_a", "delta_b"}. The answer key: never served.
+    occlusion_trials = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["job", "layer", "basis", "index"]
@@ -569,10 +570,11 @@ _UNIT_EXEMPLARS: dict = {}
 UNIT_EXEMPLARS_CACHED = 4096
 
 
-def _load_unit_exemplars(keys):
+def _load_unit_exemplars(keys, occlusion=None):
     """Unit pk -> UnitExemplars, in one query; `keys`: unit pk -> its key (`conv2:nmf:0`), which messages
-    name it by."""
+    name it by; `occlusion`: unit pk -> its `occlusion_trials`, read with the keys."""
     unit_ids = list(keys)
+    occlusion = occlusion or {}
     lists = defaultdict(lambda: defaultdict(list))
     strips = defaultdict(lambda: defaultdict(list))
     percentiles = defaultdict(lambda: defaultdict(list))
@@ -597,6 +599,8 @@ def _load_unit_exemplars(keys):
         synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
         queries_max_percentile=percentiles[pk][Exemplar.Role.QUERY_MAX],
         queries_min_percentile=percentiles[pk][Exemplar.Role.QUERY_MIN],
+        occlusion=[p for p in occlusion.get(pk) or [] if p.get("kind") != "catch"],
+        occlusion_catch=[p for p in occlusion.get(pk) or [] if p.get("kind") == "catch"],
     ) for pk in unit_ids}
 
 
@@ -614,6 +618,7 @@ class Condition(models.Model):
     class Paradigm(models.TextChoices):
         REFERENCE_2AFC = "reference_2afc", "reference 2AFC (Borowski et al.)"
         ORDERED_STRIP = "ordered_strip", "ordered strip vs shuffled strip (Dey et al.)"
+        OCCLUSION_2AFC = "occlusion_2afc", "occlusion 2AFC: which occlusion changes the unit more (Zimmermann et al.)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -743,17 +748,18 @@ class Condition(models.Model):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from. `fresh`: read from the database, past the per-process cache (a check that must see
         the rows as they are now)."""
-        keys = {pk: f"{self.layer}:{self.basis}:{index}"
-                for pk, index in self.units().order_by("index").values_list("pk", "index")}
+        rows = list(self.units().order_by("index").values_list("pk", "index", "occlusion_trials"))
+        keys = {pk: f"{self.layer}:{self.basis}:{index}" for pk, index, _ in rows}
+        occlusion = {pk: pairs for pk, _, pairs in rows}
         units = list(keys)
         if fresh:
-            loaded = _load_unit_exemplars(keys)
+            loaded = _load_unit_exemplars(keys, occlusion)
             return [loaded[pk] for pk in units]
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
             if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
                 _UNIT_EXEMPLARS.clear()
-            _UNIT_EXEMPLARS.update(_load_unit_exemplars({pk: keys[pk] for pk in missing}))
+            _UNIT_EXEMPLARS.update(_load_unit_exemplars({pk: keys[pk] for pk in missing}, occlusion))
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):
@@ -950,6 +956,9 @@ class Trial(models.Model):
     # The ordered-strip paradigm shows two rows instead of references and queries.
     strip_a = models.JSONField(default=list, blank=True)
     strip_b = models.JSONField(default=list, blank=True)
+    # The occlusion 2AFC: the unit's score change under the occluder shown as query a and as query b.
+    occlusion_delta_a = models.FloatField(null=True, blank=True)
+    occlusion_delta_b = models.FloatField(null=True, blank=True)
     correct_query = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
     served_at = models.DateTimeField(null=True, blank=True, help_text="when a trial list first held this trial")
 

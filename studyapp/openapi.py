@@ -11,7 +11,7 @@ STUDY = {
     "type": "object",
     "properties": {
         "title": {"type": "string"},
-        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip"]},
+        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip", "occlusion_2afc"]},
         "consent_html": {"type": "string"},
         "instructions_html": {"type": "string"},
         "debrief_html": {"type": "string"},
@@ -77,7 +77,7 @@ TRIAL = {
         "position": {"type": "integer"},
         "block": {"type": "string", "enum": ["practice", "main"]},
         "attempt": {"type": ["integer", "null"]},
-        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip"]},
+        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip", "occlusion_2afc"]},
         "references_min": URL_LIST,
         "references_max": URL_LIST,
         "query_a": {"type": "string"},

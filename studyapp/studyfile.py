@@ -22,8 +22,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 
-
-from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study
+from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study, Unit
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schema" / f"study-v{SCHEMA_VERSION}.json"
@@ -92,7 +91,7 @@ _INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallInte
 def _field_schema(field):
     if isinstance(field, models.BooleanField):
         out = {"type": "boolean"}
-    elif isinstance(field, _INTEGER_FIELDS) or isinstance(field, models.ForeignKey):
+    elif isinstance(field, (*_INTEGER_FIELDS, models.ForeignKey)):
         out = {"type": "integer"}
         if isinstance(field, (models.PositiveIntegerField, models.PositiveSmallIntegerField,
                               models.PositiveBigIntegerField)):
@@ -155,11 +154,11 @@ def schema():
 # --- a job by content ---------------------------------------------------------------------------------
 
 def content_hash(job):
-    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position,
-    image): what its studies show and the answer key. The image names are the artifact's content names
-    (the first 20 hex of the sha256 of each PNG's bytes), so the hash follows the artifact's images and
-    roles, whatever database, machine or run time it came from; its manifest (which records when it was
-    made) does not enter."""
+    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position, image),
+    and their occlusion pairs where they have any: what its studies show and the answer key. The image names
+    are the artifact's content names (the first 20 hex of the sha256 of each PNG's bytes), so the hash
+    follows the artifact's images and roles, whatever database, machine or run time it came from; its
+    manifest (which records when it was made) does not enter."""
     digest = hashlib.sha256()
     rows = (Exemplar.objects.filter(unit__job=job)
             .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
@@ -169,6 +168,13 @@ def content_hash(job):
         digest.update(json.dumps(row, separators=(",", ":")).encode())
         digest.update(b"\n")
         n += 1
+    # the occlusion 2AFC's pairs and their answer key, for the units that have them (a job without
+    # occlusion pairs hashes as it always did)
+    occluded = (Unit.objects.filter(job=job).exclude(occlusion_trials=[]).order_by("layer", "basis", "index")
+                .values_list("layer", "basis", "index", "occlusion_trials"))
+    for row in occluded.iterator(chunk_size=500):
+        digest.update(json.dumps(row, separators=(",", ":"), sort_keys=True).encode())
+        digest.update(b"\n")
     return f"sha256:{digest.hexdigest()}" if n else None
 
 

@@ -1,11 +1,11 @@
 """A participant's withdrawal: finding them by the recruitment id they know (their Prolific id or MTurk
 worker id), which the platform holds only as a keyed hash, and deleting everything of theirs.
 
-Deleting removes the participant row, their trials and responses (cascading from it), the Prolific
-actions recorded for their submission (studyapp.prolific_api) and their line in any recorded bulk bonus; the platform stores no files per
-participant (the questionnaire is a column of the row). One audit line in the study's change log says a
-deletion happened and what it removed, never the id; counts (monitor, export) follow because they are
-computed from the rows."""
+Deleting removes the participant row, their trials and responses (cascading from it), the Prolific actions
+recorded for their submission (studyapp.prolific_api) and their line in any recorded bulk bonus; the
+platform stores no files per participant (the questionnaire is a column of the row). One audit line in the
+study's change log says a deletion happened and what it removed, never the id; counts (monitor, export)
+follow because they are computed from the rows."""
 import logging
 
 from django.conf import settings

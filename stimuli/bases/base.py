@@ -220,7 +220,7 @@ class Basis(TransformerMixin, BaseEstimator):
         return (plus - minus) / (2 * eps)
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, A, y=None) -> "Basis":
+    def fit(self, A, y=None) -> Basis:
         self.fit_transform(A)
         return self
 

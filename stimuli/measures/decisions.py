@@ -10,10 +10,10 @@ trees learn. The measures use a seeded subset of ``decision_max_images`` images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -103,11 +103,11 @@ def decision_measures(settings: DecisionMeasuresSettings, net, images, fitted: d
     maps (layer, basis) to ``(basis, codes)`` with :class:`stimuli.scores.Codes`), for the class of
     interest ``cls`` (versus ``versus``) whose influence is ``influence`` (per (layer, basis), as
     :func:`stimuli.pipeline.measure_influence` gives it)."""
+    from ..selection import unit_rng
     from .ablation import units_at_mean_bases
     from .completeness import default_k, unit_order
     from .essence import essence_orders, essence_variants
     from .purity import top_label_entropy
-    from ..selection import unit_rng
 
     out = DecisionMeasures()
     if not wanted(settings):
@@ -158,7 +158,7 @@ def decision_measures(settings: DecisionMeasuresSettings, net, images, fitted: d
             runs = units_at_mean_bases(
                 net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
                 columns=columns, activation=activation, device=device, batch_size=batch_size,
-                progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+                progress=None if report is None else (lambda f, j=j: report(stage, (j + f) / len(layers))))
         except (ValueError, RuntimeError) as exc:
             # as completeness does: a layer that is no module (an FX node name) loses these measures,
             # not the job
@@ -222,14 +222,14 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
     """One measure for one layer and several bases, from names alone, for the command line: the
     essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
     surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
-    from .ablation import unit_ablation
     from ..activations import extract
     from ..bases import make_basis
-    from .completeness import default_k, unit_order
     from ..datasets import load_dataset
+    from ..networks import load_network, resolve_device
+    from .ablation import unit_ablation
+    from .completeness import default_k, unit_order
     from .essence import essence
     from .influence import Quantity, influence_from_gradient, influence_order, pooled_gradient
-    from ..networks import load_network, resolve_device
     from .surrogate import surrogate_rules
 
     if measure not in MEASURES:

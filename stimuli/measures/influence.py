@@ -26,8 +26,9 @@ that of the network as it is. The offset does not enter (a constant shift has no
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ class Quantity:
     versus: int | None = None
 
     @classmethod
-    def parse(cls, value: "Quantity | Mapping[str, Any] | int") -> "Quantity":
+    def parse(cls, value: Quantity | Mapping[str, Any] | int) -> Quantity:
         if isinstance(value, Quantity):
             return value
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -99,7 +100,7 @@ def _input_batches(images, preprocess, batch_size: int):
 
 
 def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None, layer: str,
-                    quantity: "Quantity | Mapping | int", activation: str = "post_relu", pooling: str = "mean",
+                    quantity: Quantity | Mapping | int, activation: str = "post_relu", pooling: str = "mean",
                     distribution: str = "all", labels: Sequence[int] | None = None,
                     device: torch.device | str = "cpu", batch_size: int = 256,
                     progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, int]:
@@ -129,29 +130,28 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
     n_used = 0
     n_total = len(images)
     n_seen = 0
-    with layer_hook(model, layer, hook):
-        with torch.enable_grad():
-            for idx, x in _input_batches(images, preprocess, batch_size):
-                logits = model(x.to(device)).float()
-                if logits.ndim != 2:
-                    raise ValueError(f"the network's output must be N x classes, got {tuple(logits.shape)}")
-                q.check(logits.shape[1])
-                t = state.pop("t")
-                (grad,) = torch.autograd.grad(q(logits).sum(), t)
-                act = torch.relu(t.detach()) if activation == "post_relu" else t.detach()
-                pooled = _pool_gradient(grad.float(), act.float(), pooling).double()
-                if distribution == "class":
-                    if labels_arr is not None:
-                        keep = torch.as_tensor(labels_arr[idx.numpy()] == q.cls, device=device)
-                    else:
-                        keep = logits.argmax(1) == q.cls
-                    pooled = pooled[keep]
-                s = pooled.sum(0)
-                total = s if total is None else total + s
-                n_used += int(pooled.shape[0])
-                n_seen += len(idx)
-                if progress:
-                    progress(n_seen / n_total)
+    with layer_hook(model, layer, hook), torch.enable_grad():
+        for idx, x in _input_batches(images, preprocess, batch_size):
+            logits = model(x.to(device)).float()
+            if logits.ndim != 2:
+                raise ValueError(f"the network's output must be N x classes, got {tuple(logits.shape)}")
+            q.check(logits.shape[1])
+            t = state.pop("t")
+            (grad,) = torch.autograd.grad(q(logits).sum(), t)
+            act = torch.relu(t.detach()) if activation == "post_relu" else t.detach()
+            pooled = _pool_gradient(grad.float(), act.float(), pooling).double()
+            if distribution == "class":
+                if labels_arr is not None:
+                    keep = torch.as_tensor(labels_arr[idx.numpy()] == q.cls, device=device)
+                else:
+                    keep = logits.argmax(1) == q.cls
+                pooled = pooled[keep]
+            s = pooled.sum(0)
+            total = s if total is None else total + s
+            n_used += int(pooled.shape[0])
+            n_seen += len(idx)
+            if progress:
+                progress(n_seen / n_total)
     if n_used == 0:
         where = "labelled" if labels_arr is not None else "predicted as"
         raise ValueError(f"no image is {where} class {q.cls}: the distribution of interest is empty")
@@ -180,7 +180,7 @@ def influence_from_gradient(basis, mean_gradient: np.ndarray, per: str = "code")
 
 
 def distributional_influence(model: torch.nn.Module, images, preprocess: Callable | None, layer: str, basis,
-                             quantity: "Quantity | Mapping | int", device: torch.device | str = "cpu",
+                             quantity: Quantity | Mapping | int, device: torch.device | str = "cpu",
                              batch_size: int = 256, progress: Callable[[float], None] | None = None, *,
                              activation: str = "post_relu", pooling: str = "mean", distribution: str = "all",
                              labels: Sequence[int] | None = None) -> np.ndarray:

@@ -212,7 +212,7 @@ def test_kenward_roger_gives_the_exact_split_plot_df():
     for p in range(12):
         grp, a = p % 2, rng.normal(0, 1.0)
         for w in range(3):
-            for rep in range(2):
+            for _ in range(2):
                 rows.append({"participant": f"p{p}", "group": f"g{grp}", "within": f"w{w}",
                              "y": 0.5 * grp + 0.3 * w + a + rng.normal(0, 0.7)})
     d = pd.DataFrame(rows)

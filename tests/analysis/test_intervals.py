@@ -151,7 +151,7 @@ def test_glmm_sd_ends_sit_where_the_deviance_rises_by_z_squared(case, cbpp, boro
     beta0 = fit.params.to_numpy()
     dev_hat = fit.deviance
     for k, name in enumerate(intervals.parameter_names(fit)[:nth]):
-        for side, sign in (("lower", -1), ("upper", 1)):
+        for side in ("lower", "upper"):
             v = ci.loc[name, side]
             dev = _profiled_deviance_at_sd(fit.model, k, v, nth, beta0)
             if v == 0:  # the profile never reaches -z: at zero the deviance has risen less than z²

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from .test_participant_session import CHROMIUM, CHROMIUM_ARGS
+from .participant import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

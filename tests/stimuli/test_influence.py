@@ -6,8 +6,14 @@ import torch
 from torch import nn
 
 from stimuli.bases import NeuronBasis, PCABasis
-from stimuli.measures.influence import (Quantity, concentration, distributional_influence, influence_from_gradient,
-                               influence_order, pooled_gradient)
+from stimuli.measures.influence import (
+    Quantity,
+    concentration,
+    distributional_influence,
+    influence_from_gradient,
+    influence_order,
+    pooled_gradient,
+)
 from stimuli.selection import select_units
 
 

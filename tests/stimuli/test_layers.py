@@ -11,12 +11,12 @@ import torch
 
 from stimuli.__main__ import main
 from stimuli.activations import extract, pool
+from stimuli.bases import NeuronBasis
+from stimuli.layers import Site, hook, resolve
 from stimuli.measures.ablation import units_at_mean
 from stimuli.measures.attribution import unit_attribution
-from stimuli.bases import NeuronBasis
 from stimuli.measures.completeness import network_completeness
 from stimuli.measures.influence import pooled_gradient
-from stimuli.layers import Site, hook, resolve
 from stimuli.networks import imagenet_preprocess, load_network
 
 SIZE = 32  # ResNet-18 still ends in a 1 x 1 map at this input size, at a fiftieth of 224's cost

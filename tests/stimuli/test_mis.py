@@ -5,8 +5,16 @@ import pytest
 
 from stimuli.datasets import ImageSet
 from stimuli.exemplars import select_exemplars
-from stimuli.measures.mis import (EmbeddingCache, Embeddings, embed_images, machine_score_details, machine_scores,
-                         mis_from_deltas, pair_delta, unit_deltas)
+from stimuli.measures.mis import (
+    EmbeddingCache,
+    Embeddings,
+    embed_images,
+    machine_score_details,
+    machine_scores,
+    mis_from_deltas,
+    pair_delta,
+    unit_deltas,
+)
 
 
 def clustered_embeddings(rng, n=400, dim=32, noise=0.1):

@@ -13,10 +13,20 @@ from stimuli import shards
 from stimuli.activations import Activations, NoImageRead, extract
 from stimuli.artifact import read_manifest
 from stimuli.config import StimulusConfig
-from stimuli.pipeline import load_inputs, run
 from stimuli.datasets import FolderImageSet
-from stimuli.shards import (LISTING, ListingError, extract_shard, listed_images, merge_shards, read_listing,
-                            shard_count, shard_name, shard_ranges, write_listing)
+from stimuli.pipeline import load_inputs, run
+from stimuli.shards import (
+    LISTING,
+    ListingError,
+    extract_shard,
+    listed_images,
+    merge_shards,
+    read_listing,
+    shard_count,
+    shard_name,
+    shard_ranges,
+    write_listing,
+)
 
 # Fields that differ between two runs of one configuration whatever computed them.
 RUN_STAMPS = ("created", "versions")

@@ -3,8 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from stimuli.artifact import (SCHEMA_VERSION, SCHEMA_VERSIONS, ArtifactWriter, ManifestError, build_manifest,
-                              read_manifest, validate_manifest)
+from stimuli.artifact import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    ArtifactWriter,
+    ManifestError,
+    build_manifest,
+    read_manifest,
+    validate_manifest,
+)
 from stimuli.render import content_name, png_bytes
 
 
@@ -16,10 +23,9 @@ def test_exception_mid_write_leaves_nothing(tmp_path):
     out = tmp_path / "art"
     from PIL import Image
 
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(out) as w:
-            w.add_image(png_bytes(Image.new("L", (4, 4), 3)))
-            raise RuntimeError("crash while rendering")
+    with pytest.raises(RuntimeError), ArtifactWriter(out) as w:
+        w.add_image(png_bytes(Image.new("L", (4, 4), 3)))
+        raise RuntimeError("crash while rendering")
     assert not out.exists()
     assert _siblings(out) == []
 
@@ -43,9 +49,8 @@ def test_existing_folder_refused_unless_overwrite(tmp_path):
     out = tmp_path / "art"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(FileExistsError):
-        with ArtifactWriter(out):
-            pass
+    with pytest.raises(FileExistsError), ArtifactWriter(out):
+        pass
     with ArtifactWriter(out, overwrite=True) as w:
         w.commit({"schema_version": 1})
     assert not (out / "old.txt").exists() and (out / "manifest.json").exists()
@@ -75,7 +80,7 @@ def _layer(**changes):
 def test_the_manifest_is_built_and_validated_in_one_place(tmp_path):
     import datetime as dt
 
-    created = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
+    created = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
     m = build_manifest(network={"name": "demo"}, dataset={"name": "digits"}, seed=3, parameters={"n_units": 1},
                        layers=[_layer()], n_images_rendered=0, device="cpu", created=created)
     assert list(m) == ["schema_version", "created", "network", "dataset", "seed", "parameters", "versions",

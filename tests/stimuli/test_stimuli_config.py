@@ -79,9 +79,9 @@ def test_stored_demo_job_parameters_still_read():
     config = StimulusConfig.from_dict(values)
     from_manifest = StimulusConfig.from_dict({**stored, "network": "demo", "dataset": "digits", "seed": 0})
     assert from_manifest == config
-    # keys added since the data was saved write their defaults
-    added = {"query_bands": None}
-    assert config.to_dict() == {**stored, "network": "demo", "dataset": "digits", "seed": 0, **added}
+    # keys added since the data was saved write their defaults (a section that is off)
+    added = {"query_bands": None, "occlusion": {}}
+    assert config.to_dict() == {**stored, **added, "network": "demo", "dataset": "digits", "seed": 0}
     assert config.mis.layer == "relu3" and config.influence.class_index == 3 and config.attribution.overlays
 
 

@@ -114,8 +114,8 @@ def _traced_peak_of_the_stages(n: int, c: int = 256) -> int:
     import tracemalloc
     from types import SimpleNamespace
 
-    from stimuli.measures.completeness import cumulative_explained_variance
     from stimuli.config import StimulusConfig
+    from stimuli.measures.completeness import cumulative_explained_variance
     from stimuli.pipeline import Inputs, choose_units, fit_bases
 
     layers = ["a", "b"]

@@ -1,5 +1,4 @@
 import hashlib
-import json
 import re
 
 import numpy as np

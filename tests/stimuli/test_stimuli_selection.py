@@ -104,7 +104,7 @@ def selection_runs(tmp_path_factory, stimuli_cache):
     runs = {}
     for how in ("mis_top", "mis_bottom", "mis_spread"):
         calls = []
-        path = run(base.replace(unit_selection=how), out / how, progress=lambda s, f: calls.append((s, f)))
+        path = run(base.replace(unit_selection=how), out / how, progress=lambda s, f, calls=calls: calls.append((s, f)))
         runs[how] = (read_manifest(path), calls)
     plain = run(base.replace(unit_selection="top_variance", n_units=8), out / "plain")
     runs["plain"] = (read_manifest(plain), None)

@@ -19,9 +19,7 @@ from studyapp.models import Condition, Exemplar, ImageSet, Network, Participant,
 from studyapp.simulation import AnswerOracle, Behaviour, simulate
 from studyapp.simulation.oracle import OracleCondition, OracleUnit
 from studyapp.studyfile import dumps, export_study
-from tests.studyapp.conftest import make_job
-from tests.studyapp.test_simulation import no_rate_limits
-from tests.studyapp.test_synthetic_references import add_synthetic
+from tests.studyapp.helpers import add_synthetic, make_job, no_rate_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "borowski2021-exp2.json"

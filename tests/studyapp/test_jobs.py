@@ -11,28 +11,7 @@ from stimuli import pipeline
 from studyapp import jobs, lifecycle
 from studyapp.artifacts import ArtifactError, import_artifact, published_name
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
-
-
-def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
-    out_dir.mkdir(parents=True)
-    (out_dir / "images").mkdir()
-    layers = []
-    for basis in bases:
-        units = []
-        for index in range(n_units):
-            lists = {}
-            for key, n in (("references_max", 9), ("references_min", 9), ("queries_max", 4), ("queries_min", 4)):
-                names = [f"images/{basis}{index}{key}{i}.png" for i in range(n)]
-                for name in names:
-                    (out_dir / name).write_bytes(name.encode())
-                lists[key] = names
-            units.append({"index": index, "measures": {"explained_variance_ratio": 0.1}, **lists})
-        layers.append({"layer": "conv2", "basis": basis, "n_components": 4,
-                       "cumulative_explained_variance": [0.4, 0.7, 0.9, 1.0], "units": units})
-        if progress:
-            progress("bases", 1.0)
-    (out_dir / "manifest.json").write_text(json.dumps({"schema_version": 1, "network": {"name": "demo"}, "layers": layers}))
-    return out_dir
+from tests.studyapp.helpers import write_artifact
 
 
 @pytest.fixture
@@ -161,9 +140,8 @@ def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipe
 def test_a_job_whose_worker_fell_silent_is_taken_over(artifacts, new_job, fake_pipeline):
     from datetime import timedelta
 
-    from django.utils import timezone
-
     from django.conf import settings
+    from django.utils import timezone
 
     silent_since = timezone.now() - timedelta(seconds=settings.STIMULUS_STALE_AFTER_SECONDS + 1)
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=silent_since, attempts=1)

@@ -13,9 +13,8 @@ from django.utils import timezone
 
 from studyapp import assignment, prolific, prolific_api
 from studyapp.models import Participant, ProlificAction, Response, Trial
-from tests.studyapp.conftest import make_study
+from tests.studyapp.helpers import api, make_study, through_instructions
 from tests.studyapp.prolific_fake import FORBIDDEN_TOKEN, TOKEN, FakeProlific
-from tests.studyapp.test_api import api, through_instructions
 
 PROLIFIC_STUDY = "64f0c0ffee0000000000aaaa"
 PIDS = {"good": "5f1a00000000000000000001", "catch": "5f1a00000000000000000002",

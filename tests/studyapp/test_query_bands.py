@@ -16,7 +16,7 @@ from studyapp.recruitment import Arrival
 from studyapp.studyfile import StudyFileError, export_study, import_study
 from studyapp.trials import UnitExemplars, in_query_band
 from tests.studyapp.admin_forms import study_form
-from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import make_job, make_study
 
 BANDS = [[90, 100], [80, 90]]
 N_IMAGES, N_QUERIES, N_UNITS = 400, 8, 3

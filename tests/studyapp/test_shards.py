@@ -18,9 +18,8 @@ import stimuli.shards
 from stimuli import pipeline
 from studyapp import jobs, lifecycle, shards, tasks
 from studyapp.artifacts import artifact_dir
-from studyapp.models import ImageSet, Job, Network, StimulusJob, StimulusShard, Unit
-
-from .test_jobs import write_artifact
+from studyapp.models import ImageSet, Network, StimulusJob, StimulusShard, Unit
+from tests.studyapp.helpers import write_artifact
 
 
 @pytest.fixture

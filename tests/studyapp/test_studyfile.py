@@ -13,7 +13,7 @@ from django.urls import reverse
 from studyapp import golive, studyfile
 from studyapp.models import Condition, Exemplar, Participant, StimulusJob, Study
 from studyapp.studyfile import StudyFileError, design_problem, dumps, export_study, import_study, loads
-from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import make_job, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +94,8 @@ def test_a_job_is_matched_by_content_hash_not_by_id_or_name():
         source = job.units.get(basis=unit.basis, index=unit.index)
         rows += [Exemplar(unit=unit, role=e.role, group=e.group, position=e.position, image=e.image)
                  for e in source.exemplars.all()]
+        unit.occlusion_trials = source.occlusion_trials
+        unit.save(update_fields=["occlusion_trials"])
     Exemplar.objects.bulk_create(rows)
     assert studyfile.content_hash(twin) == studyfile.content_hash(job) != studyfile.content_hash(other)
     study.delete()

@@ -10,9 +10,7 @@ from studyapp import screening
 from studyapp.export import response_frame
 from studyapp.models import Participant, ProlificAction, Response, StudyChange, Trial
 from studyapp.monitor import study_monitor
-from tests.studyapp.conftest import make_study
-from tests.studyapp.helpers import play_to_the_questionnaire
-from tests.studyapp.test_api import api, arrive
+from tests.studyapp.helpers import api, arrive, make_study, play_to_the_questionnaire
 
 
 def _counts():

@@ -7,7 +7,7 @@
  *      "csrf_token": "..."}</script>
  *   <div id="jspsych-target"></div>
  * and loads, in order: vendor/jspsych/jspsych.js, the vendor plugins, trial-kit.js, the paradigms'
- * trial plugins (plugin-reference-2afc.js, plugin-ordered-strip.js) and this file.
+ * trial plugins (plugin-reference-2afc.js, plugin-ordered-strip.js, plugin-occlusion.js) and this file.
  *
  * Paradigms: each trial carries its `paradigm`, and is shown by the plugin registered for it with
  * studyTrialKit.register() (trial-kit.js explains the contract). This file names no paradigm: a new
