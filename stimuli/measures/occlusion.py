@@ -73,7 +73,8 @@ class OcclusionSettings(Section):
     patch: float = 0.25
     stride: float = 0.125
     fill: str = field(default="mean", metadata=cli(
-        str, "--occlusion-fill", choices=FILLS, help="occluder fill: the image's mean colour (default) or a blur of it"))
+        str, "--occlusion-fill", choices=FILLS,
+        help="occluder fill: the image's mean colour (default) or a blur of it"))
     margin: float = 0.05
 
     @classmethod
