@@ -29,8 +29,11 @@ def fitted_mean(result, conditional: bool = True) -> np.ndarray:
     ``fitted()``), or with the random effects at zero (``predict(fit, re.form = ~0, type =
     "response")``) when not ``conditional``."""
     model = result.model
-    b = np.concatenate([np.asarray(t, float).ravel() for t in result.ranef.values()]) \
-        if result.ranef and conditional else np.zeros(0)
+    b = (
+        np.concatenate([np.asarray(t, float).ravel() for t in result.ranef.values()])
+        if result.ranef and conditional
+        else np.zeros(0)
+    )
     eta = model.X @ result.params.to_numpy(float)
     if len(b):
         eta = eta + model.rs.Z @ b

@@ -37,8 +37,7 @@ def _column_space_within(Xs: np.ndarray, Xb: np.ndarray, tol: float = 1e-7) -> b
 
 def _random_within(small, big) -> bool:
     for b in small.model.design.blocks:
-        if not any(c.group == b.group and set(b.columns) <= set(c.columns)
-                   for c in big.model.design.blocks):
+        if not any(c.group == b.group and set(b.columns) <= set(c.columns) for c in big.model.design.blocks):
             return False
     return True
 
@@ -50,11 +49,14 @@ def check_nested(small, big) -> None:
     if small.model is None or big.model is None:
         raise NotNestedError("the fits carry no model: nesting cannot be checked")
     if not _column_space_within(small.model.X, big.model.X):
-        raise NotNestedError(f"the fixed effects of {small.formula!r} are not within those of "
-                             f"{big.formula!r}: the models are not nested")
+        raise NotNestedError(
+            f"the fixed effects of {small.formula!r} are not within those of {big.formula!r}: the models are not nested"
+        )
     if not _random_within(small, big):
-        raise NotNestedError(f"the random effects of {small.formula!r} are not within those of "
-                             f"{big.formula!r}: the models are not nested")
+        raise NotNestedError(
+            f"the random effects of {small.formula!r} are not within those of "
+            f"{big.formula!r}: the models are not nested"
+        )
 
 
 @dataclass
@@ -74,14 +76,25 @@ class AnovaTable:
         table = [head]
         for i, x in enumerate(r.itertuples()):
             test = x.chisq is not None and math.isfinite(x.chisq) if x.chisq is not None else False
-            table.append([f"m{i + 1}", str(x.npar), f"{x.aic:.2f}", f"{x.bic:.2f}", f"{x.loglik:.2f}",
-                          f"{x.deviance:.2f}", f"{x.chisq:.4f}" if test else "",
-                          str(int(x.df)) if test else "", format_p(x.p) if test else "",
-                          signif_stars(x.p) if test else ""])
+            table.append(
+                [
+                    f"m{i + 1}",
+                    str(x.npar),
+                    f"{x.aic:.2f}",
+                    f"{x.bic:.2f}",
+                    f"{x.loglik:.2f}",
+                    f"{x.deviance:.2f}",
+                    f"{x.chisq:.4f}" if test else "",
+                    str(int(x.df)) if test else "",
+                    format_p(x.p) if test else "",
+                    signif_stars(x.p) if test else "",
+                ]
+            )
         widths = [max(len(t[i]) for t in table) for i in range(len(head))]
         for t in table:
-            lines.append(" ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                  for i, (c, w) in enumerate(zip(t, widths))).rstrip())
+            lines.append(
+                " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(t, widths))).rstrip()
+            )
         lines.append("---")
         lines.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
         if self.refitted_ml:
@@ -89,9 +102,11 @@ class AnovaTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "refitted_ml": self.refitted_ml,
-                "models": [{k: _plain(v) for k, v in row.items()}
-                           for row in self.rows.to_dict(orient="records")]}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "refitted_ml": self.refitted_ml,
+            "models": [{k: _plain(v) for k, v in row.items()} for row in self.rows.to_dict(orient="records")],
+        }
 
 
 def _plain(v):
@@ -117,8 +132,17 @@ def anova(*fits) -> AnovaTable:
         check_nested(a, b)
     rows = []
     for i, f in enumerate(ml):
-        row = {"formula": f.formula, "npar": int(f.n_params), "aic": f.aic, "bic": f.bic,
-               "loglik": f.loglik, "deviance": -2 * f.loglik, "chisq": None, "df": None, "p": None}
+        row = {
+            "formula": f.formula,
+            "npar": int(f.n_params),
+            "aic": f.aic,
+            "bic": f.bic,
+            "loglik": f.loglik,
+            "deviance": -2 * f.loglik,
+            "chisq": None,
+            "df": None,
+            "p": None,
+        }
         if i:
             t = lrt(ml[i - 1], f)
             row.update(chisq=t["chisq"], df=t["df"], p=t["p"])

@@ -42,6 +42,7 @@ def parse_specs(specs: str) -> tuple[list[str], list[str]]:
     """``"ref | cond"`` (or ``"~ ref | cond"``, ``"ref * stim | cond"``) → (["ref"], ["cond"])."""
     text = specs.strip().lstrip("~").strip()
     left, _, right = text.partition("|")
+
     def split(s):
         return [v for v in (p.strip() for p in re.split(r"[*+:,]", s)) if v]
 
@@ -128,8 +129,9 @@ def reference_grid(design, at: dict | None = None) -> pd.DataFrame:
         else:
             values[var] = [float(pd.to_numeric(design.data[var]).mean())]
     if at:
-        raise ValueError(f"--at names {', '.join(at)}, not a variable of the fixed effects "
-                         f"({', '.join(values) or 'none'})")
+        raise ValueError(
+            f"--at names {', '.join(at)}, not a variable of the fixed effects ({', '.join(values) or 'none'})"
+        )
     if not values:
         return pd.DataFrame(index=[0])
     rows = list(itertools.product(*values.values()))
@@ -183,8 +185,9 @@ class EmmResult:
             n = len(part)
             rows = [[*cols, est_name, "SE", "df", lcl, ucl]]
             for i, r in enumerate(part.itertuples()):
-                rows.append([*(str(getattr(r, c)) for c in cols), est[i], se[i], _df_text(r.df),
-                             est[n + i], est[2 * n + i]])
+                rows.append(
+                    [*(str(getattr(r, c)) for c in cols), est[i], se[i], _df_text(r.df), est[n + i], est[2 * n + i]]
+                )
             lines += _aligned(rows, len(cols)) + [""]
         if self.averaged_over:
             lines.append(f"Results are averaged over the levels of: {', '.join(self.averaged_over)} ")
@@ -215,8 +218,11 @@ class EmmResult:
             for i, r in enumerate(part.itertuples()):
                 # emmeans names a back-transformed logit contrast as the ratio it is: "a / b"
                 label = str(r.contrast).replace(" - ", " / ") if ratio else str(r.contrast)
-                rows.append([label, est[i], se[i], _df_text(r.df)] + (["1"] if ratio else [])
-                            + [f"{r.statistic:.3f}", _p_text(r.p)])
+                rows.append(
+                    [label, est[i], se[i], _df_text(r.df)]
+                    + (["1"] if ratio else [])
+                    + [f"{r.statistic:.3f}", _p_text(r.p)]
+                )
             lines += _aligned(rows, 1) + [""]
         if self.averaged_over:
             lines.append(f"Results are averaged over the levels of: {', '.join(self.averaged_over)} ")
@@ -242,9 +248,14 @@ class EmmResult:
         def rows(frame):
             out = []
             for r in frame.to_dict(orient="records"):
-                out.append({k: (_num(v) if isinstance(v, (float, np.floating)) else
-                                v.item() if hasattr(v, "item") else v) for k, v in r.items()})
+                out.append(
+                    {
+                        k: (_num(v) if isinstance(v, (float, np.floating)) else v.item() if hasattr(v, "item") else v)
+                        for k, v in r.items()
+                    }
+                )
             return out
+
         return {
             "schema_version": SCHEMA_VERSION,
             "formula": self.formula,
@@ -286,8 +297,10 @@ def _p_text(p: float) -> str:
 
 def _aligned(rows, n_left) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [" " + " ".join(c.ljust(w) if i < n_left else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return [
+        " " + " ".join(c.ljust(w) if i < n_left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
 
 
 def _degrees_of_freedom(result, L) -> tuple[np.ndarray, np.ndarray, str]:
@@ -308,8 +321,16 @@ def _degrees_of_freedom(result, L) -> tuple[np.ndarray, np.ndarray, str]:
     return contrast_df(model, result, L), V, "Satterthwaite"
 
 
-def emmeans(result, specs, by=None, type: str = "response", pairs: bool = False,
-            adjust: str = "tukey", at: dict | None = None, level: float = 0.95) -> EmmResult:
+def emmeans(
+    result,
+    specs,
+    by=None,
+    type: str = "response",
+    pairs: bool = False,
+    adjust: str = "tukey",
+    at: dict | None = None,
+    level: float = 0.95,
+) -> EmmResult:
     """Estimated marginal means of a ``MixedResult``; ``specs`` a list of variables or emmeans'
     ``"ref | cond"``; ``by`` further grouping variables; ``at`` {variable: values} fixing the
     grid. ``pairs``: pairwise contrasts within each by group, ``adjust``-ed."""
@@ -330,8 +351,7 @@ def emmeans(result, specs, by=None, type: str = "response", pairs: bool = False,
     grid = reference_grid(design, at)
     for v in names + by:
         if v not in grid.columns:
-            raise ValueError(f"{v!r} is not a variable of the fixed effects "
-                             f"({', '.join(grid.columns) or 'none'})")
+            raise ValueError(f"{v!r} is not a variable of the fixed effects ({', '.join(grid.columns) or 'none'})")
     keys = names + by
     Xg = design.fixed_matrix(grid)
     # emmeans' reference offset: the mean of the fitted rows' offsets (the LMM subtracted it from y)
@@ -363,9 +383,22 @@ def emmeans(result, specs, by=None, type: str = "response", pairs: bool = False,
     notes = []
     if result.kind == "lmm" and type == "response":
         notes.append("an LMM's identity link: the response scale is the link scale")
-    return EmmResult(means=means, contrasts=contrasts, specs=names, by=by, type=type, adjust=adjust,
-                     level=level, kind=result.kind, ddf=ddf, at=at, grid_size=len(grid),
-                     averaged_over=averaged, formula=result.formula, notes=notes)
+    return EmmResult(
+        means=means,
+        contrasts=contrasts,
+        specs=names,
+        by=by,
+        type=type,
+        adjust=adjust,
+        level=level,
+        kind=result.kind,
+        ddf=ddf,
+        at=at,
+        grid_size=len(grid),
+        averaged_over=averaged,
+        formula=result.formula,
+        notes=notes,
+    )
 
 
 def _pairs(means, L, V, beta, names, by, result, adjust, level, response) -> pd.DataFrame:
@@ -416,4 +449,3 @@ def _pairs(means, L, V, beta, names, by, result, adjust, level, response) -> pd.
         out["odds_ratio"], out["odds_ratio_se"] = orat, orat * se
         out["odds_ratio_ci_low"], out["odds_ratio_ci_high"] = np.exp(out["ci_low"]), np.exp(out["ci_high"])
     return out
-

@@ -38,8 +38,17 @@ from ._draws import simulate_response
 from ._json import clean
 from ._mixed import MixedResult, single_threaded_blas
 
-__all__ = ["METHODS", "IntervalResult", "ProfileTimeout", "bootstrap_intervals", "confint",
-           "parameter_names", "profile_intervals", "report_intervals", "wald_intervals"]
+__all__ = [
+    "METHODS",
+    "IntervalResult",
+    "ProfileTimeout",
+    "bootstrap_intervals",
+    "confint",
+    "parameter_names",
+    "profile_intervals",
+    "report_intervals",
+    "wald_intervals",
+]
 
 METHODS = ("wald", "profile", "boot")
 # |ζ − target| at which an end is accepted: 1e-4 of a standard error on a near-linear profile,
@@ -63,29 +72,40 @@ class IntervalResult:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return clean({
-            "method": self.method, "level": self.level,
-            "parameters": [{"parameter": str(r.parameter), "estimate": r.estimate,
-                            "lower": r.lower, "upper": r.upper} for r in self.table.itertuples()],
-            "notes": [str(n) for n in self.notes], **self.extra})
+        return clean(
+            {
+                "method": self.method,
+                "level": self.level,
+                "parameters": [
+                    {"parameter": str(r.parameter), "estimate": r.estimate, "lower": r.lower, "upper": r.upper}
+                    for r in self.table.itertuples()
+                ],
+                "notes": [str(n) for n in self.notes],
+                **self.extra,
+            }
+        )
 
     def summary(self) -> str:
-        what = {"wald": "Wald", "profile": "Profile-likelihood",
-                "boot": "Parametric bootstrap (percentile)"}[self.method]
+        what = {"wald": "Wald", "profile": "Profile-likelihood", "boot": "Parametric bootstrap (percentile)"}[
+            self.method
+        ]
         lo, hi = (1 - self.level) / 2 * 100, (1 + self.level) / 2 * 100
         rows = [["", "estimate", f"{lo:g} %", f"{hi:g} %"]]
         for r in self.table.itertuples():
-            rows.append([str(r.parameter)] + [
-                "NA" if v is None or not np.isfinite(v) else f"{v:.6g}"
-                for v in (r.estimate, r.lower, r.upper)])
+            rows.append(
+                [str(r.parameter)]
+                + ["NA" if v is None or not np.isfinite(v) else f"{v:.6g}" for v in (r.estimate, r.lower, r.upper)]
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [f"{what} {self.level * 100:g}% confidence intervals:"]
         for r in rows:
             lines.append(r[0].ljust(widths[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], widths[1:])))
         if self.method == "boot":
-            lines.append(f"{self.extra['n_boot']} simulations (seed {self.extra['seed']}): "
-                         f"{self.extra['n_failed']} refits failed, {self.extra['n_not_converged']} "
-                         "did not converge (kept)")
+            lines.append(
+                f"{self.extra['n_boot']} simulations (seed {self.extra['seed']}): "
+                f"{self.extra['n_failed']} refits failed, {self.extra['n_not_converged']} "
+                "did not converge (kept)"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -169,11 +189,11 @@ def wald_intervals(result: MixedResult, level: float = 0.95) -> IntervalResult:
     names = parameter_names(result)
     n_var = len(names) - len(result.fixed)
     phi = _estimates(result)
-    rows = [{"parameter": n, "estimate": phi[i], "lower": np.nan, "upper": np.nan}
-            for i, n in enumerate(names[:n_var])]
-    rows += [{"parameter": str(t), "estimate": float(est), "lower": float(ci.iloc[k, 0]),
-              "upper": float(ci.iloc[k, 1])}
-             for k, (t, est) in enumerate(result.params.items())]
+    rows = [{"parameter": n, "estimate": phi[i], "lower": np.nan, "upper": np.nan} for i, n in enumerate(names[:n_var])]
+    rows += [
+        {"parameter": str(t), "estimate": float(est), "lower": float(ci.iloc[k, 0]), "upper": float(ci.iloc[k, 1])}
+        for k, (t, est) in enumerate(result.params.items())
+    ]
     notes = ["Wald intervals of the fixed effects only; none for the variance parameters, as lme4"]
     if result.df_fixed is not None:
         notes.append("on the t distribution with the Satterthwaite df")
@@ -238,7 +258,7 @@ class _GLMMProfile(_Profile):
     def _jacobian(self, phi):
         """dθ/dφ by differences, one-sided at a bound (an SD at zero, a correlation at ±1)."""
         h = 1e-7
-        lo, hi = self.lo[:self.nth], self.hi[:self.nth]
+        lo, hi = self.lo[: self.nth], self.hi[: self.nth]
         J = np.empty((self.nth, self.nth))
         for k in range(self.nth):
             e = np.zeros(self.nth)
@@ -270,9 +290,14 @@ class _GLMMProfile(_Profile):
             return dev, g[free]
 
         b = [bd for k, bd in enumerate(self.bounds()) if free[k]]
-        res = opt.minimize(f, np.clip(x[free], self.lo[free], self.hi[free]), jac=True,
-                           method="L-BFGS-B", bounds=b,
-                           options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 500})
+        res = opt.minimize(
+            f,
+            np.clip(x[free], self.lo[free], self.hi[free]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=b,
+            options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 500},
+        )
         x[free] = res.x
         return float(res.fun), x.copy()
 
@@ -292,7 +317,7 @@ class _LMMProfile(_Profile):
         return _bounds(self.result.model.rs) + [(1e-12, None)] + [(None, None)] * len(self.result.fixed)
 
     def _theta(self, x):
-        return sdcor_to_theta(self.rs, x[:self.nth], x[self.nth])
+        return sdcor_to_theta(self.rs, x[: self.nth], x[self.nth])
 
     def dev_var(self, x):
         """ML deviance at (SDs/correlations, σ), β at β̂(θ)."""
@@ -324,11 +349,13 @@ class _LMMProfile(_Profile):
         f0 = self.dev_var(x)
         for i in range(k):
             for m in range(i, k):
+
                 def at(si, sm, i=i, m=m):
                     y = x.copy()
                     y[i] += si * h[i]
                     y[m] += sm * h[m]
                     return self.dev_var(np.clip(y, self.lo, self.hi))
+
                 if i == m:
                     H[i, i] = (at(1, 0) - 2 * f0 + at(-1, 0)) / h[i] ** 2
                 else:
@@ -343,9 +370,13 @@ class _LMMProfile(_Profile):
             beta_j = j - k
             th0 = np.clip(self._theta(x), self.rs.theta_lower, None)
             if self.nth:
-                res = opt.minimize(lambda t: self.dev_beta(t, beta_j, v), th0, method="L-BFGS-B",
-                                   bounds=self.rs.bounds(),
-                                   options={"ftol": 1e-14, "gtol": 1e-8, "maxiter": 500})
+                res = opt.minimize(
+                    lambda t: self.dev_beta(t, beta_j, v),
+                    th0,
+                    method="L-BFGS-B",
+                    bounds=self.rs.bounds(),
+                    options={"ftol": 1e-14, "gtol": 1e-8, "maxiter": 500},
+                )
                 theta, dev = res.x, float(res.fun)
             else:
                 theta, dev = th0, self.dev_beta(th0, beta_j, v)
@@ -355,7 +386,7 @@ class _LMMProfile(_Profile):
             beta = s["beta"] + V[:, beta_j] / V[beta_j, beta_j] * (v - s["beta"][beta_j])
             r2 = s["r2"] + (v - s["beta"][beta_j]) ** 2 / V[beta_j, beta_j]
             sigma = math.sqrt(r2 / self.n)
-            x[:self.nth] = theta_to_sdcor(self.rs, theta, sigma)
+            x[: self.nth] = theta_to_sdcor(self.rs, theta, sigma)
             x[self.nth] = sigma
             x[k:] = beta
             return dev, x
@@ -365,13 +396,16 @@ class _LMMProfile(_Profile):
         x[j] = v
         z0 = np.clip(x[free], self.lo[free], self.hi[free])
         if free.any():
+
             def f(z):
                 y = x.copy()
                 y[free] = z
                 return self.dev_var(y)
+
             b = [bd for m, bd in enumerate(self.bounds()) if free[m]]
-            res = opt.minimize(f, z0, method="L-BFGS-B", bounds=b,
-                               options={"ftol": 1e-14, "gtol": 1e-8, "maxiter": 500, "eps": 1e-8})
+            res = opt.minimize(
+                f, z0, method="L-BFGS-B", bounds=b, options={"ftol": 1e-14, "gtol": 1e-8, "maxiter": 500, "eps": 1e-8}
+            )
             x[free] = res.x
             dev = float(res.fun)
         else:
@@ -383,13 +417,16 @@ class _LMMProfile(_Profile):
 
 def _ml_result(result: MixedResult) -> tuple[MixedResult, list[str]]:
     if result.kind == "lmm" and result.criterion == "REML":
-        return (result.model.fit(reml=False, ddf="normal"),
-                ["the LMM is profiled on its ML deviance (refitted by ML, as lme4's profile does)"])
+        return (
+            result.model.fit(reml=False, ddf="normal"),
+            ["the LMM is profiled on its ML deviance (refitted by ML, as lme4's profile does)"],
+        )
     return result, []
 
 
-def profile_intervals(result: MixedResult, level: float = 0.95, parameters=None,
-                      budget_s: float | None = None) -> IntervalResult:
+def profile_intervals(
+    result: MixedResult, level: float = 0.95, parameters=None, budget_s: float | None = None
+) -> IntervalResult:
     """lme4's ``confint(fit, method = "profile", level = level)`` from constrained refits of our
     own model. ``parameters``: names (``parameter_names``) to profile, default all. ``budget_s``:
     raise ``ProfileTimeout`` once the profile has run that long."""
@@ -397,8 +434,7 @@ def profile_intervals(result: MixedResult, level: float = 0.95, parameters=None,
         raise ValueError("profile intervals need the fit's model (a result rebuilt from numbers has none)")
     t0 = time.perf_counter()
     try:
-        return _profile_intervals(result, level, parameters,
-                                  None if budget_s is None else t0 + budget_s, t0)
+        return _profile_intervals(result, level, parameters, None if budget_s is None else t0 + budget_s, t0)
     finally:
         # the model's warm-start slots hold the last constrained refit; put the fit's own back
         _restore(result)
@@ -426,8 +462,9 @@ def _profile_intervals(result, level, parameters, deadline, t0) -> IntervalResul
             j = names.index(name)
             lo, hi, more = _profile_one(prof, j, z, cov, deadline)
             notes += more
-            rows.append({"parameter": name, "estimate": float(result_estimate(result, name, prof)),
-                         "lower": lo, "upper": hi})
+            rows.append(
+                {"parameter": name, "estimate": float(result_estimate(result, name, prof)), "lower": lo, "upper": hi}
+            )
     extra = {"seconds": round(time.perf_counter() - t0, 3), "evaluations": int(prof.nfev)}
     return IntervalResult("profile", level, pd.DataFrame(rows), notes, extra)
 
@@ -462,8 +499,7 @@ def _profile_one(prof: _Profile, j: int, z: float, cov, deadline=None) -> tuple[
     for sign in (-1.0, 1.0):
         end = _one_end(prof, j, sign * z, se, slope, deadline)
         if end is None:
-            notes.append(f"{prof.names[j]}: the profile did not reach ζ = {sign * z:+.3f}; "
-                         "no interval end")
+            notes.append(f"{prof.names[j]}: the profile did not reach ζ = {sign * z:+.3f}; no interval end")
             end = np.nan
         out.append(float(end))
     return out[0], out[1], notes
@@ -542,8 +578,9 @@ def refit_to(result: MixedResult, y: np.ndarray) -> MixedResult:
     return m.fit(reml=result.criterion == "REML", ddf="normal")
 
 
-def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-                        progress: bool | None = None) -> IntervalResult:
+def bootstrap_intervals(
+    result: MixedResult, n_boot: int = 200, seed: int = 0, level: float = 0.95, progress: bool | None = None
+) -> IntervalResult:
     """Percentile intervals from ``n_boot`` parametric-bootstrap refits (lme4's ``bootMer``; a
     tqdm bar on stderr when it is a terminal, or when ``progress`` is True)."""
     if result.model is None:
@@ -554,8 +591,14 @@ def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, l
     rng = np.random.default_rng(seed)
     names = parameter_names(result)
     draws, failed, not_conv, errors = [], 0, 0, []
-    bar = tqdm(total=n_boot, desc="parametric bootstrap", unit=" refits", file=sys.stderr,
-               disable=None if progress is None else not progress, leave=False)
+    bar = tqdm(
+        total=n_boot,
+        desc="parametric bootstrap",
+        unit=" refits",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        leave=False,
+    )
     with bar:
         for _ in range(n_boot):
             y = simulate_response(result, rng)
@@ -576,8 +619,9 @@ def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, l
     _restore(result)
     notes = []
     if failed:
-        notes.append(f"{failed} of {n_boot} refits failed and are left out" +
-                     (f" (e.g. {errors[0]})" if errors else ""))
+        notes.append(
+            f"{failed} of {n_boot} refits failed and are left out" + (f" (e.g. {errors[0]})" if errors else "")
+        )
     if not_conv:
         notes.append(f"{not_conv} of {n_boot} refits did not converge; kept, as bootMer keeps them")
     D = np.array(draws) if draws else np.full((0, len(names)), np.nan)
@@ -585,10 +629,15 @@ def bootstrap_intervals(result: MixedResult, n_boot: int = 200, seed: int = 0, l
     est = _estimates(result)
     rows = []
     for k, name in enumerate(names):
-        lo, hi = (np.quantile(D[:, k], [a, 1 - a]) if len(D) >= 2 else (np.nan, np.nan))
+        lo, hi = np.quantile(D[:, k], [a, 1 - a]) if len(D) >= 2 else (np.nan, np.nan)
         rows.append({"parameter": name, "estimate": float(est[k]), "lower": float(lo), "upper": float(hi)})
-    extra = {"n_boot": int(n_boot), "n_failed": int(failed), "n_not_converged": int(not_conv),
-             "seed": int(seed), "seconds": round(time.perf_counter() - t0, 3)}
+    extra = {
+        "n_boot": int(n_boot),
+        "n_failed": int(failed),
+        "n_not_converged": int(not_conv),
+        "seed": int(seed),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     return IntervalResult("boot", level, pd.DataFrame(rows), notes, extra)
 
 
@@ -607,8 +656,14 @@ def report_intervals(result: MixedResult, level: float = 0.95, budget_s: float =
     return out
 
 
-def confint(result: MixedResult, method: str = "wald", level: float = 0.95, n_boot: int = 200,
-            seed: int = 0, progress: bool | None = None) -> IntervalResult:
+def confint(
+    result: MixedResult,
+    method: str = "wald",
+    level: float = 0.95,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> IntervalResult:
     """``method``: ``wald``, ``profile`` or ``boot`` (lme4's ``confint.merMod``)."""
     if method not in METHODS:
         raise ValueError(f"unknown interval method {method!r}; expected one of {', '.join(METHODS)}")

@@ -61,8 +61,10 @@ class KenwardRoger:
             raise ValueError("Kenward–Roger df need a linear mixed model (a residual σ)")
         n = model.design.n
         if n > MAX_ROWS:
-            raise ValueError(f"Kenward–Roger df form n × n matrices and are offered up to {MAX_ROWS:,} "
-                             f"observations ({n:,} here); use --ddf satterthwaite")
+            raise ValueError(
+                f"Kenward–Roger df form n × n matrices and are offered up to {MAX_ROWS:,} "
+                f"observations ({n:,} here); use --ddf satterthwaite"
+            )
         X = np.asarray(model.X, float)
         Gs, Sigma = _sigma_g(model, result)
         Sinv = np.linalg.inv(Sigma)
@@ -81,8 +83,9 @@ class KenwardRoger:
             for s in range(r, m):
                 Q[r, s] = GS[s].T @ SGr  # X'Σ⁻¹G_sΣ⁻¹G_rΣ⁻¹X
                 Q[s, r] = Q[r, s].T
-                IE2[r, s] = IE2[s, r] = (np.sum(M[r] * M[s].T) - 2 * np.sum(Phi * Q[r, s])
-                                         + np.trace(Phi @ P[r] @ Phi @ P[s]))
+                IE2[r, s] = IE2[s, r] = (
+                    np.sum(M[r] * M[s].T) - 2 * np.sum(Phi * Q[r, s]) + np.trace(Phi @ P[r] @ Phi @ P[s])
+                )
         eig = np.linalg.eigvalsh(IE2)
         W = 2 * (np.linalg.inv(IE2) if np.min(np.abs(eig)) > 1e-10 else np.linalg.pinv(IE2))
         U = np.zeros_like(Phi)

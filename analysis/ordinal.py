@@ -59,8 +59,10 @@ class CumulativeLogitMixedModel:
     def __init__(self, design, method: str = "auto"):
         self.design = design
         if any(b.p != 1 for b in design.blocks):
-            raise FormulaError("the cumulative-logit mixed model takes random intercepts only, "
-                               "such as (1 | participant) + (1 | unit), as ordinal::clmm")
+            raise FormulaError(
+                "the cumulative-logit mixed model takes random intercepts only, "
+                "such as (1 | participant) + (1 | unit), as ordinal::clmm"
+            )
         keep = [i for i, n in enumerate(design.fixed_names) if n != "(Intercept)"]
         self.X = design.X[:, keep]
         self.fixed_names = [design.fixed_names[i] for i in keep]
@@ -142,7 +144,7 @@ class CumulativeLogitMixedModel:
         k = self.K - 1
         alpha = z[0] + np.concatenate([[0.0], np.cumsum(np.exp(z[1:k]))])
         p = self.X.shape[1]
-        return alpha, z[k:k + p], np.abs(z[k + p:])
+        return alpha, z[k : k + p], np.abs(z[k + p :])
 
     # -- fitting ---------------------------------------------------------------------------------------
     def fit(self) -> ClmmResult:
@@ -155,8 +157,7 @@ class CumulativeLogitMixedModel:
         cum = np.cumsum(counts)[:-1] / counts.sum()
         a0 = np.log(np.clip(cum, 1e-4, 1 - 1e-4) / (1 - np.clip(cum, 1e-4, 1 - 1e-4)))
         a0 = np.maximum.accumulate(a0 + np.arange(k) * 1e-3)
-        z0 = np.concatenate([[a0[0]], np.log(np.maximum(np.diff(a0), 1e-3)), np.zeros(p),
-                             np.full(nth, 0.5)])
+        z0 = np.concatenate([[a0[0]], np.log(np.maximum(np.diff(a0), 1e-3)), np.zeros(p), np.full(nth, 0.5)])
         self._u[:] = 0
 
         def f(z):
@@ -164,15 +165,19 @@ class CumulativeLogitMixedModel:
             return self.deviance(alpha, beta, theta)
 
         bounds = [(None, None)] * (k + p) + [(0.0, None)] * nth
-        res = opt.minimize(f, z0, method="L-BFGS-B", bounds=bounds,
-                           options={"ftol": 1e-14, "gtol": 1e-7, "maxiter": 2000, "eps": 1e-7})
+        res = opt.minimize(
+            f, z0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-14, "gtol": 1e-7, "maxiter": 2000, "eps": 1e-7}
+        )
         z, ok = res.x, bool(res.success)
-        if nth and np.any(np.abs(z[k + p:]) < 0.05):
+        if nth and np.any(np.abs(z[k + p :]) < 0.05):
             # a derivative-free polish near the boundary, where an SD close to zero makes the
             # finite-difference gradient poor just where L-BFGS-B stops (elsewhere it gains ~1e-11)
-            nm = opt.minimize(f, res.x, method="Nelder-Mead",
-                              options={"xatol": 1e-8, "fatol": 1e-10, "maxfev": 200 * (len(z0) + 1),
-                                       "adaptive": True})
+            nm = opt.minimize(
+                f,
+                res.x,
+                method="Nelder-Mead",
+                options={"xatol": 1e-8, "fatol": 1e-10, "maxfev": 200 * (len(z0) + 1), "adaptive": True},
+            )
             if nm.fun <= res.fun:
                 z = nm.x
             ok = ok or bool(nm.success)
@@ -187,23 +192,25 @@ class CumulativeLogitMixedModel:
 
     def _dev_x(self, x):
         k, p = self.K - 1, self.X.shape[1]
-        return self.deviance(x[:k], x[k:k + p], np.abs(x[k + p:]))
+        return self.deviance(x[:k], x[k : k + p], np.abs(x[k + p :]))
 
     def _covariance(self, x, k, p):
         """2 H⁻¹ over (α, β, θ) with H by central differences; θ at zero is left out (a bound)."""
         free = np.ones(len(x), bool)
-        free[k + p:] = x[k + p:] > 0
+        free[k + p :] = x[k + p :] > 0
         idx = np.flatnonzero(free)
         h = 1e-4 * np.maximum(np.abs(x), 0.1)
         H = np.zeros((len(idx), len(idx)))
         f0 = self._dev_x(x)
         for a, i in enumerate(idx):
             for b, j in enumerate(idx[: a + 1]):
+
                 def at(si, sj, i=i, j=j):
                     y = x.copy()
                     y[i] += si * h[i]
                     y[j] += sj * h[j]
                     return self._dev_x(y)
+
                 if i == j:
                     H[a, a] = (at(1, 0) - 2 * f0 + at(-1, 0)) / h[i] ** 2
                 else:
@@ -222,11 +229,12 @@ class CumulativeLogitMixedModel:
         names = [f"{self.levels[i]}|{self.levels[i + 1]}" for i in range(k)]
         thr = pd.DataFrame({"threshold": names, "estimate": alpha, "std_error": se[:k]})
         thr["z"] = thr.estimate / thr.std_error
-        fixed = pd.DataFrame({"term": self.fixed_names, "estimate": beta, "std_error": se[k:k + p]})
+        fixed = pd.DataFrame({"term": self.fixed_names, "estimate": beta, "std_error": se[k : k + p]})
         fixed["z"] = fixed.estimate / fixed.std_error
         fixed["p"] = 2 * stats.norm.sf(np.abs(fixed.z))
-        random = pd.DataFrame({"group": [b.group for b in self.rs.blocks], "term": "(Intercept)",
-                               "variance": theta**2, "sd": theta})
+        random = pd.DataFrame(
+            {"group": [b.group for b in self.rs.blocks], "term": "(Intercept)", "variance": theta**2, "sd": theta}
+        )
         warnings = [] if converged else ["the optimiser did not report convergence"]
         if not hess_ok:
             warnings.append("the Hessian is not positive definite: standard errors are not available")
@@ -237,11 +245,25 @@ class CumulativeLogitMixedModel:
         loglik = -dev / 2
         n = len(self.y)
         return ClmmResult(
-            formula=self.design.formula, response=self.design.response, levels=list(self.levels),
-            thresholds=thr, fixed=fixed, random=random, loglik=loglik, aic=dev + 2 * n_par,
-            bic=dev + n_par * math.log(n), nobs=n, n_params=n_par, converged=converged,
-            ngroups={b.group: b.n_levels for b in self.rs.blocks}, warnings=warnings,
-            notes=list(self.design.notes), theta=theta, vcov=cov, model=self)
+            formula=self.design.formula,
+            response=self.design.response,
+            levels=list(self.levels),
+            thresholds=thr,
+            fixed=fixed,
+            random=random,
+            loglik=loglik,
+            aic=dev + 2 * n_par,
+            bic=dev + n_par * math.log(n),
+            nobs=n,
+            n_params=n_par,
+            converged=converged,
+            ngroups={b.group: b.n_levels for b in self.rs.blocks},
+            warnings=warnings,
+            notes=list(self.design.notes),
+            theta=theta,
+            vcov=cov,
+            model=self,
+        )
 
 
 @dataclass
@@ -280,31 +302,61 @@ class ClmmResult:
         return float(self.loglik)
 
     def to_dict(self) -> dict:
-        return clean({
-            "kind": "clmm", "link": "logit", "threshold": "flexible", "formula": self.formula,
-            "response": self.response, "levels": [str(v) for v in self.levels], "nobs": int(self.nobs),
-            "n_params": int(self.n_params), "loglik": self.loglik, "aic": self.aic, "bic": self.bic,
-            "converged": bool(self.converged),
-            "groups": [{"group": str(g), "levels": int(n)} for g, n in self.ngroups.items()],
-            "random": [{"group": str(r.group), "term": str(r.term), "variance": r.variance, "sd": r.sd}
-                       for r in self.random.itertuples()],
-            "thresholds": [{"threshold": str(r.threshold), "estimate": r.estimate,
-                            "std_error": r.std_error, "z": r.z} for r in self.thresholds.itertuples()],
-            "fixed": [{"term": str(r.term), "estimate": r.estimate, "std_error": r.std_error,
-                       "statistic": r.z, "statistic_kind": "z", "p": r.p} for r in self.fixed.itertuples()],
-            "warnings": [str(w) for w in self.warnings], "notes": [str(n) for n in self.notes],
-        })
+        return clean(
+            {
+                "kind": "clmm",
+                "link": "logit",
+                "threshold": "flexible",
+                "formula": self.formula,
+                "response": self.response,
+                "levels": [str(v) for v in self.levels],
+                "nobs": int(self.nobs),
+                "n_params": int(self.n_params),
+                "loglik": self.loglik,
+                "aic": self.aic,
+                "bic": self.bic,
+                "converged": bool(self.converged),
+                "groups": [{"group": str(g), "levels": int(n)} for g, n in self.ngroups.items()],
+                "random": [
+                    {"group": str(r.group), "term": str(r.term), "variance": r.variance, "sd": r.sd}
+                    for r in self.random.itertuples()
+                ],
+                "thresholds": [
+                    {"threshold": str(r.threshold), "estimate": r.estimate, "std_error": r.std_error, "z": r.z}
+                    for r in self.thresholds.itertuples()
+                ],
+                "fixed": [
+                    {
+                        "term": str(r.term),
+                        "estimate": r.estimate,
+                        "std_error": r.std_error,
+                        "statistic": r.z,
+                        "statistic_kind": "z",
+                        "p": r.p,
+                    }
+                    for r in self.fixed.itertuples()
+                ],
+                "warnings": [str(w) for w in self.warnings],
+                "notes": [str(n) for n in self.notes],
+            }
+        )
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
 
     def summary(self) -> str:
         """Laid out as ordinal's ``summary(clmm(...))``."""
-        out = ["Cumulative Link Mixed Model fitted with the Laplace approximation", "",
-               f"formula: {self.formula}", "",
-               " link  threshold nobs  logLik    AIC",
-               f" logit flexible  {self.nobs:<5d} {self.loglik:<9.2f} {self.aic:.2f}", "",
-               "Random effects:", f" {'Groups':<14}{'Name':<13}{'Variance':>10}{'Std.Dev.':>10}"]
+        out = [
+            "Cumulative Link Mixed Model fitted with the Laplace approximation",
+            "",
+            f"formula: {self.formula}",
+            "",
+            " link  threshold nobs  logLik    AIC",
+            f" logit flexible  {self.nobs:<5d} {self.loglik:<9.2f} {self.aic:.2f}",
+            "",
+            "Random effects:",
+            f" {'Groups':<14}{'Name':<13}{'Variance':>10}{'Std.Dev.':>10}",
+        ]
         for r in self.random.itertuples():
             out.append(f" {r.group:<14}{r.term:<13}{r.variance:10.4f}{r.sd:10.4f}")
         out.append("Number of groups:  " + ",  ".join(f"{g} {n}" for g, n in self.ngroups.items()))

@@ -40,8 +40,10 @@ def _level_codes(block, data: pd.DataFrame, allow_new_levels: bool) -> np.ndarra
     gvars = [re.sub(r"^(?:as\.)?factor\((.*)\)$", r"\1", g.strip()).strip() for g in block.group.split(":")]
     for g in gvars:
         if g not in data.columns:
-            raise ValueError(f"the new data lack the grouping column {g!r} (use population-level "
-                             "predictions, re_form='population', to predict without it)")
+            raise ValueError(
+                f"the new data lack the grouping column {g!r} (use population-level "
+                "predictions, re_form='population', to predict without it)"
+            )
     key = data[gvars[0]].astype(str)
     for g in gvars[1:]:
         key = key + ":" + data[g].astype(str)
@@ -50,13 +52,20 @@ def _level_codes(block, data: pd.DataFrame, allow_new_levels: bool) -> np.ndarra
     new = codes.isna()
     if new.any() and not allow_new_levels:
         shown = ", ".join(sorted(set(key[new]))[:5])
-        raise ValueError(f"new levels of {block.group} in the data ({shown}): pass "
-                         "allow_new_levels=True to predict them at the population level, as lme4")
+        raise ValueError(
+            f"new levels of {block.group} in the data ({shown}): pass "
+            "allow_new_levels=True to predict them at the population level, as lme4"
+        )
     return codes.fillna(-1).to_numpy(dtype=np.int64)
 
 
-def predict(result, newdata: pd.DataFrame | None = None, re_form: str = "conditional",
-            type: str = "response", allow_new_levels: bool = False) -> np.ndarray:
+def predict(
+    result,
+    newdata: pd.DataFrame | None = None,
+    re_form: str = "conditional",
+    type: str = "response",
+    allow_new_levels: bool = False,
+) -> np.ndarray:
     """Predictions as lme4's ``predict(fit, newdata, re.form, type)``: ``re_form`` "conditional"
     (the random effects' conditional modes added; lme4's default) or "population" (``re.form =
     NA``: fixed effects only); ``type`` "link" or "response" (probabilities for the GLMM). A level
@@ -151,7 +160,7 @@ def _conditional_u_cov(result):
             Ainv = L.solve_t(L.solve(E))
             for k, c in enumerate(cols):
                 lvl, j = divmod(c - off, p)
-                out[lvl, :, j] = Ainv[off + lvl * p: off + lvl * p + p, k]
+                out[lvl, :, j] = Ainv[off + lvl * p : off + lvl * p + p, k]
         blocks.append(out)
         off += nl * p
     return blocks, scale
@@ -163,14 +172,23 @@ def ranef_condvar(result) -> pd.DataFrame:
     model = _model(result)
     ucov, scale = _conditional_u_cov(result)
     rows = []
-    for blk, T, C, modes in zip(model.rs.blocks, model.rs.templates(np.asarray(result.theta, float)),
-                                ucov, _modes(result)):
+    for blk, T, C, modes in zip(
+        model.rs.blocks, model.rs.templates(np.asarray(result.theta, float)), ucov, _modes(result)
+    ):
         V = scale * np.einsum("ij,ljk,mk->lim", T, C, T)  # T C_l T' per level
         for li, level in enumerate(blk.levels):
             for j, term in enumerate(blk.columns):
                 v = float(V[li, j, j])
-                rows.append({"group": blk.group, "level": str(level), "term": term,
-                             "mode": float(modes[li, j]), "condvar": v, "condsd": float(np.sqrt(max(v, 0)))})
+                rows.append(
+                    {
+                        "group": blk.group,
+                        "level": str(level),
+                        "term": term,
+                        "mode": float(modes[li, j]),
+                        "condvar": v,
+                        "condsd": float(np.sqrt(max(v, 0))),
+                    }
+                )
     return pd.DataFrame(rows, columns=["group", "level", "term", "mode", "condvar", "condsd"])
 
 
@@ -182,6 +200,12 @@ def odds_ratios(result, level: float = 0.95) -> pd.DataFrame:
     f = result.fixed
     z = stats.norm.isf((1 - level) / 2)
     est, se = f["estimate"].to_numpy(float), f["std_error"].to_numpy(float)
-    return pd.DataFrame({"term": f["term"].to_numpy(), "odds_ratio": np.exp(est),
-                         "ci_low": np.exp(est - z * se), "ci_high": np.exp(est + z * se),
-                         "p": f["p"].to_numpy(float)})
+    return pd.DataFrame(
+        {
+            "term": f["term"].to_numpy(),
+            "odds_ratio": np.exp(est),
+            "ci_low": np.exp(est - z * se),
+            "ci_high": np.exp(est + z * se),
+            "p": f["p"].to_numpy(float),
+        }
+    )

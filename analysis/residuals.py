@@ -47,21 +47,34 @@ class ResidualCheck:
 
     def to_dict(self) -> dict:
         q = np.quantile(self.residuals, [0, 0.25, 0.5, 0.75, 1]) if len(self.residuals) else [np.nan] * 5
-        return clean({
-            "method": "DHARMa scaled quantile residuals (randomised PIT, new random effects)",
-            "n_sim": self.n_sim, "seed": self.seed, "nobs": len(self.residuals),
-            "residual_quantiles": dict(zip(["min", "q1", "median", "q3", "max"], [float(v) for v in q])),
-            "uniformity": self.uniformity, "dispersion": self.dispersion, "outliers": self.outliers,
-            "notes": list(self.notes)})
+        return clean(
+            {
+                "method": "DHARMa scaled quantile residuals (randomised PIT, new random effects)",
+                "n_sim": self.n_sim,
+                "seed": self.seed,
+                "nobs": len(self.residuals),
+                "residual_quantiles": dict(zip(["min", "q1", "median", "q3", "max"], [float(v) for v in q])),
+                "uniformity": self.uniformity,
+                "dispersion": self.dispersion,
+                "outliers": self.outliers,
+                "notes": list(self.notes),
+            }
+        )
 
     def summary(self) -> str:
         u, d, o = self.uniformity, self.dispersion, self.outliers
-        lines = [(f"Simulation-based residual check (DHARMa): {len(self.residuals)} observations, "
-                 f"{self.n_sim} simulations (seed {self.seed})"),
-                 f"  uniformity (Kolmogorov-Smirnov): D = {u['statistic']:.4f}, p = {u['p']:.4g}",
-                 f"  dispersion (simulated variance ratio): ratio = {d['ratio']:.4f}, p = {d['p']:.4g}",
-                 (f"  outliers (outside every simulation): {o['count']} of {o['n']} "
-                 f"(expected share {o['expected_share']:.4g}), p = {o['p']:.4g}")]
+        lines = [
+            (
+                f"Simulation-based residual check (DHARMa): {len(self.residuals)} observations, "
+                f"{self.n_sim} simulations (seed {self.seed})"
+            ),
+            f"  uniformity (Kolmogorov-Smirnov): D = {u['statistic']:.4f}, p = {u['p']:.4g}",
+            f"  dispersion (simulated variance ratio): ratio = {d['ratio']:.4f}, p = {d['p']:.4g}",
+            (
+                f"  outliers (outside every simulation): {o['count']} of {o['n']} "
+                f"(expected share {o['expected_share']:.4g}), p = {o['p']:.4g}"
+            ),
+        ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -110,8 +123,7 @@ def simulate_residuals(result, n_sim: int = 250, seed: int = 0) -> ResidualCheck
     rng = np.random.default_rng(seed)
     model = result.model
     obs, integer = _scale_of_draws(result, np.asarray(model.y, float))
-    sims = np.column_stack([_scale_of_draws(result, simulate_response(result, rng))[0]
-                            for _ in range(n_sim)])
+    sims = np.column_stack([_scale_of_draws(result, simulate_response(result, rng))[0] for _ in range(n_sim)])
     r = pit_residuals(obs, sims, rng, integer)
     below = (sims < obs[:, None]).mean(axis=1)
     at_or_below = (sims <= obs[:, None]).mean(axis=1)
@@ -124,23 +136,36 @@ def simulate_residuals(result, n_sim: int = 250, seed: int = 0) -> ResidualCheck
         fitted = fitted * model.n_trials
     observed_var = float(np.var(obs - fitted, ddof=1))
     simulated_var = np.var(sims - fitted[:, None], axis=0, ddof=1)
-    p_disp = min(1.0, 2 * min(float(np.mean(simulated_var >= observed_var)),
-                              float(np.mean(simulated_var <= observed_var))))
+    p_disp = min(
+        1.0, 2 * min(float(np.mean(simulated_var >= observed_var)), float(np.mean(simulated_var <= observed_var)))
+    )
     outside = int(np.sum((at_or_below == 0) | (below == 1)))
     expected = _outside_share(obs, sims)
-    p_out = float(stats.binomtest(outside, len(r), expected).pvalue) if len(r) and expected > 0 else (
-        1.0 if outside == 0 else 0.0)
+    p_out = (
+        float(stats.binomtest(outside, len(r), expected).pvalue)
+        if len(r) and expected > 0
+        else (1.0 if outside == 0 else 0.0)
+    )
     notes = []
     if result.kind == "glmm" and np.all(model.n_trials == 1):
-        notes.append("binary responses: the dispersion test cannot see overdispersion per row "
-                     "(DHARMa's advice: test it on responses grouped by participant or unit)")
+        notes.append(
+            "binary responses: the dispersion test cannot see overdispersion per row "
+            "(DHARMa's advice: test it on responses grouped by participant or unit)"
+        )
     return ResidualCheck(
-        residuals=r, n_sim=n_sim, seed=seed, kind=result.kind,
+        residuals=r,
+        n_sim=n_sim,
+        seed=seed,
+        kind=result.kind,
         uniformity={"test": "Kolmogorov-Smirnov", "statistic": float(ks.statistic), "p": float(ks.pvalue)},
-        dispersion={"test": "DHARMa simulated variance ratio", "ratio": observed_var / float(np.mean(simulated_var)),
-                    "p": p_disp},
+        dispersion={
+            "test": "DHARMa simulated variance ratio",
+            "ratio": observed_var / float(np.mean(simulated_var)),
+            "p": p_disp,
+        },
         outliers={"test": "binomial", "count": outside, "n": len(r), "expected_share": expected, "p": p_out},
-        notes=notes)
+        notes=notes,
+    )
 
 
 def plot_qq(check: ResidualCheck, out_stem) -> list[Path]:
@@ -158,6 +183,9 @@ def plot_qq(check: ResidualCheck, out_stem) -> list[Path]:
     ax.set_ylim(0, 1)
     ax.set_xlabel("expected (uniform)")
     ax.set_ylabel("scaled residual")
-    ax.set_title(f"QQ plot of scaled residuals\nKS p = {check.uniformity['p']:.3g}, dispersion p = "
-                 f"{check.dispersion['p']:.3g}, outliers p = {check.outliers['p']:.3g}", fontsize=9)
+    ax.set_title(
+        f"QQ plot of scaled residuals\nKS p = {check.uniformity['p']:.3g}, dispersion p = "
+        f"{check.dispersion['p']:.3g}, outliers p = {check.outliers['p']:.3g}",
+        fontsize=9,
+    )
     return _save(fig, out_stem)

@@ -79,11 +79,18 @@ def wald_table(result, intercept: bool = False) -> pd.DataFrame:
             else:
                 den, F = _satterthwaite_md(result, L), chisq / q
             p = float(stats.f.sf(F, q, den)) if math.isfinite(den) else float("nan")
-            rows.append({"term": term, "df": q, "statistic": F, "statistic_kind": "F", "den_df": den,
-                         "p": p})
+            rows.append({"term": term, "df": q, "statistic": F, "statistic_kind": "F", "den_df": den, "p": p})
         else:
-            rows.append({"term": term, "df": q, "statistic": chisq, "statistic_kind": "chisq",
-                         "den_df": None, "p": float(stats.chi2.sf(chisq, q))})
+            rows.append(
+                {
+                    "term": term,
+                    "df": q,
+                    "statistic": chisq,
+                    "statistic_kind": "chisq",
+                    "den_df": None,
+                    "p": float(stats.chi2.sf(chisq, q)),
+                }
+            )
     return pd.DataFrame(rows, columns=["term", "df", "statistic", "statistic_kind", "den_df", "p"])
 
 
@@ -91,20 +98,21 @@ def wald_summary(table: pd.DataFrame, result) -> str:
     if not len(table):
         return "no fixed-effect terms to test"
     F = table["statistic_kind"].iloc[0] == "F"
-    title = ("Type III Analysis of Variance Table with " + result.ddf + "'s method" if F else
-             "Analysis of Deviance Table (Type III Wald chisquare tests)")
+    title = (
+        "Type III Analysis of Variance Table with " + result.ddf + "'s method"
+        if F
+        else "Analysis of Deviance Table (Type III Wald chisquare tests)"
+    )
     head = ["", "NumDF", "DenDF", "F value", "Pr(>F)", ""] if F else ["", "Chisq", "Df", "Pr(>Chisq)", ""]
     rows = [head]
     for r in table.itertuples():
         if F:
-            rows.append([r.term, str(r.df), f"{r.den_df:.3f}", f"{r.statistic:.4f}", format_p(r.p),
-                         signif_stars(r.p)])
+            rows.append([r.term, str(r.df), f"{r.den_df:.3f}", f"{r.statistic:.4f}", format_p(r.p), signif_stars(r.p)])
         else:
             rows.append([r.term, f"{r.statistic:.4f}", str(r.df), format_p(r.p), signif_stars(r.p)])
     widths = [max(len(t[i]) for t in rows) for i in range(len(head))]
     lines = [title, ""]
     for t in rows:
-        lines.append(" ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                              for i, (c, w) in enumerate(zip(t, widths))).rstrip())
+        lines.append(" ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(t, widths))).rstrip())
     lines += ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
     return "\n".join(lines)

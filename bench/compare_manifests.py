@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # what may differ between two runs of one job
 IGNORED = ("created", "versions")
@@ -52,11 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("second", type=Path)
     args = p.parse_args(argv)
     found = list(differences(manifest(args.first), manifest(args.second)))
-    files = [sorted(str(f.relative_to(d)) for f in d.rglob("*") if f.is_file() and f.name != "manifest.json")
-             for d in (args.first, args.second)]
+    files = [
+        sorted(str(f.relative_to(d)) for f in d.rglob("*") if f.is_file() and f.name != "manifest.json")
+        for d in (args.first, args.second)
+    ]
     if files[0] != files[1]:
-        found.append(f"files: {len(set(files[0]) - set(files[1]))} only in the first, "
-                     f"{len(set(files[1]) - set(files[0]))} only in the second")
+        found.append(
+            f"files: {len(set(files[0]) - set(files[1]))} only in the first, "
+            f"{len(set(files[1]) - set(files[0]))} only in the second"
+        )
     for line in found:
         print(line)
     print(f"{len(found)} difference(s) apart from {', '.join(IGNORED)}")

@@ -92,7 +92,7 @@ class StimulusConfig:
         return ["seed", *(key for section in SECTIONS.values() for key in dict.fromkeys(section.keys().values()))]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StimulusConfig":
+    def from_dict(cls, data: dict[str, Any]) -> StimulusConfig:
         """The configuration from its flat form (a stored job's parameters, a manifest's, a JSON file); a
         key it lacks keeps its default, an unknown key is refused."""
         if not isinstance(data, dict):
@@ -111,7 +111,7 @@ class StimulusConfig:
         return cls(**({"seed": data["seed"]} if "seed" in data else {}), **sections)  # type: ignore[arg-type]
 
     @classmethod
-    def of(cls, **flat: Any) -> "StimulusConfig":
+    def of(cls, **flat: Any) -> StimulusConfig:
         """``from_dict`` with keyword arguments: ``StimulusConfig.of(bases=["pca"], sobol_images=2)``."""
         return cls.from_dict(flat)
 
@@ -122,7 +122,7 @@ class StimulusConfig:
             out.update(getattr(self, name).flat())
         return _json_copy(out)
 
-    def replace(self, **changes: Any) -> "StimulusConfig":
+    def replace(self, **changes: Any) -> StimulusConfig:
         """A copy with flat keys changed (``config.replace(n_units=3, sobol_images=2)``)."""
         return self.from_dict({**self.to_dict(), **changes})
 

@@ -44,6 +44,8 @@ class RenderSettings(Section):
     figures: bool = True
 
     def validate(self) -> None:
-        need(self.size is None or (is_int(self.size) and 8 <= self.size <= 1024),
-             f"render_size must be null or an integer in [8, 1024], not {self.size!r}")
+        need(
+            self.size is None or (is_int(self.size) and 8 <= self.size <= 1024),
+            f"render_size must be null or an integer in [8, 1024], not {self.size!r}",
+        )
         need(isinstance(self.figures, bool), "figures must be true or false")

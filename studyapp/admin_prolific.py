@@ -5,6 +5,7 @@ action that deletes a participant's data with an audit line, and the record of P
 Kept beside admin.py so that the Prolific pieces stay in one place: the app's ready() imports it once the
 admin has discovered admin.py, and it extends the classes registered there (taken from the admin site, so
 that neither module imports the other)."""
+
 from django.contrib import admin, messages
 
 from . import withdrawal
@@ -13,20 +14,34 @@ from .models import Participant, ProlificAction, Study
 StudyAdmin = type(admin.site._registry[Study])
 BaseParticipantAdmin = type(admin.site._registry[Participant])
 
-ELIGIBILITY = ("Eligibility and screen", {
-    "fields": ["desktop_only", "supported_browsers", "virtual_chinrest", "min_viewing_distance_cm",
-               "max_viewing_distance_cm", "image_visual_angle_deg", "screen_out_code", "screen_out_url"],
-    "description": "A participant who fails a check (window too small after resizing, phone or tablet in a "
-                   "desktop-only study, unsupported browser, viewing distance outside the range) is screened "
-                   "out: sent to the screen-out URL with Prolific's screen-out code, and their slot freed.",
-})
-REVIEW = ("Prolific review and bonuses", {
-    "fields": ["prolific_study_id", "failed_catch_decision", "bonus_per_correct", "bonus_cap"],
-    "description": "What `manage.py prolific_review` decides: approve a completed, unexcluded, unflagged "
-                   "submission; reject failed catch trials (or review them, as set); review other exclusions, "
-                   "flags and screen-outs; ask timed-out and returned submissions to return. The bonus is "
-                   "per correct main trial, capped.",
-})
+ELIGIBILITY = (
+    "Eligibility and screen",
+    {
+        "fields": [
+            "desktop_only",
+            "supported_browsers",
+            "virtual_chinrest",
+            "min_viewing_distance_cm",
+            "max_viewing_distance_cm",
+            "image_visual_angle_deg",
+            "screen_out_code",
+            "screen_out_url",
+        ],
+        "description": "A participant who fails a check (window too small after resizing, phone or tablet in a "
+        "desktop-only study, unsupported browser, viewing distance outside the range) is screened "
+        "out: sent to the screen-out URL with Prolific's screen-out code, and their slot freed.",
+    },
+)
+REVIEW = (
+    "Prolific review and bonuses",
+    {
+        "fields": ["prolific_study_id", "failed_catch_decision", "bonus_per_correct", "bonus_cap"],
+        "description": "What `manage.py prolific_review` decides: approve a completed, unexcluded, unflagged "
+        "submission; reject failed catch trials (or review them, as set); review other exclusions, "
+        "flags and screen-outs; ask timed-out and returned submissions to return. The bonus is "
+        "per correct main trial, capped.",
+    },
+)
 
 
 def _add_fieldsets():
@@ -41,8 +56,10 @@ def _add_fieldsets():
 _add_fieldsets()
 # A form posted without them (from before these settings) keeps the stored values, as the design fields do.
 _KEPT_WHEN_OMITTED = ("failed_catch_decision", "bonus_per_correct")
-StudyAdmin.DESIGN_FIELDS = (*StudyAdmin.DESIGN_FIELDS,
-                            *(f for f in _KEPT_WHEN_OMITTED if f not in StudyAdmin.DESIGN_FIELDS))
+StudyAdmin.DESIGN_FIELDS = (
+    *StudyAdmin.DESIGN_FIELDS,
+    *(f for f in _KEPT_WHEN_OMITTED if f not in StudyAdmin.DESIGN_FIELDS),
+)
 
 
 class ParticipantAdmin(BaseParticipantAdmin):
@@ -62,8 +79,11 @@ class ParticipantAdmin(BaseParticipantAdmin):
         for participant in queryset:
             withdrawal.delete_participant(participant, author=request.user)
             n += 1
-        self.message_user(request, f"Deleted {n} participant(s) with their trials and responses; the study's "
-                                   "change log records it.", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Deleted {n} participant(s) with their trials and responses; the study's change log records it.",
+            messages.SUCCESS,
+        )
 
     def delete_model(self, request, obj):
         withdrawal.delete_participant(obj, author=request.user)
@@ -91,5 +111,3 @@ class ProlificActionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-
-

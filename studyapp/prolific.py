@@ -18,6 +18,7 @@ The rules (each a study setting, shown in the admin):
 Bonus: `bonus_per_correct` per correct main trial (catch trials not counted), at most `bonus_cap`, for
 approved submissions only.
 """
+
 import csv
 import io
 from dataclasses import dataclass
@@ -82,9 +83,13 @@ class Decision:
     return_reasons: tuple = ()
 
     def row(self):
-        return {"participant_id": self.participant_id, "submission_id": self.submission_id,
-                "decision": self.decision, "reason": self.reason,
-                "bonus": f"{self.bonus:.2f}" if self.bonus else ""}
+        return {
+            "participant_id": self.participant_id,
+            "submission_id": self.submission_id,
+            "decision": self.decision,
+            "reason": self.reason,
+            "bonus": f"{self.bonus:.2f}" if self.bonus else "",
+        }
 
 
 def _normalise_status(value):
@@ -106,31 +111,36 @@ def read_submissions(text):
     missing."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     headers = {h.strip().lower() for h in reader.fieldnames or [] if h}
-    missing = [field for field in ("participant_id", "submission_id")
-               if not any(n in headers for n in FIELDS[field])]
+    missing = [field for field in ("participant_id", "submission_id") if not any(n in headers for n in FIELDS[field])]
     if missing:
         raise SubmissionsFileError(
-            "the submissions file has no " + " and no ".join(f"{FIELDS[m][0]!r} column" for m in missing)
-            + f" (its columns: {', '.join(sorted(headers)) or 'none'})")
+            "the submissions file has no "
+            + " and no ".join(f"{FIELDS[m][0]!r} column" for m in missing)
+            + f" (its columns: {', '.join(sorted(headers)) or 'none'})"
+        )
     return [s for s in (submission_from_mapping(row) for row in reader) if s.participant_id]
 
 
 def match_participants(study, submissions):
     """Prolific participant id -> Participant of this study (any of its versions), by the keyed hash."""
-    digests = {hash_external_id(settings.PARTICIPANT_ID_KEY, "prolific", s.participant_id): s.participant_id
-               for s in submissions}
-    rows = (Participant.objects.filter(study_id__in=study.version_ids(), external_id_hash__in=digests,
-                                       is_preview=False)
-            .order_by("study__version"))
+    digests = {
+        hash_external_id(settings.PARTICIPANT_ID_KEY, "prolific", s.participant_id): s.participant_id
+        for s in submissions
+    }
+    rows = Participant.objects.filter(
+        study_id__in=study.version_ids(), external_id_hash__in=digests, is_preview=False
+    ).order_by("study__version")
     return {digests[p.external_id_hash]: p for p in rows}
 
 
 def correct_main_answers(participants):
     """Participant pk -> number of correct main-trial answers (catch trials not counted)."""
-    rows = (Response.objects.filter(participant__in=participants)
-            .values("participant_id")
-            .annotate(n=Count("pk", filter=Q(trial__kind="main", correct=True)))
-            .order_by())
+    rows = (
+        Response.objects.filter(participant__in=participants)
+        .values("participant_id")
+        .annotate(n=Count("pk", filter=Q(trial__kind="main", correct=True)))
+        .order_by()
+    )
     return {row["participant_id"]: row["n"] for row in rows}
 
 
@@ -152,19 +162,23 @@ def bonus_for(study, n_correct):
 def rejection_message(study, evidence):
     counts = evidence.get("catch_counts")
     shown = f"{counts[0]} of {counts[1]}" if counts else "too few"
-    message = (f"Thank you for taking part. The study contained attention-check trials whose answer is "
-               f"unambiguous (the image shown is one of the examples on the screen). You answered {shown} of "
-               f"them correctly; the study requires at least {study.min_catch_accuracy:.0%}, as its "
-               f"instructions said, so we cannot approve this submission.")
+    message = (
+        f"Thank you for taking part. The study contained attention-check trials whose answer is "
+        f"unambiguous (the image shown is one of the examples on the screen). You answered {shown} of "
+        f"them correctly; the study requires at least {study.min_catch_accuracy:.0%}, as its "
+        f"instructions said, so we cannot approve this submission."
+    )
     # Prolific refuses a rejection message under MIN_REJECTION_MESSAGE characters; this one is longer.
     return message
 
 
 def _catch_counts(participants):
-    rows = (Response.objects.filter(participant__in=participants, trial__kind="catch")
-            .values("participant_id")
-            .annotate(n=Count("pk"), correct=Count("pk", filter=Q(correct=True)))
-            .order_by())
+    rows = (
+        Response.objects.filter(participant__in=participants, trial__kind="catch")
+        .values("participant_id")
+        .annotate(n=Count("pk"), correct=Count("pk", filter=Q(correct=True)))
+        .order_by()
+    )
     return {row["participant_id"]: (row["correct"], row["n"]) for row in rows}
 
 
@@ -175,16 +189,16 @@ def decide(study, submissions):
     by_pk = {}
     for study_id in {p.study_id for p in participants}:
         version = next(p.study for p in participants if p.study_id == study_id)
-        rows = participant_evidence(version, only=[p.pk for p in participants if p.study_id == study_id],
-                                    everyone=True)
+        rows = participant_evidence(version, only=[p.pk for p in participants if p.study_id == study_id], everyone=True)
         by_pk.update({row["pk"]: row for row in rows})
     correct = correct_main_answers(participants)
     catch = _catch_counts(participants)
     out = []
     for s in submissions:
         participant = matched.get(s.participant_id)
-        out.append(_decide_one(study, s, participant, by_pk.get(participant.pk) if participant else None,
-                               correct, catch))
+        out.append(
+            _decide_one(study, s, participant, by_pk.get(participant.pk) if participant else None, correct, catch)
+        )
     return out
 
 
@@ -196,20 +210,26 @@ def _decide_one(study, s, participant, verdict, correct, catch):
         return decision(REVIEW, "no data: no participant here has this Prolific id")
     status = participant.status
     if status == Participant.Status.SCREENED_OUT:
-        return decision(REVIEW, f"screened out ({participant.screen_out_reason or 'eligibility'}); "
-                                "Prolific settles it through the screen-out code")
-    if status in (Participant.Status.TIMED_OUT, Participant.Status.RETURNED) \
-            or s.status in ("TIMED-OUT", "RETURNED"):
+        return decision(
+            REVIEW,
+            f"screened out ({participant.screen_out_reason or 'eligibility'}); "
+            "Prolific settles it through the screen-out code",
+        )
+    if status in (Participant.Status.TIMED_OUT, Participant.Status.RETURNED) or s.status in ("TIMED-OUT", "RETURNED"):
         key = "timed_out" if status == Participant.Status.TIMED_OUT or s.status == "TIMED-OUT" else "returned"
         return decision(RETURN, key.replace("_", " "), return_reasons=(RETURN_REASONS[key],))
     if status != Participant.Status.COMPLETED:
-        return decision(REVIEW, f"not finished here ({participant.answered} of {participant.trial_count} "
-                                "trials answered)")
+        return decision(
+            REVIEW, f"not finished here ({participant.answered} of {participant.trial_count} trials answered)"
+        )
     reasons = verdict["reasons"] if verdict else []
     if verdict and verdict.get("excl_catch_accuracy"):
         counts = catch.get(participant.pk)
-        evidence = (f"catch trials {counts[0]}/{counts[1]} correct, below {study.min_catch_accuracy:.0%}"
-                    if counts else "catch trials below the minimum")
+        evidence = (
+            f"catch trials {counts[0]}/{counts[1]} correct, below {study.min_catch_accuracy:.0%}"
+            if counts
+            else "catch trials below the minimum"
+        )
         if study.failed_catch_decision == study.FailedCatch.REJECT:
             return decision(REJECT, evidence, rejection_message=rejection_message(study, {"catch_counts": counts}))
         return decision(REVIEW, evidence)

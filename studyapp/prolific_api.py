@@ -22,6 +22,7 @@ that was answered but not yet paid (a crash between the two) is paid on the reru
 HTTP through the standard library's urllib (no client library needed for five JSON endpoints). A 429 is
 retried after its Retry-After (it was not processed); 401 and 403 stop with a message about the token.
 """
+
 import json
 import os
 import time
@@ -119,9 +120,16 @@ class Client:
         url = self.url(path)
         data = None if body is None else json.dumps(body).encode()
         for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
-            request = urllib.request.Request(url, data=data, method=method, headers={
-                "Authorization": f"Token {self.token}", "Accept": "application/json",
-                **({"Content-Type": "application/json"} if data is not None else {})})
+            request = urllib.request.Request(
+                url,
+                data=data,
+                method=method,
+                headers={
+                    "Authorization": f"Token {self.token}",
+                    "Accept": "application/json",
+                    **({"Content-Type": "application/json"} if data is not None else {}),
+                },
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     payload = response.read()
@@ -132,15 +140,19 @@ class Client:
                     self.sleep(_retry_after(exc.headers.get("Retry-After")))
                     continue
                 if status == 429:
-                    raise RateLimited(f"{method} {path}: still rate limited (429) after "
-                                      f"{MAX_RATE_LIMIT_RETRIES} retries; try again later") from None
+                    raise RateLimited(
+                        f"{method} {path}: still rate limited (429) after "
+                        f"{MAX_RATE_LIMIT_RETRIES} retries; try again later"
+                    ) from None
                 if status in (401, 403):
                     raise AuthenticationError(
                         f"{method} {path}: Prolific answered {status} ({detail}). "
-                        + ("The token is missing, wrong or revoked: check " + TOKEN_VARIABLE
-                           if status == 401 else
-                           "The token's account cannot act on this study: use a token of the study's "
-                           "workspace")) from None
+                        + (
+                            "The token is missing, wrong or revoked: check " + TOKEN_VARIABLE
+                            if status == 401
+                            else "The token's account cannot act on this study: use a token of the study's workspace"
+                        )
+                    ) from None
                 if status >= 500:
                     raise OutcomeUnknown(f"{method} {path}: Prolific answered {status} ({detail})") from None
                 raise RefusedError(status, detail) from None
@@ -170,9 +182,13 @@ def prolific_study_id(study):
     """The study's id on Prolific: its setting, else the STUDY_ID most of its participants arrived with."""
     if study.prolific_study_id:
         return study.prolific_study_id
-    ids = Counter(info.get("STUDY_ID") for info in Participant.objects.filter(
-        study_id__in=study.version_ids(), recruitment="prolific").values_list("recruitment_info", flat=True)
-        if isinstance(info, dict) and info.get("STUDY_ID"))
+    ids = Counter(
+        info.get("STUDY_ID")
+        for info in Participant.objects.filter(study_id__in=study.version_ids(), recruitment="prolific").values_list(
+            "recruitment_info", flat=True
+        )
+        if isinstance(info, dict) and info.get("STUDY_ID")
+    )
     return ids.most_common(1)[0][0] if ids else None
 
 
@@ -204,25 +220,45 @@ def transition_requests(decisions):
         if d.decision == APPROVE and d.prolific_status not in FINAL_STATUSES:
             out.append(Request(APPROVE, "POST", path + "transition/", {"action": "APPROVE"}, d.submission_id))
         elif d.decision == REJECT and d.prolific_status not in FINAL_STATUSES:
-            out.append(Request(REJECT, "POST", path + "transition/", {
-                "action": "REJECT", "message": d.rejection_message, "rejection_category": FAILED_CHECK},
-                d.submission_id))
+            out.append(
+                Request(
+                    REJECT,
+                    "POST",
+                    path + "transition/",
+                    {"action": "REJECT", "message": d.rejection_message, "rejection_category": FAILED_CHECK},
+                    d.submission_id,
+                )
+            )
         elif d.decision == RETURN and (d.prolific_status in RETURNABLE_STATUSES or not d.prolific_status):
-            out.append(Request(RETURN, "POST", path + "request-return/",
-                               {"request_return_reasons": list(d.return_reasons)}, d.submission_id))
+            out.append(
+                Request(
+                    RETURN,
+                    "POST",
+                    path + "request-return/",
+                    {"request_return_reasons": list(d.return_reasons)},
+                    d.submission_id,
+                )
+            )
     return out
 
 
 def bonus_amounts(decisions):
     """submission id -> amount (text, two decimals) of the approved submissions' bonuses."""
-    return {d.submission_id: f"{d.bonus:.2f}" for d in decisions
-            if d.decision == APPROVE and d.bonus > 0 and d.submission_id}
+    return {
+        d.submission_id: f"{d.bonus:.2f}"
+        for d in decisions
+        if d.decision == APPROVE and d.bonus > 0 and d.submission_id
+    }
 
 
 def setup_request(prolific_id, amounts):
     csv_bonuses = "\n".join(f"{sid},{amount}" for sid, amount in sorted(amounts.items()))
-    return Request(ProlificAction.Kind.BONUS_SETUP, "POST", "submissions/bonus-payments/",
-                   {"study_id": prolific_id, "csv_bonuses": csv_bonuses})
+    return Request(
+        ProlificAction.Kind.BONUS_SETUP,
+        "POST",
+        "submissions/bonus-payments/",
+        {"study_id": prolific_id, "csv_bonuses": csv_bonuses},
+    )
 
 
 def pay_request(bulk_id):
@@ -232,8 +268,9 @@ def pay_request(bulk_id):
 def _covered(study):
     """Submission ids whose bonus is in a set-up that was answered (paid, being paid or to be paid)."""
     covered = set()
-    for setup in ProlificAction.objects.filter(study=study, kind=ProlificAction.Kind.BONUS_SETUP,
-                                               state=ProlificAction.State.DONE):
+    for setup in ProlificAction.objects.filter(
+        study=study, kind=ProlificAction.Kind.BONUS_SETUP, state=ProlificAction.State.DONE
+    ):
         covered.update((setup.request.get("bonuses") or {}).keys())
     return covered
 
@@ -242,9 +279,15 @@ def confirm_payment(study, bulk_id, paid):
     """Record what a person found on Prolific for a payment whose outcome was unknown: made (done) or not
     made (failed, so that the next run sends it again)."""
     updated = ProlificAction.objects.filter(
-        study=study, kind=ProlificAction.Kind.BONUS_PAY, bulk_id=bulk_id, state=ProlificAction.State.PENDING,
-    ).update(state=ProlificAction.State.DONE if paid else ProlificAction.State.FAILED, finished=timezone.now(),
-             error="" if paid else "not made: checked on Prolific")
+        study=study,
+        kind=ProlificAction.Kind.BONUS_PAY,
+        bulk_id=bulk_id,
+        state=ProlificAction.State.PENDING,
+    ).update(
+        state=ProlificAction.State.DONE if paid else ProlificAction.State.FAILED,
+        finished=timezone.now(),
+        error="" if paid else "not made: checked on Prolific",
+    )
     if not updated:
         raise ProlificError(f"no payment of bulk bonus {bulk_id} with an unknown outcome in study {study.slug}")
 
@@ -275,9 +318,13 @@ class Reviewer:
 
     # -- transitions ------------------------------------------------------------------------------------
     def transitions(self, decisions, send):
-        done = set(ProlificAction.objects.filter(
-            study=self.study, kind__in=[APPROVE, REJECT, RETURN], state=ProlificAction.State.DONE,
-        ).values_list("kind", "submission_id"))
+        done = set(
+            ProlificAction.objects.filter(
+                study=self.study,
+                kind__in=[APPROVE, REJECT, RETURN],
+                state=ProlificAction.State.DONE,
+            ).values_list("kind", "submission_id")
+        )
         for request in transition_requests(decisions):
             if (request.kind, request.submission_id) in done:
                 self.report.skipped.append((request, "done before"))
@@ -287,9 +334,12 @@ class Reviewer:
                 continue
             # A pending or refused earlier try is the same action: its row is reused (transitions are
             # idempotent on Prolific's side, so resending a pending one is safe).
-            action = (ProlificAction.objects.filter(study=self.study, kind=request.kind,
-                                                    submission_id=request.submission_id)
-                      .exclude(state=ProlificAction.State.DONE).order_by("-pk").first())
+            action = (
+                ProlificAction.objects.filter(study=self.study, kind=request.kind, submission_id=request.submission_id)
+                .exclude(state=ProlificAction.State.DONE)
+                .order_by("-pk")
+                .first()
+            )
             action = self._record(request, action)
             self._send(action, request)
 
@@ -302,9 +352,11 @@ class Reviewer:
                 # Set up, never paid (a crash between the two) or refused: pay this set-up itself.
                 self._pay(setup, payment, send)
             elif payment.state == ProlificAction.State.PENDING:
-                message = (f"bulk bonus {setup.bulk_id}: its payment was sent at {payment.created:%Y-%m-%d %H:%M} "
-                           f"UTC and no answer was recorded ({payment.error or 'interrupted'}). It is not sent "
-                           "again, since Prolific would pay twice: check the study's bonuses on Prolific.")
+                message = (
+                    f"bulk bonus {setup.bulk_id}: its payment was sent at {payment.created:%Y-%m-%d %H:%M} "
+                    f"UTC and no answer was recorded ({payment.error or 'interrupted'}). It is not sent "
+                    "again, since Prolific would pay twice: check the study's bonuses on Prolific."
+                )
                 self.report.unknown.append((pay_request(setup.bulk_id), message))
                 self.out(f"NOT resent: {message}")
         pending = actions.filter(kind=ProlificAction.Kind.BONUS_SETUP, state=ProlificAction.State.PENDING)
@@ -346,8 +398,8 @@ class Reviewer:
         with transaction.atomic():
             if payment is None:
                 payment = ProlificAction.objects.create(
-                    study=self.study, kind=request.kind, setup=setup, bulk_id=setup.bulk_id,
-                    request=request.as_dict())
+                    study=self.study, kind=request.kind, setup=setup, bulk_id=setup.bulk_id, request=request.as_dict()
+                )
             else:
                 payment.state, payment.error = ProlificAction.State.PENDING, ""
                 payment.save(update_fields=["state", "error"])
@@ -358,8 +410,9 @@ class Reviewer:
     def _record(self, request, action, extra=None):
         body = {**request.as_dict(), **(extra or {})}
         if action is None:
-            return ProlificAction.objects.create(study=self.study, kind=request.kind,
-                                                 submission_id=request.submission_id, request=body)
+            return ProlificAction.objects.create(
+                study=self.study, kind=request.kind, submission_id=request.submission_id, request=body
+            )
         action.request, action.state, action.error = body, ProlificAction.State.PENDING, ""
         action.save(update_fields=["request", "state", "error"])
         return action

@@ -13,6 +13,7 @@ The virtual chinrest is jsPsych's plugin (@jspsych/plugin-virtual-chinrest; Li, 
 temporal to fixation, gives the viewing distance. From both, the size of the query image in degrees of
 visual angle, and the pixel size that gives the study's fixed visual angle.
 """
+
 import math
 import re
 
@@ -92,7 +93,8 @@ def screen_out(participant, reason):
     now = timezone.now()
     # The status moves only from started: of two requests at once, one writes.
     Participant.objects.filter(pk=participant.pk, status=Participant.Status.STARTED).update(
-        status=Participant.Status.SCREENED_OUT, screen_out_reason=reason, finished_at=now)
+        status=Participant.Status.SCREENED_OUT, screen_out_reason=reason, finished_at=now
+    )
     participant.refresh_from_db(fields=["status", "screen_out_reason", "finished_at"])
     return screen_out_target(participant)
 

@@ -6,6 +6,7 @@ recorded for their submission (studyapp.prolific_api) and their line in any reco
 platform stores no files per participant (the questionnaire is a column of the row). One audit line in the
 study's change log says a deletion happened and what it removed, never the id; counts (monitor, export)
 follow because they are computed from the rows."""
+
 import logging
 
 from django.conf import settings
@@ -44,8 +45,9 @@ def _forget_bonus(study, submission_id):
             continue
         bonuses.pop(submission_id)
         body = dict(setup.request.get("body") or {})
-        lines = [line for line in (body.get("csv_bonuses") or "").splitlines()
-                 if line.partition(",")[0] != submission_id]
+        lines = [
+            line for line in (body.get("csv_bonuses") or "").splitlines() if line.partition(",")[0] != submission_id
+        ]
         body["csv_bonuses"] = "\n".join(lines)
         setup.request = {**setup.request, "bonuses": bonuses, "body": body, "withdrawn": True}
         setup.save(update_fields=["request"])
@@ -67,8 +69,12 @@ def delete_participant(participant, author=None):
         removed["participants"] = 1
         summary = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in removed.items())
         StudyChange.objects.create(
-            study=study, field="withdrawal", old="", new=f"a participant's data deleted ({summary})",
+            study=study,
+            field="withdrawal",
+            old="",
+            new=f"a participant's data deleted ({summary})",
             author=author if getattr(author, "pk", None) is not None else None,
-            author_name=author.get_username() if getattr(author, "pk", None) is not None else "")
+            author_name=author.get_username() if getattr(author, "pk", None) is not None else "",
+        )
     logger.info("study %s: a participant's data deleted on withdrawal (%s)", study.slug, summary)
     return removed

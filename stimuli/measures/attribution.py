@@ -55,7 +55,6 @@ import torch
 from ..activations import pool
 from ..settings.attribution import METHODS
 
-
 # zennit's defaults: ε of the Linear layers' LRP-ε rule, and the stabiliser of every rule's denominator
 LRP_EPSILON = 1e-6
 LRP_STABILIZER = 1e-6

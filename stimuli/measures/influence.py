@@ -36,6 +36,7 @@ import torch
 from ..layers import hook as layer_hook
 from ..settings.influence import DISTRIBUTIONS, InfluenceSettings  # noqa: F401 - this measure's options
 
+
 @dataclass(frozen=True)
 class Quantity:
     """A class logit (``versus=None``) or the difference of two class logits."""

@@ -68,13 +68,23 @@ class OcclusionSettings(Section):
     Its flat form is one key, ``occlusion``: a mapping with keys among the fields, written back in full
     when the section is on and as the fields that differ from their defaults when it is off."""
 
-    pairs_per_unit: int = field(default=0, metadata=cli(
-        int, "--occlusion-pairs", help="occlusion pairs per unit (Zimmermann et al. 2021's task; default 0: none)"))
+    pairs_per_unit: int = field(
+        default=0,
+        metadata=cli(
+            int, "--occlusion-pairs", help="occlusion pairs per unit (Zimmermann et al. 2021's task; default 0: none)"
+        ),
+    )
     patch: float = 0.25
     stride: float = 0.125
-    fill: str = field(default="mean", metadata=cli(
-        str, "--occlusion-fill", choices=FILLS,
-        help="occluder fill: the image's mean colour (default) or a blur of it"))
+    fill: str = field(
+        default="mean",
+        metadata=cli(
+            str,
+            "--occlusion-fill",
+            choices=FILLS,
+            help="occluder fill: the image's mean colour (default) or a blur of it",
+        ),
+    )
     margin: float = 0.05
 
     @classmethod
@@ -93,8 +103,10 @@ class OcclusionSettings(Section):
 
     @classmethod
     def from_mapping(cls, value: Any) -> OcclusionSettings:
-        need(isinstance(value, dict), "occlusion must be a mapping with keys among "
-                                      "pairs_per_unit, patch, stride, fill, margin")
+        need(
+            isinstance(value, dict),
+            "occlusion must be a mapping with keys among pairs_per_unit, patch, stride, fill, margin",
+        )
         known = cls.keys()
         bad = sorted(set(value) - set(known))
         need(not bad, f"unknown occlusion key(s): {', '.join(bad)}; known: {', '.join(known)}")
@@ -104,15 +116,23 @@ class OcclusionSettings(Section):
         return {name: getattr(self, name) for name in self.keys()}
 
     def validate(self) -> None:
-        need(is_int(self.pairs_per_unit) and self.pairs_per_unit >= 0,
-             f"occlusion.pairs_per_unit must be a non-negative integer, not {self.pairs_per_unit!r}")
-        need(is_number(self.patch) and 0 < self.patch <= 0.5,
-             f"occlusion.patch must be a share of the image side in (0, 0.5], not {self.patch!r}")
-        need(is_number(self.stride) and 0 < self.stride <= self.patch,
-             f"occlusion.stride must be a share of the image side in (0, patch], not {self.stride!r}")
+        need(
+            is_int(self.pairs_per_unit) and self.pairs_per_unit >= 0,
+            f"occlusion.pairs_per_unit must be a non-negative integer, not {self.pairs_per_unit!r}",
+        )
+        need(
+            is_number(self.patch) and 0 < self.patch <= 0.5,
+            f"occlusion.patch must be a share of the image side in (0, 0.5], not {self.patch!r}",
+        )
+        need(
+            is_number(self.stride) and 0 < self.stride <= self.patch,
+            f"occlusion.stride must be a share of the image side in (0, patch], not {self.stride!r}",
+        )
         need(self.fill in FILLS, f"occlusion.fill must be one of {', '.join(FILLS)}, not {self.fill!r}")
-        need(is_number(self.margin) and 0 <= self.margin < 1,
-             f"occlusion.margin must be a share of the score range in [0, 1), not {self.margin!r}")
+        need(
+            is_number(self.margin) and 0 <= self.margin < 1,
+            f"occlusion.margin must be a share of the score range in [0, 1), not {self.margin!r}",
+        )
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -125,8 +145,12 @@ class Box:
     side: int
 
     def overlaps(self, other: Box) -> bool:
-        return (self.left < other.left + other.side and other.left < self.left + self.side
-                and self.top < other.top + other.side and other.top < self.top + self.side)
+        return (
+            self.left < other.left + other.side
+            and other.left < self.left + self.side
+            and self.top < other.top + other.side
+            and other.top < self.top + self.side
+        )
 
     def to_list(self) -> list[int]:
         return [self.left, self.top, self.side]
@@ -153,7 +177,7 @@ def content(image: Image.Image, boxes: list[Box]) -> np.ndarray:
     whole = lum.std()
     if whole == 0:
         return np.zeros(len(boxes))
-    return np.array([lum[b.top:b.top + b.side, b.left:b.left + b.side].std() / whole for b in boxes])
+    return np.array([lum[b.top : b.top + b.side, b.left : b.left + b.side].std() / whole for b in boxes])
 
 
 def occlude(image: Image.Image, box: Box, fill: str) -> Image.Image:
@@ -168,14 +192,14 @@ def occlude(image: Image.Image, box: Box, fill: str) -> Image.Image:
         raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
     out = source.copy()
     y, x, s = box.top, box.left, box.side
-    out[y:y + s, x:x + s] = patch[y:y + s, x:x + s]
+    out[y : y + s, x : x + s] = patch[y : y + s, x : x + s]
     shown = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode=image.mode)
     # the ring of pixels just outside the occluder, where the eye looks for its edge
     ring = np.zeros(arr.shape[:2], dtype=bool)
     width = max(1, s // 8)
-    ring[max(0, y - width):y + s + width, max(0, x - width):x + s + width] = True
-    ring[y:y + s, x:x + s] = False
-    filled = _luminance(shown)[y:y + s, x:x + s].mean()
+    ring[max(0, y - width) : y + s + width, max(0, x - width) : x + s + width] = True
+    ring[y : y + s, x : x + s] = False
+    filled = _luminance(shown)[y : y + s, x : x + s].mean()
     if not ring.any() or abs(filled - _luminance(image)[ring].mean()) < OUTLINE_CONTRAST * 255:
         draw = ImageDraw.Draw(shown)
         dark = filled > 127
@@ -190,8 +214,17 @@ class PngScorer:
     (one forward pass per batch); the score function is :func:`stimuli.scores.unit_scores`, the exact
     values those of :func:`stimuli.featurevis.score_png` on each file."""
 
-    def __init__(self, net, images, layer: str, basis, pooling: str = "mean", activation: str = "post_relu",
-                 device="cpu", batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        net,
+        images,
+        layer: str,
+        basis,
+        pooling: str = "mean",
+        activation: str = "post_relu",
+        device="cpu",
+        batch_size: int = 256,
+    ) -> None:
         from ..activations import layer_extractor
         from ..featurevis import DisplayToInput
 
@@ -212,7 +245,7 @@ class PngScorer:
         out = []
         with torch.no_grad():
             for s in range(0, len(pngs), self.batch_size):
-                x = torch.cat([self.to_input.from_png(d) for d in pngs[s:s + self.batch_size]]).to(self.device)
+                x = torch.cat([self.to_input.from_png(d) for d in pngs[s : s + self.batch_size]]).to(self.device)
                 t = self.extractor(x)[self.layer]
                 if self.activation == "post_relu":
                     t = torch.relu(t)
@@ -222,8 +255,11 @@ class PngScorer:
                 else:
                     # a solver's code depends on its batch through the convergence test: one image at a
                     # time, so the key is the image's own
-                    out.append(np.array([float(unit_scores(self.basis, pooled[k:k + 1])[0, unit])
-                                         for k in range(len(pooled))]))
+                    out.append(
+                        np.array(
+                            [float(unit_scores(self.basis, pooled[k : k + 1])[0, unit]) for k in range(len(pooled))]
+                        )
+                    )
         return np.concatenate(out) if out else np.empty(0)
 
 
@@ -238,8 +274,9 @@ class Candidates:
     content: np.ndarray
 
 
-def candidates(image: Image.Image, unit: int, score: Callable[..., np.ndarray],
-               settings: OcclusionSettings) -> Candidates:
+def candidates(
+    image: Image.Image, unit: int, score: Callable[..., np.ndarray], settings: OcclusionSettings
+) -> Candidates:
     """Every grid position of ``image`` occluded, rendered to PNG and scored, the batch at once, to rank
     the positions: Δ = s(occluded PNG) − s(query PNG). A kept pair is scored again image by image."""
     from ..render import png_bytes
@@ -300,15 +337,24 @@ def blank_pair(c: Candidates) -> tuple[int, int] | None:
     if len(covering) == 0:
         return None
     strongest = int(covering[np.argmax(np.abs(c.deltas)[covering])])
-    blank = [k for k in range(len(c.boxes)) if c.content[k] < CONTENT_SHARE
-             and not c.boxes[k].overlaps(c.boxes[strongest])]
+    blank = [
+        k for k in range(len(c.boxes)) if c.content[k] < CONTENT_SHARE and not c.boxes[k].overlaps(c.boxes[strongest])
+    ]
     if not blank:
         return None
     return strongest, min(blank, key=lambda k: (c.content[k], k))
 
 
-def _pairs(images: list[Image.Image], unit: int, score, settings: OcclusionSettings, score_range: float,
-           rng: np.random.Generator, n: int, rule) -> list[Pair]:
+def _pairs(
+    images: list[Image.Image],
+    unit: int,
+    score,
+    settings: OcclusionSettings,
+    score_range: float,
+    rng: np.random.Generator,
+    n: int,
+    rule,
+) -> list[Pair]:
     kept = []
     for image in images:
         if len(kept) == n:
@@ -323,14 +369,27 @@ def _pairs(images: list[Image.Image], unit: int, score, settings: OcclusionSetti
     return kept
 
 
-def occlusion_pairs(images: list[Image.Image], unit: int, score, settings: OcclusionSettings, score_range: float,
-                    rng: np.random.Generator) -> list[Pair]:
+def occlusion_pairs(
+    images: list[Image.Image],
+    unit: int,
+    score,
+    settings: OcclusionSettings,
+    score_range: float,
+    rng: np.random.Generator,
+) -> list[Pair]:
     """Up to ``settings.pairs_per_unit`` pairs from the query ``images`` (strongest first), rules 1-5."""
     return _pairs(images, unit, score, settings, score_range, rng, settings.pairs_per_unit, extreme_pair)
 
 
-def catch_pairs(images: list[Image.Image], unit: int, score, settings: OcclusionSettings, score_range: float,
-                rng: np.random.Generator, n: int = N_CATCH) -> list[Pair]:
+def catch_pairs(
+    images: list[Image.Image],
+    unit: int,
+    score,
+    settings: OcclusionSettings,
+    score_range: float,
+    rng: np.random.Generator,
+    n: int = N_CATCH,
+) -> list[Pair]:
     """Up to ``n`` catch pairs (blank area against the strongest region) from the unit's most activating
     references ``images``."""
     return _pairs(images, unit, score, settings, score_range, rng, n, blank_pair)
@@ -338,14 +397,37 @@ def catch_pairs(images: list[Image.Image], unit: int, score, settings: Occlusion
 
 def pair_entry(pair: Pair, add_image: Callable[[bytes], str]) -> dict[str, Any]:
     """A pair as the manifest lists it (docs/contracts.md §1), its PNGs written through ``add_image``."""
-    return {"query": add_image(pair.query_png), "a": add_image(pair.a_png), "b": add_image(pair.b_png),
-            "correct": pair.correct, "delta_a": round(pair.delta_a, 6), "delta_b": round(pair.delta_b, 6),
-            "box_a": pair.box_a.to_list(), "box_b": pair.box_b.to_list()}
+    return {
+        "query": add_image(pair.query_png),
+        "a": add_image(pair.a_png),
+        "b": add_image(pair.b_png),
+        "correct": pair.correct,
+        "delta_a": round(pair.delta_a, 6),
+        "delta_b": round(pair.delta_b, 6),
+        "box_a": pair.box_a.to_list(),
+        "box_b": pair.box_b.to_list(),
+    }
 
 
-def unit_occlusion(net, images, layer: str, basis, unit: int, exemplars, codes, settings: OcclusionSettings,
-                   size: int, rng: np.random.Generator, add_image: Callable[[bytes], str], *, pooling: str,
-                   activation: str, device, batch_size: int, scorer: PngScorer | None = None) -> dict[str, Any]:
+def unit_occlusion(
+    net,
+    images,
+    layer: str,
+    basis,
+    unit: int,
+    exemplars,
+    codes,
+    settings: OcclusionSettings,
+    size: int,
+    rng: np.random.Generator,
+    add_image: Callable[[bytes], str],
+    *,
+    pooling: str,
+    activation: str,
+    device,
+    batch_size: int,
+    scorer: PngScorer | None = None,
+) -> dict[str, Any]:
     """One unit's ``occlusion_trials`` and ``occlusion_catch_trials`` (manifest entries) and its
     ``occlusion_pairs`` measure."""
     score = scorer or PngScorer(net, images, layer, basis, pooling, activation, device, batch_size)
@@ -354,15 +436,33 @@ def unit_occlusion(net, images, layer: str, basis, unit: int, exemplars, codes, 
     main = occlusion_pairs(shown, unit, score, settings, score_range, rng)
     refs = [images.display(int(i), size) for i in exemplars.references_max]
     catch = catch_pairs(refs, unit, score, settings, score_range, rng)
-    return {"occlusion_trials": [pair_entry(p, add_image) for p in main],
-            "occlusion_catch_trials": [pair_entry(p, add_image) for p in catch],
-            "measures": {"occlusion_pairs": len(main), "occlusion_catch_pairs": len(catch),
-                         "occlusion_score_range": round(score_range, 6)}}
+    return {
+        "occlusion_trials": [pair_entry(p, add_image) for p in main],
+        "occlusion_catch_trials": [pair_entry(p, add_image) for p in catch],
+        "measures": {
+            "occlusion_pairs": len(main),
+            "occlusion_catch_pairs": len(catch),
+            "occlusion_score_range": round(score_range, 6),
+        },
+    }
 
 
-def occlusion_stage(settings: OcclusionSettings, net, images, fitted: dict, chosen: dict, writer, size: int,
-                    device, report: Callable[[str, float], None], *, seed: int = 0, pooling: str = "mean",
-                    activation: str = "post_relu", batch_size: int = 256) -> dict:
+def occlusion_stage(
+    settings: OcclusionSettings,
+    net,
+    images,
+    fitted: dict,
+    chosen: dict,
+    writer,
+    size: int,
+    device,
+    report: Callable[[str, float], None],
+    *,
+    seed: int = 0,
+    pooling: str = "mean",
+    activation: str = "post_relu",
+    batch_size: int = 256,
+) -> dict:
     """The pipeline's occlusion step: ``{(layer, basis, unit): manifest lists}``, the units' measures
     updated in place; nothing when ``pairs_per_unit`` is 0. The units' scores are read with the job's
     ``pooling`` and ``activation``; each unit's draws derive from ``seed``."""
@@ -376,10 +476,24 @@ def occlusion_stage(settings: OcclusionSettings, net, images, fitted: dict, chos
         basis, codes = fitted[(layer, name)]
         scorer = PngScorer(net, images, layer, basis, pooling, activation, device, batch_size)
         for u, ex, measures in entries:
-            got = unit_occlusion(net, images, layer, basis, u, ex, codes, settings, size,
-                                 unit_rng(seed, "occlusion", layer, name, str(u)), writer.add_image,
-                                 pooling=pooling, activation=activation, device=device,
-                                 batch_size=batch_size, scorer=scorer)
+            got = unit_occlusion(
+                net,
+                images,
+                layer,
+                basis,
+                u,
+                ex,
+                codes,
+                settings,
+                size,
+                unit_rng(seed, "occlusion", layer, name, str(u)),
+                writer.add_image,
+                pooling=pooling,
+                activation=activation,
+                device=device,
+                batch_size=batch_size,
+                scorer=scorer,
+            )
             measures.update(got.pop("measures"))
             out[(layer, name, u)] = got
         report("occlusion", (j + 1) / len(jobs))

@@ -24,8 +24,10 @@ class ActivationSettings(Section):
     in-memory digits or inside a daemonic process (:func:`stimuli.activations.auto_num_workers`).
     ``decode``: one of :data:`DECODERS`. The flat keys are the field names."""
 
-    layers: list[str] = field(default_factory=_default_layers, metadata=cli(
-        comma_list, "--layer", "--layers", help="layer name(s), comma separated"))
+    layers: list[str] = field(
+        default_factory=_default_layers,
+        metadata=cli(comma_list, "--layer", "--layers", help="layer name(s), comma separated"),
+    )
     pooling: str = field(default="mean", metadata=cli(str, choices=POOLINGS))
     activation: str = field(default="post_relu", metadata=cli(str, choices=ACTIVATIONS))
     batch_size: int = field(default=256, metadata=cli(int))
@@ -33,15 +35,24 @@ class ActivationSettings(Section):
     decode: str = "auto"
 
     def validate(self) -> None:
-        need(isinstance(self.layers, list) and len(self.layers) > 0
-             and all(isinstance(s, str) and s for s in self.layers),
-             "layers must be a non-empty list of layer names (see `python -m stimuli layers`)")
+        need(
+            isinstance(self.layers, list)
+            and len(self.layers) > 0
+            and all(isinstance(s, str) and s for s in self.layers),
+            "layers must be a non-empty list of layer names (see `python -m stimuli layers`)",
+        )
         need(len(set(self.layers)) == len(self.layers), f"layers are repeated: {self.layers}")
         need(self.pooling in POOLINGS, f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
-        need(self.activation in ACTIVATIONS,
-             f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
-        need(is_int(self.batch_size) and self.batch_size >= 1,
-             f"batch_size must be a positive integer, not {self.batch_size!r}")
-        need(self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0),
-             f"num_workers must be a non-negative integer or null (automatic), not {self.num_workers!r}")
+        need(
+            self.activation in ACTIVATIONS,
+            f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}",
+        )
+        need(
+            is_int(self.batch_size) and self.batch_size >= 1,
+            f"batch_size must be a positive integer, not {self.batch_size!r}",
+        )
+        need(
+            self.num_workers is None or (is_int(self.num_workers) and self.num_workers >= 0),
+            f"num_workers must be a non-negative integer or null (automatic), not {self.num_workers!r}",
+        )
         need(self.decode in DECODERS, f"decode must be 'auto', 'pil' or 'torchvision', not {self.decode!r}")

@@ -16,9 +16,16 @@ class AttributionSettings(Section):
     PREFIX = "attribution_"
 
     overlays: bool = False
-    method: str = field(default="gradcam", metadata=cli(
-        str, "--attribution", choices=METHODS, implies={"overlays": True},
-        help="add attribution overlays of the most activating references, by this method"))
+    method: str = field(
+        default="gradcam",
+        metadata=cli(
+            str,
+            "--attribution",
+            choices=METHODS,
+            implies={"overlays": True},
+            help="add attribution overlays of the most activating references, by this method",
+        ),
+    )
 
     def validate(self) -> None:
         need(isinstance(self.overlays, bool), "attribution_overlays must be true or false")

@@ -26,10 +26,13 @@ class BasisSettings(Section):
 
     FLAT = {"names": "bases"}
 
-    names: list[str] = field(default_factory=_default_bases, metadata=cli(
-        comma_list, "--bases", help=lambda: f"comma separated: {','.join(_registered())}"))
-    n_components: int | dict[str, int] | None = field(default=None, metadata=cli(
-        int, "--components", help="components per basis (default: all)"))
+    names: list[str] = field(
+        default_factory=_default_bases,
+        metadata=cli(comma_list, "--bases", help=lambda: f"comma separated: {','.join(_registered())}"),
+    )
+    n_components: int | dict[str, int] | None = field(
+        default=None, metadata=cli(int, "--components", help="components per basis (default: all)")
+    )
     # config_section -> the parameters given (a section left empty is not kept: {} and absent are one)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -40,7 +43,7 @@ class BasisSettings(Section):
         return {"names": "bases", "n_components": "n_components", **{key: key for key in _sections()}}
 
     @classmethod
-    def from_flat(cls, source: Any) -> "BasisSettings":
+    def from_flat(cls, source: Any) -> BasisSettings:
         values: dict[str, Any] = {"names": source["bases"]} if "bases" in source else {}
         if "n_components" in source:
             values["n_components"] = source["n_components"]
@@ -48,12 +51,17 @@ class BasisSettings(Section):
         return cls(**values, params=params)
 
     def flat(self) -> dict[str, Any]:
-        return {"bases": self.names, "n_components": self.n_components,
-                **{key: self.params.get(key, {}) for key in _sections()}}
+        return {
+            "bases": self.names,
+            "n_components": self.n_components,
+            **{key: self.params.get(key, {}) for key in _sections()},
+        }
 
     def validate(self) -> None:
-        need(isinstance(self.names, list) and len(self.names) > 0 and all(isinstance(b, str) for b in self.names),
-             "bases must be a non-empty list of basis names")
+        need(
+            isinstance(self.names, list) and len(self.names) > 0 and all(isinstance(b, str) for b in self.names),
+            "bases must be a non-empty list of basis names",
+        )
         need(len(set(self.names)) == len(self.names), f"bases are repeated: {self.names}")
         check_per_basis("n_components", self.n_components, self.names, allow_none=True)
         need(isinstance(self.params, dict), "params must be a mapping of each basis's own parameters")
@@ -119,8 +127,11 @@ def check_per_basis(name: str, value: Any, bases: list[str], allow_none: bool) -
         missing = [b for b in bases if b not in value] if not allow_none else []
         need(not missing, f"{name} gives no value for basis(es) {', '.join(missing)}")
         for b, v in value.items():
-            need((v is None and allow_none) or (is_int(v) and v >= 1),
-                 f"{name}[{b!r}] must be a positive integer, not {v!r}")
+            need(
+                (v is None and allow_none) or (is_int(v) and v >= 1),
+                f"{name}[{b!r}] must be a positive integer, not {v!r}",
+            )
         return
-    need(is_int(value) and value >= 1,
-         f"{name} must be a positive integer or a mapping basis -> integer, not {value!r}")
+    need(
+        is_int(value) and value >= 1, f"{name} must be a positive integer or a mapping basis -> integer, not {value!r}"
+    )

@@ -21,7 +21,11 @@ class CompletenessSettings(Section):
 
     def validate(self) -> None:
         need(isinstance(self.enabled, bool), "completeness must be true or false")
-        need(self.k is None or is_int_list(self.k),
-             "completeness_k must be null or a non-empty list of positive integers")
-        need(self.max_images is None or (is_int(self.max_images) and self.max_images >= 1),
-             "completeness_max_images must be null or a positive integer")
+        need(
+            self.k is None or is_int_list(self.k),
+            "completeness_k must be null or a non-empty list of positive integers",
+        )
+        need(
+            self.max_images is None or (is_int(self.max_images) and self.max_images >= 1),
+            "completeness_max_images must be null or a positive integer",
+        )

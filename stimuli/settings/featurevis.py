@@ -20,12 +20,25 @@ class FeatureVisSettings(Section):
     with keys among :data:`FEATURE_VIS_DEFAULTS` (on); written back as false or the full mapping."""
 
     enabled: bool = False
-    method: str = field(default="fourier", metadata=cli(
-        str, "--feature-vis", choices=tuple(sorted(FEATURE_VIS_METHODS)), implies={"enabled": True},
-        help="add synthetic references (feature visualizations) with this parameterisation"))
-    steps: int = field(default=256, metadata=cli(
-        int, "--feature-vis-steps", implies={"enabled": True},
-        help="optimisation steps per feature visualization (default 256)"))
+    method: str = field(
+        default="fourier",
+        metadata=cli(
+            str,
+            "--feature-vis",
+            choices=tuple(sorted(FEATURE_VIS_METHODS)),
+            implies={"enabled": True},
+            help="add synthetic references (feature visualizations) with this parameterisation",
+        ),
+    )
+    steps: int = field(
+        default=256,
+        metadata=cli(
+            int,
+            "--feature-vis-steps",
+            implies={"enabled": True},
+            help="optimisation steps per feature visualization (default 256)",
+        ),
+    )
     lr: float = 0.1
     image_size: int | None = None
     seed: int = 0
@@ -35,13 +48,14 @@ class FeatureVisSettings(Section):
         return {name: "feature_vis" for name in ("enabled", *FEATURE_VIS_DEFAULTS)}
 
     @classmethod
-    def from_flat(cls, source: Any) -> "FeatureVisSettings":
+    def from_flat(cls, source: Any) -> FeatureVisSettings:
         value = source.get("feature_vis", False) if isinstance(source, dict) else source
         if isinstance(value, bool):
             return cls(enabled=value)
         if not isinstance(value, dict):
-            raise ValueError("feature_vis must be false, true or a mapping with keys among "
-                             f"{', '.join(FEATURE_VIS_DEFAULTS)}")
+            raise ValueError(
+                f"feature_vis must be false, true or a mapping with keys among {', '.join(FEATURE_VIS_DEFAULTS)}"
+            )
         bad = sorted(set(value) - set(FEATURE_VIS_DEFAULTS))
         if bad:
             raise ValueError(f"unknown feature_vis key(s): {', '.join(bad)}; known: {', '.join(FEATURE_VIS_DEFAULTS)}")
@@ -56,14 +70,20 @@ class FeatureVisSettings(Section):
 
     def validate(self) -> None:
         need(isinstance(self.enabled, bool), "feature_vis must be false, true or a mapping")
-        need(self.method in FEATURE_VIS_METHODS,
-             f"feature_vis.method must be one of {', '.join(FEATURE_VIS_METHODS)}, not {self.method!r}")
-        need(is_int(self.steps) and self.steps >= 1,
-             f"feature_vis.steps must be a positive integer, not {self.steps!r}")
-        need(is_int(self.seed) and self.seed >= 0,
-             f"feature_vis.seed must be a non-negative integer, not {self.seed!r}")
+        need(
+            self.method in FEATURE_VIS_METHODS,
+            f"feature_vis.method must be one of {', '.join(FEATURE_VIS_METHODS)}, not {self.method!r}",
+        )
+        need(
+            is_int(self.steps) and self.steps >= 1, f"feature_vis.steps must be a positive integer, not {self.steps!r}"
+        )
+        need(
+            is_int(self.seed) and self.seed >= 0, f"feature_vis.seed must be a non-negative integer, not {self.seed!r}"
+        )
         need(is_number(self.lr) and self.lr > 0, f"feature_vis.lr must be a positive number, not {self.lr!r}")
-        need(self.image_size is None or (is_int(self.image_size) and 8 <= self.image_size <= 1024
-                                         and self.image_size % 2 == 0),
-             "feature_vis.image_size must be null (the display size) or an even integer in "
-             f"[8, 1024], not {self.image_size!r}")
+        need(
+            self.image_size is None
+            or (is_int(self.image_size) and 8 <= self.image_size <= 1024 and self.image_size % 2 == 0),
+            "feature_vis.image_size must be null (the display size) or an even integer in "
+            f"[8, 1024], not {self.image_size!r}",
+        )

@@ -26,12 +26,18 @@ class InfluenceSettings(Section):
     def validate(self) -> None:
         for name in ("class_index", "versus"):
             value = getattr(self, name)
-            need(value is None or (is_int(value) and value >= 0),
-                 f"{self.key(name)} must be null or a class index >= 0")
+            need(
+                value is None or (is_int(value) and value >= 0), f"{self.key(name)} must be null or a class index >= 0"
+            )
         need(self.versus is None or self.class_index is not None, "influence_versus needs influence_class")
-        need(self.versus is None or self.versus != self.class_index,
-             "influence_versus must differ from influence_class")
-        need(self.distribution in DISTRIBUTIONS,
-             f"influence_distribution must be one of {', '.join(sorted(DISTRIBUTIONS, reverse=True))}")
-        need(self.max_images is None or (is_int(self.max_images) and self.max_images >= 1),
-             "influence_max_images must be null or a positive integer")
+        need(
+            self.versus is None or self.versus != self.class_index, "influence_versus must differ from influence_class"
+        )
+        need(
+            self.distribution in DISTRIBUTIONS,
+            f"influence_distribution must be one of {', '.join(sorted(DISTRIBUTIONS, reverse=True))}",
+        )
+        need(
+            self.max_images is None or (is_int(self.max_images) and self.max_images >= 1),
+            "influence_max_images must be null or a positive integer",
+        )

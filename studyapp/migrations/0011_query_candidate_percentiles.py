@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('studyapp', '0010_designs'),
+        ("studyapp", "0010_designs"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='exemplar',
-            name='percentile',
-            field=models.FloatField(blank=True, help_text="a query candidate's activation percentile (stimuli.exemplars); empty for other roles and for artifacts written before candidates recorded it", null=True),
+            model_name="exemplar",
+            name="percentile",
+            field=models.FloatField(
+                blank=True,
+                help_text="a query candidate's activation percentile (stimuli.exemplars); empty for other roles and for artifacts written before candidates recorded it",
+                null=True,
+            ),
         ),
     ]

@@ -7,116 +7,231 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('studyapp', '0011_query_candidate_percentiles'),
+        ("studyapp", "0011_query_candidate_percentiles"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='participant',
-            name='image_px',
-            field=models.FloatField(blank=True, help_text="the query image's width on the participant's screen, in CSS pixels", null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="participant",
+            name="image_px",
+            field=models.FloatField(
+                blank=True,
+                help_text="the query image's width on the participant's screen, in CSS pixels",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='px_per_cm',
+            model_name="participant",
+            name="px_per_cm",
             field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='screen_out_reason',
+            model_name="participant",
+            name="screen_out_reason",
             field=models.CharField(blank=True, max_length=20),
         ),
         migrations.AddField(
-            model_name='participant',
-            name='viewing_distance_cm',
+            model_name="participant",
+            name="viewing_distance_cm",
             field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0)]),
         ),
         migrations.AddField(
-            model_name='study',
-            name='bonus_cap',
-            field=models.FloatField(blank=True, help_text='the most bonus one participant gets; empty: no cap', null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="study",
+            name="bonus_cap",
+            field=models.FloatField(
+                blank=True,
+                help_text="the most bonus one participant gets; empty: no cap",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='bonus_per_correct',
-            field=models.FloatField(default=0.0, help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency, e.g. 0.05; 0: no bonus", validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="study",
+            name="bonus_per_correct",
+            field=models.FloatField(
+                default=0.0,
+                help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency, e.g. 0.05; 0: no bonus",
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='desktop_only',
-            field=models.BooleanField(default=False, help_text='turn away phones and tablets (screen-out redirect below)'),
+            model_name="study",
+            name="desktop_only",
+            field=models.BooleanField(
+                default=False, help_text="turn away phones and tablets (screen-out redirect below)"
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='failed_catch_decision',
-            field=models.CharField(choices=[('reject', "reject (Prolific's category FAILED_CHECK, with the evidence)"), ('review', 'review by hand')], default='reject', help_text='prolific_review: what a completed submission whose catch-trial accuracy is below the minimum gets', max_length=10),
+            model_name="study",
+            name="failed_catch_decision",
+            field=models.CharField(
+                choices=[
+                    ("reject", "reject (Prolific's category FAILED_CHECK, with the evidence)"),
+                    ("review", "review by hand"),
+                ],
+                default="reject",
+                help_text="prolific_review: what a completed submission whose catch-trial accuracy is below the minimum gets",
+                max_length=10,
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='image_visual_angle_deg',
-            field=models.FloatField(blank=True, help_text="scale each query image to this visual angle (degrees) from the chinrest's measurement; empty: images at their own pixel size", null=True, validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(60)]),
+            model_name="study",
+            name="image_visual_angle_deg",
+            field=models.FloatField(
+                blank=True,
+                help_text="scale each query image to this visual angle (degrees) from the chinrest's measurement; empty: images at their own pixel size",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(0.1),
+                    django.core.validators.MaxValueValidator(60),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='max_viewing_distance_cm',
-            field=models.FloatField(blank=True, help_text='screen out a viewing distance the chinrest measures above this; empty: no check', null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="study",
+            name="max_viewing_distance_cm",
+            field=models.FloatField(
+                blank=True,
+                help_text="screen out a viewing distance the chinrest measures above this; empty: no check",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='min_viewing_distance_cm',
-            field=models.FloatField(blank=True, help_text='screen out a viewing distance the chinrest measures below this; empty: no check', null=True, validators=[django.core.validators.MinValueValidator(0)]),
+            model_name="study",
+            name="min_viewing_distance_cm",
+            field=models.FloatField(
+                blank=True,
+                help_text="screen out a viewing distance the chinrest measures below this; empty: no check",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0)],
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='prolific_study_id',
-            field=models.CharField(blank=True, help_text="the study's id on Prolific, for bonus payments; blank: the STUDY_ID its participants arrived with", max_length=100),
+            model_name="study",
+            name="prolific_study_id",
+            field=models.CharField(
+                blank=True,
+                help_text="the study's id on Prolific, for bonus payments; blank: the STUDY_ID its participants arrived with",
+                max_length=100,
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='screen_out_code',
-            field=models.CharField(blank=True, help_text="Prolific's screen-out completion code: a participant who fails an eligibility check is sent to the screen-out URL with it (and paid the study's fixed screen-out amount)", max_length=100),
+            model_name="study",
+            name="screen_out_code",
+            field=models.CharField(
+                blank=True,
+                help_text="Prolific's screen-out completion code: a participant who fails an eligibility check is sent to the screen-out URL with it (and paid the study's fixed screen-out amount)",
+                max_length=100,
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='screen_out_url',
-            field=models.CharField(blank=True, help_text="where a screened-out participant goes; {code} and the link's parameters fill in, e.g. https://app.prolific.com/submissions/complete?cc={code}", max_length=500),
+            model_name="study",
+            name="screen_out_url",
+            field=models.CharField(
+                blank=True,
+                help_text="where a screened-out participant goes; {code} and the link's parameters fill in, e.g. https://app.prolific.com/submissions/complete?cc={code}",
+                max_length=500,
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='supported_browsers',
-            field=models.CharField(blank=True, help_text='comma-separated browsers admitted (chrome, firefox, edge, safari, opera); blank: any', max_length=200),
+            model_name="study",
+            name="supported_browsers",
+            field=models.CharField(
+                blank=True,
+                help_text="comma-separated browsers admitted (chrome, firefox, edge, safari, opera); blank: any",
+                max_length=200,
+            ),
         ),
         migrations.AddField(
-            model_name='study',
-            name='virtual_chinrest',
-            field=models.BooleanField(default=False, help_text="before the practice, measure the screen's pixels per cm (credit-card method) and the viewing distance (blind-spot task) with jsPsych's virtual-chinrest plugin"),
+            model_name="study",
+            name="virtual_chinrest",
+            field=models.BooleanField(
+                default=False,
+                help_text="before the practice, measure the screen's pixels per cm (credit-card method) and the viewing distance (blind-spot task) with jsPsych's virtual-chinrest plugin",
+            ),
         ),
         migrations.AlterField(
-            model_name='participant',
-            name='status',
-            field=models.CharField(choices=[('started', 'Started'), ('completed', 'Completed'), ('returned', 'Returned'), ('timed_out', 'timed out'), ('screened_out', 'screened out')], default='started', max_length=20),
+            model_name="participant",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("started", "Started"),
+                    ("completed", "Completed"),
+                    ("returned", "Returned"),
+                    ("timed_out", "timed out"),
+                    ("screened_out", "screened out"),
+                ],
+                default="started",
+                max_length=20,
+            ),
         ),
         migrations.CreateModel(
-            name='ProlificAction',
+            name="ProlificAction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('approve', 'Approve'), ('reject', 'Reject'), ('return', 'request return'), ('bonus_setup', 'bonus set-up'), ('bonus_pay', 'bonus payment')], max_length=20)),
-                ('submission_id', models.CharField(blank=True, max_length=100)),
-                ('bulk_id', models.CharField(blank=True, help_text="Prolific's bulk bonus payment id", max_length=100)),
-                ('request', models.JSONField(default=dict, help_text='what was sent: method, path and body')),
-                ('state', models.CharField(choices=[('pending', 'recorded, outcome unknown'), ('done', 'Done'), ('failed', 'refused by Prolific'), ('abandoned', 'set-up never answered; replaced')], default='pending', max_length=20)),
-                ('response', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('setup', models.ForeignKey(blank=True, help_text="a payment's bulk bonus set-up", null=True, on_delete=django.db.models.deletion.PROTECT, related_name='payments', to='studyapp.prolificaction')),
-                ('study', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='prolific_actions', to='studyapp.study')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("approve", "Approve"),
+                            ("reject", "Reject"),
+                            ("return", "request return"),
+                            ("bonus_setup", "bonus set-up"),
+                            ("bonus_pay", "bonus payment"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("submission_id", models.CharField(blank=True, max_length=100)),
+                ("bulk_id", models.CharField(blank=True, help_text="Prolific's bulk bonus payment id", max_length=100)),
+                ("request", models.JSONField(default=dict, help_text="what was sent: method, path and body")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "recorded, outcome unknown"),
+                            ("done", "Done"),
+                            ("failed", "refused by Prolific"),
+                            ("abandoned", "set-up never answered; replaced"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("response", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "setup",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="a payment's bulk bonus set-up",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="payments",
+                        to="studyapp.prolificaction",
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prolific_actions",
+                        to="studyapp.study",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['study', 'created', 'pk'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('kind', 'bonus_pay')), fields=('setup',), name='one_payment_per_bonus_setup')],
+                "ordering": ["study", "created", "pk"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("kind", "bonus_pay")), fields=("setup",), name="one_payment_per_bonus_setup"
+                    )
+                ],
             },
         ),
     ]

@@ -4,30 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('studyapp', '0012_prolific_screening_and_review'),
+        ("studyapp", "0012_prolific_screening_and_review"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trial',
-            name='occlusion_delta_a',
+            model_name="trial",
+            name="occlusion_delta_a",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='trial',
-            name='occlusion_delta_b',
+            model_name="trial",
+            name="occlusion_delta_b",
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='unit',
-            name='occlusion_trials',
+            model_name="unit",
+            name="occlusion_trials",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AlterField(
-            model_name='condition',
-            name='paradigm',
-            field=models.CharField(choices=[('reference_2afc', 'reference 2AFC (Borowski et al.)'), ('ordered_strip', 'ordered strip vs shuffled strip (Dey et al.)'), ('occlusion_2afc', 'occlusion 2AFC: which occlusion changes the unit more (Zimmermann et al.)')], default='reference_2afc', max_length=20),
+            model_name="condition",
+            name="paradigm",
+            field=models.CharField(
+                choices=[
+                    ("reference_2afc", "reference 2AFC (Borowski et al.)"),
+                    ("ordered_strip", "ordered strip vs shuffled strip (Dey et al.)"),
+                    ("occlusion_2afc", "occlusion 2AFC: which occlusion changes the unit more (Zimmermann et al.)"),
+                ],
+                default="reference_2afc",
+                max_length=20,
+            ),
         ),
     ]

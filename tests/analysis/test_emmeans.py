@@ -111,8 +111,14 @@ def test_adjustments_and_link_scale(crossed):
 
 def test_emmeans_by_groups_average_equally_over_the_rest():
     rng = np.random.default_rng(7)
-    d = pd.DataFrame({"a": rng.choice(["x", "y"], 400), "b": rng.choice(["u", "v", "w"], 400),
-                      "z": rng.normal(size=400), "g": rng.integers(0, 20, 400).astype(str)})
+    d = pd.DataFrame(
+        {
+            "a": rng.choice(["x", "y"], 400),
+            "b": rng.choice(["u", "v", "w"], 400),
+            "z": rng.normal(size=400),
+            "g": rng.integers(0, 20, 400).astype(str),
+        }
+    )
     d["y"] = 1.0 + (d.a == "y") * 0.5 + (d.b == "w") * 0.3 + 0.2 * d.z + rng.normal(size=400)
     fit = LinearMixedModel.from_formula("y ~ a * b + z + (1 | g)", d).fit()
     grid = reference_grid(fit.model.design)
@@ -129,14 +135,14 @@ def test_emmeans_by_groups_average_equally_over_the_rest():
     with pytest.raises(ValueError, match="not a level"):
         fit.emmeans("a", at={"b": ["nosuch"]})
     at = fit.emmeans("a", at={"z": [1.0]})
-    assert np.allclose(at.means["estimate"] - em_a.means["estimate"],
-                       fit.params["z"] * (1.0 - d["z"].mean()))
+    assert np.allclose(at.means["estimate"] - em_a.means["estimate"], fit.params["z"] * (1.0 - d["z"].mean()))
 
 
 def test_emmeans_add_the_mean_offset_as_emmeans_does():
     rng = np.random.default_rng(2)
-    d = pd.DataFrame({"a": rng.choice(["x", "y"], 300), "g": rng.integers(0, 15, 300).astype(str),
-                      "size": rng.uniform(1, 5, 300)})
+    d = pd.DataFrame(
+        {"a": rng.choice(["x", "y"], 300), "g": rng.integers(0, 15, 300).astype(str), "size": rng.uniform(1, 5, 300)}
+    )
     d["y"] = 2.0 + (d.a == "y") + np.log(d["size"]) + rng.normal(size=300)
     fit = LinearMixedModel.from_formula("y ~ a + offset(log(size)) + (1 | g)", d).fit()
     em = fit.emmeans("a", type="link").means.set_index("a")["estimate"]
@@ -148,14 +154,18 @@ def test_grid_levels_follow_relevel_and_factor_of_a_number():
     d = pd.read_csv(ROOT / "lme4" / "cbpp.csv")
     d["stage"] = d["period"].astype(int).astype(str)
     fit = BinomialGLMM.from_formula(
-        "cbind(incidence, size - incidence) ~ relevel(stage, ref = \"3\") + (1 | herd)", d).fit()
+        'cbind(incidence, size - incidence) ~ relevel(stage, ref = "3") + (1 | herd)', d
+    ).fit()
     em = fit.emmeans("stage", pairs=True, adjust="none")
     # the reference level first, as R's levels(relevel(...)) order them; the means do not depend on it
     assert [str(v) for v in em.means["stage"]] == ["3", "1", "2", "4"]
     plain = BinomialGLMM.from_formula("cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", d).fit()
     pm = plain.emmeans("period").means
-    assert np.allclose(em.means.set_index(em.means["stage"].astype(str))["estimate"].sort_index(),
-                       pm.set_index(pm["period"].astype(str))["estimate"].sort_index(), rtol=1e-4)
+    assert np.allclose(
+        em.means.set_index(em.means["stage"].astype(str))["estimate"].sort_index(),
+        pm.set_index(pm["period"].astype(str))["estimate"].sort_index(),
+        rtol=1e-4,
+    )
 
 
 def test_specs_and_at_parsing():
@@ -200,8 +210,7 @@ def test_kenward_roger_and_satterthwaite_match_pbkrtest_lmertest_on_sleepstudy(s
     kr = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit(ddf="kenward-roger")
     assert kr.ddf == "Kenward-Roger" and "Kenward-Roger's method" in kr.summary()
     with pytest.raises(ValueError, match="REML"):
-        LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit(
-            reml=False, ddf="kenward-roger")
+        LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleep).fit(reml=False, ddf="kenward-roger")
 
 
 def test_kenward_roger_gives_the_exact_split_plot_df():
@@ -213,8 +222,14 @@ def test_kenward_roger_gives_the_exact_split_plot_df():
         grp, a = p % 2, rng.normal(0, 1.0)
         for w in range(3):
             for _ in range(2):
-                rows.append({"participant": f"p{p}", "group": f"g{grp}", "within": f"w{w}",
-                             "y": 0.5 * grp + 0.3 * w + a + rng.normal(0, 0.7)})
+                rows.append(
+                    {
+                        "participant": f"p{p}",
+                        "group": f"g{grp}",
+                        "within": f"w{w}",
+                        "y": 0.5 * grp + 0.3 * w + a + rng.normal(0, 0.7),
+                    }
+                )
     d = pd.DataFrame(rows)
     fit = LinearMixedModel.from_formula("y ~ group + within + (1 | participant)", d).fit(ddf="kenward-roger")
     df = fit.fixed.set_index("term")["df"]
@@ -224,8 +239,7 @@ def test_kenward_roger_gives_the_exact_split_plot_df():
 
 def test_random_slope_correlations_in_json_with_the_boundary_flagged(borowski):
     d = borowski[borowski.reference_type != "none"]
-    formula = ("correct ~ reference_type + (1 + reference_type | participant) "
-               "+ (1 + reference_type | unit)")
+    formula = "correct ~ reference_type + (1 + reference_type | participant) + (1 + reference_type | unit)"
     fit = BinomialGLMM.from_formula(formula, d).fit()
     ref = mixedlm.glmer(formula, d.reset_index(drop=True), family=mixedlm.families.Binomial())
     assert abs(fit.deviance - ref.deviance) < 1e-3
@@ -251,11 +265,24 @@ def factorial():
         for u in range(n_u):
             for ref in ("natural", "synthetic"):
                 for stim in ("neuron", "pca"):
-                    mu = (5.0 + 0.8 * (ref == "synthetic") + 0.3 * (stim == "pca")
-                          - 0.4 * (ref == "synthetic") * (stim == "pca")
-                          + a_p[p] + s_p[p] * (ref == "synthetic") + c_u[u])
-                    rows.append({"participant": f"p{p}", "unit": f"u{u}", "ref": ref, "stim": stim,
-                                 "y": mu + rng.normal(0, 1.0)})
+                    mu = (
+                        5.0
+                        + 0.8 * (ref == "synthetic")
+                        + 0.3 * (stim == "pca")
+                        - 0.4 * (ref == "synthetic") * (stim == "pca")
+                        + a_p[p]
+                        + s_p[p] * (ref == "synthetic")
+                        + c_u[u]
+                    )
+                    rows.append(
+                        {
+                            "participant": f"p{p}",
+                            "unit": f"u{u}",
+                            "ref": ref,
+                            "stim": stim,
+                            "y": mu + rng.normal(0, 1.0),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -336,7 +363,7 @@ def test_predict_fitted_and_residuals(sleep, crossed, borowski):
     dev = g.residuals("deviance")
     assert np.allclose(np.sign(dev), np.sign(y - mu))
     # the deviance residuals' squares sum to the conditional deviance −2 log p(y | b̂)
-    assert np.isclose(np.sum(dev ** 2), -2 * np.sum(y * np.log(mu) + (1 - y) * np.log(1 - mu)))
+    assert np.isclose(np.sum(dev**2), -2 * np.sum(y * np.log(mu) + (1 - y) * np.log(1 - mu)))
     assert np.allclose(g.predict(borowski.head(5), type="link"), np.log(mu[:5] / (1 - mu[:5])))
 
 
@@ -371,34 +398,89 @@ def valid(doc):
 
 
 def test_cli_emmeans_and_compare_json(capsys):
-    args = ["emmeans", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--specs",
-            "condition", "--pairs", "--json"]
+    args = [
+        "emmeans",
+        str(BOROWSKI),
+        "--map",
+        "borowski",
+        "--formula",
+        CROSSED,
+        "--specs",
+        "condition",
+        "--pairs",
+        "--json",
+    ]
     assert main(args) == 0
     out = valid(json.loads(capsys.readouterr().out))
     assert out["command"] == "emmeans" and out["scale"] == "response" and out["adjust"] == "tukey"
     assert {r["condition"] for r in out["emmeans"]} == {"natural", "optimized", "none_pre", "none_post"}
     assert all(r["df"] is None for r in out["emmeans"])  # asymptotic: Inf written as null
     assert any(r["contrast"] == "natural - optimized" for r in out["contrasts"])
-    assert main(["emmeans", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--specs",
-                 "condition", "--pairs"]) == 0
+    assert (
+        main(["emmeans", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--specs", "condition", "--pairs"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "odds.ratio" in text and "Intervals are back-transformed from the logit scale" in text
     assert "natural / optimized" in text  # emmeans prints a ratio as one
-    assert main(["compare", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--formula",
-                 "correct ~ 1 + (1 | participant) + (1 | unit)", "--anova", "--json"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(BOROWSKI),
+                "--map",
+                "borowski",
+                "--formula",
+                CROSSED,
+                "--formula",
+                "correct ~ 1 + (1 | participant) + (1 | unit)",
+                "--anova",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = valid(json.loads(capsys.readouterr().out))
     assert out["command"] == "compare" and out["lrt"][1]["df"] == 3
     assert out["anova"][0]["terms"][0]["term"] == "condition"
-    assert main(["compare", str(BOROWSKI), "--map", "borowski", "--formula",
-                 "correct ~ 1 + (1 | participant) + (1 | unit)", "--formula",
-                 "correct ~ reference_type + (1 | participant)"]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                str(BOROWSKI),
+                "--map",
+                "borowski",
+                "--formula",
+                "correct ~ 1 + (1 | participant) + (1 | unit)",
+                "--formula",
+                "correct ~ reference_type + (1 | participant)",
+            ]
+        )
+        == 2
+    )
     assert "not nested" in capsys.readouterr().err
-    assert main(["emmeans", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--specs",
-                 "nosuch"]) == 2
+    assert main(["emmeans", str(BOROWSKI), "--map", "borowski", "--formula", CROSSED, "--specs", "nosuch"]) == 2
     assert "not a variable of the fixed effects" in capsys.readouterr().err
     # an LMM through the same command, with Kenward–Roger's df
-    assert main(["emmeans", str(SLEEP), "--formula", "Reaction ~ Days + (Days | Subject)", "--specs",
-                 "Days", "--at", "Days=0,9", "--ddf", "kenward-roger", "--pairs", "--json"]) == 0
+    assert (
+        main(
+            [
+                "emmeans",
+                str(SLEEP),
+                "--formula",
+                "Reaction ~ Days + (Days | Subject)",
+                "--specs",
+                "Days",
+                "--at",
+                "Days=0,9",
+                "--ddf",
+                "kenward-roger",
+                "--pairs",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = valid(json.loads(capsys.readouterr().out))
     assert out["ddf"] == "Kenward-Roger" and abs(out["contrasts"][0]["df"] - 17) < 1e-3
 
@@ -408,8 +490,13 @@ def test_report_shows_natural_vs_synthetic_emmeans_with_a_forest_plot(tmp_path):
     from analysis.report import run_report
 
     df = read_responses(BOROWSKI, "borowski")
-    res = run_report(df, tmp_path, formula="correct ~ reference_type + (1 | participant) + (1 | unit)",
-                     n_boot=50, data_name="experiment_I_trials.csv")
+    res = run_report(
+        df,
+        tmp_path,
+        formula="correct ~ reference_type + (1 | participant) + (1 | unit)",
+        n_boot=50,
+        data_name="experiment_I_trials.csv",
+    )
     em = res["model"]["emmeans"]
     assert em["specs"] == ["reference_type"] and em["scale"] == "response"
     pairs = {c["contrast"]: c for c in em["contrasts"]}
@@ -449,9 +536,10 @@ def test_exp2_emmeans_ref_by_cond_equal_mixedlm(exp2, capsys):
     r = mixedlm.emmeans(ref, "reference_type", by="condition_name")
     key = ["reference_type", "condition_name"]
     mine = em.means.set_index(key).sort_index()
-    theirs = pd.DataFrame({"p": r.result.emmean, "se": r.result.se, "lo": r.result.lower,
-                           "hi": r.result.upper}, index=pd.MultiIndex.from_frame(
-        r.result.grid[key].replace({"optimized": "synthetic"}))).sort_index()
+    theirs = pd.DataFrame(
+        {"p": r.result.emmean, "se": r.result.se, "lo": r.result.lower, "hi": r.result.upper},
+        index=pd.MultiIndex.from_frame(r.result.grid[key].replace({"optimized": "synthetic"})),
+    ).sort_index()
     assert rel(mine["estimate"], theirs["p"]) < 1e-4 and rel(mine["std_error"], theirs["se"]) < 1e-4
     assert rel(mine["ci_low"], theirs["lo"]) < 1e-4 and rel(mine["ci_high"], theirs["hi"]) < 1e-4
     pairs = r.pairs()
@@ -460,20 +548,39 @@ def test_exp2_emmeans_ref_by_cond_equal_mixedlm(exp2, capsys):
     assert rel(c["estimate"], pairs.estimate) < 1e-4 and rel(c["std_error"], pairs.se) < 1e-4
     assert np.allclose(c["p"], pairs.p_value, rtol=1e-3, atol=1e-12)
     # the command line: lme4's (Hessian) standard errors, within 1 % of the R_X ones here
-    assert main(["emmeans", str(EXP2), "--map", "borowski", "--formula", EXP2_FORMULA, "--specs",
-                 "reference_type | condition_name", "--type", "response", "--pairs", "--json"]) == 0
+    assert (
+        main(
+            [
+                "emmeans",
+                str(EXP2),
+                "--map",
+                "borowski",
+                "--formula",
+                EXP2_FORMULA,
+                "--specs",
+                "reference_type | condition_name",
+                "--type",
+                "response",
+                "--pairs",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = valid(json.loads(capsys.readouterr().out))
     assert len(out["emmeans"]) == 8 and len(out["contrasts"]) == 4
-    for row, (_, ref_row) in zip(sorted(out["emmeans"], key=lambda x: (x["reference_type"], x["condition_name"])),
-                                 theirs.iterrows()):
+    for row, (_, ref_row) in zip(
+        sorted(out["emmeans"], key=lambda x: (x["reference_type"], x["condition_name"])), theirs.iterrows()
+    ):
         assert abs(row["estimate"] - ref_row["p"]) < 1e-5 and abs(row["std_error"] / ref_row["se"] - 1) < 0.01
     for row in out["contrasts"]:
         assert {"estimate", "std_error", "statistic", "p", "odds_ratio"} <= set(row)
 
 
 def test_exp2_random_slopes_carry_both_correlations(exp2):
-    formula = ("correct ~ reference_type * condition_name + (1 + reference_type | participant) "
-               "+ (1 + reference_type | unit)")
+    formula = (
+        "correct ~ reference_type * condition_name + (1 + reference_type | participant) + (1 + reference_type | unit)"
+    )
     fit = BinomialGLMM.from_formula(formula, exp2).fit()
     corr = {c["group"]: c for c in valid({**fit.to_dict(), "command": "glmm"})["random_corr"]}
     # lme4's VarCorr, as issue 31 reports it: −0.52 for unit, a boundary −1.00 for participant

@@ -75,8 +75,13 @@ def borowski():
 def test_sleepstudy_uncorrelated_profile_matches_lme4_help_page(sleepstudy):
     fit = LinearMixedModel.from_formula("Reaction ~ Days + (Days || Subject)", sleepstudy).fit()
     ci = ends(profile_intervals(fit))
-    ref = {"sd_(Intercept)|Subject": (15.25847, 37.78184), "sd_Days|Subject": (3.964157, 8.768238),
-           "sigma": (22.88062, 28.78768), "(Intercept)": (237.5732, 265.2383), "Days": (7.33431, 13.60057)}
+    ref = {
+        "sd_(Intercept)|Subject": (15.25847, 37.78184),
+        "sd_Days|Subject": (3.964157, 8.768238),
+        "sigma": (22.88062, 28.78768),
+        "(Intercept)": (237.5732, 265.2383),
+        "Days": (7.33431, 13.60057),
+    }
     for name, (lo, hi) in ref.items():
         assert rel(ci.loc[name, "lower"], lo) < 2e-3, name
         assert rel(ci.loc[name, "upper"], hi) < 2e-3, name
@@ -86,10 +91,14 @@ def test_sleepstudy_correlated_profile_matches_lme4(sleepstudy):
     fit = LinearMixedModel.from_formula("Reaction ~ Days + (Days | Subject)", sleepstudy).fit()
     res = profile_intervals(fit)
     ci = ends(res)
-    ref = {"sd_(Intercept)|Subject": (14.3813850, 37.7158318),
-           "cor_Days.(Intercept)|Subject": (-0.4815008, 0.6849863),
-           "sd_Days|Subject": (3.8011641, 8.7533825), "sigma": (22.8982669, 28.8579965),
-           "(Intercept)": (237.6806955, 265.1295147), "Days": (7.3586533, 13.5759188)}
+    ref = {
+        "sd_(Intercept)|Subject": (14.3813850, 37.7158318),
+        "cor_Days.(Intercept)|Subject": (-0.4815008, 0.6849863),
+        "sd_Days|Subject": (3.8011641, 8.7533825),
+        "sigma": (22.8982669, 28.8579965),
+        "(Intercept)": (237.6806955, 265.1295147),
+        "Days": (7.3586533, 13.5759188),
+    }
     assert list(ci.index) == list(ref)
     for name, (lo, hi) in ref.items():
         assert abs(ci.loc[name, "lower"] - lo) < 2e-3 * max(1, abs(lo)), name
@@ -129,12 +138,15 @@ def test_crossed_glmm_fixed_effects_match_mixedlm(borowski):
 def _profiled_deviance_at_sd(model, k, sd, nth, beta0):
     """An independent profile point: the Laplace deviance with θ_k = sd, minimised over the rest by
     Nelder–Mead (no gradients, no warm starts)."""
+
     def f(z):
-        theta = np.insert(np.abs(z[:nth - 1]), k, sd)
-        return model.deviance(theta, z[nth - 1:])
+        theta = np.insert(np.abs(z[: nth - 1]), k, sd)
+        return model.deviance(theta, z[nth - 1 :])
+
     x0 = np.concatenate([np.full(nth - 1, 0.5), beta0])
-    res = opt.minimize(f, x0, method="Nelder-Mead",
-                       options={"xatol": 1e-8, "fatol": 1e-9, "maxfev": 40000, "adaptive": True})
+    res = opt.minimize(
+        f, x0, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-9, "maxfev": 40000, "adaptive": True}
+    )
     return res.fun
 
 
@@ -143,8 +155,7 @@ def test_glmm_sd_ends_sit_where_the_deviance_rises_by_z_squared(case, cbpp, boro
     if case == "cbpp":
         fit = BinomialGLMM.from_formula("incidence ~ period + (1 | herd)", cbpp, trials="size").fit()
     else:
-        fit = BinomialGLMM.from_formula("correct ~ condition + (1 | participant) + (1 | unit)",
-                                        borowski).fit()
+        fit = BinomialGLMM.from_formula("correct ~ condition + (1 | participant) + (1 | unit)", borowski).fit()
     res = profile_intervals(fit)
     ci = ends(res)
     nth = fit.model.rs.n_theta
@@ -211,17 +222,39 @@ def test_cli_ci_json_carries_the_method(capsys):
     import jsonschema
 
     schema = json.loads((resources.files("analysis") / "schema" / "results-v1.json").read_text())
-    rc = main(["glmm", str(LME4 / "cbpp.csv"), "--all-trials", "--formula",
-               "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "--ci", "profile",
-               "--json"])
+    rc = main(
+        [
+            "glmm",
+            str(LME4 / "cbpp.csv"),
+            "--all-trials",
+            "--formula",
+            "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)",
+            "--ci",
+            "profile",
+            "--json",
+        ]
+    )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     jsonschema.validate(doc, schema)
     assert doc["intervals"]["method"] == "profile"
     names = [p["parameter"] for p in doc["intervals"]["parameters"]]
     assert names[0] == "sd_(Intercept)|herd" and "factor(period)4" in names
-    rc = main(["lmm", str(LME4 / "sleepstudy.csv"), "--all-trials", "--formula",
-               "Reaction ~ Days + (1 | Subject)", "--ci", "boot", "--boot-n", "5", "--seed", "2"])
+    rc = main(
+        [
+            "lmm",
+            str(LME4 / "sleepstudy.csv"),
+            "--all-trials",
+            "--formula",
+            "Reaction ~ Days + (1 | Subject)",
+            "--ci",
+            "boot",
+            "--boot-n",
+            "5",
+            "--seed",
+            "2",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "Parametric bootstrap (percentile) 95% confidence intervals" in out
@@ -233,10 +266,17 @@ def test_random_slope_glmm_at_a_boundary_correlation_profiles_every_parameter():
     the boundary instead of failing, and the ends stay inside the parameters' ranges."""
     from analysis.simulate import simulate_groups
 
-    d = simulate_groups([["a", "b"]], {"a": 0.5, "b": 1.0}, participants_per_group=30, units=20,
-                        trials_per_condition=10, sd_participant=0.5, sd_unit=0.6, seed=5)
-    fit = BinomialGLMM.from_formula("correct ~ condition + (1 + condition | participant) + (1 | unit)",
-                                    d).fit()
+    d = simulate_groups(
+        [["a", "b"]],
+        {"a": 0.5, "b": 1.0},
+        participants_per_group=30,
+        units=20,
+        trials_per_condition=10,
+        sd_participant=0.5,
+        sd_unit=0.6,
+        seed=5,
+    )
+    fit = BinomialGLMM.from_formula("correct ~ condition + (1 + condition | participant) + (1 | unit)", d).fit()
     assert fit.singular
     res = profile_intervals(fit)
     t = ends(res)

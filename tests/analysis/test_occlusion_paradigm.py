@@ -1,5 +1,6 @@
 """The occlusion 2AFC in the analysis: simulated participants with a planted accuracy per reference type,
 recovered by ``python -m analysis glmm``; descriptives and the report grouped by paradigm."""
+
 import json
 import re
 
@@ -27,21 +28,28 @@ def export(tmp_path_factory):
 
 
 def test_glmm_recovers_the_planted_accuracy_of_each_reference_type(export, capsys):
-    assert main(["glmm", str(export), "--json",
-                 "--formula", "correct ~ reference_type + (1 | participant) + (1 | unit)"]) == 0
+    assert (
+        main(["glmm", str(export), "--json", "--formula", "correct ~ reference_type + (1 | participant) + (1 | unit)"])
+        == 0
+    )
     fit = json.loads(capsys.readouterr().out)
     fixed = {row["term"]: row for row in fit["fixed"]}
     # treatment coding, levels sorted: natural is the baseline
-    truth = {"(Intercept)": logit(PLANTED["natural"]),
-             "reference_typenone": logit(PLANTED["none"]) - logit(PLANTED["natural"]),
-             "reference_typesynthetic": logit(PLANTED["synthetic"]) - logit(PLANTED["natural"])}
+    truth = {
+        "(Intercept)": logit(PLANTED["natural"]),
+        "reference_typenone": logit(PLANTED["none"]) - logit(PLANTED["natural"]),
+        "reference_typesynthetic": logit(PLANTED["synthetic"]) - logit(PLANTED["natural"]),
+    }
     assert set(truth) == set(fixed)
     for term, value in truth.items():
         assert abs(fixed[term]["estimate"] - value) < 3 * fixed[term]["std_error"], (term, fixed[term], value)
     # and each level's accuracy for a typical participant and unit, back on the probability scale
     b = {t: fixed[t]["estimate"] for t in truth}
-    recovered = {"natural": b["(Intercept)"], "none": b["(Intercept)"] + b["reference_typenone"],
-                 "synthetic": b["(Intercept)"] + b["reference_typesynthetic"]}
+    recovered = {
+        "natural": b["(Intercept)"],
+        "none": b["(Intercept)"] + b["reference_typenone"],
+        "synthetic": b["(Intercept)"] + b["reference_typesynthetic"],
+    }
     for kind, eta in recovered.items():
         assert abs(1 / (1 + np.exp(-eta)) - PLANTED[kind]) < 0.04, kind
 
@@ -69,8 +77,22 @@ def test_descriptives_and_the_report_group_accuracy_by_paradigm(tmp_path, capsys
     assert occ.loc["synthetic", "accuracy"] > occ.loc["natural", "accuracy"] > occ.loc["none", "accuracy"]
     path = tmp_path / "both.csv"
     both.to_csv(path, index=False)
-    assert main(["report", str(path), "--exclusions", "none", "--no-model", "--n-boot", "200",
-                 "--out", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(path),
+                "--exclusions",
+                "none",
+                "--no-model",
+                "--n-boot",
+                "200",
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Accuracy per paradigm and reference type" in text
     results = json.loads((tmp_path / "report" / "results.json").read_text())

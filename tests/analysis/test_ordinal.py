@@ -18,9 +18,17 @@ FORMULA = "confidence ~ condition + (1 | participant) + (1 | unit)"
 
 @pytest.fixture(scope="module")
 def planted():
-    d = simulate_groups([list(LOGITS)], LOGITS, participants_per_group=40, units=30,
-                        trials_per_condition=15, sd_participant=0.8, sd_unit=0.6,
-                        thresholds=THRESHOLDS, seed=3)
+    d = simulate_groups(
+        [list(LOGITS)],
+        LOGITS,
+        participants_per_group=40,
+        units=30,
+        trials_per_condition=15,
+        sd_participant=0.8,
+        sd_unit=0.6,
+        thresholds=THRESHOLDS,
+        seed=3,
+    )
     return d, CumulativeLogitMixedModel.from_formula(FORMULA, d).fit()
 
 
@@ -42,8 +50,11 @@ def balanced_without_group_variance():
     """Every participant and every unit gives the same ratings in each condition (a cyclic Latin
     square), so the data hold no variance between participants or units and the random-effect SDs'
     estimates are zero: the model is then the fixed-effects cumulative logit."""
-    patterns = {"a": [1, 1, 2, 2, 3, 1, 2, 3, 1, 2, 1, 3], "b": [2, 3, 3, 2, 3, 1, 3, 2, 3, 2, 3, 3],
-                "c": [1, 1, 1, 2, 1, 3, 1, 2, 1, 1, 2, 1]}
+    patterns = {
+        "a": [1, 1, 2, 2, 3, 1, 2, 3, 1, 2, 1, 3],
+        "b": [2, 3, 3, 2, 3, 1, 3, 2, 3, 2, 3, 3],
+        "c": [1, 1, 1, 2, 1, 3, 1, 2, 1, 1, 2, 1],
+    }
     rows = []
     for p in range(12):
         for u in range(12):
@@ -59,8 +70,9 @@ def test_equals_statsmodels_ordered_model_when_random_effects_are_zero():
     fit = CumulativeLogitMixedModel.from_formula(FORMULA, d).fit()
     assert np.all(fit.random["sd"].to_numpy() < 1e-3)
     X = pd.get_dummies(d["condition"], drop_first=True).astype(float)
-    om = OrderedModel(d["confidence"].to_numpy(), X, distr="logit").fit(method="newton", disp=False,
-                                                                        maxiter=200, tol=1e-12)
+    om = OrderedModel(d["confidence"].to_numpy(), X, distr="logit").fit(
+        method="newton", disp=False, maxiter=200, tol=1e-12
+    )
     assert om.mle_retvals["converged"]
     cut = np.cumsum(np.r_[om.params.iloc[2], np.exp(om.params.iloc[3])])
     assert fit.loglik == pytest.approx(om.llf, abs=1e-5)

@@ -38,9 +38,11 @@ def test_report_budget_zero_gives_wald_and_says_so(sim, tmp_path):
 
 def test_confidence_falls_back_to_the_lmm_where_the_ordinal_model_fails(sim, tmp_path):
     # a random slope: the cumulative-logit model takes random intercepts only
-    res = run_report(sim, tmp_path, n_boot=20, profile_budget_s=0,
-                     formula="correct ~ basis + (1 | participant) + (1 + basis | unit)")
+    res = run_report(
+        sim, tmp_path, n_boot=20, profile_budget_s=0, formula="correct ~ basis + (1 | participant) + (1 + basis | unit)"
+    )
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "ordinal" not in saved and "confidence" in saved["lmm"]
-    assert any("cumulative-logit mixed model failed" in n and "Gaussian LMM is shown instead" in n
-               for n in res["notes"])
+    assert any(
+        "cumulative-logit mixed model failed" in n and "Gaussian LMM is shown instead" in n for n in res["notes"]
+    )

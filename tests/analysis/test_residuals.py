@@ -31,8 +31,9 @@ def test_pit_is_the_simulations_ecdf_randomised_over_ties():
     assert 0.4 <= r[0] <= 1.0  # 2 of 5 below, 5 of 5 at or below
     assert r[1] == pytest.approx(0.6)  # no tie: the ECDF
     assert 0 <= r[2] <= 1
-    many = pit_residuals(np.zeros(20000), np.tile([0, 0, 1, 1, 1.0], (20000, 1)),
-                         np.random.default_rng(1), integer=True)
+    many = pit_residuals(
+        np.zeros(20000), np.tile([0, 0, 1, 1, 1.0], (20000, 1)), np.random.default_rng(1), integer=True
+    )
     assert many.min() >= 0 and many.max() <= 0.4 and many.mean() == pytest.approx(0.2, abs=0.01)
 
 
@@ -46,8 +47,16 @@ def test_outlier_expectation():
 
 @pytest.fixture(scope="module")
 def good_fit():
-    d = simulate_groups([list(LOGITS)], LOGITS, participants_per_group=30, units=30,
-                        trials_per_condition=20, sd_participant=0.5, sd_unit=0.8, seed=2)
+    d = simulate_groups(
+        [list(LOGITS)],
+        LOGITS,
+        participants_per_group=30,
+        units=30,
+        trials_per_condition=20,
+        sd_participant=0.5,
+        sd_unit=0.8,
+        seed=2,
+    )
     return BinomialGLMM.from_formula("correct ~ condition + (1 | participant) + (1 | unit)", d).fit()
 
 
@@ -90,9 +99,23 @@ def test_qq_plot_files(good_fit, tmp_path):
 def test_cli_residual_check_json(tmp_path, capsys):
     schema = json.loads((resources.files("analysis") / "schema" / "results-v1.json").read_text())
     cbpp = Path(__file__).resolve().parents[1] / "data" / "lme4" / "cbpp.csv"
-    assert main(["residual-check", str(cbpp), "--all-trials", "--formula",
-                 "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)", "--n-sim", "100",
-                 "--plot", str(tmp_path / "qq"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "residual-check",
+                str(cbpp),
+                "--all-trials",
+                "--formula",
+                "cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)",
+                "--n-sim",
+                "100",
+                "--plot",
+                str(tmp_path / "qq"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     jsonschema.validate(doc, schema)
     assert doc["command"] == "residual-check" and doc["nobs"] == 56 and len(doc["files"]) == 2

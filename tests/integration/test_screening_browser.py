@@ -3,6 +3,7 @@ virtual chinrest (jsPsych's plugin: a card's width, then the blind spot) before 
 images scaled to the study's visual angle; and screen-out redirects with Prolific's code, for a window that
 stays too small, a phone in a desktop-only study, a browser the study does not support and a viewing
 distance out of range."""
+
 import math
 
 import pytest
@@ -23,8 +24,10 @@ for c in demo.conditions.all()[:1]:
         job=c.job, layer=c.layer, basis=c.basis, reference_type=c.reference_type, paradigm=c.paradigm))
 print(study.pk)
 """
-IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-          "Version/17.4 Mobile/15E148 Safari/604.1")
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1"
+)
 # The plugin's card starts 250 px wide; a credit card is 85.6 mm (ISO/IEC 7810 ID-1): px2mm = 2.92.
 CARD_PX_PER_CM = round(250 / 85.6, 2) * 10
 
@@ -45,8 +48,11 @@ def create_study(stack, slug, **fields):
 
 
 def participant(stack, pid):
-    return stack.sql("SELECT status, screen_out_reason, px_per_cm, viewing_distance_cm, image_px "
-                     "FROM studyapp_participant WHERE recruitment_info->>'SESSION_ID' = %s", (f"s-{pid}",))[0]
+    return stack.sql(
+        "SELECT status, screen_out_reason, px_per_cm, viewing_distance_cm, image_px "
+        "FROM studyapp_participant WHERE recruitment_info->>'SESSION_ID' = %s",
+        (f"s-{pid}",),
+    )[0]
 
 
 def open_study(browser, stack, slug, pid, **context):
@@ -68,8 +74,9 @@ def run_chinrest(page):
         start = page.eval_on_selector("#virtual-chinrest-circle", "b => b.style.left")
         page.keyboard.press("Space")
         # the dot is moving: the next press records where it is
-        page.wait_for_function("left => document.querySelector('#virtual-chinrest-circle').style.left !== left",
-                               arg=start, timeout=10_000)
+        page.wait_for_function(
+            "left => document.querySelector('#virtual-chinrest-circle').style.left !== left", arg=start, timeout=10_000
+        )
         page.keyboard.press("Space")
     page.locator("#distance-report #proceed").click()
 

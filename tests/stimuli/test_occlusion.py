@@ -1,5 +1,6 @@
 """The occlusion pairs (Zimmermann et al. 2021): selection rules, the occluder's drawing, and the demo job's
 answer key recomputed from the PNGs on disk with the demo network."""
+
 import json
 
 import numpy as np
@@ -63,19 +64,31 @@ def test_the_pair_is_the_extremes_among_covering_positions_not_overlapping():
     assert blank_pair(c) == (0, 3)
 
 
-@pytest.mark.parametrize("value, words", [
-    ({"pairs_per_unit": -1}, "pairs_per_unit"), ({"patch": 0.8}, "occlusion.patch"),
-    ({"patch": 0.2, "stride": 0.3}, "occlusion.stride"), ({"fill": "noise"}, "occlusion.fill"),
-    ({"margin": 1.5}, "occlusion.margin"), ({"size": 3}, "unknown occlusion key"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ({"pairs_per_unit": -1}, "pairs_per_unit"),
+        ({"patch": 0.8}, "occlusion.patch"),
+        ({"patch": 0.2, "stride": 0.3}, "occlusion.stride"),
+        ({"fill": "noise"}, "occlusion.fill"),
+        ({"margin": 1.5}, "occlusion.margin"),
+        ({"size": 3}, "unknown occlusion key"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(value, words):
     with pytest.raises(ValueError, match=words):
         StimulusConfig.of(occlusion=value)
 
 
 def test_the_accessor_refuses_an_answer_key_that_contradicts_the_changes():
-    entry = {"query": "images/q.png", "a": "images/a.png", "b": "images/b.png", "correct": "a",
-             "delta_a": -0.1, "delta_b": 0.5}
+    entry = {
+        "query": "images/q.png",
+        "a": "images/a.png",
+        "b": "images/b.png",
+        "correct": "a",
+        "delta_a": -0.1,
+        "delta_b": 0.5,
+    }
     with pytest.raises(ManifestError, match="larger absolute change"):
         occlusion_trials({"index": 0, "occlusion_trials": [entry]})
     with pytest.raises(ManifestError, match="'delta_b'"):
@@ -89,8 +102,28 @@ def occlusion_job(tmp_path_factory, stimuli_cache):
     from stimuli.__main__ import main
 
     out = tmp_path_factory.mktemp("occlusion") / "demo"
-    assert main(["generate", "--network", "demo", "--layer", "conv2", "--bases", "neuron,pca,nmf", "--units", "3",
-                 "--no-completeness", "--occlusion-pairs", "3", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--network",
+                "demo",
+                "--layer",
+                "conv2",
+                "--bases",
+                "neuron,pca,nmf",
+                "--units",
+                "3",
+                "--no-completeness",
+                "--occlusion-pairs",
+                "3",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -102,8 +135,14 @@ def test_demo_job_answer_key_is_what_the_pngs_on_disk_do_to_the_unit(occlusion_j
     from stimuli.pipeline import fit_bases, load_inputs, read_activations
 
     manifest = read_manifest(occlusion_job)
-    config = StimulusConfig.from_dict({**{k: v for k, v in manifest["parameters"].items()},
-                                       "network": "demo", "dataset": "digits", "seed": manifest["seed"]})
+    config = StimulusConfig.from_dict(
+        {
+            **{k: v for k, v in manifest["parameters"].items()},
+            "network": "demo",
+            "dataset": "digits",
+            "seed": manifest["seed"],
+        }
+    )
     assert config.occlusion.pairs_per_unit == 3
     quiet = lambda *_: None  # noqa: E731
     inputs = load_inputs(config, quiet)
@@ -118,9 +157,18 @@ def test_demo_job_answer_key_is_what_the_pngs_on_disk_do_to_the_unit(occlusion_j
             assert unit["measures"]["occlusion_pairs"] == len(pairs)
             for key in ("occlusion_trials", "occlusion_catch_trials"):
                 for pair in occlusion_trials(unit, key):
-                    s_query, s_a, s_b = (score_png(inputs.net.model, layer, basis, unit["index"],
-                                                   (occlusion_job / getattr(pair, k)).read_bytes(), to_input,
-                                                   extractor=extractor) for k in ("query", "a", "b"))
+                    s_query, s_a, s_b = (
+                        score_png(
+                            inputs.net.model,
+                            layer,
+                            basis,
+                            unit["index"],
+                            (occlusion_job / getattr(pair, k)).read_bytes(),
+                            to_input,
+                            extractor=extractor,
+                        )
+                        for k in ("query", "a", "b")
+                    )
                     delta_a, delta_b = s_a - s_query, s_b - s_query
                     assert delta_a == pytest.approx(pair.delta_a, abs=1e-5)
                     assert delta_b == pytest.approx(pair.delta_b, abs=1e-5)
@@ -147,5 +195,4 @@ def test_pairs_are_kept_only_past_the_margin_and_files_say_nothing_of_the_role(o
                 sides.add(pair.correct)
     # sides are drawn: both occur
     assert sides == {"a", "b"}
-    assert json.dumps(manifest["parameters"]["occlusion"]) == json.dumps(
-        OcclusionSettings(pairs_per_unit=3).to_dict())
+    assert json.dumps(manifest["parameters"]["occlusion"]) == json.dumps(OcclusionSettings(pairs_per_unit=3).to_dict())

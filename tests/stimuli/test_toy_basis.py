@@ -1,6 +1,7 @@
 """Adding a basis takes one module (tests/stimuli/toy_basis.py) and one registration line: the toy basis
-then runs through configuration (its own parameters under its own key included), the whole pipeline (fit, unit choice, exemplars, completeness,
-decision measures, attribution) and the manifest, with no other file knowing its name."""
+then runs through configuration (its own parameters under its own key included), the whole pipeline
+(fit, unit choice, exemplars, completeness, decision measures, attribution) and the manifest, with no
+other file knowing its name."""
 
 import json
 

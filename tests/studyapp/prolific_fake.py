@@ -8,6 +8,7 @@ one (not idempotent: every request pays again, as Prolific warns). Authorization
 It keeps a ledger (`paid`: submission or participant id -> total paid) and every request it received, and
 faults can be queued per route: an HTTP status answered before the work (`before`: 429 with Retry-After,
 401, 500) or after it (`after`: the work done, then a 500, as a server that fails while answering)."""
+
 import json
 import re
 import threading
@@ -18,8 +19,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN = "fake-token"
 FORBIDDEN_TOKEN = "other-workspace-token"
-REJECTION_CATEGORIES = {"TOO_QUICKLY", "TOO_SLOWLY", "FAILED_INSTRUCTIONS", "INCOMP_LONGITUDINAL", "FAILED_CHECK",
-                        "LOW_EFFORT", "MALINGERING", "NO_CODE", "BAD_CODE", "NO_DATA", "UNSUPP_DEVICE", "OTHER"}
+REJECTION_CATEGORIES = {
+    "TOO_QUICKLY",
+    "TOO_SLOWLY",
+    "FAILED_INSTRUCTIONS",
+    "INCOMP_LONGITUDINAL",
+    "FAILED_CHECK",
+    "LOW_EFFORT",
+    "MALINGERING",
+    "NO_CODE",
+    "BAD_CODE",
+    "NO_DATA",
+    "UNSUPP_DEVICE",
+    "OTHER",
+}
 ROUTES = {
     "list": re.compile(r"^/api/v1/studies/(?P<study>[^/]+)/submissions/$"),
     "transition": re.compile(r"^/api/v1/submissions/(?P<submission>[^/]+)/transition/$"),
@@ -95,8 +108,9 @@ class FakeProlific:
                     fake.requests.append((method, self.path, body))
                     auth = self.headers.get("Authorization", "")
                     if auth == f"Token {FORBIDDEN_TOKEN}":
-                        return self._answer(403, {"error": {"detail": "You do not have permission to perform "
-                                                                      "this action."}})
+                        return self._answer(
+                            403, {"error": {"detail": "You do not have permission to perform this action."}}
+                        )
                     if auth != f"Token {TOKEN}":
                         return self._answer(401, {"error": {"detail": "Invalid token."}})
                     route, args = self._route()
@@ -122,11 +136,14 @@ class FakeProlific:
     def _list(self, method, body, path, study):
         rows = [s for s in self.submissions.values() if s["study_id"] == study]
         page = int(re.search(r"page=(\d+)", path).group(1)) if "page=" in path else 1
-        chunk = rows[(page - 1) * self.page_size: page * self.page_size]
+        chunk = rows[(page - 1) * self.page_size : page * self.page_size]
         more = page * self.page_size < len(rows)
         nxt = f"{self.base_url}studies/{study}/submissions/?page={page + 1}" if more else None
-        return 200, {"results": chunk, "_links": {"self": {"href": path}, "next": {"href": nxt}},
-                     "meta": {"count": len(rows)}}
+        return 200, {
+            "results": chunk,
+            "_links": {"self": {"href": path}, "next": {"href": nxt}},
+            "meta": {"count": len(rows)},
+        }
 
     def _transition(self, method, body, path, submission):
         s = self.submissions.get(submission)
@@ -143,8 +160,12 @@ class FakeProlific:
             s["status"] = "REJECTED"
         else:
             return 400, {"error": {"detail": f"action: {action!r} is not a valid choice"}}
-        return 200, {"id": submission, "status": s["status"], "study_id": s["study_id"],
-                     "participant": s["participant_id"]}
+        return 200, {
+            "id": submission,
+            "status": s["status"],
+            "study_id": s["study_id"],
+            "participant": s["participant_id"],
+        }
 
     def _return(self, method, body, path, submission):
         s = self.submissions.get(submission)
@@ -158,8 +179,7 @@ class FakeProlific:
 
     def _setup(self, method, body, path):
         study, lines = (body or {}).get("study_id"), ((body or {}).get("csv_bonuses") or "").strip().splitlines()
-        known = {i for s in self.submissions.values() if s["study_id"] == study
-                 for i in (s["id"], s["participant_id"])}
+        known = {i for s in self.submissions.values() if s["study_id"] == study for i in (s["id"], s["participant_id"])}
         bonuses = {}
         for line in lines:
             ident, _, amount = line.partition(",")
@@ -169,8 +189,14 @@ class FakeProlific:
         bulk = uuid.uuid4().hex[:24]
         self.setups[bulk] = {"study_id": study, "bonuses": bonuses}
         amount = sum(bonuses.values())
-        return 201, {"id": bulk, "study": study, "amount": float(amount), "fees": 0.0, "total_amount": float(amount),
-                     "vat": 0.0}
+        return 201, {
+            "id": bulk,
+            "study": study,
+            "amount": float(amount),
+            "fees": 0.0,
+            "total_amount": float(amount),
+            "vat": 0.0,
+        }
 
     def _pay(self, method, body, path, bulk):
         setup = self.setups.get(bulk)

@@ -1,4 +1,5 @@
 """The occlusion 2AFC (Zimmermann et al. 2021) in the web app: trial lists, import, scoring, export."""
+
 import io
 
 import numpy as np
@@ -21,18 +22,31 @@ from tests.studyapp.helpers import (
 
 def pair(u, i, margin, catch=False):
     strong = 0.1 + margin
-    return {"a": f"u{u}-{'c' if catch else 'o'}{i}a", "b": f"u{u}-{'c' if catch else 'o'}{i}b", "correct": "a",
-            "delta_a": -strong, "delta_b": 0.1}
+    return {
+        "a": f"u{u}-{'c' if catch else 'o'}{i}a",
+        "b": f"u{u}-{'c' if catch else 'o'}{i}b",
+        "correct": "a",
+        "delta_a": -strong,
+        "delta_b": 0.1,
+    }
 
 
 def units(n=3, n_pairs=5):
     # pair i of unit u has margin 0.1 * (i + 1): the last is the easiest
-    return [UnitExemplars(unit_id=u, references_max=[f"u{u}-rmax{i}" for i in range(9)],
-                          references_min=[f"u{u}-rmin{i}" for i in range(9)], queries_max=[], queries_min=[],
-                          synthetic_max=[f"u{u}-smax{i}" for i in range(9)],
-                          synthetic_min=[f"u{u}-smin{i}" for i in range(9)],
-                          occlusion=[pair(u, i, 0.1 * (i + 1)) for i in range(n_pairs)],
-                          occlusion_catch=[pair(u, i, 2.0, catch=True) for i in range(2)]) for u in range(n)]
+    return [
+        UnitExemplars(
+            unit_id=u,
+            references_max=[f"u{u}-rmax{i}" for i in range(9)],
+            references_min=[f"u{u}-rmin{i}" for i in range(9)],
+            queries_max=[],
+            queries_min=[],
+            synthetic_max=[f"u{u}-smax{i}" for i in range(9)],
+            synthetic_min=[f"u{u}-smin{i}" for i in range(9)],
+            occlusion=[pair(u, i, 0.1 * (i + 1)) for i in range(n_pairs)],
+            occlusion_catch=[pair(u, i, 2.0, catch=True) for i in range(2)],
+        )
+        for u in range(n)
+    ]
 
 
 def shown_correct(spec):
@@ -40,8 +54,9 @@ def shown_correct(spec):
 
 
 def test_practice_takes_each_units_largest_margin_and_main_trials_reach_it_last():
-    specs = build_trial_list(units(), n_practice=3, n_main=15, catch_ratio=0, reference_type="natural", seed=4,
-                             paradigm="occlusion_2afc")
+    specs = build_trial_list(
+        units(), n_practice=3, n_main=15, catch_ratio=0, reference_type="natural", seed=4, paradigm="occlusion_2afc"
+    )
     practice, main = specs[:3], specs[3:]
     assert {shown_correct(s) for s in practice} == {f"u{u}-o4a" for u in range(3)}
     for u in range(3):
@@ -53,20 +68,31 @@ def test_practice_takes_each_units_largest_margin_and_main_trials_reach_it_last(
 def test_the_answer_key_and_the_deltas_follow_the_side_each_participant_sees():
     sides = set()
     for seed in range(6):
-        for s in build_trial_list(units(), n_practice=2, n_main=18, catch_ratio=1 / 9, reference_type="natural",
-                                  seed=seed, paradigm="occlusion_2afc"):
+        for s in build_trial_list(
+            units(),
+            n_practice=2,
+            n_main=18,
+            catch_ratio=1 / 9,
+            reference_type="natural",
+            seed=seed,
+            paradigm="occlusion_2afc",
+        ):
             a_is_strong = s.query_a.endswith("a")
             assert s.correct_query == ("a" if a_is_strong else "b")
-            assert abs(s.occlusion_delta_a) > abs(s.occlusion_delta_b) if a_is_strong \
+            assert (
+                abs(s.occlusion_delta_a) > abs(s.occlusion_delta_b)
+                if a_is_strong
                 else abs(s.occlusion_delta_b) > abs(s.occlusion_delta_a)
+            )
             assert s.references_max == [f"u{s.unit_id}-rmax{i}" for i in range(9)]
             sides.add(s.correct_query)
     assert sides == {"a", "b"}
 
 
 def test_catch_trials_pit_a_blank_area_against_the_strongest_region():
-    specs = build_trial_list(units(), n_practice=0, n_main=18, catch_ratio=1 / 6, reference_type="none", seed=2,
-                             paradigm="occlusion_2afc")
+    specs = build_trial_list(
+        units(), n_practice=0, n_main=18, catch_ratio=1 / 6, reference_type="none", seed=2, paradigm="occlusion_2afc"
+    )
     catch = [s for s in specs if s.kind == "catch"]
     assert len(catch) == 3 and all("-c" in s.query_a and "-c" in s.query_b for s in catch)
     assert all("-o" in s.query_a for s in specs if s.kind == "main")
@@ -74,15 +100,29 @@ def test_catch_trials_pit_a_blank_area_against_the_strongest_region():
 
 
 def test_synthetic_references_and_repeated_practice_and_blocks():
-    specs = build_trial_list(units(), n_practice=2, n_main=6, catch_ratio=0, reference_type="synthetic", seed=0,
-                             paradigm="occlusion_2afc")
+    specs = build_trial_list(
+        units(), n_practice=2, n_main=6, catch_ratio=0, reference_type="synthetic", seed=0, paradigm="occlusion_2afc"
+    )
     assert all(s.references_max[0].startswith(f"u{s.unit_id}-smax") for s in specs)
-    again = repeat_practice(units(), n_practice=3, reference_type="natural", seed=0, attempt=2,
-                            paradigm="occlusion_2afc")
+    again = repeat_practice(
+        units(), n_practice=3, reference_type="natural", seed=0, attempt=2, paradigm="occlusion_2afc"
+    )
     assert [s.attempt for s in again] == [2, 2, 2] and all(s.block == "practice" for s in again)
-    plans = {"occ": ConditionPlan("occ", units(), "natural", "occlusion_2afc", n_references=3),
-             "ref": ConditionPlan("ref", [UnitExemplars(unit_id=9, references_max=["r"] * 9, references_min=["m"] * 9,
-                                                        queries_max=["q1", "q2"], queries_min=["p1", "p2"])])}
+    plans = {
+        "occ": ConditionPlan("occ", units(), "natural", "occlusion_2afc", n_references=3),
+        "ref": ConditionPlan(
+            "ref",
+            [
+                UnitExemplars(
+                    unit_id=9,
+                    references_max=["r"] * 9,
+                    references_min=["m"] * 9,
+                    queries_max=["q1", "q2"],
+                    queries_min=["p1", "p2"],
+                )
+            ],
+        ),
+    }
     listed = build_block_list(plans, [("occ", 4), ("ref", 2)], practice="occ", n_practice=2, catch_ratio=0, seed=1)
     assert [s.condition for s in listed] == ["occ"] * 6 + ["ref"] * 2
     assert all(len(s.references_max) == 3 and s.occlusion_delta_a is not None for s in listed[:6])
@@ -90,15 +130,31 @@ def test_synthetic_references_and_repeated_practice_and_blocks():
 
 
 def test_a_unit_without_pairs_is_refused_by_name():
-    bare = [UnitExemplars(unit_id=0, references_max=["r"], references_min=["m"], queries_max=["q"],
-                          queries_min=["p"], key="conv2:pca:0")]
+    bare = [
+        UnitExemplars(
+            unit_id=0,
+            references_max=["r"],
+            references_min=["m"],
+            queries_max=["q"],
+            queries_min=["p"],
+            key="conv2:pca:0",
+        )
+    ]
     with pytest.raises(ValueError, match="conv2:pca:0 has no occlusion pairs"):
-        build_trial_list(bare, n_practice=1, n_main=2, catch_ratio=0, reference_type="natural", seed=0,
-                         paradigm="occlusion_2afc")
+        build_trial_list(
+            bare, n_practice=1, n_main=2, catch_ratio=0, reference_type="natural", seed=0, paradigm="occlusion_2afc"
+        )
     no_catch = [UnitExemplars(**{**vars(u), "occlusion_catch": [], "key": "conv2:pca:0"}) for u in units(1)]
     with pytest.raises(ValueError, match="no occlusion catch pair"):
-        build_trial_list(no_catch, n_practice=1, n_main=9, catch_ratio=1 / 9, reference_type="natural", seed=0,
-                         paradigm="occlusion_2afc")
+        build_trial_list(
+            no_catch,
+            n_practice=1,
+            n_main=9,
+            catch_ratio=1 / 9,
+            reference_type="natural",
+            seed=0,
+            paradigm="occlusion_2afc",
+        )
 
 
 @pytest.mark.django_db
@@ -215,15 +271,50 @@ def test_the_simulators_oracle_agrees_with_every_stored_answer_key_from_the_stim
 def test_the_oracle_reads_occlusion_pairs_from_a_manifest():
     from studyapp.simulation import AnswerOracle
 
-    manifest = {"layers": [{"layer": "conv2", "basis": "nmf", "units": [{
-        "index": 0, "references_max": ["images/r1.png"], "references_min": ["images/r2.png"],
-        "occlusion_trials": [{"query": "images/q.png", "a": "images/a.png", "b": "images/b.png", "correct": "b",
-                              "delta_a": 0.1, "delta_b": -0.4}],
-        "occlusion_catch_trials": [{"query": "images/r1.png", "a": "images/c.png", "b": "images/d.png",
-                                    "correct": "a", "delta_a": -0.9, "delta_b": 0.0}]}]}]}
+    manifest = {
+        "layers": [
+            {
+                "layer": "conv2",
+                "basis": "nmf",
+                "units": [
+                    {
+                        "index": 0,
+                        "references_max": ["images/r1.png"],
+                        "references_min": ["images/r2.png"],
+                        "occlusion_trials": [
+                            {
+                                "query": "images/q.png",
+                                "a": "images/a.png",
+                                "b": "images/b.png",
+                                "correct": "b",
+                                "delta_a": 0.1,
+                                "delta_b": -0.4,
+                            }
+                        ],
+                        "occlusion_catch_trials": [
+                            {
+                                "query": "images/r1.png",
+                                "a": "images/c.png",
+                                "b": "images/d.png",
+                                "correct": "a",
+                                "delta_a": -0.9,
+                                "delta_b": 0.0,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     oracle = AnswerOracle.from_manifest(manifest)
-    trial = {"block": "main", "paradigm": "occlusion_2afc", "references_max": [], "references_min": [],
-             "query_a": "/media/b.png", "query_b": "/media/a.png"}
+    trial = {
+        "block": "main",
+        "paradigm": "occlusion_2afc",
+        "references_max": [],
+        "references_min": [],
+        "query_a": "/media/b.png",
+        "query_b": "/media/a.png",
+    }
     assert (oracle.judge(trial).correct, oracle.judge(trial).kind) == ("a", "main")
     catch = oracle.judge({**trial, "query_a": "/media/c.png", "query_b": "/media/d.png"})
     assert (catch.correct, catch.kind, catch.unit) == ("a", "catch", "conv2:nmf:0")
@@ -239,13 +330,26 @@ def test_simulated_participants_play_occlusion_conditions_with_planted_accuracie
     study = make_study(make_job(bases=("neuron", "pca")), n_main=9, participants_per_condition=10)
     study.conditions.update(paradigm="occlusion_2afc")
     study.conditions.filter(name="pca").update(reference_type="none")
-    behaviour = Behaviour(accuracy={"neuron": 1.0, "pca": 0.0}, catch_accuracy=1.0, practice_accuracy=1.0,
-                          reload_rate=0.0, double_submit_rate=0.0, return_rate=0.0)
-    result = simulate(live_server.url, study.slug, 4, behaviour=behaviour, oracle=AnswerOracle.from_study(study),
-                      concurrency=2, seed=2, max_seconds=120)
+    behaviour = Behaviour(
+        accuracy={"neuron": 1.0, "pca": 0.0},
+        catch_accuracy=1.0,
+        practice_accuracy=1.0,
+        reload_rate=0.0,
+        double_submit_rate=0.0,
+        return_rate=0.0,
+    )
+    result = simulate(
+        live_server.url,
+        study.slug,
+        4,
+        behaviour=behaviour,
+        oracle=AnswerOracle.from_study(study),
+        concurrency=2,
+        seed=2,
+        max_seconds=120,
+    )
     s = result.summary()
-    assert s["participants"]["completed"] == 4 and s["errors"] == 0 and s["oracle_misses"] == 0, \
-        result.format_summary()
+    assert s["participants"]["completed"] == 4 and s["errors"] == 0 and s["oracle_misses"] == 0, result.format_summary()
     main = Response.objects.filter(participant__study=study, trial__kind="main")
     assert main.filter(participant__condition__name="neuron").exists()
     assert not main.filter(participant__condition__name="neuron", correct=False).exists()
@@ -273,9 +377,12 @@ def test_a_jobs_content_hash_follows_its_occlusion_pairs_and_is_unchanged_withou
     import json as _json
 
     from studyapp.models import Exemplar
-    rows = (Exemplar.objects.filter(unit__job=with_pairs)
-            .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
-            .values_list("unit__layer", "unit__basis", "unit__index", "role", "group", "position", "image"))
+
+    rows = (
+        Exemplar.objects.filter(unit__job=with_pairs)
+        .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
+        .values_list("unit__layer", "unit__basis", "unit__index", "role", "group", "position", "image")
+    )
     expected = hashlib.sha256(b"".join(_json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows))
     assert content_hash(with_pairs) == f"sha256:{expected.hexdigest()}"
 

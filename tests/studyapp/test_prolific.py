@@ -1,6 +1,7 @@
 """Running a study on Prolific from launch to payment: six simulated participants with known Prolific ids,
 `prolific_review`'s decisions and bonuses from Prolific's export, and the same through a local fake of
 Prolific's API (tests/studyapp/prolific_fake.py), with faults between bonus set-up, payment and record."""
+
 import csv
 import io
 import uuid
@@ -17,18 +18,31 @@ from tests.studyapp.helpers import api, make_study, through_instructions
 from tests.studyapp.prolific_fake import FORBIDDEN_TOKEN, TOKEN, FakeProlific
 
 PROLIFIC_STUDY = "64f0c0ffee0000000000aaaa"
-PIDS = {"good": "5f1a00000000000000000001", "catch": "5f1a00000000000000000002",
-        "flagged": "5f1a00000000000000000003", "timeout": "5f1a00000000000000000004",
-        "screened": "5f1a00000000000000000005", "absent": "5f1a00000000000000000006"}
+PIDS = {
+    "good": "5f1a00000000000000000001",
+    "catch": "5f1a00000000000000000002",
+    "flagged": "5f1a00000000000000000003",
+    "timeout": "5f1a00000000000000000004",
+    "screened": "5f1a00000000000000000005",
+    "absent": "5f1a00000000000000000006",
+}
 SUBMISSIONS = {who: f"sub-{who}" for who in PIDS}
-PROLIFIC_STATUS = {"good": "AWAITING REVIEW", "catch": "AWAITING REVIEW", "flagged": "AWAITING REVIEW",
-                   "timeout": "ACTIVE", "screened": "AWAITING REVIEW", "absent": "AWAITING REVIEW"}
+PROLIFIC_STATUS = {
+    "good": "AWAITING REVIEW",
+    "catch": "AWAITING REVIEW",
+    "flagged": "AWAITING REVIEW",
+    "timeout": "ACTIVE",
+    "screened": "AWAITING REVIEW",
+    "absent": "AWAITING REVIEW",
+}
 PER_CORRECT, CAP = Decimal("0.05"), Decimal("0.30")
 
 
 def _arrive(client, study, who):
-    response = client.post(f"/s/{study.slug}/start", {"PROLIFIC_PID": PIDS[who], "STUDY_ID": PROLIFIC_STUDY,
-                                                      "SESSION_ID": SUBMISSIONS[who]})
+    response = client.post(
+        f"/s/{study.slug}/start",
+        {"PROLIFIC_PID": PIDS[who], "STUDY_ID": PROLIFIC_STUDY, "SESSION_ID": SUBMISSIONS[who]},
+    )
     assert response.status_code == 302, response.content
     return Participant.objects.get(token=response["Location"].rstrip("/").split("/")[-1])
 
@@ -42,9 +56,19 @@ def _play(client, participant, choose, webdriver=False):
             break
         for payload in batch["trials"]:
             trial = Trial.objects.get(pk=payload["id"])
-            status, _ = api(client, participant, "responses", {
-                "trial": trial.pk, "idempotency_key": str(uuid.uuid4()), "choice": choose(trial), "confidence": 2,
-                "rt_ms": 900.0, "webdriver": webdriver})
+            status, _ = api(
+                client,
+                participant,
+                "responses",
+                {
+                    "trial": trial.pk,
+                    "idempotency_key": str(uuid.uuid4()),
+                    "choice": choose(trial),
+                    "confidence": 2,
+                    "rt_ms": 900.0,
+                    "webdriver": webdriver,
+                },
+            )
             assert status == 201
     assert api(client, participant, "questionnaire", {"answers": {}})[0] == 200
 
@@ -57,12 +81,21 @@ def _wrong(trial):
 def six(client, job):
     """The study and its six people: one completes well, one fails the catch trials, one is flagged (a
     browser driven by automation), one times out, one is screened out, one never arrives."""
-    study = make_study(job, recruitment="prolific", n_main=9, catch_ratio=1 / 9, bonus_per_correct=PER_CORRECT,
-                       bonus_cap=CAP, screen_out_code="SCREENOUT1",
-                       screen_out_url="https://app.prolific.com/submissions/complete?cc={code}",
-                       # the simulated people answer at machine speed and read no instructions: only the
-                       # rules under test apply
-                       min_instructions_seconds=0, max_fast_answer_share=None, flag_client_time=False)
+    study = make_study(
+        job,
+        recruitment="prolific",
+        n_main=9,
+        catch_ratio=1 / 9,
+        bonus_per_correct=PER_CORRECT,
+        bonus_cap=CAP,
+        screen_out_code="SCREENOUT1",
+        screen_out_url="https://app.prolific.com/submissions/complete?cc={code}",
+        # the simulated people answer at machine speed and read no instructions: only the
+        # rules under test apply
+        min_instructions_seconds=0,
+        max_fast_answer_share=None,
+        flag_client_time=False,
+    )
     people = {}
     people["good"] = _arrive(client, study, "good")
     _play(client, people["good"], lambda t: t.correct_query)
@@ -73,7 +106,8 @@ def six(client, job):
     people["timeout"] = _arrive(client, study, "timeout")
     through_instructions(client, people["timeout"])
     Participant.objects.filter(pk=people["timeout"].pk).update(
-        started_at=timezone.now() - timedelta(minutes=study.time_limit_minutes + 1))
+        started_at=timezone.now() - timedelta(minutes=study.time_limit_minutes + 1)
+    )
     assert assignment.expire_stale_participants(study) == 1
     people["screened"] = _arrive(client, study, "screened")
     api(client, people["screened"], "consent", {"consent": True})
@@ -87,18 +121,39 @@ def six(client, job):
 
 def _export_csv(headers="prolific"):
     """Prolific's submissions export, with its web app's headers or the API's snake_case names."""
-    names = (["Submission id", "Participant id", "Status", "Custom study tncs accepted at", "Started at",
-              "Completed at", "Reviewed at", "Archived at", "Time taken", "Completion code", "Total approvals"]
-             if headers == "prolific" else
-             ["id", "participant_id", "status", "started_at", "completed_at", "study_code"])
+    names = (
+        [
+            "Submission id",
+            "Participant id",
+            "Status",
+            "Custom study tncs accepted at",
+            "Started at",
+            "Completed at",
+            "Reviewed at",
+            "Archived at",
+            "Time taken",
+            "Completion code",
+            "Total approvals",
+        ]
+        if headers == "prolific"
+        else ["id", "participant_id", "status", "started_at", "completed_at", "study_code"]
+    )
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(names)
     for who in PIDS:
-        row = {"Submission id": SUBMISSIONS[who], "id": SUBMISSIONS[who], "Participant id": PIDS[who],
-               "participant_id": PIDS[who], "Status": PROLIFIC_STATUS[who], "status": PROLIFIC_STATUS[who],
-               "Started at": "2026-12-07 10:00:00.000000", "started_at": "2026-12-07T10:00:00Z",
-               "Completion code": "C0DE", "study_code": "C0DE"}
+        row = {
+            "Submission id": SUBMISSIONS[who],
+            "id": SUBMISSIONS[who],
+            "Participant id": PIDS[who],
+            "participant_id": PIDS[who],
+            "Status": PROLIFIC_STATUS[who],
+            "status": PROLIFIC_STATUS[who],
+            "Started at": "2026-12-07 10:00:00.000000",
+            "started_at": "2026-12-07T10:00:00Z",
+            "Completion code": "C0DE",
+            "study_code": "C0DE",
+        }
         writer.writerow([row.get(n, "") for n in names])
     return out.getvalue()
 
@@ -126,8 +181,9 @@ def test_prolific_review_decides_each_of_six_people_and_their_bonus(six, tmp_pat
     path = tmp_path / "submissions.csv"
     path.write_text(_export_csv(headers))
     out = io.StringIO()
-    call_command("prolific_review", study.slug, "--submissions", str(path), "--out", str(tmp_path / "review"),
-                 stdout=out)
+    call_command(
+        "prolific_review", study.slug, "--submissions", str(path), "--out", str(tmp_path / "review"), stdout=out
+    )
     with (tmp_path / "review" / "decisions.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == prolific.DECISIONS_COLUMNS
@@ -148,8 +204,18 @@ def test_prolific_review_decides_each_of_six_people_and_their_bonus(six, tmp_pat
 
 
 def _fake():
-    return FakeProlific([{"id": SUBMISSIONS[w], "participant_id": PIDS[w], "status": PROLIFIC_STATUS[w],
-                          "study_id": PROLIFIC_STUDY, "started_at": "2026-12-07T10:00:00Z"} for w in PIDS])
+    return FakeProlific(
+        [
+            {
+                "id": SUBMISSIONS[w],
+                "participant_id": PIDS[w],
+                "status": PROLIFIC_STATUS[w],
+                "study_id": PROLIFIC_STUDY,
+                "started_at": "2026-12-07T10:00:00Z",
+            }
+            for w in PIDS
+        ]
+    )
 
 
 EXPECTED_REQUESTS = [
@@ -193,15 +259,17 @@ def test_apply_and_pay_send_each_request_once_through_the_api(six, tmp_path, mon
         assert fake.submissions["sub-timeout"]["return_requested"]
         # Recorded with outcomes; a rerun sends nothing again.
         assert set(ProlificAction.objects.values_list("kind", "state")) == {
-            (k, "done") for k in ("approve", "reject", "return", "bonus_setup", "bonus_pay")}
+            (k, "done") for k in ("approve", "reject", "return", "bonus_setup", "bonus_pay")
+        }
         _run(fake, study, "--apply", "--pay-bonuses", monkeypatch=monkeypatch)
         assert fake.sent() == sent
         assert dict(fake.paid) == {"sub-good": good_bonus}
 
 
 def _reviewer(study, fake, checkpoint=None, sleeps=None):
-    client = prolific_api.Client(TOKEN, base_url=fake.base_url, sleep=(sleeps.append if sleeps is not None
-                                                                        else lambda s: None))
+    client = prolific_api.Client(
+        TOKEN, base_url=fake.base_url, sleep=(sleeps.append if sleeps is not None else lambda s: None)
+    )
     kwargs = {"checkpoint": checkpoint} if checkpoint else {}
     return prolific_api.Reviewer(study, client, out=lambda line: None, **kwargs)
 
@@ -214,6 +282,7 @@ def _crash_at(name):
     def checkpoint(at):
         if at == name:
             raise Crash(at)
+
     return checkpoint
 
 
@@ -270,8 +339,10 @@ def test_a_payment_whose_outcome_is_unknown_is_never_sent_again(six, fault, monk
             if fault == "500_after_paying":
                 fake.fail("pay", 500, when="after")
             else:
+
                 def no_answer(*args, **kwargs):
                     raise TimeoutError("timed out")
+
                 real = prolific_api.urllib.request.urlopen
 
                 def urlopen(request, timeout=None):
@@ -279,6 +350,7 @@ def test_a_payment_whose_outcome_is_unknown_is_never_sent_again(six, fault, monk
                         real(request, timeout=timeout).close()  # it reaches Prolific, the answer is lost
                         no_answer()
                     return real(request, timeout=timeout)
+
                 monkeypatch.setattr(prolific_api.urllib.request, "urlopen", urlopen)
             report = _review(study, fake)
             assert len(report.unknown) == 1

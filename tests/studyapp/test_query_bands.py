@@ -2,6 +2,7 @@
 bands, each candidate with its activation percentile, imported; two conditions of one study on that one job
 draw their queries from their own bands only; a band the job cannot serve is refused, with the bands it
 serves named, by the study form, the study-file import and go-live."""
+
 import json
 
 import numpy as np
@@ -36,15 +37,22 @@ def write_banded_artifact(folder):
             data = f"unit {index} image {int(i)}".encode()
             files[int(i)] = f"images/{published_name(data)}"
             (folder / files[int(i)]).write_bytes(data)
-        units.append({
-            "index": index,
-            **{key: [files[int(i)] for i in getattr(ex, key)]
-               for key in ("references_max", "references_min", "queries_max", "queries_min", "strip")},
-            "queries_max_percentile": [float(p) for p in ex.queries_max_percentile],
-            "queries_min_percentile": [float(p) for p in ex.queries_min_percentile],
-        })
-    manifest = {"schema_version": 1, "parameters": {"query_percentile": 10.0, "query_bands": BANDS},
-                "layers": [{"layer": "conv2", "basis": "neuron", "units": units}]}
+        units.append(
+            {
+                "index": index,
+                **{
+                    key: [files[int(i)] for i in getattr(ex, key)]
+                    for key in ("references_max", "references_min", "queries_max", "queries_min", "strip")
+                },
+                "queries_max_percentile": [float(p) for p in ex.queries_max_percentile],
+                "queries_min_percentile": [float(p) for p in ex.queries_min_percentile],
+            }
+        )
+    manifest = {
+        "schema_version": 1,
+        "parameters": {"query_percentile": 10.0, "query_bands": BANDS},
+        "layers": [{"layer": "conv2", "basis": "neuron", "units": units}],
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     candidates = {}
     for unit in json.loads((folder / "manifest.json").read_text())["layers"][0]["units"]:
@@ -60,9 +68,13 @@ def banded_job(settings, tmp_path, db):
     settings.ARTIFACT_ROOT = str(tmp_path / "artifacts")
     folder = tmp_path / "artifacts" / "job"
     candidates = write_banded_artifact(folder)
-    job = StimulusJob.objects.create(network=Network.objects.create(name="demo"),
-                                     image_set=ImageSet.objects.create(name="digits"), layer="conv2",
-                                     bases="neuron", status=StimulusJob.Status.SUCCEEDED)
+    job = StimulusJob.objects.create(
+        network=Network.objects.create(name="demo"),
+        image_set=ImageSet.objects.create(name="digits"),
+        layer="conv2",
+        bases="neuron",
+        status=StimulusJob.Status.SUCCEEDED,
+    )
     import_artifact(job, folder)
     job.refresh_from_db()
     return job, candidates
@@ -70,12 +82,28 @@ def banded_job(settings, tmp_path, db):
 
 def banded_study(job, bands, **fields):
     """A within-participant study over `job`'s neuron units: one condition per band."""
-    study = make_study(job, **{"design": Study.Design.WITHIN, "n_main": 6, "n_practice": 2, "catch_ratio": 0,
-                               "participants_per_condition": 4, **fields})
+    study = make_study(
+        job,
+        **{
+            "design": Study.Design.WITHIN,
+            "n_main": 6,
+            "n_practice": 2,
+            "catch_ratio": 0,
+            "participants_per_condition": 4,
+            **fields,
+        },
+    )
     study.conditions.all().delete()
     for low, high in bands:
-        condition = Condition(study=study, name=f"band-{low}-{high}", job=job, layer="conv2", basis="neuron",
-                              query_band_low=low, query_band_high=high)
+        condition = Condition(
+            study=study,
+            name=f"band-{low}-{high}",
+            job=job,
+            layer="conv2",
+            basis="neuron",
+            query_band_low=low,
+            query_band_high=high,
+        )
         condition.full_clean()
         condition.save()
     return study
@@ -101,8 +129,9 @@ def test_two_conditions_on_one_job_draw_queries_only_from_their_band(banded_job)
         assert {t.condition.name for t in trials if t.block == Trial.Block.MAIN} == set(shown)
         for trial in trials:
             low, high = trial.condition.query_band_low, trial.condition.query_band_high
-            query_max, query_min = ((trial.query_a, trial.query_b) if trial.correct_query == "a"
-                                    else (trial.query_b, trial.query_a))
+            query_max, query_min = (
+                (trial.query_a, trial.query_b) if trial.correct_query == "a" else (trial.query_b, trial.query_a)
+            )
             side_max, p_max = candidates[query_max]
             side_min, p_min = candidates[query_min]
             # the manifest's percentiles: the maximal query in (low, high], the minimal one in the mirror band
@@ -116,8 +145,10 @@ def test_a_condition_without_a_band_draws_from_the_jobs_own_band(banded_job):
     job, candidates = banded_job
     study = make_study(job, n_main=6, n_practice=2, catch_ratio=0)
     participant = participation.start(study, Arrival("prolific", "own", {}))
-    percentiles = [candidates[t.query_a if t.correct_query == "a" else t.query_b][1]
-                   for t in Trial.objects.filter(participant=participant)]
+    percentiles = [
+        candidates[t.query_a if t.correct_query == "a" else t.query_b][1]
+        for t in Trial.objects.filter(participant=participant)
+    ]
     assert percentiles and all(90 < p <= 100 for p in percentiles)
     assert study.conditions.get().query_band() == "90-100"
 
@@ -132,8 +163,11 @@ def test_a_band_inside_a_rendered_one_is_served_when_it_holds_enough_pairs(bande
     assert all(1 <= n < N_QUERIES for n in pairs)
     # more main trials than the narrower band has pairs per unit: refused, the job's bands named
     study.n_main = 3 * N_QUERIES
-    with pytest.raises(ValidationError, match=r"renders query candidates for the bands 90-100, 80-90; in the band "
-                                              r"95-100 unit conv2:neuron:\d has \d query pairs?.*need 8 per unit"):
+    with pytest.raises(
+        ValidationError,
+        match=r"renders query candidates for the bands 90-100, 80-90; in the band "
+        r"95-100 unit conv2:neuron:\d has \d query pairs?.*need 8 per unit",
+    ):
         condition.full_clean()
 
 
@@ -188,10 +222,15 @@ def test_an_artifact_without_percentiles_serves_its_one_band_as_before(db):
 
 def test_factory_bands_in_the_trial_builder():
     # the candidates' percentiles, as tests/studyapp/conftest.band_percentiles spreads them over two bands
-    unit = UnitExemplars(unit_id=1, references_max=["r"], references_min=["s"],
-                         queries_max=["a", "b", "c", "d"], queries_min=["w", "x", "y", "z"],
-                         queries_max_percentile=[100.0, 95.0, 90.0, 85.0],
-                         queries_min_percentile=[0.0, 5.0, 10.0, 15.0])
+    unit = UnitExemplars(
+        unit_id=1,
+        references_max=["r"],
+        references_min=["s"],
+        queries_max=["a", "b", "c", "d"],
+        queries_min=["w", "x", "y", "z"],
+        queries_max_percentile=[100.0, 95.0, 90.0, 85.0],
+        queries_min_percentile=[0.0, 5.0, 10.0, 15.0],
+    )
     top, lower = in_query_band(unit, (90, 100)), in_query_band(unit, (80, 90))
     assert (top.queries_max, top.queries_min) == (["a", "b"], ["w", "x"])
     assert (lower.queries_max, lower.queries_min) == (["c", "d"], ["y", "z"])
@@ -225,8 +264,9 @@ def test_arrivals_read_the_jobs_bands_once_per_process(db):
         with CaptureQueriesContext(connection) as captured:
             participant = participation.start(study, Arrival("prolific", f"once-{i}", {}))
         reads.append(sum('FROM "studyapp_stimulusjob"' in q["sql"] for q in captured.captured_queries))
-        shown = {t.query_a if t.correct_query == "a" else t.query_b
-                 for t in Trial.objects.filter(participant=participant)}
+        shown = {
+            t.query_a if t.correct_query == "a" else t.query_b for t in Trial.objects.filter(participant=participant)
+        }
         assert shown and shown <= own
     assert reads[1:] == [0, 0]
 
@@ -239,5 +279,7 @@ def test_the_exports_query_band_is_the_conditions(banded_job, client):
     study = banded_study(job, [(90, 100), (80, 90)])
     play_to_the_questionnaire(client, study, pid="exported")
     rows = [row for row in response_rows(study) if row["trial_kind"] == "main"]
-    assert {(row["condition"], row["query_band"]) for row in rows} == {("band-90-100", "90-100"),
-                                                                       ("band-80-90", "80-90")}
+    assert {(row["condition"], row["query_band"]) for row in rows} == {
+        ("band-90-100", "90-100"),
+        ("band-80-90", "80-90"),
+    }

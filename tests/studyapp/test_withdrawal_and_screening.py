@@ -1,5 +1,6 @@
 """Withdrawal by recruitment id (delete_participant, the admin's search) and the screening API (screen-out,
 virtual-chinrest measures, the image's visual angle)."""
+
 import io
 import math
 
@@ -14,8 +15,12 @@ from tests.studyapp.helpers import api, arrive, make_study, play_to_the_question
 
 
 def _counts():
-    return (Participant.objects.count(), Trial.objects.count(), Response.objects.count(),
-            ProlificAction.objects.count())
+    return (
+        Participant.objects.count(),
+        Trial.objects.count(),
+        Response.objects.count(),
+        ProlificAction.objects.count(),
+    )
 
 
 @pytest.mark.django_db
@@ -24,18 +29,26 @@ def test_delete_participant_removes_every_row_of_that_person_and_nothing_else(cl
     gone = play_to_the_questionnaire(client, study, pid="withdraws")
     stays = play_to_the_questionnaire(client, study, pid="stays")
     for p in (gone, stays):
-        ProlificAction.objects.create(study=study, kind="approve", submission_id=p.recruitment_info["SESSION_ID"],
-                                      state="done")
+        ProlificAction.objects.create(
+            study=study, kind="approve", submission_id=p.recruitment_info["SESSION_ID"], state="done"
+        )
     # The test client's links give both the same SESSION_ID: give the one who stays their own.
     stays.recruitment_info = {**stays.recruitment_info, "SESSION_ID": "other"}
     stays.save(update_fields=["recruitment_info"])
     ProlificAction.objects.filter(pk=ProlificAction.objects.order_by("pk").last().pk).update(submission_id="other")
     setup = ProlificAction.objects.create(
-        study=study, kind="bonus_setup", bulk_id="b1", state="done",
-        request={"body": {"study_id": "s1", "csv_bonuses": "x,0.10\nother,0.20"},
-                 "bonuses": {"x": "0.10", "other": "0.20"}})
-    before = {"stays": (Trial.objects.filter(participant=stays).count(),
-                        Response.objects.filter(participant=stays).count())}
+        study=study,
+        kind="bonus_setup",
+        bulk_id="b1",
+        state="done",
+        request={
+            "body": {"study_id": "s1", "csv_bonuses": "x,0.10\nother,0.20"},
+            "bonuses": {"x": "0.10", "other": "0.20"},
+        },
+    )
+    before = {
+        "stays": (Trial.objects.filter(participant=stays).count(), Response.objects.filter(participant=stays).count())
+    }
     n_gone = (Trial.objects.filter(participant=gone).count(), Response.objects.filter(participant=gone).count())
     total = _counts()
     with pytest.raises(CommandError, match="no participant"):
@@ -48,8 +61,10 @@ def test_delete_participant_removes_every_row_of_that_person_and_nothing_else(cl
     assert not Trial.objects.filter(participant_id=gone.pk).exists()
     assert not Response.objects.filter(participant_id=gone.pk).exists()
     assert _counts() == (total[0] - 1, total[1] - n_gone[0], total[2] - n_gone[1], total[3] - 1)
-    assert (Trial.objects.filter(participant=stays).count(),
-            Response.objects.filter(participant=stays).count()) == before["stays"]
+    assert (
+        Trial.objects.filter(participant=stays).count(),
+        Response.objects.filter(participant=stays).count(),
+    ) == before["stays"]
     assert ProlificAction.objects.filter(submission_id="other").exists()
     setup.refresh_from_db()
     assert setup.request["bonuses"] == {"other": "0.20"} and setup.request["body"]["csv_bonuses"] == "other,0.20"
@@ -67,8 +82,9 @@ def test_the_admin_finds_a_participant_by_recruitment_id_and_withdraws_them(admi
     page = admin_client.get("/admin/studyapp/participant/", {"q": "5f1a-find-me"}).content.decode()
     assert wanted.pseudonym in page and page.count("P0") >= 1
     assert Participant.objects.exclude(pk=wanted.pk).get().pseudonym not in page
-    response = admin_client.post("/admin/studyapp/participant/", {"action": "withdraw",
-                                                                  "_selected_action": [wanted.pk]})
+    response = admin_client.post(
+        "/admin/studyapp/participant/", {"action": "withdraw", "_selected_action": [wanted.pk]}
+    )
     assert response.status_code == 302
     assert not Participant.objects.filter(pk=wanted.pk).exists() and Participant.objects.count() == 1
     assert StudyChange.objects.filter(study=study, field="withdrawal").count() == 1
@@ -76,21 +92,30 @@ def test_the_admin_finds_a_participant_by_recruitment_id_and_withdraws_them(admi
 
 @pytest.mark.django_db
 def test_the_chinrest_measures_are_stored_exported_and_a_distance_out_of_range_screens_out(client, job):
-    study = make_study(job, recruitment="prolific", virtual_chinrest=True, min_viewing_distance_cm=40,
-                       max_viewing_distance_cm=90, screen_out_code="SO", image_visual_angle_deg=4,
-                       screen_out_url="https://app.prolific.com/submissions/complete?cc={code}")
+    study = make_study(
+        job,
+        recruitment="prolific",
+        virtual_chinrest=True,
+        min_viewing_distance_cm=40,
+        max_viewing_distance_cm=90,
+        screen_out_code="SO",
+        image_visual_angle_deg=4,
+        screen_out_url="https://app.prolific.com/submissions/complete?cc={code}",
+    )
     near = arrive(client, study, pid="near")
     api(client, near, "consent", {"consent": True})
     status, session = api(client, near, "calibration", {"px_per_cm": 37.8, "viewing_distance_cm": 25})
     assert status == 200 and session["phase"] == "screened_out"
-    assert session["screen_out"] == {"url": "https://app.prolific.com/submissions/complete?cc=SO", "code": "SO",
-                                     "reason": "chinrest_failed"}
+    assert session["screen_out"] == {
+        "url": "https://app.prolific.com/submissions/complete?cc=SO",
+        "code": "SO",
+        "reason": "chinrest_failed",
+    }
     assert api(client, near, "calibration", {"px_per_cm": 37.8, "viewing_distance_cm": 60})[0] == 400
 
     fine = play_to_the_questionnaire(client, study, pid="fine")
     size = screening.pixels_for_angle(4, 37.8, 60)
-    status, session = api(client, fine, "calibration", {"px_per_cm": 37.8, "viewing_distance_cm": 60,
-                                                       "image_px": size})
+    status, session = api(client, fine, "calibration", {"px_per_cm": 37.8, "viewing_distance_cm": 60, "image_px": size})
     assert status == 200 and session["calibration"] == {"px_per_cm": 37.8, "viewing_distance_cm": 60}
     assert session["screening"]["image_visual_angle_deg"] == 4
     frame = response_frame(study)

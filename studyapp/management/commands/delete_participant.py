@@ -5,9 +5,11 @@ from studyapp.models import Study
 
 
 class Command(BaseCommand):
-    help = ("Delete a participant who withdrew, found by their Prolific id or MTurk worker id (hashed with the "
-            "study's key, as stored): their row, trials, responses and recorded Prolific actions. The study's "
-            "change log records that a deletion happened, without the id.")
+    help = (
+        "Delete a participant who withdrew, found by their Prolific id or MTurk worker id (hashed with the "
+        "study's key, as stored): their row, trials, responses and recorded Prolific actions. The study's "
+        "change log records that a deletion happened, without the id."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("study", help="study slug")
@@ -26,5 +28,7 @@ class Command(BaseCommand):
             raise CommandError(f"study {study}: no participant with this {platform} id (nothing deleted)")
         for participant in found:
             removed = withdrawal.delete_participant(participant)
-            self.stdout.write(f"deleted a participant of {participant.study.slug}: "
-                              + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in removed.items()))
+            self.stdout.write(
+                f"deleted a participant of {participant.study.slug}: "
+                + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in removed.items())
+            )
