@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1:8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test demo serve test test-unit browser frontend bench migrate clean
+.PHONY: install install-test demo serve test test-unit lint format browser frontend bench migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,17 @@ test: install-test browser
 
 test-unit: install-test
 	$(PY) -m pytest -m "not postgres and not redis and not browser and not slow" $(PYTEST_ARGS)
+
+## Lint (ruff's rules in pyproject.toml) and the format of the files already in it; .ci/run runs this first.
+lint: install-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## The safe fixes (import order, unused imports, pyupgrade's rewrites) and the formatter, on the files
+## [tool.ruff.format] does not exclude.
+format: install-test
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 ## Rebuild the jsPsych files under studyapp/static/vendor (committed, so Node is needed only here).
 frontend:

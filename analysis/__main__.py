@@ -1,4 +1,4 @@
-"""``python -m analysis {report,describe,machine,glmm,lmm} FILE ...`` and ``python -m analysis power ...``"""
+"""``python -m analysis {report,describe,machine,glmm,lmm,emmeans,compare} FILE ...`` and ``python -m analysis power ...``"""
 
 from __future__ import annotations
 
@@ -101,16 +101,25 @@ def _parse_ints(text: str) -> list[int]:
 def _power(args) -> None:
     from .power import power_analysis
 
+    groups = [[c.strip() for c in g.split(",") if c.strip()] for g in args.groups.split(";")] \
+        if args.groups else None
     res = power_analysis(
         _parse_accuracy(args.accuracy), _parse_ints(args.participants), units=args.units,
         trials=args.trials, participant_sd=args.participant_sd, unit_sd=args.unit_sd,
-        sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs)
+        sims=args.sims, seed=args.seed, alpha=args.alpha, jobs=args.jobs, design=args.design,
+        groups=groups)
     print(json.dumps(_envelope("power", res.to_dict()), indent=2) if args.json else res.summary())
 
 
 def _describe(args) -> None:
-    from .descriptives import (accuracy_by_condition, accuracy_by_factor, describe, rt_confidence_by_condition,
-                               unit_accuracy_test)
+    from .descriptives import (
+        accuracy_by_condition,
+        accuracy_by_factor,
+        accuracy_by_paradigm,
+        describe,
+        rt_confidence_by_condition,
+        unit_accuracy_test,
+    )
 
     df, notes = answered(read_responses(args.file, args.map))
     if args.json:
@@ -119,6 +128,10 @@ def _describe(args) -> None:
         return
     print("\n".join(f"note: {n}" for n in notes) + ("\n" if notes else ""), end="")
     print(format_table(accuracy_by_condition(df, n_boot=args.n_boot, seed=args.seed)))
+    paradigms = accuracy_by_paradigm(df, n_boot=args.n_boot, seed=args.seed)
+    if len(paradigms):
+        print("\nAccuracy per paradigm and reference type")
+        print(format_table(paradigms))
     factors = accuracy_by_factor(df, n_boot=args.n_boot, seed=args.seed)
     if len(factors):
         print("\nAccuracy per factor level (pooled over the other factors)")
@@ -141,6 +154,7 @@ def _report(args) -> None:
         fit_model=not args.no_model, exclusions=args.exclusions, tests=args.test,
         allow_drop=args.allow_drop, strict=args.strict,
         exclusion_options=_exclusion_options(args), curves=args.curves, data_name=Path(args.file).name,
+        profile_budget_s=args.profile_budget,
     )
     text = res.pop("text")
     print(json.dumps(res, indent=2, default=str) if args.json else text)
@@ -169,10 +183,99 @@ def _machine(args) -> None:
 
 def _show_fit(args, fit) -> None:
     name = Path(args.file).name
+    ci = _intervals(args, fit)
     if args.json:
-        print(json.dumps(_envelope(args.cmd, fit.to_dict(data=name)), indent=2))
+        body = fit.to_dict(data=name)
+        if ci is not None:
+            body["intervals"] = ci.to_dict()
+        print(json.dumps(_envelope(args.cmd, body), indent=2))
     else:
         print(fit.summary(data=name, correlation=args.correlation))
+        if ci is not None:
+            print("\n" + ci.summary())
+
+
+# -- intervals, residual check, ordinal model (issue 31, second half) ------------------------------
+def _interval_options(p) -> None:
+    p.add_argument("--ci", choices=("wald", "profile", "boot"), default=None,
+                   help="confidence intervals of every fixed effect and random-effect SD, as lme4's "
+                        "confint(): wald, profile (likelihood profile) or boot (parametric bootstrap)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of --ci")
+    p.add_argument("--boot-n", type=int, default=200, help="bootstrap simulations for --ci boot")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --ci boot")
+
+
+def _intervals(args, fit):
+    if getattr(args, "ci", None) is None:
+        return None
+    from .intervals import confint
+
+    return confint(fit, args.ci, level=args.level, n_boot=args.boot_n, seed=args.seed)
+
+
+def _clmm(args) -> None:
+    from .ordinal import CumulativeLogitMixedModel
+
+    data, notes, _ = _read_for_model(args)
+    fit = from_formula(CumulativeLogitMixedModel, args.formula, data, args.strict).fit()
+    fit.notes[:0] = notes
+    if args.json:
+        print(json.dumps(_envelope("clmm", {**fit.to_dict(), "data": Path(args.file).name}), indent=2))
+    else:
+        print(fit.summary())
+
+
+def _residual_check(args) -> None:
+    from .glmm import BinomialGLMM
+    from .lmm import LinearMixedModel
+    from .residuals import plot_qq, simulate_residuals
+
+    cls = LinearMixedModel if args.lmm else BinomialGLMM
+    kw = {"trials": args.trials} if args.trials and not args.lmm else {}
+    fit = _fit_model(cls, args, {}, **kw)
+    check = simulate_residuals(fit, n_sim=args.n_sim, seed=args.seed)
+    files = [str(p) for p in plot_qq(check, args.plot)] if args.plot else []
+    if args.json:
+        body = {"formula": fit.formula, "kind": fit.kind, "data": Path(args.file).name,
+                **check.to_dict(), "files": files}
+        print(json.dumps(_envelope("residual-check", body), indent=2))
+    else:
+        print(check.summary())
+        if files:
+            print("wrote " + ", ".join(files))
+
+
+def _second_half_commands(sub, common) -> None:
+    p = sub.add_parser("residual-check",
+                       help="simulation-based residual check of a GLMM (or LMM), as R's DHARMa",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--formula", required=True, help="the model, as for glmm")
+    p.add_argument("--lmm", action="store_true", help="the model is a linear mixed model (default: binomial GLMM)")
+    p.add_argument("--trials", default=None, help="column of numbers of trials (response = successes)")
+    p.add_argument("--n-sim", type=int, default=250, help="simulations per observation (DHARMa's n)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default=None, metavar="STEM",
+                   help="write the QQ plot as STEM.png and STEM.svg")
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
+    p.add_argument("--all-trials", action="store_true",
+                   help="fit every row (default: main, non-catch trials of an export)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_residual_check)
+
+    p = sub.add_parser("clmm", help="cumulative-logit mixed model of an ordered rating (ordinal::clmm)",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--formula", required=True,
+                   help="e.g. 'confidence ~ condition + (1 | participant) + (1 | unit)' (random "
+                        "intercepts only; the thresholds take the intercept's place)")
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
+    p.add_argument("--all-trials", action="store_true",
+                   help="fit every row (default: main, non-catch trials of an export)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_clmm)
 
 
 def _glmm(args) -> None:
@@ -186,6 +289,109 @@ def _lmm(args) -> None:
     from .lmm import LinearMixedModel
 
     _show_fit(args, _fit_model(LinearMixedModel, args, {"reml": args.reml, "ddf": args.ddf}))
+
+
+# -- inference after the fit: emmeans, compare (analysis.emmeans, analysis.compare) --------------------
+def _family_of(args, data) -> str:
+    """binomial when the response is cbind(…) or takes only 0/1 (bool) values, else gaussian."""
+    import pandas as pd
+
+    if args.family != "auto":
+        return args.family
+    response = args.formula.split("~", 1)[0].strip()
+    if response.startswith("cbind(") or args.trials:
+        return "binomial"
+    if response in data.columns:
+        col = data[response].dropna()
+        if col.dtype == bool or set(pd.unique(col.astype(str))) <= {"0", "1", "0.0", "1.0", "True", "False"}:
+            return "binomial"
+    return "gaussian"
+
+
+def _fit_any(args, formula: str, data=None):
+    from .glmm import BinomialGLMM
+    from .lmm import LinearMixedModel
+
+    args = argparse.Namespace(**{**vars(args), "formula": formula})
+    if data is None:
+        data, _, _ = _read_for_model(args)
+    if _family_of(args, data) == "binomial":
+        kw = {"trials": args.trials} if args.trials else {}
+        return _fit_model(BinomialGLMM, args, {}, **kw)
+    return _fit_model(LinearMixedModel, args, {"reml": True, "ddf": args.ddf})
+
+
+def _emmeans(args) -> None:
+    from .emmeans import emmeans, parse_at
+
+    fit = _fit_any(args, args.formula)
+    res = emmeans(fit, args.specs, type=args.type, pairs=args.pairs, adjust=args.adjust,
+                  at=parse_at(args.at), level=args.level)
+    if args.json:
+        print(json.dumps(_envelope("emmeans", {**res.to_dict(), "data": Path(args.file).name}), indent=2))
+    else:
+        print(res.summary())
+
+
+def _compare(args) -> None:
+    from .compare import anova, wald_summary, wald_table
+
+    data, _, _ = _read_for_model(args)
+    fits = [_fit_any(args, f, data) for f in args.formula]
+    table = anova(*fits) if len(fits) > 1 else None
+    walds = [(f, wald_table(f)) for f in fits] if args.anova else []
+    if args.json:
+        body = {"data": Path(args.file).name, "lrt": table.to_dict()["models"] if table else None,
+                "refitted_ml": table.refitted_ml if table else None,
+                "anova": [{"formula": f.formula, "ddf": f.ddf,
+                           "terms": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                      for k, v in r.items()} for r in w.to_dict(orient="records")]}
+                          for f, w in walds] if args.anova else None}
+        print(json.dumps(_envelope("compare", body), indent=2))
+        return
+    out = [table.summary()] if table else []
+    out += [f"{f.formula}\n{wald_summary(w, f)}" for f, w in walds]
+    print("\n\n".join(out))
+
+
+def _inference_parsers(sub, common) -> None:
+    def model_options(p):
+        common(p)
+        p.add_argument("--family", choices=("auto", "binomial", "gaussian"), default="auto",
+                       help="binomial GLMM or LMM; auto: binomial for a 0/1 or cbind() response")
+        p.add_argument("--trials", default=None, help="column of numbers of trials (binomial)")
+        p.add_argument("--ddf", choices=DDF_METHODS, default="satterthwaite",
+                       help="an LMM's denominator df: satterthwaite (default), kenward-roger or normal")
+        p.add_argument("--strict", action="store_true")
+        p.add_argument("--all-trials", action="store_true",
+                       help="fit every row (default: main, non-catch trials of an export)")
+        p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("emmeans", help="estimated marginal means and pairwise contrasts (R's emmeans)",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_options(p)
+    p.add_argument("--formula", required=True, help="model formula in lme4's notation")
+    p.add_argument("--specs", required=True,
+                   help="the means wanted, as emmeans' formula: 'ref', 'ref | cond', 'ref * stim | cond'")
+    p.add_argument("--type", choices=("response", "link"), default="response",
+                   help="response (default): a GLMM's probabilities by the delta method; link: log-odds")
+    p.add_argument("--pairs", action="store_true", help="pairwise contrasts within each by group")
+    p.add_argument("--adjust", choices=("tukey", "holm", "bonferroni", "none"), default="tukey",
+                   help="p-value adjustment of the contrasts within each by group (default tukey, as pairs())")
+    p.add_argument("--at", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="fix a variable of the reference grid: Days=5, or ref=natural,synthetic")
+    p.add_argument("--level", type=float, default=0.95)
+    p.set_defaults(func=_emmeans)
+
+    p = sub.add_parser("compare", help="likelihood-ratio tests of nested models (anova(m1, m2)) and Wald tables",
+                       epilog=R_FORMULA_SYNTAX, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_options(p)
+    p.add_argument("--formula", action="append", required=True,
+                   help="a model formula; give it twice or more to compare nested models")
+    p.add_argument("--anova", action="store_true",
+                   help="a Type III Wald table per term of each model (LMM: F on the --ddf df)")
+    p.set_defaults(func=_compare)
+# -- end of the inference commands ---------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
@@ -234,6 +440,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     exclusion_options(p)
     p.add_argument("--no-model", action="store_true")
+    p.add_argument("--profile-budget", type=float, default=60.0, metavar="SECONDS",
+                   help="the GLMM's profile-likelihood intervals when they finish within this time, "
+                        "else Wald intervals (said so); 0: Wald")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_report)
 
@@ -268,6 +477,7 @@ def main(argv=None) -> int:
         p.add_argument("--all-trials", action="store_true",
                        help="fit every row (default: main, non-catch trials of an export)")
         p.add_argument("--json", action="store_true")
+        _interval_options(p)
         if name == "glmm":
             p.add_argument("--trials", default=None,
                            help="column of numbers of trials (response = successes)")
@@ -283,15 +493,26 @@ def main(argv=None) -> int:
                                 "tests as lmerTest) or normal (z, the large-sample approximation)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("power", help="power of a between-participants study by simulation")
+    _second_half_commands(sub, common)
+
+    p = sub.add_parser("power", help="power of a between, within or mixed design by simulation")
     p.add_argument("--accuracy", required=True,
                    help="condition=accuracy,... for a typical participant and unit; the first is "
                         "the reference, e.g. neuron=0.7,pca=0.8,nmf=0.85")
     p.add_argument("--participant-sd", type=float, default=0.5, help="logit scale")
     p.add_argument("--unit-sd", type=float, default=0.8, help="logit scale")
-    p.add_argument("--participants", default="30,60,90", help="per condition, comma-separated")
-    p.add_argument("--units", type=int, default=20, help="per condition")
-    p.add_argument("--trials", type=int, default=18, help="per participant")
+    p.add_argument("--design", choices=("between", "within", "mixed"), default="between",
+                   help="between: one condition per participant; within: every condition per "
+                        "participant; mixed: the conditions of one of --groups per participant")
+    p.add_argument("--groups", default=None,
+                   help="mixed design: the between-participant groups' conditions, e.g. "
+                        "'natural,synthetic;natural_big,synthetic_big'")
+    p.add_argument("--participants", default="30,60,90",
+                   help="comma-separated; per condition (between), in all (within), per group (mixed)")
+    p.add_argument("--units", type=int, default=20,
+                   help="per condition (between), or shared by the conditions (within, mixed)")
+    p.add_argument("--trials", type=int, default=18,
+                   help="per participant (between), or per participant and condition (within, mixed)")
     p.add_argument("--sims", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--alpha", type=float, default=0.05)
@@ -299,6 +520,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_power)
 
+    _inference_parsers(sub, common)
     args = ap.parse_args(argv)
     try:
         args.func(args)

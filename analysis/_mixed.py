@@ -392,7 +392,7 @@ class MixedResult:
         est, se = self.params, self.bse
         return pd.DataFrame({0: est - q * se, 1: est + q * se}, index=est.index)
 
-    def with_ddf(self, df, method: str = "Satterthwaite", notes=()) -> "MixedResult":
+    def with_ddf(self, df, method: str = "Satterthwaite", notes=()) -> MixedResult:
         """The fixed-effect tests as t tests on ``df`` denominator degrees of freedom (one per term)."""
         f = self.fixed
         t = f["estimate"].to_numpy() / f["std_error"].to_numpy()
@@ -404,6 +404,55 @@ class MixedResult:
         self.ddf = method
         self.warnings.extend(notes)
         return self
+
+    # -- after the fit (analysis.emmeans, analysis.postfit, analysis.compare) ----------------
+    def emmeans(self, specs, by=None, type: str = "response", pairs: bool = False,
+                adjust: str = "tukey", at: dict | None = None, level: float = 0.95):
+        """Estimated marginal means, as R's ``emmeans(fit, specs, type = …)`` (and ``pairs()``
+        with ``pairs=True``); see ``analysis.emmeans``."""
+        from .emmeans import emmeans
+
+        return emmeans(self, specs, by=by, type=type, pairs=pairs, adjust=adjust, at=at, level=level)
+
+    def predict(self, newdata=None, re_form: str = "conditional", type: str = "response",
+                allow_new_levels: bool = False) -> np.ndarray:
+        """lme4's ``predict()``; see ``analysis.postfit.predict``."""
+        from .postfit import predict
+
+        return predict(self, newdata, re_form, type, allow_new_levels)
+
+    @property
+    def fittedvalues(self) -> np.ndarray:
+        from .postfit import fitted
+
+        return fitted(self)
+
+    @property
+    def resid(self) -> np.ndarray:
+        return self.residuals("response")
+
+    def residuals(self, type: str = "response") -> np.ndarray:
+        """Response, Pearson or deviance residuals (lme4's ``residuals(fit, type)``)."""
+        from .postfit import residuals
+
+        return residuals(self, type)
+
+    def ranef_condvar(self) -> pd.DataFrame:
+        """The conditional modes with their conditional variances (lme4's ``condVar``)."""
+        from .postfit import ranef_condvar
+
+        return ranef_condvar(self)
+
+    def odds_ratios(self, level: float = 0.95) -> pd.DataFrame:
+        from .postfit import odds_ratios
+
+        return odds_ratios(self, level)
+
+    def anova(self) -> pd.DataFrame:
+        """A Wald test per fixed-effect term (Type III); see ``analysis.wald``."""
+        from .wald import wald_table
+
+        return wald_table(self)
 
     # -- output -----------------------------------------------------------------------------
     def to_dict(self, **kw) -> dict:

@@ -338,6 +338,7 @@ class RandomBlock:
     levels: np.ndarray
     codes: np.ndarray  # level index of every row
     X: np.ndarray  # n × p model matrix of the term's expression
+    spec: object = None  # formulaic's model spec of the term's expression (for new data)
 
     @property
     def p(self) -> int:
@@ -366,6 +367,30 @@ class MixedDesign:
     offset: np.ndarray | None = None  # added to the linear predictor
     offset_expr: str | None = None
     trials: np.ndarray | None = None  # from a cbind(successes, failures) response
+    # formulaic's model spec of the fixed part and the namer of its columns: X for new data
+    fixed_spec: object = None
+    translate: object = None
+    offsets: list = field(default_factory=list)  # the expressions inside offset(...)
+
+    def fixed_matrix(self, data: pd.DataFrame) -> np.ndarray:
+        """The fixed-effect model matrix of new rows, coded as X was (the same levels, contrasts
+        and columns, aliased ones left out): for reference grids and predictions."""
+        if self.fixed_spec is None:
+            raise ValueError("this design keeps no model spec: rebuild it with build_design")
+        mm = self.fixed_spec.get_model_matrix(data, na_action="raise")
+        names = [self.translate.column_name(c) for c in mm.columns]
+        M = np.asarray(mm, dtype=float)
+        try:
+            return M[:, [names.index(n) for n in self.fixed_names]]
+        except ValueError:
+            raise FormulaError("the new data do not give the fitted fixed-effect columns") from None
+
+    def offset_values(self, data: pd.DataFrame) -> np.ndarray:
+        """The offset of new rows (zeros when the formula has none)."""
+        out = np.zeros(len(data))
+        for expr in self.offsets:
+            out += np.asarray(_evaluate(expr, data.reset_index(drop=True), self.translate), dtype=float)
+        return out
 
     @property
     def n(self) -> int:
@@ -506,6 +531,7 @@ def build_design(formula: str, data: pd.DataFrame, strict: bool = False,
                 levels=levels,
                 codes=codes,
                 X=np.asarray(tm, dtype=float),
+                spec=tm.model_spec,
             )
         )
     # lme4 orders random terms by decreasing number of levels (stable)
@@ -525,4 +551,7 @@ def build_design(formula: str, data: pd.DataFrame, strict: bool = False,
         offset=offset,
         offset_expr=" + ".join(parsed.offsets) or None,
         trials=trials,
+        fixed_spec=mm.model_spec,
+        translate=translate,
+        offsets=list(parsed.offsets),
     )

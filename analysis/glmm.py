@@ -28,17 +28,17 @@ from ._mixed import (
     cholesky_lower,
     deriv12,
     design_fields,
-    gradient_check,
-    start_value_warnings,
-    theta_labels,
     fixed_table,
+    gradient_check,
     information_criteria,
     lrt,
     minimize_bounded,
     progress,
-    single_threaded_blas,
     random_tables,
     ranef_tables,
+    single_threaded_blas,
+    start_value_warnings,
+    theta_labels,
     tri_solve,
 )
 from .formula import FormulaError, MixedDesign, build_design
@@ -478,8 +478,9 @@ class BinomialGLMM:
 
         The starting Hessian has its θ columns by differences of the exact gradient and its β
         block from PIRLS, 2(X'WX − R_ZX'R_ZX); BFGS updates it along the way. From stage 1's
-        point, a fraction of a standard error off, two or three steps get there, where L-BFGS-B from a scaled identity took a dozen and more, each a
-        factorization and a selected inverse. When the standard errors are wanted the finite-difference Hessian
+        point, a fraction of a standard error off, two or three steps get there, where L-BFGS-B from a
+        scaled identity took a dozen and more, each a factorization and a selected inverse. When the
+        standard errors are wanted the finite-difference Hessian
         at the end gives them and takes the last Newton steps. A step that fails to lower the
         deviance hands over to L-BFGS-B. Returns (x, H or None, evaluations, converged)."""
         d = len(x0)

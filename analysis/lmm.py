@@ -19,27 +19,28 @@ import numpy as np
 import pandas as pd
 
 from ._mixed import (
+    CHECK_NOBS_MAX,
+    DenseFactor,
     MixedResult,
     RandomStructure,
-    CHECK_NOBS_MAX,
     cholesky_lower,
     deriv12,
     design_fields,
     fixed_table,
     gradient_check,
-    start_value_warnings,
-    theta_labels,
     information_criteria,
     lrt,
-    DenseFactor,
     minimize_bounded,
     progress,
-    single_threaded_blas,
     random_tables,
     ranef_tables,
+    single_threaded_blas,
+    start_value_warnings,
+    theta_labels,
     tri_solve,
 )
 from .formula import FormulaError, MixedDesign, build_design
+from .kenward_roger import kenward_roger
 from .satterthwaite import DDF_METHODS, satterthwaite_df
 
 __all__ = ["LinearMixedModel", "lrt"]
@@ -77,7 +78,7 @@ class LinearMixedModel:
 
     @classmethod
     def from_formula(cls, formula: str, data: pd.DataFrame, method: str = "auto",
-                     strict: bool = False) -> "LinearMixedModel":
+                     strict: bool = False) -> LinearMixedModel:
         design = build_design(formula, data, strict=strict)
         if design.trials is not None:
             raise FormulaError("cbind(successes, failures) is a binomial response: fit it with the GLMM")
@@ -140,7 +141,9 @@ class LinearMixedModel:
 
     def fit(self, reml: bool = True, ddf: str = "satterthwaite") -> MixedResult:
         """``ddf``: ``"satterthwaite"`` (default, as lmerTest) for t tests of the fixed effects on
-        Satterthwaite's denominator df; ``"normal"`` for the normal approximation (z)."""
+        Satterthwaite's denominator df; ``"kenward-roger"`` for Kenward–Roger's df and adjusted
+        standard errors (pbkrtest; REML only, up to ``kenward_roger.MAX_ROWS`` rows);
+        ``"normal"`` for the normal approximation (z)."""
         if ddf not in DDF_METHODS:
             raise ValueError(f"unknown ddf {ddf!r}; expected one of {', '.join(DDF_METHODS)}")
         with single_threaded_blas(), progress(f"LMM fit ({self.rs.method}, q={self.rs.q})") as bar:
@@ -152,6 +155,17 @@ class LinearMixedModel:
             if ddf == "satterthwaite":
                 df, notes = satterthwaite_df(self, res)
                 res.with_ddf(df, "Satterthwaite", notes)
+            elif ddf == "kenward-roger":
+                if not reml:
+                    raise ValueError("Kenward–Roger df are defined for a REML fit (pbkrtest refits "
+                                     "an ML fit by REML first): drop --ml")
+                kr = kenward_roger(self, res)
+                # as lmerTest's summary(ddf = "Kenward-Roger"): the adjusted covariance Φ_A gives
+                # the standard errors, Kenward–Roger's df the t tests
+                res.vcov = kr.PhiA
+                res.fixed["std_error"] = np.sqrt(np.clip(np.diag(kr.PhiA), 0, None))
+                res.with_ddf(kr.contrast_df(np.eye(len(res.fixed))), "Kenward-Roger")
+                res.se_method = "Kenward-Roger (pbkrtest's adjusted covariance)"
             return res
 
     # -- the narrow interface of analysis.satterthwaite: (θ, σ) not profiled -------------------

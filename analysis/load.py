@@ -177,7 +177,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         df[c] = _as_flag(df[c])
     for c in question_columns(df):
         df[c] = _as_answer(df[c])
-    for c in ("mis_delta", "unit_mis", "server_instructions_ms", "server_interval_ms", "instructions_ms"):
+    for c in ("mis_delta", "unit_mis", "server_instructions_ms", "server_interval_ms", "instructions_ms",
+              "occlusion_delta_a", "occlusion_delta_b"):
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce")
     if "rt_ms" not in df.columns and "rt" in df.columns:

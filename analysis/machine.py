@@ -13,6 +13,15 @@ and the unit's stored score (``unit_mis``, at the pipeline's α). :class:`Machin
 and correlates the two across units (Pearson with a Fisher-z interval, Spearman with the Fisher-z
 interval of Bonett & Wright 2000). The stored MIS is reported beside them and correlated too.
 
+α stays the slope of the plain logistic regression (a marginal, population-averaged slope): the
+machine's predicted accuracy of a unit, the mean of σ(α·Δ), is an accuracy averaged over people, as
+the MIS defines it. Beside it, ``alpha_glmm`` is the slope of ``correct ~ 0 + mis_delta +
+(1 | participant) + (1 | unit)`` (our Laplace GLMM, crossed random intercepts): the slope for a typical
+participant on a typical unit, whose standard error accounts for answers sharing a participant or a
+unit. It is not the α of the predictions because it is a conditional slope (larger than the marginal
+one by about √(1 + 0.35 σ²) for random-intercept SD σ), and because the unit intercept absorbs part of
+the between-unit differences in Δ that the comparison per unit is about.
+
 Δ is computed against both reference sets, which people see only in the ``natural`` reference type;
 other reference types (the no-reference baseline, max-only, overlays) are left out by default.
 """
@@ -31,6 +40,7 @@ from scipy.special import expit
 from statsmodels.stats.proportion import proportion_confint
 
 from ._json import clean as _clean
+from .glmm import BinomialGLMM
 from .load import main_trials
 from .tables import format_table
 
@@ -174,7 +184,7 @@ class MachineObserver:
             raise ValueError("no main trial carries a mis_delta: nothing to compare")
         return used, notes
 
-    def fit(self) -> "MachineObserverResult":
+    def fit(self) -> MachineObserverResult:
         trials, notes = self._trials()
         delta = trials["mis_delta"].to_numpy(float)
         correct = trials["correct"].to_numpy(float)
@@ -191,6 +201,7 @@ class MachineObserver:
             p = np.full(len(delta), np.nan)
             alpha = se = loglik = float("nan")
         trials = trials.assign(machine_p=p)
+        crossed = self._crossed(trials, z, notes)
         units = self._per(trials, ["unit"], z)
         conditions = self._per(trials, ["condition"], z)
         correlations = {
@@ -211,7 +222,29 @@ class MachineObserver:
             loglik_chance=float(len(delta) * math.log(0.5)), n_trials=int(len(trials)),
             n_participants=int(trials["participant"].nunique()), level=self.level,
             default_alpha=DEFAULT_ALPHA, units=units, conditions=conditions, correlations=correlations,
-            notes=notes)
+            notes=notes, alpha_glmm=crossed)
+
+    #: the crossed-intercept model of the slope (see the module's docstring)
+    CROSSED_FORMULA = "correct ~ 0 + mis_delta + (1 | participant) + (1 | unit)"
+
+    def _crossed(self, trials: pd.DataFrame, z: float, notes: list) -> dict | None:
+        """α by the binomial GLMM with crossed random intercepts for participants and units."""
+        if trials["participant"].nunique() < 2 or trials["unit"].nunique() < 2:
+            notes.append("alpha_glmm not fitted: it needs at least two participants and two units")
+            return None
+        try:
+            fit = BinomialGLMM.from_formula(self.CROSSED_FORMULA, trials).fit()
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+            notes.append(f"alpha_glmm not fitted: {exc}")
+            return None
+        est, se = float(fit.params["mis_delta"]), float(fit.bse["mis_delta"])
+        sd = fit.random.set_index("group")["sd"]
+        out = {"formula": self.CROSSED_FORMULA, "alpha": est, "alpha_se": se,
+               "alpha_ci": [est - z * se, est + z * se], "sd_participant": float(sd["participant"]),
+               "sd_unit": float(sd["unit"]), "loglik": float(fit.loglik), "converged": bool(fit.converged),
+               "singular": bool(fit.singular)}
+        notes += [f"alpha_glmm: {w}" for w in fit.warnings]
+        return out
 
     def _per(self, trials: pd.DataFrame, by: list[str], z: float) -> pd.DataFrame:
         extra = [c for c in ("basis", "layer") if c in trials.columns and c not in by]
@@ -259,6 +292,7 @@ class MachineObserverResult:
     conditions: pd.DataFrame
     correlations: dict
     notes: list = field(default_factory=list)
+    alpha_glmm: dict | None = None  # the slope with crossed random intercepts (see the module)
 
     def correlation_table(self) -> pd.DataFrame:
         names = {"machine_accuracy": "machine (fitted alpha)", "stored_mis": "stored MIS"}
@@ -276,6 +310,15 @@ class MachineObserverResult:
                 f"{self.n_participants} participants; log-likelihood {self.loglik:.2f} "
                 f"(chance {self.loglik_chance:.2f})")
 
+    def alpha_glmm_line(self) -> str | None:
+        g = self.alpha_glmm
+        if not g:
+            return None
+        pct = f"{100 * self.level:g} %"
+        return (f"with crossed random intercepts ({g['formula']}): alpha = {g['alpha']:.4g} (SE "
+                f"{g['alpha_se']:.3g}; {pct} Wald CI {g['alpha_ci'][0]:.4g} to {g['alpha_ci'][1]:.4g}), "
+                f"SD participant {g['sd_participant']:.3g}, SD unit {g['sd_unit']:.3g}")
+
     def summary(self) -> str:
         unit_cols = ["unit", "basis", "trials", "human_accuracy", "human_ci_low", "human_ci_high",
                      "machine_accuracy", "stored_mis"]
@@ -284,6 +327,7 @@ class MachineObserverResult:
         parts = [
             "Machine observer vs people: P(correct) = sigmoid(alpha * delta)",
             self.alpha_line(),
+            *([self.alpha_glmm_line()] if self.alpha_glmm else []),
             "",
             f"Per condition (machine: mean predicted accuracy at the fitted alpha; stored MIS at "
             f"alpha = {self.default_alpha:g}, mean over units)",
@@ -305,6 +349,7 @@ class MachineObserverResult:
             "n_trials": self.n_trials, "n_participants": self.n_participants,
             "n_units": int(len(self.units)), "default_alpha": self.default_alpha,
             "correlations": self.correlations,
+            "alpha_glmm": self.alpha_glmm,
             "conditions": self.conditions.to_dict(orient="records"),
             "units": self.units.to_dict(orient="records"),
             "notes": list(self.notes),

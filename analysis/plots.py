@@ -16,7 +16,8 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_accuracy", "plot_unit_accuracy", "plot_rt", "plot_confidence", "plot_machine_vs_human"]
+__all__ = ["plot_accuracy", "plot_caterpillar", "plot_confidence", "plot_contrasts", "plot_machine_vs_human", "plot_rt",
+           "plot_unit_accuracy"]
 
 
 def plot_accuracy(table, out_stem, title: str = "Accuracy per condition") -> list[Path]:
@@ -226,4 +227,56 @@ def plot_machine_vs_human(units: pd.DataFrame, out_stem, x: str = "machine_accur
     ax.set_ylabel("people: proportion correct")
     ax.set_title(title, fontsize=10)
     _legend_outside(ax)
+    return _save(fig, out_stem)
+
+
+def plot_contrasts(contrasts: pd.DataFrame, out_stem, by=(), odds_ratio: bool = True,
+                   title: str = "Pairwise contrasts of the estimated marginal means") -> list[Path]:
+    """Forest plot of ``analysis.emmeans`` contrasts: one row per contrast (within its by group),
+    the estimate and its (adjusted) interval; odds ratios on a log axis with the null at 1 for a
+    GLMM, differences with the null at 0 otherwise."""
+    labels = [" | ".join([str(r["contrast"])] + [f"{b} = {r[b]}" for b in by])
+              for r in contrasts.to_dict(orient="records")]
+    if odds_ratio:
+        est, lo, hi, null = (contrasts["odds_ratio"], contrasts["odds_ratio_ci_low"],
+                             contrasts["odds_ratio_ci_high"], 1.0)
+    else:
+        est, lo, hi, null = contrasts["estimate"], contrasts["ci_low"], contrasts["ci_high"], 0.0
+    n = len(contrasts)
+    fig, ax = plt.subplots(figsize=(6.4, 1.0 + 0.38 * max(n, 1)))
+    y = np.arange(n)[::-1]
+    err = _error_bars(est, lo, hi)
+    ax.errorbar(est, y, xerr=err, fmt="o", color="#4c78a8", ecolor="black", capsize=3, lw=1, ms=5)
+    ax.axvline(null, color="grey", ls="--", lw=1)
+    if odds_ratio:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_yticks(y)
+    ax.set_yticklabels([wrap_label(s, 40) for s in labels], fontsize=8)
+    ax.set_xlabel("odds ratio (log scale)" if odds_ratio else "difference")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_stem)
+
+
+def plot_caterpillar(condvar: pd.DataFrame, out_stem, level: float = 0.95) -> list[Path]:
+    """lme4's ``dotplot(ranef(fit, condVar = TRUE))``: per grouping factor and term, the levels'
+    conditional modes sorted, each with mode ± z·(conditional SD), from ``MixedResult.ranef_condvar()``."""
+    from scipy import stats
+
+    z = stats.norm.isf((1 - level) / 2)
+    panels = list(condvar.groupby(["group", "term"], sort=False))
+    tallest = max((len(p) for _, p in panels), default=1)
+    fig, axes = plt.subplots(1, max(len(panels), 1), squeeze=False,
+                             figsize=(3.2 * max(len(panels), 1), 1.2 + 0.12 * min(tallest, 200)))
+    for ax, ((group, term), part) in zip(axes[0], panels):
+        part = part.sort_values("mode")
+        y = np.arange(len(part))
+        ax.errorbar(part["mode"], y, xerr=z * part["condsd"].to_numpy(), fmt="o", ms=3, color="#4c78a8",
+                    ecolor="grey", lw=0.8)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y if len(part) <= 40 else [])
+        if len(part) <= 40:
+            ax.set_yticklabels(part["level"], fontsize=6)
+        ax.set_title(f"{group}: {term}", fontsize=9)
+        ax.set_xlabel("conditional mode")
     return _save(fig, out_stem)

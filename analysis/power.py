@@ -1,7 +1,14 @@
-"""Power of a between-participants 2AFC study by simulation.
+"""Power of a 2AFC study by simulation, for the three designs a study can have:
 
-Each participant is assigned one condition (as the platform does) and answers ``trials`` trials
-about units of that condition; every condition has its own ``units`` units. Responses follow
+- ``between``: each participant is assigned one condition and answers ``trials`` trials about units of
+  that condition; every condition has its own ``units`` units; ``participants`` per condition.
+- ``within``: every participant answers ``trials`` trials in every condition; the ``units`` units are
+  shared by the conditions (crossed with them); ``participants`` in all.
+- ``mixed``: ``groups`` of conditions vary between participants, the conditions of a group within
+  them (a participant answers ``trials`` trials in each condition of their group); ``participants``
+  per group, units shared.
+
+Within and mixed studies are simulated by ``analysis.simulate.simulate_groups``. Responses follow
 
     logit P(correct) = logit(accuracy[condition]) + a_participant + c_unit,
     a ~ N(0, participant_sd²),  c ~ N(0, unit_sd²),
@@ -26,8 +33,11 @@ from scipy.special import expit, logit
 
 from .glmm import BinomialGLMM
 from .lmm import lrt
+from .simulate import simulate_groups
 
-__all__ = ["simulate_study", "simulate_once", "power_analysis", "PowerResult"]
+__all__ = ["DESIGNS", "PowerResult", "design_groups", "power_analysis", "simulate_once", "simulate_study"]
+
+DESIGNS = ("between", "within", "mixed")
 
 FORMULA = "correct ~ condition + (1 | participant) + (1 | unit)"
 NULL_FORMULA = "correct ~ 1 + (1 | participant) + (1 | unit)"
@@ -65,10 +75,44 @@ def simulate_study(accuracies, participants: int, units: int, trials: int,
     })
 
 
+def design_groups(names, design: str = "between", groups=None) -> list[list[int]] | None:
+    """The conditions (indices into ``names``) each between-participant group answers: None for the
+    between design (``simulate_study``), one group of all for within, ``groups`` (lists of names,
+    every condition in exactly one) for mixed."""
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; expected one of {', '.join(DESIGNS)}")
+    if design == "between":
+        if groups:
+            raise ValueError("groups are for the mixed design")
+        return None
+    if design == "within":
+        if groups:
+            raise ValueError("groups are for the mixed design; a within design has one group")
+        return [list(range(len(names)))]
+    if not groups or len(groups) < 2:
+        raise ValueError("a mixed design needs at least two groups of conditions, e.g. a,b;c,d")
+    flat = [c for g in groups for c in g]
+    unknown = sorted(set(flat) - set(names))
+    if unknown:
+        raise ValueError(f"groups name unknown condition(s) {', '.join(unknown)}; the conditions are "
+                         f"{', '.join(names)}")
+    if len(flat) != len(set(flat)) or set(flat) != set(names):
+        raise ValueError("in a mixed design every condition belongs to exactly one group")
+    return [[names.index(c) for c in g] for g in groups]
+
+
 def simulate_once(args) -> dict:
     """Simulate and fit one study; returns {"ok", "p_wald": [...], "p_lrt", "error"}."""
-    accuracies, participants, units, trials, participant_sd, unit_sd, seed = args
-    df = simulate_study(accuracies, participants, units, trials, participant_sd, unit_sd, seed)
+    accuracies, participants, units, trials, participant_sd, unit_sd, seed, *rest = args
+    groups = rest[0] if rest else None
+    if groups is None:
+        df = simulate_study(accuracies, participants, units, trials, participant_sd, unit_sd, seed)
+    else:
+        logits = {_level(i): float(logit(a)) for i, a in enumerate(accuracies)}
+        df = simulate_groups([[_level(i) for i in g] for g in groups], logits,
+                             participants_per_group=participants, units=units,
+                             trials_per_condition=trials, sd_participant=participant_sd,
+                             sd_unit=unit_sd, seed=seed)
     k = len(accuracies)
     try:
         big = BinomialGLMM.from_formula(FORMULA, df).fit()
@@ -100,13 +144,22 @@ class PowerResult:
     def summary(self) -> str:
         s = self.settings
         acc = ", ".join(f"{k} {v:g}" for k, v in s["accuracy"].items())
+        design = s.get("design", "between")
+        layout = {
+            "between": (f"{s['units']} units per condition, {s['trials']} trials per participant; "
+                        "participants per condition, one condition each"),
+            "within": (f"{s['units']} units shared by the conditions, {s['trials']} trials per "
+                       "participant in each condition; participants in all, every condition each"),
+            "mixed": (f"{s['units']} units shared by the conditions, {s['trials']} trials per "
+                      "participant in each condition of their group; participants per group, groups "
+                      + " | ".join(", ".join(g) for g in s.get("groups") or [])),
+        }[design]
         lines = [
             f"Power by simulation ({s['sims']} studies per sample size, seed {s['seed']}, "
             f"alpha {s['alpha']:g})",
             f"accuracy of a typical participant on a typical unit: {acc}",
-            f"SD participant {s['participant_sd']:g}, SD unit {s['unit_sd']:g} (logit); "
-            f"{s['units']} units per condition, {s['trials']} trials per participant; "
-            "participants per condition, one condition each",
+            f"{design} design; SD participant {s['participant_sd']:g}, SD unit {s['unit_sd']:g} "
+            f"(logit); {layout}",
             "",
             f"{'participants':>12}  {'test':<34}{'power':>7}{'MC s.e.':>9}{'fits':>6}{'failed':>8}",
         ]
@@ -118,8 +171,10 @@ class PowerResult:
 
 def power_analysis(accuracy: dict, participants=(30, 60, 90), units: int = 20, trials: int = 18,
                    participant_sd: float = 0.5, unit_sd: float = 0.8, sims: int = 100,
-                   seed: int = 0, alpha: float = 0.05, jobs: int = 1) -> PowerResult:
-    """Simulated power for each number of participants per condition.
+                   seed: int = 0, alpha: float = 0.05, jobs: int = 1, design: str = "between",
+                   groups=None) -> PowerResult:
+    """Simulated power for each number of participants (per condition for the between design, in all
+    for within, per group for mixed; see the module's docstring for ``units`` and ``trials``).
 
     ``accuracy``: ordered {condition: accuracy}; the first condition is the reference of the
     Wald contrasts. Study j at sample size n uses the seed sequence (seed, n, j), so the numbers
@@ -133,8 +188,9 @@ def power_analysis(accuracy: dict, participants=(30, 60, 90), units: int = 20, t
         raise ValueError("accuracies must lie strictly between 0 and 1")
     if min(units, trials, sims) < 1 or min(participants) < 2:
         raise ValueError("need units, trials, sims ≥ 1 and at least 2 participants per condition")
+    layout = design_groups(names, design, groups)
     tasks = [(acc, int(n), units, trials, participant_sd, unit_sd,
-              np.random.SeedSequence([seed, int(n), j]))
+              np.random.SeedSequence([seed, int(n), j]), layout)
              for n in participants for j in range(sims)]
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as ex:
@@ -158,6 +214,7 @@ def power_analysis(accuracy: dict, participants=(30, 60, 90), units: int = 20, t
     settings = {"accuracy": dict(zip(names, acc)), "participants": [int(n) for n in participants],
                 "units": units, "trials": trials, "participant_sd": participant_sd,
                 "unit_sd": unit_sd, "sims": sims, "seed": seed, "alpha": alpha,
-                "formula": FORMULA,
+                "formula": FORMULA, "design": design,
+                "groups": None if layout is None else [[names[i] for i in g] for g in layout],
                 "scale": "logit; accuracy for random effects at zero"}
     return PowerResult(pd.DataFrame(rows), settings)

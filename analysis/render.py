@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["table_html", "figure_html", "lrt_table_html", "header_html", "render_report"]
+__all__ = ["emmeans_html", "figure_html", "header_html", "lrt_table_html", "render_report", "table_html"]
 
 esc = html.escape
 
@@ -102,7 +102,10 @@ def machine_html(machine, machine_note, figure: str) -> str:
         f"<strong>{esc(machine.alpha_line())}</strong>. Machine accuracy is the mean of σ(α·Δ) over the "
         f"trials people answered; the stored MIS is the unit's score at α = {machine.default_alpha:g}. "
         f"People's intervals are {pct} Wilson score intervals.</p>"
-        "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
+        + (f"<p>The slope {esc(machine.alpha_glmm_line())}: a typical participant's slope on a typical "
+           "unit, with its standard error accounting for answers that share a participant or a unit; the "
+           "predictions use the population-averaged α above.</p>" if machine.alpha_glmm else "")
+        + "<h3>Per condition</h3>" + table_html(machine.conditions, cond_cols)
         + f"<h3>Correlation of people's and the machine's accuracy across units ({pct} CI: Fisher z; "
           "Spearman with Bonett &amp; Wright's standard error)</h3>"
         + table_html(machine.correlation_table()) + figure
@@ -118,6 +121,27 @@ def _model_html(title: str, text: str, rows: list[dict] | None, missing: str) ->
     out = f"<pre>{esc(text)}</pre>"
     if rows is not None:
         out += f"<h4>Likelihood-ratio tests ({esc(title)})</h4>" + lrt_table_html(rows)
+    return out
+
+
+def emmeans_html(em: dict | None, figure: str) -> str:
+    """The main model's estimated marginal means and their contrasts (``emmeans`` of results.json's
+    model) with the contrasts' forest plot."""
+    if not em:
+        return ""
+    keys = list(em["specs"]) + list(em["by"])
+    means = pd.DataFrame(em["emmeans"])
+    cols = keys + [c for c in ("estimate", "std_error", "ci_low", "ci_high") if c in means.columns]
+    scale = "probability correct" if em["scale"] == "response" else "link scale"
+    out = (f"<h4>Estimated marginal means ({esc(scale)}; emmeans' reference grid"
+           + (f", averaged over {esc(', '.join(em['averaged_over']))}" if em["averaged_over"] else "")
+           + ")</h4>" + table_html(means, cols))
+    if em.get("contrasts"):
+        c = pd.DataFrame(em["contrasts"])
+        ccols = [*em["by"], "contrast", "estimate", "std_error", "statistic", "p"]
+        ccols += [k for k in ("odds_ratio", "odds_ratio_ci_low", "odds_ratio_ci_high") if k in c.columns]
+        out += (f"<h4>Pairwise contrasts (log odds ratio; p {esc(em['adjust'])}-adjusted within each "
+                "group)</h4>" + table_html(c, ccols) + figure)
     return out
 
 
@@ -145,7 +169,8 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
         for r, tx in lmm_texts.items())
     ex = results["exclusions"]
     title = "Analysis report" + (f": {header['study']}" if header.get("study") else "")
-    glmm_missing = (f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else None) or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted")
+    glmm_missing = ((f"Not computed: {blocked.split(':')[0]} (see above)." if blocked else None)
+                    or next((n for n in results["notes"] if "GLMM" in n or "model" in n), "not fitted"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -177,9 +202,11 @@ def render_report(*, header: dict, results: dict, table, rtc, rtc_cols, units, t
 <ul>{notes}</ul>
 <h2>Mixed-effects model of accuracy (binomial GLMM)</h2>
 {_model_html("GLMM", model_text, model.get("lrt"), glmm_missing)}
-<h2>Linear mixed models (REML)</h2>
-<p>log RT (natural log of rt_ms) and confidence on the same terms as the GLMM; the likelihood-ratio
-tests refit both models by ML.</p>
+{emmeans_html(model.get("emmeans"), figs.get("Contrasts of the estimated marginal means", ""))}
+<h2>Mixed models of RT and confidence</h2>
+<p>log RT (natural log of rt_ms) by a REML linear mixed model on the same terms as the GLMM (its
+likelihood-ratio tests refit it by ML); confidence, an ordered rating, by a cumulative-logit mixed
+model (as R's ordinal::clmm; Wald z tests), or by a REML LMM where that fails (the notes say so).</p>
 {lmm_html or fallback("not fitted (no RT or confidence columns)")}
 </main></body></html>
 """

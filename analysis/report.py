@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._json import clean
+from .checks import DataError, rows_left_out, trial_kinds
 from .descriptives import (
     accuracy_by_condition,
     describe,
@@ -23,15 +25,15 @@ from .descriptives import (
     unit_accuracy,
     unit_accuracy_test,
 )
-from ._json import clean
-from .checks import DataError, rows_left_out, trial_kinds
 from .exclusions import exclude
 from .formula import parse_formula
 from .glmm import BinomialGLMM
+from .intervals import report_intervals
 from .lmm import LinearMixedModel, lrt
 from .load import answered, main_trials
 from .machine import MachineObserver, has_machine_deltas
-from .plots import plot_accuracy, plot_confidence, plot_machine_vs_human, plot_rt, plot_unit_accuracy
+from .ordinal import CumulativeLogitMixedModel
+from .plots import plot_accuracy, plot_confidence, plot_contrasts, plot_machine_vs_human, plot_rt, plot_unit_accuracy
 from .render import render_report, table_html
 from .summary import SCHEMA_VERSION
 from .tables import format_table
@@ -55,6 +57,8 @@ FORMULA_HELP = (
 # (ValueError, the export's ExportError among them) and a singular system. A TypeError, NameError or
 # AttributeError is a bug and propagates.
 DATA_ERRORS = (ValueError, np.linalg.LinAlgError, FloatingPointError, ZeroDivisionError)
+#: seconds the main model's profile-likelihood intervals may take before the report shows Wald ones
+PROFILE_BUDGET_S = 60.0
 
 _IDENT = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
 _STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -280,7 +284,7 @@ def nobody_left(df: pd.DataFrame, excl) -> str | None:
 def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: int = 2000,
                seed: int = 0, exclusion_options: dict | None = None, fit_model: bool = True,
                tests=None, allow_drop: bool = False, strict: bool = False, exclusions: str = "auto",
-               curves=None, data_name: str | None = None) -> dict:
+               curves=None, data_name: str | None = None, profile_budget_s: float = PROFILE_BUDGET_S) -> dict:
     """Exclusions → descriptives (accuracy, per-unit accuracy and its Kruskal–Wallis/Conover
     test, RT and confidence) → machine observer vs people per unit (when the export carries
     ``mis_delta``) → GLMM of ``formula`` with a likelihood-ratio test per term → REML LMMs of log RT and
@@ -295,7 +299,11 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     the export carries them and no ``exclusion_options`` are given, else the analysis's rules.
 
     ``curves``: the stimulus artifact's folder (or its ``figures/``): its curves are shown beside
-    people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped."""
+    people's accuracy per basis (:mod:`analysis.curves`); without it that section says it was skipped.
+
+    ``profile_budget_s``: the GLMM's profile-likelihood intervals when they finish within it, else
+    Wald intervals with a note; confidence is modelled as an ordered rating (cumulative-logit mixed
+    model), or by the Gaussian LMM where that fails, with a note."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df, notes = answered(df)
@@ -322,6 +330,7 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     table = section("accuracy per condition",
                     lambda: accuracy_by_condition(kept, n_boot=n_boot, seed=seed), pd.DataFrame())
     table = section("reference types", lambda: by_reference_type(table, kept), table)
+    table = section("paradigms", lambda: by_paradigm(table, kept), table)
     desc = section("descriptives (results.json)", lambda: describe(kept, n_boot=n_boot, seed=seed), {})
     units = section("per-unit accuracy", lambda: unit_accuracy(kept), pd.DataFrame())
     rtc = section("response time and confidence", lambda: rt_confidence_by_condition(kept), pd.DataFrame())
@@ -393,6 +402,18 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
                 results["model"] = entry
                 notes += [f"GLMM: {n}" for n in [*fit.notes, *fit.warnings]]
                 model_text = fit.summary(data=data_name) + ("\n\n" + lrt_text(entry["lrt"]) if entry["lrt"] else "")
+                em = section("estimated marginal means", lambda: main_emmeans(fit, used, main))
+                if em is not None:
+                    entry["emmeans"] = em.to_dict()
+                    model_text += "\n\nEstimated marginal means (emmeans, type = \"response\"):\n" + em.summary()
+                    if em.contrasts is not None and len(em.contrasts):
+                        figure("Contrasts of the estimated marginal means (odds ratios, Tukey-adjusted "
+                               "95 % intervals)",
+                               lambda: plot_contrasts(em.contrasts, out / "contrasts", by=em.by))
+                ci = section("GLMM intervals", lambda: report_intervals(fit, budget_s=profile_budget_s))
+                if ci is not None:
+                    entry["intervals"] = ci.to_dict()
+                    model_text += "\n\n" + ci.summary()
             except DATA_ERRORS as exc:  # the report still carries descriptives
                 if strict and isinstance(exc, DataError):
                     raise  # --strict: the data checks refuse, the report is not written
@@ -404,6 +425,19 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
             if constant:
                 notes.append(f"{key} LMM not fitted: {constant}")
                 continue
+            if key == "confidence":
+                try:
+                    clmm = from_formula(CumulativeLogitMixedModel, f, frame, strict).fit()
+                except DATA_ERRORS as exc:
+                    if strict and isinstance(exc, DataError):
+                        raise
+                    notes.append(f"confidence: the cumulative-logit mixed model failed ({type(exc).__name__}: "
+                                 f"{exc}); the Gaussian LMM is shown instead")
+                else:
+                    results.setdefault("ordinal", {})["confidence"] = {"formula": f, "fit": clmm.to_dict()}
+                    notes += [f"confidence model: {n}" for n in [*clmm.notes, *clmm.warnings]]
+                    lmm_texts["confidence"] = clmm.summary()
+                    continue
             lmm_terms = [t for t in terms if t in fixed_variables(f)] if tests else fixed_variables(f)
             try:
                 fit, entry = _fit_with_lrt(LinearMixedModel, f, frame, lmm_terms, {"reml": True}, strict,
@@ -428,8 +462,32 @@ def run_report(df: pd.DataFrame, out_dir, formula: str | None = None, n_boot: in
     plots = [p for _, paths in figures for p in paths]
     results["files"] = [str(p) for p in [out / "report.html", out / "results.json", *plots]]
     results["text"] = _text(header, table, rtc, test, excl, model_text, lmm_texts, results["notes"], machine,
-                            machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []))
+                            machine_note, blocked, factors=pd.DataFrame((desc or {}).get("factors") or []),
+                            paradigms=(desc or {}).get("paradigms"))
     return results
+
+
+def main_specs(formula: str, data: pd.DataFrame) -> tuple[list[str], list[str]] | None:
+    """The marginal means the report shows: natural vs synthetic references (``reference_type``)
+    within each level of the model's other factors when the formula has it, else the first factor
+    of the formula (condition or basis) within the others; None without a factor."""
+    factors = [v for v in fixed_variables(formula) if v in data.columns
+               and not pd.api.types.is_numeric_dtype(data[v])]
+    if not factors:
+        return None
+    first = "reference_type" if "reference_type" in factors else factors[0]
+    return [first], [v for v in factors if v != first]
+
+
+def main_emmeans(fit, formula: str, data: pd.DataFrame):
+    """The main model's estimated marginal means on the response scale with Tukey-adjusted pairwise
+    contrasts (``analysis.emmeans``), or None when the formula has no factor."""
+    from .emmeans import emmeans
+
+    specs = main_specs(formula, data)
+    if specs is None:
+        return None
+    return emmeans(fit, specs[0], by=specs[1], type="response", pairs=True, adjust="tukey")
 
 
 def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
@@ -442,6 +500,19 @@ def by_reference_type(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out.insert(1, "reference_type", out["condition"].map(kinds))
     return out.sort_values(["reference_type", "condition"], kind="stable").reset_index(drop=True)
+
+
+def by_paradigm(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-condition table with each condition's ``paradigm`` (reference_2afc, ordered_strip,
+    occlusion_2afc) beside it and the rows grouped by paradigm, the order within one kept: accuracies of
+    different tasks sit in separate groups, never side by side as if comparable. Unchanged when the export
+    has no paradigm."""
+    if table.empty or "paradigm" not in df.columns:
+        return table
+    kinds = df.groupby("condition")["paradigm"].agg(lambda s: "/".join(sorted(set(map(str, s)))))
+    out = table.copy()
+    out.insert(1, "paradigm", out["condition"].map(kinds))
+    return out.sort_values(["paradigm"], kind="stable").reset_index(drop=True)
 
 
 def _constant_response(formula: str, data: pd.DataFrame, binomial: bool) -> str | None:
@@ -515,7 +586,7 @@ def _column(response: str) -> str:
     return response[response.index("(") + 1:-1] if response.endswith(")") else response
 
 
-_ACC_COLS = ["condition", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
+_ACC_COLS = ["condition", "paradigm", "reference_type", "trials", "accuracy", "ci_low", "ci_high", "participant_mean",
              "participant_sem"]
 _RTC_COLS = ["condition", "rt_median_s", "rt_q1_s", "rt_q3_s", "rt_iqr_s", "confidence_median",
              "confidence_q1", "confidence_q3", "confidence_iqr", "confidence_mean"]
@@ -529,7 +600,7 @@ _EXCLUSION_SOURCE = {
 
 
 def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=None, machine_note=None,
-          blocked=None, factors=None) -> str:
+          blocked=None, factors=None, paradigms=None) -> str:
     head = [f"Study: {header['study'] or '(not named in the export)'}"
             + (f", version {header['version']}" if header.get("version") else ""),
             f"Participants: {header['participants_line']}"]
@@ -541,6 +612,11 @@ def _text(header, table, rtc, test, excl, model_text, lmm_texts, notes, machine=
     cols = [c for c in _ACC_COLS if c in table.columns]
     parts = head + ["Accuracy per condition (main trials; 95 % bootstrap CI over participants)",
                     format_table(table[cols]) if len(table) else f"({blocked or 'no main trials'})"]
+    paradigms = pd.DataFrame(paradigms or [])
+    if len(paradigms):
+        pcols = ["paradigm", "reference_type", *[c for c in _ACC_COLS[3:] if c in paradigms.columns]]
+        parts += ["", "Accuracy per paradigm and reference type (main trials; 95 % bootstrap CI over participants)",
+                  format_table(paradigms[pcols])]
     if factors is not None and len(factors):
         fcols = ["factor", "level", *[c for c in _ACC_COLS if c in factors.columns and c != "condition"]]
         parts += ["", "Accuracy per factor level (main trials, pooled over the other factors)",

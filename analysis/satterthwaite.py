@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 
-__all__ = ["DDF_METHODS", "satterthwaite_df", "varpar_covariance", "hessian", "jacobian"]
+__all__ = ["DDF_METHODS", "satterthwaite_df", "contrast_df", "varpar_covariance", "hessian", "jacobian"]
 
-DDF_METHODS = ("satterthwaite", "normal")
+# "kenward-roger" is computed by analysis.kenward_roger
+DDF_METHODS = ("satterthwaite", "kenward-roger", "normal")
 # lmerTest's tolerance for an eigenvalue of H to count as zero
 EIGEN_TOL = 1e-8
 # numDeriv's zero.tol: below it a coordinate gets the absolute step eps
@@ -107,20 +108,39 @@ def varpar_covariance(H: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return 2 * Hinv, notes
 
 
-def satterthwaite_df(model, result) -> tuple[np.ndarray, list[str]]:
-    """Satterthwaite's df of each fixed effect (the contrasts e_i) of a fitted LMM ``result`` of
-    ``model``, and any warnings."""
+def _pieces(model, result):
+    """(A, J): the covariance of (θ, σ) and the Jacobian of Cov(β̂) over them, computed once per
+    fit (the fit's own df and any later contrasts, such as estimated marginal means, share them)."""
+    cached = getattr(result, "_satterthwaite_pieces", None)
+    if cached is not None:
+        return cached
     if result.sigma is None:
         raise ValueError("Satterthwaite's df need a linear mixed model (a residual σ)")
     varpar = np.concatenate([np.asarray(result.theta, dtype=float), [float(result.sigma)]])
     reml = result.criterion == "REML"
     H = hessian(lambda vp: model.deviance_varpar(vp, reml), varpar)
     A, notes = varpar_covariance(H)
-    V = model.vcov_varpar(varpar)
     J = jacobian(model.vcov_varpar, varpar)  # p × p × len(varpar)
-    df = np.empty(V.shape[0])
-    for i in range(V.shape[0]):
-        g = J[i, i, :]
+    result._satterthwaite_pieces = (A, J, notes)
+    return A, J, notes
+
+
+def contrast_df(model, result, L) -> np.ndarray:
+    """Satterthwaite's df of each row l of ``L`` (estimable functions l'β), as lmerTest's
+    ``contest1D`` and emmeans with ``lmer.df = "satterthwaite"``."""
+    A, J, _ = _pieces(model, result)
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    V = model.vcov_varpar(np.concatenate([np.asarray(result.theta, float), [float(result.sigma)]]))
+    out = np.empty(len(L))
+    for i, ll in enumerate(L):
+        g = np.einsum("i,ijk,j->k", ll, J, ll)
         denom = float(g @ A @ g)
-        df[i] = 2 * V[i, i] ** 2 / denom if denom > 0 else np.inf
-    return df, notes
+        out[i] = 2 * float(ll @ V @ ll) ** 2 / denom if denom > 0 else np.inf
+    return out
+
+
+def satterthwaite_df(model, result) -> tuple[np.ndarray, list[str]]:
+    """Satterthwaite's df of each fixed effect (the contrasts e_i) of a fitted LMM ``result`` of
+    ``model``, and any warnings."""
+    _, _, notes = _pieces(model, result)
+    return contrast_df(model, result, np.eye(len(result.fixed))), list(notes)

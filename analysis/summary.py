@@ -91,6 +91,20 @@ def _quantiles(r: np.ndarray | None) -> dict | None:
     return dict(zip(("min", "q1", "median", "q3", "max"), map(float, q)))
 
 
+# a correlation this close to ±1 is on the boundary: lme4 prints it as ±1.00 with its
+# "boundary (singular) fit" line, the covariance matrix having a zero eigenvalue
+CORR_BOUNDARY = 1 - 1e-4
+
+
+def corr_at_boundary(corr, group_singular: bool) -> bool:
+    """A random-effect correlation at ±1 (or undefined because a variance in its singular group is
+    zero): the covariance matrix of its group is singular, as lme4's ``isSingular`` says."""
+    c = float(corr)
+    if not math.isfinite(c):
+        return bool(group_singular)
+    return bool(abs(c) >= CORR_BOUNDARY or (group_singular and abs(c) >= 0.99))
+
+
 def fixed_correlation(result) -> np.ndarray:
     v = np.asarray(result.vcov, float)
     d = np.sqrt(np.clip(np.diag(v), 0, None))
@@ -148,7 +162,8 @@ def to_dict(result, data: str | None = None) -> dict:
         ],
         "random_corr": [
             {"group": str(r.group), "term1": str(r.term1), "term2": str(r.term2),
-             "covariance": _num(r.covariance), "corr": _num(r.corr)}
+             "covariance": _num(r.covariance), "corr": _num(r.corr),
+             "singular": corr_at_boundary(r.corr, str(r.group) in map(str, result.singular_groups))}
             for r in result.correlations.itertuples()
         ] if len(result.correlations) else [],
         "sigma": _num(result.sigma),
@@ -242,8 +257,8 @@ def title(result) -> str:
         return ("Generalized linear mixed model fit by maximum likelihood (Laplace Approximation)\n"
                 " Family: binomial  ( logit )")
     line = f"Linear mixed model fit by {result.criterion}"
-    if result.ddf == "Satterthwaite":
-        line += ". t-tests use Satterthwaite's method"
+    if result.ddf in ("Satterthwaite", "Kenward-Roger"):
+        line += f". t-tests use {result.ddf}'s method"
     return line
 
 

@@ -25,12 +25,28 @@ off after ``--dense-timeout`` seconds).
 
     python bench/bench_analysis.py --scale [--sizes small,medium,large] [--methods sparse,dense]
                                    [--dense-timeout 600]
+
+``--emmeans`` times the fit and the estimated marginal means with their Tukey-adjusted pairwise
+contrasts (``analysis.emmeans``) against mixedlm 1.3.0's ``glmer`` and ``emmeans(...).pairs()`` on
+the same rows, in the same run: Borowski et al.'s Experiment I (1,350 answers) and a simulated
+crossed export (``--emm-participants`` × ``--emm-units``, each participant ``--emm-per`` units).
+
+    python bench/bench_analysis.py --emmeans [--emm-participants 600] [--emm-units 300] [--emm-per 40]
+``--intervals`` times the intervals of a model the size of Borowski et al.'s Experiment II (3,680
+binary trials: 23 participants × 4 conditions × 40 units of a 2 × 2 within design, ``correct ~ ref *
+cond + (1 | participant) + (1 | unit)``, simulated by ``analysis.simulate.simulate_groups``, since the
+experiment's trials are not in the repository): our profile intervals (2 SDs and 4 fixed effects) and
+parametric bootstrap, and mixedlm's (the test-time reference) for the same work on the same rows, in
+the same run, on one BLAS thread.
+
+    python bench/bench_analysis.py --intervals [--boot-n 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -239,6 +255,110 @@ def scale(a):
           "RSS: peak resident set of the worker process, interpreter and imports included")
 
 
+def _median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def emmeans_bench(a):
+    """Fit, then EMMs + pairs, ours and mixedlm's, on the same rows; the EMMs timed as the median of
+    ``--emm-repeat`` runs (each ours includes the reference grid; mixedlm's its own)."""
+    import mixedlm
+    import numpy as np
+
+    from analysis.glmm import BinomialGLMM
+    from analysis.load import model_trials, normalise, read_responses
+    from analysis.simulate import simulate_responses
+
+    root = Path(__file__).resolve().parents[1]
+    exp1, _, _ = model_trials(normalise(read_responses(
+        root / "tests/data/borowski2021/experiment_I_trials.csv", "borowski")))
+    exp1 = exp1[["correct", "condition", "participant", "unit"]].assign(correct=lambda d: d.correct.astype(float))
+    sim = simulate_responses(n_participants=a.emm_participants, n_units=a.emm_units,
+                             units_per_participant=a.emm_per, seed=a.seed)
+    sim = sim[["correct", "basis", "participant", "unit"]].assign(correct=lambda d: d.correct.astype(float))
+    cases = [("Borowski Exp I", exp1, "correct ~ condition + (1 | participant) + (1 | unit)", "condition"),
+             (f"simulated {len(sim):,}", sim, "correct ~ basis + (1 | participant) + (1 | unit)", "basis")]
+    print(f"{'data':<22}{'rows':>8}  {'fit ours':>9}{'fit mixedlm':>12}  {'emm ours':>9}"
+          f"{'emm mixedlm':>12}  {'max |Δ p|':>10}")
+    for name, d, formula, spec in cases:
+        d = d.reset_index(drop=True)
+        t = time.perf_counter()
+        ours = BinomialGLMM.from_formula(formula, d).fit()
+        fit_ours = time.perf_counter() - t
+        t = time.perf_counter()
+        ref = mixedlm.glmer(formula, d, family=mixedlm.families.Binomial())
+        fit_ref = time.perf_counter() - t
+        em_ours = _median_time(lambda ours=ours, spec=spec: ours.emmeans(spec, pairs=True), a.emm_repeat)
+        em_ref = _median_time(lambda ref=ref, spec=spec: mixedlm.emmeans(ref, spec, type="response").pairs(),
+                              a.emm_repeat)
+        diff = np.max(np.abs(ours.emmeans(spec).means["estimate"].to_numpy()
+                             - np.asarray(mixedlm.emmeans(ref, spec, type="response").result.emmean)))
+        print(f"{name:<22}{len(d):>8,}  {fit_ours:>8.2f}s{fit_ref:>11.2f}s  {em_ours * 1e3:>7.1f}ms"
+              f"{em_ref * 1e3:>10.1f}ms  {diff:>10.1e}")
+# -- --intervals: profile and bootstrap intervals of a Borowski-Exp-II-sized model -------------------
+EXP2_CONDITIONS = {"natural_a": ("natural", "a", 2.0), "natural_b": ("natural", "b", 1.5),
+                   "optimized_a": ("optimized", "a", 1.0), "optimized_b": ("optimized", "b", 0.8)}
+EXP2_FORMULA = "correct ~ ref * cond + (1 | participant) + (1 | unit)"
+
+
+def intervals_bench(boot_n: int, seed: int) -> None:
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    from analysis.glmm import BinomialGLMM
+    from analysis.intervals import bootstrap_intervals, profile_intervals
+    from analysis.simulate import simulate_groups
+
+    factors = {k: {"ref": r, "cond": c} for k, (r, c, _) in EXP2_CONDITIONS.items()}
+    df = simulate_groups([list(EXP2_CONDITIONS)], {k: v[2] for k, v in EXP2_CONDITIONS.items()},
+                         participants_per_group=23, units=40, trials_per_condition=40,
+                         sd_participant=0.4, sd_unit=0.7, factors=factors, seed=seed)
+    rows = []
+    with threadpool_limits(1):
+        t = time.perf_counter()
+        fit = BinomialGLMM.from_formula(EXP2_FORMULA, df).fit()
+        rows.append(("ours", "fit", time.perf_counter() - t, f"-2LL {-2 * fit.loglik:.3f}"))
+        prof = profile_intervals(fit)
+        rows.append(("ours", "profile (2 SDs + 4 fixed effects)", prof.extra["seconds"],
+                     f"{prof.extra['evaluations']} deviance evaluations"))
+        boot = bootstrap_intervals(fit, n_boot=boot_n, seed=seed, progress=False)
+        rows.append(("ours", f"bootstrap ({boot_n} refits)", boot.extra["seconds"],
+                     f"{boot.extra['n_failed']} failed"))
+        try:
+            import mixedlm
+        except ImportError:
+            mixedlm = None
+        if mixedlm is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = time.perf_counter()
+                m = mixedlm.glmer(EXP2_FORMULA, df, family=mixedlm.families.Binomial())
+                rows.append(("mixedlm 1.3", "fit", time.perf_counter() - t, f"-2LL {m.deviance:.3f}"))
+                t = time.perf_counter()
+                ci = m.confint(method="profile")
+                rows.append(("mixedlm 1.3", "profile (4 fixed effects; it profiles no SDs)",
+                             time.perf_counter() - t, ""))
+                t = time.perf_counter()
+                m.confint(method="boot", n_boot=boot_n, seed=seed)
+                rows.append(("mixedlm 1.3", f"bootstrap ({boot_n} refits)", time.perf_counter() - t, ""))
+            ours = prof.table.set_index("parameter")
+            diff = max(max(abs(ours.loc[k, "lower"] - lo), abs(ours.loc[k, "upper"] - hi))
+                       for k, (lo, hi) in zip(fit.params.index, ci.values()))
+            rows.append(("", "max |ours - mixedlm| over the profile ends", float("nan"), f"{diff:.1e}"))
+    print(f"{len(df)} trials, {EXP2_FORMULA}, one BLAS thread")
+    print(f"{'':12} {'work':48} {'seconds':>8}  note")
+    for who, what, sec, note in rows:
+        print(f"{who:12} {what:48} {'' if math.isnan(sec) else f'{sec:8.2f}':>8}  {note}")
+    print()
+    print(prof.summary())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--participants", type=int, default=500)
@@ -259,16 +379,31 @@ def main():
                     help="--scale: largest number of random effects the dense fit is tried at")
     ap.add_argument("--dense-timeout", type=float, default=600.0,
                     help="--scale: seconds before a dense fit is killed")
+    ap.add_argument("--emmeans", action="store_true",
+                    help="fit + emmeans with pairs, ours against mixedlm's, on the same rows")
+    ap.add_argument("--emm-participants", type=int, default=600)
+    ap.add_argument("--emm-units", type=int, default=300)
+    ap.add_argument("--emm-per", type=int, default=40)
+    ap.add_argument("--emm-repeat", type=int, default=5)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--per-participant", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--intervals", action="store_true",
+                    help="profile and bootstrap intervals of a Borowski-Exp-II-sized GLMM, ours and mixedlm's")
+    ap.add_argument("--boot-n", type=int, default=100, help="--intervals: bootstrap refits")
     a = ap.parse_args()
+    if a.intervals:
+        intervals_bench(a.boot_n, a.seed)
+        return
     if a.worker:
         worker(a.worker, a.participants, a.units, a.seed, a.per_participant, a.method,
                trace=a.method is None)
         return
     if a.scale:
         scale(a)
+        return
+    if a.emmeans:
+        emmeans_bench(a)
         return
     have_sm = not a.no_statsmodels
     if have_sm:

@@ -91,7 +91,7 @@ async def participant(port, plan, interval, deadline, records):
         lag = sent - max(due, ready)
         try:
             status = await asyncio.wait_for(post_answer(port, plan["token"], trial_id), REQUEST_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             status = "timeout"
         except (OSError, EOFError, ValueError) as exc:  # refused, reset, a reply cut short
             status = type(exc).__name__

@@ -81,7 +81,7 @@ def pipeline_stage(n_images: int, samples: int, grid: int, device) -> dict:
             marks.setdefault("start", time.perf_counter())
             marks["end"] = time.perf_counter()
 
-    config = StimulusConfig(bases=["neuron"], n_units=1, completeness=False, sobol_images=n_images,
+    config = StimulusConfig.of(bases=["neuron"], n_units=1, completeness=False, sobol_images=n_images,
                             sobol_grid=grid, sobol_n_samples=samples, device=str(device))
     with tempfile.TemporaryDirectory() as tmp:
         run(config, Path(tmp) / "a", progress=progress)

@@ -193,9 +193,8 @@ def _warm_imports() -> float:
     import torchvision.models.feature_extraction  # noqa: F401
     from PIL import PngImagePlugin  # noqa: F401
 
-    from stimuli import activations, artifact, bases, datasets, exemplars, networks  # noqa: F401
+    from stimuli import activations, artifact, bases, datasets, exemplars, networks, render, selection  # noqa: F401  # noqa: F401
     from stimuli.measures import completeness  # noqa: F401
-    from stimuli import render, selection  # noqa: F401
     return time.perf_counter() - start
 
 
@@ -204,7 +203,7 @@ def pipeline(case: dict, bases: list[str], completeness: bool) -> dict:
     from stimuli.config import StimulusConfig
 
     layers = case.get("layers") or [case["layer"]]
-    config = StimulusConfig(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
+    config = StimulusConfig.of(network=case["network"], dataset=case["dataset"], layers=layers, bases=bases,
                             n_units=case["units"], batch_size=case["batch_size"], num_workers=case["num_workers"],
                             completeness=completeness, **case.get("extra", {}))
     seconds, stages, seen = timed_run(config, _artifact_figures)

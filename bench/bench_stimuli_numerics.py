@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def _lrp() -> None:
     from torchvision.models import resnet18
 
-    from stimuli.measures.attribution import unit_attribution
     from stimuli.bases import NeuronBasis
+    from stimuli.measures.attribution import unit_attribution
 
     for stats in ("default", "random"):
         torch.manual_seed(0)
@@ -50,7 +50,7 @@ def _lrp() -> None:
                 x = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(seed))
                 with torch.no_grad():
                     feats = {}
-                    h = model.get_submodule(layer).register_forward_hook(lambda m, i, o: feats.update(t=o))
+                    h = model.get_submodule(layer).register_forward_hook(lambda m, i, o, feats=feats: feats.update(t=o))
                     model(x[None])
                     h.remove()
                 pooled = torch.relu(feats["t"]).mean((2, 3))[0]
@@ -66,8 +66,7 @@ def _lrp() -> None:
 
 def _demo_conv2():
     from stimuli import activations
-    from stimuli.bases import NMFBasis
-    from stimuli.bases import NMF_DEFAULTS
+    from stimuli.bases import NMF_DEFAULTS, NMFBasis
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_demo
 
@@ -117,10 +116,9 @@ def _completeness(net, images, basis) -> None:
 
 def _shares() -> None:
     from stimuli import activations
-    from stimuli.bases import DictionaryBasis, NMFBasis
-    from stimuli.measures.completeness import cumulative_explained_variance
-    from stimuli.bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS
+    from stimuli.bases import DICTIONARY_DEFAULTS, NMF_DEFAULTS, DictionaryBasis, NMFBasis
     from stimuli.datasets import load_dataset
+    from stimuli.measures.completeness import cumulative_explained_variance
     from stimuli.networks import load_demo
 
     net = load_demo()

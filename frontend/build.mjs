@@ -26,6 +26,7 @@ const STATIC_FILES = [
   ["@jspsych/plugin-browser-check", "dist/index.browser.min.js", "plugin-browser-check.js"],
   ["@jspsych/plugin-html-button-response", "dist/index.browser.min.js", "plugin-html-button-response.js"],
   ["@jspsych/plugin-survey-html-form", "dist/index.browser.min.js", "plugin-survey-html-form.js"],
+  ["@jspsych/plugin-virtual-chinrest", "dist/index.browser.min.js", "plugin-virtual-chinrest.js"],
 ];
 
 // axe-core's licence (MPL-2.0) asks that its source form stay available: the licence goes beside it.

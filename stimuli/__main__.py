@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 # every choice comes from the module that owns it, so the help cannot drift from what the code takes
-from .activations import ACTIVATIONS, POOLINGS
 from .bases import basis_names
-from .config import StimulusConfig
-from .featurevis import FEATURE_VIS_METHODS
-from .measures.attribution import METHODS as ATTRIBUTION_METHODS
-from .measures.mis import MISSettings
+from .config import SECTIONS, StimulusConfig
 from .measures.sobol import PERTURBATIONS as SOBOL_PERTURBATIONS
-from .measures.sobol import SobolSettings
-from .sections import add_flags, flag_fields
-from .selection import UNIT_SELECTIONS
-
-# the configuration sections whose options are `generate` flags
-FLAG_SECTIONS = (MISSettings, SobolSettings)
+from .sections import add_flags, flags_given
+from .settings.activations import ACTIVATIONS, POOLINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,43 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("config", nargs="?", help="a JSON configuration file; flags override its values")
     g.add_argument("--out", required=True, help="artifact folder to create")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    g.add_argument("--network", help="'demo', a torchvision architecture, timm:<name>, open_clip:<name>, or a "
-                                     "checkpoint path")
-    g.add_argument("--weights", help="pretrained weights from the library's hub: a torchvision weights enum name "
-                                     "(DEFAULT, IMAGENET1K_V1), a timm or open_clip pretrained tag, or DEFAULT")
-    g.add_argument("--checkpoint", help="a weights file for --network (a state dict or a whole module)")
-    g.add_argument("--architecture", help="architecture of a state-dict checkpoint given as --network")
-    g.add_argument("--num-classes", dest="num_classes", type=int,
-                   help="classes of a state-dict checkpoint (default: read from its classifier's weight)")
-    g.add_argument("--layer", "--layers", dest="layers", help="layer name(s), comma separated")
-    g.add_argument("--bases", help=f"comma separated, among: {', '.join(basis_names())}")
-    g.add_argument("--units", dest="n_units", type=int, help="units per basis")
-    g.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
-    g.add_argument("--dataset", help="'digits' or an image folder (ImageFolder layout)")
-    g.add_argument("--max-images", dest="max_images", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--pooling", choices=POOLINGS)
-    g.add_argument("--activation", choices=ACTIVATIONS)
-    g.add_argument("--unit-selection", "--selection", dest="unit_selection", choices=UNIT_SELECTIONS,
-                   help="which units: mis_top / mis_bottom / mis_spread rank them by the machine score "
-                        "(need --mis-layer); influence needs influence_class in a config file")
-    g.add_argument("--queries", dest="n_queries", type=int)
-    g.add_argument("--percentile", dest="query_percentile", type=float)
-    g.add_argument("--strips", dest="n_strips", type=int, help="disjoint ordered strips per unit (default 4)")
-    g.add_argument("--attribution", dest="attribution_method", choices=ATTRIBUTION_METHODS,
-                   help="add attribution overlays of the most activating references, by this method")
-    # the sections' own flags (their fields' cli metadata): a new option appears here by itself
-    for section in FLAG_SECTIONS:
-        add_flags(g, section)
-    g.add_argument("--feature-vis", dest="feature_vis_method", choices=sorted(FEATURE_VIS_METHODS),
-                   help="add synthetic references (feature visualizations) with this parameterisation")
-    g.add_argument("--feature-vis-steps", dest="feature_vis_steps", type=int,
-                   help="optimisation steps per feature visualization (default 256)")
-    g.add_argument("--batch-size", dest="batch_size", type=int)
-    g.add_argument("--device")
-    g.add_argument("--no-completeness", dest="completeness", action="store_false", default=None)
-    g.add_argument("--offline", dest="allow_download", action="store_false", default=None,
-                   help="never download weights")
+    # the flags of the configuration's sections (their fields' cli metadata): a new option appears here by itself
+    add_flags(g, StimulusConfig)
+    for name, section in SECTIONS.items():
+        add_flags(g, section, prefix=f"{name}.")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
     l = sub.add_parser("layers", help="list a network's hookable layers")
@@ -88,8 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", default="digits")
         p.add_argument("--max-images", dest="max_images", type=int)
         p.add_argument("--layer", required=True)
-        p.add_argument("--bases", default="neuron,pca,nmf",
-                       help=f"comma separated, among: {', '.join(basis_names())}")
+        p.add_argument("--bases", default="neuron,pca,nmf", help=f"comma separated, among: {', '.join(basis_names())}")
         p.add_argument("--components", dest="n_components", type=int, help="components per basis (default: all)")
         p.add_argument("--class", dest="cls", type=int, required=class_required, help=class_help)
         p.add_argument("--distribution", choices=["class", "all"], default="class",
@@ -162,24 +121,12 @@ def _config(args: argparse.Namespace) -> StimulusConfig:
             raise ValueError(f"configuration file {path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a JSON object")
-    keys = ("network", "weights", "checkpoint", "architecture", "num_classes", "layers", "bases", "n_units", "n_components",
-            "dataset", "max_images", "seed", "pooling", "activation", "unit_selection", "n_queries", "query_percentile",
-            "batch_size", "device", "completeness", "allow_download", "n_strips", "attribution_method",
-            *(key for section in FLAG_SECTIONS for key in flag_fields(section)))
-    for key in keys:
-        value = getattr(args, key)
-        if value is not None:
-            data[key] = value
-    if args.attribution_method is not None:
-        data["attribution_overlays"] = True
-    if args.feature_vis_method is not None or args.feature_vis_steps is not None:
-        fv = data.get("feature_vis")
-        fv = dict(fv) if isinstance(fv, dict) else {}
-        if args.feature_vis_method is not None:
-            fv["method"] = args.feature_vis_method
-        if args.feature_vis_steps is not None:
-            fv["steps"] = args.feature_vis_steps
-        data["feature_vis"] = fv
+    # each section given a flag is read from the file's flat keys, changed, and written back
+    data.update(flags_given(args, StimulusConfig))
+    for name, section in SECTIONS.items():
+        given = flags_given(args, section, prefix=f"{name}.")
+        if given:
+            data.update(dataclasses.replace(section.from_flat(data), **given).flat())
     return StimulusConfig.from_dict(data)
 
 
@@ -264,8 +211,8 @@ def _influence(args: argparse.Namespace) -> int:
 
 def _sobol(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
-    from .networks import load_network, resolve_device
     from .measures.sobol import interaction_share, region_sobol
+    from .networks import load_network, resolve_device
 
     device = resolve_device(args.device)
     net = load_network(args.network, weights=args.weights, architecture=args.architecture,

@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .datasets import READ_ERRORS, ImageSet
-from .layers import POOLINGS, Layout
+from .layers import Layout
+from .settings.activations import ACTIVATIONS, POOLINGS  # noqa: F401 - the options of this module
 
 
 @dataclass
@@ -88,7 +89,6 @@ def _collate(items):
     return torch.tensor([i for i, _ in ok]), torch.stack([t for _, t in ok]), failed
 
 
-ACTIVATIONS = ("post_relu", "pre_relu")
 MAX_AUTO_WORKERS = 8
 PREFETCH_FACTOR = 4
 

@@ -41,7 +41,7 @@ class ArtifactWriter:
         self.committed = False
         self._names: set[str] = set()
 
-    def __enter__(self) -> "ArtifactWriter":
+    def __enter__(self) -> ArtifactWriter:
         if self.out_dir.exists() and not self.overwrite:
             raise FileExistsError(f"output folder already exists: {self.out_dir}")
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +95,13 @@ class ArtifactWriter:
 
 def versions() -> dict[str, str]:
     """The versions of the packages that decide an artifact's content."""
+    from importlib.metadata import version
+
     import numpy as np
     import PIL
     import sklearn
     import torch
     import torchvision
-
-    from importlib.metadata import version
 
     from . import __version__
 
@@ -118,7 +118,7 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
                    created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
-    created = created or _dt.datetime.now(_dt.timezone.utc)
+    created = created or _dt.datetime.now(_dt.UTC)
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -281,4 +281,162 @@ def figure_files(manifest: dict[str, Any]) -> list[FigureFile]:
             raise ManifestError(f"{where} of the manifest is not a mapping")
         out.append(FigureFile(layer=_required(f, "layer", str, where), kind=_required(f, "kind", str, where),
                               title=_required(f, "title", str, where), file=_required(f, "file", str, where)))
+    return out
+
+
+@dataclass(frozen=True)
+class SobolImage:
+    """One image's region indices: its picture in the artifact, the class the indices explain, its
+    interaction share (1 − Σ S1) and each region's total index ``ST``."""
+
+    image: str
+    target_class: int
+    interaction_share: float
+    ST: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SobolSummary:
+    """The artifact's ``sobol`` entry: regions on a ``grid`` (rows, columns; None for superpixels),
+    ``n_samples`` base samples, the interaction share over the images (mean, median, sd) and each image."""
+
+    grid: tuple[int, int] | None
+    n_samples: int
+    n_images: int
+    share_mean: float
+    share_median: float
+    share_sd: float
+    images: tuple[SobolImage, ...]
+
+
+def sobol_summary(manifest: dict[str, Any]) -> SobolSummary | None:
+    """The artifact's region Sobol indices (None when the job asked for none: ``sobol_images = 0``)."""
+    sobol = manifest.get("sobol")
+    if sobol is None:
+        return None
+    where = "the manifest's sobol entry"
+    if not isinstance(sobol, dict):
+        raise ManifestError(f"{where} must be a mapping")
+    if "grid" not in sobol:
+        raise ManifestError(f"{where} has no 'grid'")
+    grid = sobol["grid"]
+    if grid is not None and not (isinstance(grid, list) and len(grid) == 2 and all(isinstance(g, int) for g in grid)):
+        raise ManifestError(f"{where}: 'grid' must be null or [rows, columns]")
+    share = _required(sobol, "interaction_share", dict, where)
+    stats = _numbers([_required(share, key, (int, float), f"{where}'s interaction_share")
+                      for key in ("mean", "median", "sd")], "interaction_share", where)
+    images = []
+    for i, image in enumerate(_required(sobol, "images", list, where)):
+        at = f"{where}, image {i}"
+        if not isinstance(image, dict):
+            raise ManifestError(f"{at} is not a mapping")
+        images.append(SobolImage(
+            image=_required(image, "image", str, at), target_class=_required(image, "target_class", int, at),
+            interaction_share=float(_required(image, "interaction_share", (int, float), at)),
+            ST=_numbers(_required(image, "ST", list, at), "ST", at)))
+    return SobolSummary(grid=None if grid is None else (grid[0], grid[1]),
+                        n_samples=_required(sobol, "n_samples", int, where),
+                        n_images=_required(share, "n_images", int, f"{where}'s interaction_share"),
+                        share_mean=stats[0], share_median=stats[1], share_sd=stats[2], images=tuple(images))
+
+
+def job_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The configuration the artifact was made with, as the flat keys of its ``parameters`` entry
+    (:meth:`stimuli.config.StimulusConfig.to_dict`, less ``network``, ``dataset`` and ``seed``)."""
+    return dict(_required(manifest, "parameters", dict, "the manifest"))
+
+
+@dataclass(frozen=True)
+class QueryCandidates:
+    """A unit's query candidates, paired by position (``queries_max[i]`` with ``queries_min[i]``), and each
+    candidate's activation percentile (:mod:`stimuli.exemplars`): a maximal candidate's lies in its band
+    ``(low, high]``, a minimal one's in the mirror ``[100 − high, 100 − low)``. The percentiles are None
+    for an artifact written before they were recorded, whose candidates all come from its one band."""
+
+    queries_max: tuple[str, ...]
+    queries_min: tuple[str, ...]
+    max_percentiles: tuple[float, ...] | None
+    min_percentiles: tuple[float, ...] | None
+
+
+def query_candidates(unit: dict[str, Any], where: str = "a unit") -> QueryCandidates:
+    """A unit entry's query candidates with their percentiles."""
+    lists = {}
+    for key in ("queries_max", "queries_min"):
+        files = unit.get(key, [])
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise ManifestError(f"{where}: {key!r} must be a list of image paths")
+        lists[key] = tuple(files)
+    percentiles = {}
+    for key in ("queries_max", "queries_min"):
+        name = f"{key}_percentile"
+        if name not in unit:
+            percentiles[key] = None
+            continue
+        values = _numbers(unit[name], name, where)
+        if len(values) != len(lists[key]):
+            raise ManifestError(f"{where}: {name!r} has {len(values)} values for {len(lists[key])} {key}")
+        percentiles[key] = values
+    if (percentiles["queries_max"] is None) != (percentiles["queries_min"] is None):
+        raise ManifestError(f"{where}: query percentiles are given for one side only")
+    return QueryCandidates(queries_max=lists["queries_max"], queries_min=lists["queries_min"],
+                           max_percentiles=percentiles["queries_max"], min_percentiles=percentiles["queries_min"])
+
+
+def query_bands(manifest: dict[str, Any]) -> list[tuple[float, float]]:
+    """The query bands the artifact rendered candidates for, as ``(low, high)`` percentiles of the maximal
+    query, the job's own band first: its ``query_bands`` parameter, or the one top band of its
+    ``query_percentile``. Reads a manifest or the web app's copy of it without its units."""
+    from .exemplars import check_query_bands
+
+    parameters = _required(manifest, "parameters", dict, "the manifest")
+    if parameters.get("query_bands") is not None:
+        try:
+            return check_query_bands(parameters["query_bands"])
+        except ValueError as exc:
+            raise ManifestError(f"the manifest's parameters: {exc}") from None
+    percentile = _required(parameters, "query_percentile", (int, float), "the manifest's parameters")
+    return [(100.0 - float(percentile), 100.0)]
+
+
+@dataclass(frozen=True)
+class OcclusionTrial:
+    """One occlusion pair of a unit (Zimmermann et al. 2021; :mod:`stimuli.measures.occlusion`): the query's
+    file, the two occluded copies ``a`` and ``b`` (paths inside the artifact folder), the side whose
+    occlusion changes the unit's score more, and each side's change."""
+
+    query: str
+    a: str
+    b: str
+    correct: str
+    delta_a: float
+    delta_b: float
+
+    @property
+    def margin(self) -> float:
+        """How much larger the correct side's change is: practice takes the largest."""
+        return abs(abs(self.delta_a) - abs(self.delta_b))
+
+
+def occlusion_trials(unit: dict[str, Any], key: str = "occlusion_trials") -> list[OcclusionTrial]:
+    """A manifest unit's ``occlusion_trials`` (or, with ``key="occlusion_catch_trials"``, its catch pairs);
+    empty for a job run without occlusion pairs. A malformed entry raises :class:`ManifestError`."""
+    entries = unit.get(key, [])
+    where = f"unit {unit.get('index')}'s {key}"
+    if not isinstance(entries, list):
+        raise ManifestError(f"{where} must be a list")
+    out = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{at} is not a mapping")
+        correct = _required(entry, "correct", str, at)
+        if correct not in ("a", "b"):
+            raise ManifestError(f"{at}: 'correct' must be 'a' or 'b', not {correct!r}")
+        delta_a, delta_b = (float(_required(entry, k, (int, float), at)) for k in ("delta_a", "delta_b"))
+        if (abs(delta_a) > abs(delta_b)) != (correct == "a"):
+            raise ManifestError(f"{at}: 'correct' is not the side of the larger absolute change")
+        out.append(OcclusionTrial(query=_required(entry, "query", str, at), a=_required(entry, "a", str, at),
+                                  b=_required(entry, "b", str, at), correct=correct, delta_a=delta_a,
+                                  delta_b=delta_b))
     return out

@@ -8,11 +8,14 @@ Unreadable files are skipped and counted (``n_skipped``), never fatal.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .sections import Section, cli, is_int, need
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DIGITS_DISPLAY_SIZE = 96
@@ -45,7 +48,7 @@ class ImageSet:
     def image_id(self, i: int) -> str:
         return str(i)
 
-    def subset(self, indices: Sequence[int]) -> "ImageSet":
+    def subset(self, indices: Sequence[int]) -> ImageSet:
         return SubsetImageSet(self, np.asarray(indices, dtype=np.int64))
 
     def describe(self) -> dict:
@@ -153,7 +156,7 @@ class FolderImageSet(ImageSet):
                 "n_skipped": int(self.n_skipped)}
 
     @classmethod
-    def from_listing(cls, listing: dict) -> "FolderImageSet":
+    def from_listing(cls, listing: dict) -> FolderImageSet:
         """The image set a :meth:`listing` describes, in its order, neither listing the folder nor
         opening a file; ValueError for a listing of another format or one that does not hold
         together (a path that leaves the root, a label with no class)."""
@@ -250,3 +253,20 @@ def sample(images: ImageSet, max_images: int | None, seed: int) -> ImageSet:
         rng = np.random.default_rng(seed)
         images = images.subset(np.sort(rng.choice(len(images), size=max_images, replace=False)))
     return images
+
+
+@dataclass(frozen=True)
+class DatasetSettings(Section):
+    """The image set: ``name`` is ``"digits"`` (scikit-learn's handwritten digits) or a folder path
+    (ImageFolder layout); ``max_images`` a seeded subset (None: all of them)."""
+
+    FLAT = {"name": "dataset"}
+
+    name: str = field(default="digits", metadata=cli(
+        str, "--dataset", help="'digits' or an image folder (ImageFolder layout)"))
+    max_images: int | None = field(default=None, metadata=cli(int))
+
+    def validate(self) -> None:
+        need(isinstance(self.name, str) and self.name != "", "dataset must be 'digits' or the path of an image folder")
+        need(self.max_images is None or (is_int(self.max_images) and self.max_images > 0),
+             f"max_images must be a positive integer or null, not {self.max_images!r}")

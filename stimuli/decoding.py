@@ -13,7 +13,7 @@ as the PIL path drops them.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,13 +38,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from .scores import unit_scores
+from .settings.featurevis import FEATURE_VIS_DEFAULTS, FEATURE_VIS_METHODS, FeatureVisSettings  # noqa: F401
 
 # horama's parameterisation, optimisation steps, NAdam's learning rate, the optimised image's side (null:
 # the display size) and the seed. Fourier by default: on the demo network (conv2 channels 0-5, 128 steps,
 # one image each) MACO with the digits' own magnitude template left 1 of 6 channels below its best natural
 # image and 2 of 6 above their lowest, the Fourier basis none (maximum ratios 1.35-4.1)
-FEATURE_VIS_METHODS = ("maco", "fourier")
-FEATURE_VIS_DEFAULTS = {"method": "fourier", "steps": 256, "lr": 0.1, "image_size": None, "seed": 0}
 SPECTRUM_FILE = "featurevis_spectrum.npy"
 # images of the set that go into the magnitude template; the mean amplitude spectrum settles long before
 TEMPLATE_IMAGES = 256
@@ -339,7 +339,7 @@ def visualize_units(net, images, layer: str, basis, units: list[int], n_images: 
         shown.append(optimize(net.model, layer, basis, chunk, to_input, size, fv, magnitude, seed,
                               pooling=pooling, activation=activation, device=device,
                               progress=None if progress is None else
-                              (lambda f, s=start, c=len(chunk): progress((s + f * c) / len(targets)))))
+                              (lambda f, s=start, c=len(chunk): progress((s + f * c) / len(targets)))))  # noqa: B008 (bound per chunk)
     shown_all = torch.cat(shown)
     out: dict[int, dict[str, list[bytes]]] = {u: {"max": [], "min": []} for u in units}
     scored: dict[int, dict[str, list[tuple[float, bytes]]]] = {u: {"max": [], "min": []} for u in units}
@@ -356,15 +356,18 @@ def visualize_units(net, images, layer: str, basis, units: list[int], n_images: 
     return out
 
 
-def synthetic_references(config, net, images, fitted: dict, chosen: dict, writer, size: int, device,
-                         report: Callable[[str, float], None]) -> tuple[dict, dict]:
+def synthetic_references(settings: FeatureVisSettings, net, images, fitted: dict, chosen: dict, writer, size: int,
+                         device, report: Callable[[str, float], None], *, n_references: int = 9,
+                         pooling: str = "mean", activation: str = "post_relu",
+                         batch_size: int = 256) -> tuple[dict, dict]:
     """The pipeline's ``featurevis`` stage. For every chosen unit: ``synthetic_max`` / ``synthetic_min``
     PNGs written through ``writer`` (content-addressed, strongest first) and the measures
     ``synthetic_max_score``, ``synthetic_min_score`` (read back from the saved PNGs),
     ``natural_max_score``, ``natural_min_score`` and ``synthetic_max_ratio``, added to the unit's
     measures in place. Returns ``({(layer, basis, unit): {"synthetic_max": [...], "synthetic_min":
-    [...]}}, manifest entry)``; the entry names the magnitude template stored in the artifact (MACO)."""
-    fv = config.feature_vis_params()
+    [...]}}, manifest entry)``; the entry names the magnitude template stored in the artifact (MACO).
+    ``n_references`` images per side, scored with the units' ``pooling`` and ``activation``."""
+    fv = settings.params()
     side = fv["image_size"] or size
     side += side % 2  # horama's inverse real FFT gives an even side
     magnitude = None
@@ -382,18 +385,18 @@ def synthetic_references(config, net, images, fitted: dict, chosen: dict, writer
     for j, ((layer, name), entries) in enumerate(jobs):
         basis, codes = fitted[(layer, name)]
         units = [u for u, _ex, _m in entries]
-        pngs = visualize_units(net, images, layer, basis, units, config.n_references, fv, magnitude, side,
-                               f"{layer}:{name}", pooling=config.pooling, activation=config.activation,
-                               device=device, batch_size=config.batch_size,
+        pngs = visualize_units(net, images, layer, basis, units, n_references, fv, magnitude, side,
+                               f"{layer}:{name}", pooling=pooling, activation=activation,
+                               device=device, batch_size=batch_size,
                                progress=lambda f, j=j: report("featurevis", (j + f) / len(jobs)))
         from .activations import layer_extractor
 
         extractor = layer_extractor(net.model.to(device).eval(), [layer])
         for u, _ex, measures in entries:
-            smax = score_png(net.model, layer, basis, u, pngs[u]["max"][0], to_input, config.pooling,
-                             config.activation, device, extractor)
-            smin = score_png(net.model, layer, basis, u, pngs[u]["min"][0], to_input, config.pooling,
-                             config.activation, device, extractor)
+            smax = score_png(net.model, layer, basis, u, pngs[u]["max"][0], to_input, pooling,
+                             activation, device, extractor)
+            smin = score_png(net.model, layer, basis, u, pngs[u]["min"][0], to_input, pooling,
+                             activation, device, extractor)
             nmax, nmin = float(codes.max[u]), float(codes.min[u])
             measures.update({
                 "synthetic_max_score": round(smax, 6), "synthetic_min_score": round(smin, 6),

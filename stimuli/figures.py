@@ -11,8 +11,9 @@ numbers give the same file.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 FIGURES_DIR = "figures"
 KINDS = ("explained_variance", "completeness", "essence", "surrogate")

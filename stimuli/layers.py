@@ -24,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from .settings.activations import POOLINGS
 
 # what ``layers`` leaves out: the graph's input and output placeholders
 _NOT_LAYERS = ("x", "input", "output")
@@ -145,7 +147,7 @@ def traced_node(model: nn.Module, layer: str):
 
 # sites per model and module tree: attribution overlays hook a layer twice per image, and tracing a
 # ResNet-50 costs about a tenth of a second
-_SITES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_SITES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def resolve(model: nn.Module, layer: str) -> Site:
@@ -257,9 +259,6 @@ def hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor
 # layouts: where the channels are
 # ---------------------------------------------------------------------------------------------
 LAYOUTS = ("BCHW", "BTC", "BHWC", "BC")
-# how a layer's positions become one value per channel: the mean or the max over the spatial positions
-# (patch tokens for a transformer, the class token and registers left out), or the class token alone
-POOLINGS = ("mean", "max", "class_token")
 # the most tokens a transformer puts before its patch tokens (a class token and up to 15 registers)
 MAX_PREFIX_TOKENS = 16
 
@@ -279,7 +278,7 @@ class Layout:
     grid: tuple[int, int] | None = None
 
     @classmethod
-    def detect(cls, shape) -> "Layout":
+    def detect(cls, shape) -> Layout:
         """The layout of a value of ``shape`` (batch first).
 
         * 2 dims: a vector per image;

@@ -21,9 +21,10 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ def train_demo(log: Callable[[str], None] | None = None) -> dict[str, Any]:
             steps_per_epoch=-(-len(train_idx) // DEMO_TRAIN["batch_size"]))
         gen = torch.Generator().manual_seed(DEMO_SEED)
         tr = torch.from_numpy(train_idx)
-        for epoch in range(DEMO_TRAIN["epochs"]):
+        for _epoch in range(DEMO_TRAIN["epochs"]):
             model.train()
             order = tr[torch.randperm(len(tr), generator=gen)]
             for b in range(0, len(order), DEMO_TRAIN["batch_size"]):
@@ -226,12 +227,12 @@ class LoadedNetwork:
     info: dict[str, Any] = field(default_factory=dict)
 
     # an open_clip image tower's zero-shot head: class names -> the classifier (see for_classes)
-    zero_shot: Callable[[list[str]], "LoadedNetwork"] | None = None
+    zero_shot: Callable[[list[str]], LoadedNetwork] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "weights": self.weights, **self.info}
 
-    def for_classes(self, class_names: list[str] | None) -> "LoadedNetwork":
+    def for_classes(self, class_names: list[str] | None) -> LoadedNetwork:
         """The network whose outputs score ``class_names`` (an image set's classes): an open_clip image
         tower gets its zero-shot head (:data:`CLIP_PROMPT_TEMPLATE`); any other network is itself."""
         if self.zero_shot is None:
@@ -478,7 +479,10 @@ def checkpoint_class_count(model: nn.Module, state: dict) -> int | None:
 def _check_state_dict(model: nn.Module, state: dict, what: str) -> None:
     """Refuse a state dict whose tensors do not fit ``model``, naming every mismatch in full."""
     own = model.state_dict()
-    shape = (lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__)
+
+    def shape(t):
+        return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+
     wrong = [f"{k}: checkpoint {shape(v)} vs model {tuple(own[k].shape)}"
              for k, v in state.items() if k in own and shape(v) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state]
@@ -745,7 +749,7 @@ def load_open_clip(name: str, weights: str | None = None, checkpoint: str | None
         with torch.no_grad():
             text = clip.encode_text(tokenizer([CLIP_PROMPT_TEMPLATE.format(c) for c in class_names]))
             embeddings = nn.functional.normalize(text.float(), dim=-1)
-        scale = float(clip.logit_scale.exp()) if hasattr(clip, "logit_scale") else 100.0
+        scale = float(clip.logit_scale.detach().exp()) if hasattr(clip, "logit_scale") else 100.0
         model = ZeroShotClassifier(clip.visual, embeddings, scale).eval()
         return LoadedNetwork(model=model, preprocess=preprocess, n_classes=len(class_names),
                              class_names=list(class_names), info={**info, "zero_shot_classes": len(class_names)},

@@ -1,4 +1,4 @@
-"""The stimulus job: network → activations → bases → units → exemplars → PNGs → measures → region
+"""The stimulus job: network → activations → bases → units → exemplars → PNGs → occlusion pairs → measures → region
 Sobol indices → artifact.
 
 :func:`run` calls one function per stage of :data:`STAGES`, each taking what it reads by name and
@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .artifact import ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
-from .measures.decisions import decision_measures
 from .figures import draw_figures
+from .measures.decisions import decision_measures
 
 log = logging.getLogger(__name__)
 
-STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "measures", "sobol", "write")
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
+          "write")
 
 Progress = Callable[[str, float], None]
 
@@ -81,7 +83,7 @@ class Rendered:
 def _basis_params(config: StimulusConfig, name: str) -> dict[str, Any]:
     from .bases import basis_class
 
-    return basis_class(name).params_from_config(config)
+    return basis_class(name).params_from_settings(config.bases, seed=config.seed, device=config.network.device)
 
 
 def _r(values, digits: int = 6) -> list[float]:
@@ -95,36 +97,36 @@ def measure_influence(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
     from .measures.influence import Quantity, concentration, influence_from_gradient, influence_order, pooled_gradient
     from .selection import unit_rng
 
-    if config.influence_class is None:
+    if config.influence.class_index is None:
         return {}
     net, images, device = inputs.net, inputs.images, inputs.device
-    quantity = Quantity(config.influence_class, config.influence_versus)
+    quantity = Quantity(config.influence.class_index, config.influence.versus)
     if net.n_classes:
         quantity.check(net.n_classes)
     labels = _network_labels(inputs)
     pool_images, pool_labels = images, labels
-    if config.influence_distribution == "class" and labels is not None:
+    if config.influence.distribution == "class" and labels is not None:
         keep = np.flatnonzero(np.asarray(labels) == quantity.cls)
         pool_images, pool_labels = images.subset(keep), np.asarray(labels)[keep]
-    limit = config.influence_max_images
+    limit = config.influence.max_images
     if limit and len(pool_images) > limit:
         sub = np.sort(unit_rng(config.seed, "influence").choice(len(pool_images), size=limit, replace=False))
         pool_images = pool_images.subset(sub)
         pool_labels = None if pool_labels is None else pool_labels[sub]
     out = {}
-    for layer in config.layers:
+    for layer in config.activations.layers:
         g, n = pooled_gradient(net.model, pool_images, net.preprocess, layer, quantity,
-                               activation=config.activation, pooling=config.pooling,
-                               distribution=config.influence_distribution, labels=pool_labels, device=device,
-                               batch_size=config.batch_size)
-        for name in config.bases:
+                               activation=config.activations.activation, pooling=config.activations.pooling,
+                               distribution=config.influence.distribution, labels=pool_labels, device=device,
+                               batch_size=config.activations.batch_size)
+        for name in config.bases.names:
             basis = fitted[(layer, name)].basis
             chi, direction = influence_from_gradient(basis, g), influence_from_gradient(basis, g, per="direction")
             rank = np.empty(len(chi), dtype=np.int64)
             rank[influence_order(direction)] = np.arange(len(chi))
             out[(layer, name)] = {
                 "code": chi, "direction": direction, "rank": rank, "concentration": concentration(direction),
-                "quantity": {**quantity.to_dict(), "distribution": config.influence_distribution, "n_images": n,
+                "quantity": {**quantity.to_dict(), "distribution": config.influence.distribution, "n_images": n,
                              "reference": "labels" if labels is not None else "predictions"},
             }
     return out
@@ -141,8 +143,9 @@ def _attribution_overlays(config: StimulusConfig, net, images, fitted: dict[tupl
         basis = fitted[(layer, name)].basis
         for u, ex, _measures in entries:
             pictures = attribution_overlays(net.model, images, net.preprocess, ex.references_max, layer, basis, u,
-                                            config.attribution_method, size=size, activation=config.activation,
-                                            pooling=config.pooling, device=device)
+                                            config.attribution.method, size=size,
+                                            activation=config.activations.activation,
+                                            pooling=config.activations.pooling, device=device)
             out[(layer, name, u)] = [writer.add_image(render(p)[1]) for p in pictures]
     return out
 
@@ -153,9 +156,10 @@ def _unit_exemplars(config: StimulusConfig, codes, layer: str, basis: str, unit:
     from .exemplars import select_exemplars
     from .selection import unit_rng
 
-    return select_exemplars(codes.column(unit), config.n_references, config.query_percentile, config.n_queries,
-                            config.strip_length, rng=unit_rng(config.seed, "queries", layer, basis, str(unit)),
-                            n_strips=config.n_strips)
+    ex = config.exemplars
+    return select_exemplars(codes.column(unit), ex.n_references, ex.query_percentile, ex.n_queries, ex.strip_length,
+                            rng=unit_rng(config.seed, "queries", layer, basis, str(unit)), n_strips=ex.n_strips,
+                            bands=ex.query_bands)
 
 
 def _mis_embeddings(config: StimulusConfig, net, images, device):
@@ -164,8 +168,9 @@ def _mis_embeddings(config: StimulusConfig, net, images, device):
     the score towards 0.5."""
     from .measures.mis import embed_images
 
-    return embed_images(images, net.model, net.preprocess, config.mis_layer, pooling=config.pooling,
-                        activation=config.activation, device=device, batch_size=config.batch_size).centred()
+    act = config.activations
+    return embed_images(images, net.model, net.preprocess, config.mis.layer, pooling=act.pooling,
+                        activation=act.activation, device=device, batch_size=act.batch_size).centred()
 
 
 def _mis_measures(score) -> dict:
@@ -187,34 +192,41 @@ def _choose_by_machine_score(config: StimulusConfig, candidates, exemplars_of: C
     for c, u in enumerate(candidates):
         exemplars.append(exemplars_of(u))
         progress((c + 1) / len(candidates))
-    scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha)
+    scores = machine_score_details(embeddings, exemplars, alpha=config.mis.alpha)
     mis = np.array([s.mis for s in scores], dtype=np.float64)
-    picked = select_by_score(mis, n_units, config.unit_selection.removeprefix("mis_"))
+    picked = select_by_score(mis, n_units, config.selection.method.removeprefix("mis_"))
     if len(picked) == 0:
         raise ValueError(f"no candidate unit of {where} has a machine score (no query pairs): raise "
                          "query_percentile or use more images")
-    record = {"by": config.unit_selection, "candidates": [int(u) for u in candidates],
+    record = {"by": config.selection.method, "candidates": [int(u) for u in candidates],
               "scores": [round(float(v), 6) if np.isfinite(v) else None for v in mis]}
     return [(int(candidates[p]), exemplars[p], scores[p]) for p in picked], record
 
 
 def _region_sobol(config: StimulusConfig, net, images, writer, size, device, report) -> dict:
     """The manifest's ``sobol`` entry: Sobol-SBSA region indices of the network's decision (its
-    prediction) for ``config.sobol_images`` images spread over the classes, and the network's
+    prediction) for ``sobol_images`` images spread over the classes, and the network's
     interaction share. Second-order indices only with ``sobol_second_order``: the share needs none, and
     they double the forward passes. Regions are the grid or, with ``sobol_regions="superpixels"``, each
     image's SLIC superpixels; either way each image's label map is stored as a PNG."""
+    from .measures.sobol import (
+        choose_images,
+        label_map_png,
+        region_sobol_images,
+        share_summary,
+        superpixel_labels,
+        upper_triangle,
+    )
     from .render import render
     from .selection import unit_rng
-    from .measures.sobol import choose_images, label_map_png, region_sobol_images, share_summary, superpixel_labels, \
-        upper_triangle
 
-    chosen = choose_images(len(images), config.sobol_images, images.labels, unit_rng(config.seed, "sobol"))
-    regions = partial(superpixel_labels, n_segments=config.sobol_superpixels) \
-        if config.sobol_regions == "superpixels" else None
-    results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol_grid,
-                                  n_samples=config.sobol_n_samples, perturbation=config.sobol_perturbation,
-                                  device=device, batch_size=config.batch_size, second_order=config.sobol_second_order,
+    chosen = choose_images(len(images), config.sobol.images, images.labels, unit_rng(config.seed, "sobol"))
+    regions = partial(superpixel_labels, n_segments=config.sobol.superpixels) \
+        if config.sobol.regions == "superpixels" else None
+    results = region_sobol_images(net.model, images, net.preprocess, chosen, grid=config.sobol.grid,
+                                  n_samples=config.sobol.n_samples, perturbation=config.sobol.perturbation,
+                                  device=device, batch_size=config.activations.batch_size,
+                                  second_order=config.sobol.second_order,
                                   seed=config.seed, progress=lambda f: report("sobol", f), regions=regions)
     per_image = []
     for i, res in zip(chosen, results):
@@ -227,14 +239,14 @@ def _region_sobol(config: StimulusConfig, net, images, writer, size, device, rep
             **{k: d[k] for k in ("S1", "ST", "S1_conf", "ST_conf", "interaction_share", "variance")},
             "n_regions": res.n_regions, "regions": writer.add_image(label_map_png(res.labels)),
         })
-        if config.sobol_second_order:
+        if config.sobol.second_order:
             per_image[-1].update(S2=upper_triangle(res.S2), S2_conf=upper_triangle(res.S2_conf))
     first = results[0]
     return {
-        "grid": list(first.grid) if first.grid else None, "regions": config.sobol_regions,
-        "n_samples": config.sobol_n_samples, "n_base": first.n_base,
-        "n_forwards_per_image": first.n_forwards, "perturbation": config.sobol_perturbation,
-        "output": first.output, "target": "prediction", "second_order": config.sobol_second_order,
+        "grid": list(first.grid) if first.grid else None, "regions": config.sobol.regions,
+        "n_samples": config.sobol.n_samples, "n_base": first.n_base,
+        "n_forwards_per_image": first.n_forwards, "perturbation": config.sobol.perturbation,
+        "output": first.output, "target": "prediction", "second_order": config.sobol.second_order,
         "images": per_image,
         "interaction_share": share_summary([res.interaction_share for res in results]),
     }
@@ -250,12 +262,13 @@ def load_inputs(config: StimulusConfig, report: Progress, images=None) -> Inputs
     from .networks import load_network, resolve_device
 
     report("network", 0.0)
-    device = resolve_device(config.device)
-    net = load_network(config.network, weights=config.weights, architecture=config.architecture,
-                       num_classes=config.num_classes, allow_download=config.allow_download,
-                       log=log.info, checkpoint=config.checkpoint)
+    device = resolve_device(config.network.device)
+    spec = config.network
+    net = load_network(spec.name, weights=spec.weights, architecture=spec.architecture,
+                       num_classes=spec.num_classes, allow_download=spec.allow_download,
+                       log=log.info, checkpoint=spec.checkpoint)
     if images is None:
-        images = load_dataset(config.dataset, max_images=config.max_images, seed=config.seed)
+        images = load_dataset(config.dataset.name, max_images=config.dataset.max_images, seed=config.seed)
     # an open_clip image tower classifies by zero-shot prompts over the image set's class names
     net = net.for_classes(images.class_names)
     report("network", 1.0)
@@ -273,29 +286,30 @@ def read_activations(config: StimulusConfig, inputs: Inputs, report: Progress, a
     report("activations", 0.0)
     images = inputs.images
     if acts is None:
-        acts = act.extract(inputs.net.model, images, inputs.net.preprocess, config.layers, pooling=config.pooling,
-                           activation=config.activation, device=inputs.device, batch_size=config.batch_size,
-                           num_workers=config.num_workers, progress=lambda f: report("activations", f),
-                           decode=config.decode)
-    elif sorted(acts.values) != sorted(config.layers) or np.any(np.diff(acts.indices) <= 0) \
+        settings = config.activations
+        acts = act.extract(inputs.net.model, images, inputs.net.preprocess, settings.layers, pooling=settings.pooling,
+                           activation=settings.activation, device=inputs.device, batch_size=settings.batch_size,
+                           num_workers=settings.num_workers, progress=lambda f: report("activations", f),
+                           decode=settings.decode)
+    elif sorted(acts.values) != sorted(config.activations.layers) or np.any(np.diff(acts.indices) <= 0) \
             or (len(acts.indices) > 0 and not 0 <= acts.indices[0] <= acts.indices[-1] < len(images)):
         raise ValueError(f"the given activations (layers {', '.join(acts.values)}, {len(acts.indices)} images) "
                          f"are not those of this job's layers and {len(images)} images")
     if len(acts.indices) < len(images):
         images = images.subset(acts.indices)
-    strip_ranks(len(images), config.strip_length, config.n_strips)
+    strip_ranks(len(images), config.exemplars.strip_length, config.exemplars.n_strips)
     report("activations", 1.0)
     return acts, Inputs(net=inputs.net, images=images, device=inputs.device)
 
 
 def fit_bases(config: StimulusConfig, acts, report: Progress) -> dict[tuple[str, str], Fitted]:
-    """Stage ``bases``: every basis of ``config.bases`` fitted on every layer's activations. The codes
+    """Stage ``bases``: every basis of the job fitted on every layer's activations. The codes
     reference the pooled matrices rather than copy them (:class:`stimuli.scores.Codes`), so what this
     stage adds per (layer, basis) does not grow with the number of images for neurons and PCA."""
     from .bases import make_basis
     from .scores import Codes
 
-    jobs = [(layer, b) for layer in config.layers for b in config.bases]
+    jobs = [(layer, b) for layer in config.activations.layers for b in config.bases.names]
     fitted: dict[tuple[str, str], Fitted] = {}
     report("bases", 0.0)
     for j, (layer, name) in enumerate(jobs):
@@ -339,7 +353,7 @@ def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str,
 
     report("exemplars", 0.0)
     embeddings = _mis_embeddings(config, inputs.net, inputs.images, inputs.device) \
-        if config.mis_layer is not None else None
+        if config.mis.layer is not None else None
     units: dict[tuple[str, str], list[ChosenUnit]] = {}
     selections: dict[tuple[str, str], dict] = {}
     for j, key in enumerate(fitted):
@@ -347,18 +361,20 @@ def choose_units(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str,
         basis, codes = fitted[key]
         std = codes.std
         exemplars_of = partial(_unit_exemplars, config, codes, layer, name)
-        if config.unit_selection in MIS_SELECTIONS:
-            candidates = select_units(basis.explained_variance_ratio_, config.mis_candidates, "top_variance",
+        if config.selection.method in MIS_SELECTIONS:
+            candidates = select_units(basis.explained_variance_ratio_, config.mis.candidates, "top_variance",
                                       responses_std=std)
             picked, selections[key] = _choose_by_machine_score(
-                config, candidates, exemplars_of, embeddings, config.units_for(name), f"{layer}/{name}",
-                lambda f: report("exemplars", (j + f) / len(fitted)))
+                config, candidates, exemplars_of, embeddings, config.selection.units_for(name),
+                f"{layer}/{name}",
+                lambda f, j=j: report("exemplars", (j + f) / len(fitted)))
         else:
-            chosen = select_units(basis.explained_variance_ratio_, config.units_for(name), config.unit_selection,
+            chosen = select_units(basis.explained_variance_ratio_, config.selection.units_for(name),
+                                  config.selection.method,
                                   seed=config.seed, responses_std=std, key=key,
                                   influence=influence[key]["direction"] if influence else None)
             exemplars = [exemplars_of(u) for u in chosen]
-            scores = machine_score_details(embeddings, exemplars, alpha=config.mis_alpha) \
+            scores = machine_score_details(embeddings, exemplars, alpha=config.mis.alpha) \
                 if embeddings is not None else [None] * len(chosen)
             picked = [(int(u), ex, score) for u, ex, score in zip(chosen, exemplars, scores)]
         rank = np.empty(len(std), dtype=np.int64)
@@ -380,7 +396,7 @@ def render_images(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str
     images = inputs.images
     needed = chosen.image_indices()
     files: dict[int, str] = {}
-    size = config.render_size or images.default_display_size
+    size = config.render.size or images.default_display_size
     # PIL releases the GIL while decoding, resizing and compressing, so threads render in parallel;
     # map keeps the order, and files are written from this thread only
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -390,7 +406,7 @@ def render_images(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str
             if (j + 1) % 64 == 0 or j + 1 == len(needed):
                 report("render", (j + 1) / len(needed))
     overlays = _attribution_overlays(config, inputs.net, images, fitted, chosen.units, writer, size, inputs.device) \
-        if config.attribution_overlays else {}
+        if config.attribution.overlays else {}
     report("render", 1.0)
     return Rendered(files=files, overlays=overlays, size=size)
 
@@ -401,20 +417,20 @@ def _completeness(config: StimulusConfig, inputs: Inputs, layer: str, basis, pro
     from .measures.completeness import default_k, network_completeness
     from .selection import unit_rng
 
-    if not config.completeness:
+    if not config.completeness.enabled:
         return None, None
     images = inputs.images
     labels = _network_labels(inputs)
-    if config.completeness_max_images and len(images) > config.completeness_max_images:
+    if config.completeness.max_images and len(images) > config.completeness.max_images:
         sub = np.sort(unit_rng(config.seed, "completeness").choice(
-            len(images), size=config.completeness_max_images, replace=False))
+            len(images), size=config.completeness.max_images, replace=False))
         images = images.subset(sub)
         labels = None if labels is None else labels[sub]
     try:
-        ks = config.completeness_k or default_k(basis.n_components_)
+        ks = config.completeness.k or default_k(basis.n_components_)
         return network_completeness(inputs.net.model, images, inputs.net.preprocess, layer, basis, ks,
-                                    config.activation, labels=labels, device=inputs.device,
-                                    batch_size=config.batch_size, progress=progress), None
+                                    config.activations.activation, labels=labels, device=inputs.device,
+                                    batch_size=config.activations.batch_size, progress=progress), None
     except (ValueError, RuntimeError) as exc:
         error = str(exc).splitlines()[0]
         log.warning("completeness skipped for %s/%s: %s", layer, basis.name, error)
@@ -441,7 +457,8 @@ def _layout_keys(acts, layer: str, pooling: str) -> dict:
     return {**keys, "pooling": pooling}
 
 
-def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict) -> dict:
+def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, synthetic: dict,
+                occlusion: dict | None = None) -> dict:
     files = rendered.files
     ex = unit.exemplars
     entry = {
@@ -452,10 +469,13 @@ def _unit_entry(layer: str, name: str, unit: ChosenUnit, rendered: Rendered, syn
         "references_min": [files[int(i)] for i in ex.references_min],
         "queries_max": [files[int(i)] for i in ex.queries_max],
         "queries_min": [files[int(i)] for i in ex.queries_min],
+        "queries_max_percentile": [float(p) for p in ex.queries_max_percentile],
+        "queries_min_percentile": [float(p) for p in ex.queries_min_percentile],
         "strip": [files[int(i)] for i in ex.strip],
         "strips": [[files[int(i)] for i in row] for row in ex.strips],
     }
     entry.update(synthetic.get((layer, name, unit.index), {}))
+    entry.update((occlusion or {}).get((layer, name, unit.index), {}))
     if rendered.overlays:
         entry["attribution_overlays_max"] = rendered.overlays[(layer, name, unit.index)]
     return entry
@@ -475,13 +495,31 @@ def feature_visualizations(config: StimulusConfig, inputs: Inputs, fitted: dict[
     scores added to the units' measures; nothing when ``feature_vis`` is off."""
     report("featurevis", 0.0)
     synthetic = Synthetic({}, None)
-    if config.feature_vis_params() is not None:
+    if config.feature_vis.enabled:
         from .featurevis import synthetic_references
 
-        synthetic = Synthetic(*synthetic_references(config, inputs.net, inputs.images, fitted, chosen.units,
-                                                    writer, size, inputs.device, report))
+        act = config.activations
+        synthetic = Synthetic(*synthetic_references(
+            config.feature_vis, inputs.net, inputs.images, fitted, chosen.units, writer, size, inputs.device, report,
+            n_references=config.exemplars.n_references, pooling=act.pooling, activation=act.activation,
+            batch_size=act.batch_size))
     report("featurevis", 1.0)
     return synthetic
+
+
+def occlusion_pairs(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted], chosen: Chosen,
+                    writer: ArtifactWriter, size: int, report: Progress) -> dict:
+    """Stage ``occlusion``: each chosen unit's occlusion pairs and catch pairs (:mod:`stimuli.measures.occlusion`),
+    scored on their PNGs; nothing when ``occlusion.pairs_per_unit`` is 0."""
+    from .measures.occlusion import occlusion_stage
+
+    report("occlusion", 0.0)
+    act = config.activations
+    out = occlusion_stage(config.occlusion, inputs.net, inputs.images, fitted, chosen.units, writer, size,
+                          inputs.device, report, seed=config.seed, pooling=act.pooling, activation=act.activation,
+                          batch_size=act.batch_size)
+    report("occlusion", 1.0)
+    return out
 
 
 def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple[str, str], Fitted],
@@ -490,7 +528,10 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
     label purity, surrogate rules), added to each chosen unit's measures; the per-layer entries are
     returned for :func:`layer_entries`."""
     report("measures", 0.0)
-    decisions = decision_measures(config, inputs.net, inputs.images, fitted, chosen.units, influence, inputs.device)
+    decisions = decision_measures(config.decisions, inputs.net, inputs.images, fitted, chosen.units, influence,
+                                  inputs.device, cls=config.influence.class_index, versus=config.influence.versus,
+                                  seed=config.seed, activation=config.activations.activation,
+                                  batch_size=config.activations.batch_size)
     for (layer, name), units in chosen.units.items():
         for unit in units:
             unit.measures.update(decisions.unit_measures(layer, name, unit.index))
@@ -499,7 +540,7 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
                   influence: dict, chosen: Chosen, rendered: Rendered, synthetic: Synthetic, decisions,
-                  report: Progress) -> list[dict]:
+                  report: Progress, occlusion: dict | None = None) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
     completeness, its decision measures, and its chosen units with their files."""
     from .measures.completeness import cumulative_explained_variance, unit_order
@@ -512,17 +553,17 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
         A = acts.values[layer]
         cum = cumulative_explained_variance(basis, A, codes)
         completeness, completeness_error = _completeness(config, inputs, layer, basis,
-                                                         lambda f: report("measures", (j + f) / len(fitted)))
+                                                         lambda f, j=j: report("measures", (j + f) / len(fitted)))
         entry = {
             "layer": layer, "basis": name, "n_components": basis.n_components_,
             "n_channels": int(A.shape[1]),
             "activation_shape": list(acts.shapes.get(layer, ())) if acts.shapes else None,
-            **_layout_keys(acts, layer, config.pooling),
+            **_layout_keys(acts, layer, config.activations.pooling),
             "explained_variance_ratio": _r(basis.explained_variance_ratio_),
             "cumulative_explained_variance": _r(cum),
             "cumulative_order": [int(i) for i in unit_order(basis)],
             "completeness": completeness,
-            "units": [_unit_entry(layer, name, u, rendered, synthetic.files) for u in chosen.units[key]],
+            "units": [_unit_entry(layer, name, u, rendered, synthetic.files, occlusion) for u in chosen.units[key]],
         }
         if completeness_error:
             entry["completeness_error"] = completeness_error
@@ -532,7 +573,7 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
             entry["influence_quantity"] = influence[key]["quantity"]
             entry["influence_concentration"] = _r(influence[key]["concentration"])
         if rendered.overlays:
-            entry["attribution_method"] = config.attribution_method
+            entry["attribution_method"] = config.attribution.method
         entry.update(decisions.layer_entry(layer, name))
         if hasattr(basis, "reconstruction_err_"):
             entry["reconstruction_error"] = round(float(basis.reconstruction_err_), 6)
@@ -546,7 +587,7 @@ def region_sobol(config: StimulusConfig, inputs: Inputs, writer: ArtifactWriter,
     """Stage ``sobol``: the manifest's ``sobol`` entry, or None with ``sobol_images = 0``."""
     report("sobol", 0.0)
     sobol = _region_sobol(config, inputs.net, inputs.images, writer, size, inputs.device, report) \
-        if config.sobol_images else None
+        if config.sobol.images else None
     report("sobol", 1.0)
     return sobol
 
@@ -562,9 +603,8 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
     dataset["n_skipped"] = int(dataset["n_skipped"] + acts.n_failed)
     dataset["n_images"] = len(inputs.images)
     device = inputs.device
+    # the flat form, whose feature_vis is false or the full mapping with its defaults filled in
     parameters = {k: v for k, v in config.to_dict().items() if k not in ("network", "dataset", "seed")}
-    if feature_vis is not None:
-        parameters["feature_vis"] = config.feature_vis_params()
     manifest = build_manifest(
         network=inputs.net.describe(), dataset=dataset, seed=config.seed, parameters=parameters,
         layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol, figures=figures,
@@ -583,7 +623,7 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     exist unless ``overwrite``; it is replaced only once the new artifact is complete. ``activations``,
     when given, are the image set's pooled activations computed elsewhere (the shards of
     :mod:`stimuli.shards`, merged), and the pipeline starts from them. ``images``, when given, is the
-    image set of ``config.dataset`` (max_images applied) that those activations number, as
+    image set of the job's dataset (max_images applied) that those activations number, as
     :func:`stimuli.shards.listed_images` rebuilds it, in place of scanning the folder again.
     """
     if isinstance(config, dict):
@@ -604,9 +644,10 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
         rendered = render_images(config, inputs, fitted, chosen, writer, report)
         synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
+        occlusion = occlusion_pairs(config, inputs, fitted, chosen, writer, rendered.size, report)
         decisions = measure_decisions(config, inputs, fitted, chosen, influence, report)
         layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
-                               report)
-        figures = draw_figures(layers, writer.tmp) if config.figures else []
+                               report, occlusion)
+        figures = draw_figures(layers, writer.tmp) if config.render.figures else []
         sobol = region_sobol(config, inputs, writer, rendered.size, report)
         return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 
 from PIL import Image
+
+from .sections import Section, is_int, need
 
 HASH_CHARS = 20
 IMAGES_DIR = "images"
@@ -28,3 +31,21 @@ def content_name(data: bytes) -> str:
 def render(image: Image.Image) -> tuple[str, bytes]:
     data = png_bytes(image)
     return content_name(data), data
+
+
+@dataclass(frozen=True)
+class RenderSettings(Section):
+    """What the artifact draws: the shown images at ``size`` pixels (None: the image set's display size),
+    and SVG ``figures`` of the curves (explained variance, completeness, essence, surrogate fidelity)."""
+
+    FLAT = {"size": "render_size"}
+
+    size: int | None = None
+    figures: bool = True
+
+    def validate(self) -> None:
+        need(
+            self.size is None or (is_int(self.size) and 8 <= self.size <= 1024),
+            f"render_size must be null or an integer in [8, 1024], not {self.size!r}",
+        )
+        need(isinstance(self.figures, bool), "figures must be true or false")

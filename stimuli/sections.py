@@ -47,28 +47,59 @@ class Section:
         """ValueError naming the flat key of the first option that is wrong."""
 
 
-def cli(kind: type, flag: str | None = None, help: str | None = None,  # noqa: A002 - argparse's name
-        choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """A field's command-line flag (``python -m stimuli generate``), as dataclass field metadata: its
-    type, its flag (default ``--`` + the flat key with dashes), help and choices."""
-    return {"cli": {"kind": kind, "flag": flag, "help": help, "choices": choices}}
+def cli(kind: Any, *flags: str, help: str | None = None,  # noqa: A002 - argparse's name
+        choices: tuple[str, ...] | None = None, action: str | None = None,
+        implies: dict[str, Any] | None = None, metavar: str | None = None) -> dict[str, Any]:
+    """A field's command-line flag(s) (``python -m stimuli generate``), as dataclass field metadata: the
+    type argparse converts with (``bool``: a switch that sets True), the flags (default ``--`` + the flat
+    key with dashes), help (or a function giving it when the parser is built, for a list read from a
+    registry), choices, ``action="store_false"`` for a switch that sets False, and
+    ``implies``: other fields of the section set when the flag is given (``--attribution lrp`` turns the
+    overlays on); ``metavar`` names the value in the help (default: the flat key)."""
+    return {"cli": {"kind": kind, "flags": flags, "help": help, "choices": choices, "action": action,
+                    "implies": implies or {}, "metavar": metavar}}
 
 
-def flag_fields(section: type[Section]) -> dict[str, dict[str, Any]]:
-    """``{flat key: cli metadata}`` of the fields of ``section`` that have a command-line flag."""
-    return {section.key(f.name): f.metadata["cli"] for f in dataclasses.fields(section)  # type: ignore[arg-type]
-            if "cli" in f.metadata}
+def comma_list(text: str) -> list[str]:
+    """A comma separated command-line value as a list (``--layers conv1,conv2``)."""
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def add_flags(parser: Any, section: type[Section]) -> None:
+def flag_fields(section: type) -> dict[str, dict[str, Any]]:
+    """``{field: cli metadata}`` of the fields of the dataclass ``section`` that have a command-line flag."""
+    return {f.name: f.metadata["cli"] for f in dataclasses.fields(section) if "cli" in f.metadata}
+
+
+def _flat_key(section: type, name: str) -> str:
+    return section.key(name) if isinstance(section, type) and issubclass(section, Section) else name
+
+
+def add_flags(parser: Any, section: type, prefix: str = "") -> None:
     """The command-line flags of ``section``'s fields that have :func:`cli` metadata, added to an argparse
-    parser with the flat keys as destinations; a flag left out stays None."""
-    for dest, spec in flag_fields(section).items():
-        flag = spec["flag"] or "--" + dest.replace("_", "-")
+    parser with ``prefix + field`` as destinations; a flag left out stays None."""
+    for name, spec in flag_fields(section).items():
+        flags = spec["flags"] or ("--" + _flat_key(section, name).replace("_", "-"),)
+        dest = prefix + name
+        text = spec["help"]() if callable(spec["help"]) else spec["help"]
         if spec["kind"] is bool:
-            parser.add_argument(flag, dest=dest, action="store_true", default=None, help=spec["help"])
+            action = spec["action"] or "store_true"
+            parser.add_argument(*flags, dest=dest, action=action, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=dest, type=spec["kind"], choices=spec["choices"], help=spec["help"])
+            parser.add_argument(*flags, dest=dest, type=spec["kind"], choices=spec["choices"], help=text,
+                                metavar=None if spec["choices"]
+                                else spec["metavar"] or _flat_key(section, name).upper())
+
+
+def flags_given(args: Any, section: type, prefix: str = "") -> dict[str, Any]:
+    """``{field: value}`` of the flags of ``section`` given on the command line (as :func:`add_flags` added
+    them), with the fields each given flag implies."""
+    given: dict[str, Any] = {}
+    for name, spec in flag_fields(section).items():
+        value = getattr(args, prefix + name, None)
+        if value is not None:
+            given.update(spec["implies"])
+            given[name] = value
+    return given
 
 
 def need(condition: bool, message: str) -> None:

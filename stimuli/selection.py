@@ -5,8 +5,11 @@ observer's (:mod:`stimuli.measures.mis`): the highest, the lowest, or evenly spr
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .sections import Section, cli, need
 
 SCORE_ORDERS = ("top", "bottom", "spread")
 # by the machine observer's score (stimuli.measures.mis): the most, the least, or evenly spaced over the range
@@ -93,3 +96,26 @@ def select_by_score(scores, n: int, how: str = "top") -> np.ndarray:
         picked.append(pick)
     picked = np.array(picked, dtype=np.int64)
     return picked[np.lexsort((picked, -s[picked]))]
+
+
+@dataclass(frozen=True)
+class SelectionSettings(Section):
+    """A job's unit choice: ``n_units`` units per basis (an int for every basis or a mapping
+    ``basis -> int``) by ``method`` (one of :data:`UNIT_SELECTIONS`)."""
+
+    FLAT = {"method": "unit_selection"}
+
+    method: str = field(default="top_variance", metadata=cli(
+        str, "--unit-selection", "--selection", choices=UNIT_SELECTIONS,
+        help="which units: mis_top / mis_bottom / mis_spread rank them by the machine score "
+             "(need --mis-layer); influence needs influence_class in a config file"))
+    n_units: int | dict[str, int] = field(default=6, metadata=cli(int, "--units", help="units per basis"))
+
+    def validate(self) -> None:
+        need(self.method in UNIT_SELECTIONS,
+             f"unit_selection must be one of {', '.join(UNIT_SELECTIONS)}, not {self.method!r}")
+
+    def units_for(self, basis: str) -> int:
+        if isinstance(self.n_units, dict):
+            return int(self.n_units[basis])
+        return int(self.n_units)

@@ -26,8 +26,8 @@ import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -70,14 +70,14 @@ def count_images(config: StimulusConfig | dict) -> int:
     from .datasets import DigitsImageSet, image_files
 
     config = _config(config)
-    if config.dataset == "digits":
+    if config.dataset.name == "digits":
         n = len(DigitsImageSet())
     else:
-        root = Path(config.dataset).expanduser()
+        root = Path(config.dataset.name).expanduser()
         if not root.is_dir():
-            raise ValueError(f"dataset folder not found: {config.dataset}")
+            raise ValueError(f"dataset folder not found: {config.dataset.name}")
         n = len(image_files(root)[0])
-    return n if config.max_images is None else min(n, config.max_images)
+    return n if config.dataset.max_images is None else min(n, config.dataset.max_images)
 
 
 def shard_name(index: int, n_shards: int) -> str:
@@ -133,7 +133,7 @@ def _write_with(path: Path, write: Callable) -> None:
 def needs_listing(config: StimulusConfig | dict) -> bool:
     """Whether the job's image set is a folder, which its shards take from a listing (the built-in
     digits are the same in every process)."""
-    return _config(config).dataset != "digits"
+    return _config(config).dataset.name != "digits"
 
 
 def write_listing(config: StimulusConfig | dict, folder: str | os.PathLike,
@@ -157,7 +157,7 @@ def write_listing(config: StimulusConfig | dict, folder: str | os.PathLike,
     else:
         log.info("image listing already written: %s", path)
         return path
-    images = FolderImageSet(config.dataset, progress=progress)
+    images = FolderImageSet(config.dataset.name, progress=progress)
     data = {"kind": LISTING_KIND, **images.listing(), "fingerprint": fingerprint(config)}
     _write_bytes_atomically(path, json.dumps(data, separators=(",", ":")).encode())
     log.info("image listing of %d images (%d skipped) written: %s", len(images), images.n_skipped, path)
@@ -185,7 +185,7 @@ def _read_listing(config: StimulusConfig, folder: Path) -> tuple[dict, str]:
         raise ListingError(f"the image listing {path} cannot be read ({exc}); launch the job again") from None
     if not isinstance(data, dict) or data.get("kind") != LISTING_KIND or data.get("format") != LISTING_FORMAT:
         raise ListingError(f"{path} is not an image listing of format {LISTING_FORMAT}")
-    root = str(Path(config.dataset).expanduser())
+    root = str(Path(config.dataset.name).expanduser())
     if data.get("root") != root:
         raise ListingError(f"the image listing {path} is of {data.get('root')!r}, not of the job's folder {root!r}")
     if data.get("fingerprint") != fingerprint(config):
@@ -205,14 +205,14 @@ def _listed(config: StimulusConfig, folder: Path):
     from .datasets import FolderImageSet, load_dataset, sample
 
     if not needs_listing(config):
-        return load_dataset(config.dataset, max_images=config.max_images, seed=config.seed), ""
+        return load_dataset(config.dataset.name, max_images=config.dataset.max_images, seed=config.seed), ""
     data, digest = _read_listing(config, folder)
     try:
         images = FolderImageSet.from_listing(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise ListingError(f"the image listing {folder / LISTING} does not hold together ({exc}); "
                            "launch the job again") from None
-    return sample(images, config.max_images, config.seed), digest
+    return sample(images, config.dataset.max_images, config.seed), digest
 
 
 def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int, folder: str | os.PathLike,
@@ -243,27 +243,28 @@ def extract_shard(config: StimulusConfig | dict, shard_index: int, n_shards: int
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
     inputs = load_inputs(config, report, images=images)
-    part = shard_ranges(len(inputs.images), n_shards, config.batch_size)[shard_index]
+    part = shard_ranges(len(inputs.images), n_shards, config.activations.batch_size)[shard_index]
     report("activations", 0.0)
     arrays: dict[str, np.ndarray] = {
         "format": np.int64(FORMAT), "fingerprint": np.str_(print_), "listing": np.str_(listed),
         "index": np.int64(shard_index), "n_shards": np.int64(n_shards), "start": np.int64(part.start),
         "stop": np.int64(part.stop),
     }
+    settings = config.activations
     try:
         if len(part) == 0:
             raise act.NoImageRead("an empty shard")
         acts = act.extract(inputs.net.model, inputs.images.subset(np.arange(part.start, part.stop)),
-                           inputs.net.preprocess, config.layers, pooling=config.pooling,
-                           activation=config.activation, device=inputs.device, batch_size=config.batch_size,
-                           num_workers=config.num_workers, progress=lambda f: report("activations", f),
-                           decode=config.decode)
+                           inputs.net.preprocess, settings.layers, pooling=settings.pooling,
+                           activation=settings.activation, device=inputs.device, batch_size=settings.batch_size,
+                           num_workers=settings.num_workers, progress=lambda f: report("activations", f),
+                           decode=settings.decode)
     except act.NoImageRead:
         # every image of the shard failed (or it has none): the others may still make a run
         arrays.update(indices=np.zeros(0, dtype=np.int64), n_failed=np.int64(len(part)),
                       layers=np.array([], dtype=np.str_))
     else:
-        layers = list(config.layers)
+        layers = list(config.activations.layers)
         arrays.update(indices=(acts.indices + part.start).astype(np.int64), n_failed=np.int64(acts.n_failed),
                       layers=np.array(layers, dtype=np.str_))
         for i, layer in enumerate(layers):

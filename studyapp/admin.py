@@ -1,5 +1,7 @@
 """The researcher's door: networks, image sets, stimulus jobs, units, studies and their data."""
+import functools
 import io
+import logging
 import re
 
 from django import forms
@@ -11,23 +13,47 @@ from django.db.models import Count, Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 from django.views.static import serve
 
+from stimuli.artifact import ManifestError, figure_files, layer_summaries, sobol_summary
+
 from . import arrivals, assignment, checks, designs, golive, jobs, lifecycle, participation, studyfile, tasks, versions
-from .admin_forms import (MEASURES, ConditionForm, StimulusJobForm, StudyForm, format_number, format_ratio,
-                          measure_help, measure_label, mis_reason)
+from .admin_forms import (
+    MEASURES,
+    ConditionForm,
+    StimulusJobForm,
+    StudyForm,
+    format_number,
+    format_ratio,
+    measure_help,
+    measure_label,
+    mis_reason,
+)
 from .exclusions import participant_evidence
-from .monitor import order_counts, study_monitor
 from .export import write_export
-from .models import (Condition, Exemplar, ImageSet, Network, Participant, Response, SobolAnalysis, StimulusJob, Study,
-                     StudyChange, Trial, Unit)
+from .models import (
+    Condition,
+    Exemplar,
+    ImageSet,
+    Network,
+    Participant,
+    Response,
+    SobolAnalysis,
+    StimulusJob,
+    Study,
+    StudyChange,
+    Trial,
+    Unit,
+)
+from .monitor import order_counts, study_monitor
 from .recruitment import PLATFORM_PARAMETERS
 
 THUMBNAILS_PER_ROLE = 9
+log = logging.getLogger(__name__)
 # Pictures in ARTIFACT_ROOT a researcher may look at: a job's images and figures, the region analyses' pictures,
 # never its manifest or a folder.
 RESEARCH_PICTURE = re.compile(r"(job-\d+/images|regions)/[0-9a-f]{20}\.png|job-\d+/figures/[\w.-]+\.svg")
@@ -130,7 +156,7 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
-        own = [path("progress/", self.admin_site.admin_view(self.progress_view), name="%s_%s_progress" % info)]
+        own = [path("progress/", self.admin_site.admin_view(self.progress_view), name=f"{info[0]}_{info[1]}_progress")]
         return own + super().get_urls()
 
     def progress_view(self, request):
@@ -166,6 +192,19 @@ class JobAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         n = lifecycle.request_cancel(queryset)
         messages.info(request, f"Asked {n} of the selected {queryset.model._meta.verbose_name_plural} to stop.")
+
+
+def _summary_error(display):
+    """A job page's display of the job's summary, showing a summary that breaks the artifact contract as an
+    error that names the key (stimuli.artifact.ManifestError) rather than as an empty field."""
+    @functools.wraps(display)
+    def shown(self, job):
+        try:
+            return display(self, job)
+        except ManifestError as exc:
+            log.error("stimulus job %s: its summary breaks the artifact contract: %s", job.pk, exc)
+            return format_html("<p class='errornote'>The artifact's summary cannot be read: {}</p>", str(exc))
+    return shown
 
 
 @admin.register(StimulusJob)
@@ -215,14 +254,9 @@ class StimulusJobAdmin(JobAdmin):
         shards = list(job.shards.all())
         if not shards:
             return "— (one task)"
-        rows = [(s.index + 1, s.status, s.stage or "—", f"{s.progress:.0f} %", s.attempts, s.worker or "—",
-                 s.heartbeat.strftime("%Y-%m-%d %H:%M:%S") if s.heartbeat else "—", s.error.splitlines()[0] if s.error
-                 else "") for s in shards]
-        header = mark_safe("<tr><th>shard</th><th>status</th><th>stage</th><th>progress</th><th>attempts</th>"
-                           "<th>worker</th><th>last heartbeat</th><th>error</th></tr>")
-        body = format_html_join("", "<tr class='shard'><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-                                    "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)
-        return format_html("<table>{}{}</table>", header, body)
+        for shard in shards:
+            shard.error_line = shard.error.splitlines()[0] if shard.error else ""
+        return render_to_string("admin/studyapp/stimulusjob/shard_table.html", {"shards": shards})
 
     def get_urls(self):
         own = [path("pictures/<path:picture>", self.admin_site.admin_view(self.picture_view),
@@ -244,61 +278,48 @@ class StimulusJobAdmin(JobAdmin):
     def unit_count(self, job):
         return job.unit_total
 
+    # The job's summary (the manifest without its units) is read only through stimuli.artifact's typed
+    # accessors: a key the contract requires and the summary lacks raises ManifestError. Django's admin shows
+    # a ValueError raised by a read-only field as "-", which is how a renamed key once passed unseen, so
+    # each display says what is wrong instead (_summary_error), and logs it.
     @admin.display(description="measures per basis")
+    @_summary_error
     def measures_table(self, job):
-        rows = []
-        for entry in job.summary.get("layers", []):
-            curve = entry.get("cumulative_explained_variance") or []
-            influence = entry.get("influence_concentration") or []
-            completeness = entry.get("completeness") or {}
-            rows.append((
-                entry.get("layer"), entry.get("basis"), entry.get("n_components"),
-                ", ".join(f"{v:.2f}" for v in curve[:5]) or "—",
-                ", ".join(f"{v:.2f}" for v in influence[:5]) or "—",
-                ", ".join(f"{k}: {a:.2f}" for k, a in zip(completeness.get("k", []), completeness.get("accuracy", [])))
-                or "—",
-            ))
+        if not job.summary:
+            return "—"
+        rows = [{"layer": s.layer, "basis": s.basis, "n_components": s.n_components,
+                 "variance": ", ".join(f"{v:.2f}" for v in s.cumulative_explained_variance[:5]),
+                 "influence": ", ".join(f"{v:.2f}" for v in (s.influence_concentration or ())[:5]),
+                 "completeness": ", ".join(f"{k}: {a:.2f}" for k, a in zip(s.completeness.k, s.completeness.accuracy))
+                 if s.completeness else "", "completeness_error": s.completeness_error}
+                for s in layer_summaries(job.summary)]
         if not rows:
             return "—"
-        header = mark_safe("<tr><th>layer</th><th>basis</th><th>K</th><th>cumulative explained variance, k = 1…5</th>"
-                           "<th>influence concentration, k = 1…5</th><th>accuracy with top-k units</th></tr>")
-        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
-        return format_html("<table>{}{}</table>", header, body)
+        return render_to_string("admin/studyapp/stimulusjob/measures_table.html", {"rows": rows})
 
     @admin.display(description="curves")
+    @_summary_error
     def curves(self, job):
         """The artifact's SVG figures (stimuli.figures): explained variance, completeness, essence and
         surrogate fidelity per layer, the bases side by side."""
-        figures = job.summary.get("figures") or []
+        figures = figure_files(job.summary) if job.summary else []
         if not figures:
             return "—"
-        return format_html_join(
-            "", "<figure class='job-curve' style='display:inline-block;margin:0 8px 8px 0'>"
-                "<img src='{}' alt='{}' style='max-width:560px'><figcaption>{}</figcaption></figure>",
-            ((research_picture_url(f"{job.artifact}/{f['file']}"), f["title"], f["title"]) for f in figures))
+        return render_to_string("admin/studyapp/stimulusjob/curves.html", {"figures": [
+            {"url": research_picture_url(f"{job.artifact}/{f.file}"), "title": f.title} for f in figures]})
 
     @admin.display(description="Sobol region indices of the decision")
+    @_summary_error
     def region_sobol(self, job):
-        sobol = job.summary.get("sobol")
-        if not sobol:
+        sobol = sobol_summary(job.summary) if job.summary else None
+        if sobol is None:
             return "— (set sobol_images in the parameters)"
-        share = sobol.get("interaction_share") or {}
-        grid = sobol.get("grid")
-        rows = [(research_picture_url(f"{job.artifact}/{image['image']}"), image.get("target_class"),
-                 f"{image['interaction_share']:.3f}",
-                 _index_grid(image["ST"], grid) if grid else ", ".join(_fmt(v) for v in image["ST"]))
-                for image in sobol.get("images", [])]
-        regions = format_html("Grid {}×{}", *grid) if grid else "SLIC superpixels"
-        head = format_html(
-            "<p>Interaction share (1 − Σ first-order indices) over {} images: mean {}, median {}, sd {}. "
-            "{}, {} samples; cells show each region's total index.</p>",
-            share.get("n_images"), _fmt(share.get("mean")), _fmt(share.get("median")), _fmt(share.get("sd")),
-            regions, sobol.get("n_samples"))
-        body = format_html_join(
-            "", "<tr><td><img src='{}' width='48' height='48' style='image-rendering:pixelated'></td>"
-                "<td>{}</td><td>{}</td><td>{}</td></tr>", rows)
-        return format_html("{}<table><tr><th>image</th><th>class</th><th>interaction share</th>"
-                           "<th>total index per region</th></tr>{}</table>", head, body)
+        images = [{"url": research_picture_url(f"{job.artifact}/{image.image}"), "target_class": image.target_class,
+                   "interaction_share": image.interaction_share,
+                   "cells": _index_grid(image.ST, sobol.grid) if sobol.grid else None,
+                   "values": ", ".join(f"{v:.3f}" for v in image.ST)}
+                  for image in sobol.images]
+        return render_to_string("admin/studyapp/stimulusjob/region_sobol.html", {"sobol": sobol, "images": images})
 
 
 class ExemplarInline(admin.TabularInline):
@@ -311,19 +332,13 @@ class ExemplarInline(admin.TabularInline):
     readonly_fields = fields
 
 
-def _fmt(value):
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "—"
-
-
 def _index_grid(values, grid):
-    """A region's index as the darkness of its cell, laid out as the image's grid (row-major)."""
+    """A region's index as the darkness of its cell, laid out as the image's grid (row-major): rows of
+    ``{"value", "alpha"}``."""
     rows, cols = grid
     top = max(max(values), 1e-12)
-    cells = [[format_html("<td title='{}' style='width:10px;height:10px;padding:0;background:rgba(180,60,0,{})'></td>",
-                          _fmt(v), f"{max(v, 0) / top:.2f}") for v in values[r * cols:(r + 1) * cols]]
-             for r in range(rows)]
-    body = format_html_join("", "<tr>{}</tr>", ((mark_safe("".join(row)),) for row in cells))
-    return format_html("<table style='border-collapse:collapse'>{}</table>", body)
+    return [[{"value": v, "alpha": f"{max(v, 0) / top:.2f}"} for v in values[r * cols:(r + 1) * cols]]
+            for r in range(rows)]
 
 
 def _thumbnails(unit, role):
@@ -439,12 +454,10 @@ class UnitAdmin(admin.ModelAdmin):
                 shown = ", ".join(f"{k}: {format_number(v)}" for k, v in value.items())
             else:
                 shown = format_number(value)
-            rows.append((measure_label(key), shown, measure_help(key)))
+            rows.append({"label": measure_label(key), "value": shown, "help": measure_help(key)})
         if not rows:
             return "—"
-        body = format_html_join("", "<tr><th>{}</th><td>{}</td><td class='help'>{}</td></tr>", rows)
-        return format_html("<table class='measures'><tr><th>measure</th><th>value</th><th>what it means</th></tr>"
-                           "{}</table>", body)
+        return render_to_string("admin/studyapp/unit/measures_table.html", {"rows": rows})
 
     @admin.display(description="most activating")
     def most_activating(self, unit):
@@ -465,14 +478,12 @@ class UnitAdmin(admin.ModelAdmin):
             return "— (the job ran without feature_vis)"
         ratio = unit.measures.get("synthetic_max_ratio")
         ratio = f"{ratio:.2f}×" if isinstance(ratio, (int, float)) else "—"
-        return format_html(
-            "<table><tr><th></th><th>synthetic</th><th>natural</th></tr>"
-            "<tr><th>max</th><td>{}</td><td>{}</td></tr><tr><th>min</th><td>{}</td><td>{}</td></tr></table>"
-            "<p>synthetic / natural maximum: {} (scores {} vs {})</p>",
-            synthetic_max, _thumbnails(unit, Exemplar.Role.REFERENCE_MAX),
-            _thumbnails(unit, Exemplar.Role.SYNTHETIC_MIN), _thumbnails(unit, Exemplar.Role.REFERENCE_MIN),
-            ratio, format_number(unit.measures.get("synthetic_max_score")),
-            format_number(unit.measures.get("natural_max_score")))
+        return render_to_string("admin/studyapp/unit/synthetic_vs_natural.html", {
+            "synthetic_max": synthetic_max, "natural_max": _thumbnails(unit, Exemplar.Role.REFERENCE_MAX),
+            "synthetic_min": _thumbnails(unit, Exemplar.Role.SYNTHETIC_MIN),
+            "natural_min": _thumbnails(unit, Exemplar.Role.REFERENCE_MIN), "ratio": ratio,
+            "synthetic_score": format_number(unit.measures.get("synthetic_max_score")),
+            "natural_score": format_number(unit.measures.get("natural_max_score"))})
 
     @admin.display(description="ordered strip, lowest first")
     def first_ordered_strip(self, unit):
@@ -584,14 +595,10 @@ class StudyAdmin(admin.ModelAdmin):
     def change_log(self, study):
         """The study's `StudyChange` rows, newest first: read-only, written by the models' save. (A table
         here rather than an inline, which every POST of the form would have to carry.)"""
-        rows = [(c.at.strftime("%Y-%m-%d %H:%M:%S"), c.author_name or "— (a command or script)", c.field,
-                 c.old, c.new) for c in (study.changes.order_by("-at", "-pk") if study.pk else [])]
-        if not rows:
+        changes = list(study.changes.order_by("-at", "-pk")) if study.pk else []
+        if not changes:
             return "—"
-        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td style='white-space:pre-wrap'>{}</td>"
-                                    "<td style='white-space:pre-wrap'>{}</td></tr>", rows)
-        return format_html("<table class='change-log'><tr><th>time</th><th>author</th><th>field</th><th>old</th>"
-                           "<th>new</th></tr>{}</table>", body)
+        return render_to_string("admin/studyapp/study/change_log.html", {"changes": changes})
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -1027,13 +1034,8 @@ class SobolAnalysisAdmin(JobAdmin):
         if not result:
             return "—"
         g = analysis.grid
-        # format_html escapes its arguments into strings, so numbers are formatted before they go in.
-        cells = [
-            [format_html("S1 {}<br>ST {}", f"{result['S1'][r * g + c]:.3f}", f"{result['ST'][r * g + c]:.3f}")
-             for c in range(g)]
-            for r in range(g)
-        ]
-        body = format_html_join("", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((c,) for c in row)),)
-                                                      for row in cells))
-        return format_html("<p>class {} · {} forward passes · interaction share {}</p><table>{}</table>",
-                           result["target_class"], result["n_forwards"], f"{result['interaction_share']:.3f}", body)
+        cells = [[{"S1": f"{result['S1'][r * g + c]:.3f}", "ST": f"{result['ST'][r * g + c]:.3f}"} for c in range(g)]
+                 for r in range(g)]
+        return render_to_string("admin/studyapp/sobolanalysis/indices.html", {
+            "target_class": result["target_class"], "n_forwards": result["n_forwards"],
+            "interaction_share": f"{result['interaction_share']:.3f}", "cells": cells})

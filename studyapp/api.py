@@ -2,7 +2,7 @@
 live in `participation`."""
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -10,7 +10,7 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
-from . import openapi, participation
+from . import openapi, participation, screening
 from .models import Participant, Trial
 from .recruitment import completion_url
 from .texts import instructions_for, render_markdown
@@ -152,6 +152,10 @@ def session_payload(participant):
         },
         "progress": {"answered": participant.answered, "total": participant.trial_count},
         "completion": completion,
+        "screening": screening.client_settings(study, participant),
+        "calibration": ({"px_per_cm": participant.px_per_cm, "viewing_distance_cm": participant.viewing_distance_cm}
+                        if participant.viewing_distance_cm is not None else None),
+        "screen_out": screening.screen_out_target(participant),
     }
 
 
@@ -259,8 +263,8 @@ def _parse_response(data):
             # A time without an offset is taken as UTC; one outside the years UTC can hold is refused, as
             # the database would store it but could not read it back (the export would fail).
             if client_time.tzinfo is None:
-                client_time = client_time.replace(tzinfo=timezone.utc)
-            client_time = client_time.astimezone(timezone.utc)
+                client_time = client_time.replace(tzinfo=UTC)
+            client_time = client_time.astimezone(UTC)
         except (ValueError, OverflowError):
             raise BadRequest("'client_time' must be an ISO 8601 time.") from None
     interaction = {}
@@ -330,6 +334,33 @@ def questionnaire(request, participant):
     data = _body(request)
     participation.finish(participant, _questionnaire_answers(data.get("answers")))
     return JsonResponse({"phase": "done", "completion": session_payload(participant)["completion"]})
+
+
+@_participant_view(require_POST)
+def screen_out(request, participant):
+    """The page found the participant ineligible (studyapp.screening.REASONS): they are screened out, and
+    the answer says where to send them."""
+    data = _body(request)
+    reason = data.get("reason")
+    if not isinstance(reason, str) or reason not in screening.REASONS:
+        raise BadRequest(f"'reason' must be one of {', '.join(screening.REASONS)}.")
+    try:
+        screening.screen_out(participant, reason)
+    except screening.ScreeningError as exc:
+        raise participation.ParticipationError("screening_refused", str(exc), 409) from None
+    return JsonResponse(session_payload(participant))
+
+
+@_participant_view(require_POST)
+def calibration(request, participant):
+    """What the virtual chinrest measured: pixels per cm, viewing distance, the query image's width."""
+    data = _body(request)
+    try:
+        screening.record_calibration(participant, data.get("px_per_cm"), data.get("viewing_distance_cm"),
+                                     data.get("image_px"))
+    except screening.ScreeningError as exc:
+        raise BadRequest(str(exc)) from None
+    return JsonResponse(session_payload(participant))
 
 
 @require_GET

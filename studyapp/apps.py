@@ -9,7 +9,10 @@ class StudyAppConfig(AppConfig):
     def ready(self):
         from django.contrib import admin
 
-        # Importing the module connects its failed-sign-in counters; the form says why a lockout refuses.
+        # django-axes counts the failed sign-ins (settings' AXES_*); the form says why a lockout refuses.
         from . import checks, lockout  # noqa: F401
 
         admin.site.login_form = lockout.LockoutAdminAuthenticationForm
+        # The Prolific settings, the search by recruitment id and the withdrawal action extend the classes
+        # admin.py registered (the admin app, listed first, has discovered it by now).
+        from . import admin_prolific  # noqa: F401

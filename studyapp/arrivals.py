@@ -10,8 +10,7 @@ The monitor's arrivals and refusals per minute are counted in the same cache (pe
 local-memory default, shared with Redis); releases are read from the participant rows.
 """
 import time
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
@@ -77,7 +76,7 @@ def per_minute(study, minutes=MONITOR_MINUTES, now=None):
             counts = cache.get_many(list(keys.values()))
         except ratelimit.CACHE_ERRORS as exc:
             ratelimit.cache_failed(exc, "arrivals are not shown")
-    since = datetime.fromtimestamp(indices[-1] * 60, tz=dt_timezone.utc)
+    since = datetime.fromtimestamp(indices[-1] * 60, tz=UTC)
     released = dict(
         Participant.objects.filter(study=study, is_preview=False, finished_at__gte=since,
                                    status__in=[Participant.Status.RETURNED, Participant.Status.TIMED_OUT])
@@ -86,7 +85,7 @@ def per_minute(study, minutes=MONITOR_MINUTES, now=None):
     )
     rows = []
     for m in indices:
-        minute = datetime.fromtimestamp(m * 60, tz=dt_timezone.utc)
+        minute = datetime.fromtimestamp(m * 60, tz=UTC)
         rows.append({"minute": minute, **{kind: counts.get(keys[(kind, m)], 0) for kind in EVENT_KINDS},
                      "released": released.get(minute, 0)})
     return rows

@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from stimuli.artifact import read_manifest
+from stimuli.artifact import ManifestError, occlusion_trials, query_candidates, read_manifest
 
 from .models import Exemplar, Unit
 
@@ -89,13 +89,33 @@ def import_artifact(job, folder):
     published = {}
     job.units.all().delete()
     exemplars = []
+    occluded = []
     created = 0
     for entry in manifest["layers"]:
         for spec in entry["units"]:
             measures = dict(spec.get("measures", {}))
+            try:
+                pairs = [(kind, pair) for kind, key in (("main", "occlusion_trials"), ("catch", "occlusion_catch_trials"))
+                         for pair in occlusion_trials(spec, key)]
+            except ValueError as exc:
+                raise ArtifactError(str(exc)) from None
             unit = Unit.objects.create(job=job, layer=entry["layer"], basis=entry["basis"], index=spec["index"],
                                        measures=measures)
             created += 1
+            try:
+                candidates = query_candidates(spec, f"unit {unit.key}")
+            except ManifestError as exc:
+                raise ArtifactError(str(exc)) from None
+            percentiles = {Exemplar.Role.QUERY_MAX: candidates.max_percentiles,
+                           Exemplar.Role.QUERY_MIN: candidates.min_percentiles}
+            # only the two occluded copies are shown; the unoccluded query stays in the artifact
+            for _kind, pair in pairs:
+                for image in (pair.a, pair.b):
+                    if not (folder / image).is_file():
+                        raise ArtifactError(f"unit {unit.key}: {image} is listed but missing from the artifact")
+                    published.setdefault(image, None)
+            if pairs:
+                occluded.append((unit, pairs))
             slots = [(role, 0, spec.get(key, [])) for role, key in ROLE_LISTS.items()]
             slots += [(Exemplar.Role.STRIP, group, strip) for group, strip in enumerate(unit_strips(spec))]
             for role, group, images in slots:
@@ -103,13 +123,19 @@ def import_artifact(job, folder):
                     if not (folder / image).is_file():
                         raise ArtifactError(f"unit {unit.key}: {image} is listed but missing from the artifact")
                     published.setdefault(image, None)
-                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position, image=image))
+                    percentile = percentiles[role][position] if percentiles.get(role) is not None else None
+                    exemplars.append(Exemplar(unit=unit, role=role, group=group, position=position, image=image,
+                                              percentile=percentile))
     # In name order, not the manifest's (roles, unit by unit): nothing about the files keeps that order.
     for image in sorted(published):
         published[image] = publish_image((folder / image).read_bytes())
     for exemplar in exemplars:
         exemplar.image = published[exemplar.image]
     Exemplar.objects.bulk_create(exemplars, batch_size=2000)
+    for unit, pairs in occluded:
+        unit.occlusion_trials = [{"kind": kind, "a": published[p.a], "b": published[p.b], "correct": p.correct,
+                                  "delta_a": p.delta_a, "delta_b": p.delta_b} for kind, p in pairs]
+    Unit.objects.bulk_update([unit for unit, _ in occluded], ["occlusion_trials"], batch_size=500)
     job.artifact = folder.name
     job.summary = {
         **{k: v for k, v in manifest.items() if k != "layers"},

@@ -10,7 +10,9 @@ is the lock for its own slots, held only while its slots are counted and the par
 falls back to waiting only when every one is taken. The counting under the condition's lock keeps each
 quota exact; balance across conditions is that of the moment's counts.
 """
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 from django.db.models import Count, Q
@@ -20,13 +22,14 @@ from . import designs
 from .models import Condition, Participant, Study
 
 OCCUPYING = (Participant.Status.STARTED, Participant.Status.COMPLETED)
+P = TypeVar("P")  # what `create` makes of a slot: the participant row
 
 
 class StudyFull(Exception):
     """Every condition has its quota of participants."""
 
 
-def expire_stale_participants(study, now=None):
+def expire_stale_participants(study: Study, now: datetime | None = None) -> int:
     """Release the slots of participants past the time limit, or past the consent grace without having
     consented; returns how many."""
     now = now or timezone.now()
@@ -38,14 +41,14 @@ def expire_stale_participants(study, now=None):
     ).update(status=Participant.Status.TIMED_OUT, finished_at=now)
 
 
-def occupied(conditions):
+def occupied(conditions: Iterable[Condition]) -> dict[int, int]:
     """Condition pk → occupied slots, in one grouped query."""
     rows = (Participant.objects.filter(condition__in=conditions, status__in=OCCUPYING, is_preview=False)
             .values("condition_id").annotate(n=Count("pk")).order_by())
     return {row["condition_id"]: row["n"] for row in rows}
 
 
-def reserve(study, create):
+def reserve(study: Study, create: Callable[[Condition], P]) -> P:
     """Call `create(condition)` (which inserts the participant row) for the neediest condition with a
     free slot, under that condition's row lock, in a transaction of its own. Raises StudyFull."""
     conditions = list(study.conditions.all())
@@ -72,7 +75,7 @@ def reserve(study, create):
 
 # Within-participant and mixed designs: the slot is a counterbalancing order, not a condition.
 
-def condition_factors(condition, with_band=True):
+def condition_factors(condition: Condition, with_band: bool = True) -> dict[str, Any]:
     """A condition's factor levels as `designs` reads them. The query band reads the condition's job (its
     summary, a large row): `with_band=False` leaves it out where the design does not name it."""
     return {"name": condition.name, "reference_type": condition.reference_type,
@@ -81,14 +84,15 @@ def condition_factors(condition, with_band=True):
             "layer": condition.layer, "paradigm": condition.paradigm}
 
 
-def design_of(study):
+def design_of(study: Study) -> designs.Design:
     return designs.Design(
         design=study.design, between_factors=tuple(study.between_factors or ()),
         block_group_by=tuple(study.block_group_by or ()), block_alternate=study.block_alternate,
         counterbalancing=study.counterbalancing, blocks_per_condition=study.blocks_per_condition)
 
 
-def study_plan(study, conditions=None):
+def study_plan(study: Study, conditions: list[Condition] | None = None
+               ) -> tuple[list[Condition], list[designs.Order], list[int]]:
     """(conditions, orders, quota per order) of a within or mixed study. Raises designs.DesignError."""
     design = design_of(study)
     with_band = "query_band" in (*design.between_factors, *design.block_group_by, design.block_alternate)
@@ -99,7 +103,7 @@ def study_plan(study, conditions=None):
     return conditions, orders, designs.quotas(orders, study.participants_per_condition)
 
 
-def practice_condition(study, conditions, order):
+def practice_condition(study: Study, conditions: Sequence[Condition], order: designs.Order) -> Condition:
     """The condition whose trials the practice shows: the study's `practice_block` where the order's
     group has it, the order's first block otherwise."""
     members = [conditions[i] for i in order.blocks]
@@ -107,13 +111,13 @@ def practice_condition(study, conditions, order):
     return named[0] if named else members[0]
 
 
-def occupied_orders(study):
+def occupied_orders(study: Study) -> dict[int, int]:
     rows = (Participant.objects.filter(study=study, order__isnull=False, status__in=OCCUPYING, is_preview=False)
             .values("order").annotate(n=Count("pk")).order_by())
     return {row["order"]: row["n"] for row in rows}
 
 
-def _lock_order(study, order_index, wait):
+def _lock_order(study: Study, order_index: int, wait: bool) -> bool:
     """The lock of one order's slots, held to the end of the transaction. PostgreSQL has no row per
     order to lock, so an advisory lock keyed by (study, order) stands in for it, with the same choice
     between skipping a taken lock and waiting for it. Other databases lock the study's row: SQLite
@@ -130,7 +134,7 @@ def _lock_order(study, order_index, wait):
     return Study.objects.select_for_update().filter(pk=study.pk).exists()
 
 
-def reserve_order(study, create):
+def reserve_order(study: Study, create: Callable[..., P]) -> P:
     """Call `create(condition, order=…, order_slot=…)` for the neediest order with a free slot, under
     that order's lock, in a transaction of its own; `condition` is the order's practice condition.
     Raises StudyFull. The order's lowest free slot is taken, so the slots of the admitted participants
@@ -156,7 +160,7 @@ def reserve_order(study, create):
     raise StudyFull("every counterbalancing order has its quota of participants")
 
 
-def next_arrivals(study, n):
+def next_arrivals(study: Study, n: int) -> list[tuple[int, int]]:
     """(order index, slot) of the next `n` arrivals of a within or mixed study, as `reserve_order` would
     give them one after another with nobody leaving: the neediest order first, its lowest free slot."""
     conditions, orders, quota = study_plan(study)

@@ -3,8 +3,9 @@
 Everything the experiment needs comes from this origin: its scripts (jsPsych and the plugins are files
 under /static/, the page's configuration a JSON data block, never run), styles, the stimulus images and
 the JSON API. jsPsych and its plugins write `style="…"` attributes into the HTML they render, hence
-`style-src-attr 'unsafe-inline'`; jspsych.css embeds its font as a data: URL. No inline script or stylesheet is allowed, so an injected `<script>`
-does not run. The admin keeps Django's own headers: its pages are not the participant's.
+`style-src-attr 'unsafe-inline'`; jspsych.css embeds its font as a data: URL. No inline script or
+stylesheet is allowed, so an injected `<script>` does not run. The admin keeps Django's own headers:
+its pages are not the participant's.
 """
 from django.conf import settings
 

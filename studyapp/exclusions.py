@@ -19,12 +19,15 @@ flagged participant counts as excluded (`excl_flagged`) where the study says so,
 the analysis's rules with the study's settings agree participant for participant.
 """
 from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any, Self
+
+from django.db.models import Count, Q, QuerySet, Sum
 
 from analysis.exclusions import ONE_SIDE_ALPHA, one_side_min_answers
-from django.db.models import Count, Q, Sum
 
-from .models import Participant, Response
+from .models import Participant, Response, Study
 
 RULES = ("catch_accuracy", "one_side", "instructions_time", "total_time", "answer_interval", "flagged")
 FLAGS = ("webdriver", "focus_loss", "fullscreen_exit", "client_time")
@@ -56,7 +59,7 @@ class ExclusionRules:
     exclude_flagged: bool = True
 
     @classmethod
-    def for_study(cls, study):
+    def for_study(cls, study: Study) -> Self:
         interval = study.min_answer_interval_ms
         return cls(min_catch_accuracy=study.min_catch_accuracy, exclude_one_side=study.exclude_one_side,
                    one_side_alpha=study.one_side_alpha,
@@ -67,7 +70,7 @@ class ExclusionRules:
                    max_focus_losses=study.max_focus_losses, max_fullscreen_exits=study.max_fullscreen_exits,
                    flag_client_time=study.flag_client_time, exclude_flagged=study.exclude_flagged)
 
-    def applies(self, rule):
+    def applies(self, rule: str) -> bool:
         return {
             "catch_accuracy": self.min_catch_accuracy is not None,
             "one_side": bool(self.exclude_one_side),
@@ -95,12 +98,12 @@ class AnswerCounts:
     fast: int = 0  # of those, arriving sooner than the minimum interval after the previous one
 
 
-def _responses(study, only=None):
+def _responses(study: Study, only: Collection[int] | None = None) -> QuerySet[Response]:
     responses = Response.objects.filter(participant__study=study, participant__is_preview=False)
     return responses if only is None else responses.filter(participant_id__in=only)
 
 
-def answer_intervals(study, only=None):
+def answer_intervals(study: Study, only: Collection[int] | None = None) -> dict[int, list[float]]:
     """Participant pk → the server's intervals (ms) between consecutive answers, in arrival order."""
     rows = (_responses(study, only).order_by("participant_id", "server_time", "pk")
             .values_list("participant_id", "server_time"))
@@ -113,7 +116,8 @@ def answer_intervals(study, only=None):
     return out
 
 
-def answer_counts(study, min_interval_ms=None, only=None):
+def answer_counts(study: Study, min_interval_ms: float | None = None, only: Collection[int] | None = None
+                  ) -> dict[int, AnswerCounts]:
     """Participant pk → AnswerCounts, in one grouped query and one ordered scan of arrival times; `only`,
     the participant pks to count (default: all of the study's)."""
     counted = Q(trial__kind__in=["main", "catch"])
@@ -143,7 +147,7 @@ def answer_counts(study, min_interval_ms=None, only=None):
     }
 
 
-def server_instructions_ms(participant):
+def server_instructions_ms(participant: Mapping[str, Any]) -> float | None:
     """The instructions' reading time as the server measured it, from its answer to the consent (which
     served them) to the instructions' end arriving; None before then or for a participant stored before
     the server recorded it."""
@@ -153,7 +157,8 @@ def server_instructions_ms(participant):
     return (done - served).total_seconds() * 1000
 
 
-def flags(rules, participant, counts=None):
+def flags(rules: ExclusionRules, participant: Mapping[str, Any], counts: AnswerCounts | None = None
+          ) -> dict[str, bool | None]:
     """Each rule's and flag's verdict for one participant: True, False, or None where the study does not
     apply it; `excluded` is True when any exclusion rule says so, `flagged` when any flag does.
     `participant` is a mapping with PARTICIPANT_FIELDS; a rule with nothing to judge yet (no catch trial
@@ -206,7 +211,7 @@ def flags(rules, participant, counts=None):
     return out
 
 
-def participant_flags(study, rules=None):
+def participant_flags(study: Study, rules: ExclusionRules | None = None) -> dict[int, dict[str, bool | None]]:
     """Participant pk → its verdicts (`FLAG_COLUMNS`) under the study's rules; three queries in all."""
     rules = rules or ExclusionRules.for_study(study)
     counts = answer_counts(study, rules.min_answer_interval_ms)
@@ -214,7 +219,8 @@ def participant_flags(study, rules=None):
     return {p["pk"]: flags(rules, p, counts.get(p["pk"])) for p in participants}
 
 
-def participant_evidence(study, rules=None, only=None, everyone=False):
+def participant_evidence(study: Study, rules: ExclusionRules | None = None, only: Collection[int] | None = None,
+                         everyone: bool = False) -> list[dict[str, Any]]:
     """One row per participant who is flagged or excluded (`everyone`: per participant), for the monitor
     and the admin: the verdicts beside the evidence they rest on (server reading time, too-fast answers,
     interaction counts). `only`: the participant pks to look at."""

@@ -10,16 +10,21 @@ participant's own record of its assignment and the trial's unit, never the condi
 a condition edited after the answers (which `models.Condition` refuses, but an old database may hold)
 leaves the export as it was. In a within-participant or mixed design a participant does several conditions,
 so there these columns come from the trial's own condition (its factors frozen once the study has answers),
-with the block's place in the schedule and the participant's counterbalancing order. The questionnaire's answers are columns `q_<question>`, repeated on each
-of the participant's rows."""
+with the block's place in the schedule and the participant's counterbalancing order. The
+questionnaire's answers are columns `q_<question>`, repeated on each of the participant's rows."""
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
+from os import PathLike
+from typing import Any
 
 import pandas as pd
 from django.db import connection, transaction
 
 from .exclusions import FLAG_COLUMNS, participant_flags, server_instructions_ms
-from .models import Condition, Exemplar, Participant, Response, StimulusJob, Trial, Unit
+from .models import Condition, Exemplar, Participant, Response, StimulusJob, Study, Trial, Unit
+from .screening import visual_angle_deg
 
 COLUMNS = [
     "study", "study_version", "participant", "condition", "basis", "layer", "reference_type", "paradigm", "job", "unit",
@@ -28,16 +33,17 @@ COLUMNS = [
     "correct", "confidence", "rt_ms", "client_time", "server_time", "server_interval_ms", "trial_served",
     "focus_losses", "fullscreen_exits", "webdriver", "instructions_ms", "server_instructions_ms",
     "participant_status", "participant_started", "participant_finished", "recruitment",
-    *FLAG_COLUMNS, "unit_mis", "mis_delta",
+    "px_per_cm", "viewing_distance_cm", "image_size_deg",
+    *FLAG_COLUMNS, "unit_mis", "mis_delta", "occlusion_delta_a", "occlusion_delta_b",
 ]
 QUESTION_PREFIX = "q_"
 
 
-def _iso(value):
+def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def finite_number(value):
+def finite_number(value: object) -> float | None:
     """A finite float from a stored measure, else None (a measure may be absent, null or NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -48,7 +54,7 @@ class MachineScores:
     """Per unit of the study: its stored MIS (measures["mis"]) and the machine Δ of each of its query pairs
     (measures["mis_deltas"], aligned with the pairs (queries_max[i], queries_min[i]))."""
 
-    def __init__(self, study):
+    def __init__(self, study: Study) -> None:
         shown = Trial.objects.filter(participant__study=study, participant__is_preview=False).values("unit_id")
         measures = dict(Unit.objects.filter(pk__in=shown).values_list("pk", "measures"))
         self.mis = {pk: finite_number((m or {}).get("mis")) for pk, m in measures.items()}
@@ -63,9 +69,17 @@ class MachineScores:
             ).values_list("unit_id", "role", "position", "image")
         } if self.deltas else {}
 
-    def delta(self, trial):
+    def delta(self, trial: Trial) -> float | None:
         """Δ of the query pair the trial showed; None for catch trials (their queries are references,
-        which the machine does not score) and wherever the unit has no Δ for that pair."""
+        which the machine does not score) and wherever the unit has no Δ for that pair. An occlusion
+        trial's Δ is the network's own: |Δ| of the correct side's occlusion less that of the other, the
+        trial's margin (0 or more; larger is easier)."""
+        if trial.occlusion_delta_a is not None and trial.occlusion_delta_b is not None:
+            if trial.kind == Trial.Kind.CATCH:
+                return None
+            right, wrong = ((trial.occlusion_delta_a, trial.occlusion_delta_b) if trial.correct_query == "a"
+                            else (trial.occlusion_delta_b, trial.occlusion_delta_a))
+            return finite_number(abs(right) - abs(wrong))
         deltas = self.deltas.get(trial.unit_id)
         if deltas is None or trial.kind == Trial.Kind.CATCH or not trial.query_a or not trial.query_b:
             return None
@@ -77,7 +91,7 @@ class MachineScores:
         return finite_number(deltas[i])
 
 
-def response_rows(study):
+def response_rows(study: Study) -> Iterator[dict[str, Any]]:
     flags = participant_flags(study)
     machine = MachineScores(study)
     responses = (
@@ -144,14 +158,21 @@ def response_rows(study):
             "participant_started": _iso(participant.started_at),
             "participant_finished": _iso(participant.finished_at),
             "recruitment": participant.recruitment,
+            # the virtual chinrest's measures (studyapp.screening), and the query image's visual angle
+            "px_per_cm": participant.px_per_cm,
+            "viewing_distance_cm": participant.viewing_distance_cm,
+            "image_size_deg": visual_angle_deg(participant.image_px, participant.px_per_cm,
+                                               participant.viewing_distance_cm),
             **flags[participant.pk],
             "unit_mis": machine.mis.get(trial.unit_id),
             "mis_delta": machine.delta(trial),
+            "occlusion_delta_a": trial.occlusion_delta_a,
+            "occlusion_delta_b": trial.occlusion_delta_b,
         }
 
 
 @contextmanager
-def one_snapshot():
+def one_snapshot() -> Iterator[None]:
     """A transaction whose queries all see the database as of its first one. By default each statement
     of PostgreSQL sees what was committed when it started: a participant who arrived between the flag
     queries and the response rows would have rows but no flags. Inside a transaction already open
@@ -166,7 +187,7 @@ def one_snapshot():
         yield
 
 
-def questionnaire_answers(study):
+def questionnaire_answers(study: Study) -> dict[str, dict[str, Any]]:
     """Participant pseudonym -> {question: answer}, for the study's participants (previews aside) who sent
     the questionnaire; one query."""
     rows = (Participant.objects.filter(study=study, is_preview=False, questionnaire__isnull=False)
@@ -174,7 +195,7 @@ def questionnaire_answers(study):
     return {Participant(pk=pk).pseudonym: answers for pk, answers in rows if isinstance(answers, dict)}
 
 
-def _question_column(values):
+def _question_column(values: Sequence[Any]) -> pd.api.extensions.ExtensionArray:
     """One question's answers as a column of one type, so that Parquet can store it and a reader gets the
     same type back from CSV: booleans if every answer is true / false, numbers if every answer is a number,
     text otherwise (a number among text answers becomes its text). Unanswered cells are empty."""
@@ -188,14 +209,15 @@ def _question_column(values):
     return pd.array([None if v is None else str(v) for v in values], dtype="string")
 
 
-def question_columns(answers, participants):
+def question_columns(answers: Mapping[str, Mapping[str, Any]], participants: Sequence[str]
+                     ) -> dict[str, pd.api.extensions.ExtensionArray]:
     """`q_<question>` -> column aligned with `participants` (one pseudonym per row), sorted by question."""
     questions = sorted({key for given in answers.values() for key in given})
     return {f"{QUESTION_PREFIX}{key}": _question_column([answers.get(p, {}).get(key) for p in participants])
             for key in questions}
 
 
-def response_frame(study):
+def response_frame(study: Study) -> pd.DataFrame:
     with one_snapshot():
         rows = list(response_rows(study))
         answers = questionnaire_answers(study)
@@ -216,12 +238,13 @@ def response_frame(study):
     for column in FLAG_COLUMNS:
         if column not in ("excluded", "flagged"):
             frame[column] = frame[column].astype("boolean")
-    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms"):
+    for column in ("unit_mis", "mis_delta", "server_interval_ms", "server_instructions_ms", "px_per_cm",
+                   "viewing_distance_cm", "image_size_deg", "occlusion_delta_a", "occlusion_delta_b"):
         frame[column] = frame[column].astype("float64")
     return frame
 
 
-def write_export(study, path, fmt):
+def write_export(study: Study, path: str | PathLike, fmt: str) -> int:
     frame = response_frame(study)
     if fmt == "csv":
         frame.to_csv(path, index=False)

@@ -4,7 +4,6 @@
 `set_live(study)` is the one way a study goes live: the admin's action and status field, the `demo`
 command and any script call it. Units are named by their key (`conv2:nmf:0`), never a database id.
 """
-import math
 import re
 from collections import defaultdict
 
@@ -13,9 +12,9 @@ from django.core.validators import URLValidator
 from django.db import transaction
 
 from . import assignment, designs
-from .models import Condition, StimulusJob, Study, named_units
+from .models import Condition, StimulusJob, Study, band_name, named_units
 from .recruitment import PLATFORM_PARAMETERS
-from .trials import build_trial_list
+from .trials import build_trial_list, in_query_band, main_pairs_per_unit
 
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 # What a placeholder stands for when the URL's shape is checked: a platform's own base URL for MTurk's
@@ -67,7 +66,15 @@ def completion_problems(study):
 
 
 def _pairs(unit, paradigm):
-    return len(unit.strips) if paradigm == Condition.Paradigm.ORDERED_STRIP else len(unit.queries_max)
+    if paradigm == Condition.Paradigm.ORDERED_STRIP:
+        return len(unit.strips)
+    if paradigm == Condition.Paradigm.OCCLUSION_2AFC:
+        return len(unit.occlusion)
+    return len(unit.queries_max)
+
+
+#: what a main trial of each paradigm shows one of, per unit
+_SHOWN = {Condition.Paradigm.ORDERED_STRIP: "ordered strips", Condition.Paradigm.OCCLUSION_2AFC: "occlusion pairs"}
 
 
 def condition_problems(study, condition):
@@ -78,11 +85,15 @@ def condition_problems(study, condition):
     job = condition.job
     if job.status != StimulusJob.Status.SUCCEEDED:
         return [f"{name}: its stimulus job {job} has not succeeded (it is {job.get_status_display().lower()})."]
-    keys = dict(((u.pk, u.key) for u in condition.units()))
+    keys = dict((u.pk, u.key) for u in condition.units())
     if not keys:
         return [f"{name}: stimulus job {job} has no units for layer {condition.layer!r} and basis "
                 f"{condition.basis!r}."]
-    units = condition.unit_exemplars(fresh=True)
+    band_error = condition.query_band_error()
+    if band_error:
+        return [f"{name}: {band_error}."]
+    band = condition.query_band_limits()
+    units = [in_query_band(u, band) for u in condition.unit_exemplars(fresh=True)]
     out = []
     # Each unit alone through the trial builder, as a participant's list would take it: every unit that
     # lacks what the paradigm or reference type shows is named, not only the first.
@@ -111,11 +122,11 @@ def condition_problems(study, condition):
         return out
     # A main trial shows one of the unit's query pairs (strips); a plan with more per unit than the
     # artifact holds shows participants the same pair again, and their answers stop being independent.
-    main = study.n_main - int(round(study.n_main * study.catch_ratio))
-    per_unit = math.ceil(main / len(units)) if units else 0
+    per_unit = main_pairs_per_unit(study.n_main, study.catch_ratio, len(units))
     short = [keys[u.unit_id] for u in units if _pairs(u, condition.paradigm) < per_unit]
     if short:
-        what = "ordered strips" if condition.paradigm == Condition.Paradigm.ORDERED_STRIP else "query pairs"
+        what = _SHOWN.get(condition.paradigm, "query pairs" + (
+            f" in the band {band_name(band)}" if any(u.queries_max_percentile for u in units) else ""))
         out.append(f"{name}: N main {study.n_main} gives each unit up to {per_unit} main trials, but "
                    f"{'unit' if len(short) == 1 else 'units'} {', '.join(short)} "
                    f"{'has' if len(short) == 1 else 'have'} fewer {what}: participants would see one again. "
@@ -143,8 +154,9 @@ def problems(study, conditions=None):
 
 def design_problems(study, conditions):
     """What keeps a within or mixed design from being satisfied: factors no condition has, a practice
-    block that names no condition, more blocks than units, a query band the job cannot serve."""
-    out = [f"Condition \"{c.name}\": {c.query_band_error()}." for c in conditions if c.query_band_error()]
+    block that names no condition, more blocks than units (a query band the job cannot serve is a
+    condition's own problem, `condition_problems`)."""
+    out = []
     if study.design == Study.Design.BETWEEN or not conditions:
         return out
     try:

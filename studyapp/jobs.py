@@ -178,8 +178,8 @@ def network_layers(network):
 # first ("listing", studyapp.shards), every job runs the pipeline's stages (stimuli.pipeline.STAGES,
 # spelled out because importing the pipeline imports torch, too slow for a page that polls; a test
 # keeps the two equal), and then imports.
-JOB_STAGES = ("listing", "network", "activations", "bases", "exemplars", "render", "featurevis", "measures",
-              "sobol", "write", "import")
+JOB_STAGES = ("listing", "network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion",
+              "measures", "sobol", "write", "import")
 
 
 def overall_progress(job, stages):

@@ -1,13 +1,11 @@
 """The study platform's data: what a researcher configures, what the stimulus workers produce, and what
 participants answer. Invariants that matter for the data (one response per trial, one participation per
 recruitment id, value ranges) are database constraints, not only form validation."""
+import json
+import re
 import secrets
 from collections import defaultdict
 
-import json
-import re
-
-from analysis.exclusions import ONE_SIDE_ALPHA
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -16,8 +14,11 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from analysis.exclusions import ONE_SIDE_ALPHA
+from stimuli.artifact import ManifestError, query_bands as artifact_query_bands
+
 from . import texts
-from .trials import UnitExemplars, build_trial_list
+from .trials import UnitExemplars, build_trial_list, in_query_band, main_pairs_per_unit
 
 
 class ParticipantJSONField(models.JSONField):
@@ -201,6 +202,9 @@ class Unit(models.Model):
     basis = models.CharField(max_length=40)
     index = models.PositiveIntegerField()
     measures = models.JSONField(default=dict, blank=True)
+    # The occlusion 2AFC's pairs (stimuli.measures.occlusion) with published image names: each
+    # {"kind": "main"|"catch", "a", "b", "correct", "delta_a", "delta_b"}. The answer key: never served.
+    occlusion_trials = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["job", "layer", "basis", "index"]
@@ -233,6 +237,10 @@ class Exemplar(models.Model):
         default=0, help_text="which of the unit's ordered strips (role strip); 0 for every other role")
     position = models.PositiveIntegerField()
     image = models.CharField(max_length=300, help_text="published image: a file name in MEDIA_ROOT")
+    percentile = models.FloatField(
+        null=True, blank=True,
+        help_text="a query candidate's activation percentile (stimuli.exemplars); empty for other roles and for "
+                  "artifacts written before candidates recorded it")
 
     class Meta:
         ordering = ["unit", "role", "group", "position"]
@@ -383,6 +391,54 @@ class Study(models.Model):
     exclude_flagged = models.BooleanField(
         default=True, help_text="count flagged participants as excluded (excl_flagged); off: flagged, kept")
 
+    # Eligibility and the participant's screen (studyapp.screening).
+    desktop_only = models.BooleanField(
+        default=False, help_text="turn away phones and tablets (screen-out redirect below)")
+    supported_browsers = models.CharField(
+        max_length=200, blank=True,
+        help_text="comma-separated browsers admitted (chrome, firefox, edge, safari, opera); blank: any")
+    virtual_chinrest = models.BooleanField(
+        default=False, help_text="before the practice, measure the screen's pixels per cm (credit-card method) "
+                                 "and the viewing distance (blind-spot task) with jsPsych's virtual-chinrest plugin")
+    min_viewing_distance_cm = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="screen out a viewing distance the chinrest measures below this; empty: no check")
+    max_viewing_distance_cm = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="screen out a viewing distance the chinrest measures above this; empty: no check")
+    image_visual_angle_deg = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.1), MaxValueValidator(60)],
+        help_text="scale each query image to this visual angle (degrees) from the chinrest's measurement; "
+                  "empty: images at their own pixel size")
+    screen_out_code = models.CharField(
+        max_length=100, blank=True,
+        help_text="Prolific's screen-out completion code: a participant who fails an eligibility check is sent "
+                  "to the screen-out URL with it (and paid the study's fixed screen-out amount)")
+    screen_out_url = models.CharField(
+        max_length=500, blank=True,
+        help_text="where a screened-out participant goes; {code} and the link's parameters fill in, e.g. "
+                  "https://app.prolific.com/submissions/complete?cc={code}")
+
+    # Review of Prolific submissions and bonuses (studyapp.prolific).
+    prolific_study_id = models.CharField(
+        max_length=100, blank=True,
+        help_text="the study's id on Prolific, for bonus payments; blank: the STUDY_ID its participants arrived with")
+    class FailedCatch(models.TextChoices):
+        REJECT = "reject", "reject (Prolific's category FAILED_CHECK, with the evidence)"
+        REVIEW = "review", "review by hand"
+
+    failed_catch_decision = models.CharField(
+        max_length=10, choices=FailedCatch.choices, default=FailedCatch.REJECT,
+        help_text="prolific_review: what a completed submission whose catch-trial accuracy is below the minimum "
+                  "gets")
+    bonus_per_correct = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0)],
+        help_text="bonus per correct main trial (catch trials not counted), in the Prolific study's currency, "
+                  "e.g. 0.05; 0: no bonus")
+    bonus_cap = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)],
+        help_text="the most bonus one participant gets; empty: no cap")
+
     created = models.DateTimeField(auto_now_add=True)
 
     #: What an answer means: the trial plan every participant's list was built from, and the link and
@@ -404,6 +460,13 @@ class Study(models.Model):
             models.UniqueConstraint(fields=["previous_version"], name="one_next_version",
                                     condition=Q(previous_version__isnull=False)),
         ]
+
+    def main_trials_per_condition(self):
+        """Main trials (catch trials included) a participant does in each of their conditions: a within or
+        mixed design's blocks of `trials_per_block`, else `n_main` (designs.block_sizes)."""
+        if self.design != self.Design.BETWEEN and self.trials_per_block:
+            return self.trials_per_block * self.blocks_per_condition
+        return self.n_main
 
     def has_answers(self):
         """Whether a participant (not a researcher's preview) has answered a trial of this study."""
@@ -507,18 +570,23 @@ _UNIT_EXEMPLARS: dict = {}
 UNIT_EXEMPLARS_CACHED = 4096
 
 
-def _load_unit_exemplars(keys):
+def _load_unit_exemplars(keys, occlusion=None):
     """Unit pk -> UnitExemplars, in one query; `keys`: unit pk -> its key (`conv2:nmf:0`), which messages
-    name it by."""
+    name it by; `occlusion`: unit pk -> its `occlusion_trials`, read with the keys."""
     unit_ids = list(keys)
+    occlusion = occlusion or {}
     lists = defaultdict(lambda: defaultdict(list))
     strips = defaultdict(lambda: defaultdict(list))
+    percentiles = defaultdict(lambda: defaultdict(list))
     exemplars = Exemplar.objects.filter(unit__in=unit_ids).order_by("unit_id", "role", "group", "position")
-    for unit_id, role, group, image in exemplars.values_list("unit_id", "role", "group", "image"):
+    for unit_id, role, group, image, percentile in exemplars.values_list("unit_id", "role", "group", "image",
+                                                                         "percentile"):
         if role == Exemplar.Role.STRIP:
             strips[unit_id][group].append(image)
         else:
             lists[unit_id][role].append(image)
+            if percentile is not None:
+                percentiles[unit_id][role].append(percentile)
     return {pk: UnitExemplars(
         unit_id=pk, key=keys[pk],
         references_max=lists[pk][Exemplar.Role.REFERENCE_MAX],
@@ -529,6 +597,10 @@ def _load_unit_exemplars(keys):
         overlays_max=lists[pk][Exemplar.Role.OVERLAY_MAX],
         synthetic_max=lists[pk][Exemplar.Role.SYNTHETIC_MAX],
         synthetic_min=lists[pk][Exemplar.Role.SYNTHETIC_MIN],
+        queries_max_percentile=percentiles[pk][Exemplar.Role.QUERY_MAX],
+        queries_min_percentile=percentiles[pk][Exemplar.Role.QUERY_MIN],
+        occlusion=[p for p in occlusion.get(pk) or [] if p.get("kind") != "catch"],
+        occlusion_catch=[p for p in occlusion.get(pk) or [] if p.get("kind") == "catch"],
     ) for pk in unit_ids}
 
 
@@ -546,6 +618,7 @@ class Condition(models.Model):
     class Paradigm(models.TextChoices):
         REFERENCE_2AFC = "reference_2afc", "reference 2AFC (Borowski et al.)"
         ORDERED_STRIP = "ordered_strip", "ordered strip vs shuffled strip (Dey et al.)"
+        OCCLUSION_2AFC = "occlusion_2afc", "occlusion 2AFC: which occlusion changes the unit more (Zimmermann et al.)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
     name = models.CharField(max_length=100)
@@ -609,51 +682,84 @@ class Condition(models.Model):
     def units(self):
         return Unit.objects.filter(job_id=self.job_id, layer=self.layer, basis=self.basis)
 
+    def query_band_limits(self, job=None):
+        """(low, high) percentiles of the band the maximal query is drawn from: the condition's own band, or
+        its job's own (`job`, when given, stands for it) where it sets none."""
+        if self.query_band_low is not None and self.query_band_high is not None:
+            return self.query_band_low, self.query_band_high
+        return job_query_bands(job or self.job)[0]
+
+    def query_band_for(self, units):
+        """The band a trial list over `units` (this condition's, as `unit_exemplars` gives them) draws its
+        queries from, for `trials.in_query_band`; None where they carry no percentiles (their job's one
+        band). Built per arrival: the job's bands come from a per-process cache, not its row."""
+        if not any(u.queries_max_percentile for u in units):
+            return None
+        if self.query_band_low is not None and self.query_band_high is not None:
+            return self.query_band_low, self.query_band_high
+        return cached_job_query_bands(self.job_id, units[0].unit_id)[0]
+
     def query_band(self, job=None):
-        """The percentile band of the maximal query as the export writes it, e.g. "90-100": the
-        condition's own band, or its job's (`job`, when given, stands for it) where it sets none."""
-        low, high = ((self.query_band_low, self.query_band_high)
-                     if self.query_band_low is not None and self.query_band_high is not None
-                     else job_query_band(job or self.job))
-        return f"{low:g}-{high:g}"
+        """The band of `query_band_limits` as the export writes it, e.g. "90-100"."""
+        return band_name(self.query_band_limits(job))
 
     def query_band_error(self):
         """Why the job cannot serve the condition's query band; None when it can.
 
-        The artifact stores, per unit, query candidates drawn from the top and bottom `query_percentile`
-        bands of the image set by rank, not each candidate's own percentile; so the one band a job can
-        serve is its own (top p %: (100 - p)-100). A harder band (IMI's Hard85) needs a job run with that
-        query_percentile."""
+        A job renders query candidates for the bands of its `query_bands` (stimuli.exemplars), each with its
+        activation percentile; the condition draws from those in its band (trials.in_query_band), and the
+        band is served when each of its units has a query pair for each main trial it gets. An artifact
+        written before candidates carried their percentile serves its one band only."""
         if self.query_band_low is None and self.query_band_high is None:
             return None
         if self.query_band_low is None or self.query_band_high is None:
             return "set both ends of the query band, or neither (the job's own band)"
         if not 0 <= self.query_band_low < self.query_band_high <= 100:
             return f"the query band {self.query_band_low:g}-{self.query_band_high:g} is not a percentile range"
-        if self.job_id is None:
+        if self.job_id is None or not self.layer or not self.basis:
             return None
-        low, high = job_query_band(self.job)
-        if (self.query_band_low, self.query_band_high) != (low, high):
-            return (f"job {self.job_id} renders query candidates from the band {low:g}-{high:g} only; for the "
-                    f"band {self.query_band_low:g}-{self.query_band_high:g} run a job with query_percentile "
-                    f"{100 - self.query_band_low:g}")
-        return None
+        units = self.unit_exemplars(fresh=True)
+        if not units:
+            return None  # what clean() says of a condition without units
+        band = (self.query_band_low, self.query_band_high)
+        bands = job_query_bands(self.job)
+        served = ", ".join(band_name(b) for b in bands)
+        if not any(u.queries_max_percentile for u in units):
+            if band != bands[0]:
+                return (f"job {self.job_id} renders query candidates from the band {served} only (its artifact "
+                        f"records no percentile per candidate); for the band {band_name(band)} run a job whose "
+                        f"query_bands include {band_name(band)}")
+            return None
+        study = self.study
+        n_main = study.main_trials_per_condition()
+        needed = max(1, main_pairs_per_unit(n_main, study.catch_ratio, len(units)))
+        pairs = [(u.name, len(in_query_band(u, band).queries_max)) for u in units]
+        short = [(name, n) for name, n in pairs if n < needed]
+        if not short:
+            return None
+        name, n = min(short, key=lambda item: item[1])
+        others = f" (and {len(short) - 1} more of its units fewer than that)" if len(short) > 1 else ""
+        return (f"job {self.job_id} renders query candidates for the band{'s' if len(bands) > 1 else ''} {served}; "
+                f"in the band {band_name(band)} unit {name} has {n} query pair{'' if n == 1 else 's'}{others}, and "
+                f"{n_main} main trials over {len(units)} units need {needed} per unit: choose a band the job "
+                f"serves, or run a job whose query_bands include {band_name(band)}")
 
     def unit_exemplars(self, fresh=False):
         """The condition's units with their exemplar lists, in the artifact's order: what a trial list is
         built from. `fresh`: read from the database, past the per-process cache (a check that must see
         the rows as they are now)."""
-        keys = {pk: f"{self.layer}:{self.basis}:{index}"
-                for pk, index in self.units().order_by("index").values_list("pk", "index")}
+        rows = list(self.units().order_by("index").values_list("pk", "index", "occlusion_trials"))
+        keys = {pk: f"{self.layer}:{self.basis}:{index}" for pk, index, _ in rows}
+        occlusion = {pk: pairs for pk, _, pairs in rows}
         units = list(keys)
         if fresh:
-            loaded = _load_unit_exemplars(keys)
+            loaded = _load_unit_exemplars(keys, occlusion)
             return [loaded[pk] for pk in units]
         missing = [pk for pk in units if pk not in _UNIT_EXEMPLARS]
         if missing:
             if len(_UNIT_EXEMPLARS) + len(missing) > UNIT_EXEMPLARS_CACHED:
                 _UNIT_EXEMPLARS.clear()
-            _UNIT_EXEMPLARS.update(_load_unit_exemplars({pk: keys[pk] for pk in missing}))
+            _UNIT_EXEMPLARS.update(_load_unit_exemplars({pk: keys[pk] for pk in missing}, occlusion))
         return [_UNIT_EXEMPLARS[pk] for pk in units]
 
     def clean(self):
@@ -676,8 +782,10 @@ class Condition(models.Model):
         # Everything else a participant's trial list needs (strips, overlays, query pairs) is what
         # building one checks: build one, as an arriving participant would.
         try:
-            build_trial_list(self.unit_exemplars(fresh=True), n_practice=self.study.n_practice,
-                             n_main=self.study.n_main, catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
+            band = self.query_band_limits()
+            build_trial_list([in_query_band(u, band) for u in self.unit_exemplars(fresh=True)],
+                             n_practice=self.study.n_practice, n_main=self.study.n_main,
+                             catch_ratio=self.study.catch_ratio, reference_type=self.reference_type, seed=0,
                              paradigm=self.paradigm)
         except ValueError as exc:
             keys = {unit.pk: unit.key for unit in units}
@@ -688,11 +796,40 @@ class Condition(models.Model):
 DEFAULT_QUERY_PERCENTILE = 10.0
 
 
-def job_query_band(job):
-    """(low, high) percentiles of the band a job's maximal query candidates come from."""
-    percentile = ((job.summary or {}).get("parameters") or {}).get("query_percentile") \
-        or (job.parameters or {}).get("query_percentile") or DEFAULT_QUERY_PERCENTILE
-    return 100.0 - float(percentile), 100.0
+def job_query_bands(job):
+    """The (low, high) bands a job renders query candidates for, its own band first: as its artifact's
+    summary records them (stimuli.artifact.query_bands), else as its parameters ask (a job not run yet, or
+    one imported before summaries kept its parameters)."""
+    summary = job.summary or {}
+    if isinstance(summary.get("parameters"), dict):
+        try:
+            return artifact_query_bands(summary)
+        except ManifestError:
+            pass
+    parameters = job.parameters or {}
+    if parameters.get("query_bands"):
+        return [(float(low), float(high)) for low, high in parameters["query_bands"]]
+    return [(100.0 - float(parameters.get("query_percentile") or DEFAULT_QUERY_PERCENTILE), 100.0)]
+
+
+# A job's bands per (job pk, pk of one of its units). An import replaces a job's units by new rows and writes
+# its summary in the same transaction, so an entry never goes stale; arrivals read a job's row once per
+# process, not once per condition and arrival.
+_JOB_BANDS: dict = {}
+
+
+def cached_job_query_bands(job_id, unit_pk):
+    key = (job_id, unit_pk)
+    if key not in _JOB_BANDS:
+        if len(_JOB_BANDS) >= UNIT_EXEMPLARS_CACHED:
+            _JOB_BANDS.clear()
+        _JOB_BANDS[key] = job_query_bands(StimulusJob.objects.only("summary", "parameters").get(pk=job_id))
+    return _JOB_BANDS[key]
+
+
+def band_name(band):
+    """A band as studies and the export write it: `90-100`."""
+    return f"{band[0]:g}-{band[1]:g}"
 
 
 def new_token():
@@ -708,6 +845,7 @@ class Participant(models.Model):
         COMPLETED = "completed"
         RETURNED = "returned"
         TIMED_OUT = "timed_out", "timed out"
+        SCREENED_OUT = "screened_out", "screened out"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="participants")
@@ -716,7 +854,7 @@ class Participant(models.Model):
     recruitment = models.CharField(max_length=10, choices=Study.Recruitment.choices)
     recruitment_info = ParticipantJSONField(default=dict, blank=True,
                                             help_text="study/session ids, never the person's id")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.STARTED)
     is_preview = models.BooleanField(default=False, help_text="a researcher's preview: no quota, no export")
     seed = models.BigIntegerField()
     # The condition as it was when the participant was assigned: what they were shown, which the export
@@ -743,6 +881,13 @@ class Participant(models.Model):
         null=True, blank=True, help_text="when the server received the instructions' end (it served them at consent)")
     questionnaire = ParticipantJSONField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+    # Eligibility and the screen (studyapp.screening): why a participant was screened out, and what the
+    # virtual chinrest measured.
+    screen_out_reason = models.CharField(max_length=20, blank=True)
+    px_per_cm = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    viewing_distance_cm = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    image_px = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)],
+                                 help_text="the query image's width on the participant's screen, in CSS pixels")
 
     started_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(auto_now_add=True)
@@ -811,6 +956,9 @@ class Trial(models.Model):
     # The ordered-strip paradigm shows two rows instead of references and queries.
     strip_a = models.JSONField(default=list, blank=True)
     strip_b = models.JSONField(default=list, blank=True)
+    # The occlusion 2AFC: the unit's score change under the occluder shown as query a and as query b.
+    occlusion_delta_a = models.FloatField(null=True, blank=True)
+    occlusion_delta_b = models.FloatField(null=True, blank=True)
     correct_query = models.CharField(max_length=1, choices=[("a", "a"), ("b", "b")])
     served_at = models.DateTimeField(null=True, blank=True, help_text="when a trial list first held this trial")
 
@@ -887,3 +1035,51 @@ class SobolAnalysis(Job):
 
     def __str__(self):
         return f"{self.network} image {self.image_index} ({self.grid}x{self.grid})"
+
+
+class ProlificAction(models.Model):
+    """One request to Prolific's API that `prolific_review` makes or made: recorded (state `pending`)
+    before it is sent, and its outcome after. Prolific's ids stand here (the submission id, the bulk bonus
+    payment's id), never a participant's id, which the platform keeps only as a keyed hash.
+
+    A bulk bonus is two actions: its set-up (`bonus_setup`, whose `bulk_id` is Prolific's answer) and its
+    payment (`bonus_pay`, one per set-up, which the database holds to one). Prolific's payment endpoint is
+    not idempotent, so a payment recorded as pending whose outcome never arrived (a crash, a timeout, a
+    5xx) is never sent again: studyapp.prolific_api reports it for a person to check."""
+
+    class Kind(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        RETURN = "return", "request return"
+        BONUS_SETUP = "bonus_setup", "bonus set-up"
+        BONUS_PAY = "bonus_pay", "bonus payment"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "recorded, outcome unknown"
+        DONE = "done"
+        FAILED = "failed", "refused by Prolific"
+        ABANDONED = "abandoned", "set-up never answered; replaced"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prolific_actions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    submission_id = models.CharField(max_length=100, blank=True)
+    setup = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="payments",
+                              help_text="a payment's bulk bonus set-up")
+    bulk_id = models.CharField(max_length=100, blank=True, help_text="Prolific's bulk bonus payment id")
+    request = models.JSONField(default=dict, help_text="what was sent: method, path and body")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    response = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["study", "created", "pk"]
+        constraints = [
+            # Prolific's payment is not idempotent: one payment per set-up, whatever its outcome.
+            models.UniqueConstraint(fields=["setup"], condition=Q(kind="bonus_pay"), name="one_payment_per_bonus_setup"),
+        ]
+
+    def __str__(self):
+        target = self.submission_id or self.bulk_id or "bulk bonus"
+        return f"{self.study.slug}: {self.kind} {target} ({self.state})"

@@ -27,8 +27,18 @@ def machine_prediction(condition):
     return mean(scores) if scores else None
 
 
+#: people's accuracy on the occlusion task in Zimmermann et al. (2021, NeurIPS), per reference type: synthetic
+#: 68 ± 4 %, natural about 66-67 ± 3 %, none 60 ± 3 % (README, "The occlusion 2AFC")
+OCCLUSION_PUBLISHED = {"synthetic": "68 ± 4 %", "natural": "66-67 ± 3 %", "none": "60 ± 3 %"}
+
+
 def machine_prediction_reason(condition):
     """Why a condition has no machine prediction (None when it has one), as the monitor says beside "—"."""
+    if condition.paradigm == Condition.Paradigm.OCCLUSION_2AFC:
+        published = OCCLUSION_PUBLISHED.get(condition.reference_type)
+        return ("the network itself decides the occlusion task's answer"
+                + (f"; Zimmermann et al. (2021) report {published} for people with {condition.reference_type} "
+                   "references" if published else ""))
     if condition.paradigm != Condition.Paradigm.REFERENCE_2AFC:
         return "the machine observer simulates the reference 2AFC only"
     if condition.reference_type != Condition.ReferenceType.NATURAL:
@@ -97,12 +107,14 @@ def study_monitor(study):
         excluded = [p for p in completed if flags(rules, p, counts.get(p["pk"]))["excluded"]]
         rows.append({
             "condition": condition.name,
+            "paradigm": condition.get_paradigm_display(),
             "quota": study.participants_per_condition,
             "started": len(members),
             "active": sum(p["status"] == Participant.Status.STARTED for p in members),
             "completed": len(completed),
             "returned": sum(p["status"] == Participant.Status.RETURNED for p in members),
             "timed_out": sum(p["status"] == Participant.Status.TIMED_OUT for p in members),
+            "screened_out": sum(p["status"] == Participant.Status.SCREENED_OUT for p in members),
             "median_minutes": median(durations) if durations else None,
             "catch_accuracy": n_catch_correct / n_catch if n_catch else None,
             "exclusion_rate": len(excluded) / len(completed) if completed else None,

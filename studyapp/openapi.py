@@ -11,7 +11,7 @@ STUDY = {
     "type": "object",
     "properties": {
         "title": {"type": "string"},
-        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip"]},
+        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip", "occlusion_2afc"]},
         "consent_html": {"type": "string"},
         "instructions_html": {"type": "string"},
         "debrief_html": {"type": "string"},
@@ -24,7 +24,8 @@ STUDY = {
     },
 }
 
-PHASE = {"type": "string", "enum": ["consent", "instructions", "practice", "main", "questionnaire", "done", "ended"]}
+PHASE = {"type": "string", "enum": ["consent", "instructions", "practice", "main", "questionnaire", "done", "ended",
+                                   "screened_out"]}
 
 COMPLETION = {
     "type": ["object", "null"],
@@ -42,6 +43,27 @@ SESSION = {
             "properties": {"answered": {"type": "integer"}, "total": {"type": "integer"}},
         },
         "completion": COMPLETION,
+        # studyapp.screening: the checks the page runs, what the chinrest measured, where a screen-out goes
+        "screening": {
+            "type": "object",
+            "properties": {
+                "desktop_only": {"type": "boolean"},
+                "mobile_agent": {"type": "boolean"},
+                "supported_browsers": {"type": "array", "items": {"type": "string"}},
+                "virtual_chinrest": {"type": "boolean"},
+                "image_visual_angle_deg": {"type": ["number", "null"]},
+                "screen_out": {"type": "boolean"},
+            },
+        },
+        "calibration": {
+            "type": ["object", "null"],
+            "properties": {"px_per_cm": {"type": "number"}, "viewing_distance_cm": {"type": "number"}},
+        },
+        "screen_out": {
+            "type": ["object", "null"],
+            "properties": {"url": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]},
+                           "reason": {"type": "string"}},
+        },
     },
 }
 
@@ -55,7 +77,7 @@ TRIAL = {
         "position": {"type": "integer"},
         "block": {"type": "string", "enum": ["practice", "main"]},
         "attempt": {"type": ["integer", "null"]},
-        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip"]},
+        "paradigm": {"type": "string", "enum": ["reference_2afc", "ordered_strip", "occlusion_2afc"]},
         "references_min": URL_LIST,
         "references_max": URL_LIST,
         "query_a": {"type": "string"},
@@ -170,6 +192,36 @@ def schema():
                         "201": {"description": "stored", **_json(RESPONSE_OUT)},
                         "200": {"description": "already stored: the first answer is kept", **_json(RESPONSE_OUT)},
                         **_errors(400, 403, 404, 409, 410, 415),
+                    },
+                },
+            },
+            "/api/p/{token}/screen-out": {
+                "parameters": [TOKEN],
+                "post": {
+                    "operationId": "screen_out",
+                    "requestBody": _body({"type": "object", "required": ["reason"], "properties": {"reason": {
+                        "type": "string", "enum": ["window_too_small", "mobile_device", "unsupported_browser",
+                                                   "chinrest_failed"]}}}),
+                    "responses": {
+                        "200": {"description": "screened out: the session says where to go", **_json(SESSION)},
+                        **_errors(400, 404, 409, 415),
+                    },
+                },
+            },
+            "/api/p/{token}/calibration": {
+                "parameters": [TOKEN],
+                "post": {
+                    "operationId": "calibration",
+                    "requestBody": _body({"type": "object", "required": ["px_per_cm", "viewing_distance_cm"],
+                                          "properties": {
+                                              "px_per_cm": {"type": "number", "minimum": 5, "maximum": 500},
+                                              "viewing_distance_cm": {"type": "number", "minimum": 5,
+                                                                      "maximum": 500},
+                                              "image_px": {"type": ["number", "null"], "minimum": 1,
+                                                           "maximum": 10000}}}),
+                    "responses": {
+                        "200": {"description": "stored (the participant may be screened out)", **_json(SESSION)},
+                        **_errors(400, 404, 409, 410, 415),
                     },
                 },
             },

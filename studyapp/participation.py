@@ -7,9 +7,10 @@ second tab) sees the same state.
 import re
 import secrets
 import weakref
-from contextlib import nullcontext
-from datetime import timedelta
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, ProgrammingError, connection, transaction
@@ -17,8 +18,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import assignment, designs, trials
-from .models import Participant, Response, Study, Trial
-from .recruitment import REQUIRED_PARAMETERS, SESSION_PARAMETER, hash_external_id
+from .models import Condition, Participant, Response, Study, Trial
+from .recruitment import REQUIRED_PARAMETERS, SESSION_PARAMETER, Arrival, hash_external_id
 
 
 class ParticipationError(Exception):
@@ -27,7 +28,7 @@ class ParticipationError(Exception):
 
     status = 409
 
-    def __init__(self, code, detail, status=None):
+    def __init__(self, code: str, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
@@ -36,14 +37,16 @@ class ParticipationError(Exception):
 
 
 class AlreadyParticipated(ParticipationError):
-    def __init__(self, participant):
+    def __init__(self, participant: Participant) -> None:
         super().__init__("already_participated", "You have already taken part in this study.", 403)
         self.participant = participant
 
 
-def phase(participant):
+def phase(participant: Participant) -> str:
     if participant.status == Participant.Status.COMPLETED:
         return "done"
+    if participant.status == Participant.Status.SCREENED_OUT:
+        return "screened_out"
     if participant.status in (Participant.Status.RETURNED, Participant.Status.TIMED_OUT):
         return "ended"
     if participant.consented_at is None:
@@ -57,13 +60,14 @@ def phase(participant):
     return "questionnaire"
 
 
-def _trial_rows(participant, specs, first_position):
+def _trial_rows(participant: Participant, specs: Iterable[trials.TrialSpec], first_position: int) -> list[Trial]:
     return [
         Trial(
             participant=participant, position=first_position + i, block=s.block, kind=s.kind,
             attempt=s.attempt, unit_id=s.unit_id, references_min=s.references_min,
             references_max=s.references_max, query_a=s.query_a, query_b=s.query_b,
             correct_query=s.correct_query, strip_a=s.strip_a, strip_b=s.strip_b,
+            occlusion_delta_a=s.occlusion_delta_a, occlusion_delta_b=s.occlusion_delta_b,
             condition_id=s.condition if s.condition is not None else participant.condition_id,
             block_index=s.block_index if s.condition is not None else (0 if s.block == "main" else None),
         )
@@ -71,14 +75,14 @@ def _trial_rows(participant, specs, first_position):
     ]
 
 
-def _arrival_digest(arrival):
+def _arrival_digest(arrival: Arrival) -> str | None:
     """The keyed hash that stands in for the arrival's recruitment id; None for a plain link."""
     if arrival.external_id is None:
         return None
     return hash_external_id(settings.PARTICIPANT_ID_KEY, arrival.platform, arrival.external_id)
 
 
-def find_participant(study, arrival, digest=None):
+def find_participant(study: Study, arrival: Arrival, digest: str | None = None) -> Participant | None:
     digest = digest or _arrival_digest(arrival)
     if digest is None:
         return None
@@ -87,7 +91,7 @@ def find_participant(study, arrival, digest=None):
         .order_by("-study__version").first()
 
 
-def start(study, arrival, user_agent="", resume_token=None):
+def start(study: Study, arrival: Arrival, user_agent: str = "", resume_token: str | None = None) -> Participant:
     """Join `study`: resume an unfinished participation of the same recruitment id, refuse a repeat,
     or assign a condition and store a fresh trial list. `resume_token` is the participation this
     browser holds (its resume cookie), which may resume without the platform's session id."""
@@ -101,7 +105,7 @@ def start(study, arrival, user_agent="", resume_token=None):
     assignment.expire_stale_participants(study)
     seed = secrets.randbits(62)
 
-    def create(condition, **slot):
+    def create(condition: Condition, **slot: int) -> Participant:
         return Participant.objects.create(
             study=study, condition=condition, external_id_hash=digest, recruitment=arrival.platform,
             recruitment_info=arrival.info, seed=seed, user_agent=user_agent[:300], **slot,
@@ -130,7 +134,7 @@ def start(study, arrival, user_agent="", resume_token=None):
     return participant
 
 
-def check_platform(study, arrival):
+def check_platform(study: Study, arrival: Arrival) -> None:
     """Refuse an arrival that did not come through the study's recruitment platform."""
     if study.recruitment == Study.Recruitment.LINK:
         return
@@ -148,7 +152,7 @@ def check_platform(study, arrival):
         raise ParticipationError("hit_preview", "Please accept the HIT on MTurk before starting the study.", 403)
 
 
-def _resume(existing, arrival, resume_token):
+def _resume(existing: Participant, arrival: Arrival, resume_token: str | None) -> Participant:
     """The participation of a returning recruitment id, if it is unfinished and the same platform
     session (or the browser that holds it): a person's id alone, which others may know, is not enough."""
     if existing.status != Participant.Status.STARTED:
@@ -161,7 +165,7 @@ def _resume(existing, arrival, resume_token):
     return existing
 
 
-def start_preview(study, condition):
+def start_preview(study: Study, condition: Condition) -> Participant:
     """A researcher's walk through one condition: a real participant row, flagged so that it takes no
     quota slot and never reaches the export."""
     seed = secrets.randbits(62)
@@ -172,14 +176,16 @@ def start_preview(study, condition):
     return participant
 
 
-def condition_plan(condition, units=None):
+def condition_plan(condition: Condition, units: list[trials.UnitExemplars] | None = None) -> trials.ConditionPlan:
+    units = condition.unit_exemplars() if units is None else units
+    band = condition.query_band_for(units) if units else None
     return trials.ConditionPlan(
-        key=condition.pk, units=condition.unit_exemplars() if units is None else units,
-        reference_type=condition.reference_type, paradigm=condition.paradigm,
-        n_references=condition.n_references, min_references=condition.min_references)
+        key=condition.pk, units=units, reference_type=condition.reference_type, paradigm=condition.paradigm,
+        n_references=condition.n_references, min_references=condition.min_references, query_band=band)
 
 
-def design_schedule(study, order_index, order_slot, conditions=None):
+def design_schedule(study: Study, order_index: int, order_slot: int | None, conditions: list[Condition] | None = None
+                    ) -> tuple[dict[int, trials.ConditionPlan], list[tuple[int, int]], Condition]:
     """A within or mixed participant's plans (condition pk → ConditionPlan, its units allocated) and
     schedule ((condition pk, main trials) per block) for order `order_index`, slot `order_slot`: what
     the trial list is built from, and what the schedule preview shows."""
@@ -203,7 +209,7 @@ def design_schedule(study, order_index, order_slot, conditions=None):
     return plans, schedule, practice
 
 
-def _store_trial_list(participant, condition, seed):
+def _store_trial_list(participant: Participant, condition: Condition, seed: int) -> None:
     study = participant.study
     if participant.order is not None:
         plans, schedule, practice = design_schedule(study, participant.order, participant.order_slot)
@@ -225,7 +231,7 @@ def _store_trial_list(participant, condition, seed):
     participant.save(update_fields=["practice_end", "trial_count"])
 
 
-def _require_active(participant):
+def _require_active(participant: Participant) -> None:
     if participant.status != Participant.Status.STARTED:
         raise ParticipationError("ended", "This session has ended. Thank you for your time.", 410)
     deadline = participant.started_at + timedelta(minutes=participant.study.time_limit_minutes)
@@ -237,7 +243,7 @@ def _require_active(participant):
                                  "ended. Thank you for your time.", 410)
 
 
-def give_consent(participant, consent):
+def give_consent(participant: Participant, consent: bool) -> Participant:
     _require_active(participant)
     now = timezone.now()
     if not consent:
@@ -252,7 +258,7 @@ def give_consent(participant, consent):
     return participant
 
 
-def record_instructions(participant, reading_ms):
+def record_instructions(participant: Participant, reading_ms: float) -> Participant:
     _require_active(participant)
     if participant.consented_at is None:
         raise ParticipationError("out_of_order", "Consent comes before the instructions.")
@@ -265,7 +271,7 @@ def record_instructions(participant, reading_ms):
     return participant
 
 
-def upcoming_trials(participant, limit):
+def upcoming_trials(participant: Participant, limit: int) -> list[Trial]:
     """The first `limit` unanswered trials, in order; those served for the first time are stamped with
     the server's time."""
     upcoming = list(
@@ -279,7 +285,7 @@ def upcoming_trials(participant, limit):
 
 
 class UnknownParticipant(ParticipationError):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("not_found", "There is no session with this link.", 404)
 
 
@@ -301,19 +307,19 @@ class Answer(NamedTuple):
 # from the statement's snapshot; `trial_count` unchanged means no practice block was inserted (shifting
 # the positions) since. An answer that ends a practice block writes nothing here (`block_end` false):
 # it takes the transactional path, which may insert another block.
-_ANSWER_SQL = """
+_ANSWER_SQL = f"""
 WITH p AS (
     SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered, p.practice_end,
            p.trial_count, p.practice_attempts, p.started_at, s.confidence, s.practice_feedback,
            s.time_limit_minutes
-    FROM {participant} p JOIN {study} s ON s.id = p.study_id
+    FROM {Participant._meta.db_table} p JOIN {Study._meta.db_table} s ON s.id = p.study_id
     WHERE p.token = %(token)s
 ), t AS (
     SELECT t.id, t.participant_id, t.position, t.block, t.attempt, t.correct_query
-    FROM {trial} t JOIN p ON p.id = t.participant_id
+    FROM {Trial._meta.db_table} t JOIN p ON p.id = t.participant_id
     WHERE t.id = %(trial)s
 ), moved AS (
-    UPDATE {participant} u SET answered = u.answered + 1, last_seen = %(now)s
+    UPDATE {Participant._meta.db_table} u SET answered = u.answered + 1, last_seen = %(now)s
     FROM p, t
     WHERE u.id = p.id AND u.answered = t.position AND u.trial_count = p.trial_count
       AND u.status = %(started)s AND u.consented_at IS NOT NULL AND u.instructions_ms IS NOT NULL
@@ -322,7 +328,7 @@ WITH p AS (
       AND (%(block_end)s OR t.block <> %(practice)s OR t.position + 1 <> u.practice_end)
     RETURNING u.id
 ), stored AS (
-    INSERT INTO {response} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
+    INSERT INTO {Response._meta.db_table} (trial_id, participant_id, idempotency_key, choice, confidence, correct, rt_ms,
                             client_time, server_time, focus_losses, fullscreen_exits, webdriver)
     SELECT t.id, moved.id, %(key)s, %(choice)s, %(confidence)s, t.correct_query = %(choice)s, %(rt_ms)s,
            %(client_time)s, %(now)s, %(focus_losses)s, %(fullscreen_exits)s, %(webdriver)s
@@ -335,8 +341,7 @@ SELECT p.id, p.study_id, p.status, p.consented_at, p.instructions_ms, p.answered
        t.id, t.participant_id, t.position, t.block, t.attempt,
        (SELECT correct FROM stored)
 FROM p LEFT JOIN t ON TRUE
-""".format(participant=Participant._meta.db_table, study=Study._meta.db_table, trial=Trial._meta.db_table,
-           response=Response._meta.db_table)
+"""
 _PARTICIPANT_FIELDS = ("id", "study_id", "status", "consented_at", "instructions_ms", "answered", "practice_end",
                        "trial_count", "practice_attempts", "started_at")
 _STUDY_FIELDS = ("confidence", "practice_feedback", "time_limit_minutes")
@@ -359,7 +364,7 @@ _NO_SUCH_PREPARED_STATEMENT, _PREPARED_STATEMENT_EXISTS = "26000", "42P05"  # SQ
 _BIGINT = 2 ** 63
 
 
-def _run_answer_statement(parameters):
+def _run_answer_statement(parameters: Mapping[str, Any]) -> tuple | None:
     if not settings.DATABASE_PREPARED_STATEMENTS:
         with _own_transaction(), connection.cursor() as cursor:
             cursor.execute(_ANSWER_SQL, parameters)
@@ -384,13 +389,14 @@ def _run_answer_statement(parameters):
                 _prepared_on.add(connection.connection)
 
 
-def _own_transaction():
+def _own_transaction() -> AbstractContextManager:
     # Alone, the statement is a transaction of its own. Inside a caller's transaction (the block-end path,
     # a test) it takes a savepoint, so that a refused insert leaves that transaction usable.
     return transaction.atomic() if connection.in_atomic_block else nullcontext()
 
 
-def _store_answer(token, trial_id, values, block_end):
+def _store_answer(token: str, trial_id: int, values: Mapping[str, Any], block_end: bool
+                  ) -> tuple[Participant, Trial | None, bool | None] | None:
     """Run _ANSWER_SQL: (participant, trial or None, correct if stored else None), or None for an unknown
     token. The participant is as the statement found it, before this answer."""
     parameters = {
@@ -411,13 +417,13 @@ def _store_answer(token, trial_id, values, block_end):
     return participant, trial, row[-1]
 
 
-def _answers_in_one_statement():
+def _answers_in_one_statement() -> bool:
     # _ANSWER_SQL is PostgreSQL's (data-modifying WITH); elsewhere (the embedded demo's SQLite) the ORM
     # path applies the same rules in several statements.
     return connection.vendor == "postgresql"
 
 
-def _check_answerable(participant, confidence):
+def _check_answerable(participant: Participant, confidence: int | None) -> None:
     """Raise what the first of the participant-level checks that fails calls for, in the order they have
     always been made."""
     if participant.study.confidence and confidence is None:
@@ -427,11 +433,11 @@ def _check_answerable(participant, confidence):
         raise ParticipationError("out_of_order", "Consent and instructions come before the trials.")
 
 
-def _unknown_trial():
+def _unknown_trial() -> ParticipationError:
     return ParticipationError("unknown_trial", "This trial does not belong to your session.", 404)
 
 
-def _record_in_one_statement(token, trial_id, values):
+def _record_in_one_statement(token: str, trial_id: int, values: Mapping[str, Any]) -> tuple[Participant, Trial, bool | None]:
     found = _store_answer(token, trial_id, values, block_end=False)
     if found is None:
         raise UnknownParticipant()
@@ -455,7 +461,7 @@ def _record_in_one_statement(token, trial_id, values):
     return participant, trial, correct
 
 
-def _record_through_orm(token, trial_id, values):
+def _record_through_orm(token: str, trial_id: int, values: Mapping[str, Any]) -> tuple[Participant, Trial, bool | None]:
     participant = Participant.objects.select_related("study").filter(token=token).first()
     if participant is None:
         raise UnknownParticipant()
@@ -482,8 +488,9 @@ def _record_through_orm(token, trial_id, values):
     return participant, trial, response.correct
 
 
-def record_response(token, trial_id, *, idempotency_key, choice, confidence, rt_ms, client_time,
-                    focus_losses=None, fullscreen_exits=None, webdriver=None):
+def record_response(token: str, trial_id: int, *, idempotency_key: str, choice: str, confidence: int | None,
+                    rt_ms: float | None, client_time: datetime | None, focus_losses: int | None = None,
+                    fullscreen_exits: int | None = None, webdriver: bool | None = None) -> Answer:
     """Store one answer of the participant with `token`; returns an `Answer`. The answered-prefix
     counter moves forward by one only if this trial is the first unanswered one, in the same transaction
     as the insert: a double submit, a retry after a lost acknowledgement or a second tab finds the counter
@@ -513,7 +520,7 @@ def record_response(token, trial_id, *, idempotency_key, choice, confidence, rt_
     return Answer(participant, trial, stored, False)
 
 
-def _maybe_repeat_practice(participant, last_trial):
+def _maybe_repeat_practice(participant: Participant, last_trial: Trial) -> None:
     """At the end of a practice block with a miss, insert another block before the main trials while
     attempts remain. Main trials move back by one block; the two-step shift keeps positions unique at
     every moment, which PostgreSQL checks row by row."""
@@ -546,7 +553,7 @@ def _maybe_repeat_practice(participant, last_trial):
     participant.practice_attempts = attempt + 1
 
 
-def finish(participant, answers):
+def finish(participant: Participant, answers: dict[str, Any]) -> Participant:
     _require_active(participant)
     if phase(participant) != "questionnaire":
         raise ParticipationError("out_of_order", "Please answer every trial before the questionnaire.")

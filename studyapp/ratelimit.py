@@ -19,12 +19,14 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 
 import redis
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from redis.commands.core import Script
 
 from .middleware import API_PREFIX
 
@@ -36,19 +38,19 @@ CACHE_RETRY_SECONDS = 5.0
 _cache_down_until = 0.0
 
 
-def cache_available():
+def cache_available() -> bool:
     """False for a while after a cache error in this process (see `cache_failed`)."""
     return time.monotonic() >= _cache_down_until
 
 
-def cache_failed(exc, consequence):
+def cache_failed(exc: BaseException, consequence: str) -> None:
     global _cache_down_until
     _cache_down_until = time.monotonic() + CACHE_RETRY_SECONDS
     log.warning("the cache cannot be reached (%s: %s); %s for the next %.0f s", type(exc).__name__, exc,
                 consequence, CACHE_RETRY_SECONDS)
 
 
-def client_address(request):
+def client_address(request: HttpRequest) -> str:
     """The address a request came from. Each trusted proxy appends the address it received the request
     from to X-Forwarded-For, so with `TRUSTED_PROXY_COUNT` proxies in front the client is that many
     entries from the right; anything further left is whatever the client chose to send."""
@@ -60,16 +62,16 @@ def client_address(request):
     return request.META.get("REMOTE_ADDR", "")
 
 
-def _digest(value):
+def _digest(value: str) -> str:
     # Tokens are credentials and forwarded addresses are client-chosen text: neither goes into a key raw.
     return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _key(scope, ident, index):
+def _key(scope: str, ident: str, index: int) -> str:
     return f"{KEY_PREFIX}:{scope}:{_digest(ident)}:{index}"
 
 
-def count(scope, ident, window, now=None):
+def count(scope: str, ident: str, window: int, now: float | None = None) -> tuple[int, int]:
     """Count one request for (`scope`, `ident`) in the current window; returns the count so far and
     the seconds until the window ends."""
     now = time.time() if now is None else now
@@ -97,10 +99,10 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-_script = None
+_script: Script | None = None
 
 
-def _redis():
+def _redis() -> tuple[Script, redis.Redis] | None:
     """(the counting script, a client of the cache's Redis), or None when the cache is not Django's Redis
     cache. Django's cache API needs an EXISTS and an INCR per counter, two counters per request: as
     much web CPU as the whole answer path, so Redis gets the script instead."""
@@ -116,7 +118,7 @@ def _redis():
     return _script, client
 
 
-def over_limit(counters, window, now=None):
+def over_limit(counters: Sequence[tuple[str, str, int]], window: int, now: float | None = None) -> int:
     """Count a request on each of `counters` ((scope, ident, limit), checked in order); returns the
     seconds until the window ends when one is over its limit, else 0."""
     now = time.time() if now is None else now
@@ -135,7 +137,7 @@ def over_limit(counters, window, now=None):
     return 0
 
 
-def limited(request, token, now=None):
+def limited(request: HttpRequest, token: str, now: float | None = None) -> int:
     """Seconds the client must wait, or 0 when the request may go on (also when the cache cannot be
     reached). The address is counted first, so a flood of guessed tokens from one address never
     reaches the per-token counters."""
@@ -152,7 +154,7 @@ def limited(request, token, now=None):
         return 0
 
 
-def too_many(request, wait):
+def too_many(request: HttpRequest, wait: int) -> HttpResponse:
     detail = f"Too many requests. Please wait {wait} seconds and try again."
     if request.path_info.startswith(API_PREFIX):
         response = JsonResponse({"error": "rate_limited", "detail": detail}, status=429)
@@ -165,13 +167,14 @@ def too_many(request, wait):
 class ParticipantRateLimitMiddleware:
     """Applies `limited` to the views of the studyapp namespace that take a participant token."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request, view_func, view_args, view_kwargs):
+    def process_view(self, request: HttpRequest, view_func: Callable, view_args: tuple, view_kwargs: dict
+                     ) -> HttpResponse | None:
         match = request.resolver_match
         if "token" not in view_kwargs or match is None or match.namespace != "studyapp":
             return None

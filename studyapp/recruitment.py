@@ -6,8 +6,8 @@ Only an HMAC of the person's id is stored, so the database alone cannot be joine
 import hashlib
 import hmac
 import re
-from urllib.parse import quote
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 PLATFORM_PARAMETERS = {
     "prolific": ("PROLIFIC_PID", ("STUDY_ID", "SESSION_ID")),

@@ -18,6 +18,7 @@ import logging
 import math
 import shutil
 import socket
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -39,18 +40,18 @@ class ShardsPending(lifecycle.JobBusy):
     towards the chord): look again later."""
 
 
-def shards_dir(job):
+def shards_dir(job: StimulusJob) -> Path:
     """The job's private folder of shard files."""
     return Path(settings.ARTIFACT_ROOT) / "shards" / f"job-{job.pk}"
 
 
-def result_backend_missing():
+def result_backend_missing() -> bool:
     """True where tasks go to a broker but no result backend is configured: Celery cannot run a chord,
     so stimulus jobs run as one task each."""
     return not settings.CELERY_TASK_ALWAYS_EAGER and not settings.CELERY_RESULT_BACKEND
 
 
-def planned_shards(job):
+def planned_shards(job: StimulusJob) -> int:
     """How many shards the job's activation pass is split into: its parameters' "shards", else one per
     STIMULUS_SHARD_IMAGES images (0: never), and never more than it has batches."""
     from stimuli.shards import count_images, shard_count
@@ -65,10 +66,10 @@ def planned_shards(job):
     n_images = count_images(config)
     if wanted is None:
         wanted = math.ceil(n_images / settings.STIMULUS_SHARD_IMAGES)
-    return shard_count(n_images, config.batch_size, wanted)
+    return shard_count(n_images, config.activations.batch_size, wanted)
 
 
-def start_job(job_id, send_shards):
+def start_job(job_id: int, send_shards: Callable[[int, int], object]) -> int | None:
     """The coordinator: claim the job; with one shard, run it whole here as an unsharded job runs;
     otherwise set up its shards, leave it running and hand the shards to `send_shards(job_id,
     n_shards)`, which runs them and then `finish_job`. The units imported, or None when the job was
@@ -106,7 +107,7 @@ def start_job(job_id, send_shards):
     return None
 
 
-def prepare(job, n_shards):
+def prepare(job: StimulusJob, n_shards: int) -> None:
     """The job's shard rows for this run, queued; its image listing written (`write_listing`); and the
     job released to the shards at stage "activations". A shard still marked running is left as it is:
     its worker, or its redelivered message, decides. Raises lifecycle.JobCancelled when a cancel is
@@ -126,7 +127,7 @@ def prepare(job, n_shards):
     lifecycle.release(job)
 
 
-def write_listing(job):
+def write_listing(job: StimulusJob) -> None:
     """The job's image listing in its shard folder, under the claim's heartbeat (a large folder's scan
     opens every file's header, minutes for 100,000 images) and reporting the scan at stage "listing";
     kept when one is already there for the job's configuration."""
@@ -141,31 +142,31 @@ class ShardProgress(lifecycle.ProgressReporter):
     """A shard's progress on its row, and the job's as the mean over its shards; stops the shard as soon
     as its job is no longer running (a cancel requested, another shard failed)."""
 
-    def __init__(self, model, shard_id):
+    def __init__(self, model: type[StimulusShard], shard_id: int) -> None:
         super().__init__(model, shard_id)
         self.job_id = model.objects.values_list("job_id", flat=True).get(pk=shard_id)
 
-    def write(self, stage, fraction):
+    def write(self, stage: str, fraction: float) -> None:
         # Loading the network is not part of the pass the job's progress counts.
         self.rows.update(stage=stage, progress=round(100 * fraction, 1) if stage == "activations" else 0.0)
         update_job_progress(self.job_id)
 
-    def stopped(self):
+    def stopped(self) -> bool:
         return not job_running(self.job_id)
 
 
-def job_running(job_id):
+def job_running(job_id: int) -> bool:
     return StimulusJob.objects.filter(pk=job_id, status=Job.Status.RUNNING).exists()
 
 
-def update_job_progress(job_id):
+def update_job_progress(job_id: int) -> None:
     """The job's progress, while its shards run: the mean of theirs, in one statement."""
     mean = StimulusShard.objects.filter(job=OuterRef("pk")).values("job").annotate(m=Avg("progress")).values("m")
     StimulusJob.objects.filter(pk=job_id, status=Job.Status.RUNNING, stage="activations").update(
         progress=Coalesce(Subquery(mean), 0.0))
 
 
-def run_shard(job_id, index, n_shards, worker=""):
+def run_shard(job_id: int, index: int, n_shards: int, worker: str = "") -> str | None:
     """One shard's task on `worker` (the Celery worker's name; this host's where there is no broker): its
     activation pass written to the job's shard folder; the file's path, or None when there was nothing
     to do (the shard was done, or the job is no longer running). A shard that fails fails the job with
@@ -191,7 +192,7 @@ def run_shard(job_id, index, n_shards, worker=""):
         update_job_progress(job_id)
 
 
-def _extract(shard, progress, n_shards, worker):
+def _extract(shard: StimulusShard, progress: lifecycle.ProgressReporter, n_shards: int, worker: str) -> str:
     from stimuli.shards import extract_shard
 
     StimulusShard.objects.filter(pk=shard.pk).update(worker=worker)
@@ -199,7 +200,7 @@ def _extract(shard, progress, n_shards, worker):
     return str(extract_shard(jobs.pipeline_config(job), shard.index, n_shards, shards_dir(job), progress=progress))
 
 
-def finish_job(job_id, n_shards):
+def finish_job(job_id: int, n_shards: int) -> int | None:
     """The callback, once the shards are done: merge them, run the rest of the pipeline, import the
     artifact and remove the shard files; the units imported, or None when the job had already finished,
     was cancelled (recorded here) or failed. Raises ShardsPending while a shard is still to run, and
@@ -229,7 +230,7 @@ def finish_job(job_id, n_shards):
     return lifecycle.carry_out(job, partial(_merge_generate_import, n_shards=n_shards))
 
 
-def _merge_generate_import(job, progress, n_shards):
+def _merge_generate_import(job: StimulusJob, progress: lifecycle.ProgressReporter, n_shards: int) -> int:
     from stimuli.shards import listed_images, merge_shards
 
     folder = shards_dir(job)

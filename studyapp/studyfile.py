@@ -22,30 +22,20 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 
-
-from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study
+from .models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study, Unit
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schema" / f"study-v{SCHEMA_VERSION}.json"
 
 # The row's identity, its place in a line of versions and its state: an imported study is a new draft.
-_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created"}
+# prolific_study_id names one listing on Prolific: a copy run elsewhere is a listing of its own.
+_STUDY_NOT_EXPORTED = {"id", "status", "version", "previous_version", "created", "prolific_study_id"}
 # A completion code proves to the platform that a person finished: whoever holds it can claim payment
 # without doing the study, and a file is meant to be shared (a pre-registration, a repository). A copy of
 # the study run elsewhere is a new platform listing with a code of its own anyway.
-_SECRET_FIELDS = {"completion_code"}
+_SECRET_FIELDS = {"completion_code", "screen_out_code"}
 _SECRET_NAME = re.compile(r"secret|password|token|(^|_)key($|_)")
 _JOB_KEY = "job-{}"
-# The query band a job renders when its parameters do not say (the pipeline's own default).
-
-
-def _default_query_percentile() -> float:
-    """The stimulus configuration's default query band. Imported when needed: the configuration gathers
-    its options from the algorithm modules, which load torch, and the admin (which imports this module)
-    must not pay that in every web process."""
-    from stimuli.config import StimulusConfig
-
-    return next(f.default for f in dataclasses.fields(StimulusConfig) if f.name == "query_percentile")
 
 
 class StudyFileError(ValueError):
@@ -101,7 +91,7 @@ _INTEGER_FIELDS = (models.IntegerField, models.BigIntegerField, models.SmallInte
 def _field_schema(field):
     if isinstance(field, models.BooleanField):
         out = {"type": "boolean"}
-    elif isinstance(field, _INTEGER_FIELDS) or isinstance(field, models.ForeignKey):
+    elif isinstance(field, (*_INTEGER_FIELDS, models.ForeignKey)):
         out = {"type": "integer"}
         if isinstance(field, (models.PositiveIntegerField, models.PositiveSmallIntegerField,
                               models.PositiveBigIntegerField)):
@@ -164,11 +154,11 @@ def schema():
 # --- a job by content ---------------------------------------------------------------------------------
 
 def content_hash(job):
-    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position,
-    image): what its studies show and the answer key. The image names are the artifact's content names
-    (the first 20 hex of the sha256 of each PNG's bytes), so the hash follows the artifact's images and
-    roles, whatever database, machine or run time it came from; its manifest (which records when it was
-    made) does not enter."""
+    """sha256 over the job's units and their exemplars (layer, basis, index, role, strip group, position, image),
+    and their occlusion pairs where they have any: what its studies show and the answer key. The image names
+    are the artifact's content names (the first 20 hex of the sha256 of each PNG's bytes), so the hash
+    follows the artifact's images and roles, whatever database, machine or run time it came from; its
+    manifest (which records when it was made) does not enter."""
     digest = hashlib.sha256()
     rows = (Exemplar.objects.filter(unit__job=job)
             .order_by("unit__layer", "unit__basis", "unit__index", "role", "group", "position")
@@ -178,6 +168,13 @@ def content_hash(job):
         digest.update(json.dumps(row, separators=(",", ":")).encode())
         digest.update(b"\n")
         n += 1
+    # the occlusion 2AFC's pairs and their answer key, for the units that have them (a job without
+    # occlusion pairs hashes as it always did)
+    occluded = (Unit.objects.filter(job=job).exclude(occlusion_trials=[]).order_by("layer", "basis", "index")
+                .values_list("layer", "basis", "index", "occlusion_trials"))
+    for row in occluded.iterator(chunk_size=500):
+        digest.update(json.dumps(row, separators=(",", ":"), sort_keys=True).encode())
+        digest.update(b"\n")
     return f"sha256:{digest.hexdigest()}" if n else None
 
 
@@ -363,12 +360,13 @@ def _items(value):
 LEVEL_FIELDS = ("between_factors", "block_group_by", "block_alternate", "practice_block")
 
 
-def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
+def design_problem(study, conditions, unit_counts, fixed=()):
     """The first reason the file's design cannot be satisfied, as (field, message), or None. Each check
-    runs where its fields are in the file and is skipped where they are not.
+    runs where its fields are in the file and is skipped where they are not. (A query band the job cannot
+    serve is refused before, by the condition's own check, `Condition.query_band_error`, which reads the
+    job's candidates.)
 
     `study`, `conditions`: the file's dicts; `unit_counts[i]`: units condition i has in its job;
-    `query_percentiles[i]`: the band (percent at each end) condition i's job renders queries from;
     `fixed`: study fields whose values are a fixed list of choices."""
     blocks = study.get("blocks_per_condition")
     if isinstance(blocks, int) and not isinstance(blocks, bool):
@@ -377,19 +375,6 @@ def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
                 return ("study.blocks_per_condition",
                         f"{blocks} blocks per condition, but condition \"{condition['name']}\" has "
                         f"{unit_counts[i]} unit{'s' if unit_counts[i] != 1 else ''}: a block would have none")
-    for i, condition in enumerate(conditions):
-        low, high = condition.get("query_band_low"), condition.get("query_band_high")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            continue
-        served = 100 - query_percentiles[i]
-        if not low < high:
-            return (f"conditions[{i}].query_band_low",
-                    f"the band {low:g}-{high:g} is empty: its low end must be below its high end")
-        if low < served or high > 100:
-            return (f"conditions[{i}].query_band_low",
-                    f"condition \"{condition['name']}\" asks for queries from the {low:g}-{high:g} percentile band, "
-                    f"but its job renders queries from the {served:g}-100 band only (query_percentile "
-                    f"{query_percentiles[i]:g}); run a job with query_percentile {100 - low:g} or more")
     factors = set(conditions[0]) - {"job"} if conditions else set()
     levels = {str(value) for c in conditions for key, value in c.items() if key not in ("job", "name")}
     for name in LEVEL_FIELDS:
@@ -405,13 +390,6 @@ def design_problem(study, conditions, unit_counts, query_percentiles, fixed=()):
             elif name == "practice_block" and item not in levels and not any(c["name"] == item for c in conditions):
                 return f"study.{name}", f"no condition is named {item!r} or has it as a level"
     return None
-
-
-def _query_percentile(job):
-    for source in (job.summary.get("parameters") or {}, job.parameters or {}):
-        if isinstance(source.get("query_percentile"), (int, float)):
-            return float(source["query_percentile"])
-    return float(_default_query_percentile())
 
 
 @dataclasses.dataclass
@@ -465,7 +443,6 @@ def import_study(data, slug=None, bindings=None, author=None):
             raise StudyFileError(*_first_error(exc, f"conditions[{i}]")) from None
         conditions.append(condition)
     problem = design_problem(data["study"], data["conditions"], [c.units().count() for c in conditions],
-                             [_query_percentile(c.job) for c in conditions],
                              fixed={f.name for f in study_fields() if f.choices})
     if problem:
         raise StudyFileError(*problem)

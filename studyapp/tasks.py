@@ -15,7 +15,7 @@ def _run(task, runner, row_id):
     except lifecycle.JobBusy as exc:
         # The broker handed the message out again while its first worker still runs the job: look
         # again once that worker has had time to finish or to fall silent.
-        raise task.retry(exc=exc, countdown=settings.STIMULUS_STALE_AFTER_SECONDS)
+        raise task.retry(exc=exc, countdown=settings.STIMULUS_STALE_AFTER_SECONDS) from exc
 
 
 # acks_late with reject_on_worker_lost: a worker that dies mid-job leaves the message unacknowledged,

@@ -54,12 +54,28 @@ You will start with a few practice screens that tell you whether you were right.
 instructions carefully; then press *Continue*.
 """
 
+DEFAULT_OCCLUSION_INSTRUCTIONS = """\
+**What you will do**
+
+Each screen shows a set of images on the **left** that an artificial neuron responds to *least*, a set
+on the **right** that it responds to *most*, and in the **centre** one image shown twice. In each copy a
+different square patch of the image is covered up (an *occlusion*).
+
+Choose the occlusion that **changes the neuron's response more**, and say how sure you are with the
+buttons under it. Covering what the neuron responds to changes its response most. The buttons unlock
+after a moment, so please look at all the images first.
+
+You will start with a few practice screens that tell you whether you were right. Please read these
+instructions carefully; then press *Continue*.
+"""
+
 # The default instructions of each paradigm (studyapp.trials.PARADIGMS). A study's own instructions field
 # starts as the reference 2AFC's text (the model's default), which would describe the wrong task to a
 # participant of another paradigm.
 PARADIGM_INSTRUCTIONS = {
     "reference_2afc": DEFAULT_INSTRUCTIONS,
     "ordered_strip": DEFAULT_STRIP_INSTRUCTIONS,
+    "occlusion_2afc": DEFAULT_OCCLUSION_INSTRUCTIONS,
 }
 
 

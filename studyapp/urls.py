@@ -14,6 +14,8 @@ participant_api = [
     path("trials", api.trial_list, name="api-trials"),
     path("responses", api.respond, name="api-responses"),
     path("questionnaire", api.questionnaire, name="api-questionnaire"),
+    path("screen-out", api.screen_out, name="api-screen-out"),
+    path("calibration", api.calibration, name="api-calibration"),
 ]
 
 studyapp_patterns = [

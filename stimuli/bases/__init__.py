@@ -5,6 +5,7 @@ Adding a basis: a module with a :class:`Basis` subclass (its ``name``, :class:`B
 methods the defaults do not cover), and one ``register`` line below.
 """
 
+from .archetypal import ARCHETYPAL_DEFAULTS, ArchetypalBasis
 from .base import (
     Basis,
     BasisTags,
@@ -18,14 +19,13 @@ from .base import (
     row_blocks,
     unit_shares,
 )
-from .archetypal import ARCHETYPAL_DEFAULTS, ArchetypalBasis
 from .batchtopk import BATCHTOPK_DEFAULTS, BatchTopKBasis
 from .dictionary import DICTIONARY_DEFAULTS, DictionaryBasis
 from .jumprelu import JUMPRELU_DEFAULTS, JumpReLUBasis
 from .neuron import NeuronBasis
 from .nmf import NMF_DEFAULTS, NMFBasis
 from .pca import PCABasis
-from .registry import BASIS_CLASSES, basis_class, basis_from_config, basis_names, make_basis, register, unregister
+from .registry import BASIS_CLASSES, basis_class, basis_from_settings, basis_names, make_basis, register, unregister
 from .sae import SAE_DEFAULTS, SAEBasis
 
 register(NeuronBasis)
@@ -39,8 +39,9 @@ register(ArchetypalBasis)
 
 __all__ = [
     "ARCHETYPAL_DEFAULTS", "ArchetypalBasis", "BATCHTOPK_DEFAULTS", "BatchTopKBasis", "JUMPRELU_DEFAULTS",
-    "JumpReLUBasis", "BASIS_CLASSES", "Basis", "BasisTags", "DICTIONARY_DEFAULTS", "DictionaryBasis", "NMF_DEFAULTS", "NMFBasis",
-    "NeuronBasis", "PCABasis", "SAE_DEFAULTS", "SAEBasis", "as_float64", "basis_class", "basis_from_config",
+    "JumpReLUBasis",
+    "BASIS_CLASSES", "Basis", "BasisTags", "DICTIONARY_DEFAULTS", "DictionaryBasis", "NMF_DEFAULTS", "NMFBasis",
+    "NeuronBasis", "PCABasis", "SAE_DEFAULTS", "SAEBasis", "as_float64", "basis_class", "basis_from_settings",
     "basis_names", "block_rows", "centred_blocks", "centred_products", "checked_activations", "column_mean",
     "column_variance", "make_basis", "register", "row_blocks", "unit_shares", "unregister",
 ]

@@ -76,15 +76,33 @@ class ArchetypalBasis(SAEBasis):
     TopK autoencoder's do."""
 
     name = "archetypal"
-    tags = SAEBasis.tags.__class__(sparse_codes=True, config_section="archetypal",
-                                   config_defaults=ARCHETYPAL_DEFAULTS)
+    tags = SAEBasis.tags.__class__(sparse_codes=True, config_section="archetypal", config_defaults=ARCHETYPAL_DEFAULTS)
 
-    def __init__(self, n_components: int | None = None, k: int = 8, epochs: int = 100, lr: float = 3e-3,
-                 batch_size: int = 256, aux_k: int | None = None, aux_coef: float = 1.0 / 32,
-                 n_candidates: int = 256, delta: float = 0.1, device: str = "auto",
-                 random_state: int | None = 0) -> None:
-        super().__init__(n_components=n_components, k=k, epochs=epochs, lr=lr, batch_size=batch_size, aux_k=aux_k,
-                         aux_coef=aux_coef, device=device, random_state=random_state)
+    def __init__(
+        self,
+        n_components: int | None = None,
+        k: int = 8,
+        epochs: int = 100,
+        lr: float = 3e-3,
+        batch_size: int = 256,
+        aux_k: int | None = None,
+        aux_coef: float = 1.0 / 32,
+        n_candidates: int = 256,
+        delta: float = 0.1,
+        device: str = "auto",
+        random_state: int | None = 0,
+    ) -> None:
+        super().__init__(
+            n_components=n_components,
+            k=k,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            aux_k=aux_k,
+            aux_coef=aux_coef,
+            device=device,
+            random_state=random_state,
+        )
         self.n_candidates = n_candidates
         self.delta = delta
 

@@ -17,7 +17,7 @@ every basis lists its units in explained-variance order except neurons, which ke
 What differs between bases lives on the basis, as scikit-learn keeps it in estimator tags: its
 :class:`BasisTags`, its differentiable score (:meth:`Basis.scores`), the exact codes completeness projects
 (:meth:`Basis.exact_codes`), the readout attribution differentiates (:meth:`Basis.readout`) and its
-parameters read from the job's configuration (:meth:`Basis.params_from_config`). Callers never switch on
+parameters read from the job's configuration (:meth:`Basis.params_from_settings`). Callers never switch on
 a basis's type or name.
 """
 
@@ -178,12 +178,12 @@ class Basis(TransformerMixin, BaseEstimator):
         filled in); the section's keys are already checked against ``tags.config_defaults``."""
 
     @classmethod
-    def params_from_config(cls, config: Any) -> dict[str, Any]:
-        """The estimator's parameters from a job's configuration (:class:`stimuli.config.StimulusConfig`,
-        read through ``components_for``, ``seed`` and the basis's section)."""
-        params: dict[str, Any] = {"n_components": config.components_for(cls.name), "random_state": config.seed}
+    def params_from_settings(cls, settings: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+        """The estimator's parameters from a job's bases section (:class:`stimuli.settings.bases.BasisSettings`,
+        read through ``components_for`` and ``own_params``), its seed and the device it runs on."""
+        params: dict[str, Any] = {"n_components": settings.components_for(cls.name), "random_state": seed}
         if cls.tags.config_section is not None:
-            params.update(cls.tags.config_defaults, **getattr(config, cls.tags.config_section))
+            params.update(cls.tags.config_defaults, **settings.own_params(cls.tags.config_section))
         return params
 
     # -- the unit's score and codes -------------------------------------------------------------
@@ -220,7 +220,7 @@ class Basis(TransformerMixin, BaseEstimator):
         return (plus - minus) / (2 * eps)
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, A, y=None) -> "Basis":
+    def fit(self, A, y=None) -> Basis:
         self.fit_transform(A)
         return self
 

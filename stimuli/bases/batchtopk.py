@@ -33,7 +33,7 @@ class BatchTopKVariant(Variant):
     def finish(self, X, encode, bs: int) -> dict:
         smallest = []
         for b in range(0, len(X), bs):
-            z = self.codes(encode(X[b:b + bs]).float())
+            z = self.codes(encode(X[b : b + bs]).float())
             kept = z[z > 0]
             if kept.numel():
                 smallest.append(float(kept.min()))
@@ -44,8 +44,7 @@ class BatchTopKBasis(SAEBasis):
     """BatchTopK (module docstring); ``threshold_`` is ``θ`` in the scaled data's units."""
 
     name = "batchtopk"
-    tags = SAEBasis.tags.__class__(sparse_codes=True, config_section="batchtopk",
-                                   config_defaults=BATCHTOPK_DEFAULTS)
+    tags = SAEBasis.tags.__class__(sparse_codes=True, config_section="batchtopk", config_defaults=BATCHTOPK_DEFAULTS)
 
     def _variant(self, A: np.ndarray) -> Variant:
         return BatchTopKVariant(self.k_)

@@ -29,8 +29,7 @@ from .sae_training import Variant
 # 3 of 16 atoms (tests/stimuli/test_sparse_autoencoders.py): ε = θ₀ = 0.001 leaves the thresholds in
 # place (almost no pre-activation falls in the kernel's window) and 31 of 32 latents on; ε = θ₀ = 0.1
 # with λ = 0.05 gives 2.9 active latents, R² 0.99 and every planted atom found (cosine ≥ 0.99)
-JUMPRELU_DEFAULTS = {"sparsity": 0.05, "bandwidth": 0.1, "threshold": 0.1, "epochs": 100, "lr": 3e-3,
-                     "batch_size": 256}
+JUMPRELU_DEFAULTS = {"sparsity": 0.05, "bandwidth": 0.1, "threshold": 0.1, "epochs": 100, "lr": 3e-3, "batch_size": 256}
 
 
 def _rectangle(u):
@@ -99,9 +98,18 @@ class JumpReLUBasis(SAEBasis):
     name = "jumprelu"
     tags = SAEBasis.tags.__class__(sparse_codes=True, config_section="jumprelu", config_defaults=JUMPRELU_DEFAULTS)
 
-    def __init__(self, n_components: int | None = None, sparsity: float = 0.05, bandwidth: float = 0.1,
-                 threshold: float = 0.1, epochs: int = 100, lr: float = 3e-3, batch_size: int = 256,
-                 device: str = "auto", random_state: int | None = 0) -> None:
+    def __init__(
+        self,
+        n_components: int | None = None,
+        sparsity: float = 0.05,
+        bandwidth: float = 0.1,
+        threshold: float = 0.1,
+        epochs: int = 100,
+        lr: float = 3e-3,
+        batch_size: int = 256,
+        device: str = "auto",
+        random_state: int | None = 0,
+    ) -> None:
         self.n_components = n_components
         self.sparsity = sparsity
         self.bandwidth = bandwidth
@@ -143,7 +151,12 @@ class JumpReLUBasis(SAEBasis):
                 raise ValueError(f"jumprelu.{key} must be a positive integer, not {params[key]!r}")
         for key, positive in (("lr", True), ("bandwidth", True), ("threshold", True), ("sparsity", False)):
             v = params[key]
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    and (v > 0 if positive else v >= 0)):
-                raise ValueError(f"jumprelu.{key} must be a {'positive' if positive else 'non-negative'} "
-                                 f"number, not {v!r}")
+            if not (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (v > 0 if positive else v >= 0)
+            ):
+                raise ValueError(
+                    f"jumprelu.{key} must be a {'positive' if positive else 'non-negative'} number, not {v!r}"
+                )

@@ -17,7 +17,7 @@ class NeuronBasis(Basis):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit(self, A, y=None) -> "NeuronBasis":
+    def fit(self, A, y=None) -> NeuronBasis:
         """The channels' means and variances, summed over row blocks: no copy of ``A``."""
         A = checked_activations(A)
         c = A.shape[1]

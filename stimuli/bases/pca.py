@@ -17,7 +17,7 @@ class PCABasis(Basis):
         self.n_components = n_components
         self.random_state = random_state
 
-    def fit(self, A, y=None) -> "PCABasis":
+    def fit(self, A, y=None) -> PCABasis:
         """Components from the eigendecomposition of the C x C covariance, summed over row blocks in
         float64 (no N x C copy of the activations); signs as scikit-learn's PCA sets them
         (``svd_flip``: each component's largest coordinate positive). Layers wider than 4096 channels
@@ -49,7 +49,7 @@ class PCABasis(Basis):
             if self.total_variance_ > 0 else np.zeros(k)
         return self
 
-    def _fit_randomized(self, A: np.ndarray, k: int) -> "PCABasis":
+    def _fit_randomized(self, A: np.ndarray, k: int) -> PCABasis:
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=k, svd_solver="randomized", random_state=self.random_state)

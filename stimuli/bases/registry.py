@@ -52,6 +52,7 @@ def make_basis(name: str, **params: Any) -> Basis:
         raise ValueError(f"bad parameters for basis {name!r}: {exc}") from None
 
 
-def basis_from_config(name: str, config: Any) -> Basis:
-    """The basis ``name`` with its parameters read from a job's configuration."""
-    return make_basis(name, **basis_class(name).params_from_config(config))
+def basis_from_settings(name: str, settings: Any, *, seed: int = 0, device: str = "auto") -> Basis:
+    """The basis ``name`` with its parameters read from a job's bases section
+    (:class:`stimuli.settings.bases.BasisSettings`)."""
+    return make_basis(name, **basis_class(name).params_from_settings(settings, seed=seed, device=device))

@@ -160,8 +160,8 @@ class SAEBasis(Basis):
                 raise ValueError(f"sae.{key} must be a {low} number, not {v!r}")
 
     @classmethod
-    def params_from_config(cls, config: Any) -> dict[str, Any]:
-        return {**super().params_from_config(config), "device": config.device}
+    def params_from_settings(cls, settings: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+        return {**super().params_from_settings(settings, seed=seed, device=device), "device": device}
 
     def scores(self, x):
         return self.encode(x)

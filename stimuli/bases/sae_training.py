@@ -65,8 +65,19 @@ class Variant:
         return {}
 
 
-def train_sae(A: np.ndarray, scale: float, K: int, epochs: int, lr: float, batch_size: int,
-              aux_k: int, aux_coef: float, device, random_state: int | None, variant: Variant) -> TrainedSAE:
+def train_sae(
+    A: np.ndarray,
+    scale: float,
+    K: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    aux_k: int,
+    aux_coef: float,
+    device,
+    random_state: int | None,
+    variant: Variant,
+) -> TrainedSAE:
     """Adam on the mean squared error of ``A / scale`` (N x C) reconstructed from ``K`` latents chosen
     by ``variant``: encoder started as the decoder's transpose, decoder rows kept at unit norm where the
     variant asks (the gradient's radial part removed before each step), the learning rate decayed
@@ -90,17 +101,22 @@ def train_sae(A: np.ndarray, scale: float, K: int, epochs: int, lr: float, batch
     # atoms' sparse non-negative bumps (starting at the mean, which absorbs them, trapped some seeds
     # of a planted test in a poor optimum)
     median = np.median(A, axis=0) / scale if variant.decoder_bias else np.zeros(c)
-    b_dec = torch.nn.Parameter(torch.as_tensor(median, dtype=torch.float32, device=device),
-                               requires_grad=variant.decoder_bias)
-    params = [W_enc, b_enc, *([W_dec] if variant.unit_norm_decoder else []),
-              *([b_dec] if variant.decoder_bias else []), *extra]
+    b_dec = torch.nn.Parameter(
+        torch.as_tensor(median, dtype=torch.float32, device=device), requires_grad=variant.decoder_bias
+    )
+    params = [
+        W_enc,
+        b_enc,
+        *([W_dec] if variant.unit_norm_decoder else []),
+        *([b_dec] if variant.decoder_bias else []),
+        *extra,
+    ]
     opt = torch.optim.Adam(params, lr=lr)
     bs = min(int(batch_size), n)
     steps_per_epoch = -(-n // bs)
     total = steps_per_epoch * int(epochs)
     # linear decay over the last fifth, as the paper's schedule ends
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, max(0.0, (total - s) / max(1, total // 5))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, max(0.0, (total - s) / max(1, total // 5))))
     aux_k = min(K, int(aux_k))
     fired = torch.zeros(K, device=device)
     dead = torch.zeros(K, dtype=torch.bool, device=device)
@@ -111,14 +127,14 @@ def train_sae(A: np.ndarray, scale: float, K: int, epochs: int, lr: float, batch
         order = torch.randperm(n, generator=gen).to(device)
         epoch_loss = torch.zeros((), device=device)
         for b in range(0, n, bs):
-            x = X[order[b:b + bs]]
+            x = X[order[b : b + bs]]
             dec = variant.decoder(W_dec)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 lin = (x - b_dec) @ W_enc.T + b_enc
                 z = variant.codes(lin)
                 rec = b_dec + z @ dec
             err = x - rec.float()
-            loss = (err ** 2).sum(1).mean()
+            loss = (err**2).sum(1).mean()
             extra_loss = variant.penalty(lin, z)
             if extra_loss is not None:
                 loss = loss + extra_loss
@@ -152,13 +168,33 @@ def train_sae(A: np.ndarray, scale: float, K: int, epochs: int, lr: float, batch
     with torch.no_grad():
         learned = variant.finish(X, lambda x: (x - b_dec) @ W_enc.T + b_enc, bs)
         dec = variant.decoder(W_dec)
-    as64 = (lambda t: t.detach().float().cpu().numpy().astype(np.float64))
-    return TrainedSAE(W_enc=as64(W_enc), b_enc=as64(b_enc), W_dec=as64(dec), b_dec=as64(b_dec),
-                      loss_curve=[float(v) / n for v in torch.stack(losses).cpu()], extra=learned)
+
+    def as64(t):
+        return t.detach().float().cpu().numpy().astype(np.float64)
+
+    return TrainedSAE(
+        W_enc=as64(W_enc),
+        b_enc=as64(b_enc),
+        W_dec=as64(dec),
+        b_dec=as64(b_dec),
+        loss_curve=[float(v) / n for v in torch.stack(losses).cpu()],
+        extra=learned,
+    )
 
 
-def train_topk_sae(A: np.ndarray, scale: float, K: int, k: int, epochs: int, lr: float, batch_size: int,
-                   aux_k_param: int | None, aux_coef: float, device, random_state: int | None) -> TrainedSAE:
+def train_topk_sae(
+    A: np.ndarray,
+    scale: float,
+    K: int,
+    k: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    aux_k_param: int | None,
+    aux_coef: float,
+    device,
+    random_state: int | None,
+) -> TrainedSAE:
     """The TopK autoencoder (:class:`Variant`), ``aux_k`` defaulting to ``2 k`` as in Gao et al."""
     aux_k = int(aux_k_param) if aux_k_param is not None else 2 * k
     return train_sae(A, scale, K, epochs, lr, batch_size, aux_k, aux_coef, device, random_state, Variant(k))

@@ -17,14 +17,13 @@ network predicts for that image.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..layers import hook as layer_hook
-from ..layers import resolve
+from ..layers import hook as layer_hook, resolve
 from .completeness import _channels_first, _channels_last, _Projector
 
 

@@ -56,15 +56,17 @@ Methods (each returns an H x W map at the network's input resolution, larger = m
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..activations import pool
 from ..layers import Layout
+from ..settings.attribution import METHODS
 
-METHODS = ("gradcam", "saliency", "occlusion", "lrp", "integrated_gradients")
 # Riemann steps of Integrated Gradients (captum's Gauss-Legendre rule): on the test networks the
 # completeness gap stays within a few percent of the unit's change from the baseline at 32
 IG_STEPS = 32
@@ -107,11 +109,8 @@ def _layer_output(model: torch.nn.Module, layer: str, x: torch.Tensor, leaf: boo
         box["t"] = out.detach().requires_grad_(True) if leaf else out
         raise _Stop
 
-    with layer_hook(model, layer, hook, site=site):
-        try:
-            model(x)
-        except _Stop:
-            pass
+    with layer_hook(model, layer, hook, site=site), contextlib.suppress(_Stop):
+        model(x)
     if "t" not in box:
         raise ValueError(f"layer {layer!r} was not reached by the forward pass")
     return box["t"]
@@ -352,7 +351,10 @@ def input_crop_fraction(preprocess: Callable | None) -> float:
                 crop = step.size
             elif name == "Resize":
                 resize = step.size
-    first = (lambda v: v[0] if isinstance(v, (list, tuple)) else v)
+
+    def first(v):
+        return v[0] if isinstance(v, (list, tuple)) else v
+
     crop, resize = first(crop), first(resize)
     if isinstance(crop, (int, float)) and isinstance(resize, (int, float)) and resize > 0 and crop <= resize:
         return float(crop) / float(resize)

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ import torch
 from ..activations import batches
 from ..bases import Basis
 from ..datasets import ImageSet
-from ..layers import Layout
-from ..layers import hook as layer_hook
+from ..layers import Layout, hook as layer_hook
 
 
 def unit_order(basis: Basis) -> np.ndarray:
@@ -149,32 +148,31 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
         state["captured"] = out
         return None
 
-    with layer_hook(model, layer, hook):
-        with torch.inference_mode():
-            for idx, x, _failed in batches(images, preprocess, batch_size):
-                if x is None:
-                    continue
-                x = x.to(device)
-                state["replace"] = None
-                logits = model(x).float()
-                t = state.pop("captured")
-                a = torch.relu(t) if activation == "post_relu" else t
-                flat, moved_shape = _channels_last(a.float())
-                codes = projector.codes(flat)
-                logp = torch.log_softmax(logits, 1)
-                pred = logits.argmax(1)
-                target = pred if labels is None else torch.as_tensor(labels[idx.numpy()], device=device)
-                base_correct += float((pred == target).sum())
-                for o, units in enumerate((order, order[::-1].copy())):
-                    for j, k in enumerate(ks):
-                        rec = projector.project(codes, units[:k])
-                        state["replace"] = _channels_first(rec, moved_shape, t.ndim).to(t.dtype)
-                        lq = torch.log_softmax(model(x).float(), 1)
-                        correct[o, j] += float((lq.argmax(1) == target).sum())
-                        kl[o, j] += float((logp.exp() * (logp - lq)).sum())
-                n_seen += len(idx)
-                if progress:
-                    progress(n_seen / len(images))
+    with layer_hook(model, layer, hook), torch.inference_mode():
+        for idx, x, _failed in batches(images, preprocess, batch_size):
+            if x is None:
+                continue
+            x = x.to(device)
+            state["replace"] = None
+            logits = model(x).float()
+            t = state.pop("captured")
+            a = torch.relu(t) if activation == "post_relu" else t
+            flat, moved_shape = _channels_last(a.float())
+            codes = projector.codes(flat)
+            logp = torch.log_softmax(logits, 1)
+            pred = logits.argmax(1)
+            target = pred if labels is None else torch.as_tensor(labels[idx.numpy()], device=device)
+            base_correct += float((pred == target).sum())
+            for o, units in enumerate((order, order[::-1].copy())):
+                for j, k in enumerate(ks):
+                    rec = projector.project(codes, units[:k])
+                    state["replace"] = _channels_first(rec, moved_shape, t.ndim).to(t.dtype)
+                    lq = torch.log_softmax(model(x).float(), 1)
+                    correct[o, j] += float((lq.argmax(1) == target).sum())
+                    kl[o, j] += float((logp.exp() * (logp - lq)).sum())
+            n_seen += len(idx)
+            if progress:
+                progress(n_seen / len(images))
     if n_seen == 0:
         raise ValueError("no image could be read for completeness")
     return {

@@ -10,10 +10,10 @@ trees learn. The measures use a seeded subset of ``decision_max_images`` images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
-
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -58,26 +58,6 @@ class DecisionMeasuresSettings(Section):
              "label_entropy_top_n must be a non-negative integer")
 
 
-class DecisionSettings(Protocol):
-    """The settings the decision measures read (a :class:`stimuli.config.StimulusConfig` has them all);
-    named here so that the measures do not depend on the job's configuration module."""
-
-    seed: int
-    activation: str
-    batch_size: int
-    decision_max_images: int | None
-    influence_class: int | None
-    influence_versus: int | None
-    essence: bool
-    essence_k: Sequence[int] | None
-    essence_random_seeds: int
-    ablation: bool
-    ablation_max_units: int
-    label_entropy_top_n: int
-    surrogate: bool
-    surrogate_k: Sequence[int] | None
-    surrogate_depth: Sequence[int]
-
 log = logging.getLogger(__name__)
 
 SURROGATE_K = (1, 2, 4, 8, 16)
@@ -97,57 +77,61 @@ class DecisionMeasures:
         return self.units.get((layer, basis, int(unit)), {})
 
 
-def wanted(config: DecisionSettings) -> bool:
-    return bool(config.essence or config.ablation or config.surrogate or config.label_entropy_top_n)
+def wanted(settings: DecisionMeasuresSettings) -> bool:
+    return bool(settings.essence or settings.ablation or settings.surrogate or settings.label_entropy_top_n)
 
 
-def _ablated_units(config: DecisionSettings, K: int, chosen_units: list[int], key: tuple[str, str]) -> list[int]:
+def _ablated_units(settings: DecisionMeasuresSettings, seed: int, K: int, chosen_units: list[int],
+                   key: tuple[str, str]) -> list[int]:
     """The chosen units first, then a seeded sample of the others up to ``ablation_max_units`` (all
     units where the basis has no more): the layer's mean is over this sample."""
     from ..selection import unit_rng
 
     rest = [u for u in range(K) if u not in set(chosen_units)]
-    room = max(0, min(config.ablation_max_units, K) - len(chosen_units))
-    sample = unit_rng(config.seed, "ablation", *key).choice(rest, size=min(room, len(rest)), replace=False) \
+    room = max(0, min(settings.ablation_max_units, K) - len(chosen_units))
+    sample = unit_rng(seed, "ablation", *key).choice(rest, size=min(room, len(rest)), replace=False) \
         if room and rest else []
     return list(chosen_units) + sorted(int(u) for u in sample)
 
 
-def decision_measures(config: DecisionSettings, net, images, fitted: dict, chosen: dict, influence: dict,
-                      device, report: Callable[[str, float], None] | None = None,
-                      stage: str = "measures") -> DecisionMeasures:
+def decision_measures(settings: DecisionMeasuresSettings, net, images, fitted: dict, chosen: dict, influence: dict,
+                      device, *, cls: int | None = None, versus: int | None = None, seed: int = 0,
+                      activation: str = "post_relu", batch_size: int = 256,
+                      report: Callable[[str, float], None] | None = None, stage: str = "measures") -> DecisionMeasures:
     """The decision measures of every (layer, basis) of ``fitted`` whose units are in ``chosen``
     (``{(layer, basis): [(unit, exemplars, measures), …]}``, as the pipeline builds them; ``fitted``
-    maps (layer, basis) to ``(basis, codes)`` with :class:`stimuli.scores.Codes`)."""
+    maps (layer, basis) to ``(basis, codes)`` with :class:`stimuli.scores.Codes`), for the class of
+    interest ``cls`` (versus ``versus``) whose influence is ``influence`` (per (layer, basis), as
+    :func:`stimuli.pipeline.measure_influence` gives it)."""
+    from ..selection import unit_rng
     from .ablation import units_at_mean_bases
     from .completeness import default_k, unit_order
     from .essence import essence_orders, essence_variants
     from .purity import top_label_entropy
-    from ..selection import unit_rng
 
     out = DecisionMeasures()
-    if not wanted(config):
+    if not wanted(settings):
         return out
     net_labels = images.labels if images.labels is not None and net.class_names \
         and images.class_names == net.class_names else None
     n = len(images)
     sub = np.arange(n)
-    if config.decision_max_images and n > config.decision_max_images:
-        sub = np.sort(unit_rng(config.seed, "decisions").choice(n, size=config.decision_max_images, replace=False))
+    if settings.decision_max_images and n > settings.decision_max_images:
+        sub = np.sort(unit_rng(seed, "decisions").choice(n, size=settings.decision_max_images, replace=False))
     sub_images = images.subset(sub) if len(sub) < n else images
     sub_labels = None if net_labels is None else np.asarray(net_labels)[sub]
     keys = list(chosen)
-    if config.label_entropy_top_n and images.labels is not None:
+    if settings.label_entropy_top_n and images.labels is not None:
         for layer, name in keys:
             codes = fitted[(layer, name)][1]
             for u, _ex, _m in chosen[(layer, name)]:
                 out.units[(layer, name, int(u))] = {"top_label_entropy": round(top_label_entropy(
-                    codes.column(int(u)), images.labels, config.label_entropy_top_n), 6)}
-    if not (config.essence or config.ablation or config.surrogate):
+                    codes.column(int(u)), images.labels, settings.label_entropy_top_n), 6)}
+    if not (settings.essence or settings.ablation or settings.surrogate):
         return out
     columns: tuple[int, ...] = ()
-    if config.essence and config.influence_versus is not None:
-        columns = (config.influence_class, config.influence_versus)
+    if settings.essence and versus is not None:
+        columns = (cls, versus)
     layers = list(dict.fromkeys(layer for layer, _ in keys))
     for j, layer in enumerate(layers):
         plans = []
@@ -160,21 +144,21 @@ def decision_measures(config: DecisionSettings, net, images, fitted: dict, chose
             importance = np.argsort(infl["rank"], kind="stable") if infl else variance_order
             variants: list[list[int]] = []
             orders = ks = None
-            if config.essence and infl:
-                ks = [k for k in (config.essence_k or default_k(K)) if k <= K] or [K]
-                orders = essence_orders(importance, variance_order, config.essence_random_seeds,
-                                        seed=int(unit_rng(config.seed, "essence", layer, name).integers(2 ** 31)))
+            if settings.essence and infl:
+                ks = [k for k in (settings.essence_k or default_k(K)) if k <= K] or [K]
+                orders = essence_orders(importance, variance_order, settings.essence_random_seeds,
+                                        seed=int(unit_rng(seed, "essence", layer, name).integers(2 ** 31)))
                 variants += essence_variants(orders, ks)
             units = [int(u) for u, _ex, _m in chosen[key]]
-            ablated = _ablated_units(config, K, units, key) if config.ablation else []
+            ablated = _ablated_units(settings, seed, K, units, key) if settings.ablation else []
             plans.append(dict(key=key, name=name, K=K, infl=infl, importance=importance, orders=orders, ks=ks,
                               units=units, ablated=ablated, offset=len(variants),
                               variants=variants + [[u] for u in ablated]))
         try:
             runs = units_at_mean_bases(
                 net.model, sub_images, net.preprocess, layer, [(fitted[p["key"]][0], p["variants"]) for p in plans],
-                columns=columns, activation=config.activation, device=device, batch_size=config.batch_size,
-                progress=None if report is None else (lambda f: report(stage, (j + f) / len(layers))))
+                columns=columns, activation=activation, device=device, batch_size=batch_size,
+                progress=None if report is None else (lambda f, j=j: report(stage, (j + f) / len(layers))))
         except (ValueError, RuntimeError) as exc:
             # as completeness does: a layer that is no module (an FX node name) loses these measures,
             # not the job
@@ -185,12 +169,13 @@ def decision_measures(config: DecisionSettings, net, images, fitted: dict, chose
             continue
         for plan, run in zip(plans, runs):
             codes = fitted[plan["key"]][1].rows(sub[run.indices])
-            out.layers[plan["key"]] = _layer_entry(config, net, plan, run, codes, sub_labels, out)
+            out.layers[plan["key"]] = _layer_entry(settings, net, plan, run, codes, sub_labels, out,
+                                                         cls=cls, versus=versus, seed=seed)
     return out
 
 
-def _layer_entry(config: DecisionSettings, net, plan: dict, run, codes: np.ndarray, labels,
-                 out: DecisionMeasures) -> dict:
+def _layer_entry(settings: DecisionMeasuresSettings, net, plan: dict, run, codes: np.ndarray, labels,
+                 out: DecisionMeasures, *, cls: int | None, versus: int | None, seed: int) -> dict:
     """One (layer, basis)'s ``essence``, ``ablation`` and ``surrogate`` from its run; the chosen units'
     ablation measures go into ``out.units``."""
     from .ablation import ablation_summary
@@ -201,8 +186,8 @@ def _layer_entry(config: DecisionSettings, net, plan: dict, run, codes: np.ndarr
     entry: dict[str, Any] = {}
     if plan["orders"] is not None:
         try:
-            entry["essence"] = essence_summary(run, plan["orders"], plan["ks"], config.influence_class,
-                                               config.influence_versus, labels)
+            entry["essence"] = essence_summary(run, plan["orders"], plan["ks"], cls,
+                                               versus, labels)
         except ValueError as exc:
             entry["essence_error"] = str(exc).splitlines()[0]
     if plan["ablated"]:
@@ -212,12 +197,12 @@ def _layer_entry(config: DecisionSettings, net, plan: dict, run, codes: np.ndarr
                                    summary["logit_change"]):
             out.units.setdefault((layer, name, u), {}).update(
                 {"ablation_accuracy_drop": drop, "ablation_logit_change": change})
-    if config.surrogate:
-        ks_tree = [k for k in (config.surrogate_k or SURROGATE_K) if k <= plan["K"]] or [plan["K"]]
+    if settings.surrogate:
+        ks_tree = [k for k in (settings.surrogate_k or SURROGATE_K) if k <= plan["K"]] or [plan["K"]]
         try:
             entry["surrogate"] = surrogate_rules(codes, run.clean_predictions, plan["importance"], ks_tree,
-                                                 config.surrogate_depth, layer, name,
-                                                 class_names=net.class_names or None, seed=config.seed)
+                                                 settings.surrogate_depth, layer, name,
+                                                 class_names=net.class_names or None, seed=seed)
             entry["surrogate"]["order"] = "influence" if plan["infl"] else "variance"
         except ValueError as exc:
             entry["surrogate_error"] = str(exc).splitlines()[0]
@@ -238,14 +223,14 @@ def layer_report(measure: str, network: str = "demo", dataset: str = "digits", l
     """One measure for one layer and several bases, from names alone, for the command line: the
     essence curves of ``cls`` (``measure="essence"``), the ablation of ``units`` (default all) or the
     surrogate rules (units ordered by influence on ``cls`` when given, else by explained variance)."""
-    from .ablation import unit_ablation
     from ..activations import extract
     from ..bases import make_basis
-    from .completeness import default_k, unit_order
     from ..datasets import load_dataset
+    from ..networks import load_network, resolve_device
+    from .ablation import unit_ablation
+    from .completeness import default_k, unit_order
     from .essence import essence
     from .influence import Quantity, influence_from_gradient, influence_order, pooled_gradient
-    from ..networks import load_network, resolve_device
     from .surrogate import surrogate_rules
 
     if measure not in MEASURES:

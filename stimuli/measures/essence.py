@@ -16,7 +16,7 @@ so every curve ends at the network's own accuracy.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

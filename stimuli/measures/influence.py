@@ -28,45 +28,15 @@ that of the network as it is. The offset does not enter (a constant shift has no
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..layers import POOLINGS, Layout
-from ..layers import hook as layer_hook
-from ..sections import Section, is_int, need
-
-DISTRIBUTIONS = ("all", "class")
-
-
-@dataclass(frozen=True)
-class InfluenceSettings(Section):
-    """A job's distributional influence: on the logit of ``class_index`` (minus that of ``versus``),
-    averaged over the images of the class (``distribution="class"``) or all images, at most
-    ``max_images`` of them."""
-
-    PREFIX = "influence_"
-    FLAT = {"class_index": "influence_class"}
-
-    class_index: int | None = None
-    versus: int | None = None
-    distribution: str = "class"
-    max_images: int | None = 2000
-
-    def validate(self) -> None:
-        for name in ("class_index", "versus"):
-            value = getattr(self, name)
-            need(value is None or (is_int(value) and value >= 0),
-                 f"{self.key(name)} must be null or a class index >= 0")
-        need(self.versus is None or self.class_index is not None, "influence_versus needs influence_class")
-        need(self.versus is None or self.versus != self.class_index,
-             "influence_versus must differ from influence_class")
-        need(self.distribution in DISTRIBUTIONS,
-             f"influence_distribution must be one of {', '.join(sorted(DISTRIBUTIONS, reverse=True))}")
-        need(self.max_images is None or (is_int(self.max_images) and self.max_images >= 1),
-             "influence_max_images must be null or a positive integer")
+from ..layers import POOLINGS, Layout, hook as layer_hook
+from ..settings.influence import DISTRIBUTIONS, InfluenceSettings  # noqa: F401 - this measure's options
 
 
 @dataclass(frozen=True)
@@ -77,7 +47,7 @@ class Quantity:
     versus: int | None = None
 
     @classmethod
-    def parse(cls, value: "Quantity | Mapping[str, Any] | int") -> "Quantity":
+    def parse(cls, value: Quantity | Mapping[str, Any] | int) -> Quantity:
         if isinstance(value, Quantity):
             return value
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -136,7 +106,7 @@ def _input_batches(images, preprocess, batch_size: int):
 
 
 def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None, layer: str,
-                    quantity: "Quantity | Mapping | int", activation: str = "post_relu", pooling: str = "mean",
+                    quantity: Quantity | Mapping | int, activation: str = "post_relu", pooling: str = "mean",
                     distribution: str = "all", labels: Sequence[int] | None = None,
                     device: torch.device | str = "cpu", batch_size: int = 256,
                     progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, int]:
@@ -166,29 +136,28 @@ def pooled_gradient(model: torch.nn.Module, images, preprocess: Callable | None,
     n_used = 0
     n_total = len(images)
     n_seen = 0
-    with layer_hook(model, layer, hook):
-        with torch.enable_grad():
-            for idx, x in _input_batches(images, preprocess, batch_size):
-                logits = model(x.to(device)).float()
-                if logits.ndim != 2:
-                    raise ValueError(f"the network's output must be N x classes, got {tuple(logits.shape)}")
-                q.check(logits.shape[1])
-                t = state.pop("t")
-                (grad,) = torch.autograd.grad(q(logits).sum(), t)
-                act = torch.relu(t.detach()) if activation == "post_relu" else t.detach()
-                pooled = _pool_gradient(grad.float(), act.float(), pooling).double()
-                if distribution == "class":
-                    if labels_arr is not None:
-                        keep = torch.as_tensor(labels_arr[idx.numpy()] == q.cls, device=device)
-                    else:
-                        keep = logits.argmax(1) == q.cls
-                    pooled = pooled[keep]
-                s = pooled.sum(0)
-                total = s if total is None else total + s
-                n_used += int(pooled.shape[0])
-                n_seen += len(idx)
-                if progress:
-                    progress(n_seen / n_total)
+    with layer_hook(model, layer, hook), torch.enable_grad():
+        for idx, x in _input_batches(images, preprocess, batch_size):
+            logits = model(x.to(device)).float()
+            if logits.ndim != 2:
+                raise ValueError(f"the network's output must be N x classes, got {tuple(logits.shape)}")
+            q.check(logits.shape[1])
+            t = state.pop("t")
+            (grad,) = torch.autograd.grad(q(logits).sum(), t)
+            act = torch.relu(t.detach()) if activation == "post_relu" else t.detach()
+            pooled = _pool_gradient(grad.float(), act.float(), pooling).double()
+            if distribution == "class":
+                if labels_arr is not None:
+                    keep = torch.as_tensor(labels_arr[idx.numpy()] == q.cls, device=device)
+                else:
+                    keep = logits.argmax(1) == q.cls
+                pooled = pooled[keep]
+            s = pooled.sum(0)
+            total = s if total is None else total + s
+            n_used += int(pooled.shape[0])
+            n_seen += len(idx)
+            if progress:
+                progress(n_seen / n_total)
     if n_used == 0:
         where = "labelled" if labels_arr is not None else "predicted as"
         raise ValueError(f"no image is {where} class {q.cls}: the distribution of interest is empty")
@@ -217,7 +186,7 @@ def influence_from_gradient(basis, mean_gradient: np.ndarray, per: str = "code")
 
 
 def distributional_influence(model: torch.nn.Module, images, preprocess: Callable | None, layer: str, basis,
-                             quantity: "Quantity | Mapping | int", device: torch.device | str = "cpu",
+                             quantity: Quantity | Mapping | int, device: torch.device | str = "cpu",
                              batch_size: int = 256, progress: Callable[[float], None] | None = None, *,
                              activation: str = "post_relu", pooling: str = "mean", distribution: str = "all",
                              labels: Sequence[int] | None = None) -> np.ndarray:

@@ -29,9 +29,10 @@ The scoring functions are pure NumPy; only :func:`embed_images` needs torch.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class Embeddings:
             raise ValueError("vectors must be a matrix with one row per index")
         self._row = {int(i): j for j, i in enumerate(self.indices)}
 
-    def centred(self) -> "Embeddings":
+    def centred(self) -> Embeddings:
         """The vectors less their mean. Pooled post-ReLU activations share a large common component
         that makes every cosine similarity high; centring over the image set removes it. Embed the
         whole image set (not only the exemplars) before centring, so that the mean is the set's."""
@@ -100,7 +101,7 @@ class Embeddings:
             raise KeyError(f"image {exc.args[0]} has no embedding") from None
 
     @classmethod
-    def from_any(cls, embeddings: Any) -> "Embeddings":
+    def from_any(cls, embeddings: Any) -> Embeddings:
         """An :class:`Embeddings`, an N × D array whose row i is image i, or a mapping index → vector."""
         if isinstance(embeddings, Embeddings):
             return embeddings

@@ -4,12 +4,12 @@ calls for a region analysis job."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .attribution import input_crop_fraction, overlay
 from ..datasets import load_dataset
 from ..networks import load_network, resolve_device
+from .attribution import input_crop_fraction, overlay
 from .sobol import RegionSobol, region_sobol
 
 

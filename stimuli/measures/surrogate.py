@@ -11,7 +11,7 @@ named by unit id (``layer:basis:index``) so that a rule reads next to each unit'
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

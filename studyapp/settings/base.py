@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "studyapp.apps.StudyAppConfig",
+    "axes",  # the admin's sign-in lockout (studyapp/lockout.py)
 ]
 
 MIDDLEWARE = [
@@ -52,6 +53,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "studyapp.middleware.DatabaseUnavailableMiddleware",
     "studyapp.middleware.QueueUnavailableMiddleware",
+    # Last, as django-axes asks: it only looks at a request its authentication backend marked locked out.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studyapp.urls"
@@ -121,13 +124,24 @@ RESUME_COOKIE_SECURE = env.bool("RESUME_COOKIE_SECURE", default=False)
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 CSRF_FAILURE_VIEW = "studyapp.csrf.csrf_failure"
 
-# The admin's sign-in: this many failures for a username from one address within the window lock that
-# pair out; the second figure, from one address whatever the usernames, the address.
-AUTHENTICATION_BACKENDS = ["studyapp.lockout.LockoutBackend"]
+# The admin's sign-in, by django-axes (studyapp/lockout.py): this many failures for a username from one
+# address lock that pair out; the second figure, from one address whatever the usernames, the address;
+# each failure counts until LOGIN_LOCKOUT_SECONDS after the latest, and a lockout lasts that long.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_LOCKOUT_ATTEMPTS = env.int("LOGIN_LOCKOUT_ATTEMPTS", default=5)
 LOGIN_LOCKOUT_ADDRESS_ATTEMPTS = env.int("LOGIN_LOCKOUT_ADDRESS_ATTEMPTS", default=20)
-LOGIN_LOCKOUT_WINDOW_SECONDS = env.int("LOGIN_LOCKOUT_WINDOW_SECONDS", default=15 * 60)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+AXES_HANDLER = "studyapp.lockout.LockoutHandler"
+AXES_FAILURE_LIMIT = "studyapp.lockout.failure_limit"
+AXES_COOLOFF_TIME = "studyapp.lockout.cool_off"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the address's own ceiling is LockoutHandler's
+AXES_USERNAME_CALLABLE = "studyapp.lockout.username"
+AXES_CLIENT_IP_CALLABLE = "studyapp.ratelimit.client_address"
+AXES_LOCKOUT_CALLABLE = "studyapp.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Attempts while locked out are not recorded, so further guesses do not prolong a lockout.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_VERBOSE = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

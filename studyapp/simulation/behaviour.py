@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-
 TRIAL_BATCH = 10  # as the front end: trials per GET trials request
 
 

@@ -1,6 +1,7 @@
 """The HTTP side of a simulated participant: what a browser does with cookies, forms and the JSON API."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import random
@@ -134,10 +135,8 @@ class Browser:
                 failure = f"{endpoint}: HTTP {status}"
             pause = delay * (0.5 + random.random())
             if status == 429:
-                try:
+                with contextlib.suppress(ValueError):
                     pause = max(pause, float(resp_headers.get("Retry-After", 0)))
-                except ValueError:
-                    pass
             if attempt == self.retries or (self.deadline and time.monotonic() + pause > self.deadline):
                 raise StopParticipant("error", failure)
             time.sleep(pause)

@@ -25,6 +25,8 @@ class OracleUnit:
     strips: tuple = ()  # the unit's ordered strips, each lowest activation first
     overlays_max: frozenset = frozenset()  # attribution overlays shown in place of references_max
     synthetic_max: frozenset = frozenset()  # feature visualizations shown in place of references_max
+    # occlusion 2AFC: each occluded image -> (|change of the unit's score|, from a catch pair)
+    occluded: tuple = ()
 
     @classmethod
     def from_lists(cls, key, basis, layer, lists):
@@ -32,7 +34,10 @@ class OracleUnit:
         as the manifest names them, the exemplar roles otherwise."""
         # as studyapp.artifacts.unit_strips reads them; not imported, as this module runs without Django
         strips = lists.get("strips") or ([lists["strip"]] if lists.get("strip") else [])
-        return cls(key=key, basis=basis, layer=layer,
+        occluded = tuple((image_key(pair[side]), abs(float(pair["delta_" + side])), catch)
+                         for key_, catch in (("occlusion_trials", False), ("occlusion_catch_trials", True))
+                         for pair in lists.get(key_, ()) for side in ("a", "b"))
+        return cls(key=key, basis=basis, layer=layer, occluded=occluded,
                    strips=tuple(tuple(image_key(p) for p in strip) for strip in strips),
                    overlays_max=frozenset(image_key(p) for p in lists.get("attribution_overlays_max", ())),
                    synthetic_max=frozenset(image_key(p) for p in lists.get("synthetic_max", ())),
@@ -49,7 +54,13 @@ class OracleUnit:
 
     @property
     def images(self):
-        return self.max_images | self.min_images | frozenset(img for strip in self.strips for img in strip)
+        return (self.max_images | self.min_images | frozenset(img for strip in self.strips for img in strip)
+                | frozenset(img for img, _, _ in self.occluded))
+
+    @property
+    def occlusion_effect(self):
+        """Occluded image -> (|Δ|, catch)."""
+        return {img: (effect, catch) for img, effect, catch in self.occluded}
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,8 @@ class AnswerOracle:
                     elif role in roles:
                         lists[roles[role]].append(image)
                 lists["strips"] = [strips[group] for group in sorted(strips)]
+                for pair in unit.occlusion_trials or ():
+                    lists["occlusion_catch_trials" if pair.get("kind") == "catch" else "occlusion_trials"].append(pair)
                 seen[unit.key] = OracleUnit.from_lists(unit.key, unit.basis, unit.layer, lists)
                 units.append(seen[unit.key])
             # natural references without the minimal ones look like max_only on the screen
@@ -172,8 +185,9 @@ class AnswerOracle:
         if shown == "ordered_strip":
             return tuple(sorted(c.name for c in self._conditions_of[unit.key] if c.paradigm == "ordered_strip"))
         n_shown = len(trial.get("references_max") or ())
+        paradigm = trial.get("paradigm") or "reference_2afc"
         return tuple(sorted(c.name for c in self._conditions_of[unit.key]
-                            if c.reference_type == shown and c.paradigm != "ordered_strip"
+                            if c.reference_type == shown and c.paradigm == paradigm
                             and (c.n_references is None or not n_shown or c.n_references == n_shown)))
 
     def _kind(self, trial, is_catch):
@@ -184,6 +198,8 @@ class AnswerOracle:
     def judge(self, trial):
         if trial.get("paradigm") == "ordered_strip" or "strip_a" in trial:
             return self._judge_strip(trial)
+        if trial.get("paradigm") == "occlusion_2afc":
+            return self._judge_occlusion(trial)
         a, b = image_key(trial["query_a"]), image_key(trial["query_b"])
         refs = frozenset(image_key(p) for p in trial.get("references_max") or ())
         candidates = self._by_refs.get(refs, []) if refs else self.units
@@ -200,6 +216,20 @@ class AnswerOracle:
                 verdicts[unit.key] = ("b", unit, b in unit.references_max)
         answers = {v[0] for v in verdicts.values()}
         if len(answers) != 1:
+            return Judgement(None, "unknown")
+        correct, unit, is_catch = next(iter(verdicts.values()))
+        return Judgement(correct, self._kind(trial, is_catch), unit.basis, unit.key, self._conditions(unit, trial))
+
+    def _judge_occlusion(self, trial):
+        """The occlusion whose change of the unit's score is larger, as the stimulus job measured it on
+        the very images shown (the artifact's deltas, not the trial's answer key)."""
+        a, b = image_key(trial["query_a"]), image_key(trial["query_b"])
+        verdicts = {}
+        for unit in self._by_image.get(a, ()):
+            effect = unit.occlusion_effect
+            if a in effect and b in effect and effect[a][0] != effect[b][0]:
+                verdicts[unit.key] = ("a" if effect[a][0] > effect[b][0] else "b", unit, effect[a][1])
+        if len({v[0] for v in verdicts.values()}) != 1:
             return Judgement(None, "unknown")
         correct, unit, is_catch = next(iter(verdicts.values()))
         return Judgement(correct, self._kind(trial, is_catch), unit.basis, unit.key, self._conditions(unit, trial))

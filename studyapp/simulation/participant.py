@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .browser import StopParticipant, PageParser, page_message
+from .browser import PageParser, StopParticipant, page_message
 from .oracle import Judgement
 from .records import Outcome
 
@@ -194,7 +194,7 @@ class SimulatedParticipant:
         confidence = self.b.confidence(self.rng, correct if truth.correct is not None else self.rng.random() < 0.5)
         body = {"trial": trial["id"], "idempotency_key": str(uuid.uuid4()), "choice": choice,
                 "confidence": confidence, "rt_ms": self.b.rt_ms(self.rng, correct, confidence),
-                "client_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+                "client_time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         return body, truth
 
     def _score(self, truth, choice):

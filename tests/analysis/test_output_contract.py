@@ -150,8 +150,11 @@ def test_borowski_report_tests_condition_by_likelihood_ratio(borowski_report, va
     # four conditions: 3 df; natural vs none at 92 % vs 43 % correct is no subtle effect
     assert row["term"] == "condition" and row["df"] == 3 and row["chisq"] > 100 and row["p"] < 1e-20
     assert row["formula_small"] == "correct ~ 1 + (1 | participant) + (1 | unit)"
-    # the GLMM and the LMMs nest alike
-    assert set(saved["model"]) == set(saved["lmm"]["log_rt"]) == {"formula", "fit", "lrt"}
+    # the GLMM and the LMMs nest alike; the GLMM adds its estimated marginal means (analysis.emmeans)
+    # and its intervals (profile, within the budget); the LMMs do not
+    assert set(saved["model"]) == {"formula", "fit", "lrt", "emmeans", "intervals"}
+    assert set(saved["lmm"]["log_rt"]) == {"formula", "fit", "lrt"}
+    assert saved["model"]["intervals"]["method"] == "profile"
     assert saved["lmm"]["log_rt"]["lrt"][0]["refitted_ml"] is True
     html = (out / "report.html").read_text()
     assert re.search(r"<th>term</th><th>χ²</th><th>df</th><th>p</th>.*<td>condition</td><td>[0-9.]+</td><td>3</td>",

@@ -175,7 +175,14 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     small = BinomialGLMM.from_formula(t["formula_small"], sim).fit(se="rx")
     assert t["df"] == 2 and t["formula_small"] == "correct ~ 1 + (1 | participant) + (1 | unit)"
     assert t["chisq"] == pytest.approx(2 * (saved["model"]["fit"]["loglik"] - small.loglik), abs=1e-4)
-    assert set(saved["lmm"]) == {"log_rt", "confidence"}
+    # confidence is an ordered rating: the cumulative-logit mixed model, not a Gaussian LMM
+    assert set(saved["lmm"]) == {"log_rt"}
+    conf = saved["ordinal"]["confidence"]
+    assert conf["formula"].startswith("confidence ~ basis") and conf["fit"]["nobs"] == len(sim)
+    assert [t["threshold"] for t in conf["fit"]["thresholds"]] == ["1|2", "2|3"]
+    # the GLMM's profile-likelihood intervals, within the report's budget
+    assert saved["model"]["intervals"]["method"] == "profile"
+    assert "Profile-likelihood 95% confidence intervals" in res["text"]
     lm = saved["lmm"]["log_rt"]
     assert lm["formula"].startswith("log(rt_ms) ~ basis") and lm["lrt"][0]["refitted_ml"]
     assert lm["fit"]["nobs"] == len(sim)
@@ -186,9 +193,10 @@ def test_report_per_unit_tests_lmms_and_lrt(tmp_path):
     assert d["unit_accuracy_test"]["df"] == 2 and len(d["unit_accuracy_test"]["pairs"]) == 3
     assert len(d["units"]) == 24 and {"rt_median_s", "confidence_iqr"} <= set(d["rt_confidence"][0])
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    # four figures of the data and the forest plot of the GLMM's emmeans contrasts
+    assert html.count("data:image/png;base64,") == 5
     assert "http://" not in html and "https://" not in html and "<script" not in html
-    for stem in ("accuracy", "unit_accuracy", "rt", "confidence"):
+    for stem in ("accuracy", "unit_accuracy", "rt", "confidence", "contrasts"):
         assert (tmp_path / f"{stem}.svg").exists() and (tmp_path / f"{stem}.png").exists()
     assert re.search(r"^\s*basis\s+[0-9.]+\s+2\s", res["text"], re.M)  # the LRT table's row
 

@@ -63,3 +63,46 @@ def test_cli_power_json(capsys):
     assert out["settings"]["accuracy"] == {"neuron": 0.7, "pca": 0.8, "nmf": 0.85}
     assert main(["power", "--accuracy", "neuron=0.7"]) == 2
     assert main(["power", "--accuracy", "neuron"]) == 2
+
+
+def test_grouped_designs_assign_conditions_as_the_study_design_says():
+    from analysis.power import design_groups
+    from analysis.simulate import simulate_groups
+
+    names = ["a", "b", "c", "d"]
+    assert design_groups(names, "between") is None
+    assert design_groups(names, "within") == [[0, 1, 2, 3]]
+    assert design_groups(names, "mixed", [["a", "b"], ["c", "d"]]) == [[0, 1], [2, 3]]
+    for bad in ([["a", "b"]], [["a", "b"], ["b", "c", "d"]], [["a", "b"], ["c", "x"]]):
+        with pytest.raises(ValueError):
+            design_groups(names, "mixed", bad)
+    df = simulate_groups([["a", "b"], ["c", "d"]], dict.fromkeys(names, 0.0), participants_per_group=5,
+                         units=8, trials_per_condition=6, seed=0)
+    per = df.groupby("participant")["condition"].agg(lambda s: tuple(sorted(set(s))))
+    assert set(per) == {("a", "b"), ("c", "d")} and (per == ("a", "b")).sum() == 5
+    assert (df.groupby(["participant", "condition"]).size() == 6).all()
+    # each participant sees distinct units within a condition; units are shared by all conditions
+    assert (df.groupby(["participant", "condition"])["unit"].nunique() == 6).all()
+    assert df.groupby("unit")["condition"].nunique().max() == 4
+
+
+def test_within_design_has_more_power_than_between_with_the_same_answers():
+    """400 answers either way; differences between participants cancel in a within-participant
+    contrast, so it has the power a between design lacks."""
+    kw = {"units": 20, "participant_sd": 1.0, "unit_sd": 0.3, "sims": 30, "seed": 5}
+    acc = {"a": 0.7, "b": 0.8}
+    between = power_analysis(acc, participants=(10,), trials=20, **kw).table
+    within = power_analysis(acc, participants=(20,), trials=10, design="within", **kw).table
+    pb, pw = (t.set_index("test").loc["b vs a (Wald z)", "power"] for t in (between, within))
+    assert pw > pb + 0.2
+    assert (within["n_failed"] == 0).all()
+
+
+def test_cli_power_mixed_design(capsys):
+    assert main(["power", "--accuracy", "a=0.7,b=0.8,c=0.7,d=0.85", "--design", "mixed", "--groups",
+                 "a,b;c,d", "--participants", "6", "--units", "8", "--trials", "4", "--sims", "2",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["settings"]["design"] == "mixed" and out["settings"]["groups"] == [["a", "b"], ["c", "d"]]
+    assert main(["power", "--accuracy", "a=0.7,b=0.8", "--design", "mixed", "--groups", "a,b",
+                 "--sims", "1"]) == 2

@@ -6,14 +6,17 @@ through the front end's retries. Also a raw socket for requests that stop half-w
 And, for the browser tests (Playwright pages), what every paradigm's trial screen shares: the root
 `.study-trial` with `data-state` (loading, locked, ready), `data-trial-id` and `data-paradigm`, and the
 answer buttons `.study-answer[data-choice][data-confidence]` (studyapp/static/studyapp/trial-kit.js);
-and axe-core, injected into a page to check what assistive technology reads."""
+and axe-core, injected into a page to check what assistive technology reads; Debian's chromium and the
+flags it is launched with (the `browser` fixture in conftest.py), the reference 2AFC's own trial screen
+(`answer_current_trial`), the references a trial shows, and the demo admin's password."""
 import http.client
 import json
+import re
 import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -134,7 +137,7 @@ class Participant:
 def answer(trial, choice="a", key=None):
     """The body the front end POSTs to /responses for one trial."""
     return {"trial": trial["id"], "idempotency_key": key or str(uuid.uuid4()), "choice": choice, "confidence": 3,
-            "rt_ms": 1234.5, "client_time": datetime.now(timezone.utc).isoformat()}
+            "rt_ms": 1234.5, "client_time": datetime.now(UTC).isoformat()}
 
 
 def open_request(port, method, path, body, headers, send=None):
@@ -161,6 +164,11 @@ def read_reply(sock):
 
 
 # ------------------------------------------------------------------ browser pages (Playwright)
+CHROMIUM = "/usr/bin/chromium"
+# A person's browser does not say it is automated: without the last flag Playwright's Chromium reports
+# navigator.webdriver, which the study flags (test_integrity_browser.py checks both).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-blink-features=AutomationControlled"]
 READY_TRIAL = ".study-trial[data-state='ready']"
 # what follows a screen during the trials: a trial, a notice between blocks, or the questionnaire
 NEXT_SCREEN = f"{READY_TRIAL}, #study-notice, #study-questionnaire"
@@ -216,3 +224,22 @@ def axe_violations(page, impacts=("serious", "critical")):
         id: v.id, impact: v.impact, help: v.help,
         nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)})))""", AXE_OPTIONS)
     return [v for v in found if v["impact"] in impacts]
+
+
+def answer_current_trial(page, stack, choose_correctly=True):
+    trial = page.locator("#r2afc[data-state='ready']")
+    trial.wait_for(timeout=20_000)
+    trial_id = int(trial.get_attribute("data-trial-id"))
+    correct = answer_key(stack, trial_id)
+    choice = correct if choose_correctly else {"a": "b", "b": "a"}[correct]
+    page.locator(f".r2afc-btn[data-choice='{choice}'][data-confidence='3']").click()
+    return trial_id
+
+
+def admin_password(stack):
+    return re.search(r"user: admin\s+password: (\S+)", stack.demo_output).group(1)
+
+
+def shown_references(page):
+    return [src.rsplit("/", 1)[-1] for src in
+            page.locator("#r2afc-refs-max img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")]

@@ -60,6 +60,16 @@ def connection_owner(pids, server_port, client_port):
     return None
 
 
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_for_http(url, timeout=60, process=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,7 +142,7 @@ class Stack:
         return result
 
     def start_process(self, name, argv, **env):
-        log = open(self.workdir / f"{name}.log", "a")
+        log = open(self.workdir / f"{name}.log", "a")  # noqa: SIM115 (the process writes to it after we return)
         self.processes[name] = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **env}, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
         return self.processes[name]
@@ -143,7 +153,13 @@ class Stack:
             PYTHON, "-m", "celery", "-A", "studyapp", "worker", "--queues", "gpu,default", "--pool", "solo",
             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname",
             f"{name}@%h",
-        ])
+        ], PGAPPNAME=name)  # libpq names its database sessions after it (pg_stat_activity.application_name)
+
+    def statements_running(self, name):
+        """The database sessions of the process started as `name` (start_worker) whose statement has not
+        finished: a write it sent just before it was stopped still lands while this is not empty."""
+        return self.sql("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s "
+                        "AND state = 'active'", (self.database, name))
 
     def start_web(self, name="web", port=None, workers=2, **env):
         port = port or self.port

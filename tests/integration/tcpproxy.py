@@ -6,6 +6,7 @@ replies one statement at a time (to catch a web worker between a commit and its 
 
 Threads and blocking sockets. The proxy reads PostgreSQL's side of the protocol, so the web app must
 connect with sslmode=disable&gssencmode=disable."""
+import contextlib
 import socket
 import struct
 import threading
@@ -14,10 +15,8 @@ from .stack import free_port
 
 
 def _close(sock):
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 

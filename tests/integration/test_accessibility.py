@@ -4,7 +4,6 @@ screen has a main landmark and a level-one heading."""
 import pytest
 
 from .participant import READY_TRIAL, axe_violations, play_trials
-from .test_participant_session import browser  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

@@ -4,8 +4,7 @@ horizontal scrolling, and the pages a researcher reads most (job, units, unit, s
 captured as screenshots."""
 import pytest
 
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
-from .test_researcher_preview import admin_password
+from .participant import admin_password
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -38,9 +37,8 @@ def log_in(page, stack, next_url):
 
 def no_horizontal_scroll(page):
     """Neither the window nor a list's own scrolling box has to be scrolled sideways."""
-    return page.evaluate("document.documentElement.scrollWidth <= %d && Array.from("
-                         "document.querySelectorAll('#changelist .results')).every(r => r.scrollWidth <= r.clientWidth)"
-                         % WIDTH)
+    return page.evaluate(f"document.documentElement.scrollWidth <= {WIDTH} && Array.from("
+                         "document.querySelectorAll('#changelist .results')).every(r => r.scrollWidth <= r.clientWidth)")
 
 
 def test_the_admin_explains_itself_at_1366_px(stack, browser, shots):

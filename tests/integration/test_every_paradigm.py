@@ -2,7 +2,8 @@
 of a live study of its own, and the researcher's preview offering (and starting) every one of them.
 
 One demo job serves every case (the session's stack made it); the synthetic and mixed reference types
-need feature visualizations, so the module runs one small job with them, once. A new paradigm or
+need feature visualizations and the occlusion 2AFC occlusion pairs, so the module runs one small job with
+both, once. A new paradigm or
 reference type joins by a case in CASES (test_the_cases_cover_what_the_platform_offers fails until it
 does); a paradigm's expectations on its first trial screen live in SCREEN_CHECKS."""
 import json
@@ -13,9 +14,7 @@ import pytest
 
 from studyapp.trials import PARADIGMS, REFERENCE_TYPES
 
-from .participant import READY_TRIAL, answer_key, axe_violations, play_trials
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
-from .test_researcher_preview import admin_password
+from .participant import READY_TRIAL, admin_password, answer_key, axe_violations, play_trials
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -23,7 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pyte
 # references (the ordered strip) once, with the default reference type, which they ignore.
 CASES = [("reference_2afc", reference_type) for reference_type in REFERENCE_TYPES] + [
     ("ordered_strip", "natural"),
-]
+] + [("occlusion_2afc", reference_type) for reference_type in ("natural", "synthetic", "none")]
 STRIPLESS_REFERENCES = {"ordered_strip"}
 N_PRACTICE, N_MAIN = 2, 4
 VIEWPORT = {"width": 1366, "height": 768}
@@ -43,16 +42,18 @@ import json
 from studyapp import jobs
 from studyapp.models import Condition, StimulusJob, Study
 demo = Study.objects.get(slug="demo").conditions.first().job
-# feature visualizations for the synthetic and mixed references: a small job, run in this process
+# feature visualizations for the synthetic and mixed references and occlusion pairs for the occlusion
+# 2AFC: a small job, run in this process
 synthetic = StimulusJob.objects.create(
     network=demo.network, image_set=demo.image_set, layer="conv2", bases="neuron", n_units=2, seed=0,
-    parameters={"n_references": 3, "n_queries": 6, "completeness": False, "feature_vis": {"steps": 32}})
+    parameters={"n_references": 3, "n_queries": 6, "completeness": False, "feature_vis": {"steps": 32},
+                "occlusion": {"pairs_per_unit": 4}})
 jobs.run_job(synthetic.pk)
 preview = Study.objects.create(slug="every-condition", title="Every condition", n_practice=1, n_main=2,
                                catch_ratio=0)
 out = {"preview": preview.pk, "conditions": {}, "jobs": {"demo": demo.pk, "synthetic": synthetic.pk}}
 for paradigm, reference_type in json.loads('CASES'):
-    job = synthetic if reference_type in ("synthetic", "mixed") else demo
+    job = synthetic if reference_type in ("synthetic", "mixed") or paradigm == "occlusion_2afc" else demo
     slug = "every-" + (paradigm + "-" + reference_type).replace("_", "-")
     # conditions first, then live: a study goes live with something to run
     study = Study.objects.create(
@@ -134,9 +135,27 @@ def check_ordered_strip(page, stack, trial_id, reference_type, roles):
     assert "gradually and steadily" in page.locator("#r2afc-prompt").inner_text()
 
 
-SCREEN_CHECKS = {"reference_2afc": check_reference_2afc, "ordered_strip": check_ordered_strip}
+def check_occlusion_2afc(page, stack, trial_id, reference_type, roles):
+    """The references of the reference type, and the stored pair of occluded copies in the centre: images
+    no exemplar role holds (the stimulus job drew them), and nothing on the page that tells which
+    occlusion changes the unit more."""
+    refs_max, refs_min, query_a, query_b = stored_trial(stack, trial_id, "references_max", "references_min",
+                                                        "query_a", "query_b")
+    assert (names(page, "#r2afc-refs-max img"), names(page, "#r2afc-refs-min img")) == (refs_max, refs_min)
+    for shown, expected in zip((refs_max, refs_min), REFERENCE_ROLES[reference_type]):
+        assert all(roles.get(name, set()) & expected for name in shown), (reference_type, shown)
+    assert names(page, "#r2afc-query-a img") == [query_a] and names(page, "#r2afc-query-b img") == [query_b]
+    assert query_a != query_b and not roles.get(query_a) and not roles.get(query_b)
+    html = page.locator("#occl").inner_html()
+    assert not re.search(r"correct|delta|catch|larger|smaller", html, re.IGNORECASE)
+    assert "Which occlusion changes" in page.locator("#r2afc-prompt").inner_text()
+
+
+SCREEN_CHECKS = {"reference_2afc": check_reference_2afc, "ordered_strip": check_ordered_strip,
+                 "occlusion_2afc": check_occlusion_2afc}
 # what the instructions and the questionnaire say of each paradigm's task
-TASK_WORDS = {"reference_2afc": ("centre", "two centre images"), "ordered_strip": ("row A", "two rows")}
+TASK_WORDS = {"reference_2afc": ("centre", "two centre images"), "ordered_strip": ("row A", "two rows"),
+              "occlusion_2afc": ("occlusion", "two occlusions")}
 
 
 def test_the_cases_cover_what_the_platform_offers():
@@ -241,7 +260,7 @@ def test_a_trial_of_a_paradigm_the_page_does_not_know_says_so_and_is_not_answere
         reply = route.fetch()
         body = reply.json()
         for trial in body["trials"]:
-            trial["paradigm"] = "occlusion_2afc"
+            trial["paradigm"] = "saliency_2afc"
         route.fulfill(response=reply, json=body)
 
     page.route("**/api/p/*/trials*", newer_server)
@@ -252,7 +271,7 @@ def test_a_trial_of_a_paradigm_the_page_does_not_know_says_so_and_is_not_answere
     page.click("#jspsych-fullscreen-btn")
     error = page.locator("#study-error-detail")
     error.wait_for(timeout=20_000)
-    assert "occlusion_2afc" in error.inner_text()
+    assert "saliency_2afc" in error.inner_text()
     assert page.locator(".study-trial").count() == 0
     assert stack.sql("SELECT count(*) FROM studyapp_response r JOIN studyapp_participant p ON r.participant_id = p.id "
                      "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = %s AND p.status = 'started'",

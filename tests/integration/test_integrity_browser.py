@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-from .test_participant_session import CHROMIUM, answer_current_trial
-from .test_researcher_preview import admin_password
+from .participant import CHROMIUM, admin_password, answer_current_trial
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -156,4 +155,6 @@ def test_the_front_end_waits_as_long_as_retry_after_says(stack, browsers):
     page.click("#consent-agree")
     page.locator("#study-instructions").wait_for(timeout=20_000)
     assert len(sent) == 2
-    assert 3.0 <= sent[1] - sent[0] < 4.5
+    # The browser hears the 503 only after `consent` above has run, and its timer starts after that, so
+    # the gap can only be shorter if the page did not wait; a loaded machine can only lengthen it.
+    assert sent[1] - sent[0] >= 3.0

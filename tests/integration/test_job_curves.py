@@ -1,8 +1,7 @@
 """The demo job's curves (the artifact's SVG figures) render on its admin page in Chromium."""
 import pytest
 
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
-from .test_researcher_preview import admin_password
+from .participant import admin_password
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

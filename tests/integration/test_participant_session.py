@@ -1,56 +1,19 @@
 """One participant through a whole session in headless Chromium, against gunicorn on PostgreSQL, with
 the demo's stimuli made by a real Celery worker through Redis; then the export and the analysis."""
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from .participant import answer_current_trial
 from .stack import ROOT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 # Other tests share the stack's database: count only the demo study's rows.
 DEMO_PARTICIPANTS = "SELECT {} FROM studyapp_participant p JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'"
 DEMO_RESPONSES = ("SELECT {} FROM studyapp_response r JOIN studyapp_participant p ON r.participant_id = p.id "
                   "JOIN studyapp_study s ON p.study_id = s.id WHERE s.slug = 'demo'")
-# A person's browser does not say it is automated: without the last flag Playwright's Chromium reports
-# navigator.webdriver, which the study flags (test_integrity_browser.py checks both).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-blink-features=AutomationControlled"]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    folder = Path(os.environ.get("SCREENSHOT_DIR", tmp_path / "screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def answer_key(stack, trial_id):
-    return stack.sql("SELECT correct_query FROM studyapp_trial WHERE id = %s", (trial_id,))[0][0]
-
-
-def answer_current_trial(page, stack, choose_correctly=True):
-    trial = page.locator("#r2afc[data-state='ready']")
-    trial.wait_for(timeout=20_000)
-    trial_id = int(trial.get_attribute("data-trial-id"))
-    correct = answer_key(stack, trial_id)
-    choice = correct if choose_correctly else {"a": "b", "b": "a"}[correct]
-    page.locator(f".r2afc-btn[data-choice='{choice}'][data-confidence='3']").click()
-    return trial_id
 
 
 def test_a_participant_walks_the_whole_study_and_the_analyst_gets_the_data(stack, browser, shots, tmp_path):

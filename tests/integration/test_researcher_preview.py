@@ -1,10 +1,9 @@
 """A researcher previews an attribution-overlay condition from the admin in Chromium, and a participant
 page whose security token expired recovers by a reload without losing or doubling the answer."""
-import re
 
 import pytest
 
-from .test_participant_session import answer_key, browser, shots  # noqa: F401  (fixtures)
+from .participant import admin_password, answer_key, shown_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -17,15 +16,6 @@ condition.full_clean()
 condition.save()
 print(study.pk, condition.pk)
 """
-
-
-def admin_password(stack):
-    return re.search(r"user: admin\s+password: (\S+)", stack.demo_output).group(1)
-
-
-def shown_references(page):
-    return [src.rsplit("/", 1)[-1] for src in
-            page.locator("#r2afc-refs-max img").evaluate_all("imgs => imgs.map(i => i.getAttribute('src'))")]
 
 
 def test_a_researcher_previews_an_overlay_condition_and_an_expired_token_recovers_by_reload(stack, browser, shots):

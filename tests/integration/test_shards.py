@@ -4,11 +4,10 @@ leaves the job to the other, which takes the shard over once Redis hands its mes
 import json
 import os
 import signal
-import time
 
 import pytest
 
-from .test_faults import wait_until
+from .stack import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -101,13 +100,13 @@ def test_a_worker_killed_mid_shard_leaves_the_shard_to_the_other_and_the_job_com
 def freeze_a_worker_mid_shard(stack, job_id):
     """Stop (SIGSTOP) the worker of a shard that is running and not done, and make sure it still is once
     stopped; (shard index, worker's process name), or None to look again."""
-    for index, state, progress, attempts, worker in shard_rows(stack, job_id):
+    for index, state, progress, _attempts, worker in shard_rows(stack, job_id):
         name = worker.split("@")[0]
         if state != "running" or progress >= 100 or name not in stack.processes:
             continue
         process = stack.processes[name]
         os.killpg(process.pid, signal.SIGSTOP)
-        time.sleep(0.2)  # a write in flight lands before we look
+        wait_until(lambda name=name: not stack.statements_running(name), 30, "the frozen worker's last write to land")
         [(state, progress)] = stack.sql("SELECT status, progress FROM studyapp_stimulusshard WHERE job_id = %s "
                                         "AND index = %s", (job_id, index))
         if state == "running" and progress < 100:

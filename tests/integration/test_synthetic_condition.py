@@ -4,8 +4,7 @@ import csv
 
 import pytest
 
-from .test_participant_session import answer_current_trial, browser, shots  # noqa: F401  (fixtures)
-from .test_researcher_preview import shown_references
+from .participant import answer_current_trial, shown_references
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

@@ -1,6 +1,7 @@
 """A demo-sized study on a vision transformer's job plays to the end in headless Chromium: ViT-B/32 from a
 random-init checkpoint file (registered as a checkpoint network, as a researcher registers any state
 dict), units over the 768 channels of an encoder block, one condition, two practice and six main trials."""
+
 import csv
 
 import pytest

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from .participant import READY_TRIAL, answer_shown_trial
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

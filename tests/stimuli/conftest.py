@@ -45,6 +45,6 @@ def demo_run(tmp_path_factory, stimuli_cache):
 
     out = tmp_path_factory.mktemp("artifacts") / "demo"
     calls = []
-    config = StimulusConfig(n_units=3, bases=["neuron", "pca", "nmf"])
+    config = StimulusConfig.of(n_units=3, bases=["neuron", "pca", "nmf"])
     path = run(config, out, progress=lambda s, f: calls.append((s, f)))
     return config, path, calls

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from stimuli.measures.attribution import input_crop_fraction, overlay, unit_attribution, unit_readout
 from stimuli.bases import NeuronBasis, NMFBasis, PCABasis
+from stimuli.measures.attribution import input_crop_fraction, overlay, unit_attribution, unit_readout
 
 
 class _Detector(nn.Module):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from stimuli.measures.ablation import unit_ablation, units_at_mean
 from stimuli.bases import make_basis
+from stimuli.measures.ablation import unit_ablation, units_at_mean
 from stimuli.measures.essence import balanced_accuracy, essence
 from stimuli.measures.purity import top_label_entropy
 from stimuli.measures.surrogate import surrogate_rules

@@ -27,12 +27,12 @@ def _refit(config, net, images):
     from stimuli.bases import make_basis
     from stimuli.scores import score_matrix
 
-    acts = extract(net.model, images, net.preprocess, config.layers, pooling=config.pooling,
-                   activation=config.activation, batch_size=256)
+    acts = extract(net.model, images, net.preprocess, config.activations.layers, pooling=config.activations.pooling,
+                   activation=config.activations.activation, batch_size=256)
     out = {}
-    for layer in config.layers:
+    for layer in config.activations.layers:
         A = acts.values[layer]
-        for name in config.bases:
+        for name in config.bases.names:
             basis = make_basis(name, **_basis_params(config, name)).fit(A)
             out[(layer, name)] = (basis, score_matrix(basis, A))
     return out
@@ -42,7 +42,7 @@ def _png_score(net, images, path, layer, basis, unit, config):
     from stimuli.featurevis import DisplayToInput, score_png
 
     return score_png(net.model, layer, basis, unit, Path(path).read_bytes(), DisplayToInput(net, images),
-                     config.pooling, config.activation)
+                     config.activations.pooling, config.activations.activation)
 
 
 def _check_against_natural(path, config, net, images, share):
@@ -53,7 +53,7 @@ def _check_against_natural(path, config, net, images, share):
         above = below = 0
         for u in entry["units"]:
             k = u["index"]
-            assert len(u["synthetic_max"]) == len(u["synthetic_min"]) == config.n_references
+            assert len(u["synthetic_max"]) == len(u["synthetic_min"]) == config.exemplars.n_references
             smax = _png_score(net, images, path / u["synthetic_max"][0], entry["layer"], basis, k, config)
             smin = _png_score(net, images, path / u["synthetic_min"][0], entry["layer"], basis, k, config)
             above += smax > codes[:, k].max()
@@ -74,7 +74,7 @@ def _check_against_natural(path, config, net, images, share):
 
 @pytest.fixture(scope="module")
 def demo_fv(tmp_path_factory, stimuli_cache):
-    config = StimulusConfig(bases=BASES, n_units=4, n_references=2, n_queries=4, completeness=False,
+    config = StimulusConfig.of(bases=BASES, n_units=4, n_references=2, n_queries=4, completeness=False,
                             sae={"epochs": 20}, feature_vis=FV)
     calls = []
     path = run(config, tmp_path_factory.mktemp("fv") / "demo", progress=lambda s, f: calls.append((s, f)))
@@ -105,11 +105,11 @@ def test_manifest_records_feature_vis(demo_fv):
 
 
 def test_feature_vis_off_by_default(tmp_path):
-    assert StimulusConfig().feature_vis is False
-    assert StimulusConfig().feature_vis_params() is None
+    assert not StimulusConfig().feature_vis.enabled
+    assert StimulusConfig().to_dict()["feature_vis"] is False
     for bad in ({"method": "deepdream"}, {"steps": 0}, {"lr": -1}, {"image_size": 7}, {"colour": 1}, "yes"):
         with pytest.raises(ValueError, match="feature_vis"):
-            StimulusConfig(feature_vis=bad)
+            StimulusConfig.of(feature_vis=bad)
 
 
 def test_same_seed_same_png_bytes(demo, digits):
@@ -135,7 +135,7 @@ def test_resnet18_one_unit_per_basis(tmp_path, stimuli_cache):
     from stimuli.networks import load_network
 
     torch.manual_seed(0)
-    config = StimulusConfig(network="resnet18", weights=None, allow_download=False, layers=["layer2"],
+    config = StimulusConfig.of(network="resnet18", weights=None, allow_download=False, layers=["layer2"],
                             bases=["neuron", "pca", "nmf"], n_components={"pca": 16, "nmf": 16}, n_units=1,
                             n_references=1, n_queries=2,
                             max_images=64, strip_length=2, n_strips=1, completeness=False,

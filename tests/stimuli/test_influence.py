@@ -6,8 +6,14 @@ import torch
 from torch import nn
 
 from stimuli.bases import NeuronBasis, PCABasis
-from stimuli.measures.influence import (Quantity, concentration, distributional_influence, influence_from_gradient,
-                               influence_order, pooled_gradient)
+from stimuli.measures.influence import (
+    Quantity,
+    concentration,
+    distributional_influence,
+    influence_from_gradient,
+    influence_order,
+    pooled_gradient,
+)
 from stimuli.selection import select_units
 
 
@@ -119,7 +125,7 @@ def test_pipeline_influence_selection_and_overlays(tmp_path, stimuli_cache):
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    config = StimulusConfig(n_units=2, bases=["neuron", "pca"], unit_selection="influence", influence_class=3,
+    config = StimulusConfig.of(n_units=2, bases=["neuron", "pca"], unit_selection="influence", influence_class=3,
                             attribution_overlays=True, completeness=False, max_images=300)
     m = read_manifest(run(config, tmp_path / "a"))
     for entry in m["layers"]:
@@ -132,4 +138,4 @@ def test_pipeline_influence_selection_and_overlays(tmp_path, stimuli_cache):
             assert len(u["attribution_overlays_max"]) == len(u["references_max"])
             assert all((tmp_path / "a" / f).is_file() for f in u["attribution_overlays_max"])
     with pytest.raises(ValueError, match="influence_class"):
-        StimulusConfig(unit_selection="influence")
+        StimulusConfig.of(unit_selection="influence")

@@ -11,12 +11,12 @@ import torch
 
 from stimuli.__main__ import main
 from stimuli.activations import extract, pool
+from stimuli.bases import NeuronBasis
+from stimuli.layers import Site, hook, resolve
 from stimuli.measures.ablation import units_at_mean
 from stimuli.measures.attribution import unit_attribution
-from stimuli.bases import NeuronBasis
 from stimuli.measures.completeness import network_completeness
 from stimuli.measures.influence import pooled_gradient
-from stimuli.layers import Site, hook, resolve
 from stimuli.networks import imagenet_preprocess, load_network
 
 SIZE = 32  # ResNet-18 still ends in a 1 x 1 map at this input size, at a fiftieth of 224's cost
@@ -157,16 +157,18 @@ def test_generate_takes_node_names_for_every_measure(tmp_path):
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    names = ["layer4.1.add", "layer4.1.relu_1", "layer4", "flatten"]
-    config = StimulusConfig(network="resnet18", allow_download=False, dataset="digits", max_images=42, layers=names,
-                            bases=["neuron"], n_units=1, completeness_k=[1], completeness_max_images=2,
-                            influence_class=3, influence_distribution="all", influence_max_images=2,
-                            render_size=16, batch_size=42, decision_max_images=8, essence_k=[1], surrogate_k=[1],
-                            surrogate_depth=[1], ablation_max_units=0)
+    # layer1.0.add: the name of the job that once stored "ablation needs a module layer"
+    names = ["layer1.0.add", "layer4.1.add", "layer4.1.relu_1", "layer4", "flatten"]
+    config = StimulusConfig.of(network="resnet18", allow_download=False, dataset="digits", max_images=42,
+                               layers=names, bases=["neuron"], n_units=1, completeness_k=[1],
+                               completeness_max_images=2, influence_class=3, influence_distribution="all",
+                               influence_max_images=2, render_size=16, batch_size=42, decision_max_images=8,
+                               essence_k=[1], surrogate_k=[1], surrogate_depth=[1], ablation_max_units=0)
     m = read_manifest(run(config, tmp_path / "resnet"))
     assert [e["layer"] for e in m["layers"]] == names
     for entry in m["layers"]:
         assert "completeness_error" not in entry and entry["completeness"]["k"] == [1], entry["layer"]
         # the decision measures take the same names (a function node used to be refused here)
         assert "decisions_error" not in entry and entry["ablation"]["units"], entry["layer"]
-        assert entry["n_channels"] == 512 and "influence" in entry["units"][0]["measures"], entry["layer"]
+        assert entry["n_channels"] == (64 if entry["layer"] == "layer1.0.add" else 512), entry["layer"]
+        assert "influence" in entry["units"][0]["measures"], entry["layer"]

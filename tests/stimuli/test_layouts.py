@@ -18,8 +18,9 @@ LAYER = "encoder.layers.encoder_layer_0"
 @pytest.fixture(scope="module")
 def tiny_vit():
     torch.manual_seed(0)
-    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
-                              num_classes=3).eval()
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=3
+    ).eval()
     # torchvision starts the head at zero: every logit 0, nothing to measure
     torch.nn.init.normal_(model.heads.head.weight)
     return model
@@ -45,15 +46,18 @@ class _Inputs(ImageSet):
         return self.x[i]
 
 
-@pytest.mark.parametrize("shape, kind, channels, prefix, grid", [
-    ((2, 64, 7, 7), "BCHW", 64, 0, (7, 7)),
-    ((2, 50, 768), "BTC", 768, 1, (7, 7)),       # ViT-B/32: a class token and 7 x 7 patches
-    ((2, 197, 768), "BTC", 768, 1, (14, 14)),    # ViT-B/16
-    ((2, 201, 384), "BTC", 384, 5, (14, 14)),    # a class token and four registers
-    ((2, 49, 512), "BTC", 512, 0, (7, 7)),       # patch tokens only
-    ((2, 28, 28, 192), "BHWC", 192, 0, (28, 28)),  # Swin-T's features.3
-    ((2, 1024), "BC", 1024, 0, None),
-])
+@pytest.mark.parametrize(
+    "shape, kind, channels, prefix, grid",
+    [
+        ((2, 64, 7, 7), "BCHW", 64, 0, (7, 7)),
+        ((2, 50, 768), "BTC", 768, 1, (7, 7)),  # ViT-B/32: a class token and 7 x 7 patches
+        ((2, 197, 768), "BTC", 768, 1, (14, 14)),  # ViT-B/16
+        ((2, 201, 384), "BTC", 384, 5, (14, 14)),  # a class token and four registers
+        ((2, 49, 512), "BTC", 512, 0, (7, 7)),  # patch tokens only
+        ((2, 28, 28, 192), "BHWC", 192, 0, (28, 28)),  # Swin-T's features.3
+        ((2, 1024), "BC", 1024, 0, None),
+    ],
+)
 def test_layouts_are_read_from_the_shape(shape, kind, channels, prefix, grid):
     layout = Layout.detect(shape)
     assert (layout.kind, layout.n_channels, layout.n_prefix, layout.grid) == (kind, channels, prefix, grid)

@@ -5,8 +5,16 @@ import pytest
 
 from stimuli.datasets import ImageSet
 from stimuli.exemplars import select_exemplars
-from stimuli.measures.mis import (EmbeddingCache, Embeddings, embed_images, machine_score_details, machine_scores,
-                         mis_from_deltas, pair_delta, unit_deltas)
+from stimuli.measures.mis import (
+    EmbeddingCache,
+    Embeddings,
+    embed_images,
+    machine_score_details,
+    machine_scores,
+    mis_from_deltas,
+    pair_delta,
+    unit_deltas,
+)
 
 
 def clustered_embeddings(rng, n=400, dim=32, noise=0.1):
@@ -153,7 +161,7 @@ def test_the_pipeline_gives_every_unit_a_machine_score(tmp_path, stimuli_cache):
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    out = run(StimulusConfig(bases=["neuron", "pca"], n_units=3, completeness=False, mis_layer="relu3"),
+    out = run(StimulusConfig.of(bases=["neuron", "pca"], n_units=3, completeness=False, mis_layer="relu3"),
               tmp_path / "artifact")
     manifest = json.loads((out / "manifest.json").read_text())
     scores = [u["measures"]["mis"] for entry in manifest["layers"] for u in entry["units"]]

@@ -91,8 +91,9 @@ def test_an_open_clip_tower_classifies_by_zero_shot_prompts(tmp_path):
     with torch.no_grad():
         logits = net.model(x)
         image = torch.nn.functional.normalize(clip.encode_image(x), dim=-1)
-        text = torch.nn.functional.normalize(clip.encode_text(tokenizer(
-            [f"a photo of a {c}." for c in ("cat", "dog", "bird")])), dim=-1)
+        text = torch.nn.functional.normalize(
+            clip.encode_text(tokenizer([f"a photo of a {c}." for c in ("cat", "dog", "bird")])), dim=-1
+        )
         # CLIP's own zero-shot logits: the cosines times the logit scale
         torch.testing.assert_close(logits, clip.logit_scale.exp() * image @ text.T, rtol=1e-4, atol=1e-4)
     with pytest.raises(NetworkLoadError, match="class names"):
@@ -119,18 +120,46 @@ def test_a_transformer_job_end_to_end_with_class_token_pooling(tmp_path):
 
     torch.manual_seed(0)
     torch.save(timm.create_model("test_vit", pretrained=False).state_dict(), tmp_path / "vit.pt")
-    config = StimulusConfig(
-        network="timm:test_vit", checkpoint=str(tmp_path / "vit.pt"), allow_download=False, layers=["blocks.3"],
-        bases=["neuron", "pca", "batchtopk"], n_components={"batchtopk": 16}, batchtopk={"k": 4, "epochs": 5},
-        pooling="class_token", n_units=1, max_images=48, n_references=2, n_queries=2, strip_length=3,
-        n_strips=1, render_size=32, completeness_k=[1, 4], completeness_max_images=4, influence_class=0,
-        influence_distribution="all", influence_max_images=4, decision_max_images=8, ablation_max_units=1,
-        surrogate=False, figures=False, attribution_overlays=True, attribution_method="integrated_gradients",
-        feature_vis={"steps": 4}, batch_size=16, device="cpu")
+    config = StimulusConfig.of(
+        network="timm:test_vit",
+        checkpoint=str(tmp_path / "vit.pt"),
+        allow_download=False,
+        layers=["blocks.3"],
+        bases=["neuron", "pca", "batchtopk"],
+        n_components={"batchtopk": 16},
+        batchtopk={"k": 4, "epochs": 5},
+        pooling="class_token",
+        n_units=1,
+        max_images=48,
+        n_references=2,
+        n_queries=2,
+        strip_length=3,
+        n_strips=1,
+        render_size=32,
+        completeness_k=[1, 4],
+        completeness_max_images=4,
+        influence_class=0,
+        influence_distribution="all",
+        influence_max_images=4,
+        decision_max_images=8,
+        ablation_max_units=1,
+        surrogate=False,
+        figures=False,
+        attribution_overlays=True,
+        attribution_method="integrated_gradients",
+        feature_vis={"steps": 4},
+        batch_size=16,
+        device="cpu",
+    )
     m = read_manifest(run(config, tmp_path / "out"))
     for e in m["layers"]:
-        assert (e["layout"], e["n_channels"], e["prefix_tokens"], e["grid"], e["pooling"]) == \
-            ("BTC", 64, 1, [10, 10], "class_token")
+        assert (e["layout"], e["n_channels"], e["prefix_tokens"], e["grid"], e["pooling"]) == (
+            "BTC",
+            64,
+            1,
+            [10, 10],
+            "class_token",
+        )
         assert e["completeness"]["k"] == [1, 4] and e["attribution_method"] == "integrated_gradients"
         (unit,) = e["units"]
         assert len(unit["attribution_overlays_max"]) == 2 and len(unit["synthetic_max"]) == 2

@@ -6,7 +6,6 @@ from the saved PNGs; one feature visualization beats the best natural image; Int
 its completeness axiom. Small by design (12 images of 64 px, a few optimisation steps): a forward pass of
 these networks at 224 px costs a tenth of a second on one CPU core."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -33,6 +32,7 @@ def _torchvision(name):
             # would have nothing to measure
             torch.nn.init.normal_(model.heads.head.weight, std=0.02)
         return model
+
     return build
 
 
@@ -41,6 +41,7 @@ def _timm(name):
         import timm
 
         return timm.create_model(name, pretrained=False)
+
     return build
 
 
@@ -49,6 +50,7 @@ def _open_clip(name):
         import open_clip
 
         return open_clip.create_model(name, pretrained=None)
+
     return build
 
 
@@ -77,14 +79,38 @@ def image_folder(tmp_path_factory):
 
 
 def _config(network, checkpoint, layer, folder, **extra):
-    return StimulusConfig(
-        network=network, checkpoint=str(checkpoint), allow_download=False, layers=[layer],
-        bases=["neuron", "pca", SPARSE], n_units=1, n_components={SPARSE: 16}, sae={"k": 4, "epochs": 5},
-        dataset=str(folder), n_references=3, n_queries=2, query_percentile=25.0, strip_length=3, n_strips=1,
-        render_size=SIZE, completeness=True, completeness_k=[1], completeness_max_images=2,
-        influence_class=0, influence_distribution="all", influence_max_images=2,
-        decision_max_images=4, ablation_max_units=1, surrogate=False, label_entropy_top_n=3, figures=False,
-        batch_size=4, num_workers=0, device="cpu", **extra)
+    return StimulusConfig.of(
+        network=network,
+        checkpoint=str(checkpoint),
+        allow_download=False,
+        layers=[layer],
+        bases=["neuron", "pca", SPARSE],
+        n_units=1,
+        n_components={SPARSE: 16},
+        sae={"k": 4, "epochs": 5},
+        dataset=str(folder),
+        n_references=3,
+        n_queries=2,
+        query_percentile=25.0,
+        strip_length=3,
+        n_strips=1,
+        render_size=SIZE,
+        completeness=True,
+        completeness_k=[1],
+        completeness_max_images=2,
+        influence_class=0,
+        influence_distribution="all",
+        influence_max_images=2,
+        decision_max_images=4,
+        ablation_max_units=1,
+        surrogate=False,
+        label_entropy_top_n=3,
+        figures=False,
+        batch_size=4,
+        num_workers=0,
+        device="cpu",
+        **extra,
+    )
 
 
 @pytest.fixture(scope="module", params=ZOO, ids=[z[0] for z in ZOO])
@@ -103,8 +129,8 @@ def _net_and_images(config):
     from stimuli.datasets import load_dataset
     from stimuli.networks import load_network
 
-    net = load_network(config.network, checkpoint=config.checkpoint, allow_download=False)
-    images = load_dataset(config.dataset)
+    net = load_network(config.network.name, checkpoint=config.network.checkpoint, allow_download=False)
+    images = load_dataset(config.dataset.name)
     return net.for_classes(images.class_names), images
 
 
@@ -113,11 +139,18 @@ def _refit(config, net, images):
     from stimuli.activations import extract
     from stimuli.bases import make_basis
 
-    layer = config.layers[0]
-    acts = extract(net.model, images, net.preprocess, [layer], pooling=config.pooling, activation=config.activation,
-                   batch_size=4)
+    layer = config.activations.layers[0]
+    acts = extract(
+        net.model,
+        images,
+        net.preprocess,
+        [layer],
+        pooling=config.activations.pooling,
+        activation=config.activations.activation,
+        batch_size=4,
+    )
     A = acts.values[layer]
-    return A, {name: make_basis(name, **_basis_params(config, name)).fit(A) for name in config.bases}
+    return A, {name: make_basis(name, **_basis_params(config, name)).fit(A) for name in config.bases.names}
 
 
 def _scores_of_pngs(net, config, basis, unit, files):
@@ -127,8 +160,8 @@ def _scores_of_pngs(net, config, basis, unit, files):
 
     batch = torch.stack([net.preprocess(Image.open(f).convert("RGB")) for f in files])
     with torch.no_grad():
-        t = layer_extractor(net.model.eval(), config.layers)(batch)[config.layers[0]]
-        pooled = pool(torch.relu(t), config.pooling)
+        t = layer_extractor(net.model.eval(), config.activations.layers)(batch)[config.activations.layers[0]]
+        pooled = pool(torch.relu(t), config.activations.pooling)
     return score_matrix(basis, pooled.numpy())[:, unit]
 
 
@@ -161,11 +194,12 @@ def test_exemplar_order_recomputed_from_the_saved_pngs(job):
         basis = bases[e["basis"]]
         u = e["units"][0]
         scores = _scores_of_pngs(net, config, basis, u["index"], [path / f for f in u["references_max"]])
-        natural = np.sort(_scores_of_pngs(net, config, basis, u["index"],
-                                          [images.files[i] for i in range(len(images))]))[::-1]
+        natural = np.sort(
+            _scores_of_pngs(net, config, basis, u["index"], [images.files[i] for i in range(len(images))])
+        )[::-1]
         # most activating first, and they are the top of the image set
         assert np.all(np.diff(scores) <= 1e-4 * max(1.0, abs(scores).max())), (e["basis"], scores)
-        np.testing.assert_allclose(scores, natural[:len(scores)], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(scores, natural[: len(scores)], rtol=1e-4, atol=1e-5)
 
 
 def test_one_feature_visualization_beats_the_best_natural_image(job):
@@ -177,10 +211,30 @@ def test_one_feature_visualization_beats_the_best_natural_image(job):
     basis = bases["neuron"]
     unit = int(np.argmax(A.var(0)))
     fv = {"method": "fourier", "steps": 24, "lr": 0.1, "seed": 0, "image_size": None}
-    pngs = visualize_units(net, images, config.layers[0], basis, [unit], 1, fv, None, SIZE, "zoo",
-                           pooling=config.pooling, activation=config.activation)
-    best = score_png(net.model, config.layers[0], basis, unit, pngs[unit]["max"][0], DisplayToInput(net, images),
-                     config.pooling, config.activation)
+    pngs = visualize_units(
+        net,
+        images,
+        config.activations.layers[0],
+        basis,
+        [unit],
+        1,
+        fv,
+        None,
+        SIZE,
+        "zoo",
+        pooling=config.activations.pooling,
+        activation=config.activations.activation,
+    )
+    best = score_png(
+        net.model,
+        config.activations.layers[0],
+        basis,
+        unit,
+        pngs[unit]["max"][0],
+        DisplayToInput(net, images),
+        config.activations.pooling,
+        config.activation,
+    )
     assert best > A[:, unit].max()
 
 
@@ -196,9 +250,17 @@ def test_integrated_gradients_keeps_its_completeness_axiom(job):
     # normalises right after its stem (ConvNeXt's LayerNorm) changes only in a sliver next to zero, which
     # no quadrature of 32 points resolves (captum's gap then says so)
     baseline = net.preprocess(images.load(1))
-    attr, gap = integrated_gradients(net.model, x, config.layers[0], basis, 0, pooling=config.pooling,
-                                     baseline=baseline, n_steps=32)
-    score = unit_score_function(net.model, config.layers[0], basis, 0, pooling=config.pooling)
+    attr, gap = integrated_gradients(
+        net.model,
+        x,
+        config.activations.layers[0],
+        basis,
+        0,
+        pooling=config.activations.pooling,
+        baseline=baseline,
+        n_steps=32,
+    )
+    score = unit_score_function(net.model, config.activations.layers[0], basis, 0, pooling=config.activations.pooling)
     with torch.no_grad():
         change = float(score(x[None]) - score(baseline[None]))
     # the map sums to the score's change from the baseline, up to the path integral's quadrature error

@@ -16,7 +16,7 @@ BASES = ["neuron", "pca", "nmf", "dictionary", "sae"]
 @pytest.fixture(scope="module")
 def fitted(demo_activations):
     A = demo_activations.values["conv2"]
-    config = StimulusConfig(bases=BASES, sae={"epochs": 10}, n_components={"nmf": 12, "dictionary": 12, "sae": 16})
+    config = StimulusConfig.of(bases=BASES, sae={"epochs": 10}, n_components={"nmf": 12, "dictionary": 12, "sae": 16})
     return A, {b: make_basis(b, **_basis_params(config, b)).fit(A) for b in BASES}
 
 

@@ -13,10 +13,20 @@ from stimuli import shards
 from stimuli.activations import Activations, NoImageRead, extract
 from stimuli.artifact import read_manifest
 from stimuli.config import StimulusConfig
-from stimuli.pipeline import load_inputs, run
 from stimuli.datasets import FolderImageSet
-from stimuli.shards import (LISTING, ListingError, extract_shard, listed_images, merge_shards, read_listing,
-                            shard_count, shard_name, shard_ranges, write_listing)
+from stimuli.pipeline import load_inputs, run
+from stimuli.shards import (
+    LISTING,
+    ListingError,
+    extract_shard,
+    listed_images,
+    merge_shards,
+    read_listing,
+    shard_count,
+    shard_name,
+    shard_ranges,
+    write_listing,
+)
 
 # Fields that differ between two runs of one configuration whatever computed them.
 RUN_STAMPS = ("created", "versions")
@@ -56,8 +66,9 @@ def _sharded(config, folder, n_shards):
 
 def _unsharded(config):
     inputs = load_inputs(config, lambda s, f: None)
-    return extract(inputs.net.model, inputs.images, inputs.net.preprocess, config.layers, batch_size=config.batch_size,
-                   num_workers=config.num_workers, pooling=config.pooling, activation=config.activation)
+    act = config.activations
+    return extract(inputs.net.model, inputs.images, inputs.net.preprocess, act.layers, batch_size=act.batch_size,
+                   num_workers=act.num_workers, pooling=act.pooling, activation=act.activation)
 
 
 def assert_same_activations(a: Activations, b: Activations):
@@ -70,7 +81,7 @@ def assert_same_activations(a: Activations, b: Activations):
 
 
 def test_a_sharded_digits_run_gives_the_unsharded_activations_and_manifest(tmp_path, stimuli_cache):
-    config = StimulusConfig(layers=["conv1", "fc1"], bases=["neuron", "pca"], n_units=2, batch_size=256,
+    config = StimulusConfig.of(layers=["conv1", "fc1"], bases=["neuron", "pca"], n_units=2, batch_size=256,
                             completeness_k=[1, 4])
     folder = tmp_path / "shards"
     merged = _sharded(config, folder, 3)
@@ -109,7 +120,7 @@ def _jpeg_folder(root, n=46, broken=13):
 
 
 def test_a_sharded_folder_run_with_an_unreadable_jpeg_gives_the_unsharded_result(tmp_path, stimuli_cache):
-    config = StimulusConfig(dataset=str(_jpeg_folder(tmp_path / "imgs")), layers=["conv2"],
+    config = StimulusConfig.of(dataset=str(_jpeg_folder(tmp_path / "imgs")), layers=["conv2"],
                             bases=["neuron", "pca"], n_units=2, n_references=3, n_queries=2, query_percentile=25.0,
                             render_size=32, completeness_k=[1, 8], strip_length=5, batch_size=4, num_workers=0)
     merged = _sharded(config, tmp_path / "shards", 3)
@@ -125,7 +136,7 @@ def test_a_sharded_folder_run_with_an_unreadable_jpeg_gives_the_unsharded_result
 
 
 def test_a_shard_already_written_is_not_computed_again(tmp_path, stimuli_cache, monkeypatch):
-    config = StimulusConfig(layers=["conv1"], bases=["pca"], batch_size=512)
+    config = StimulusConfig.of(layers=["conv1"], bases=["pca"], batch_size=512)
     path = extract_shard(config, 1, 2, tmp_path)
     written = path.stat().st_mtime_ns
     stages = []
@@ -135,7 +146,7 @@ def test_a_shard_already_written_is_not_computed_again(tmp_path, stimuli_cache, 
 
 
 def test_a_damaged_shard_file_or_one_for_another_configuration_is_computed_again(tmp_path, stimuli_cache):
-    config = StimulusConfig(layers=["conv1"], bases=["pca"], batch_size=512)
+    config = StimulusConfig.of(layers=["conv1"], bases=["pca"], batch_size=512)
     path = extract_shard(config, 0, 2, tmp_path)
     path.write_bytes(path.read_bytes()[:100])
     extract_shard(config, 0, 2, tmp_path)
@@ -151,7 +162,7 @@ def test_a_damaged_shard_file_or_one_for_another_configuration_is_computed_again
 
 def test_a_shard_whose_images_all_fail_counts_them_and_the_others_still_merge(tmp_path, stimuli_cache):
     root = _jpeg_folder(tmp_path / "imgs", n=12, broken=None)
-    config = StimulusConfig(dataset=str(root), layers=["conv1"], bases=["pca"], batch_size=4, num_workers=0)
+    config = StimulusConfig.of(dataset=str(root), layers=["conv1"], bases=["pca"], batch_size=4, num_workers=0)
     order = load_inputs(config, lambda s, f: None).images.files
     for f in order[4:8]:  # the second shard's batch, whole
         _cut(f)
@@ -164,13 +175,13 @@ def test_no_readable_image_in_any_shard_is_refused_as_the_unsharded_pass_refuses
     root = _jpeg_folder(tmp_path / "imgs", n=6, broken=None)
     for f in root.rglob("*[0-9].jpg"):
         _cut(f)
-    config = StimulusConfig(dataset=str(root), layers=["conv1"], bases=["pca"], batch_size=2, num_workers=0)
+    config = StimulusConfig.of(dataset=str(root), layers=["conv1"], bases=["pca"], batch_size=2, num_workers=0)
     with pytest.raises(NoImageRead):
         _sharded(config, tmp_path / "shards", 2)
 
 
 def test_activations_that_do_not_fit_the_job_are_refused(tmp_path, stimuli_cache):
-    config = StimulusConfig(layers=["conv1"], bases=["pca"], n_units=1, batch_size=512)
+    config = StimulusConfig.of(layers=["conv1"], bases=["pca"], n_units=1, batch_size=512)
     acts = _sharded(config, tmp_path / "shards", 2)
     with pytest.raises(ValueError, match="not those of this job"):
         run(config.replace(layers=["conv2"]), tmp_path / "a", activations=acts)
@@ -180,7 +191,7 @@ def test_activations_that_do_not_fit_the_job_are_refused(tmp_path, stimuli_cache
 
 
 def _folder_config(root, **changes):
-    return StimulusConfig(dataset=str(root), layers=["conv2"], bases=["neuron", "pca"], n_units=2, n_references=3,
+    return StimulusConfig.of(dataset=str(root), layers=["conv2"], bases=["neuron", "pca"], n_units=2, n_references=3,
                           n_queries=2, query_percentile=25.0, render_size=32, completeness_k=[1, 8], strip_length=5,
                           batch_size=4, num_workers=0).replace(**changes)
 
@@ -195,7 +206,7 @@ def test_a_listing_round_trips_the_scanned_image_set_without_looking_at_the_fold
     root = _jpeg_folder(tmp_path / "imgs", n=10, broken=None)
     Image.new("RGB", (8, 8)).save(root / "loose.png")  # directly in the root: no label, so no labels at all
     for config in (_folder_config(root), _folder_config(root, max_images=6, seed=3)):
-        folder = tmp_path / f"shards-{config.max_images}"
+        folder = tmp_path / f"shards-{config.dataset.max_images}"
         path = write_listing(config, folder)
         assert path == folder / LISTING and sorted(p.name for p in folder.iterdir()) == [LISTING]
         data = json.loads(path.read_text())
@@ -203,7 +214,7 @@ def test_a_listing_round_trips_the_scanned_image_set_without_looking_at_the_fold
         assert data["files"][:2] == ["loose.png", "class0/000.jpg"] and data["labels"][:2] == [-1, 0]
         assert data["class_names"] == ["class0", "class1"] and len(data["files"]) == 11
         scanned = load_inputs(config, lambda s, f: None).images
-        assert len(scanned) == (11 if config.max_images is None else 6)
+        assert len(scanned) == (11 if config.dataset.max_images is None else 6)
 
         # once listed, the folder is neither scanned nor opened: gone, it still gives the same image set
         moved = tmp_path / "moved"

@@ -55,8 +55,9 @@ def jumprelu(planted):
 
 @pytest.fixture(scope="module")
 def archetypal(planted):
-    return ArchetypalBasis(n_components=32, k=3, epochs=100, n_candidates=128, delta=0.1, random_state=0,
-                           device="cpu").fit(planted[0])
+    return ArchetypalBasis(
+        n_components=32, k=3, epochs=100, n_candidates=128, delta=0.1, random_state=0, device="cpu"
+    ).fit(planted[0])
 
 
 def test_the_three_are_registered_bases():
@@ -113,8 +114,12 @@ def test_jumprelu_codes_are_the_unshrunk_pre_activations_above_each_threshold(ju
 
 def test_jumprelu_sparsity_penalty_sets_the_number_of_active_latents(planted):
     A = planted[0][:600]
-    l0 = [(JumpReLUBasis(n_components=16, sparsity=s, epochs=40, random_state=0, device="cpu")
-           .fit_transform(A) > 0).sum(1).mean() for s in (0.0, 0.1)]
+    l0 = [
+        (JumpReLUBasis(n_components=16, sparsity=s, epochs=40, random_state=0, device="cpu").fit_transform(A) > 0)
+        .sum(1)
+        .mean()
+        for s in (0.0, 0.1)
+    ]
     assert l0[1] < l0[0]
 
 
@@ -139,8 +144,7 @@ def test_archetypal_atoms_are_convex_combinations_of_candidates_plus_a_bounded_r
 
 def test_strict_archetypal_atoms_stay_in_the_candidates_hull(planted):
     A = planted[0][:500]
-    a = ArchetypalBasis(n_components=8, k=2, epochs=10, n_candidates=32, delta=0.0, random_state=1,
-                        device="cpu").fit(A)
+    a = ArchetypalBasis(n_components=8, k=2, epochs=10, n_candidates=32, delta=0.0, random_state=1, device="cpu").fit(A)
     np.testing.assert_allclose(a.components_, a.weights_ @ a.candidates_, rtol=1e-5, atol=1e-6)
     lo, hi = a.candidates_.min(0), a.candidates_.max(0)
     assert ((a.components_ >= lo - 1e-6) & (a.components_ <= hi + 1e-6)).all()

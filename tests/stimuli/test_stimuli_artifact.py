@@ -3,8 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from stimuli.artifact import (SCHEMA_VERSION, SCHEMA_VERSIONS, ArtifactWriter, ManifestError, build_manifest,
-                              read_manifest, validate_manifest)
+from stimuli.artifact import (
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    ArtifactWriter,
+    ManifestError,
+    build_manifest,
+    read_manifest,
+    validate_manifest,
+)
 from stimuli.render import content_name, png_bytes
 
 
@@ -16,10 +23,9 @@ def test_exception_mid_write_leaves_nothing(tmp_path):
     out = tmp_path / "art"
     from PIL import Image
 
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(out) as w:
-            w.add_image(png_bytes(Image.new("L", (4, 4), 3)))
-            raise RuntimeError("crash while rendering")
+    with pytest.raises(RuntimeError), ArtifactWriter(out) as w:
+        w.add_image(png_bytes(Image.new("L", (4, 4), 3)))
+        raise RuntimeError("crash while rendering")
     assert not out.exists()
     assert _siblings(out) == []
 
@@ -43,9 +49,8 @@ def test_existing_folder_refused_unless_overwrite(tmp_path):
     out = tmp_path / "art"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with pytest.raises(FileExistsError):
-        with ArtifactWriter(out):
-            pass
+    with pytest.raises(FileExistsError), ArtifactWriter(out):
+        pass
     with ArtifactWriter(out, overwrite=True) as w:
         w.commit({"schema_version": 1})
     assert not (out / "old.txt").exists() and (out / "manifest.json").exists()
@@ -75,7 +80,7 @@ def _layer(**changes):
 def test_the_manifest_is_built_and_validated_in_one_place(tmp_path):
     import datetime as dt
 
-    created = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.timezone.utc)
+    created = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
     m = build_manifest(network={"name": "demo"}, dataset={"name": "digits"}, seed=3, parameters={"n_units": 1},
                        layers=[_layer()], n_images_rendered=0, device="cpu", created=created)
     assert list(m) == ["schema_version", "created", "network", "dataset", "seed", "parameters", "versions",
@@ -145,3 +150,92 @@ def test_measures_not_asked_for_read_as_none():
     first = layer_summaries(manifest)[0]
     assert first.influence_concentration is None and first.completeness is None
     assert first.completeness_error == "completeness needs hooks"
+
+
+SOBOL = {"grid": [2, 2], "regions": "grid", "n_samples": 16,
+         "interaction_share": {"mean": 0.1, "median": 0.1, "sd": 0.3, "n_images": 2},
+         "images": [{"image": "images/a.png", "target_class": 0, "interaction_share": -0.1, "ST": [0.1, 0.0, 0.2, 0.3]},
+                    {"image": "images/b.png", "target_class": 7, "interaction_share": 0.3, "ST": [0.5, 0.1, 0.0, 0.2]}]}
+
+
+def test_typed_reads_of_the_region_sobol_entry():
+    from stimuli.artifact import sobol_summary
+
+    manifest = {**json.loads(DEMO_SUMMARY.read_text()), "sobol": SOBOL}
+    sobol = sobol_summary(manifest)
+    assert sobol.grid == (2, 2) and sobol.n_samples == 16 and sobol.n_images == 2
+    assert (sobol.share_mean, sobol.share_median, sobol.share_sd) == (0.1, 0.1, 0.3)
+    assert [(i.image, i.target_class, i.interaction_share) for i in sobol.images] == \
+        [("images/a.png", 0, -0.1), ("images/b.png", 7, 0.3)]
+    assert sobol.images[1].ST == (0.5, 0.1, 0.0, 0.2)
+    assert sobol_summary({**manifest, "sobol": {**SOBOL, "grid": None}}).grid is None
+    # a job that asked for no region indices has no entry
+    assert sobol_summary(json.loads(DEMO_SUMMARY.read_text())) is None
+
+
+@pytest.mark.parametrize("drop, words", [
+    (("grid",), "has no 'grid'"),
+    (("n_samples",), "has no 'n_samples'"),
+    (("interaction_share", "sd"), "interaction_share has no 'sd'"),
+    (("images", 1, "ST"), "image 1 has no 'ST'"),
+    (("images", 0, "target_class"), "image 0 has no 'target_class'"),
+])
+def test_a_missing_sobol_key_fails_loudly(drop, words):
+    import copy
+
+    from stimuli.artifact import sobol_summary
+
+    sobol = copy.deepcopy(SOBOL)
+    *path, key = drop
+    node = sobol
+    for step in path:
+        node = node[step]
+    del node[key]
+    with pytest.raises(ManifestError, match=words):
+        sobol_summary({"sobol": sobol})
+
+
+def test_the_parameters_read_back_as_the_configuration():
+    from stimuli.artifact import job_parameters
+    from stimuli.config import StimulusConfig
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    parameters = job_parameters(manifest)
+    config = StimulusConfig.from_dict({**parameters, "seed": manifest["seed"]})
+    assert config.mis.layer == "relu3" and config.selection.units_for("pca") == 6
+    with pytest.raises(ManifestError, match="has no 'parameters'"):
+        job_parameters({k: v for k, v in manifest.items() if k != "parameters"})
+
+
+def test_query_bands_of_a_stored_demo_manifest_and_of_one_with_bands():
+    from stimuli.artifact import query_bands
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    # saved before jobs rendered several bands: its one band is its query_percentile's
+    assert "query_bands" not in manifest["parameters"]
+    assert query_bands(manifest) == [(100.0 - manifest["parameters"]["query_percentile"], 100.0)]
+    manifest["parameters"]["query_bands"] = [[90, 100], [85, 95]]
+    assert query_bands(manifest) == [(90.0, 100.0), (85.0, 95.0)]
+    manifest["parameters"]["query_bands"] = [[30, 40]]
+    with pytest.raises(ManifestError, match=r"query band \[30, 40\] must have 50 <= low"):
+        query_bands(manifest)
+    del manifest["parameters"]["query_bands"], manifest["parameters"]["query_percentile"]
+    with pytest.raises(ManifestError, match="has no 'query_percentile'"):
+        query_bands(manifest)
+
+
+def test_query_candidates_with_and_without_percentiles():
+    from stimuli.artifact import query_candidates
+
+    unit = {"index": 0, "queries_max": ["a.png", "b.png"], "queries_min": ["c.png", "d.png"]}
+    old = query_candidates(unit)
+    assert old.queries_max == ("a.png", "b.png") and old.max_percentiles is None and old.min_percentiles is None
+    unit.update(queries_max_percentile=[99.5, 91.0], queries_min_percentile=[0.5, 9.0])
+    new = query_candidates(unit)
+    assert new.max_percentiles == (99.5, 91.0) and new.min_percentiles == (0.5, 9.0)
+    unit["queries_min_percentile"] = [0.5]
+    with pytest.raises(ManifestError, match="'queries_min_percentile' has 1 values for 2 queries_min"):
+        query_candidates(unit, "unit conv2:pca:0")
+    del unit["queries_min_percentile"]
+    with pytest.raises(ManifestError, match="one side only"):
+        query_candidates(unit)

@@ -76,8 +76,9 @@ def test_feature_vis_flags(tmp_path):
     cfg.write_text(json.dumps({"feature_vis": {"lr": 0.2, "seed": 5}}))
     config = _config(_parser().parse_args(["generate", str(cfg), "--feature-vis", "maco", "--feature-vis-steps", "16",
                                            "--out", str(tmp_path / "o")]))
-    assert config.feature_vis_params() == {"method": "maco", "steps": 16, "lr": 0.2, "image_size": None, "seed": 5}
-    assert _config(_parser().parse_args(["generate", "--out", str(tmp_path / "p")])).feature_vis is False
+    assert config.feature_vis.enabled
+    assert config.feature_vis.params() == {"method": "maco", "steps": 16, "lr": 0.2, "image_size": None, "seed": 5}
+    assert not _config(_parser().parse_args(["generate", "--out", str(tmp_path / "p")])).feature_vis.enabled
 
 
 def test_the_generate_help_names_every_basis_and_option(capsys):
@@ -96,9 +97,55 @@ def test_the_generate_help_names_every_basis_and_option(capsys):
     for options in (ACTIVATIONS, POOLINGS, METHODS, PERTURBATIONS, REGIONS, UNIT_SELECTIONS):
         assert "{" + ",".join(options) + "}" in text, options
     # the configuration sections' flags are made from their fields
-    from stimuli.__main__ import FLAG_SECTIONS
+    from stimuli.config import SECTIONS
     from stimuli.sections import flag_fields
 
-    for section in FLAG_SECTIONS:
-        for key, spec in flag_fields(section).items():
-            assert (spec["flag"] or "--" + key.replace("_", "-")) in text, key
+    for section in SECTIONS.values():
+        for name, spec in flag_fields(section).items():
+            for flag in spec["flags"] or ("--" + section.key(name).replace("_", "-"),):
+                assert flag in text, (section.__name__, name)
+
+
+def test_every_generate_flag_sets_its_flat_key(tmp_path):
+    """The flags the README shows, read through the sections: each lands on the flat key it always set,
+    over the configuration file's value."""
+    from stimuli.__main__ import _config, _parser
+
+    cfg = tmp_path / "job.json"
+    cfg.write_text(json.dumps({"n_queries": 3, "sobol_grid": 3, "mis_layer": "fc1", "seed": 4}))
+    args = ["generate", str(cfg), "--out", str(tmp_path / "o"), "--network", "demo", "--layer", "conv1,conv2",
+            "--bases", "neuron,pca", "--units", "2", "--components", "5", "--max-images", "100", "--seed", "3",
+            "--pooling", "max", "--selection", "random", "--queries", "4", "--percentile", "20", "--strips", "2",
+            "--query-bands", "90-100,80-90",
+            "--attribution", "lrp", "--sobol-images", "2", "--sobol-samples", "32", "--sobol-second-order",
+            "--no-completeness", "--offline", "--batch-size", "64", "--device", "cpu"]
+    flat = _config(_parser().parse_args(args)).to_dict()
+    expected = {"network": "demo", "layers": ["conv1", "conv2"], "bases": ["neuron", "pca"], "n_units": 2,
+                "n_components": 5, "max_images": 100, "seed": 3, "pooling": "max", "unit_selection": "random",
+                "n_queries": 4, "query_percentile": 20.0, "query_bands": [[90.0, 100.0], [80.0, 90.0]],
+                "n_strips": 2, "attribution_method": "lrp",
+                "attribution_overlays": True, "sobol_images": 2, "sobol_n_samples": 32, "sobol_second_order": True,
+                "completeness": False, "allow_download": False, "batch_size": 64, "device": "cpu",
+                # from the file, no flag given
+                "sobol_grid": 3, "mis_layer": "fc1"}
+    assert {k: flat[k] for k in expected} == expected
+
+
+def test_generate_with_query_bands(tmp_path, capsys):
+    from stimuli.artifact import query_bands, query_candidates
+
+    out = tmp_path / "bands"
+    assert main(["generate", "--bases", "neuron", "--units", "2", "--queries", "5", "--query-bands",
+                 "90-100,80-90", "--no-completeness", "--quiet", "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert m["parameters"]["query_bands"] == [[90.0, 100.0], [80.0, 90.0]]
+    assert query_bands(m) == [(90.0, 100.0), (80.0, 90.0)]
+    for unit in m["layers"][0]["units"]:
+        candidates = query_candidates(unit)
+        assert len(candidates.queries_max) == len(candidates.queries_min) == 10
+        for b, (low, high) in enumerate(query_bands(m)):
+            assert all(low < p <= high for p in candidates.max_percentiles[5 * b:5 * b + 5])
+            assert all(100 - high <= p < 100 - low for p in candidates.min_percentiles[5 * b:5 * b + 5])
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--query-bands", "90-100,85", "--quiet", "--out", str(tmp_path / "x")])
+    assert exited.value.code == 2 and "'85' is not a band LOW-HIGH" in capsys.readouterr().err

@@ -1,7 +1,9 @@
+import math
+
 import numpy as np
 import pytest
 
-from stimuli.exemplars import band_size, min_images_for_strips, select_exemplars, strip_ranks
+from stimuli.exemplars import band_size, min_images_for_strips, rank_percentiles, select_exemplars, strip_ranks
 from stimuli.selection import select_units, unit_rng
 
 
@@ -118,3 +120,63 @@ def test_min_images_for_strips_is_a_threshold(length, n_strips):
         strip_ranks(need - 1, length, n_strips)
     for n in range(need, need + 400):
         strip_ranks(n, length, n_strips)
+
+
+# --- query bands: each candidate's percentile, and candidates for every band ------------------------------
+
+def _percentiles_by_counting(r):
+    """Each image's percentile as a maximal and as a minimal candidate, counted from the scores directly:
+    100·(n − images ranked above it)/n and 100·(images ranked below it)/n, ties ranked by image index
+    (as the references are: the lower index counts as the more extreme on either side)."""
+    n = len(r)
+    index = np.arange(n)
+    above = np.array([np.sum((r > r[i]) | ((r == r[i]) & (index < i))) for i in range(n)])
+    below = np.array([np.sum((r < r[i]) | ((r == r[i]) & (index < i))) for i in range(n)])
+    return 100.0 * (n - above) / n, 100.0 * below / n
+
+
+@pytest.mark.parametrize("seed, digits", [(0, 6), (1, 1)])  # distinct scores, and many ties
+def test_candidates_carry_their_percentile_and_each_band_gets_its_own(seed, digits):
+    r = np.round(np.random.default_rng(seed).normal(size=1003), digits)
+    bands = [[90, 100], [80, 90], [85, 95]]
+    ex = select_exemplars(r, n_references=9, n_queries=12, rng=seed, bands=bands)
+    p_max, p_min = _percentiles_by_counting(r)
+    np.testing.assert_array_equal(ex.queries_max_percentile, p_max[ex.queries_max])
+    np.testing.assert_array_equal(ex.queries_min_percentile, p_min[ex.queries_min])
+    # band by band, 12 pairs each, the maximal candidate in (low, high], the minimal in its mirror
+    assert len(ex.queries_max) == len(ex.queries_min) == 3 * 12
+    for b, (low, high) in enumerate(bands):
+        q_max, q_min = ex.queries_max_percentile[12 * b:12 * (b + 1)], ex.queries_min_percentile[12 * b:12 * (b + 1)]
+        assert np.all((q_max > low) & (q_max <= high)), (low, high, q_max)
+        assert np.all((q_min >= 100 - high) & (q_min < 100 - low)), (low, high, q_min)
+        # most extreme first inside a band, for the practice trials
+        assert np.all(np.diff(r[ex.queries_max[12 * b:12 * (b + 1)]]) <= 0)
+        assert np.all(np.diff(r[ex.queries_min[12 * b:12 * (b + 1)]]) >= 0)
+    shown = np.concatenate([ex.references_max, ex.references_min, ex.queries_max, ex.queries_min])
+    assert len(set(shown.tolist())) == len(shown)
+
+
+@pytest.mark.parametrize("n", [40, 41, 97, 100, 1797])
+@pytest.mark.parametrize("percentile", [5, 10, 12.5, 33.3, 50])
+def test_the_top_band_holds_the_ceil_of_its_share_of_images(n, percentile):
+    p_max, p_min = rank_percentiles(np.random.default_rng(n).normal(size=n))
+    m = math.ceil(n * percentile / 100)
+    assert np.sum(p_max > 100 - percentile) == m and np.sum(p_min < percentile) == m
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_single_band_is_the_query_percentile_band(seed):
+    r = np.round(np.random.default_rng(seed).normal(size=500), 1)
+    by_percentile = select_exemplars(r, percentile=15, n_queries=20, rng=seed)
+    by_band = select_exemplars(r, percentile=15, n_queries=20, rng=seed, bands=[[85, 100]])
+    assert by_percentile.to_dict() == by_band.to_dict()
+    assert np.all(by_percentile.queries_max_percentile > 85) and np.all(by_percentile.queries_min_percentile < 15)
+
+
+def test_a_band_with_fewer_images_than_queries_gets_what_it_has():
+    r = np.arange(200.0)
+    ex = select_exemplars(r, n_references=9, n_queries=20, bands=[[90, 100], [50, 51]])
+    # 90-100: 20 images minus 9 references; 50-51: 1 % of 200, the 2 images just above the median
+    assert len(ex.queries_max) == len(ex.queries_min) == 11 + 2
+    assert ex.queries_max.tolist()[-2:] == [101, 100] and ex.queries_max_percentile.tolist()[-2:] == [51.0, 50.5]
+    assert ex.queries_min.tolist()[-2:] == [98, 99] and ex.queries_min_percentile.tolist()[-2:] == [49.0, 49.5]

@@ -75,13 +75,13 @@ def test_no_workers_from_a_daemonic_process(tmp_path):
 
 
 def test_config_leaves_the_worker_count_open_by_default():
-    assert StimulusConfig().num_workers is None
-    StimulusConfig(num_workers=3).validate()
+    assert StimulusConfig().activations.num_workers is None
+    StimulusConfig.of(num_workers=3).validate()
     with pytest.raises(ValueError, match="num_workers"):
-        StimulusConfig(num_workers=-1).validate()
-    assert StimulusConfig().decode == "auto"
+        StimulusConfig.of(num_workers=-1).validate()
+    assert StimulusConfig().activations.decode == "auto"
     with pytest.raises(ValueError, match="decode"):
-        StimulusConfig(decode="nvjpeg").validate()
+        StimulusConfig.of(decode="nvjpeg").validate()
 
 
 def test_mean_pooling_of_bfloat16_maps_accumulates_in_float32():

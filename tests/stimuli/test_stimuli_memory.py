@@ -114,13 +114,13 @@ def _traced_peak_of_the_stages(n: int, c: int = 256) -> int:
     import tracemalloc
     from types import SimpleNamespace
 
-    from stimuli.measures.completeness import cumulative_explained_variance
     from stimuli.config import StimulusConfig
+    from stimuli.measures.completeness import cumulative_explained_variance
     from stimuli.pipeline import Inputs, choose_units, fit_bases
 
     layers = ["a", "b"]
     acts = SimpleNamespace(values={layer: _pooled(n, c, seed) for seed, layer in enumerate(layers)})
-    config = StimulusConfig(layers=layers, bases=["neuron", "pca"], n_units=4, completeness=False)
+    config = StimulusConfig.of(layers=layers, bases=["neuron", "pca"], n_units=4, completeness=False)
     report = lambda stage, fraction: None  # noqa: E731
     tracemalloc.start()
     try:

@@ -4,8 +4,7 @@ import torch
 
 from stimuli.activations import extract, pool
 from stimuli.layers import list_layers
-from stimuli.networks import (DEMO_LAYER, NetworkLoadError, demo_cache_path, load_checkpoint,
-                              load_network, train_demo)
+from stimuli.networks import DEMO_LAYER, NetworkLoadError, demo_cache_path, load_checkpoint, load_network, train_demo
 
 
 def test_demo_is_accurate_cached_and_deterministic(demo):

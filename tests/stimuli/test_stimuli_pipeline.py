@@ -1,5 +1,4 @@
 import hashlib
-import json
 import re
 
 import numpy as np
@@ -40,11 +39,16 @@ def test_manifest_follows_the_contract(demo_run):
             assert isinstance(u["index"], int) and 0 <= u["index"] < k
             assert "explained_variance_ratio" in u["measures"]
             assert len(u["references_max"]) == 9 and len(u["references_min"]) == 9
-            assert len(u["queries_max"]) == len(u["queries_min"]) == config.n_queries
-            assert len(u["strip"]) == config.strip_length
-            assert len(u["strips"]) == config.n_strips == 4 and u["strips"][0] == u["strip"]
-            assert all(len(s) == config.strip_length for s in u["strips"])
-            assert len({f for s in u["strips"] for f in s}) == config.n_strips * config.strip_length
+            ex = config.exemplars
+            assert len(u["queries_max"]) == len(u["queries_min"]) == ex.n_queries
+            # the one band of query_percentile 10: (90, 100] above, [0, 10) below
+            assert all(90 < p <= 100 for p in u["queries_max_percentile"])
+            assert all(0 <= p < 10 for p in u["queries_min_percentile"])
+            assert len(u["queries_max_percentile"]) == len(u["queries_min_percentile"]) == ex.n_queries
+            assert len(u["strip"]) == ex.strip_length
+            assert len(u["strips"]) == ex.n_strips == 4 and u["strips"][0] == u["strip"]
+            assert all(len(s) == ex.strip_length for s in u["strips"])
+            assert len({f for s in u["strips"] for f in s}) == ex.n_strips * ex.strip_length
             refs = set(u["references_max"]) | set(u["references_min"])
             assert not refs & (set(u["queries_max"]) | set(u["queries_min"]))
             for f in (u["references_max"] + u["references_min"] + u["queries_max"] + u["queries_min"]
@@ -98,7 +102,7 @@ def test_crash_leaves_no_artifact(tmp_path):
             raise RuntimeError("worker lost")
 
     with pytest.raises(RuntimeError, match="worker lost"):
-        run(StimulusConfig(bases=["pca"], n_units=1), out, progress=progress)
+        run(StimulusConfig.of(bases=["pca"], n_units=1), out, progress=progress)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -118,7 +122,7 @@ def test_folder_dataset_with_unreadable_files(tmp_path):
                 tmp_path / "imgs" / cls / f"{i}.png")
     (tmp_path / "imgs" / "cats" / "broken.jpg").write_bytes(b"not an image")
     (tmp_path / "imgs" / "dogs" / "notes.txt").write_text("ignored")
-    config = StimulusConfig(dataset=str(tmp_path / "imgs"), bases=["neuron", "pca"], n_units=2,
+    config = StimulusConfig.of(dataset=str(tmp_path / "imgs"), bases=["neuron", "pca"], n_units=2,
                             n_references=3, n_queries=2, query_percentile=25.0, render_size=32,
                             completeness_k=[1, 32], strip_length=6)
     # 30 images hold 4 disjoint strips of 6 but not of 9 (42 images needed)
@@ -139,7 +143,7 @@ def test_region_sobol_indices_in_the_manifest(tmp_path, demo, digits):
 
     from stimuli.measures.sobol import region_sobol
 
-    config = StimulusConfig(bases=["pca"], n_units=1, completeness=False, sobol_images=12, sobol_grid=2,
+    config = StimulusConfig.of(bases=["pca"], n_units=1, completeness=False, sobol_images=12, sobol_grid=2,
                             sobol_n_samples=16, seed=3)
     calls = []
     path = run(config, tmp_path / "a", progress=lambda s, f: calls.append((s, f)))

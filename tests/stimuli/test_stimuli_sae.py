@@ -91,7 +91,7 @@ def test_sae_in_the_pipeline(tmp_path):
     from stimuli.config import StimulusConfig
     from stimuli.pipeline import run
 
-    config = StimulusConfig(bases=["sae"], n_units=2, n_components=48, sae={"k": 4, "epochs": 10},
+    config = StimulusConfig.of(bases=["sae"], n_units=2, n_components=48, sae={"k": 4, "epochs": 10},
                             completeness_k=[1, 48], completeness_max_images=200, max_images=600)
     assert StimulusConfig.from_dict(config.to_dict()) == config
     m = read_manifest(run(config, tmp_path / "sae"))

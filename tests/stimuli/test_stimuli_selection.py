@@ -87,24 +87,24 @@ def test_config_validation(data, words):
 
 
 def test_config_defaults_and_round_trip():
-    assert StimulusConfig().mis_candidates == 64
-    c = StimulusConfig(unit_selection="mis_spread", mis_layer="relu3", mis_candidates=8)
+    assert StimulusConfig().mis.candidates == 64
+    c = StimulusConfig.of(unit_selection="mis_spread", mis_layer="relu3", mis_candidates=8)
     assert StimulusConfig.from_dict(c.to_dict()) == c
     # mis_candidates below n_units only matters to a mis_* selection
-    assert StimulusConfig(n_units=6, mis_candidates=2).mis_candidates == 2
+    assert StimulusConfig.of(n_units=6, mis_candidates=2).mis.candidates == 2
 
 
 @pytest.fixture(scope="module")
 def selection_runs(tmp_path_factory, stimuli_cache):
     """conv1 (16 channels) of the demo network: the machine-score selections, and the non-selecting path
     giving the top 8 units by variance their exemplars and scores, to compare against."""
-    base = StimulusConfig(layers=["conv1"], bases=["neuron", "pca"], n_units=3, completeness=False,
+    base = StimulusConfig.of(layers=["conv1"], bases=["neuron", "pca"], n_units=3, completeness=False,
                           mis_layer="relu3", mis_candidates=8)
     out = tmp_path_factory.mktemp("selection")
     runs = {}
     for how in ("mis_top", "mis_bottom", "mis_spread"):
         calls = []
-        path = run(base.replace(unit_selection=how), out / how, progress=lambda s, f: calls.append((s, f)))
+        path = run(base.replace(unit_selection=how), out / how, progress=lambda s, f, calls=calls: calls.append((s, f)))
         runs[how] = (read_manifest(path), calls)
     plain = run(base.replace(unit_selection="top_variance", n_units=8), out / "plain")
     runs["plain"] = (read_manifest(plain), None)
@@ -154,7 +154,7 @@ def test_the_other_selections_record_no_selection(selection_runs):
 
 
 def test_a_basis_with_fewer_components_than_candidates_scores_them_all(tmp_path, stimuli_cache):
-    config = StimulusConfig(layers=["conv1"], bases=["pca"], n_components=5, n_units=2, completeness=False,
+    config = StimulusConfig.of(layers=["conv1"], bases=["pca"], n_components=5, n_units=2, completeness=False,
                             mis_layer="relu3", unit_selection="mis_bottom", max_images=400)
     entry = read_manifest(run(config, tmp_path / "a"))["layers"][0]
     assert entry["n_components"] == 5 and entry["selection"]["candidates"] == [0, 1, 2, 3, 4]

@@ -1,6 +1,7 @@
 """Adding a basis takes one module (tests/stimuli/toy_basis.py) and one registration line: the toy basis
-then runs through configuration, the whole pipeline (fit, unit choice, exemplars, completeness,
-decision measures, attribution) and the manifest, with no other file knowing its name."""
+then runs through configuration (its own parameters under its own key included), the whole pipeline
+(fit, unit choice, exemplars, completeness, decision measures, attribution) and the manifest, with no
+other file knowing its name."""
 
 import json
 
@@ -24,7 +25,7 @@ def rotation():
 def test_an_unregistered_basis_is_refused():
     assert "rotation" not in basis_names()
     with pytest.raises(ValueError, match="unknown basis 'rotation'"):
-        StimulusConfig(bases=["rotation"])
+        StimulusConfig.of(bases=["rotation"])
 
 
 def test_a_name_is_registered_once(rotation):
@@ -45,11 +46,38 @@ def test_the_toy_basis_is_a_basis(rotation):
     assert np.allclose(basis.readout(A[0], 2), basis.components_[2], atol=1e-6)
 
 
+def test_the_toy_basis_brings_its_own_configuration_key(rotation):
+    """Its parameters are the job configuration's `rotation` key, read, checked and written back with no
+    other file naming it; unregistered, the key is unknown."""
+    config = StimulusConfig.of(bases=["rotation", "pca"], rotation={"reflect": True})
+    assert config.bases.own_params("rotation") == {"reflect": True}
+    params = RotationBasis.params_from_settings(config.bases, seed=4)
+    assert params == {"n_components": None, "random_state": 4, "reflect": True}
+    A = np.random.default_rng(0).standard_normal((50, 4))
+    plain = make_basis("rotation", **{**params, "reflect": False}).fit(A)
+    assert np.allclose(make_basis("rotation", **params).fit(A).components_, -plain.components_)
+    flat = config.to_dict()
+    assert flat["rotation"] == {"reflect": True} and StimulusConfig.from_dict(flat) == config
+    assert StimulusConfig.of(bases=["pca"]).to_dict()["rotation"] == {}
+    with pytest.raises(ValueError, match="unknown rotation parameter"):
+        StimulusConfig.of(bases=["rotation"], rotation={"angle": 1})
+    with pytest.raises(ValueError, match="rotation.reflect must be true or false"):
+        StimulusConfig.of(bases=["rotation"], rotation={"reflect": "yes"})
+    unregister(RotationBasis.name)
+    try:
+        with pytest.raises(ValueError, match="unknown configuration key"):
+            StimulusConfig.of(bases=["pca"], rotation={"reflect": True})
+    finally:
+        register(RotationBasis)
+
+
 def test_the_toy_basis_runs_through_the_pipeline(rotation, tmp_path):
-    config = StimulusConfig(bases=["rotation", "pca"], n_units=2, max_images=300, decision_max_images=64,
+    config = StimulusConfig.of(bases=["rotation", "pca"], rotation={"reflect": True}, n_units=2, max_images=300,
+                               decision_max_images=64,
                             influence_class=3, attribution_overlays=True, surrogate_depth=[1, 2])
     path = run(config, tmp_path / "toy")
     manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["parameters"]["rotation"] == {"reflect": True}
     entries = {entry["basis"]: entry for entry in manifest["layers"]}
     assert set(entries) == {"rotation", "pca"}
     rot = entries["rotation"]

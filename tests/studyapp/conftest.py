@@ -1,57 +1,10 @@
-"""Factories for the web app's tests: a stimulus job with units and exemplar rows made directly (the
-stimulus pipeline has tests of its own), and a live study over them."""
-import hashlib
-import itertools
+"""Fixtures of the web app's tests; what they build comes from tests/studyapp/helpers.py."""
+import time
+from types import SimpleNamespace
 
 import pytest
 
-from studyapp.models import Condition, Exemplar, ImageSet, Network, StimulusJob, Study, Unit
-
-_counter = itertools.count()
-
-
-def image_name(job, basis, index, role, i):
-    """Content-addressed-looking names, as the importer publishes them: flat, nothing in a name tells its
-    role, its unit or its job."""
-    digest = hashlib.sha256(f"{job.pk}-{basis}-{index}-{role}-{i}".encode()).hexdigest()[:20]
-    return f"{digest}.png"
-
-
-def make_job(bases=("neuron", "pca"), n_units=3, n_queries=6, layer="conv2", n_strips=4, overlays=True):
-    n = next(_counter)
-    network = Network.objects.create(name=f"net{n}")
-    image_set = ImageSet.objects.create(name=f"images{n}")
-    job = StimulusJob.objects.create(network=network, image_set=image_set, layer=layer, bases=",".join(bases),
-                                     status=StimulusJob.Status.SUCCEEDED)
-    rows = []
-    for basis in bases:
-        for index in range(n_units):
-            unit = Unit.objects.create(job=job, layer=layer, basis=basis, index=index)
-            lists = {
-                Exemplar.Role.REFERENCE_MAX: [image_name(job, basis, index, "rmax", i) for i in range(9)],
-                Exemplar.Role.REFERENCE_MIN: [image_name(job, basis, index, "rmin", i) for i in range(9)],
-                Exemplar.Role.QUERY_MAX: [image_name(job, basis, index, "qmax", i) for i in range(n_queries)],
-                Exemplar.Role.QUERY_MIN: [image_name(job, basis, index, "qmin", i) for i in range(n_queries)],
-            }
-            if overlays:
-                lists[Exemplar.Role.OVERLAY_MAX] = [image_name(job, basis, index, "omax", i) for i in range(9)]
-            for role, images in lists.items():
-                rows += [Exemplar(unit=unit, role=role, position=i, image=img) for i, img in enumerate(images)]
-            for group in range(n_strips):
-                rows += [Exemplar(unit=unit, role=Exemplar.Role.STRIP, group=group, position=i,
-                                  image=image_name(job, basis, index, f"strip{group}", i)) for i in range(9)]
-    Exemplar.objects.bulk_create(rows)
-    return job
-
-
-def make_study(job=None, slug=None, **fields):
-    job = job or make_job()
-    defaults = {"title": "Test study", "status": Study.Status.LIVE, "n_practice": 3, "n_main": 9,
-                "catch_ratio": 1 / 9, "participants_per_condition": 10}
-    study = Study.objects.create(slug=slug or f"study{next(_counter)}", **{**defaults, **fields})
-    for basis in job.basis_list:
-        Condition.objects.create(study=study, name=basis, job=job, layer=job.layer, basis=basis)
-    return study
+from tests.studyapp.helpers import Clock, make_job, make_study
 
 
 @pytest.fixture
@@ -64,25 +17,6 @@ def study(job):
     return make_study(job)
 
 
-class Clock:
-    """The server's clock under a test's control: `timezone.now()` (and so every server-side time the
-    app records) reads this clock, which moves only when the test advances it, as a participant's time
-    passes between requests."""
-
-    def __init__(self):
-        from django.utils import timezone
-
-        self.now = timezone.now()
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        from datetime import timedelta
-
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock(monkeypatch):
     from django.utils import timezone
@@ -90,3 +24,29 @@ def clock(monkeypatch):
     fake = Clock()
     monkeypatch.setattr(timezone, "now", fake)
     return fake
+
+
+@pytest.fixture
+def one_rate_window(monkeypatch):
+    """The rate limits count per wall-clock window (ratelimit.over_limit): the clock they read stands at
+    a window's start, so that a test's requests never straddle a window's end however slowly they run."""
+    from studyapp import ratelimit
+
+    start = 3600.0 * 500_000  # a multiple of every window length the tests use
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: start, monotonic=time.monotonic))
+    return start
+
+
+@pytest.fixture(params=["one_statement", "orm"])
+def answer_path(request, monkeypatch):
+    """Storing an answer has two implementations: one statement on PostgreSQL (the hot path) and the ORM
+    in several statements elsewhere (the embedded demo's SQLite); a test taking this fixture runs through
+    each."""
+    from django.db import connection
+
+    from studyapp import participation
+
+    if request.param == "one_statement" and connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    monkeypatch.setattr(participation, "_answers_in_one_statement", lambda: request.param == "one_statement")
+    return request.param

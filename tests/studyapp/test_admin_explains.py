@@ -9,8 +9,7 @@ import pytest
 
 from studyapp.models import Condition, ImageSet, Network, Participant, StimulusJob, Study, Unit
 from studyapp.participation import start_preview
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, make_job, make_study, through_instructions
 
 DEMO_LAYERS = ["conv1", "relu1", "conv2", "relu2", "pool", "flatten", "fc1", "relu3", "fc2"]
 
@@ -76,7 +75,7 @@ def test_the_job_stages_are_the_pipeline_s_between_the_listing_and_the_import():
     from stimuli.pipeline import STAGES
     from studyapp.jobs import JOB_STAGES
 
-    assert JOB_STAGES == ("listing", *STAGES, "import")
+    assert ("listing", *STAGES, "import") == JOB_STAGES
 
 
 def test_a_network_s_layers_are_listed_once_and_then_read_without_torch(tmp_path, monkeypatch):
@@ -178,7 +177,7 @@ def test_a_unit_s_measures_are_a_table_and_its_missing_machine_score_says_why(ad
     job = measured_job()
     unit = job.units.first()
     page = admin_client.get(f"/admin/studyapp/unit/{unit.pk}/change/").content.decode()
-    table = re.search(r"<table class='measures'>(.*?)</table>", page, re.S).group(1)
+    table = re.search(r'<table class="measures">(.*?)</table>', page, re.S).group(1)
     rows = dict(re.findall(r"<tr><th>([^<]+)</th><td>(.*?)</td>", table))
     assert rows["explained variance"] == "0.1235"
     assert rows["influence (direction)"] == "-0.25"
@@ -285,6 +284,7 @@ def test_the_catch_ratio_reads_as_a_fraction_and_round_trips_exactly(admin_clien
     assert "18 main trials of which 2 catch trials (catch ratio 0.111 (1 in 9))" in page
 
     from django.forms.models import model_to_dict
+
     from studyapp.admin_forms import ShareField
 
     field = ShareField(min_value=0.0, max_value=0.5)

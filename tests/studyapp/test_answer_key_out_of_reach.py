@@ -13,15 +13,16 @@ from django.test import Client, override_settings
 from stimuli import pipeline
 from studyapp import jobs
 from studyapp.models import Condition, ImageSet, Network, Participant, StimulusJob, Study, Trial
-from tests.studyapp.test_jobs import write_artifact
+from tests.studyapp.helpers import write_artifact
 
 
-@pytest.fixture
-def imported_study(tmp_path, monkeypatch, db):
+@pytest.fixture(params=["reference_2afc", "occlusion_2afc"])
+def imported_study(tmp_path, monkeypatch, db, request):
     """A study over units the real importer took from an artifact (the pipeline replaced by a writer of a
-    small one), with MEDIA_ROOT and ARTIFACT_ROOT as the defaults lay them out: siblings under var/."""
+    small one), with MEDIA_ROOT and ARTIFACT_ROOT as the defaults lay them out: siblings under var/; its
+    conditions in each paradigm that shows two centre images."""
     monkeypatch.setattr(pipeline, "run", lambda config, out_dir, progress=None:
-                        write_artifact(out_dir, bases=tuple(config.bases), n_units=2))
+                        write_artifact(out_dir, bases=tuple(config.bases.names), n_units=2, occlusion=3))
     with override_settings(MEDIA_ROOT=tmp_path / "var" / "media", ARTIFACT_ROOT=tmp_path / "var" / "artifacts",
                            SERVE_MEDIA=True):
         job = StimulusJob.objects.create(network=Network.objects.create(name="demo"),
@@ -32,7 +33,8 @@ def imported_study(tmp_path, monkeypatch, db):
         study = Study.objects.create(slug="cheat", title="Cheat", status=Study.Status.LIVE, n_practice=2, n_main=4,
                                      catch_ratio=0.25, participants_per_condition=5)
         for basis in ("neuron", "pca"):
-            Condition.objects.create(study=study, name=basis, job=job, layer="conv2", basis=basis)
+            Condition.objects.create(study=study, name=basis, job=job, layer="conv2", basis=basis,
+                                     paradigm=request.param)
         yield study, job, tmp_path / "var"
 
 
@@ -63,7 +65,8 @@ def guesses(job, trial_urls):
 def test_a_cheater_who_knows_the_layout_reaches_nothing_that_tells_an_answer(imported_study):
     study, job, var = imported_study
     (manifest,) = var.rglob("manifest.json")
-    assert "queries_max" in manifest.read_text()  # the answer key exists, where the web must not reach
+    # the answer key exists, where the web must not reach
+    assert "queries_max" in manifest.read_text() and "delta_a" in manifest.read_text()
     client = Client()
     start = client.post(f"/s/{study.slug}/start", {"PROLIFIC_PID": "cheater", "STUDY_ID": "s", "SESSION_ID": "1"})
     token = start["Location"].rstrip("/").split("/")[-1]
@@ -71,7 +74,11 @@ def test_a_cheater_who_knows_the_layout_reaches_nothing_that_tells_an_answer(imp
     for name, body in (("consent", {"consent": True}), ("instructions", {"reading_ms": 20000})):
         assert client.post(api + name, json.dumps(body), content_type="application/json").status_code == 200
     trials = client.get(api + "trials?limit=50").json()["trials"]
-    assert trials
+    assert trials and {t["paradigm"] for t in trials} == {study.conditions.first().paradigm}
+    # a trial payload names its images and nothing of their roles: no answer, no change of the unit
+    served = json.dumps(trials)
+    for word in ("correct", "delta", "kind", "catch", "unit", "margin", "box"):
+        assert word not in served, word
     urls = {u for t in trials for u in [t["query_a"], t["query_b"], *t["references_min"], *t["references_max"]]}
 
     reached = {}
@@ -133,7 +140,7 @@ def test_the_migration_moves_an_earlier_layout_out_of_media_root(tmp_path):
     """Earlier versions kept artifacts at MEDIA_ROOT/artifacts/job-N, served with their manifests."""
     from studyapp.artifacts import relocate_legacy_layout
     from studyapp.models import Exemplar, SobolAnalysis
-    from tests.studyapp.conftest import make_job, make_study
+    from tests.studyapp.helpers import make_job, make_study
 
     job = make_job(bases=("neuron",), n_units=1, n_strips=1, overlays=False)
     media, private = tmp_path / "media", tmp_path / "artifacts"

@@ -1,31 +1,21 @@
 """Storing an answer has two implementations: one statement on PostgreSQL (the hot path) and the ORM in
 several statements elsewhere (the embedded demo's SQLite). Both must refuse the same answers with the
-same error, in the same order, and store the same rows; every test here runs through each."""
-import inspect
+same error, in the same order, and store the same rows; every test here runs through each (the
+`answer_path` fixture), as do test_api.py's tests that store answers."""
 import json
 import threading
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from studyapp import participation
 from studyapp.models import Participant, Response, Trial
-from tests.studyapp import test_api
-from tests.studyapp.conftest import make_study
-from tests.studyapp.test_api import arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import api, arrive, correct_choice, make_study, through_instructions
 
-PATHS = ["one_statement", "orm"]
-
-
-@pytest.fixture(params=PATHS)
-def answer_path(request, monkeypatch):
-    if request.param == "one_statement" and connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
-    monkeypatch.setattr(participation, "_answers_in_one_statement", lambda: request.param == "one_statement")
-    return request.param
+PATHS = ["one_statement", "orm"]  # the params of the answer_path fixture (conftest.py)
 
 
 def answer(client, participant, trial_id, choice="a", key=None, confidence=2, token=None):
@@ -43,21 +33,6 @@ def first_trial(participant):
 def unchanged(participant):
     fresh = Participant.objects.get(pk=participant.pk)
     return fresh.answered == participant.answered and not Response.objects.filter(participant=participant).exists()
-
-
-# The API tests that store answers, again through each path.
-@pytest.mark.parametrize("test", [
-    test_api.test_whole_session_through_the_api,
-    test_api.test_double_submit_stores_one_response_and_keeps_the_first_answer,
-    test_api.test_reload_resumes_at_the_first_unanswered_trial,
-    test_api.test_out_of_order_foreign_and_malformed_submissions_are_refused,
-    test_api.test_trials_before_consent_are_refused,
-    test_api.test_the_ordered_strip_paradigm_sends_two_rows_and_scores_the_ordered_one,
-    test_api.test_a_missed_practice_block_is_repeated_before_the_main_trials,
-], ids=lambda t: t.__name__)
-@pytest.mark.django_db
-def test_the_api_tests(test, answer_path, request):
-    test(**{name: request.getfixturevalue(name) for name in inspect.signature(test).parameters})
 
 
 @pytest.mark.django_db
@@ -98,7 +73,7 @@ def test_an_ended_session_takes_no_answer(answer_path, client, study):
 @pytest.mark.django_db
 def test_answers_before_the_instructions_are_out_of_order(answer_path, client, study):
     participant = arrive(client, study)
-    assert test_api.api(client, participant, "consent", {"consent": True})[0] == 200
+    assert api(client, participant, "consent", {"consent": True})[0] == 200
     status, body = answer(client, participant, first_trial(participant).pk)
     assert status == 409 and body["error"] == "out_of_order" and "instructions" in body["detail"]
 

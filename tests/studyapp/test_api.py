@@ -1,46 +1,11 @@
-"""The participant API through Django's test client, on the default database."""
-import json
+"""The participant API through Django's test client, on the default database. The tests that store
+answers take `answer_path` (tests/studyapp/conftest.py) and run through each way of storing one."""
 import uuid
 
 import pytest
 
 from studyapp.models import Participant, Response, Trial
-from tests.studyapp.conftest import make_study
-
-
-def arrive(client, study, pid=None):
-    data = {"PROLIFIC_PID": pid, "STUDY_ID": "s1", "SESSION_ID": "x"} if pid else {}
-    response = client.post(f"/s/{study.slug}/start", data)
-    assert response.status_code == 302, response.content
-    token = response["Location"].rstrip("/").split("/")[-1]
-    return Participant.objects.get(token=token)
-
-
-def api(client, participant, name, body=None, method=None):
-    url = f"/api/p/{participant.token}/{name}"
-    if body is None and method != "post":
-        response = client.get(url)
-    else:
-        response = client.post(url, json.dumps(body or {}), content_type="application/json")
-    return response.status_code, response.json()
-
-
-def answer(client, participant, trial_id, choice="a", key=None, confidence=2):
-    return api(client, participant, "responses", {
-        "trial": trial_id, "idempotency_key": key or str(uuid.uuid4()), "choice": choice,
-        "confidence": confidence, "rt_ms": 812.5, "client_time": "2026-11-23T10:00:00.000Z",
-    })
-
-
-def correct_choice(trial_id):
-    return Trial.objects.get(pk=trial_id).correct_query
-
-
-def through_instructions(client, participant):
-    assert api(client, participant, "consent", {"consent": True})[0] == 200
-    status, session = api(client, participant, "instructions", {"reading_ms": 20000})
-    assert status == 200
-    return session
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, make_study, through_instructions
 
 
 @pytest.mark.django_db
@@ -52,7 +17,7 @@ def test_landing_page_starts_nothing_until_the_participant_clicks(client, study)
 
 
 @pytest.mark.django_db
-def test_whole_session_through_the_api(client, study):
+def test_whole_session_through_the_api(answer_path, client, study):
     participant = arrive(client, study, pid="p-1")
     assert participant.external_id_hash and "p-1" not in participant.external_id_hash
     status, session = api(client, participant, "session")
@@ -87,7 +52,7 @@ def test_trial_payload_never_carries_the_answer(client, study):
 
 
 @pytest.mark.django_db
-def test_double_submit_stores_one_response_and_keeps_the_first_answer(client, study):
+def test_double_submit_stores_one_response_and_keeps_the_first_answer(answer_path, client, study):
     participant = arrive(client, study)
     through_instructions(client, participant)
     trial = api(client, participant, "trials?limit=1")[1]["trials"][0]
@@ -101,7 +66,7 @@ def test_double_submit_stores_one_response_and_keeps_the_first_answer(client, st
 
 
 @pytest.mark.django_db
-def test_reload_resumes_at_the_first_unanswered_trial(client, study):
+def test_reload_resumes_at_the_first_unanswered_trial(answer_path, client, study):
     participant = arrive(client, study)
     through_instructions(client, participant)
     first, second = api(client, participant, "trials?limit=2")[1]["trials"]
@@ -112,7 +77,7 @@ def test_reload_resumes_at_the_first_unanswered_trial(client, study):
 
 
 @pytest.mark.django_db
-def test_out_of_order_foreign_and_malformed_submissions_are_refused(client, study):
+def test_out_of_order_foreign_and_malformed_submissions_are_refused(answer_path, client, study):
     participant = arrive(client, study)
     other = arrive(client, study)
     through_instructions(client, participant)
@@ -134,7 +99,7 @@ def test_out_of_order_foreign_and_malformed_submissions_are_refused(client, stud
 
 
 @pytest.mark.django_db
-def test_trials_before_consent_are_refused(client, study):
+def test_trials_before_consent_are_refused(answer_path, client, study):
     participant = arrive(client, study)
     trial = Trial.objects.filter(participant=participant).order_by("position").first()
     assert api(client, participant, "trials?limit=5")[1]["trials"] == []
@@ -143,7 +108,7 @@ def test_trials_before_consent_are_refused(client, study):
 
 
 @pytest.mark.django_db
-def test_a_missed_practice_block_is_repeated_before_the_main_trials(client, job):
+def test_a_missed_practice_block_is_repeated_before_the_main_trials(answer_path, client, job):
     study = make_study(job, n_practice=3, practice_max_attempts=2, n_main=4)
     participant = arrive(client, study)
     through_instructions(client, participant)
@@ -156,7 +121,7 @@ def test_a_missed_practice_block_is_repeated_before_the_main_trials(client, job)
     assert [t["block"] for t in batch["trials"]] == ["practice"] * 3 + ["main"] * 4
     assert {t["attempt"] for t in batch["trials"][:3]} == {2}
     # Missing again on the last allowed attempt moves on to the main trials.
-    for i, t in enumerate(batch["trials"][:3]):
+    for t in batch["trials"][:3]:
         result = answer(client, participant, t["id"], wrong[correct_choice(t["id"])])[1]
     assert result["practice_repeat"] is False and result["phase"] == "main"
     positions = list(Trial.objects.filter(participant=participant).order_by("position").values_list("position", flat=True))
@@ -207,7 +172,7 @@ def test_a_participant_past_the_time_limit_is_timed_out_and_frees_the_slot(clien
 
 
 @pytest.mark.django_db
-def test_the_ordered_strip_paradigm_sends_two_rows_and_scores_the_ordered_one(client, job):
+def test_the_ordered_strip_paradigm_sends_two_rows_and_scores_the_ordered_one(answer_path, client, job):
     study = make_study(job)
     study.conditions.update(paradigm="ordered_strip")
     participant = arrive(client, study)

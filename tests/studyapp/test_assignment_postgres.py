@@ -6,8 +6,7 @@ import pytest
 from studyapp import participation
 from studyapp.models import Participant
 from studyapp.recruitment import Arrival
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.helpers import arrive_together
+from tests.studyapp.helpers import arrive_together, make_job, make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

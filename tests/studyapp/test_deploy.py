@@ -37,7 +37,7 @@ def test_production_sends_participants_over_https_only(tmp_path):
 
 
 def test_the_resume_cookie_is_secure_where_configured(client, settings, db):
-    from tests.studyapp.conftest import make_study
+    from tests.studyapp.helpers import make_study
 
     study = make_study()
     settings.RESUME_COOKIE_SECURE = True
@@ -47,7 +47,7 @@ def test_the_resume_cookie_is_secure_where_configured(client, settings, db):
 
 
 def test_participant_pages_carry_the_content_security_policy(client, db):
-    from tests.studyapp.conftest import make_study
+    from tests.studyapp.helpers import make_study
 
     study = make_study()
     landing = client.get(f"/s/{study.slug}/")

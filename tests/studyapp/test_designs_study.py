@@ -9,8 +9,7 @@ from django.core.exceptions import ValidationError
 from studyapp import participation
 from studyapp.models import Condition, Participant, Study, Trial
 from studyapp.recruitment import Arrival
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.helpers import arrive_together
+from tests.studyapp.helpers import arrive_together, make_job, make_study
 
 
 def within_study(job, **fields):
@@ -126,7 +125,7 @@ def test_a_query_band_the_job_cannot_serve_is_refused():
     condition.full_clean()
     assert condition.query_band() == "90-100"
     condition.query_band_low, condition.query_band_high = 85, 95
-    with pytest.raises(ValidationError, match="band 90-100 only.*query_percentile 15"):
+    with pytest.raises(ValidationError, match="band 90-100 only .its artifact records no percentile.*query_bands include 85-95"):
         condition.full_clean()
 
 
@@ -147,7 +146,7 @@ def test_simultaneous_arrivals_fill_orders_exactly():
 def test_export_of_a_within_study_names_each_trials_condition_block_and_factors(client, tmp_path):
     from analysis.load import read_responses
     from studyapp.export import COLUMNS, write_export
-    from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+    from tests.studyapp.helpers import answer, api, arrive, correct_choice, through_instructions
 
     study = within_study(make_job(bases=("neuron",), n_units=3), n_practice=0, participants_per_condition=4)
     for i in range(2):
@@ -172,7 +171,7 @@ def test_export_of_a_within_study_names_each_trials_condition_block_and_factors(
 
 @pytest.mark.django_db
 def test_the_trial_that_opens_a_block_carries_its_instruction_screen(client):
-    from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+    from tests.studyapp.helpers import answer, api, arrive, correct_choice, through_instructions
 
     study = within_study(make_job(bases=("neuron",), n_units=3), n_main=4)
     participant = arrive(client, study, pid="blocks")

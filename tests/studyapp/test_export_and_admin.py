@@ -1,6 +1,5 @@
 import csv
 import io
-import json
 import re
 import uuid
 
@@ -9,7 +8,7 @@ import pytest
 
 from studyapp.export import COLUMNS, write_export
 from studyapp.models import StimulusJob, Study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, through_instructions
 
 
 def run_participant(client, study, n_answers):

@@ -11,12 +11,11 @@ from django.test.utils import CaptureQueriesContext
 
 from analysis.exclusions import ONE_SIDE_ALPHA, apply_exclusions, one_side_min_answers
 from analysis.load import read_responses
-from studyapp.export import COLUMNS, response_frame, write_export
 from studyapp.exclusions import FLAG_COLUMNS
+from studyapp.export import COLUMNS, response_frame, write_export
 from studyapp.models import Trial, Unit
 from studyapp.monitor import study_monitor
-from tests.studyapp.conftest import image_name, make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive
+from tests.studyapp.helpers import answer, api, arrive, image_name, make_job, make_study
 
 
 def other_side(choice):

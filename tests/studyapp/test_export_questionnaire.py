@@ -8,8 +8,7 @@ import pytest
 
 from analysis.load import question_columns, read_responses
 from studyapp.export import COLUMNS, response_frame, write_export
-from tests.studyapp.helpers import play_to_the_questionnaire
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, play_to_the_questionnaire, through_instructions
 
 
 def finish(client, study, answers):

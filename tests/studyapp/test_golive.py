@@ -6,7 +6,7 @@ from django.core.management import CommandError
 from studyapp import demo, golive
 from studyapp.models import Condition, Exemplar, StimulusJob, Study
 from tests.studyapp.admin_forms import study_form
-from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import make_job, make_study
 
 
 def draft(job=None, **fields):

@@ -14,8 +14,7 @@ from django.test import Client
 from studyapp import participation
 from studyapp.export import response_frame
 from studyapp.models import Participant, Trial
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.test_api import api, arrive
+from tests.studyapp.helpers import api, arrive, make_job, make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -141,7 +140,7 @@ def test_a_deeply_nested_questionnaire_is_refused_and_a_stored_one_breaks_nothin
     fresh = arrive(client, study, pid="deep-1")
     url = f"/api/p/{fresh.token}/questionnaire"
     for levels in (930, 940):
-        body = '{"answers": {"q": %s}}' % _deep(levels)
+        body = '{"answers": {"q": ' + _deep(levels) + "}}"
         refused = client.post(url, body, content_type="application/json")
         assert refused.status_code == 400 and refused.json()["error"] == "bad_request"
     for answers in ({"q": {"nested": 1}}, {"q": [1]}, {"k" * 65: "x"}, {"q": "x" * 2001},
@@ -152,7 +151,7 @@ def test_a_deeply_nested_questionnaire_is_refused_and_a_stored_one_breaks_nothin
     # A row stored before these limits: the export and the admin read around it.
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {Participant._meta.db_table} SET questionnaire = %s::jsonb WHERE id = %s",
-                       ['{"q": %s}' % _deep(930), participant.pk])
+                       ['{"q": ' + _deep(930) + "}", participant.pk])
     exported = admin_client.post("/admin/studyapp/study/", {"action": "export_csv", "_selected_action": [study.pk]})
     assert exported.status_code == 200 and participant.pseudonym in exported.content.decode()
     change = admin_client.get(f"/admin/studyapp/participant/{participant.pk}/change/")

@@ -11,28 +11,7 @@ from stimuli import pipeline
 from studyapp import jobs, lifecycle
 from studyapp.artifacts import ArtifactError, import_artifact, published_name
 from studyapp.models import Exemplar, ImageSet, Network, StimulusJob, Unit
-
-
-def write_artifact(out_dir, bases=("neuron", "pca"), n_units=2, progress=None):
-    out_dir.mkdir(parents=True)
-    (out_dir / "images").mkdir()
-    layers = []
-    for basis in bases:
-        units = []
-        for index in range(n_units):
-            lists = {}
-            for key, n in (("references_max", 9), ("references_min", 9), ("queries_max", 4), ("queries_min", 4)):
-                names = [f"images/{basis}{index}{key}{i}.png" for i in range(n)]
-                for name in names:
-                    (out_dir / name).write_bytes(name.encode())
-                lists[key] = names
-            units.append({"index": index, "measures": {"explained_variance_ratio": 0.1}, **lists})
-        layers.append({"layer": "conv2", "basis": basis, "n_components": 4,
-                       "cumulative_explained_variance": [0.4, 0.7, 0.9, 1.0], "units": units})
-        if progress:
-            progress("bases", 1.0)
-    (out_dir / "manifest.json").write_text(json.dumps({"schema_version": 1, "network": {"name": "demo"}, "layers": layers}))
-    return out_dir
+from tests.studyapp.helpers import write_artifact
 
 
 @pytest.fixture
@@ -64,7 +43,7 @@ def fake_pipeline(monkeypatch):
 
     def run(config, out_dir, progress=None):
         calls.append(config)
-        return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
+        return write_artifact(out_dir, bases=tuple(config.bases.names), progress=progress)
 
     monkeypatch.setattr(pipeline, "run", run)
     return calls
@@ -74,7 +53,7 @@ def test_a_job_runs_the_pipeline_and_imports_units_and_exemplars(media, new_job,
     assert jobs.run_job(new_job.pk) == 4
     new_job.refresh_from_db()
     assert new_job.status == "succeeded" and new_job.progress == 100 and new_job.attempts == 1
-    assert fake_pipeline[0].layers == ["conv2"] and fake_pipeline[0].bases == ["neuron", "pca"]
+    assert fake_pipeline[0].activations.layers == ["conv2"] and fake_pipeline[0].bases.names == ["neuron", "pca"]
     assert Unit.objects.filter(job=new_job).count() == 4
     assert Exemplar.objects.filter(unit__job=new_job).count() == 4 * 26
     assert new_job.summary["layers"][0]["cumulative_explained_variance"] == [0.4, 0.7, 0.9, 1.0]
@@ -161,9 +140,8 @@ def test_a_job_held_by_a_live_worker_is_not_taken_over(media, new_job, fake_pipe
 def test_a_job_whose_worker_fell_silent_is_taken_over(artifacts, new_job, fake_pipeline):
     from datetime import timedelta
 
-    from django.utils import timezone
-
     from django.conf import settings
+    from django.utils import timezone
 
     silent_since = timezone.now() - timedelta(seconds=settings.STIMULUS_STALE_AFTER_SECONDS + 1)
     StimulusJob.objects.filter(pk=new_job.pk).update(status="running", heartbeat=silent_since, attempts=1)

@@ -14,21 +14,23 @@ def _job(network, layer):
 
 @pytest.mark.django_db
 def test_a_checkpoint_network_named_after_a_library_model_loads_by_name_with_its_file(tmp_path):
-    network = Network.objects.create(name="timm:convnext_tiny", source=Network.Source.CHECKPOINT,
-                                     checkpoint=str(tmp_path / "convnext.pt"))
+    network = Network.objects.create(
+        name="timm:convnext_tiny", source=Network.Source.CHECKPOINT, checkpoint=str(tmp_path / "convnext.pt")
+    )
     config = jobs.pipeline_config(_job(network, "stages.1"))
-    assert config.network == "timm:convnext_tiny" and config.checkpoint == str(tmp_path / "convnext.pt")
-    assert config.architecture is None
+    assert config.network.name == "timm:convnext_tiny" and config.network.checkpoint == str(tmp_path / "convnext.pt")
+    assert config.network.architecture is None
     assert jobs.network_spec(network) == ("timm:convnext_tiny", None)
 
 
 @pytest.mark.django_db
 def test_a_torchvision_checkpoint_keeps_the_file_and_architecture_form(tmp_path):
-    network = Network.objects.create(name="vit_b_32", source=Network.Source.CHECKPOINT,
-                                     checkpoint=str(tmp_path / "vit.pt"))
+    network = Network.objects.create(
+        name="vit_b_32", source=Network.Source.CHECKPOINT, checkpoint=str(tmp_path / "vit.pt")
+    )
     config = jobs.pipeline_config(_job(network, "encoder.layers.encoder_layer_6"))
-    assert config.network == str(tmp_path / "vit.pt") and config.architecture == "vit_b_32"
-    assert config.checkpoint is None
+    assert config.network.name == str(tmp_path / "vit.pt") and config.network.architecture == "vit_b_32"
+    assert config.network.checkpoint is None
 
 
 def test_the_layers_of_an_open_clip_tower_are_listed_without_weights():

@@ -4,8 +4,7 @@ import pytest
 
 from studyapp import texts
 from studyapp.trials import PARADIGMS
-from tests.studyapp.conftest import make_study
-from tests.studyapp.test_api import api, arrive
+from tests.studyapp.helpers import api, arrive, make_study
 
 
 def test_every_paradigm_has_default_instructions_of_its_own():
@@ -30,8 +29,8 @@ def test_the_researchers_own_text_is_kept_for_every_paradigm(paradigm):
 
 
 def test_an_unknown_paradigm_is_refused_by_name():
-    with pytest.raises(ValueError, match="occlusion_2afc"):
-        texts.instructions_for("", "occlusion_2afc")
+    with pytest.raises(ValueError, match="saliency_2afc"):
+        texts.instructions_for("", "saliency_2afc")
 
 
 @pytest.mark.django_db

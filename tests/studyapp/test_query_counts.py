@@ -12,8 +12,7 @@ from django.db import connection
 
 from studyapp import participation
 from studyapp.models import Participant, Response, Trial
-from tests.studyapp.conftest import make_study
-from tests.studyapp.test_api import api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import api, arrive, correct_choice, make_study, through_instructions
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

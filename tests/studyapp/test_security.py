@@ -14,28 +14,30 @@ import os
 import re
 import secrets
 import uuid
+from datetime import timedelta
 
 import pytest
+from axes.models import AccessAttempt
 from django.apps import apps
 from django.contrib import admin
-from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
 from django.db import models
+from django.db.models import F
 from django.test import Client, RequestFactory, override_settings
 from django.urls import URLPattern, URLResolver
 from django.urls.resolvers import RegexPattern
 
-from studyapp import lockout, openapi, ratelimit
+from studyapp import openapi, ratelimit
 from studyapp.models import Participant, Response, Trial, Unit, new_token
 from studyapp.recruitment import hash_external_id
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, make_job, make_study, through_instructions
 
 
 @pytest.fixture(autouse=True)
 def fresh_cache():
-    """Rate-limit and lockout counters live in the cache, which outlives a test."""
+    """Rate-limit counters live in the cache, which outlives a test."""
     cache.clear()
     yield
     cache.clear()
@@ -263,7 +265,7 @@ def test_every_admin_page_needs_a_staff_login(study):
         browser = Client()
         if who is not None:
             browser.force_login(who)
-        for path, name in paths:
+        for path, _name in paths:
             response = browser.get(path)
             assert response.status_code == 302, (path, response.status_code)
             assert response["Location"].startswith("/admin/login/"), path
@@ -347,10 +349,10 @@ def sign_in(browser, username, password, address="10.1.1.1"):
 
 @pytest.mark.django_db
 def test_the_admin_locks_a_username_out_from_one_address_after_five_failures_and_says_so(
-        researcher, monkeypatch, settings):
+        researcher, settings):
     assert settings.LOGIN_LOCKOUT_ATTEMPTS == 5
     browser = Client()
-    for attempt in range(4):
+    for _ in range(4):
         response = sign_in(browser, "researcher", "wrong", address="10.0.0.1")
         assert response.status_code == 200 and b"Too many failed" not in response.content
     fifth = sign_in(browser, "researcher", "wrong", address="10.0.0.1")
@@ -358,9 +360,10 @@ def test_the_admin_locks_a_username_out_from_one_address_after_five_failures_and
     # The right password from that address does not help while the lockout lasts,
     right = sign_in(browser, "researcher", "correct-horse-battery", address="10.0.0.1")
     assert right.status_code == 200 and b"Too many failed sign-in attempts" in right.content
-    # nor do further attempts prolong it: 15 minutes after the fifth failure it is over.
-    now = lockout.time.time()
-    monkeypatch.setattr(lockout.time, "time", lambda: now + 15 * 60 + 1)
+    # nor do further attempts prolong it: 15 minutes after the fifth failure it is over. django-axes keeps
+    # each pair's latest failure time on its AccessAttempt row; moving that back is the 15 minutes passing.
+    assert AccessAttempt.objects.get(username="researcher", ip_address="10.0.0.1").failures_since_start == 5
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=15, seconds=1))
     after = sign_in(browser, "researcher", "correct-horse-battery", address="10.0.0.1")
     assert after.status_code == 302 and after["Location"] == "/admin/"
 
@@ -395,6 +398,18 @@ def test_a_successful_sign_in_clears_the_failures(researcher):
     for _ in range(4):
         sign_in(Client(), "researcher", "wrong")
     assert sign_in(Client(), "researcher", "correct-horse-battery").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_the_failed_sign_ins_and_usernames_count_case_folded(researcher):
+    for name in ("Researcher", "RESEARCHER", "researcher"):
+        sign_in(Client(), name, "wrong", address="192.0.2.40")
+    [attempt] = AccessAttempt.objects.filter(ip_address="192.0.2.40")
+    assert attempt.username == "researcher" and attempt.failures_since_start == 3
+    browser = Client()
+    browser.force_login(researcher)
+    listed = browser.get("/admin/axes/accessattempt/")
+    assert listed.status_code == 200 and b"192.0.2.40" in listed.content
 
 
 # ----------------------------------------------------------------------------------------- 5. CSRF
@@ -455,7 +470,7 @@ def test_a_token_is_limited_per_window_with_retry_after(client, study, monkeypat
 
 @pytest.mark.django_db
 @override_settings(PARTICIPANT_RATE_LIMIT_PER_TOKEN=0, PARTICIPANT_RATE_LIMIT_PER_IP=8)
-def test_an_address_is_limited_across_tokens_and_guesses(client, study):
+def test_an_address_is_limited_across_tokens_and_guesses(client, study, one_rate_window):
     participants = [arrive(client, study) for _ in range(3)]
     for i in range(8):
         token = participants[i % 3].token if i % 2 else secrets.token_urlsafe(24)
@@ -467,7 +482,7 @@ def test_an_address_is_limited_across_tokens_and_guesses(client, study):
 
 
 @pytest.mark.django_db
-def test_forwarded_addresses_count_only_behind_a_trusted_proxy(client, study, settings):
+def test_forwarded_addresses_count_only_behind_a_trusted_proxy(client, study, settings, one_rate_window):
     # One way of changing settings per test: the settings fixture and override_settings do not nest.
     settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
     settings.PARTICIPANT_RATE_LIMIT_PER_IP = 3
@@ -543,8 +558,8 @@ def test_main_trials_keep_clear_of_the_pair_practice_gave_feedback_on():
 
 @pytest.mark.redis
 @pytest.mark.django_db
-def test_redis_counts_both_limits_in_one_round_trip_and_spares_tokens_once_the_address_is_over(client, study,
-                                                                                                settings):
+def test_redis_counts_both_limits_in_one_round_trip_and_spares_tokens_once_the_address_is_over(
+        client, study, settings, one_rate_window):
     """The production cache: the counting script, not the local-memory fallback."""
     import redis as redis_py
     from django.core.cache import caches

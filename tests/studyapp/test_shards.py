@@ -18,9 +18,8 @@ import stimuli.shards
 from stimuli import pipeline
 from studyapp import jobs, lifecycle, shards, tasks
 from studyapp.artifacts import artifact_dir
-from studyapp.models import ImageSet, Job, Network, StimulusJob, StimulusShard, Unit
-
-from .test_jobs import write_artifact
+from studyapp.models import ImageSet, Network, StimulusJob, StimulusShard, Unit
+from tests.studyapp.helpers import write_artifact
 
 
 @pytest.fixture
@@ -70,7 +69,7 @@ class FakePass:
     def run(self, config, out_dir, progress=None, activations=None, images=None):
         self.pipeline_runs.append(activations)
         self.images_given.append(images)
-        return write_artifact(out_dir, bases=tuple(config.bases), progress=progress)
+        return write_artifact(out_dir, bases=tuple(config.bases.names), progress=progress)
 
 
 @pytest.fixture
@@ -420,7 +419,7 @@ def test_the_job_page_shows_each_shard(admin_client, job, fake):
         launch(job)
     page = admin_client.get(f"/admin/studyapp/stimulusjob/{job.pk}/change/").content.decode()
     assert "Shards of the activation pass" in page
-    rows = page.split("<tr class='shard'>")[1:]
+    rows = page.split('<tr class="shard">')[1:]
     assert len(rows) == 3
     assert "<td>1</td><td>succeeded</td><td>activations</td><td>100 %</td><td>1</td>" in rows[0]
     assert "<td>2</td><td>failed</td>" in rows[1] and "RuntimeError: disk full" in rows[1]

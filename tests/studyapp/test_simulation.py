@@ -5,10 +5,20 @@ import pytest
 from studyapp import participation
 from studyapp.models import Participant, Response, Trial
 from studyapp.recruitment import Arrival
-from studyapp.simulation import (AnswerOracle, Behaviour, Browser, Outcome, Request, SimulationResult, image_key,
-                                 parse_accuracy, percentile, simulate)
+from studyapp.simulation import (
+    AnswerOracle,
+    Behaviour,
+    Browser,
+    Outcome,
+    Request,
+    SimulationResult,
+    image_key,
+    parse_accuracy,
+    percentile,
+    simulate,
+)
 from studyapp.simulation.browser import PageParser
-from tests.studyapp.conftest import make_job, make_study
+from tests.studyapp.helpers import make_job, make_study, no_rate_limits
 
 
 def test_parse_accuracy():
@@ -138,14 +148,6 @@ def test_summary_tables():
 def test_browser_refuses_other_schemes():
     with pytest.raises(ValueError):
         Browser("ftp://127.0.0.1/", [])
-
-
-def no_rate_limits(settings):
-    # All simulated participants come from 127.0.0.1; the test settings turn the limits off, and this
-    # keeps them off whatever an earlier test left behind (settings are process-wide, the live server
-    # runs in a thread of this process).
-    settings.PARTICIPANT_RATE_LIMIT_PER_IP = 0
-    settings.PARTICIPANT_RATE_LIMIT_PER_TOKEN = 0
 
 
 @pytest.mark.django_db(transaction=True)

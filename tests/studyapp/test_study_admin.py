@@ -4,8 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from studyapp.models import Condition, Study
-
-from .conftest import make_job
+from tests.studyapp.helpers import make_job
 
 
 def condition(job, **fields):

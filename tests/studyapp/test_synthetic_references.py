@@ -8,20 +8,7 @@ import pytest
 from studyapp.artifacts import import_artifact, published_name
 from studyapp.export import write_export
 from studyapp.models import Condition, Exemplar, Trial
-from tests.studyapp.conftest import image_name, make_job, make_study
-from tests.studyapp.helpers import play_to_the_questionnaire
-
-
-def add_synthetic(job, n=3):
-    rows = []
-    for unit in job.units.all():
-        for role, tag in ((Exemplar.Role.SYNTHETIC_MAX, "smax"), (Exemplar.Role.SYNTHETIC_MIN, "smin")):
-            rows += [Exemplar(unit=unit, role=role, position=i, image=image_name(job, unit.basis, unit.index, tag, i))
-                     for i in range(n)]
-        unit.measures = {"synthetic_max_score": 2.0, "natural_max_score": 1.0, "synthetic_max_ratio": 2.0}
-        unit.save(update_fields=["measures"])
-    Exemplar.objects.bulk_create(rows)
-    return job
+from tests.studyapp.helpers import add_synthetic, make_job, make_study, play_to_the_questionnaire
 
 
 @pytest.mark.django_db

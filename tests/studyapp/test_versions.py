@@ -13,8 +13,7 @@ from studyapp import golive, versions
 from studyapp.export import response_frame
 from studyapp.models import Condition, Frozen, Participant, StimulusJob, Study, StudyChange
 from tests.studyapp.admin_forms import study_form
-from tests.studyapp.conftest import make_job, make_study
-from tests.studyapp.test_api import answer, api, arrive, correct_choice, through_instructions
+from tests.studyapp.helpers import answer, api, arrive, correct_choice, make_job, make_study, through_instructions
 
 
 def take_part(client, study, n_answers=4, pid=None):

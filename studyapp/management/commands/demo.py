@@ -3,8 +3,8 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 
 from studyapp import demo, golive, tasks
-from studyapp.models import Frozen
 from studyapp.management.progress import wait_for_job
+from studyapp.models import Frozen
 
 
 class Command(BaseCommand):
@@ -32,7 +32,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(
             f"\nDemo study '{study.slug}' is live with {study.conditions.count()} conditions over {units} units.\n"
         ))
-        self.stdout.write(f"  Participant link:  {base}/s/{study.slug}/?PROLIFIC_PID=demo-{os.getpid()}&STUDY_ID=demo&SESSION_ID=1")
+        self.stdout.write(f"  Participant link:  {base}/s/{study.slug}/"
+                          f"?PROLIFIC_PID=demo-{os.getpid()}&STUDY_ID=demo&SESSION_ID=1")
         self.stdout.write(f"  Plain link:        {base}/s/{study.slug}/")
         self.stdout.write(f"  Admin:             {base}/admin/   user: admin   password: {password}")
         self.stdout.write(f"  Export:            .venv/bin/python manage.py export_responses {study.slug} --format csv")

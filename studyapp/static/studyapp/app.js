@@ -7,7 +7,7 @@
  *      "csrf_token": "..."}</script>
  *   <div id="jspsych-target"></div>
  * and loads, in order: vendor/jspsych/jspsych.js, the vendor plugins, trial-kit.js, the paradigms'
- * trial plugins (plugin-reference-2afc.js, plugin-ordered-strip.js) and this file.
+ * trial plugins (plugin-reference-2afc.js, plugin-ordered-strip.js, plugin-occlusion.js) and this file.
  *
  * Paradigms: each trial carries its `paradigm`, and is shown by the plugin registered for it with
  * studyTrialKit.register() (trial-kit.js explains the contract). This file names no paradigm: a new
@@ -387,6 +387,8 @@
     feedback: null, // {correct: bool}
     notices: [], // [{id, html}] shown one after another
     completion: null,
+    screenOutReason: null, // an eligibility check failed: sent to the server, which screens out
+    chinrestDone: false,
   };
 
   // ------------------------------------------------------------------ attention, between two answers
@@ -424,6 +426,74 @@
       updateProgressBar();
     }
     if (sess.completion !== undefined) S.completion = sess.completion;
+    applyVisualAngle();
+  }
+
+  // ------------------------------------------------------------------ screening (studyapp/screening.py)
+  function screening() {
+    return (S.session && S.session.screening) || {};
+  }
+
+  /** Query images at the study's fixed visual angle, from the chinrest's measures: 2·d·tan(θ/2) cm. */
+  function queryPixels() {
+    var c = S.session && S.session.calibration;
+    var angle = screening().image_visual_angle_deg;
+    if (!c || !angle) return null;
+    return 2 * c.viewing_distance_cm * Math.tan((angle * Math.PI) / 360) * c.px_per_cm;
+  }
+
+  function applyVisualAngle() {
+    var px = queryPixels();
+    if (px) {
+      document.body.classList.add("study-fixed-angle");
+      document.body.style.setProperty("--study-query-px", px.toFixed(1) + "px");
+    }
+  }
+
+  /** The query image's width as the trial screen would draw it now (its CSS size, for the export's
+   *  visual angle): the fixed size, or a probe of the trial's own stylesheet. */
+  function measuredQueryPixels() {
+    var fixed = queryPixels();
+    if (fixed) return fixed;
+    var probe = document.createElement("div");
+    probe.className = "r2afc";
+    probe.style.cssText = "position:absolute;visibility:hidden;left:-9999px";
+    probe.innerHTML = '<div class="r2afc-query-frame"></div>';
+    document.body.appendChild(probe);
+    var width = probe.firstChild.clientWidth; // the image's box, inside the frame's border
+    document.body.removeChild(probe);
+    return width > 0 ? width : null;
+  }
+
+  /** jsPsych's browser names (detect-browser) as the study's setting names them. */
+  var BROWSER_NAMES = { "edge-chromium": "edge", "edge-ios": "edge", crios: "chrome", "chromium-webview": "chrome",
+    fxios: "firefox", ios: "safari", "ios-webview": "safari", opera: "opera" };
+
+  /** Which eligibility check the browser fails, from the browser check's data; null when none. */
+  function ineligible(data) {
+    var s = screening();
+    if (s.desktop_only && (data.mobile || s.mobile_agent)) return "mobile_device";
+    var allowed = s.supported_browsers || [];
+    if (allowed.length) {
+      var name = String(data.browser || "").toLowerCase();
+      if (allowed.indexOf(BROWSER_NAMES[name] || name) < 0) return "unsupported_browser";
+    }
+    return null;
+  }
+
+  /** Sends a failed check; the server screens the participant out and says where they go. */
+  function screenOut(reason) {
+    return requestWithRetry("POST", "screen-out", { reason: reason }).then(function (res) {
+      setSession(res.data);
+      redirectScreenedOut();
+    });
+  }
+
+  function redirectScreenedOut() {
+    var target = S.session && S.session.screen_out;
+    if (target && target.url && !redirectTimer) {
+      redirectTimer = setTimeout(function () { window.location.assign(target.url); }, REDIRECT_DELAY_MS);
+    }
   }
 
   function setPhase(phase) {
@@ -575,6 +645,14 @@
           });
         }
         return queue.waitUntilAtMost(MAX_UNACKED - 1);
+      case "screen_out":
+        return screenOut(a.reason);
+      case "calibration":
+        return requestWithRetry("POST", "calibration", a.values).then(function (res) {
+          S.chinrestDone = true;
+          setSession(res.data);
+          if (S.phase === "screened_out") redirectScreenedOut();
+        });
       case "questionnaire":
         return queue.drained()
           .then(function () { return requestWithRetry("POST", "questionnaire", { answers: a.answers }); })
@@ -628,7 +706,16 @@
       case "practice":
       case "main":
         if (!S.browserChecked) { S.screen = "browser-check"; return Promise.resolve(); }
+        if (S.screenOutReason) {
+          S.action = { type: "screen_out", reason: S.screenOutReason };
+          S.screenOutReason = null;
+          return handleAction(S.action).then(function () { S.action = null; return decide(); });
+        }
         if (needFullscreen()) { S.screen = "fullscreen"; return Promise.resolve(); }
+        if (screening().virtual_chinrest && !S.chinrestDone && !(S.session && S.session.calibration)) {
+          S.screen = "chinrest";
+          return Promise.resolve();
+        }
         return (S.current ? Promise.resolve(S.current) : nextTrial()).then(function (t) {
           if (!t) return decide(); // the phase moved on
           if (!studyTrialKit.plugin(t.paradigm)) {
@@ -664,6 +751,10 @@
         return Promise.resolve();
       case "done":
         S.screen = "done";
+        return Promise.resolve();
+      case "screened_out":
+        S.screen = "screened-out";
+        redirectScreenedOut();
         return Promise.resolve();
       default:
         return Promise.reject(new ApiError(0, "unknown_phase", "The study is in a state this page does not know (" + S.phase + "). Please reload the page."));
@@ -857,10 +948,82 @@
     },
     resize_fail_button_text: "I cannot make the window any larger",
     exclusion_message: function () {
+      // The window stayed too small after the participant's tries: screened out where the study sends
+      // screen-outs somewhere (the redirect follows the server's answer), asked to return otherwise.
+      if (screening().screen_out) {
+        screenOut("window_too_small").catch(function () { /* the page says what to do */ });
+        return '<div class="study-doc study-final" id="study-screened-out"><h1>Sorry</h1>' +
+          "<p>Your browser window is too small for this study. You will be taken back to Prolific in a few seconds; " +
+          "you will be paid for your time so far.</p></div>";
+      }
       return '<div class="study-doc study-final" id="study-excluded"><h1>Sorry</h1>' +
         "<p>Your browser window is too small for this study. Please return the study; you can reopen the link on a larger screen.</p></div>";
     },
-    on_finish: function () { S.browserChecked = true; },
+    on_finish: function (data) {
+      S.browserChecked = true;
+      S.screenOutReason = ineligible(data);
+    },
+  };
+
+  var chinrestRefocus = null;
+  var chinrestScreen = {
+    type: typeof jsPsychVirtualChinrest !== "undefined" ? jsPsychVirtualChinrest : null,
+    blindspot_reps: 3,
+    resize_units: "none",
+    item_path: null,
+    adjustment_prompt: '<div class="study-doc" id="study-chinrest-card"><p>Hold a credit card (or any card of that size) ' +
+      "against the screen and drag the corner of the grey box until it is the same size as the card.</p></div>",
+    adjustment_button_prompt: "The box is the size of the card",
+    blindspot_prompt: '<div class="study-doc" id="study-chinrest-blindspot"><p>Close your right eye and look at the black ' +
+      "square with your left eye. Press the space bar to start the red dot, and press it again as soon as the dot " +
+      "disappears.</p></div>",
+    blindspot_done_prompt: "Continue",
+    redo_measurement_button_label: "No, measure again",
+    on_load: function () {
+      // jsPsych hears keys inside its container only, and the plugin's buttons remove themselves when
+      // clicked, which leaves the focus on the page's body: the blind-spot task's space bar would go
+      // unheard. Every click here gives the focus back to the container.
+      chinrestRefocus = function () {
+        setTimeout(function () {
+          var container = jsPsych.getDisplayContainerElement();
+          if (container && !container.contains(document.activeElement)) container.focus();
+        }, 0);
+      };
+      document.addEventListener("click", chinrestRefocus, true);
+    },
+    on_finish: function (data) {
+      if (chinrestRefocus) document.removeEventListener("click", chinrestRefocus, true);
+      chinrestRefocus = null;
+      var values = {
+        px_per_cm: data.px2mm * 10,
+        viewing_distance_cm: data.view_dist_mm / 10,
+      };
+      S.session.calibration = values; // the image size is measured at these values
+      values = Object.assign({}, values, { image_px: measuredQueryPixels() });
+      S.action = { type: "calibration", values: values };
+    },
+  };
+
+  var screenedOutScreen = {
+    type: jsPsychHtmlButtonResponse,
+    stimulus: function () {
+      var target = (S.session && S.session.screen_out) || {};
+      var html = '<div class="study-doc study-final" id="study-screened-out"><h1>Thank you</h1>' +
+        "<p>This study needs a different setup from the one you are using, so it ends here. You will be paid for your time so far.</p>";
+      if (target.code) html += '<p>Your code:</p><p class="study-code" id="screen-out-code">' + escapeHtml(target.code) + "</p>";
+      if (target.url) {
+        html += '<p>You will be taken back automatically in a few seconds. <a id="screen-out-link" href="' +
+          escapeHtml(target.url) + '">Continue now</a></p>';
+      } else {
+        html += "<p>Please return the study on the recruitment platform.</p>";
+      }
+      return html + "</div>";
+    },
+    choices: [],
+    on_load: function () {
+      try { window.localStorage.removeItem(STORAGE_KEY); } catch (e) { /* ignore */ }
+      redirectScreenedOut();
+    },
   };
 
   var fullscreenScreen = {
@@ -1051,6 +1214,8 @@
         when("block-instructions", blockInstructionsScreen),
         when("browser-check", browserCheckScreen),
         when("fullscreen", fullscreenScreen),
+        when("chinrest", chinrestScreen),
+        when("screened-out", screenedOutScreen),
         when("preload", preloadScreen),
       ].concat(studyTrialKit.paradigms().map(trialScreen), [
         when("feedback", feedbackScreen),
