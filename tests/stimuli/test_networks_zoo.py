@@ -233,7 +233,7 @@ def test_one_feature_visualization_beats_the_best_natural_image(job):
         pngs[unit]["max"][0],
         DisplayToInput(net, images),
         config.activations.pooling,
-        config.activation,
+        config.activations.activation,
     )
     assert best > A[:, unit].max()
 
