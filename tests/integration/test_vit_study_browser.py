@@ -7,7 +7,6 @@ import csv
 import pytest
 
 from .participant import play_trials
-from .test_participant_session import browser, shots  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -38,7 +37,7 @@ print(json.dumps({e["basis"]: [e["layout"], e["n_channels"]] for e in manifest["
 """
 
 
-def test_a_participant_plays_a_vit_study_to_the_end(stack, browser, shots, tmp_path):  # noqa: F811
+def test_a_participant_plays_a_vit_study_to_the_end(stack, browser, shots, tmp_path):
     import json
 
     layouts = json.loads(stack.manage("shell", "-c", CREATE_STUDY, timeout=900).stdout.splitlines()[-1])
