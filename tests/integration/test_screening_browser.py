@@ -8,8 +8,6 @@ import math
 
 import pytest
 
-from .participant import CHROMIUM, CHROMIUM_ARGS
-
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
 CREATE_STUDY = """
@@ -30,16 +28,6 @@ IPHONE = (
 )
 # The plugin's card starts 250 px wide; a credit card is 85.6 mm (ISO/IEC 7810 ID-1): px2mm = 2.92.
 CARD_PX_PER_CM = round(250 / 85.6, 2) * 10
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def create_study(stack, slug, **fields):
