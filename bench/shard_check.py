@@ -53,9 +53,18 @@ def _unsharded(config_dict: dict, folder: str) -> tuple[dict, float]:
     inputs = load_inputs(config, lambda s, f: None, images=listed_images(config, folder))
     s = config.activations
     start = time.perf_counter()
-    acts = act.extract(inputs.net.model, inputs.images, inputs.net.preprocess, s.layers, pooling=s.pooling,
-                       activation=s.activation, device=inputs.device, batch_size=s.batch_size,
-                       num_workers=s.num_workers, decode=s.decode)
+    acts = act.extract(
+        inputs.net.model,
+        inputs.images,
+        inputs.net.preprocess,
+        s.layers,
+        pooling=s.pooling,
+        activation=s.activation,
+        device=inputs.device,
+        batch_size=s.batch_size,
+        num_workers=s.num_workers,
+        decode=s.decode,
+    )
     return {"values": acts.values, "indices": acts.indices, "n_failed": acts.n_failed}, time.perf_counter() - start
 
 
@@ -85,15 +94,22 @@ def main() -> int:
         torch.manual_seed(0)
         ckpt = tmp / f"{args.network}.pt"
         torch.save(get_model(args.network, weights=None).state_dict(), ckpt)
-        config = {"network": str(ckpt), "architecture": args.network, "dataset": str(folder), "layers": LAYERS,
-                  "batch_size": args.batch_size}
+        config = {
+            "network": str(ckpt),
+            "architecture": args.network,
+            "dataset": str(folder),
+            "layers": LAYERS,
+            "batch_size": args.batch_size,
+        }
         shards = tmp / "shards"
         write_listing(_config(config), shards)
         times = [_child(_shard, config, i, args.shards, str(shards)) for i in range(args.shards)]
         merged = merge_shards(shards, args.shards, _config(config))
         whole, seconds = _child(_unsharded, config, str(shards))
-    print(f"{args.network} on {device}: {args.n_images} images, batch {args.batch_size}; unsharded pass "
-          f"{seconds:.1f} s, {args.shards} shards {' + '.join(f'{t:.1f}' for t in times)} s (each with its start-up)")
+    print(
+        f"{args.network} on {device}: {args.n_images} images, batch {args.batch_size}; unsharded pass "
+        f"{seconds:.1f} s, {args.shards} shards {' + '.join(f'{t:.1f}' for t in times)} s (each with its start-up)"
+    )
     ok = np.array_equal(merged.indices, whole["indices"]) and merged.n_failed == whole["n_failed"]
     if not ok:
         print("FAIL: the shards kept other images than the unsharded pass")
@@ -104,8 +120,10 @@ def main() -> int:
         diff = float(np.abs(a - b).max()) if a.size else 0.0
         scale = float(np.abs(b).max()) if b.size else 0.0
         same = np.array_equal(a, b)
-        print(f"  {layer}: {a.shape[0]} x {a.shape[1]}, {'bit-identical' if same else 'differs'}; "
-              f"max |difference| {diff:.3g} (largest value {scale:.3g})")
+        print(
+            f"  {layer}: {a.shape[0]} x {a.shape[1]}, {'bit-identical' if same else 'differs'}; "
+            f"max |difference| {diff:.3g} (largest value {scale:.3g})"
+        )
         if not same:
             if diff > BFLOAT16_STEP * scale:
                 print(f"FAIL: {layer} differs by more than one bfloat16 rounding of its largest value")
