@@ -22,6 +22,12 @@ SCHEMA_VERSIONS = (1,)
 SCHEMA_VERSION = SCHEMA_VERSIONS[-1]
 
 
+#: the stages of a job (stimuli.pipeline.run), in their order: the names its progress calls and its
+#: manifest's ``timings`` use (docs/contracts.md, section 1)
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
+          "write")
+
+
 class ManifestError(ValueError):
     """A manifest that is missing, not JSON, of an unknown schema version, or not shaped as the
     contract says."""
@@ -344,7 +350,7 @@ def sobol_summary(manifest: dict[str, Any]) -> SobolSummary | None:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """How long the job took: wall seconds per stage of :data:`stimuli.pipeline.STAGES` before ``write``
+    """How long the job took: wall seconds per stage of :data:`STAGES` before ``write``
     (in that order, whatever order the stored mapping kept: PostgreSQL's jsonb sorts keys), per part of
     ``measures`` (``decisions``, ``completeness``, ``figures`` where they ran) and in total up to the
     manifest."""
@@ -366,8 +372,6 @@ def stage_timings(manifest: dict[str, Any]) -> StageTimings | None:
     timings = manifest.get("timings")
     if timings is None:
         return None
-    from .pipeline import STAGES
-
     where = "the manifest's timings"
     if not isinstance(timings, dict):
         raise ManifestError(f"{where} must be a mapping")

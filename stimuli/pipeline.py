@@ -18,15 +18,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .artifact import ArtifactWriter, build_manifest
+# STAGES (the stages' names and order) is part of the artifact contract: progress calls, the manifest's timings
+from .artifact import STAGES, ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
 from .figures import draw_figures
 from .measures.decisions import decision_measures
 
 log = logging.getLogger(__name__)
-
-STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
-          "write")
 
 Progress = Callable[[str, float], None]
 

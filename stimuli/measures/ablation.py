@@ -152,7 +152,7 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
                 # the sets' tails, several per call (stimuli.measures.tail.stacked_tails), in the order below
                 stacked = None if split is None else stacked_tails(
                     split, (partial(replaced, v) for v, units in enumerate(b.sets) if len(units)), carried,
-                    stack_size(len(x), batch_size))
+                    stack_size(len(x), batch_size, device))
                 for v, units in enumerate(b.sets):
                     if len(units) == 0:
                         out = logits

@@ -187,7 +187,7 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
 
             if split is not None:
                 outputs = list(stacked_tails(split, (lambda u=u: projected(u) for u in sets), carried,
-                                             stack_size(len(x), batch_size)))
+                                             stack_size(len(x), batch_size, device)))
             else:
                 outputs = []
                 for units in sets:
