@@ -34,6 +34,21 @@ kind of folder (``--sizes``, 5,000 images for the issue's figure), the pipeline 
 blocks (``encoder_layer_3``, ``_7``, ``_11``: (B, 197, 768) tokens, units over the 768 channels, the mean
 over the 196 patch tokens) with neuron + PCA.
 
+Two cases measure what the measures cost (issue 33), each against its own baseline in the same run:
+
+* ``small``: the 48-image ResNet-18 job a researcher tries settings with (``--network resnet18
+  --layer layer1.0.add --bases neuron --units 2``, every other option at its default: completeness and
+  the decision measures on), on 48 photograph-like JPEGs, against a bare torchvision forward pass over
+  the same images: the model built (``get_model`` and the same state dict), the folder read and
+  transformed by ``ImageFolder`` with the weights' transforms, and one forward pass. The network is a
+  seeded random-init checkpoint the script writes (nothing is downloaded), so runs compare. Goal:
+  within 3x (``SMALL_TARGET``).
+* ``resnet50-defaults``: the ``resnet50`` case's job with the defaults (completeness, the decision
+  measures, and Sobol for ``--sobol-images`` images) against the same job with them off, in the same
+  run. Goal: at most 1.5x (``DEFAULTS_TARGET``). ``--layers`` narrows the layers where a full run
+  would not fit the machine. Both cases print each stage's seconds and the measures' parts (the
+  manifest's ``timings``, where the code records them).
+
 Every measurement runs in a fresh process, so its peak RSS is its own; the best of ``--repeat`` runs
 is shown for the bare pass and for neurons + PCA, one run for the slower bases. On a shared machine
 the figures move with the other load: compare rows of one run only.
@@ -54,6 +69,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TARGET_RATIO = 1.15
+SMALL_TARGET = 3.0
+DEFAULTS_TARGET = 1.5
 
 
 def _peak_rss_mib() -> float:
@@ -280,9 +297,124 @@ def run_case(name: str, case: dict, runs: list[tuple[str, list[str], bool, int]]
     return rows
 
 
+def write_checkpoint(path: Path, architecture: str, seed: int = 0) -> Path:
+    """A seeded random-init state dict of a torchvision ``architecture``: the same network in every
+    process and run, with nothing downloaded."""
+    import torch
+    from torchvision.models import get_model
+
+    torch.manual_seed(seed)
+    torch.save(get_model(architecture, weights=None).state_dict(), path)
+    return path
+
+
+def torchvision_single_pass(case: dict) -> dict:
+    """The ``small`` case's baseline: model built from the checkpoint, the folder read and transformed
+    by torchvision, one forward pass over all of it."""
+    import torch
+    import torchvision
+    from torchvision.models import get_model, get_model_weights
+
+    start = time.perf_counter()
+    model = get_model(case["architecture"], weights=None)
+    model.load_state_dict(torch.load(case["network"], map_location="cpu", weights_only=True))
+    model.eval()
+    transforms = get_model_weights(case["architecture"]).DEFAULT.transforms()
+    dataset = torchvision.datasets.ImageFolder(case["dataset"], transforms)
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.inference_mode():
+        model(x)
+    return {"seconds": time.perf_counter() - start, "n_images": len(dataset), "rss_mib": _peak_rss_mib()}
+
+
+def _timings(out: Path) -> dict:
+    """The manifest's ``timings`` (absent on code older than the stage times), and the images read."""
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"timings": manifest.get("timings"), "n_images": manifest["dataset"]["n_images"]}
+
+
+def job(case: dict, extra: dict) -> dict:
+    """One stimulus job of ``case`` with the flat options ``extra``: wall seconds after the imports, the
+    stage seconds from the progress calls and the manifest's timings."""
+    imports = _warm_imports()
+    from stimuli.config import StimulusConfig
+
+    config = StimulusConfig.of(network=case["network"], dataset=case["dataset"], layers=case["layers"],
+                               **case.get("config", {}), **extra)
+    seconds, stages, seen = timed_run(config, _timings)
+    return {"seconds": seconds, "stages": stages, "rss_mib": _peak_rss_mib(), "imports": imports, **seen}
+
+
+def _stage_lines(r: dict) -> str:
+    line = "      stages s: " + "  ".join(f"{k} {v:.2f}" for k, v in r["stages"].items() if k != "end") \
+        + f"   (imports before the clock {r['imports']:.2f})"
+    if r.get("timings") and r["timings"].get("measures"):
+        line += "\n      measures s: " + "  ".join(f"{k} {v:.2f}" for k, v in r["timings"]["measures"].items())
+    return line
+
+
+def small_case(args) -> tuple[float, float]:
+    """Issue 33's small job against a bare torchvision pass; returns (ratio, target)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_photo_folder(Path(tmp) / "photos48", 48)
+        ckpt = write_checkpoint(Path(tmp) / "resnet18.pt", "resnet18")
+        case = {"network": str(ckpt), "architecture": "resnet18", "dataset": str(folder),
+                "layers": ["layer1.0.add"],
+                "config": {"architecture": "resnet18", "bases": ["neuron"], "n_units": 2}}
+        base = _best(args.repeat, torchvision_single_pass, case)
+        r = _in_child(job, case, {})
+    n = base["n_images"]
+    ratio = r["seconds"] / base["seconds"]
+    print(f"\n== small: ResNet-18 (seeded random init), layer1.0.add, neuron, 2 units, defaults; {n} images")
+    print(f"{'run':<34}{'runs':>5}{'wall s':>9}{'ratio':>8}{'peak RSS MiB':>14}")
+    print(f"{'torchvision: build, read, forward':<34}{args.repeat:>5}{base['seconds']:>9.2f}{1.0:>8.2f}"
+          f"{base['rss_mib']:>14.0f}")
+    print(f"{'stimulus job, defaults':<34}{1:>5}{r['seconds']:>9.2f}{ratio:>8.2f}{r['rss_mib']:>14.0f}")
+    print(_stage_lines(r))
+    return ratio, SMALL_TARGET
+
+
+def defaults_case(args) -> list[tuple[int, float]]:
+    """The research-scale job with the defaults against the same job with the measures off, per size."""
+    from stimuli.activations import MAX_AUTO_WORKERS, usable_cores
+
+    workers = args.num_workers if args.num_workers is not None else min(usable_cores(), MAX_AUTO_WORKERS)
+    layers = [s for s in args.layers.split(",") if s]
+    off = {"completeness": False, "essence": False, "ablation": False, "surrogate": False,
+           "label_entropy_top_n": 0, "sobol_images": 0}
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(args.folder) if args.folder else Path(tmp)
+        ckpt = write_checkpoint(Path(tmp) / "resnet50.pt", "resnet50")
+        for n in _sizes(args.sizes):
+            folder = home / f"photos{n}"
+            if not folder.is_dir():
+                make_photo_folder(folder, n)
+            case = {"network": str(ckpt), "dataset": str(folder), "layers": layers,
+                    "config": {"architecture": "resnet50", "bases": ["neuron", "pca"], "n_units": args.units,
+                               "batch_size": args.batch_size, "num_workers": workers}}
+            bare = _in_child(job, case, off)
+            full = _in_child(job, case, {"sobol_images": args.sobol_images})
+            ratio = full["seconds"] / bare["seconds"]
+            print(f"\n== resnet50-defaults x {n}: layers {', '.join(layers)}, neuron + pca, batch {args.batch_size}, "
+                  f"workers {workers}")
+            print(f"{'run':<44}{'wall s':>9}{'ratio':>8}{'img/s':>9}{'peak RSS MiB':>14}")
+            print(f"{'measures off':<44}{bare['seconds']:>9.2f}{1.0:>8.2f}{n / bare['seconds']:>9.1f}"
+                  f"{bare['rss_mib']:>14.0f}")
+            print(_stage_lines(bare))
+            label = f"defaults (sobol_images {args.sobol_images})"
+            print(f"{label:<44}{full['seconds']:>9.2f}{ratio:>8.2f}{n / full['seconds']:>9.1f}{full['rss_mib']:>14.0f}")
+            print(_stage_lines(full))
+            results.append((n, ratio))
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", default="demo,resnet18", help="comma separated: demo, resnet18, resnet50, vit_b_16")
+    p.add_argument("--case", default="demo,resnet18",
+                   help="comma separated: demo, resnet18, resnet50, vit_b_16, small, resnet50-defaults")
     p.add_argument("--sizes", default="5000,20000", help="folder sizes of the resnet50 case")
     p.add_argument("--folder", default=None,
                    help="where the resnet50 case keeps its generated folders (kept between runs); default a temporary one")
@@ -297,6 +429,9 @@ def main() -> None:
     p.add_argument("--pipeline-only", default=None, metavar="SIZES",
                    help="resnet50 sizes (comma separated, or 'all') run without the torchvision baseline, e.g. "
                         "the larger size when only its peak RSS is wanted")
+    p.add_argument("--layers", default="layer2,layer3,layer4", help="layers of the resnet50-defaults case")
+    p.add_argument("--sobol-images", type=int, default=4,
+                   help="images with region Sobol indices in the resnet50-defaults case's default job")
     args = p.parse_args()
     cases = [c.strip() for c in args.case.split(",") if c.strip()]
 
@@ -342,6 +477,17 @@ def main() -> None:
     if "vit_b_16" in cases:
         research(args, "vit_b_16", [f"encoder.layers.encoder_layer_{i}" for i in (3, 7, 11)],
                  "ViT-B/16, random weights, 224x224 inputs, 197 tokens")
+    verdicts = []
+    if "small" in cases:
+        ratio, target = small_case(args)
+        verdicts.append(f"small: job / bare torchvision pass {ratio:.2f} ({'PASS' if ratio <= target else 'FAIL'} "
+                        f"<= {target})")
+    if "resnet50-defaults" in cases:
+        for n, ratio in defaults_case(args):
+            verdicts.append(f"resnet50-defaults x {n}: defaults / measures off {ratio:.2f} "
+                            f"({'PASS' if ratio <= DEFAULTS_TARGET else 'FAIL'} <= {DEFAULTS_TARGET})")
+    if verdicts:
+        print("\n" + "\n".join(verdicts))
     main_rows = [r for r in rows if r[1] == "neuron+pca"]
     if main_rows:
         print()

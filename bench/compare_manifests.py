@@ -1,4 +1,5 @@
-"""Compare two stimulus artifacts' manifests, apart from when they were made and the package versions.
+"""Compare two stimulus artifacts' manifests, apart from when they were made, the package versions and
+the stage timings.
 
 A refactoring of :mod:`stimuli` must leave what a job writes unchanged: run the same job on the commit
 before and after, then compare::
@@ -21,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# what may differ between two runs of one job
-IGNORED = ("created", "versions")
+# what may differ between two runs of one job (timings: wall seconds per stage)
+IGNORED = ("created", "versions", "timings")
 
 
 def differences(a: Any, b: Any, path: str = "") -> Iterator[str]:

@@ -22,6 +22,12 @@ SCHEMA_VERSIONS = (1,)
 SCHEMA_VERSION = SCHEMA_VERSIONS[-1]
 
 
+#: the stages of a job (stimuli.pipeline.run), in their order: the names its progress calls and its
+#: manifest's ``timings`` use (docs/contracts.md, section 1)
+STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
+          "write")
+
+
 class ManifestError(ValueError):
     """A manifest that is missing, not JSON, of an unknown schema version, or not shaped as the
     contract says."""
@@ -115,7 +121,7 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
                    layers: list[dict[str, Any]], n_images_rendered: int, device: str,
                    device_name: str | None = None, sobol: dict[str, Any] | None = None,
                    figures: list[Any] | None = None, feature_vis: dict[str, Any] | None = None,
-                   created: _dt.datetime | None = None) -> dict[str, Any]:
+                   timings: dict[str, Any] | None = None, created: _dt.datetime | None = None) -> dict[str, Any]:
     """The manifest of an artifact, validated: what the network, the image set and the parameters
     were, the package versions, and one entry per (layer, basis) with its units."""
     created = created or _dt.datetime.now(_dt.UTC)
@@ -139,6 +145,8 @@ def build_manifest(*, network: dict[str, Any], dataset: dict[str, Any], seed: in
         manifest["feature_vis"] = feature_vis
     if device_name is not None:
         manifest["device_name"] = device_name
+    if timings is not None:
+        manifest["timings"] = timings
     return validate_manifest(manifest)
 
 
@@ -338,6 +346,40 @@ def sobol_summary(manifest: dict[str, Any]) -> SobolSummary | None:
                         n_samples=_required(sobol, "n_samples", int, where),
                         n_images=_required(share, "n_images", int, f"{where}'s interaction_share"),
                         share_mean=stats[0], share_median=stats[1], share_sd=stats[2], images=tuple(images))
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """How long the job took: wall seconds per stage of :data:`STAGES` before ``write``
+    (in that order, whatever order the stored mapping kept: PostgreSQL's jsonb sorts keys), per part of
+    ``measures`` (``decisions``, ``completeness``, ``figures`` where they ran) and in total up to the
+    manifest."""
+
+    stages: tuple[tuple[str, float], ...]
+    measures: tuple[tuple[str, float], ...]
+    total: float
+
+
+def _seconds(mapping: Any, key: str, where: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(mapping, dict):
+        raise ManifestError(f"{where}: {key!r} must be a mapping")
+    values = _numbers(list(mapping.values()), key, where)
+    return tuple(zip((str(k) for k in mapping), values))
+
+
+def stage_timings(manifest: dict[str, Any]) -> StageTimings | None:
+    """The job's ``timings`` (None for an artifact made before they were recorded)."""
+    timings = manifest.get("timings")
+    if timings is None:
+        return None
+    where = "the manifest's timings"
+    if not isinstance(timings, dict):
+        raise ManifestError(f"{where} must be a mapping")
+    stages = _seconds(_required(timings, "stages", dict, where), "stages", where)
+    stages = tuple(sorted(stages, key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES)))
+    return StageTimings(stages=stages,
+                        measures=_seconds(_required(timings, "measures", dict, where), "measures", where),
+                        total=float(_required(timings, "total", (int, float), where)))
 
 
 def job_parameters(manifest: dict[str, Any]) -> dict[str, Any]:

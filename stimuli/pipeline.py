@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -17,15 +18,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .artifact import ArtifactWriter, build_manifest
+# STAGES (the stages' names and order) is part of the artifact contract: progress calls, the manifest's timings
+from .artifact import STAGES, ArtifactWriter, build_manifest
 from .config import MIS_SELECTIONS, StimulusConfig
 from .figures import draw_figures
 from .measures.decisions import decision_measures
 
 log = logging.getLogger(__name__)
-
-STAGES = ("network", "activations", "bases", "exemplars", "render", "featurevis", "occlusion", "measures", "sobol",
-          "write")
 
 Progress = Callable[[str, float], None]
 
@@ -540,9 +539,10 @@ def measure_decisions(config: StimulusConfig, inputs: Inputs, fitted: dict[tuple
 
 def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tuple[str, str], Fitted],
                   influence: dict, chosen: Chosen, rendered: Rendered, synthetic: Synthetic, decisions,
-                  report: Progress, occlusion: dict | None = None) -> list[dict]:
+                  report: Progress, occlusion: dict | None = None, timings: dict | None = None) -> list[dict]:
     """Stage ``measures``: the manifest's entry of each (layer, basis): the basis's variance curves and
-    completeness, its decision measures, and its chosen units with their files."""
+    completeness, its decision measures, and its chosen units with their files. ``timings``, when given,
+    gets the seconds spent on completeness under ``"completeness"``."""
     from .measures.completeness import cumulative_explained_variance, unit_order
 
     report("measures", 0.0)
@@ -552,8 +552,11 @@ def layer_entries(config: StimulusConfig, inputs: Inputs, acts, fitted: dict[tup
         basis, codes = fitted[key]
         A = acts.values[layer]
         cum = cumulative_explained_variance(basis, A, codes)
+        started = time.perf_counter()
         completeness, completeness_error = _completeness(config, inputs, layer, basis,
                                                          lambda f, j=j: report("measures", (j + f) / len(fitted)))
+        if timings is not None:
+            timings["completeness"] = timings.get("completeness", 0.0) + time.perf_counter() - started
         entry = {
             "layer": layer, "basis": name, "n_components": basis.n_components_,
             "n_channels": int(A.shape[1]),
@@ -593,9 +596,10 @@ def region_sobol(config: StimulusConfig, inputs: Inputs, writer: ArtifactWriter,
 
 
 def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[dict], sobol: dict | None,
-                   figures: list[dict], feature_vis: dict | None, writer: ArtifactWriter, report: Progress) -> Path:
+                   figures: list[dict], feature_vis: dict | None, writer: ArtifactWriter, report: Progress,
+                   timings: dict | None = None) -> Path:
     """Stage ``write``: the manifest (:func:`stimuli.artifact.build_manifest`), and the artifact
-    renamed into place."""
+    renamed into place. ``timings`` is the :class:`StageClock`'s record of the stages before this one."""
     import torch
 
     report("write", 0.0)
@@ -608,11 +612,43 @@ def write_manifest(config: StimulusConfig, inputs: Inputs, acts, layers: list[di
     manifest = build_manifest(
         network=inputs.net.describe(), dataset=dataset, seed=config.seed, parameters=parameters,
         layers=layers, n_images_rendered=writer.n_images, device=str(device), sobol=sobol, figures=figures,
-        feature_vis=feature_vis,
+        feature_vis=feature_vis, timings=timings,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     path = writer.commit(manifest)
     report("write", 1.0)
     return path
+
+
+class StageClock:
+    """Wall seconds per stage of :data:`STAGES` and per part of ``measures``, for the manifest's
+    ``timings`` (docs/contracts.md, section 1). ``write`` is not among them: its clock would stop after
+    the manifest it is recorded in was written."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.measures: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def timed(self, stage: str, fn: Callable, *args, part: str | None = None, **kwargs):
+        """``fn(*args, **kwargs)``, its seconds added to ``stage`` (and to ``part`` of ``measures``)."""
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds = time.perf_counter() - started
+            self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+            if part is not None:
+                self.measures[part] = self.measures.get(part, 0.0) + seconds
+
+    def record(self) -> dict:
+        """The manifest's ``timings``: every stage before ``write`` (0 for one that had nothing to do),
+        the parts of ``measures``, and the total so far, in seconds rounded to milliseconds."""
+        def ms(v: float) -> float:
+            return round(v, 3)
+
+        return {"stages": {s: ms(self.stages.get(s, 0.0)) for s in STAGES if s != "write"},
+                "measures": {k: ms(v) for k, v in self.measures.items()},
+                "total": ms(time.perf_counter() - self._start)}
 
 
 def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Progress | None = None,
@@ -636,18 +672,24 @@ def run(config: StimulusConfig | dict, out_dir: str | os.PathLike, progress: Pro
         if progress is not None:
             progress(stage, float(min(1.0, max(0.0, fraction))))
 
-    inputs = load_inputs(config, report, images=images)
-    acts, inputs = read_activations(config, inputs, report, activations)
-    fitted = fit_bases(config, acts, report)
-    influence = measure_influence(config, inputs, fitted)
-    chosen = choose_units(config, inputs, fitted, influence, report)
+    clock = StageClock()
+    inputs = clock.timed("network", load_inputs, config, report, images=images)
+    acts, inputs = clock.timed("activations", read_activations, config, inputs, report, activations)
+    fitted = clock.timed("bases", fit_bases, config, acts, report)
+    influence = clock.timed("bases", measure_influence, config, inputs, fitted)
+    chosen = clock.timed("exemplars", choose_units, config, inputs, fitted, influence, report)
     with ArtifactWriter(out_dir, overwrite=overwrite) as writer:
-        rendered = render_images(config, inputs, fitted, chosen, writer, report)
-        synthetic = feature_visualizations(config, inputs, fitted, chosen, writer, rendered.size, report)
-        occlusion = occlusion_pairs(config, inputs, fitted, chosen, writer, rendered.size, report)
-        decisions = measure_decisions(config, inputs, fitted, chosen, influence, report)
-        layers = layer_entries(config, inputs, acts, fitted, influence, chosen, rendered, synthetic, decisions,
-                               report, occlusion)
-        figures = draw_figures(layers, writer.tmp) if config.render.figures else []
-        sobol = region_sobol(config, inputs, writer, rendered.size, report)
-        return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report)
+        rendered = clock.timed("render", render_images, config, inputs, fitted, chosen, writer, report)
+        synthetic = clock.timed("featurevis", feature_visualizations, config, inputs, fitted, chosen, writer,
+                                rendered.size, report)
+        occlusion = clock.timed("occlusion", occlusion_pairs, config, inputs, fitted, chosen, writer, rendered.size,
+                                report)
+        decisions = clock.timed("measures", measure_decisions, config, inputs, fitted, chosen, influence, report,
+                                part="decisions")
+        layers = clock.timed("measures", layer_entries, config, inputs, acts, fitted, influence, chosen, rendered,
+                             synthetic, decisions, report, occlusion, timings=clock.measures)
+        figures = clock.timed("measures", draw_figures, layers, writer.tmp, part="figures") \
+            if config.render.figures else []
+        sobol = clock.timed("sobol", region_sobol, config, inputs, writer, rendered.size, report)
+        return write_manifest(config, inputs, acts, layers, sobol, figures, synthetic.entry, writer, report,
+                              timings=clock.record())

@@ -19,7 +19,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.static import serve
 
-from stimuli.artifact import ManifestError, figure_files, layer_summaries, sobol_summary
+from stimuli.artifact import ManifestError, figure_files, layer_summaries, sobol_summary, stage_timings
 
 from . import arrivals, assignment, checks, designs, golive, jobs, lifecycle, participation, studyfile, tasks, versions
 from .admin_forms import (
@@ -211,7 +211,7 @@ def _summary_error(display):
 class StimulusJobAdmin(JobAdmin):
     form = StimulusJobForm
     inputs = StimulusJobForm.Meta.fields
-    results = ["shard_table", "measures_table", "curves", "region_sobol", "artifact"]
+    results = ["shard_table", "stage_times", "measures_table", "curves", "region_sobol", "artifact"]
     result_columns = ["unit_count"]
     actions = [*JobAdmin.actions, "relaunch_as_new_job"]
 
@@ -282,6 +282,18 @@ class StimulusJobAdmin(JobAdmin):
     # accessors: a key the contract requires and the summary lacks raises ManifestError. Django's admin shows
     # a ValueError raised by a read-only field as "-", which is how a renamed key once passed unseen, so
     # each display says what is wrong instead (_summary_error), and logs it.
+    @admin.display(description="time per stage")
+    @_summary_error
+    def stage_times(self, job):
+        """Where the job's time went (stimuli.artifact.stage_timings): each stage's wall seconds and share."""
+        timings = stage_timings(job.summary) if job.summary else None
+        if timings is None:
+            return "— (not recorded)"
+        total = timings.total or 1.0
+        return render_to_string("admin/studyapp/stimulusjob/stage_times.html", {
+            "stages": [{"name": n, "seconds": s, "share": 100 * s / total} for n, s in timings.stages],
+            "measures": [{"name": n, "seconds": s} for n, s in timings.measures], "total": timings.total})
+
     @admin.display(description="measures per basis")
     @_summary_error
     def measures_table(self, job):

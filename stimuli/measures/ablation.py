@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -98,28 +99,13 @@ class _Sets:
         return cache["all"] + centred[:, rest] @ W[rest]
 
 
-def _checked(split, model: torch.nn.Module, x: torch.Tensor, state: dict):
-    """The cut network if it gives the whole network's logits on the first images, else None (a trace
-    can succeed and still differ, e.g. where the forward pass branches on a value fixed while tracing).
-    The whole pass runs through the layer's hook, which only captures here."""
-    try:
-        t, *carried = split.head(x)
-        cut = split.tail(t, *carried).float()
-    except Exception:  # noqa: BLE001 - any failure of the traced graph means: use the hook path
-        return None
-    state["replace"] = None
-    whole = model(x).float()
-    state.pop("captured", None)
-    return split if cut.shape == whole.shape and torch.allclose(cut, whole, rtol=1e-4, atol=1e-4) else None
-
-
 def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | None, layer: str,
                         bases_variants: Sequence[tuple[object, Sequence[Sequence[int]]]], columns: Sequence[int] = (),
                         activation: str = "post_relu", device: torch.device | str = "cpu", batch_size: int = 256,
                         progress: Callable[[float], None] | None = None) -> list[Interventions]:
     """:func:`units_at_mean` for several bases of one layer, with one pass of the network's head per
     image for all of them."""
-    from .tail import split_at
+    from .tail import checked, split_at, stack_size, stacked_tails
 
     device = torch.device(device)
     model = model.to(device).eval()
@@ -142,7 +128,7 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
         for idx, x in _input_batches(images, preprocess, batch_size):
             x = x.to(device)
             if split is not None and not seen:
-                split = _checked(split, model, x[:8], state)
+                split = checked(split, model, x[:8], state)
             if split is not None:
                 t, *carried = split.head(x)
                 logits = split.tail(t, *carried).float()
@@ -159,18 +145,23 @@ def units_at_mean_bases(model: torch.nn.Module, images, preprocess: Callable | N
                 tl = torch.empty(len(b.sets), len(x), device=device)
                 pc = torch.empty(len(b.sets), len(x), len(cols), device=device)
                 cache: dict = {}
+
+                def replaced(v, b=b, flat=flat, centred=centred, cache=cache, shape=moved_shape, t=t):
+                    return _channels_first(b.changed(flat, centred, v, cache), shape, t.ndim).to(t.dtype)
+
+                # the sets' tails, several per call (stimuli.measures.tail.stacked_tails), in the order below
+                stacked = None if split is None else stacked_tails(
+                    split, (partial(replaced, v) for v, units in enumerate(b.sets) if len(units)), carried,
+                    stack_size(len(x), batch_size, device))
                 for v, units in enumerate(b.sets):
                     if len(units) == 0:
                         out = logits
+                    elif stacked is not None:
+                        out = next(stacked)
                     else:
-                        changed = b.changed(flat, centred, v, cache)
-                        replaced = _channels_first(changed, moved_shape, t.ndim).to(t.dtype)
-                        if split is not None:
-                            out = split.tail(replaced, *carried).float()
-                        else:
-                            state["replace"] = replaced
-                            out = model(x).float()
-                            state["replace"] = None
+                        state["replace"] = replaced(v)
+                        out = model(x).float()
+                        state["replace"] = None
                     p[v] = out.argmax(1)
                     tl[v] = out.gather(1, target[:, None])[:, 0]
                     pc[v] = out[:, cols]

@@ -127,8 +127,13 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
 
     ``labels`` (one per image of ``images``) score accuracy; without them, accuracy is agreement with
     the unmodified network's top-1 prediction (``reference`` says which). ``layer`` is any name
-    ``python -m stimuli layers`` prints (:mod:`stimuli.layers`); its value is replaced through a hook.
+    ``python -m stimuli layers`` prints (:mod:`stimuli.layers`). Where the network can be cut at the
+    layer (:mod:`stimuli.measures.tail`), the part before it runs once per batch and the projections go
+    through the rest only, several per call; elsewhere the layer's value is replaced through a hook on
+    a whole pass per projection. The top-K and bottom-K projections are the same, and run once.
     """
+    from .tail import checked, split_at, stack_size, stacked_tails
+
     device = torch.device(device)
     model = model.to(device).eval()
     K = basis.n_components_
@@ -141,6 +146,17 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
     base_correct = 0.0
     n_seen = 0
     state: dict = {}
+    split = split_at(model, layer)
+    # (order, k position, units kept); a set both orders keep (all K units) is projected once
+    runs = [(o, j, units[:k]) for o, units in enumerate((order, order[::-1].copy())) for j, k in enumerate(ks)]
+    distinct: dict[tuple[int, ...], int] = {}
+    sets, of_run = [], []
+    for _o, _j, units in runs:
+        key = tuple(sorted(int(u) for u in units))
+        if key not in distinct:
+            distinct[key] = len(sets)
+            sets.append(units)  # in its own order, so the projection sums as it always did
+        of_run.append(distinct[key])
 
     def hook(out):
         if state.get("replace") is not None:
@@ -154,8 +170,15 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
                 continue
             x = x.to(device)
             state["replace"] = None
-            logits = model(x).float()
-            t = state.pop("captured")
+            if split is not None and n_seen == 0:
+                split = checked(split, model, x[:8], state)
+            if split is not None:
+                t, *carried = split.head(x)
+                logits = split.tail(t, *carried).float()
+                state.pop("captured", None)
+            else:
+                logits = model(x).float()
+                t = state.pop("captured")
             a = torch.relu(t) if activation == "post_relu" else t
             flat, moved_shape = _channels_last(a.float())
             codes = projector.codes(flat)
@@ -163,13 +186,23 @@ def network_completeness(model: torch.nn.Module, images: ImageSet, preprocess: C
             pred = logits.argmax(1)
             target = pred if labels is None else torch.as_tensor(labels[idx.numpy()], device=device)
             base_correct += float((pred == target).sum())
-            for o, units in enumerate((order, order[::-1].copy())):
-                for j, k in enumerate(ks):
-                    rec = projector.project(codes, units[:k])
-                    state["replace"] = _channels_first(rec, moved_shape, t.ndim).to(t.dtype)
-                    lq = torch.log_softmax(model(x).float(), 1)
-                    correct[o, j] += float((lq.argmax(1) == target).sum())
-                    kl[o, j] += float((logp.exp() * (logp - lq)).sum())
+
+            def projected(units, codes=codes, shape=moved_shape, t=t):
+                return _channels_first(projector.project(codes, units), shape, t.ndim).to(t.dtype)
+
+            if split is not None:
+                outputs = list(stacked_tails(split, (lambda u=u: projected(u) for u in sets), carried,
+                                             stack_size(len(x), batch_size, device)))
+            else:
+                outputs = []
+                for units in sets:
+                    state["replace"] = projected(units)
+                    outputs.append(model(x).float())
+                state["replace"] = None
+            for (o, j, _units), v in zip(runs, of_run):
+                lq = torch.log_softmax(outputs[v], 1)
+                correct[o, j] += float((lq.argmax(1) == target).sum())
+                kl[o, j] += float((logp.exp() * (logp - lq)).sum())
             n_seen += len(idx)
             if progress:
                 progress(n_seen / len(images))

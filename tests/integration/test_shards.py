@@ -55,7 +55,7 @@ def shard_rows(stack, job_id):
 
 def manifest(stack, job_id):
     m = json.loads((stack.workdir / "artifacts" / f"job-{job_id}" / "manifest.json").read_text())
-    return {k: v for k, v in m.items() if k not in ("created", "versions")}
+    return {k: v for k, v in m.items() if k not in ("created", "versions", "timings")}
 
 
 def units(stack, job_id):

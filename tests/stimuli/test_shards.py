@@ -29,7 +29,7 @@ from stimuli.shards import (
 )
 
 # Fields that differ between two runs of one configuration whatever computed them.
-RUN_STAMPS = ("created", "versions")
+RUN_STAMPS = ("created", "versions", "timings")
 
 
 def comparable(manifest):

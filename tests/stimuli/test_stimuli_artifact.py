@@ -239,3 +239,33 @@ def test_query_candidates_with_and_without_percentiles():
     del unit["queries_min_percentile"]
     with pytest.raises(ManifestError, match="one side only"):
         query_candidates(unit)
+
+
+TIMINGS = {"stages": {"network": 0.5, "activations": 2.0, "measures": 3.25}, "measures": {"decisions": 1.0},
+           "total": 6.0}
+
+
+def test_typed_reads_of_the_stage_timings():
+    from stimuli.artifact import stage_timings
+
+    manifest = json.loads(DEMO_SUMMARY.read_text())
+    assert stage_timings({k: v for k, v in manifest.items() if k != "timings"}) is None
+    timings = stage_timings({**manifest, "timings": TIMINGS})
+    assert timings.stages == (("network", 0.5), ("activations", 2.0), ("measures", 3.25))
+    assert timings.measures == (("decisions", 1.0),) and timings.total == 6.0
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda t: t.pop("stages"), "timings has no 'stages'"),
+    (lambda t: t.pop("total"), "timings has no 'total'"),
+    (lambda t: t["stages"].update(render="2 s"), "'stages' must be a list of numbers"),
+])
+def test_malformed_stage_timings_fail_loudly(change, words):
+    import copy
+
+    from stimuli.artifact import stage_timings
+
+    timings = copy.deepcopy(TIMINGS)
+    change(timings)
+    with pytest.raises(ManifestError, match=words):
+        stage_timings({"timings": timings})

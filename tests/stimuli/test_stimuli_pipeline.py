@@ -176,3 +176,19 @@ def test_region_sobol_indices_in_the_manifest(tmp_path, demo, digits):
     # the same seed chooses the same images
     again = read_manifest(run(config.replace(sobol_images=3), tmp_path / "b"))["sobol"]["images"]
     assert [im["index"] for im in again] == [im["index"] for im in images[:3]]
+
+
+def test_stage_timings_in_the_manifest(demo_run):
+    from stimuli.artifact import stage_timings
+
+    _, path, _ = demo_run
+    timings = stage_timings(read_manifest(path))
+    stages = dict(timings.stages)
+    # every stage before the manifest is written, in the pipeline's order, even one with nothing to do
+    assert list(stages) == [s for s in STAGES if s != "write"]
+    assert all(v >= 0 for v in stages.values()) and stages["activations"] > 0 and stages["measures"] > 0
+    measures = dict(timings.measures)
+    # the demo job computes completeness and the decision measures, both parts of the measures stage
+    assert set(measures) >= {"completeness", "decisions"}
+    assert sum(measures.values()) <= stages["measures"] + 0.002
+    assert timings.total >= sum(stages.values()) - 0.01
