@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, ProgrammingError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, ProgrammingError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -365,6 +365,30 @@ _BIGINT = 2 ** 63
 
 
 def _run_answer_statement(parameters: Mapping[str, Any]) -> tuple | None:
+    """The answer statement's row, on a connection found alive by the statement itself.
+
+    Django's health check (CONN_HEALTH_CHECKS) sends a SELECT 1 before a request's first statement on a
+    kept connection: on the answer path, a second round trip to PostgreSQL for the one that matters,
+    some tens of microseconds of web CPU and more of the database's. Here the statement goes first,
+    unchecked, and only if it finds the kept connection dead (PostgreSQL restarted, a proxy dropped it)
+    is it sent once more on a new connection, as the health check would have done. Sending it twice is
+    safe: it is a transaction of its own, and one that committed before its connection died left the
+    counter moved, so the second writes nothing and record_response gives the stored answer back. Inside
+    a caller's transaction (the block-end path) the connection is never replaced and nothing is resent."""
+    unchecked = (connection.connection is not None and connection.health_check_enabled
+                 and not connection.health_check_done and not connection.in_atomic_block)
+    if unchecked:
+        connection.health_check_done = True
+    try:
+        return _answer_statement_once(parameters)
+    except (OperationalError, InterfaceError):
+        if not unchecked or not (connection.connection is None or connection.connection.closed):
+            raise  # a live connection's error, or a new connection's: PostgreSQL is away (a 503)
+        connection.close()
+        return _answer_statement_once(parameters)
+
+
+def _answer_statement_once(parameters: Mapping[str, Any]) -> tuple | None:
     if not settings.DATABASE_PREPARED_STATEMENTS:
         with _own_transaction(), connection.cursor() as cursor:
             cursor.execute(_ANSWER_SQL, parameters)
