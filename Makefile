@@ -70,6 +70,7 @@ bench: install-test
 	$(PY) bench/bench_analysis.py
 	$(PY) bench/bench_analysis.py --scale
 	$(PY) bench/profile_answer.py --top 0
+	$(PY) bench/profile_arrival.py --top 0
 	$(PY) bench/bench_load.py --calibrate
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_burst.py

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
 from . import openapi, participation, screening
+from .lookup import participant_by_token
 from .models import Participant, Trial
 from .recruitment import completion_url
 from .texts import instructions_for, render_markdown
@@ -107,7 +108,9 @@ def _participant_view(method):
     def decorate(view):
         @method
         def wrapper(request, token, *args, **kwargs):
-            participant = get_object_or_404(Participant.objects.select_related("study", "condition"), token=token)
+            participant = participant_by_token(token)
+            if participant is None:
+                raise Http404("No participant matches the given query.")
             try:
                 return view(request, participant, *args, **kwargs)
             except BadRequest as exc:

@@ -1,9 +1,16 @@
 """Researcher-written Markdown turned into the HTML a participant sees."""
+from functools import lru_cache
+
 import markdown
 
 _ALLOWED_EXTENSIONS = ["extra", "sane_lists"]
 
 
+# Every participant of a study is sent the same few texts (consent, instructions, debrief, a block's
+# instructions) with every session payload, three times an arrival: rendering them (Python-Markdown
+# builds its whole parser per call) was a fifth of an arrival's web CPU. The HTML is a function of the
+# text alone and a string cannot be changed, so it is kept per text; a researcher's edit is a new text.
+@lru_cache(maxsize=256)
 def render_markdown(text):
     # Researchers are trusted admin users, but raw HTML in a consent form is still escaped: the text is
     # shown to the public and a pasted snippet should not be able to run script.

@@ -162,3 +162,46 @@ def test_simultaneous_answers_to_one_trial_store_one(client, job, path, monkeypa
     assert sorted(results) == [False] * 7 + [True], results
     assert Response.objects.filter(trial=trial).count() == 1
     assert Participant.objects.get(pk=participant.pk).answered == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_answer_statement_is_its_own_health_check_and_a_dead_kept_connection_is_replaced(
+        client, job, monkeypatch):
+    """No SELECT 1 before the answer on a kept connection; one PostgreSQL ended between two requests is
+    found dead by the answer itself, which goes again on a new connection and is stored once."""
+    from django.db import connection
+
+    study = make_study(job, n_practice=0, n_main=4)
+    participant = arrive(client, study)
+    through_instructions(client, participant)
+    trials = list(Trial.objects.filter(participant=participant).order_by("position"))
+    # As production has it (settings/base.py); the test settings leave Django's default, no checks.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_HEALTH_CHECKS", True)
+    monkeypatch.setattr(connections["default"], "health_check_enabled", True)
+    checks = []
+    is_usable = type(connections["default"]).is_usable
+    monkeypatch.setattr(type(connections["default"]), "is_usable",
+                        lambda self: checks.append(self) or is_usable(self))
+
+    connection.health_check_done = False  # what a new request does to a kept connection
+    assert answer(client, participant, trials[0].pk)[0] == 201
+    assert checks == []
+
+    kept = connection.connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
+    finally:
+        other.close()
+    connection.health_check_done = False
+    assert answer(client, participant, trials[1].pk)[0] == 201
+    assert connection.connection is not kept and kept.closed
+    assert checks == []
+    assert list(Response.objects.filter(participant=participant).values_list("trial_id", flat=True)
+                .order_by("trial__position")) == [trials[0].pk, trials[1].pk]
+    assert Participant.objects.get(pk=participant.pk).answered == 2

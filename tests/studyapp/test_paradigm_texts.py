@@ -1,5 +1,7 @@
 """The instructions follow the participant's paradigm unless the researcher wrote their own, and the
 session tells the front end the paradigm it dispatches the trials and its texts by."""
+import uuid
+
 import pytest
 
 from studyapp import texts
@@ -48,3 +50,14 @@ def test_the_session_names_the_paradigm_and_its_instructions(client, paradigm):
     study.save()
     status, session = api(client, participant, "session")
     assert session["study"]["instructions_html"] == "<p>Our own instructions.</p>"
+
+
+def test_a_text_is_rendered_once_and_its_html_given_to_every_participant(monkeypatch):
+    rendered = []
+    real = texts.markdown.markdown
+    monkeypatch.setattr(texts.markdown, "markdown", lambda text, **kw: rendered.append(text) or real(text, **kw))
+    text = f"**Consent** for study {uuid.uuid4()} <script>"
+    first = texts.render_markdown(text)
+    assert texts.render_markdown(text) == first and len(rendered) == 1
+    assert "<strong>Consent</strong>" in first and "&lt;script&gt;" in first
+    assert texts.render_markdown(text + " edited") != first and len(rendered) == 2

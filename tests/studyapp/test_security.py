@@ -589,3 +589,15 @@ def test_redis_counts_both_limits_in_one_round_trip_and_spares_tokens_once_the_a
         for key in server.keys(f"{settings.CACHES['default']['KEY_PREFIX']}:*"):
             server.delete(key)
         caches["default"].close()
+
+
+@pytest.mark.redis
+def test_the_rate_limits_build_one_redis_client_per_cache_backend_not_one_per_request(settings):
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    first = ratelimit._redis()[1]
+    assert ratelimit._redis()[1] is first
+    # Changed settings bring a new backend, with pools of its own: its client is a new one.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                                   "KEY_PREFIX": "other"}}
+    assert ratelimit._redis()[1] is not first
