@@ -29,10 +29,23 @@ CSRF_SECRET = secrets.token_hex(16)  # 32 characters: Django accepts the unmaske
 TRIALS_PER_PARTICIPANT = 60  # load_fixture's study
 
 
-def database_url():
+def database_url(name=DATABASE):
+    """The URL of database `name` on the server of ADMIN_URL (profile_arrival uses its own name)."""
     info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
     return (f"postgres://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
-            f"{info.get('port', 5432)}/{DATABASE}")
+            f"{info.get('port', 5432)}/{name}")
+
+
+def drop_database(name=DATABASE):
+    """Close Django's connections, if it started, and drop the profile's database `name`."""
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:  # noqa: BLE001 - django may not have started
+        pass
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def environ_for(token, trial_id):
@@ -142,14 +155,7 @@ def main():
             answer()
         profiler.disable()
     finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001 - django may not have started
-            pass
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        drop_database()
 
     bad = [s for s in statuses if s != 201]
     print(f"rate limits: {'counted in Redis' if args.rate_limits else 'off'}")

@@ -26,17 +26,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import psycopg  # noqa: E402
-from profile_answer import ADMIN_URL, CSRF_SECRET, backend_cpu_seconds  # noqa: E402
+from profile_answer import ADMIN_URL, CSRF_SECRET, backend_cpu_seconds, database_url, drop_database  # noqa: E402
 
 DATABASE = f"studyapp_arrival_{os.getpid()}_{secrets.token_hex(3)}"
 STEPS = ("landing", "start", "session", "consent", "instructions", "trials")
-
-
-def database_url():
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    return (
-        f"postgres://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{DATABASE}"
-    )
 
 
 def environ(method, path, body=b"", content_type=None, csrf_header=False):
@@ -80,7 +73,7 @@ def main():
             "DJANGO_SETTINGS_MODULE": "studyapp.settings.production",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
             "PARTICIPANT_ID_KEY": secrets.token_urlsafe(32),
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": database_url(DATABASE),
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "CSRF_COOKIE_SECURE": "false",
             "SESSION_COOKIE_SECURE": "false",
@@ -171,14 +164,7 @@ def main():
             arrival()
         profiler.disable()
     finally:
-        try:
-            from django.db import connections
-
-            connections.close_all()
-        except Exception:  # noqa: BLE001 - django may not have started
-            pass
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        drop_database(DATABASE)
 
     n = args.arrivals
     print(f"arrivals: {n} timed, each {len(STEPS)} requests")
