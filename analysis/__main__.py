@@ -196,6 +196,16 @@ def _show_fit(args, fit) -> None:
 
 
 # -- intervals, residual check, ordinal model (issue 31, second half) ------------------------------
+def _data_options(p, all_trials: bool = True) -> None:
+    """--strict, and --all-trials for the commands that fit a model: every fitting command reads its rows
+    the same way."""
+    p.add_argument("--strict", action="store_true",
+                   help="data checks refuse impossible values instead of dropping them with a note")
+    if all_trials:
+        p.add_argument("--all-trials", action="store_true",
+                       help="fit every row (default: main, non-catch trials of an export)")
+
+
 def _interval_options(p) -> None:
     p.add_argument("--ci", choices=("wald", "profile", "boot"), default=None,
                    help="confidence intervals of every fixed effect and random-effect SD, as lme4's "
@@ -257,10 +267,7 @@ def _second_half_commands(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=None, metavar="STEM",
                    help="write the QQ plot as STEM.png and STEM.svg")
-    p.add_argument("--strict", action="store_true",
-                   help="data checks refuse impossible values instead of dropping them with a note")
-    p.add_argument("--all-trials", action="store_true",
-                   help="fit every row (default: main, non-catch trials of an export)")
+    _data_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_residual_check)
 
@@ -270,10 +277,7 @@ def _second_half_commands(sub, common) -> None:
     p.add_argument("--formula", required=True,
                    help="e.g. 'confidence ~ condition + (1 | participant) + (1 | unit)' (random "
                         "intercepts only; the thresholds take the intercept's place)")
-    p.add_argument("--strict", action="store_true",
-                   help="data checks refuse impossible values instead of dropping them with a note")
-    p.add_argument("--all-trials", action="store_true",
-                   help="fit every row (default: main, non-catch trials of an export)")
+    _data_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_clmm)
 
@@ -362,9 +366,7 @@ def _inference_parsers(sub, common) -> None:
         p.add_argument("--trials", default=None, help="column of numbers of trials (binomial)")
         p.add_argument("--ddf", choices=DDF_METHODS, default="satterthwaite",
                        help="an LMM's denominator df: satterthwaite (default), kenward-roger or normal")
-        p.add_argument("--strict", action="store_true")
-        p.add_argument("--all-trials", action="store_true",
-                       help="fit every row (default: main, non-catch trials of an export)")
+        _data_options(p)
         p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("emmeans", help="estimated marginal means and pairwise contrasts (R's emmeans)",
@@ -431,8 +433,7 @@ def main(argv=None) -> int:
                         "without it; default: every fixed term of the formula")
     p.add_argument("--allow-drop", action="store_true",
                    help="fit without formula variables the data lack (default: an error)")
-    p.add_argument("--strict", action="store_true",
-                   help="data checks refuse impossible values instead of dropping them with a note")
+    _data_options(p, all_trials=False)
     p.add_argument("--out", default="analysis_report")
     p.add_argument("--curves", default=None,
                    help="the stimulus artifact's folder (or its figures/): its curves beside people's accuracy")
@@ -470,12 +471,9 @@ def main(argv=None) -> int:
         p.add_argument("--formula", required=True,
                        help="model formula in lme4's notation (see the syntax below), e.g. "
                             "'correct ~ condition + (1 | participant) + (1 | unit)'")
-        p.add_argument("--strict", action="store_true",
-                       help="data checks refuse impossible values instead of dropping them with a note")
+        _data_options(p)
         p.add_argument("--correlation", action="store_true",
                        help="print the correlation of the fixed effects, as summary(fit, correlation = TRUE)")
-        p.add_argument("--all-trials", action="store_true",
-                       help="fit every row (default: main, non-catch trials of an export)")
         p.add_argument("--json", action="store_true")
         _interval_options(p)
         if name == "glmm":
