@@ -77,8 +77,9 @@ def _pairs(unit, paradigm):
 _SHOWN = {Condition.Paradigm.ORDERED_STRIP: "ordered strips", Condition.Paradigm.OCCLUSION_2AFC: "occlusion pairs"}
 
 
-def condition_problems(study, condition):
-    """What keeps `condition` from giving a participant the study's trial plan."""
+def condition_problems(study, condition, conditions=None):
+    """What keeps `condition` from giving a participant the study's trial plan. `conditions`: all of the
+    study's (a form's, not saved yet; default: its stored ones), which a disjoint allocation splits units over."""
     name = f"Condition \"{condition.name}\""
     if condition.job_id is None:
         return [f"{name} has no stimulus job."]
@@ -122,16 +123,48 @@ def condition_problems(study, condition):
         return out
     # A main trial shows one of the unit's query pairs (strips); a plan with more per unit than the
     # artifact holds shows participants the same pair again, and their answers stop being independent.
-    per_unit = main_pairs_per_unit(study.n_main, study.catch_ratio, len(units))
+    n_main, shown, plan = _main_plan(study, condition, len(units), conditions)
+    per_unit = main_pairs_per_unit(n_main, study.catch_ratio, shown)
     short = [keys[u.unit_id] for u in units if _pairs(u, condition.paradigm) < per_unit]
     if short:
         what = _SHOWN.get(condition.paradigm, "query pairs" + (
             f" in the band {band_name(band)}" if any(u.queries_max_percentile for u in units) else ""))
-        out.append(f"{name}: N main {study.n_main} gives each unit up to {per_unit} main trials, but "
+        out.append(f"{name}: {plan} gives each unit up to {per_unit} main trials, but "
                    f"{'unit' if len(short) == 1 else 'units'} {', '.join(short)} "
                    f"{'has' if len(short) == 1 else 'have'} fewer {what}: participants would see one again. "
-                   f"Lower N main or run the job with more.")
+                   f"Lower {'N main' if study.design == Study.Design.BETWEEN or not study.trials_per_block else 'the trials per block'} "
+                   f"or run the job with more.")
     return out
+
+
+def _main_plan(study, condition, n_units, conditions=None):
+    """(main trials a participant does in `condition`, catch trials included; how many of its units they
+    see; the plan in words). A within or mixed design gives a condition `trials_per_block` in each of its
+    blocks (`Study.main_trials_per_condition`); a disjoint allocation shows each participant the part of the
+    units that falls to the condition (`designs.disjoint_parts`: the smallest part is the fewest units a
+    participant sees of it), so each of those units takes more of the trials."""
+    if study.design == Study.Design.BETWEEN:
+        return study.n_main, n_units, f"N main {study.n_main}"
+    n_main = study.main_trials_per_condition()
+    plan = (f"{study.trials_per_block} trials per block x {study.blocks_per_condition} blocks"
+            if study.trials_per_block else f"N main {study.n_main}")
+    if study.unit_allocation != Study.UnitAllocation.DISJOINT:
+        return n_main, n_units, plan
+    try:
+        ordered, orders, _ = assignment.study_plan(study, conditions)
+    except designs.DesignError:
+        return n_main, n_units, plan  # design_problems says why the design cannot be satisfied
+    index = next((i for i, c in enumerate(ordered) if c is condition or (c.pk and c.pk == condition.pk)), None)
+    groups = [sorted(set(order.blocks)) for order in orders if index in order.blocks]
+    if not groups:
+        return n_main, n_units, plan
+    members = max(groups, key=len)
+    n_least = min(ordered[i].units().count() for i in members)
+    shown = n_least // len(members)
+    if shown < 1:
+        return n_main, n_units, plan  # design_problems: fewer units than conditions to split them over
+    return n_main, min(shown, n_units), (f"{plan}, over the {shown} of its units a disjoint allocation shows each "
+                                         f"participant,")
 
 
 def problems(study, conditions=None):
@@ -147,7 +180,7 @@ def problems(study, conditions=None):
         out.append("The quota (participants per condition) is 0: the first participant would find the study full.")
     out += completion_problems(study)
     for condition in conditions:
-        out += condition_problems(study, condition)
+        out += condition_problems(study, condition, conditions)
     out += design_problems(study, conditions)
     return out
 

@@ -229,6 +229,48 @@ def test_go_live_names_what_keeps_a_design_from_being_satisfied():
 
 
 @pytest.mark.django_db
+def test_go_live_counts_a_within_condition_s_trials_per_block_against_its_query_pairs():
+    from studyapp import golive
+
+    # 3 units with 6 query pairs each; every condition has 2 blocks.
+    study = within_study(make_job(bases=("neuron",), n_units=3), status=Study.Status.DRAFT, trials_per_block=9)
+    assert golive.problems(study) == []  # 18 main trials per condition over 3 units: 6 each
+    study.trials_per_block = 10  # N main stays 6: only the blocks' size gives 20 over 3 units, 7 each
+    found = golive.problems(study)
+    assert len(found) == 4  # each of the four conditions
+    assert found[0] == ('Condition "natural-1": 10 trials per block x 2 blocks gives each unit up to 7 main '
+                        'trials, but units conv2:neuron:0, conv2:neuron:1, conv2:neuron:2 have fewer query pairs: '
+                        'participants would see one again. Lower the trials per block or run the job with more.')
+
+
+@pytest.mark.django_db
+def test_go_live_counts_only_the_units_a_disjoint_allocation_shows_each_participant():
+    from studyapp import golive
+
+    job = make_job(bases=("neuron",), n_units=7, n_queries=3)
+    study = make_study(job, design=Study.Design.WITHIN, unit_allocation=Study.UnitAllocation.DISJOINT,
+                       n_main=6, n_practice=0, catch_ratio=0, participants_per_condition=3, status=Study.Status.DRAFT)
+    study.conditions.all().delete()
+    for ref in ("natural", "max_only", "none"):
+        Condition.objects.create(study=study, name=ref, job=job, layer=job.layer, basis="neuron", reference_type=ref)
+    # 6 trials over all 7 units would be one each; a participant sees 2 of them per condition: 3 each.
+    assert golive.problems(study) == []
+    study.n_main = 7
+    found = golive.problems(study)
+    assert len(found) == 3
+    assert found[0].startswith('Condition "natural": N main 7, over the 2 of its units a disjoint allocation shows '
+                               'each participant, gives each unit up to 4 main trials, but units conv2:neuron:0')
+    # and the participants' lists agree: with N main 6, no one sees a query pair twice
+    study.n_main = 6
+    study.status = Study.Status.LIVE
+    study.save()
+    for i in range(3):
+        p = participation.start(study, Arrival("prolific", f"d{i}", {}))
+        pairs = [(t.unit_id, frozenset((t.query_a, t.query_b))) for t in Trial.objects.filter(participant=p)]
+        assert len(pairs) == len(set(pairs))
+
+
+@pytest.mark.django_db
 def test_the_simulators_oracle_judges_every_trial_of_a_within_study():
     from studyapp.api import trial_payload
     from studyapp.simulation import AnswerOracle
