@@ -33,6 +33,7 @@ from .admin_forms import (
     measure_label,
     mis_reason,
 )
+from .admin_permissions import NoAddOrChange, ViewOnly
 from .exclusions import participant_evidence
 from .export import write_export
 from .models import (
@@ -391,7 +392,7 @@ class BasisFilter(UnitMeasureFilter):
 
 
 @admin.register(Unit)
-class UnitAdmin(admin.ModelAdmin):
+class UnitAdmin(NoAddOrChange, admin.ModelAdmin):
     list_display = ["key", "job_short", "explained_variance", "influence", "machine_score", "most_activating",
                     "least_activating"]
     list_filter = ["job", LayerFilter, BasisFilter]
@@ -409,14 +410,6 @@ class UnitAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("exemplars")
-
-    # Units come from a stimulus job's artifact; a hand-made or hand-edited unit would claim measures
-    # and exemplars no pipeline produced.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         legend = [(measure_label(k), measure_help(k)) for k in ("explained_variance_ratio", "influence_direction", "mis")]
@@ -876,21 +869,12 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(StudyChange)
-class StudyChangeAdmin(admin.ModelAdmin):
+class StudyChangeAdmin(ViewOnly, admin.ModelAdmin):
     """The change log of every study, read-only: rows are written by the models' save, never by hand."""
 
     list_display = ["at", "study", "field", "old", "new", "author_name"]
     list_filter = ["study"]
     search_fields = ["field", "old", "new"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class PreviewFilter(admin.SimpleListFilter):
@@ -917,7 +901,7 @@ class PreviewFilter(admin.SimpleListFilter):
         return queryset.filter(is_preview=self.value() == "previews")
 
 
-class TrialInline(admin.TabularInline):
+class TrialInline(NoAddOrChange, admin.TabularInline):
     """A participant's trials in their order, each with the answer given: read only."""
 
     model = Trial
@@ -930,12 +914,6 @@ class TrialInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("unit", "response")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @staticmethod
     def _response(trial):
@@ -1011,16 +989,10 @@ class ParticipantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
+class ResponseAdmin(NoAddOrChange, admin.ModelAdmin):
     list_display = ["trial", "participant", "choice", "confidence", "correct", "rt_ms", "server_time"]
     list_filter = ["participant__study", "correct"]
     readonly_fields = [f.name for f in Response._meta.fields if f.name != "id"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(SobolAnalysis)

@@ -9,6 +9,7 @@ that neither module imports the other)."""
 from django.contrib import admin, messages
 
 from . import withdrawal
+from .admin_permissions import ViewOnly
 from .models import Participant, ProlificAction, Study
 
 StudyAdmin = type(admin.site._registry[Study])
@@ -98,16 +99,7 @@ admin.site.register(Participant, ParticipantAdmin)
 
 
 @admin.register(ProlificAction)
-class ProlificActionAdmin(admin.ModelAdmin):
+class ProlificActionAdmin(ViewOnly, admin.ModelAdmin):
     list_display = ["study", "kind", "submission_id", "bulk_id", "state", "created", "finished"]
     list_filter = ["study", "kind", "state"]
     readonly_fields = [f.name for f in ProlificAction._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

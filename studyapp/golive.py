@@ -132,9 +132,14 @@ def condition_problems(study, condition, conditions=None):
         out.append(f"{name}: {plan} gives each unit up to {per_unit} main trials, but "
                    f"{'unit' if len(short) == 1 else 'units'} {', '.join(short)} "
                    f"{'has' if len(short) == 1 else 'have'} fewer {what}: participants would see one again. "
-                   f"Lower {'N main' if study.design == Study.Design.BETWEEN or not study.trials_per_block else 'the trials per block'} "
-                   f"or run the job with more.")
+                   f"Lower {_trial_count_name(study)} or run the job with more.")
     return out
+
+
+def _trial_count_name(study):
+    """The study field that sets how many main trials a condition has."""
+    blocks = study.design != Study.Design.BETWEEN and study.trials_per_block
+    return "the trials per block" if blocks else "N main"
 
 
 def _main_plan(study, condition, n_units, conditions=None):
