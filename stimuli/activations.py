@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .datasets import READ_ERRORS, ImageSet
+from .heap import TRIM_EVERY_BATCHES, release_free_heap
 from .layers import Layout
 from .settings.activations import ACTIVATIONS, POOLINGS  # noqa: F401 - the options of this module
 
@@ -312,6 +313,7 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
     kept = np.zeros(n, dtype=bool)
     n_failed = 0
     done = 0
+    n_batches = 0
     with torch.inference_mode(), autocast(device, mixed_precision):
         for idx, x, failed in source(images, preprocess, batch_size, num_workers, device):
             n_failed += failed
@@ -335,6 +337,9 @@ def extract(model: nn.Module, images: ImageSet, preprocess: Callable, layers: Se
                 kept[idx.numpy()] = True
                 # only pooled rows outlive the batch: the feature maps go before the next one is built
                 del out, t, x
+                n_batches += 1
+                if n_batches % TRIM_EVERY_BATCHES == 0:
+                    release_free_heap()  # keeps resident memory flat in the number of images
             if progress:
                 progress(done / n)
     indices = np.flatnonzero(kept)

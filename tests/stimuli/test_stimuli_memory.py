@@ -72,6 +72,24 @@ def test_no_hook_is_left_on_the_model(stimuli_cache):
         assert not m._forward_hooks and not m._forward_pre_hooks
 
 
+def test_the_pass_gives_freed_heap_pages_back_every_few_batches(stimuli_cache, monkeypatch):
+    import stimuli.activations as activations
+
+    images = load_dataset("digits").subset(range(68))  # 17 batches of 4
+    calls = []
+    monkeypatch.setattr(activations, "release_free_heap", lambda: calls.append(len(calls)) or True)
+    extract(_BigMaps().eval(), images, _preprocess, ["conv"], batch_size=4)
+    assert len(calls) == 17 // activations.TRIM_EVERY_BATCHES == 2
+
+
+def test_release_free_heap_calls_glibc_where_it_runs():
+    import platform
+
+    from stimuli.heap import release_free_heap
+
+    assert release_free_heap() is (platform.libc_ver()[0] == "glibc")
+
+
 @pytest.mark.parametrize("name", ["neuron", "pca"])
 def test_neuron_and_pca_fit_without_copying_the_activations(name):
     """Both are fitted from sums over row blocks (the channels' moments; the C x C covariance), so a
