@@ -15,50 +15,14 @@
 var jsPsychReference2afc = (function (jspsych, kit) {
   "use strict";
 
-  var PT = jspsych.ParameterType;
   var esc = kit.escapeAttr;
 
   var info = {
     name: "reference-2afc",
     version: "2.0.0",
-    parameters: kit.extend(kit.COMMON_PARAMETERS, {
-      /** URLs of the least activating reference images (shown left); may be empty. */
-      references_min: { type: PT.IMAGE, array: true, default: [] },
-      /** URLs of the most activating reference images (shown right); may be empty. */
-      references_max: { type: PT.IMAGE, array: true, default: [] },
-      /** URL of query image A (left of centre). */
-      query_a: { type: PT.IMAGE, default: undefined },
-      /** URL of query image B (right of centre). */
-      query_b: { type: PT.IMAGE, default: undefined },
-      /** Label above the left grid. */
-      label_min: { type: PT.STRING, default: "Least activating" },
-      /** Label above the right grid. */
-      label_max: { type: PT.STRING, default: "Most activating" },
-    }),
-    data: kit.extend(kit.COMMON_DATA, {
-      query_a: { type: PT.IMAGE },
-      query_b: { type: PT.IMAGE },
-    }),
+    parameters: kit.extend(kit.COMMON_PARAMETERS, kit.PAIR_PARAMETERS),
+    data: kit.extend(kit.COMMON_DATA, kit.PAIR_DATA),
   };
-
-  function refGrid(urls, side, label) {
-    if (!urls || urls.length === 0) {
-      return '<section class="r2afc-refs r2afc-refs-' + side + ' r2afc-refs-empty" aria-hidden="true"></section>';
-    }
-    var imgs = urls
-      .map(function (u, i) {
-        return (
-          '<div class="r2afc-cell"><img class="r2afc-ref" src="' + esc(u) + '" alt="' +
-          esc(label) + " example " + (i + 1) + '" draggable="false"></div>'
-        );
-      })
-      .join("");
-    return (
-      '<section class="r2afc-refs r2afc-refs-' + side + '" id="r2afc-refs-' + side + '" aria-labelledby="r2afc-label-' + side + '">' +
-      '<h2 class="r2afc-label" id="r2afc-label-' + side + '">' + esc(label) + "</h2>" +
-      '<div class="r2afc-grid">' + imgs + "</div></section>"
-    );
-  }
 
   function queryBlock(side, url, trial) {
     var letter = side.toUpperCase();
@@ -84,25 +48,16 @@ var jsPsychReference2afc = (function (jspsych, kit) {
     }
 
     trial(display_element, trial) {
-      var refsMin = trial.references_min || [];
-      var refsMax = trial.references_max || [];
-      var hasRefs = refsMin.length > 0 || refsMax.length > 0;
-      var stage =
-        '<div class="r2afc-stage">' +
-        (hasRefs ? refGrid(refsMin, "min", trial.label_min) : "") +
-        '<section class="r2afc-centre" id="r2afc-centre" aria-label="Centre images">' +
-        '<div class="r2afc-queries">' + queryBlock("a", trial.query_a, trial) + queryBlock("b", trial.query_b, trial) +
-        "</div></section>" +
-        (hasRefs ? refGrid(refsMax, "max", trial.label_max) : "") +
-        "</div>";
+      var stage = kit.pairStage(trial, "Centre images", queryBlock);
       display_element.innerHTML = kit.screenHtml({
         id: "r2afc",
-        className: "r2afc " + (hasRefs ? "r2afc-with-refs" : "r2afc-no-refs"),
+        className: "r2afc " + (stage.hasRefs ? "r2afc-with-refs" : "r2afc-no-refs"),
         paradigm: "reference_2afc",
         trial: trial,
         prompt: trial.prompt === null || trial.prompt === undefined
-          ? defaultPrompt(refsMin.length > 0, refsMax.length > 0) : trial.prompt,
-        stage: stage,
+          ? defaultPrompt((trial.references_min || []).length > 0, (trial.references_max || []).length > 0)
+          : trial.prompt,
+        stage: stage.html,
       });
       kit.run(this.jsPsych, display_element, trial, "r2afc", { query_a: trial.query_a, query_b: trial.query_b });
     }

@@ -88,6 +88,31 @@ var studyTrialKit = (function (jspsych) {
     images_failed: { type: PT.INT },
   };
 
+  /**
+   * Parameters of a choice between two images A and B between the reference grids, the screen the
+   * reference 2AFC and the occlusion 2AFC share (`pairStage` draws it).
+   */
+  var PAIR_PARAMETERS = {
+    /** URLs of the least activating reference images (shown left); may be empty. */
+    references_min: { type: PT.IMAGE, array: true, default: [] },
+    /** URLs of the most activating reference images (shown right); may be empty. */
+    references_max: { type: PT.IMAGE, array: true, default: [] },
+    /** URL of image A (left of centre). */
+    query_a: { type: PT.IMAGE, default: undefined },
+    /** URL of image B (right of centre). */
+    query_b: { type: PT.IMAGE, default: undefined },
+    /** Label above the left grid. */
+    label_min: { type: PT.STRING, default: "Least activating" },
+    /** Label above the right grid. */
+    label_max: { type: PT.STRING, default: "Most activating" },
+  };
+
+  /** Data a pair trial records beside COMMON_DATA: the two images it showed. */
+  var PAIR_DATA = {
+    query_a: { type: PT.IMAGE },
+    query_b: { type: PT.IMAGE },
+  };
+
   function extend(base, own) {
     var out = {};
     Object.keys(base).forEach(function (k) { out[k] = base[k]; });
@@ -252,6 +277,46 @@ var studyTrialKit = (function (jspsych) {
     jsPsych.pluginAPI.setTimeout(reveal, trial.image_timeout_ms);
   }
 
+  /** A reference grid ("min" left, "max" right); an empty list keeps its place so the centre stays centred. */
+  function referenceGrid(urls, side, label) {
+    if (!urls || urls.length === 0) {
+      return '<section class="r2afc-refs r2afc-refs-' + side + ' r2afc-refs-empty" aria-hidden="true"></section>';
+    }
+    var imgs = urls
+      .map(function (u, i) {
+        return (
+          '<div class="r2afc-cell"><img class="r2afc-ref" src="' + escapeAttr(u) + '" alt="' +
+          escapeAttr(label) + " example " + (i + 1) + '" draggable="false"></div>'
+        );
+      })
+      .join("");
+    return (
+      '<section class="r2afc-refs r2afc-refs-' + side + '" id="r2afc-refs-' + side + '" aria-labelledby="r2afc-label-' + side + '">' +
+      '<h2 class="r2afc-label" id="r2afc-label-' + side + '">' + escapeAttr(label) + "</h2>" +
+      '<div class="r2afc-grid">' + imgs + "</div></section>"
+    );
+  }
+
+  /**
+   * The stage of a pair trial: the least activating references left, the centre (labelled
+   * `centreLabel`, holding `queryBlock("a", trial.query_a, trial)` and the same for "b"), the most
+   * activating references right; without references the centre stands alone. Returns {html, hasRefs}.
+   */
+  function pairStage(trial, centreLabel, queryBlock) {
+    var refsMin = trial.references_min || [];
+    var refsMax = trial.references_max || [];
+    var hasRefs = refsMin.length > 0 || refsMax.length > 0;
+    var html =
+      '<div class="r2afc-stage">' +
+      (hasRefs ? referenceGrid(refsMin, "min", trial.label_min) : "") +
+      '<section class="r2afc-centre" id="r2afc-centre" aria-label="' + escapeAttr(centreLabel) + '">' +
+      '<div class="r2afc-queries">' + queryBlock("a", trial.query_a, trial) + queryBlock("b", trial.query_b, trial) +
+      "</div></section>" +
+      (hasRefs ? referenceGrid(refsMax, "max", trial.label_max) : "") +
+      "</div>";
+    return { html: html, hasRefs: hasRefs };
+  }
+
   /** Makes `Plugin` the trial plugin of `paradigm` (the trial payload's `paradigm` value). */
   function register(paradigm, Plugin) {
     if (!Plugin || !Plugin.info || typeof Plugin.prototype.trial !== "function") {
@@ -264,7 +329,11 @@ var studyTrialKit = (function (jspsych) {
     PT: PT,
     COMMON_PARAMETERS: COMMON_PARAMETERS,
     COMMON_DATA: COMMON_DATA,
+    PAIR_PARAMETERS: PAIR_PARAMETERS,
+    PAIR_DATA: PAIR_DATA,
     extend: extend,
+    referenceGrid: referenceGrid,
+    pairStage: pairStage,
     escapeAttr: escapeAttr,
     answerButtons: answerButtons,
     keyHelpHtml: keyHelpHtml,
