@@ -146,7 +146,7 @@ def _main_plan(study, condition, n_units, conditions=None):
     """(main trials a participant does in `condition`, catch trials included; how many of its units they
     see; the plan in words). A within or mixed design gives a condition `trials_per_block` in each of its
     blocks (`Study.main_trials_per_condition`); a disjoint allocation shows each participant the part of the
-    units that falls to the condition (`designs.disjoint_parts`: the smallest part is the fewest units a
+    units that falls to the condition (the smallest part of `designs.disjoint_parts` is the fewest units a
     participant sees of it), so each of those units takes more of the trials."""
     if study.design == Study.Design.BETWEEN:
         return study.n_main, n_units, f"N main {study.n_main}"
@@ -165,11 +165,12 @@ def _main_plan(study, condition, n_units, conditions=None):
         return n_main, n_units, plan
     members = max(groups, key=len)
     n_least = min(ordered[i].units().count() for i in members)
-    shown = n_least // len(members)
-    if shown < 1:
+    try:
+        # the rotation moves the parts between conditions, never their sizes
+        shown = min(len(part) for part in designs.disjoint_parts(n_least, len(members), 0))
+    except designs.DesignError:
         return n_main, n_units, plan  # design_problems: fewer units than conditions to split them over
-    return n_main, min(shown, n_units), (f"{plan}, over the {shown} of its units a disjoint allocation shows each "
-                                         f"participant,")
+    return n_main, shown, f"{plan}, over the {shown} of its units a disjoint allocation shows each participant,"
 
 
 def problems(study, conditions=None):
